@@ -1,0 +1,57 @@
+"""Write a run's artefacts into its output directory, each file atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from engine.backtest import BacktestResult
+from engine.config import ENGINE_VERSION, RunConfig
+from engine.data.lakehouse import atomic_write_bytes, parquet_write_atomic
+
+PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra-core", "pyarrow")
+
+
+def data_fingerprint(root: Path, files: list[str]) -> str:
+    """SHA-256 over the relative paths and bytes of the data files a run read."""
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update(rel.encode())
+        digest.update(hashlib.sha256((root / rel).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_yaml: str) -> None:
+    """config.yaml, manifest.json, metrics.json, equity/orders/trades/winners parquet, audit.jsonl."""
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(cfg.paths.lakehouse_dir)
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    manifest = {
+        "engine_version": ENGINE_VERSION,
+        "config": cfg.model_dump(mode="json"),
+        "data": {"files": len(result.data_files), "fingerprint": data_fingerprint(root, result.data_files)},
+        "python": platform.python_version(),
+        "packages": versions,
+    }
+    atomic_write_bytes(out / "config.yaml", config_yaml.encode())
+    atomic_write_bytes(out / "manifest.json", _json(manifest))
+    atomic_write_bytes(out / "metrics.json", _json({"engine_version": ENGINE_VERSION, **result.metrics}))
+    parquet_write_atomic(result.equity, out / "equity.parquet")
+    parquet_write_atomic(result.orders, out / "orders.parquet")
+    parquet_write_atomic(result.trades, out / "trades.parquet")
+    parquet_write_atomic(result.winners, out / "winners.parquet")
+    lines = "".join(json.dumps(a, sort_keys=True, default=str) + "\n" for a in result.audit)
+    atomic_write_bytes(out / "audit.jsonl", lines.encode())

@@ -1,0 +1,445 @@
+"""The walk-forward backtest: rank the universe lazily, then simulate each window's winners.
+
+Flow per window (``_run_window_step``): winners = top-N of the window's ranking -> weights ->
+lazy MTF fetch for the winners only -> ``_run_simulation`` on the winners' slice, carrying cash
+and positions from the previous window so a symbol that stays a winner trades only its delta.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.config import RunConfig
+from engine.data.bars import interval_ms
+from engine.data.ingest import IngestionService
+from engine.data.lakehouse import Lakehouse
+from engine.data.sources.base import DataSource
+from engine.errors import DataError, EngineError
+from engine.metrics import equity_metrics, trading_metrics
+from engine.panel import Panel, panel_load
+from engine.progress import progress_iter
+from engine.ranking import ranks_compute, weights_compute
+from engine.simulation.stage import AllocationContext, SelectionContext, SimulationContext, SimulationStage
+from engine.simulation.vbt import PriceBlock, SimResult
+from engine.sql import sql_arrow
+from engine.windows import DAY_MS, Window, windows_build
+
+log = logging.getLogger(__name__)
+
+ORDER_SCHEMA = {
+    "window": pl.Int64,
+    "timestamp": pl.Datetime("ms", "UTC"),
+    "symbol": pl.String,
+    "side": pl.String,
+    "size": pl.Float64,
+    "price": pl.Float64,
+    "fees": pl.Float64,
+    "reason": pl.String,
+}
+TRADE_SCHEMA = {
+    "window": pl.Int64,
+    "symbol": pl.String,
+    "entry_time": pl.Datetime("ms", "UTC"),
+    "entry_price": pl.Float64,
+    "exit_time": pl.Datetime("ms", "UTC"),
+    "exit_price": pl.Float64,
+    "exit_kind": pl.String,
+    "ambiguous": pl.Boolean,
+    "return": pl.Float64,
+}
+
+
+def _ffill_rows(a: np.ndarray) -> np.ndarray:
+    """Row index of the last finite value at or before each row, per column (0 if none)."""
+    idx = np.where(np.isfinite(a), np.arange(a.shape[0])[:, None], 0)
+    return np.maximum.accumulate(idx, axis=0)
+
+
+@dataclass
+class _Pass:
+    """Collected output of one pass over all windows."""
+
+    equity_ts: list[np.ndarray] = field(default_factory=list)
+    equity: list[np.ndarray] = field(default_factory=list)
+    exposure: list[np.ndarray] = field(default_factory=list)
+    orders: list[pl.DataFrame] = field(default_factory=list)
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    n_ambiguous: int = 0
+
+
+@dataclass
+class BacktestResult:
+    """Everything a run produced, before it is written to disk."""
+
+    metrics: dict[str, Any]
+    equity: pl.DataFrame
+    orders: pl.DataFrame
+    trades: pl.DataFrame
+    winners: pl.DataFrame
+    audit: list[dict[str, Any]]
+    timings: dict[str, float]
+    data_files: list[str]
+
+
+class BacktestEngine:
+    """Walk-forward engine over a lakehouse and a data source, configured by a :class:`RunConfig`."""
+
+    def __init__(self, cfg: RunConfig, source: DataSource | None = None) -> None:
+        self.cfg = cfg
+        if source is None:
+            from engine.data.sources.registry import source_from_config
+
+            source = source_from_config(cfg.data)
+        self.source = source
+        self.lakehouse = Lakehouse(cfg.paths.lakehouse_dir)
+        self.ingestion = IngestionService(self.lakehouse, source, quiet=cfg.quiet)
+        self.stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
+        self.timings: dict[str, float] = {}
+        self.interval = self._sim_interval()
+
+    # ---- preparation -------------------------------------------------------------------------
+
+    def _sim_interval(self) -> str:
+        """The finest loaded interval: stops and fills run on it."""
+        tfs = self.cfg.backtest.timeframes
+        if not tfs:
+            return "1d"
+        for tf in tfs:
+            self.ingestion.interval_check(tf)
+        return min(tfs, key=interval_ms)
+
+    def _timed(self, name: str, start: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def data_prepare(self) -> None:
+        """Make sure the daily universe is in the lakehouse (generated on first use if synthetic)."""
+        t0 = time.perf_counter()
+        data = self.cfg.data
+        stamp = self.lakehouse.root / "_source.json"
+        identity = {"source": data.source, **({"seed": data.seed, "n_symbols": data.n_symbols} if data.source == "synthetic" else {})}
+        if data.source == "synthetic":
+            if stamp.is_file() and json.loads(stamp.read_text()) != identity:
+                msg = (
+                    f"lakehouse {self.lakehouse.root} holds data of {stamp.read_text().strip()}, not {identity}: "
+                    "point paths.lakehouse_dir at another folder or delete this one"
+                )
+                raise DataError(msg)
+            self.lakehouse.root.mkdir(parents=True, exist_ok=True)
+            if not stamp.is_file():
+                stamp.write_text(json.dumps(identity))
+            src = self.source
+            self.ingestion.fetch_universe(src.symbols(), getattr(src, "start_ms"), getattr(src, "end_ms"))
+        elif not self.lakehouse.symbols("bars", "1d"):
+            msg = (
+                f"no daily bars in {self.lakehouse.root / 'bars'}: ingest them first, e.g. "
+                f"`python -m engine task=ingest data={data.source}`"
+            )
+            raise DataError(msg)
+        self._timed("data", t0)
+
+    def ranks_prepare(self) -> None:
+        """Coverage (DuckDB), windows and the ranks of every window (one polars collect)."""
+        t0 = time.perf_counter()
+        cov = pl.from_arrow(sql_arrow("coverage", {"glob": self.lakehouse.glob("bars", "1d")}))
+        assert isinstance(cov, pl.DataFrame)
+        self.coverage = {r["symbol"]: (r["first_ms"], r["last_ms"]) for r in cov.iter_rows(named=True)}
+        universe = self.cfg.universe
+        unknown = [s for s in universe.symbols if s not in self.coverage]
+        if unknown:
+            msg = f"unknown symbol(s) {unknown} in universe.symbols: the lakehouse has {len(self.coverage)} symbols, e.g. {sorted(self.coverage)[:3]}"
+            raise EngineError(msg)
+        n_universe = len([s for s in (universe.symbols or self.coverage) if s not in universe.exclude])
+        if self.cfg.ranking.top_n > n_universe:
+            msg = f"ranking.top_n={self.cfg.ranking.top_n} exceeds the universe of {n_universe} symbols: use 1 <= top_n <= {n_universe}"
+            raise EngineError(msg)
+        first = min(a for a, _ in self.coverage.values())
+        end = max(b for _, b in self.coverage.values()) + DAY_MS
+        self.windows = windows_build(first, end, self.cfg.backtest, self.cfg.ranking)
+        self._timed("data", t0)
+        t0 = time.perf_counter()
+        self.ranks = ranks_compute(
+            self.lakehouse.scan("bars", "1d"),
+            [w.rank_date for w in self.windows],
+            self.cfg.ranking,
+            self.cfg.portfolio,
+            universe,
+        )
+        top = self.ranks.filter(pl.col("rank") <= self.cfg.ranking.top_n)
+        self.selected = top.partition_by("rank_date", as_dict=True)
+        self._timed("ranking", t0)
+        t0 = time.perf_counter()
+        symbols = sorted(set(top.get_column("symbol").to_list()))
+        self.daily = panel_load(
+            self.lakehouse, "bars", "1d", symbols, self.windows[0].start_ms, self.windows[-1].end_ms
+        )
+        self._timed("windows", t0)
+
+    # ---- walk-forward ------------------------------------------------------------------------
+
+    def _reset(self, ambiguity: str) -> None:
+        self.cash = self.cfg.backtest.init_cash
+        self.shares: dict[str, float] = {}
+        self.last_price: dict[str, float] = {}
+        self.ambiguity = ambiguity
+        self.out = _Pass()
+
+    def _run_window_step(self, w: Window) -> None:
+        """Select the window's winners, weight them, fetch their fine bars, simulate."""
+        t0 = time.perf_counter()
+        top = self.selected.get((w.rank_date,), pl.DataFrame(schema=self.ranks.schema))
+        start_row = self.daily.rows(w.start_ms, w.end_ms).start
+        tradable = [
+            s
+            for s in top.get_column("symbol").to_list()
+            if start_row < self.daily.ts_ms.size and np.isfinite(self.daily.open[start_row, self.daily.col(s)])
+        ]
+        for s in set(top.get_column("symbol").to_list()) - set(tradable):
+            log.warning("window %d: %s has no bar at %s; skipped", w.index, s, w.as_dict()["start"])
+        chosen = top.filter(pl.col("symbol").is_in(tradable))
+        weights = weights_compute(chosen, self.cfg.portfolio)
+        exit_rules = self.cfg.exit_rules
+        selection = SelectionContext(
+            window=w.index,
+            winners=tradable,
+            scores=dict(zip(chosen.get_column("symbol"), chosen.get_column("score"), strict=True)),
+            exit_rules=exit_rules,
+        )
+        allocation = AllocationContext(weights=weights, exit_rules=exit_rules)
+        self._timed("windows", t0)
+        if self.cfg.backtest.timeframes and tradable:
+            t0 = time.perf_counter()
+            self.ingestion.fetch_mtf_for_candidates(tradable, self.cfg.backtest.timeframes, w.start_ms, w.end_ms)
+            self._timed("mtf", t0)
+        self._run_simulation(w, selection, allocation)
+
+    def _window_block(
+        self, w: Window, winners: list[str], carried: list[str]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """OHLC of the window's columns on the simulation grid, gaps filled flat, plus a delist mask."""
+        if self.interval == "1d":
+            rows = self.daily.rows(w.start_ms, w.end_ms)
+            ts = self.daily.ts_ms[rows]
+            cols = [self.daily.col(s) for s in winners]
+            raw = {f: getattr(self.daily, f)[rows][:, cols] for f in ("open", "high", "low", "close")}
+        else:
+            panel: Panel = panel_load(self.lakehouse, "mtf", self.interval, winners, w.start_ms, w.end_ms)
+            ts, raw = panel.ts_ms, {f: getattr(panel, f) for f in ("open", "high", "low", "close")}
+            missing = [s for j, s in enumerate(winners) if not np.isfinite(raw["open"][0, j])]
+            if missing:
+                msg = f"{self.interval} bars of {missing} do not start at {w.as_dict()['start']}: the lakehouse's mtf data is incomplete; delete lakehouse/mtf/interval={self.interval} to refetch"
+                raise DataError(msg)
+        n = ts.size
+        flat = np.empty((n, len(carried)))
+        start_row = self.daily.rows(w.start_ms, w.end_ms).start
+        for j, s in enumerate(carried):
+            p = self.daily.open[start_row, self.daily.col(s)] if s in self.daily.symbols and start_row < self.daily.ts_ms.size else np.nan
+            flat[:, j] = p if np.isfinite(p) else self.last_price[s]
+        close = np.hstack([raw["close"], flat])
+        prev = _ffill_rows(close)
+        cidx = np.arange(close.shape[1])
+        close_ff = close[prev, cidx]
+        gap = ~np.isfinite(close)
+        block = {"close": close_ff}
+        for f in ("open", "high", "low"):
+            a = np.hstack([raw[f], flat])
+            block[f] = np.where(gap, close_ff, a)
+        delist = np.zeros(close.shape, dtype=bool)
+        for j, s in enumerate(winners):
+            valid = np.flatnonzero(np.isfinite(raw["close"][:, j]))
+            last_ms = self.coverage[s][1]
+            if valid.size and valid[-1] < n - 1 and last_ms + DAY_MS <= int(ts[-1]):
+                delist[valid[-1] + 1, j] = True
+        return ts, block, delist
+
+    def _run_simulation(self, w: Window, selection: SelectionContext, allocation: AllocationContext) -> None:
+        """Simulate one window on its columns and carry the state into the next window."""
+        t0 = time.perf_counter()
+        winners = list(allocation.weights)
+        carried = [s for s, q in self.shares.items() if q != 0 and s not in allocation.weights]
+        columns = winners + carried
+        mode = "rebalance" if allocation.exit_rules is None else "exit_rules"
+        audit: dict[str, Any] = {
+            **w.as_dict(),
+            "winners": selection.winners,
+            "weights": allocation.weights,
+            "mode": mode,
+            "interval": self.interval,
+            "exit_rules": None if allocation.exit_rules is None else allocation.exit_rules.model_dump(),
+        }
+        if not columns:
+            ts = self.daily.ts_ms[self.daily.rows(w.start_ms, w.end_ms)]
+            self._collect_flat(ts + DAY_MS, audit)
+            self._timed("simulation", t0)
+            return
+        ts, block, delist = self._window_block(w, winners, carried)
+        n, k = block["close"].shape
+        weights = np.full((n, k), np.nan)
+        weights[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
+        weights[delist] = 0.0
+        carry_shares = np.array([self.shares.get(s, 0.0) for s in columns])
+        carry_price = np.array([self.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
+        prices = PriceBlock(
+            open=block["open"], high=block["high"], low=block["low"], close=block["close"],
+            index=ts.astype("datetime64[ms]").astype("datetime64[ns]"), columns=columns,
+        )
+        ctx = SimulationContext(
+            selection=selection,
+            allocation=allocation,
+            prices=prices,
+            weights=weights,
+            init_cash=max(self.cash, 0.0),
+            carry_shares=carry_shares,
+            carry_price=carry_price,
+            ambiguity=self.ambiguity,
+        )
+        res = self.stage.execute(ctx)
+        self.cash = float(res.cash_end)
+        self.shares = {s: float(q) for s, q in zip(columns, res.shares_end, strict=True) if q != 0}
+        for j, s in enumerate(columns):
+            self.last_price[s] = float(block["close"][-1, j])
+        step = interval_ms(self.interval)
+        self._collect(w, ts, step, columns, block, weights, delist, res, audit)
+        self._timed("simulation", t0)
+
+    def _collect_flat(self, close_ts: np.ndarray, audit: dict[str, Any]) -> None:
+        self.out.equity_ts.append(close_ts)
+        self.out.equity.append(np.full(close_ts.size, self.cash))
+        self.out.exposure.append(np.zeros(close_ts.size))
+        audit["exits"] = {}
+        audit["ambiguous"] = 0
+        self.out.audit.append(audit)
+
+    def _collect(
+        self,
+        w: Window,
+        ts: np.ndarray,
+        step: int,
+        columns: list[str],
+        block: dict[str, np.ndarray],
+        weights: np.ndarray,
+        delist: np.ndarray,
+        res: SimResult,
+        audit: dict[str, Any],
+    ) -> None:
+        out = self.out
+        out.equity_ts.append(ts + step)
+        out.equity.append(np.asarray(res.equity, dtype=np.float64))
+        held = np.asarray(res.equity) - self._cash_path(res)
+        out.exposure.append(np.clip(held / np.asarray(res.equity), 0.0, None))
+        if res.orders.height:
+            out.orders.append(
+                res.orders.select(
+                    pl.lit(w.index, pl.Int64).alias("window"),
+                    pl.col("timestamp").cast(pl.Datetime("ms", "UTC")),
+                    pl.col("column").alias("symbol"),
+                    "side", "size", "price", "fees", "reason",
+                )
+            )
+        out.n_ambiguous += int(res.n_ambiguous)
+        exits = {r["column"]: r for r in res.exits.iter_rows(named=True)} if res.exits.height else {}
+        stop_fill: dict[str, float] = {}
+        if res.orders.height:
+            for r in res.orders.filter(pl.col("reason") != "rebalance").iter_rows(named=True):
+                stop_fill[r["column"]] = r["price"]
+        slip = self.cfg.costs.slippage
+        last_window = w.index == self.windows[-1].index
+        counts: dict[str, int] = {}
+        for j, s in enumerate(columns):
+            if not weights[0, j] > 0:
+                continue
+            entry = float(block["open"][0, j]) * (1.0 + slip)
+            if s in exits:
+                e = exits[s]
+                kind, bar, price, amb = e["kind"], int(e["bar"]), stop_fill.get(s, e["price"]), bool(e["ambiguous"])
+                exit_ms = int(ts[bar]) + (0 if kind == "max_holding" else step)
+            elif delist[:, j].any():
+                bar = int(np.flatnonzero(delist[:, j])[0])
+                kind, price, amb, exit_ms = "delisted", float(block["open"][bar, j]), False, int(ts[bar])
+            else:
+                kind = "end" if last_window else "rebalance"
+                price, amb, exit_ms = float(block["close"][-1, j]), False, int(ts[-1]) + step
+            counts[kind] = counts.get(kind, 0) + 1
+            out.trades.append(
+                {
+                    "window": w.index, "symbol": s, "entry_time": int(ts[0]), "entry_price": entry,
+                    "exit_time": exit_ms, "exit_price": price, "exit_kind": kind, "ambiguous": amb,
+                    "return": price / entry - 1.0,
+                }
+            )
+        audit["exits"] = counts
+        audit["ambiguous"] = int(res.n_ambiguous)
+        out.audit.append(audit)
+
+    @staticmethod
+    def _cash_path(res: SimResult) -> np.ndarray:
+        """Cash at each bar's close, from the portfolio (odd rows of the two-row grid)."""
+        return np.asarray(res.cash, dtype=np.float64)
+
+    def _simulate_all(self, ambiguity: str) -> _Pass:
+        self._reset(ambiguity)
+        for w in progress_iter(self.windows, f"walk-forward ({ambiguity})", quiet=self.cfg.quiet):
+            self._run_window_step(w)
+        return self.out
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    def run(self) -> BacktestResult:
+        """Prepare data and ranks, walk forward through every window, compute metrics."""
+        self.data_prepare()
+        self.ranks_prepare()
+        main = self._simulate_all("pessimistic")
+        optimistic_total = None
+        if self.cfg.exit_rules is not None and main.n_ambiguous:
+            alt = self._simulate_all("optimistic")
+            optimistic_total = float(alt.equity[-1][-1] / self.cfg.backtest.init_cash - 1.0)
+            self.out = main
+        t0 = time.perf_counter()
+        ts = np.concatenate(main.equity_ts)
+        equity = np.concatenate(main.equity)
+        exposure = np.concatenate(main.exposure)
+        daily = (ts % DAY_MS) == 0
+        n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
+        orders = pl.concat(main.orders) if main.orders else pl.DataFrame(schema=ORDER_SCHEMA)
+        trades = pl.DataFrame(main.trades, schema=TRADE_SCHEMA) if main.trades else pl.DataFrame(schema=TRADE_SCHEMA)
+        metrics: dict[str, Any] = {
+            **equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days),
+            **trading_metrics(orders, trades, equity[daily], exposure[daily], n_days),
+            "final_equity": float(equity[-1]),
+            "n_windows": len(self.windows),
+            "start": self.windows[0].as_dict()["start"],
+            "end": self.windows[-1].as_dict()["end"],
+            "mode": "rebalance" if self.cfg.exit_rules is None else "exit_rules",
+            "interval": self.interval,
+            "n_ambiguous_exits": main.n_ambiguous,
+            "total_return_optimistic": optimistic_total if optimistic_total is not None else (
+                None if self.cfg.exit_rules is None else equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days)["total_return"]
+            ),
+        }
+        equity_df = pl.DataFrame(
+            {"timestamp": ts, "equity": equity, "exposure": exposure}
+        ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
+        winners = self.ranks.join(
+            pl.DataFrame([{"rank_date": w.rank_date, "window": w.index} for w in self.windows]), on="rank_date"
+        ).with_columns((pl.col("rank") <= self.cfg.ranking.top_n).alias("selected"))
+        weights = pl.DataFrame(
+            [{"window": a["window"], "symbol": s, "weight": x} for a in main.audit for s, x in a["weights"].items()],
+            schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
+        )
+        winners = winners.join(weights, on=["window", "symbol"], how="left").sort(["window", "rank"])
+        self._timed("metrics", t0)
+        files = sorted(
+            str(p.relative_to(self.lakehouse.root))
+            for kind in ("bars", "mtf")
+            for p in (self.lakehouse.root / kind).glob("interval=*/symbol=*/data.parquet")
+            if kind == "bars" and p.parent.parent.name == "interval=1d"
+            or kind == "mtf" and any(f"symbol={s.replace('/', '_')}" == p.parent.name for s in set(trades.get_column("symbol").to_list()))
+        )
+        return BacktestResult(metrics, equity_df, orders, trades, winners, main.audit, dict(self.timings), files)

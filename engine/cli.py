@@ -1,0 +1,227 @@
+"""Command line: Hydra composes the config, pydantic validates it, ``run_backtest`` does the work.
+
+Every run's overrides (each combination of a ``-m`` sweep) are composed and validated before
+Hydra starts, so a typo or an out-of-range value fails at once with one line and exit code 2,
+not with a traceback halfway through a sweep.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.config import RunConfig, config_validate
+from engine.errors import ConfigError, EngineError
+
+log = logging.getLogger("engine")
+
+_PKG_CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = _PKG_CONF if _PKG_CONF.is_dir() else Path.cwd() / "conf"
+MAX_VALIDATED_COMBOS = 10_000
+
+
+@dataclass
+class RunResult:
+    """What ``run_backtest`` returns: where the artefacts are and the headline metrics."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line user error and exit without a traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    return raw  # type: ignore[return-value]
+
+
+def _hydra_message(exc: Exception) -> str:
+    """One line out of Hydra's (often multi-line) composition errors."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    if "Could not find 'profile/" in text or "profile" in text and "not found" in text.lower():
+        names = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
+        return f"{text.rstrip('.')}: available profiles are {', '.join(names)}"
+    return text
+
+
+def overrides_expand(overrides: list[str]) -> list[list[str]]:
+    """Every combination a sweep would run (sweep syntax expanded; hydra.* overrides dropped)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    axes: list[list[str]] = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.key_or_group.startswith("hydra"):
+            continue
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+            if not values:
+                msg = f"sweep {key} has an empty value list: give at least one value, e.g. {key}=0.05,0.1"
+                raise ConfigError(msg)
+            axes.append([f"{key}={v}" for v in values])
+        else:
+            axes.append([o.input_line])
+    return [list(c) for c in itertools.product(*axes)]
+
+
+def config_compose(overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
+    """Compose ``conf/`` with ``overrides`` through Hydra's compose API and validate it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        raw = _plain(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        unknown = re.search(r"Could not override '([^']+)'", str(exc))
+        if unknown and "not in struct" in str(exc.__cause__):
+            key = unknown.group(1)
+            parent, _, leaf = key.rpartition(".")
+            rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
+            node: Any = config_compose(rest)[1]
+            for part in parent.split(".") if parent else []:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
+            msg = f"unknown config key '{key}': valid keys in {parent or 'the root'} are {valid}"
+            raise ConfigError(msg) from None
+        raise ConfigError(_hydra_message(exc)) from None
+    return config_validate(raw), raw
+
+
+def overrides_validate(overrides: list[str], multirun: bool) -> int:
+    """Compose and validate every run the command line describes; returns how many are valid."""
+    combos = overrides_expand(overrides) if multirun else [[o for o in overrides if not o.startswith("hydra")]]
+    errors: list[str] = []
+    for combo in combos[:MAX_VALIDATED_COMBOS]:
+        try:
+            config_compose(combo)
+        except ConfigError as exc:
+            if not multirun:
+                raise
+            errors.append(str(exc))
+    if errors and len(errors) == len(combos):
+        msg = f"all {len(combos)} sweep combinations are invalid, e.g. {errors[0]}"
+        raise ConfigError(msg)
+    if errors:
+        msg = f"{len(errors)} of {len(combos)} sweep combinations are invalid, e.g. {errors[0]}: fix or drop those values"
+        raise ConfigError(msg)
+    return len(combos)
+
+
+def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
+    """Run a walk-forward backtest and write its artefacts into ``cfg.paths.output_dir``."""
+    from engine.artefacts import artefacts_write
+    from engine.backtest import BacktestEngine
+
+    if cfg.paths.output_dir is None:
+        msg = "paths.output_dir is not set: pass paths.output_dir=DIR or run through `python -m engine`"
+        raise ConfigError(msg)
+    out = Path(cfg.paths.output_dir)
+    t0 = time.perf_counter()
+    engine = BacktestEngine(cfg)
+    result = engine.run()
+    t1 = time.perf_counter()
+    artefacts_write(out, cfg, result, config_yaml)
+    from engine.report import report_write
+
+    report_write(out, cfg, result)
+    timings = {**result.timings, "artefacts": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    return RunResult(out, result.metrics, timings)
+
+
+def ingest_run(cfg: RunConfig) -> None:
+    """Ingest the daily universe from the configured source into the lakehouse."""
+    from engine.data.ingest import IngestionService
+    from engine.data.lakehouse import Lakehouse
+    from engine.data.sources.registry import source_from_config
+    from engine.windows import DAY_MS, date_ms
+
+    source = source_from_config(cfg.data)
+    service = IngestionService(Lakehouse(cfg.paths.lakehouse_dir), source, quiet=cfg.quiet)
+    symbols = cfg.universe.symbols or source.symbols()
+    report = service.fetch_universe(symbols, date_ms(cfg.data.start), date_ms(cfg.data.end) + DAY_MS)
+    print(f"ingested {report.rows_written} daily bars for {len(symbols)} symbols into {cfg.paths.lakehouse_dir}")
+
+
+def summary_print(result: RunResult) -> None:
+    """The console's closing lines: a short metrics table and the output path."""
+    m = result.metrics
+    rows = [
+        ("total return", m.get("total_return"), "{:+.2%}"),
+        ("CAGR", m.get("cagr"), "{:+.2%}"),
+        ("Sharpe", m.get("sharpe"), "{:.2f}"),
+        ("max drawdown", m.get("max_drawdown"), "{:.2%}"),
+        ("orders", m.get("n_orders"), "{}"),
+        ("trades", m.get("n_trades"), "{}"),
+        ("ambiguous exits", m.get("n_ambiguous_exits"), "{}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value, fmt in rows:
+        shown = "n/a" if value is None else fmt.format(value)
+        print(f"  {name:<{width}}  {shown}")
+    print(f"artefacts: {result.output_dir}")
+
+
+def task_run(dcfg: Any) -> float | None:
+    """The Hydra job: validate, dispatch on ``task``, return the Sharpe ratio for sweepers."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    raw = _plain(dcfg)
+    if raw.get("paths", {}).get("output_dir") is None:
+        raw.setdefault("paths", {})["output_dir"] = HydraConfig.get().runtime.output_dir
+    cfg = config_validate(raw)
+    logging.getLogger().setLevel(logging.WARNING)
+    if cfg.task == "ingest":
+        ingest_run(cfg)
+        return None
+    result = run_backtest(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
+    summary_print(result)
+    sharpe = result.metrics.get("sharpe")
+    return float(sharpe) if sharpe is not None else None
+
+
+def _hydra_entry() -> None:
+    import hydra
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def entry(dcfg: Any) -> float | None:
+        try:
+            return task_run(dcfg)
+        except EngineError as exc:
+            fail(str(exc))
+        return None
+
+    entry()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Validate every run of the command line, then hand over to Hydra."""
+    args = sys.argv[1:] if argv is None else argv
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    passthrough = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if not a.startswith("-")]
+    if not passthrough:
+        try:
+            overrides_validate(overrides, multirun)
+        except EngineError as exc:
+            fail(str(exc))
+    _hydra_entry()

@@ -1,0 +1,279 @@
+"""The validated run configuration: one frozen pydantic model for the whole composed Hydra config.
+
+Stages receive these settings objects, never a raw DictConfig. Any invalid value or unknown key
+fails at start-up with one line naming the key and what is allowed (see :func:`config_validate`).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.data.bars import interval_ms, symbol_check
+from engine.errors import ConfigError, EngineError
+from engine.exit_rules import ExitRules
+
+ENGINE_VERSION = "0.1.0"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathsConfig(_Model):
+    """Where data lives and where a run writes its artefacts."""
+
+    lakehouse_dir: str = "lakehouse"
+    """Root of the Hive-partitioned parquet store (relative to the working directory)."""
+    output_dir: str | None = None
+    """Run directory; filled from Hydra's runtime output dir when null."""
+
+
+class SyntheticData(_Model):
+    """The offline deterministic generator (the default source)."""
+
+    source: Literal["synthetic"] = "synthetic"
+    seed: int = Field(default=7, ge=0)
+    """Seed of the generator: the same seed gives byte-identical parquet."""
+    n_symbols: int = Field(default=100, ge=2, le=20_000)
+    """Number of symbols in the generated universe."""
+    start: date = date(2021, 1, 1)
+    end: date = date(2024, 12, 31)
+    """Last generated day, inclusive."""
+    quote: str = "USDT"
+
+    @model_validator(mode="after")
+    def _range(self) -> SyntheticData:
+        if (self.end - self.start).days < 30:
+            msg = "data.end must be at least 30 days after data.start"
+            raise ValueError(msg)
+        return self
+
+
+class CcxtData(_Model):
+    """Any ccxt exchange, fetched over its public REST API."""
+
+    source: Literal["ccxt"] = "ccxt"
+    exchange: str = "binance"
+    """ccxt exchange id (e.g. binance, kraken)."""
+    symbols: list[str] = Field(default_factory=list)
+    """Universe to ingest; empty means every active spot market quoted in ``quote``."""
+    quote: str = "USDT"
+    start: date = date(2021, 1, 1)
+    end: date = date(2024, 12, 31)
+    limit: int = Field(default=1000, ge=1, le=5000)
+    """Bars per request page."""
+    max_retries: int = Field(default=5, ge=0, le=20)
+    """Retries after a 429, 5xx or timeout before the fetch fails."""
+    timeout_ms: int = Field(default=10_000, ge=100)
+    api_url: str | None = None
+    """Override the exchange's REST base URL (a mirror or a local test server)."""
+    rate_limit_ms: int | None = Field(default=None, ge=0)
+    """Minimum delay between requests; null uses the exchange's own rate limit."""
+
+
+class FilesData(_Model):
+    """A folder of the user's own OHLCV files (csv, parquet, freqtrade feather)."""
+
+    source: Literal["files"] = "files"
+    path: str = "data/import"
+    """Folder to import from."""
+    quote: str = "USDT"
+    start: date = date(2021, 1, 1)
+    end: date = date(2024, 12, 31)
+
+
+DataConfig = Annotated[SyntheticData | CcxtData | FilesData, Field(discriminator="source")]
+
+
+class UniverseConfig(_Model):
+    """Which symbols may be ranked."""
+
+    symbols: list[str] = Field(default_factory=list)
+    """Restrict the universe to these symbols; empty means every symbol in the lakehouse."""
+    exclude: list[str] = Field(default_factory=list)
+    """Symbols never ranked (e.g. stablecoins)."""
+
+    @field_validator("symbols", "exclude")
+    @classmethod
+    def _symbols_safe(cls, value: list[str]) -> list[str]:
+        for s in value:
+            try:
+                symbol_check(s)
+            except EngineError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+
+class RankingConfig(_Model):
+    """Factors combined into one score per (ranking date, symbol); the top N are the winners."""
+
+    top_n: int = Field(default=10, ge=1)
+    """Winners held per window."""
+    momentum_days: int = Field(default=30, ge=2, le=730)
+    """Look-back of the momentum factor (close / close N days ago - 1)."""
+    vol_days: int = Field(default=30, ge=2, le=730)
+    """Window of daily log-return volatility used by vol-adjusted momentum."""
+    liquidity_days: int = Field(default=30, ge=1, le=730)
+    """Window of the median dollar volume used by the liquidity filter."""
+    min_dollar_volume: float = Field(default=1.0e6, ge=0.0)
+    """Symbols whose median daily dollar volume is below this are not ranked."""
+    min_history_days: int = Field(default=60, ge=1)
+    """Bars a symbol needs by the ranking date to be ranked (listing age)."""
+    weights: dict[Literal["momentum", "vol_adj_momentum"], float] = Field(
+        default_factory=lambda: {"momentum": 0.5, "vol_adj_momentum": 0.5}
+    )
+    """Weight of each factor's cross-sectional z-score in the score."""
+
+    @model_validator(mode="after")
+    def _history_covers_factors(self) -> RankingConfig:
+        need = max(self.momentum_days, self.vol_days, self.liquidity_days) + 1
+        if self.min_history_days < need:
+            msg = f"min_history_days must be >= {need} (the longest factor window + 1)"
+            raise ValueError(msg)
+        if not any(w != 0 for w in self.weights.values()):
+            msg = "weights needs at least one non-zero factor weight"
+            raise ValueError(msg)
+        return self
+
+
+class BacktestConfig(_Model):
+    """Walk-forward windows and simulation settings."""
+
+    start: date | None = None
+    """First ranking date; null starts as soon as enough history exists."""
+    end: date | None = None
+    """Last day traded; null runs to the end of the data."""
+    hold_days: int = Field(default=7, ge=1)
+    """Days each window's winners are held before the next rebalance."""
+    step_days: int | None = Field(default=None, ge=1)
+    """Days between ranking dates; null equals hold_days."""
+    timeframes: list[str] = Field(default_factory=list)
+    """Finer intervals loaded for the winners only (e.g. ["4h"]); stops run on the finest."""
+    init_cash: float = Field(default=100_000.0, gt=0.0)
+    vbt_engine: Literal["rust", "numba"] = "rust"
+    """vectorbt engine: rust (no JIT at start-up) or numba (JIT, cached on disk)."""
+
+    @field_validator("timeframes")
+    @classmethod
+    def _intervals(cls, value: list[str]) -> list[str]:
+        for tf in value:
+            try:
+                interval_ms(tf)
+            except EngineError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @property
+    def step(self) -> int:
+        """Days between ranking dates."""
+        return self.step_days or self.hold_days
+
+
+class PortfolioConfig(_Model):
+    """How winners are weighted."""
+
+    weighting: Literal["equal", "inverse_vol"] = "equal"
+    vol_days: int = Field(default=30, ge=2)
+    """Volatility window of inverse-volatility weights."""
+    gross_exposure: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Fraction of equity invested at each rebalance (no leverage)."""
+
+
+class CostsConfig(_Model):
+    """Trading costs applied to every fill, rebalance and stop alike."""
+
+    fees: float = Field(default=0.001, ge=0.0, lt=0.1)
+    """Proportional fee per fill (0.001 = 10 bp)."""
+    slippage: float = Field(default=0.0005, ge=0.0, lt=0.1)
+    """Proportional price slippage against the trader per fill."""
+
+
+class RunConfig(_Model):
+    """The whole validated configuration of one run."""
+
+    task: Literal["backtest", "ingest"] = "backtest"
+    quiet: bool = False
+    """Hide progress bars (they hide themselves when not on a terminal)."""
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig = SyntheticData()
+    universe: UniverseConfig = UniverseConfig()
+    ranking: RankingConfig = RankingConfig()
+    backtest: BacktestConfig = BacktestConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
+    costs: CostsConfig = CostsConfig()
+    exit_rules: ExitRules | None = None
+    """Stops between rebalances; null (or all rules null) is the rebalance mode."""
+
+    @field_validator("exit_rules")
+    @classmethod
+    def _inactive_is_none(cls, value: ExitRules | None) -> ExitRules | None:
+        return value if value is not None and value.active else None
+
+
+def _allowed(model: type[BaseModel], field: str) -> str:
+    """Human description of a field's valid values from its annotation and constraints."""
+    info = model.model_fields.get(field)
+    if info is None:
+        return ""
+    bounds = []
+    for meta in info.metadata:
+        if isinstance(meta, Gt):
+            bounds.append(f"> {meta.gt}")
+        elif isinstance(meta, Ge):
+            bounds.append(f">= {meta.ge}")
+        elif isinstance(meta, Lt):
+            bounds.append(f"< {meta.lt}")
+        elif isinstance(meta, Le):
+            bounds.append(f"<= {meta.le}")
+    ann = info.annotation
+    if getattr(ann, "__origin__", None) is Literal:
+        return "one of " + ", ".join(repr(a) for a in ann.__args__)
+    text = str(ann).replace("typing.", "").replace(" | None", "").replace("<class '", "").replace("'>", "")
+    text = {"float": "a number", "int": "an integer", "bool": "true or false"}.get(text, text)
+    return f"{text} {' and '.join(bounds)}".strip()
+
+
+def _model_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str]:
+    """The pydantic model that owns the field at ``loc`` and the field's name."""
+    model: type[BaseModel] | None = RunConfig
+    for part in loc[:-1]:
+        if model is None:
+            break
+        if part in ("synthetic", "ccxt", "files") and model is RunConfig:
+            continue
+        info = model.model_fields.get(str(part))
+        target = info.annotation if info else None
+        args = [a for a in getattr(target, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = target if isinstance(target, type) and issubclass(target, BaseModel) else (args[0] if args else None)
+    for choice in (SyntheticData, CcxtData, FilesData):
+        if len(loc) > 1 and loc[1] == choice.model_fields["source"].default:
+            model = choice if loc[0] == "data" else model
+    return model, str(loc[-1])
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line naming the first bad key, the problem and the valid values."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if p not in ("synthetic", "ccxt", "files"))
+    key = ".".join(str(p) for p in loc) or "config"
+    model, field = _model_at(tuple(err["loc"]))
+    if err["type"] == "extra_forbidden":
+        valid = sorted(model.model_fields) if model else []
+        return f"unknown config key '{key}': valid keys here are {', '.join(valid)}"
+    allowed = _allowed(model, field) if model else ""
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f"={value!r}"
+    hint = f" (allowed: {allowed})" if allowed else ""
+    return f"invalid config value {key}{shown}: {err['msg']}{hint}"
+
+
+def config_validate(raw: dict[str, Any]) -> RunConfig:
+    """Validate a composed, resolved config dict; raise :class:`ConfigError` with one line."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc)) from None

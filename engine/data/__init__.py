@@ -1,0 +1,1 @@
+"""Data layer: bar contract, lakehouse storage, sources and the lazy MTF ingestion service."""

@@ -1,0 +1,128 @@
+"""The bar contract: schema, intervals, symbols and validation shared by every source.
+
+A bar is ``timestamp`` (UTC bar open time, ms precision on disk), ``open, high, low, close,
+volume`` (float64) with ``low <= open, close <= high`` and prices > 0, strictly increasing in time.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from engine.errors import DataError, EngineError
+
+BAR_SCHEMA: dict[str, pl.DataType] = {
+    "timestamp": pl.Datetime("ms", "UTC"),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+}
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+_INTERVAL = re.compile(r"^([1-9]\d*)([mhdw])$")
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+# BASE/QUOTE of upper-case letters and digits: nothing that can escape a path or a SQL string.
+_SYMBOL = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
+_SYMBOL_DIR = re.compile(r"^[A-Z0-9]{1,20}_[A-Z0-9]{1,20}$")
+
+
+def interval_ms(interval: str) -> int:
+    """Length of an interval such as ``"4h"`` in milliseconds.
+
+    >>> interval_ms("4h")
+    14400000
+    """
+    match = _INTERVAL.match(interval)
+    if match is None:
+        msg = f"malformed interval {interval!r}: use a count and a unit m/h/d/w, e.g. '1h', '4h', '1d'"
+        raise EngineError(msg)
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def symbol_check(symbol: str) -> str:
+    """Return ``symbol`` if it is a safe exchange symbol like ``BTC/USDT``, else raise."""
+    if not isinstance(symbol, str) or _SYMBOL.match(symbol) is None:
+        msg = (
+            f"invalid symbol {symbol!r}: symbols are BASE/QUOTE in upper-case letters and digits "
+            "(e.g. 'BTC/USDT')"
+        )
+        raise EngineError(msg)
+    return symbol
+
+
+def symbol_to_dir(symbol: str) -> str:
+    """On-disk name of a symbol: ``BTC/USDT`` -> ``BTC_USDT``."""
+    return symbol_check(symbol).replace("/", "_")
+
+
+def symbol_from_dir(name: str) -> str:
+    """Inverse of :func:`symbol_to_dir`; rejects anything that is not ``BASE_QUOTE``."""
+    if _SYMBOL_DIR.match(name) is None:
+        msg = f"invalid symbol directory {name!r} in the lakehouse: expected BASE_QUOTE, e.g. BTC_USDT"
+        raise DataError(msg)
+    return name.replace("_", "/", 1)
+
+
+def bars_conform(df: pl.DataFrame) -> pl.DataFrame:
+    """Cast a frame to the bar schema (columns in order, timestamps as UTC ms)."""
+    missing = [c for c in BAR_SCHEMA if c not in df.columns]
+    if missing:
+        msg = f"bars lack columns {missing}: every bar needs timestamp, open, high, low, close, volume"
+        raise DataError(msg)
+    ts = df.get_column("timestamp")
+    if ts.dtype == pl.Int64:
+        ts = ts.cast(pl.Datetime("ms", "UTC"))
+    elif isinstance(ts.dtype, pl.Datetime):
+        ts = ts.dt.replace_time_zone("UTC") if ts.dtype.time_zone is None else ts.dt.convert_time_zone("UTC")
+        ts = ts.dt.cast_time_unit("ms")
+    else:
+        msg = f"bars column 'timestamp' has type {ts.dtype}: use epoch milliseconds or a datetime"
+        raise DataError(msg)
+    return df.with_columns(ts.alias("timestamp")).select(
+        [pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]
+    )
+
+
+def bars_validate(df: pl.DataFrame, symbol: str, interval: str) -> pl.DataFrame:
+    """Check the bar contract; raise :class:`DataError` naming symbol, interval and timestamp.
+
+    Policy: nothing is repaired silently. Duplicate rows that are identical are dropped (exchanges
+    resend pages); any other violation is rejected.
+    """
+    df = bars_conform(df).unique(maintain_order=True).sort("timestamp")
+
+    def fail(problem: str, mask: pl.Expr) -> None:
+        bad = df.filter(mask)
+        if bad.height:
+            ts = bad.get_column("timestamp")[0]
+            msg = f"{symbol} {interval}: {problem} at {ts} ({bad.height} bar(s)); fix or remove these bars"
+            raise DataError(msg)
+
+    nan_any = pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_null() for c in BAR_SCHEMA if c != "timestamp"])
+    fail("NaN or missing value", nan_any | pl.col("timestamp").is_null())
+    fail("duplicate timestamp with different values", pl.col("timestamp").is_duplicated())
+    fail("price <= 0", pl.any_horizontal([pl.col(c) <= 0 for c in PRICE_COLUMNS]))
+    fail("volume < 0", pl.col("volume") < 0)
+    fail(
+        "high below low/open/close or low above open/close",
+        (pl.col("high") < pl.max_horizontal("open", "close", "low"))
+        | (pl.col("low") > pl.min_horizontal("open", "close")),
+    )
+    step = interval_ms(interval)
+    fail(
+        f"timestamp not aligned to the {interval} grid",
+        (pl.col("timestamp").dt.epoch("ms") % step) != 0,
+    )
+    return df
+
+
+def bars_gaps(df: pl.DataFrame, interval: str) -> int:
+    """Number of missing bars between the first and last timestamp (reported, not an error)."""
+    if df.height < 2:
+        return 0
+    ts = df.get_column("timestamp").dt.epoch("ms")
+    span = (ts.max() - ts.min()) // interval_ms(interval) + 1  # type: ignore[operator]
+    return int(span) - df.height

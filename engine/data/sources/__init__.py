@@ -1,0 +1,1 @@
+"""Data sources: one class per backend behind :class:`~engine.data.sources.base.DataSource`."""

@@ -1,0 +1,322 @@
+"""Bars from any ccxt exchange over its public REST API (no API keys).
+
+Pagination walks forward from ``start`` with ``fetch_ohlcv(symbol, timeframe, since, limit)``:
+each page continues at its last bar + one interval, so a short page in the middle of history is
+not mistaken for the end. The walk ends when the next bar would open at or after ``end`` or after
+the exchange's present, or when an empty page is confirmed by a second ask. Bars before ``since``
+are ignored, so every page that counts moves ``since`` forward by at least one interval and the
+loop is bounded by the number of bars in the range plus the empty-page re-asks.
+
+Transient failures (ccxt's ``OperationFailed`` branch: 429/418 ``RateLimitExceeded`` /
+``DDoSProtection``, 5xx ``ExchangeNotAvailable``, ``RequestTimeout``, other ``NetworkError``) are
+retried with exponential backoff; a ``Retry-After`` header (Binance sends one with 429 and 418)
+sets the wait instead. Rejections (ccxt's ``ExchangeError`` branch: bad symbol, bad interval) fail
+at once. Either way the caller gets one :class:`~engine.errors.DataError` line naming the
+exchange, symbol and interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ccxt
+import polars as pl
+
+from engine.config import CcxtData
+from engine.data.bars import BAR_SCHEMA, interval_ms, symbol_check
+from engine.data.sources.base import DataSource
+from engine.errors import DataError, EngineError
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+# ccxt splits its errors in two: OperationFailed (the request failed in transit or on the
+# exchange's side; the same request may succeed later) and ExchangeError (the exchange rejected
+# it; repeating cannot help). NetworkError and its 429/418/5xx/timeout subclasses sit under the first.
+RETRYABLE: tuple[type[Exception], ...] = (ccxt.OperationFailed,)
+
+
+def exchange_create(cfg: CcxtData) -> ccxt.Exchange:
+    """A synchronous ccxt exchange for public spot data, configured from ``cfg``."""
+    klass = getattr(ccxt, cfg.exchange, None)
+    if cfg.exchange not in ccxt.exchanges or not isinstance(klass, type):
+        msg = f"unknown ccxt exchange {cfg.exchange!r}: set data.exchange to a ccxt id such as binance, kraken, okx"
+        raise DataError(msg)
+    config: dict[str, Any] = {
+        "timeout": cfg.timeout_ms,
+        "enableRateLimit": True,
+        # Spot only: otherwise binance-like exchanges also load their futures and options markets.
+        "options": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}},
+    }
+    if cfg.rate_limit_ms is not None:
+        config["rateLimit"] = cfg.rate_limit_ms
+        config["enableRateLimit"] = cfg.rate_limit_ms > 0
+    exchange: ccxt.Exchange = klass(config)
+    if cfg.api_url:
+        api_url_apply(exchange, cfg.api_url)
+    return exchange
+
+
+def api_url_apply(exchange: ccxt.Exchange, api_url: str) -> None:
+    """Point the exchange's public REST base (and every URL that shares it) at ``api_url``.
+
+    ccxt builds each request as ``urls['api'][<api name>] + '/' + path``; public market data of
+    most exchanges uses the ``public`` entry (binance: ``https://api.binance.com/api/v3``, which
+    serves ``exchangeInfo`` and ``klines``). Entries that start with the same base (binance's
+    ``private``) are rewritten too, so no spot request can reach the real host; entries on other
+    hosts (binance's ``fapiPublic``, ``sapi``) are left alone because their paths differ.
+    """
+    api = exchange.urls.get("api")
+    name = exchange.id
+    if isinstance(api, str):
+        exchange.urls["api"] = api_url.rstrip("/")
+        return
+    if not isinstance(api, dict):
+        msg = f"cannot apply data.api_url to ccxt {name}: its urls['api'] is {type(api).__name__}; remove data.api_url"
+        raise DataError(msg)
+    key = next((k for k in ("public", "rest", "spot") if isinstance(api.get(k), str)), None)
+    if key is None:
+        msg = (
+            f"cannot apply data.api_url to ccxt {name}: urls['api'] has no 'public' or 'rest' URL "
+            f"(keys: {', '.join(api)}); remove data.api_url for this exchange"
+        )
+        raise DataError(msg)
+    old = str(api[key]).rstrip("/")
+    new = api_url.rstrip("/")
+    exchange.urls["api"] = {
+        k: (new + v[len(old) :] if isinstance(v, str) and v.startswith(old) else v) for k, v in api.items()
+    }
+
+
+class CcxtSource(DataSource):
+    """OHLCV bars from a ccxt exchange, paginated, deduplicated and retried.
+
+    Parameters
+    ----------
+    cfg
+        The ``data`` config (exchange id, symbols or quote, page size, retries, timeout, URL).
+    sleep
+        Called with seconds to wait between retries; tests pass a recorder so they never wait.
+    backoff_base_s
+        First retry wait; attempt ``k`` waits ``backoff_base_s * 2**k`` (capped at ``backoff_max_s``).
+    clock_ms
+        The present in epoch ms (defaults to the local clock); decides which bar is still forming.
+
+    Attributes
+    ----------
+    retry_after_max_s
+        A ``Retry-After`` longer than this (Binance IP bans last minutes to days) fails the fetch at
+        once instead of blocking the run.
+    empty_page_retries
+        Times an empty page before ``end`` is asked again before it is taken as the end of data.
+
+    Examples
+    --------
+    >>> from engine.config import CcxtData
+    >>> src = CcxtSource(CcxtData(exchange="binance", symbols=["BTC/USDT"]))  # doctest: +SKIP
+    >>> src.ohlcv_fetch("BTC/USDT", "4h", 1704067200000, 1704153600000).height  # doctest: +SKIP
+    6
+    """
+
+    def __init__(
+        self,
+        cfg: CcxtData,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.exchange = exchange_create(cfg)
+        self.name = f"ccxt {cfg.exchange}"
+        self.sleep = sleep
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.clock_ms = clock_ms if clock_ms is not None else self.exchange.milliseconds
+        self.retry_after_max_s = 300.0
+        self.empty_page_retries = 1
+        self._markets: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.exchange.close()
+
+    def __enter__(self) -> CcxtSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _label(self, symbol: str | None = None, interval: str | None = None) -> str:
+        return " ".join(p for p in (f"ccxt {self.exchange.id}", symbol, interval) if p)
+
+    def _retry_after_s(self, exc: Exception) -> float | None:
+        """Seconds from the Retry-After header of the failed response, if ccxt kept one."""
+        if not isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
+            return None
+        # ccxt stores the headers before it raises on the HTTP status, so on a 429/418 they are
+        # the failed response's own (cleared before each call, so never a stale earlier value).
+        headers = self.exchange.last_response_headers or {}
+        value = headers.get("Retry-After") if hasattr(headers, "get") else None
+        try:
+            return max(0.0, float(value)) if value is not None else None
+        except ValueError:
+            return None
+
+    def _call(self, what: str, fn: Callable[[], Any], symbol: str | None = None, interval: str | None = None) -> Any:
+        """Run one exchange request with bounded retries; map every ccxt failure to DataError."""
+        retries = self.cfg.max_retries
+        for attempt in range(retries + 1):
+            self.exchange.last_response_headers = None
+            try:
+                return fn()
+            except RETRYABLE as exc:
+                cause = _cause(exc)
+                wait = self._retry_after_s(exc)
+                if wait is not None and wait > self.retry_after_max_s:
+                    msg = (
+                        f"{self._label(symbol, interval)}: {cause} with Retry-After {wait:.0f} s "
+                        f"(an IP ban?); rerun after that time, only missing ranges are fetched"
+                    )
+                    raise DataError(msg) from exc
+                if attempt == retries:
+                    msg = (
+                        f"{self._label(symbol, interval)}: {cause} after {retries} retries; "
+                        "rerun later (only missing ranges are fetched), or raise data.max_retries "
+                        "or data.rate_limit_ms"
+                    )
+                    raise DataError(msg) from exc
+                if wait is None:
+                    wait = min(self.backoff_base_s * 2**attempt, self.backoff_max_s)
+                log.info(
+                    "%s: %s on %s, retry %d/%d in %.2f s",
+                    self._label(symbol, interval),
+                    cause,
+                    what,
+                    attempt + 1,
+                    retries,
+                    wait,
+                )
+                self.sleep(wait)
+            except ccxt.BaseError as exc:
+                msg = (
+                    f"{self._label(symbol, interval)}: {what} rejected: {_cause(exc)}; "
+                    "check the symbol, interval and data.exchange"
+                )
+                raise DataError(msg) from exc
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def markets(self) -> dict[str, Any]:
+        """The exchange's spot markets by unified symbol (loaded once)."""
+        if self._markets is None:
+            self._markets = self._call("load_markets", self.exchange.load_markets)
+        return self._markets
+
+    def _market_check(self, symbol: str) -> None:
+        symbol_check(symbol)
+        if symbol not in self.markets():
+            msg = (
+                f"unknown symbol {symbol!r} on ccxt exchange {self.exchange.id}: "
+                "fix data.symbols (spot markets as BASE/QUOTE, e.g. 'BTC/USDT')"
+            )
+            raise DataError(msg)
+
+    def symbols(self) -> list[str]:
+        """The configured symbols (each checked to exist), else active spot markets in ``quote``."""
+        if self.cfg.symbols:
+            for s in self.cfg.symbols:
+                self._market_check(s)
+            return list(self.cfg.symbols)
+        found = []
+        for symbol, m in self.markets().items():
+            if not (m.get("spot") and m.get("active") is not False and m.get("quote") == self.cfg.quote):
+                continue
+            try:
+                found.append(symbol_check(symbol))
+            except EngineError:
+                log.debug(
+                    "%s: skipping market %r, not a BASE/QUOTE symbol the lakehouse accepts", self._label(), symbol
+                )
+        return sorted(found)
+
+    def intervals(self) -> tuple[str, ...]:
+        """The exchange's timeframes that the bar contract supports (m/h/d/w), finest first."""
+        usable = []
+        for tf in self.exchange.timeframes or {}:
+            try:
+                usable.append((interval_ms(tf), tf))
+            except EngineError:
+                continue  # e.g. '1s' and '1M' (month): not a fixed grid the lakehouse supports
+        return tuple(tf for _, tf in sorted(usable))
+
+    def _bar_open_now(self, interval: str) -> int:
+        step = interval_ms(interval)
+        return self.clock_ms() // step * step
+
+    def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
+        """Closed bars of ``symbol`` with open time in ``[start_ms, end_ms)``.
+
+        Duplicated timestamps (pages overlapping, or an exchange resending a bar) keep the copy
+        served last: a later answer reflects the exchange's later, corrected state of that bar.
+        The still-forming bar is dropped, so the lakehouse never stores a partial bar.
+        """
+        self._market_check(symbol)
+        if interval not in self.intervals():
+            offered = ", ".join(self.intervals())
+            msg = f"{self._label(symbol, interval)}: interval not offered by the exchange; use one of {offered}"
+            raise DataError(msg)
+        step = interval_ms(interval)
+        stop = min(end_ms, self._bar_open_now(interval))
+        rows: list[list[Any]] = []
+        since = start_ms
+        empties = 0
+        while since < stop:
+            limit = min(self.cfg.limit, -(-(stop - since) // step))
+            page = self._call(
+                f"fetch_ohlcv since {since}",
+                lambda s=since, n=limit: self.exchange.fetch_ohlcv(symbol, interval, s, n),
+                symbol,
+                interval,
+            )
+            # Some exchanges ignore `since`; only bars at or after it move the walk forward.
+            page = [r for r in page if int(r[0]) >= since]
+            if not page:
+                empties += 1
+                if empties > self.empty_page_retries:
+                    break
+                # One empty answer may be a glitch; two in a row mean no bars remain (delisted).
+                self.sleep(self.backoff_base_s)
+                continue
+            empties = 0
+            rows.extend(page)
+            since = max(int(r[0]) for r in page) + step
+        return _bars_frame(rows).filter(
+            (pl.col("timestamp") >= pl.lit(start_ms).cast(pl.Datetime("ms", "UTC")))
+            & (pl.col("timestamp") < pl.lit(stop).cast(pl.Datetime("ms", "UTC")))
+        )
+
+    def covered_until(self, end_ms: int, interval: str) -> int:
+        """``end_ms`` capped at the open time of the still-forming ``interval`` bar."""
+        return min(end_ms, self._bar_open_now(interval))
+
+
+def _cause(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__} ({text[:160]})" if text else type(exc).__name__
+
+
+def _bars_frame(rows: list[list[Any]]) -> pl.DataFrame:
+    """ccxt OHLCV rows ``[ts, o, h, l, c, v]`` in served order -> sorted bars, last copy wins."""
+    if not rows:
+        return pl.DataFrame(schema=BAR_SCHEMA)
+    cols = list(BAR_SCHEMA)
+    frame = pl.DataFrame([r[:6] for r in rows], schema={c: pl.Float64 for c in cols}, orient="row")
+    return (
+        frame.with_columns(pl.col("timestamp").cast(pl.Int64).cast(pl.Datetime("ms", "UTC")))
+        .unique(subset="timestamp", keep="last", maintain_order=True)
+        .sort("timestamp")
+    )

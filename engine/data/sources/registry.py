@@ -1,0 +1,35 @@
+"""The one place where the ``data.source`` string of the config picks a backend."""
+
+from __future__ import annotations
+
+from engine.config import CcxtData, FilesData, SyntheticData
+from engine.data.sources.base import DataSource
+from engine.errors import ConfigError
+
+
+def source_from_config(cfg: SyntheticData | CcxtData | FilesData) -> DataSource:
+    """Build the data source that ``cfg`` describes.
+
+    Backends are imported here, on demand: ccxt takes a second to import and only the ccxt
+    backend needs it.
+
+    Examples
+    --------
+    >>> from engine.config import SyntheticData
+    >>> source_from_config(SyntheticData(n_symbols=3)).symbols()
+    ['BTC/USDT', 'ETH/USDT', 'SOL/USDT']
+    """
+    if isinstance(cfg, SyntheticData):
+        from engine.data.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(cfg.seed, cfg.n_symbols, cfg.start.isoformat(), cfg.end.isoformat(), cfg.quote)
+    if isinstance(cfg, CcxtData):
+        from engine.data.sources.ccxt_source import CcxtSource
+
+        return CcxtSource(cfg)
+    if isinstance(cfg, FilesData):
+        from engine.data.sources.files import FilesSource
+
+        return FilesSource(cfg)
+    msg = f"unknown data source {getattr(cfg, 'source', cfg)!r}: set data to one of synthetic, ccxt, files"
+    raise ConfigError(msg)

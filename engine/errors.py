@@ -1,0 +1,13 @@
+"""User-facing errors: one line that names the problem and the fix, printed without a traceback."""
+
+
+class EngineError(Exception):
+    """A problem with the user's input (config, data, symbol, exchange), not a bug in the engine."""
+
+
+class ConfigError(EngineError):
+    """The composed configuration is invalid."""
+
+
+class DataError(EngineError):
+    """Data is missing, corrupt or does not cover what the run needs."""

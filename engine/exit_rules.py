@@ -1,0 +1,89 @@
+"""Exit rules: when a held position is cut between rebalances.
+
+Orthogonal to allocation: ranking and weights decide *what* to hold, exit rules decide *when* a
+position is closed before the next rebalance. ``None`` (no rules) is the legacy rebalance mode.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^(\d+)([mhdw])$")
+_UNIT_NS = {"m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+
+
+def duration_to_ns(text: str) -> int:
+    """Parse a duration such as ``"12h"`` or ``"5d"`` into nanoseconds."""
+    match = _DURATION.match(text)
+    if match is None or int(match.group(1)) <= 0:
+        msg = f"invalid duration {text!r}: use a positive integer followed by m, h, d or w (e.g. '5d')"
+        raise ValueError(msg)
+    return int(match.group(1)) * _UNIT_NS[match.group(2)]
+
+
+class ExitRules(BaseModel):
+    """Stop loss, take profit, trailing stop and maximum holding time of a long position.
+
+    All fractions are relative to the stop reference price: the fill price of the rebalance (or
+    entry) that last (re)established the position.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    sl_stop: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Stop loss: exit when price falls this fraction below the reference price (0 < x < 1)."""
+    tp_stop: float | None = Field(default=None, gt=0.0)
+    """Take profit: exit when price rises this fraction above the reference price (x > 0)."""
+    sl_trail: bool | float = False
+    """Trailing stop: ``true`` makes ``sl_stop`` trail the highest high since entry; a fraction
+    (0 < x < 1) adds a separate trailing stop at that distance while ``sl_stop`` stays fixed."""
+    max_holding: str | None = None
+    """Close the position at the first bar opening at or after entry + this duration ('5d')."""
+
+    @field_validator("sl_trail")
+    @classmethod
+    def _trail_range(cls, value: bool | float) -> bool | float:
+        if not isinstance(value, bool) and not 0.0 < value < 1.0:
+            msg = "must be true/false or a fraction with 0 < x < 1"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("max_holding")
+    @classmethod
+    def _holding_format(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration_to_ns(value)
+        return value
+
+    @model_validator(mode="after")
+    def _trail_needs_stop(self) -> ExitRules:
+        if self.sl_trail is True and self.sl_stop is None:
+            msg = "sl_trail=true makes sl_stop trail, so sl_stop must be set (or give sl_trail a fraction)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def trail_fraction(self) -> float | None:
+        """Distance of the trailing stop below the running high, or None without one."""
+        if self.sl_trail is True:
+            return self.sl_stop
+        if self.sl_trail is False:
+            return None
+        return float(self.sl_trail)
+
+    @property
+    def fixed_sl(self) -> float | None:
+        """Distance of the fixed (non-trailing) stop loss, or None without one."""
+        return None if self.sl_trail is True else self.sl_stop
+
+    @property
+    def max_holding_ns(self) -> int | None:
+        """``max_holding`` in nanoseconds, or None."""
+        return None if self.max_holding is None else duration_to_ns(self.max_holding)
+
+    @property
+    def active(self) -> bool:
+        """Whether any rule can close a position."""
+        return any(x is not None for x in (self.fixed_sl, self.tp_stop, self.trail_fraction, self.max_holding))

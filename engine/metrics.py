@@ -1,0 +1,65 @@
+"""Performance metrics of an equity curve and its orders/trades. Annualisation: 365 days (crypto)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+YEAR_DAYS = 365.0
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[str, float | None]:
+    """Return, risk and drawdown figures of a daily equity series that starts from ``init_cash``."""
+    values = np.concatenate(([init_cash], equity.astype(np.float64)))
+    rets = values[1:] / values[:-1] - 1.0
+    total = values[-1] / init_cash - 1.0
+    years = max(n_days, 1.0) / YEAR_DAYS
+    cagr = (values[-1] / init_cash) ** (1.0 / years) - 1.0 if values[-1] > 0 else -1.0
+    std = rets.std(ddof=1) if rets.size > 1 else 0.0
+    ann_vol = std * math.sqrt(YEAR_DAYS)
+    sharpe = rets.mean() / std * math.sqrt(YEAR_DAYS) if std > 0 else math.nan
+    downside = np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2)) if rets.size else 0.0
+    sortino = rets.mean() / downside * math.sqrt(YEAR_DAYS) if downside > 0 else math.nan
+    peak = np.maximum.accumulate(values)
+    max_dd = float(np.min(values / peak - 1.0))
+    calmar = cagr / abs(max_dd) if max_dd < 0 else math.nan
+    return {
+        "total_return": _finite(total),
+        "cagr": _finite(cagr),
+        "annual_volatility": _finite(ann_vol),
+        "sharpe": _finite(sharpe),
+        "sortino": _finite(sortino),
+        "max_drawdown": _finite(max_dd),
+        "calmar": _finite(calmar),
+    }
+
+
+def trading_metrics(
+    orders: pl.DataFrame, trades: pl.DataFrame, equity: np.ndarray, exposure: np.ndarray, n_days: float
+) -> dict[str, Any]:
+    """Turnover, exposure, order counts, and the trade statistics of exit rules."""
+    traded = float((orders.get_column("size") * orders.get_column("price")).sum()) if orders.height else 0.0
+    mean_equity = float(np.mean(equity)) if equity.size else math.nan
+    years = max(n_days, 1.0) / YEAR_DAYS
+    kinds = ("stop_loss", "take_profit", "trailing", "max_holding", "rebalance", "end", "delisted")
+    by_kind = {k: 0 for k in kinds}
+    if trades.height:
+        for kind, n in trades.group_by("exit_kind").len().iter_rows():
+            by_kind[kind] = int(n)
+    returns = trades.get_column("return").to_numpy() if trades.height else np.empty(0)
+    return {
+        "turnover": _finite(traded / mean_equity / years) if mean_equity > 0 else None,
+        "exposure": _finite(float(np.mean(exposure))) if exposure.size else None,
+        "n_orders": int(orders.height),
+        "n_trades": int(trades.height),
+        "win_rate": _finite(float(np.mean(returns > 0))) if returns.size else None,
+        "avg_trade_return": _finite(float(np.mean(returns))) if returns.size else None,
+        "exits_by_kind": by_kind,
+    }

@@ -1,0 +1,67 @@
+"""Winner slices: DuckDB reads the requested symbols' bars, numpy aligns them on one time grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.bars import interval_ms
+from engine.data.lakehouse import DATA_FILE, Lakehouse
+from engine.sql import sql_arrow
+
+FIELDS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Dense (n_bars, n_symbols) arrays on the grid ``ts_ms`` (bar open times); NaN = no bar."""
+
+    ts_ms: np.ndarray
+    symbols: list[str]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def rows(self, start_ms: int, end_ms: int) -> slice:
+        """Row slice of bars with open time in ``[start_ms, end_ms)``."""
+        lo, hi = np.searchsorted(self.ts_ms, [start_ms, end_ms])
+        return slice(int(lo), int(hi))
+
+    def col(self, symbol: str) -> int:
+        """Column index of ``symbol``."""
+        return self.symbols.index(symbol)
+
+
+def panel_load(
+    lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str], start_ms: int, end_ms: int
+) -> Panel:
+    """The winner slice of ``symbols`` over ``[start_ms, end_ms)`` as a dense panel.
+
+    Only the requested symbols' partition files are handed to DuckDB (``sql/winner_slice.sql``),
+    so the cost follows the winners, not the universe.
+    """
+    step = interval_ms(interval)
+    lo = start_ms // step * step
+    grid = np.arange(lo, end_ms, step, dtype=np.int64)
+    shape = (grid.size, len(symbols))
+    arrays = {f: np.full(shape, np.nan) for f in FIELDS}
+    files = [
+        str(p)
+        for s in symbols
+        if (p := Path(lakehouse.partition(kind, interval, s)) / DATA_FILE).is_file()
+    ]
+    if files and grid.size:
+        table = sql_arrow(
+            "winner_slice", {"files": files, "symbols": symbols, "start": int(lo), "end": int(end_ms)}
+        )
+        if table.num_rows:
+            index = {s: i for i, s in enumerate(symbols)}
+            cols = np.array([index[s] for s in table.column("symbol").to_pylist()], dtype=np.int64)
+            rows = (table.column("ts_ms").to_numpy() - lo) // step
+            for f in FIELDS:
+                arrays[f][rows, cols] = table.column(f).to_numpy()
+    return Panel(grid, list(symbols), **arrays)

@@ -1,0 +1,95 @@
+"""Validated contexts handed between stages, and the simulation stage that calls vectorbt.
+
+``SelectionContext`` (what the ranking chose) and ``AllocationContext`` (how much of each) carry
+the run's ``ExitRules`` so a window's rules are validated next to the decisions they act on;
+``SimulationStage.execute`` takes them from there and hands them to the simulator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.config import CostsConfig
+from engine.exit_rules import ExitRules
+from engine.simulation.vbt import PriceBlock, SimResult, VectorBTSimulator
+
+
+class SelectionContext(BaseModel):
+    """A window's winners, in rank order, with their scores."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(ge=0)
+    winners: list[str]
+    scores: dict[str, float]
+    exit_rules: ExitRules | None = None
+
+
+class AllocationContext(BaseModel):
+    """Target weights of a window's winners (long only, summing to at most 1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weights: dict[str, float]
+    exit_rules: ExitRules | None = None
+
+    @model_validator(mode="after")
+    def _weights_valid(self) -> AllocationContext:
+        if any(not math.isfinite(w) or w < 0 for w in self.weights.values()):
+            msg = "weights must be finite and >= 0 (long only)"
+            raise ValueError(msg)
+        if sum(self.weights.values()) > 1.0 + 1e-9:
+            msg = "weights must sum to at most 1 (no leverage)"
+            raise ValueError(msg)
+        return self
+
+
+class SimulationContext(BaseModel):
+    """Everything one window's simulation needs: prices, target weights, carried state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    selection: SelectionContext
+    allocation: AllocationContext
+    prices: Any
+    """A :class:`PriceBlock` of the window's columns on the finest loaded grid."""
+    weights: Any
+    """(n_bars, n_cols) target weights, NaN where no order is placed."""
+    init_cash: float = Field(gt=0)
+    carry_shares: Any = None
+    carry_price: Any = None
+    ambiguity: str = "pessimistic"
+
+    @model_validator(mode="after")
+    def _shapes(self) -> SimulationContext:
+        if not isinstance(self.prices, PriceBlock):
+            msg = "prices must be a PriceBlock"
+            raise TypeError(msg)
+        if np.shape(self.weights) != self.prices.close.shape:
+            msg = f"weights shape {np.shape(self.weights)} != prices shape {self.prices.close.shape}"
+            raise ValueError(msg)
+        return self
+
+
+class SimulationStage:
+    """Runs one window's simulation through :class:`VectorBTSimulator`."""
+
+    def __init__(self, costs: CostsConfig, vbt_engine: str = "rust") -> None:
+        self.simulator = VectorBTSimulator(fees=costs.fees, slippage=costs.slippage, engine=vbt_engine)
+
+    def execute(self, ctx: SimulationContext) -> SimResult:
+        """Simulate the context; ``exit_rules`` null means the rebalance mode."""
+        exit_rules = ctx.allocation.exit_rules
+        return self.simulator.simulate(
+            ctx.prices,
+            ctx.weights,
+            init_cash=ctx.init_cash,
+            carry_shares=ctx.carry_shares,
+            carry_price=ctx.carry_price,
+            exit_rules=exit_rules,
+            ambiguity=ctx.ambiguity,
+        )

@@ -1,0 +1,395 @@
+"""Rebalance simulation with optional stop exits on one vectorbt ``from_orders`` call.
+
+Simulation grid: bar ``i`` becomes two rows. Row ``2i`` is the bar's open (valuation and close
+value ``open[i]``), where target-percent rebalance orders and ``max_holding`` exits execute at
+``open[i]``. Row ``2i + 1`` is the rest of the bar (close value ``close[i]``), where stop exits
+execute as target-percent 0 orders at the stop price. An entry at the open and a stop later in
+the same bar are thus one order per row, and vectorbt's ``from_orders`` (target percent, cash
+sharing, sells before buys) does every order with its own fees and slippage. Equity is reported
+at the odd rows: one value per bar, at its close.
+
+Carry-in: a walk-forward caller passes the shares held at the end of the previous window; one
+extra row before row 0 buys them back at ``carry_price`` without fees or slippage, with
+vectorbt's initial cash raised by their value, so the window starts with exactly that cash and
+those shares. That row is dropped from every output. Stop state (reference price, trailing peak,
+holding clock) is not carried: a carried position is watched for stops from its next bar with a
+weight > 0 (the walk-forward engine rebalances on the first bar of each window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import vectorbt as vbt
+from vectorbt.portfolio.enums import SizeType
+
+from engine.exit_rules import ExitRules
+from engine.simulation.stops import EXIT_KIND_NAMES, MAX_HOLDING, Ambiguity, StopExits, find_stop_exits
+
+ENGINES = ("rust", "numba")
+
+# Index = reason code in the order grid: 0 is a rebalance, the others are exit kinds.
+_REASONS = ("rebalance", *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES)))
+_SIDES = ("buy", "sell")  # vectorbt's OrderSide codes
+
+
+@dataclass(frozen=True)
+class PriceBlock:
+    """OHLC of the simulated columns on one time grid.
+
+    Attributes
+    ----------
+    open, high, low, close : np.ndarray
+        (n_bars, n_cols) float64, finite and > 0, with ``low <= open, close <= high``.
+    index : np.ndarray
+        (n_bars,) datetime64[ns] bar open times, strictly increasing.
+    columns : tuple of str
+        One name per column.
+    """
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    index: np.ndarray
+    columns: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        """Validate shapes, dtypes and prices."""
+        shape = np.shape(self.open)
+        if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
+            msg = f"open must be a non-empty 2-D (n_bars, n_cols) array, got shape {shape}"
+            raise ValueError(msg)
+        for name in ("open", "high", "low", "close"):
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.float64 or arr.shape != shape:
+                msg = f"{name} must be a float64 array of shape {shape} (like open); convert with np.asarray(x, float)"
+                raise ValueError(msg)
+            if not (np.isfinite(arr).all() and (arr > 0).all()):
+                msg = f"{name} holds non-finite or non-positive prices: drop or fill those bars first"
+                raise ValueError(msg)
+        if not ((self.low <= np.minimum(self.open, self.close)).all() and (self.high >= np.maximum(self.open, self.close)).all()):
+            msg = "bars must satisfy low <= open, close <= high"
+            raise ValueError(msg)
+        if not isinstance(self.index, np.ndarray) or self.index.dtype != np.dtype("datetime64[ns]") or self.index.shape != (shape[0],):
+            msg = f"index must be a datetime64[ns] array of length {shape[0]} (bar open times)"
+            raise ValueError(msg)
+        if shape[0] > 1 and not (np.diff(self.index.view(np.int64)) > 0).all():
+            msg = "index must be strictly increasing"
+            raise ValueError(msg)
+        if len(self.columns) != shape[1]:
+            msg = f"columns has {len(self.columns)} names for {shape[1]} price columns"
+            raise ValueError(msg)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_bars, n_cols)``."""
+        return self.open.shape  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Outcome of one simulation.
+
+    Attributes
+    ----------
+    equity : np.ndarray
+        (n_bars,) portfolio value at each bar's close.
+    cash_end : float
+        Cash after the last bar.
+    shares_end : np.ndarray
+        (n_cols,) shares held after the last bar.
+    orders : pl.DataFrame
+        One row per filled order: bar, timestamp, column, side, size (shares), price (fill price
+        including slippage), fees, reason ("rebalance" or an exit kind name).
+    exits : pl.DataFrame
+        One row per stop exit found: bar, timestamp, column, kind, price (level before
+        slippage), ambiguous.
+    n_ambiguous : int
+        Number of exits in bars whose range held both the stop loss and the take profit.
+    portfolio : Any
+        The ``vbt.Portfolio`` on the two-rows-per-bar grid (carry row included, if any).
+    """
+
+    equity: np.ndarray
+    cash_end: float
+    shares_end: np.ndarray
+    orders: pl.DataFrame
+    exits: pl.DataFrame
+    n_ambiguous: int
+    portfolio: Any
+
+
+class VectorBTSimulator:
+    """Target-weight rebalancing with stop exits, simulated by vectorbt.
+
+    Parameters
+    ----------
+    fees : float, default 0.0
+        Fee as a fraction of each order's value (every order, stop exits included).
+    slippage : float, default 0.0
+        Price slippage fraction: buys fill at ``price * (1 + slippage)``, sells at
+        ``price * (1 - slippage)``.
+    engine : {"rust", "numba"}, default "rust"
+        vectorbt engine. "rust" needs the ``vectorbt-rust`` package and raises without it.
+    ambiguity : {"pessimistic", "optimistic"}, default "pessimistic"
+        Which exit wins when a bar's range holds both stop loss and take profit.
+    """
+
+    def __init__(
+        self,
+        fees: float = 0.0,
+        slippage: float = 0.0,
+        engine: str = "rust",
+        ambiguity: Ambiguity = "pessimistic",
+    ) -> None:
+        if engine not in ENGINES:
+            msg = f"engine must be one of {ENGINES}, got {engine!r}"
+            raise ValueError(msg)
+        if ambiguity not in ("pessimistic", "optimistic"):
+            msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {ambiguity!r}"
+            raise ValueError(msg)
+        if not (np.isfinite(fees) and fees >= 0 and np.isfinite(slippage) and 0 <= slippage < 1):
+            msg = f"fees must be >= 0 and 0 <= slippage < 1, got fees={fees}, slippage={slippage}"
+            raise ValueError(msg)
+        self.fees = float(fees)
+        self.slippage = float(slippage)
+        self.engine = engine
+        self.ambiguity: Ambiguity = ambiguity
+
+    def simulate(
+        self,
+        prices: PriceBlock,
+        weights: np.ndarray,
+        exit_rules: ExitRules | None = None,
+        *,
+        init_cash: float = 10_000.0,
+        carry_shares: np.ndarray | None = None,
+        carry_price: np.ndarray | None = None,
+    ) -> SimResult:
+        """Simulate target-weight orders at bar opens, plus stop exits inside the bars.
+
+        Parameters
+        ----------
+        prices : PriceBlock
+            OHLC of the columns.
+        weights : np.ndarray
+            (n_bars, n_cols): NaN = no order; ``w >= 0`` = at this bar's open, rebalance the
+            column to fraction ``w`` of the equity valued at the open (0 closes it).
+        exit_rules : ExitRules or None
+            Stops; None or inactive rules give a pure rebalance run.
+        init_cash : float, default 10_000.0
+            Cash at the start (besides the carried shares).
+        carry_shares, carry_price : np.ndarray or None
+            (n_cols,) shares held at the start and the price they are valued at (the previous
+            window's last close). ``carry_price`` is needed where ``carry_shares != 0``.
+
+        Returns
+        -------
+        SimResult
+        """
+        n_bars, n_cols = prices.shape
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (n_bars, n_cols):
+            msg = f"weights has shape {weights.shape}, prices have {(n_bars, n_cols)}"
+            raise ValueError(msg)
+        finite = weights[np.isfinite(weights)]
+        if np.isinf(weights).any() or (finite < 0).any():
+            msg = "weights must be NaN (no order) or finite and >= 0 (long only)"
+            raise ValueError(msg)
+        if not (np.isfinite(init_cash) and init_cash >= 0):
+            msg = f"init_cash must be finite and >= 0, got {init_cash}"
+            raise ValueError(msg)
+        carry = _carry_arrays(carry_shares, carry_price, n_cols)
+
+        exits = None
+        if exit_rules is not None and exit_rules.active:
+            exits = find_stop_exits(
+                prices.open, prices.high, prices.low, prices.index, weights, exit_rules, self.slippage, self.ambiguity
+            )
+
+        off = 0 if carry is None else 1
+        n_rows = 2 * n_bars + off
+        close = np.empty((n_rows, n_cols))
+        close[off::2] = prices.open
+        close[off + 1 :: 2] = prices.close
+        size = np.full((n_rows, n_cols), np.nan)
+        size[off::2] = weights
+        reason = None
+        price = close
+        if exits is not None and len(exits):
+            # Stop fills differ from the row's close value, so the order prices need their own array.
+            price = close.copy()
+            is_hold = exits.kind == MAX_HOLDING
+            rows = off + 2 * exits.bar + np.where(is_hold, 0, 1)
+            price[rows, exits.col] = exits.price
+            size[rows, exits.col] = 0.0
+            reason = np.zeros((n_rows, n_cols), dtype=np.int8)
+            reason[rows, exits.col] = exits.kind
+
+        init = float(init_cash)
+        if carry is None:
+            size_type: Any = SizeType.TargetPercent
+            fees: Any = self.fees
+            slippage: Any = self.slippage
+        else:
+            shares, carry_close = carry
+            close[0] = np.where(shares != 0, carry_close, prices.open[0])
+            size[0] = np.where(shares != 0, shares, np.nan)
+            # Per-row columns broadcast across assets: only row 0 differs.
+            size_type = np.full((n_rows, 1), SizeType.TargetPercent, dtype=np.int64)
+            size_type[0] = SizeType.Amount
+            fees = np.full((n_rows, 1), self.fees)
+            fees[0] = 0.0
+            slippage = np.full((n_rows, 1), self.slippage)
+            slippage[0] = 0.0
+            init += float(np.sum(shares * close[0]))
+            if price is not close:
+                price[0] = close[0]
+
+        pf = vbt.Portfolio.from_orders(
+            close,
+            size,
+            size_type=size_type,
+            price=price,
+            # The order price of the row: the open on open rows, so target percent values the
+            # portfolio at the open; the stop fill on exit rows (irrelevant to a target of 0).
+            val_price=price,
+            fees=fees,
+            slippage=slippage,
+            init_cash=init,
+            cash_sharing=True,
+            group_by=True,
+            call_seq="auto",
+            engine=self.engine,
+        )
+        records = pf.order_records
+        if carry is not None:
+            _check_carry_fill(records, carry[0])
+        return _result(pf, records, init, prices, off, reason, exits)
+
+
+def _carry_arrays(
+    carry_shares: np.ndarray | None, carry_price: np.ndarray | None, n_cols: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validate the carry-in and return ``(shares, price)``, or None when nothing is carried."""
+    if carry_shares is None:
+        return None
+    shares = np.asarray(carry_shares, dtype=np.float64)
+    if shares.shape != (n_cols,) or not np.isfinite(shares).all() or (shares < 0).any():
+        msg = f"carry_shares must be {n_cols} finite values >= 0 (long only)"
+        raise ValueError(msg)
+    if not shares.any():
+        return None
+    if carry_price is None:
+        msg = "carry_price is required when carry_shares holds shares (the previous window's last close)"
+        raise ValueError(msg)
+    price = np.asarray(carry_price, dtype=np.float64)
+    held = shares != 0
+    if price.shape != (n_cols,) or not (np.isfinite(price[held]).all() and (price[held] > 0).all()):
+        msg = f"carry_price must be {n_cols} values, finite and > 0 where shares are carried"
+        raise ValueError(msg)
+    return shares, price
+
+
+def _check_carry_fill(records: np.ndarray, shares: np.ndarray) -> None:
+    """Raise if the carry row did not rebuild the carried shares exactly.
+
+    The carry row's cash is the sum of the shares' values, so the last buy can be short by a few
+    ulps; vectorbt fills it in full because it compares cash with a relative tolerance of 1e-9 and
+    snaps the remainder to 0. This check turns a partial fill (which would lose shares) into an
+    error instead of a silent drift.
+    """
+    first = records[records["idx"] == 0]
+    got = np.zeros_like(shares)
+    got[first["col"]] = first["size"]
+    if not np.array_equal(got, shares):
+        msg = f"carry row bought {got} instead of {shares} shares; report this as an engine bug"
+        raise RuntimeError(msg)
+
+
+def _labels(names: tuple[str, ...], codes: np.ndarray) -> pl.Series:
+    """Map integer codes to their names (a gather, cheaper than building Python strings)."""
+    return pl.Series(names, dtype=pl.String).gather(codes)
+
+
+def _result(
+    pf: Any,
+    records: np.ndarray,
+    init_cash: float,
+    prices: PriceBlock,
+    off: int,
+    reason: np.ndarray | None,
+    exits: StopExits | None,
+) -> SimResult:
+    """Build the SimResult from the portfolio's order records, dropping the carry row."""
+    n_bars, n_cols = prices.shape
+    idx = records["idx"]
+    sell = records["side"] == 1
+    signed = np.where(sell, -records["size"], records["size"])
+    flow = np.where(sell, 1.0, -1.0) * records["size"] * records["price"] - records["fees"]
+    # vectorbt values a portfolio from its records the same way (cash flow plus assets at the
+    # close); doing it in numpy, per bar rather than per row, skips its pandas wrapping, which
+    # would cost more than the simulation. The carry row (idx 0 when off == 1) folds into bar 0.
+    bar_of = np.maximum(idx - off, 0) // 2
+    cash = init_cash + np.cumsum(np.bincount(bar_of, weights=flow, minlength=n_bars))
+    pos_flow = np.zeros((n_bars, n_cols))
+    np.add.at(pos_flow, (bar_of, records["col"]), signed)
+    position = np.cumsum(pos_flow, axis=0)
+    equity = cash + np.einsum("ij,ij->i", position, prices.close)
+
+    keep = idx >= off
+    rec = records[keep]
+    bar = (rec["idx"] - off) // 2
+    codes = np.zeros(len(rec), dtype=np.int8) if reason is None else reason[rec["idx"], rec["col"]]
+    ts_type = pl.Datetime("ns", "UTC")
+    orders = pl.DataFrame(
+        {
+            "bar": pl.Series(bar, dtype=pl.Int64),
+            "timestamp": pl.Series(prices.index[bar]).dt.replace_time_zone("UTC"),
+            "column": _labels(prices.columns, rec["col"]),
+            "side": _labels(_SIDES, rec["side"]),
+            "size": rec["size"],
+            "price": rec["price"],
+            "fees": rec["fees"],
+            "reason": _labels(_REASONS, codes),
+        },
+        schema_overrides={"timestamp": ts_type},
+    )
+    if exits is None:
+        exits_df = pl.DataFrame(
+            schema={
+                "bar": pl.Int64,
+                "timestamp": ts_type,
+                "column": pl.String,
+                "kind": pl.String,
+                "price": pl.Float64,
+                "ambiguous": pl.Boolean,
+            }
+        )
+        n_amb = 0
+    else:
+        exits_df = pl.DataFrame(
+            {
+                "bar": pl.Series(exits.bar, dtype=pl.Int64),
+                "timestamp": pl.Series(prices.index[exits.bar]).dt.replace_time_zone("UTC"),
+                "column": _labels(prices.columns, exits.col),
+                "kind": _labels(_REASONS, exits.kind),
+                "price": exits.price,
+                "ambiguous": exits.ambiguous,
+            },
+            schema_overrides={"timestamp": ts_type},
+        )
+        n_amb = int(exits.ambiguous.sum())
+    return SimResult(
+        equity=equity,
+        cash_end=float(cash[-1]),
+        shares_end=position[-1].copy(),
+        orders=orders,
+        exits=exits_df,
+        n_ambiguous=n_amb,
+        portfolio=pf,
+    )

@@ -1,0 +1,35 @@
+"""Test helpers: the real Hydra config, composed and shrunk to a small universe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.cli import config_compose
+from engine.config import RunConfig, config_validate
+
+SMALL = [
+    "data.n_symbols=30",
+    "data.start=2021-01-01",
+    "data.end=2021-12-31",
+    "ranking.top_n=5",
+    "quiet=true",
+]
+
+
+def compose_raw(*overrides: str) -> dict[str, Any]:
+    """The composed, validated config as a plain dict (before paths are filled in)."""
+    return config_compose([*SMALL, *overrides])[1]
+
+
+def small_config(lakehouse: Path, output: Path, *overrides: str, **patch: Any) -> RunConfig:
+    """A validated small run config pointing at ``lakehouse`` and writing to ``output``."""
+    raw = compose_raw(*overrides)
+    raw["paths"] = {"lakehouse_dir": str(lakehouse), "output_dir": str(output)}
+    for dotted, value in patch.items():
+        node = raw
+        keys = dotted.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return config_validate(raw)

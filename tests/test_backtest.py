@@ -1,0 +1,127 @@
+"""End to end: artefacts, determinism, parity between the rebalance and exit-rule paths, audit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.cli import run_backtest
+from engine.errors import EngineError
+from helpers import small_config
+
+ARTEFACTS = ("config.yaml", "manifest.json", "metrics.json", "equity.parquet", "orders.parquet",
+             "trades.parquet", "winners.parquet", "audit.jsonl", "report.html")
+
+
+@pytest.fixture(scope="module")
+def runs(lakehouse_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The small default profile run in three modes (and the rebalance mode twice)."""
+    out = tmp_path_factory.mktemp("runs")
+    modes = {
+        "rebalance": ["+profile=crypto_rating_baseline"],
+        "rebalance_again": ["+profile=crypto_rating_baseline"],
+        "never": ["+profile=crypto_rating", "exit_rules.sl_stop=0.99", "exit_rules.tp_stop=1000"],
+        "inactive": ["+profile=crypto_rating", "exit_rules.sl_stop=null", "exit_rules.tp_stop=null"],
+        "stops": ["+profile=crypto_rating"],
+    }
+    for name, overrides in modes.items():
+        run_backtest(small_config(lakehouse_dir, out / name, *overrides))
+    return {name: out / name for name in modes}
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_every_artefact_is_written(runs: dict[str, Path]) -> None:
+    for name in ARTEFACTS:
+        assert (runs["stops"] / name).is_file(), name
+    manifest = json.loads((runs["stops"] / "manifest.json").read_text())
+    assert len(manifest["data"]["fingerprint"]) == 64
+    assert manifest["config"]["exit_rules"]["sl_stop"] == 0.05
+    m = _metrics(runs["rebalance"])
+    for key in ("total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown", "calmar",
+                "turnover", "exposure", "n_orders"):
+        assert key in m, key
+    assert m["n_orders"] > 0 and -1 < m["max_drawdown"] < 0
+
+
+def test_same_config_same_bytes(runs: dict[str, Path]) -> None:
+    for name in ("metrics.json", "equity.parquet", "orders.parquet", "winners.parquet"):
+        a = hashlib.sha256((runs["rebalance"] / name).read_bytes()).hexdigest()
+        b = hashlib.sha256((runs["rebalance_again"] / name).read_bytes()).hexdigest()
+        assert a == b, name
+
+
+def test_inactive_exit_rules_are_bit_identical_to_rebalance(runs: dict[str, Path]) -> None:
+    for name in ("equity.parquet", "orders.parquet"):
+        assert pl.read_parquet(runs["inactive"] / name).equals(pl.read_parquet(runs["rebalance"] / name)), name
+    a, b = _metrics(runs["inactive"]), _metrics(runs["rebalance"])
+    assert a == b
+
+
+def test_never_triggering_stops_match_rebalance_equity(runs: dict[str, Path]) -> None:
+    a = pl.read_parquet(runs["never"] / "equity.parquet").get_column("equity").to_numpy()
+    b = pl.read_parquet(runs["rebalance"] / "equity.parquet").get_column("equity").to_numpy()
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=0)
+    assert _metrics(runs["never"])["exits_by_kind"]["stop_loss"] == 0
+
+
+def test_stops_change_the_result_and_are_audited(runs: dict[str, Path]) -> None:
+    m = _metrics(runs["stops"])
+    kinds = m["exits_by_kind"]
+    assert kinds["stop_loss"] > 0 and kinds["take_profit"] > 0
+    assert m["total_return"] != _metrics(runs["rebalance"])["total_return"]
+    assert m["total_return_optimistic"] >= m["total_return"]
+    assert 0.0 <= m["win_rate"] <= 1.0
+    lines = [json.loads(x) for x in (runs["stops"] / "audit.jsonl").read_text().splitlines()]
+    assert len(lines) == m["n_windows"]
+    assert all(line["mode"] == "exit_rules" for line in lines)
+    assert lines[0]["exit_rules"] == {"sl_stop": 0.05, "tp_stop": 0.15, "sl_trail": False, "max_holding": None}
+    total = {}
+    for line in lines:
+        for k, v in line["exits"].items():
+            total[k] = total.get(k, 0) + v
+    assert {k: v for k, v in kinds.items() if v} == total
+    trades = pl.read_parquet(runs["stops"] / "trades.parquet")
+    assert trades.height == m["n_trades"]
+    sl = trades.filter(pl.col("exit_kind") == "stop_loss")
+    # a stop-loss exit fills at or below 95 % of the reference (gaps fill lower), after slippage
+    assert (sl.get_column("exit_price") <= sl.get_column("entry_price") * 0.95 + 1e-9).all()
+    base = [json.loads(x) for x in (runs["rebalance"] / "audit.jsonl").read_text().splitlines()]
+    assert all(line["mode"] == "rebalance" and line["exit_rules"] is None for line in base)
+
+
+def test_winners_keep_the_full_ranking(runs: dict[str, Path]) -> None:
+    w = pl.read_parquet(runs["rebalance"] / "winners.parquet")
+    per_window = w.group_by("window").agg(pl.len(), pl.col("selected").sum(), pl.col("weight").sum())
+    assert (per_window.get_column("len") > 5).all()
+    assert (per_window.get_column("selected") == 5).all()
+    np.testing.assert_allclose(per_window.get_column("weight").to_numpy(), 1.0, atol=1e-12)
+
+
+def test_top_n_larger_than_universe(lakehouse_dir: Path, tmp_path: Path) -> None:
+    cfg = small_config(lakehouse_dir, tmp_path / "o", "ranking.top_n=31")
+    with pytest.raises(EngineError, match="top_n=31 exceeds the universe of 30"):
+        run_backtest(cfg)
+
+
+def test_window_longer_than_data(lakehouse_dir: Path, tmp_path: Path) -> None:
+    cfg = small_config(lakehouse_dir, tmp_path / "o", "ranking.min_history_days=400")
+    with pytest.raises(EngineError, match="no walk-forward window fits"):
+        run_backtest(cfg)
+
+
+def test_missing_lakehouse_for_non_generator_source(tmp_path: Path) -> None:
+    from engine.config import FilesData
+
+    cfg = small_config(tmp_path / "empty", tmp_path / "o")
+    cfg = cfg.model_copy(update={"data": FilesData(path=str(tmp_path))})
+    with pytest.raises(EngineError, match="no daily bars"):
+        run_backtest(cfg)

@@ -1,0 +1,291 @@
+"""CcxtSource against a local Binance-format server: real ccxt, no real exchange, no waiting.
+
+Each fault test checks two things: the lakehouse ends up with exactly the generator's bars, and
+the server saw the expected requests (how many, which one was repeated, the startTime walk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from exchange_server import ExchangeServer
+from polars.testing import assert_frame_equal
+
+from engine.config import CcxtData
+from engine.data.bars import interval_ms
+from engine.data.ingest import IngestionService
+from engine.data.lakehouse import Lakehouse
+from engine.data.sources.ccxt_source import CcxtSource
+from engine.data.sources.registry import source_from_config
+from engine.data.sources.synthetic import SyntheticSource
+from engine.errors import DataError
+
+GEN = SyntheticSource(7, 6, "2024-01-01", "2024-03-31")
+DAY = 86_400_000
+STEP = interval_ms("4h")
+START = GEN.start_ms
+END = START + 60 * DAY  # 360 bars of 4h: pages of 100 start at bar 0, 100, 200, 300
+LATER = GEN.end_ms + 30 * DAY  # a present after the whole range: every bar is closed
+BACKOFF = 0.01
+RETRIES = 3
+
+
+@pytest.fixture
+def server() -> Iterator[ExchangeServer]:
+    with ExchangeServer(GEN) as srv:
+        yield srv
+
+
+class Clock:
+    """The present as the source sees it; tests move it."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def source_make(server: ExchangeServer, sleeps: list[float], clock: Clock | None = None, **cfg: object) -> CcxtSource:
+    settings: dict[str, object] = {
+        "exchange": "binance",
+        "symbols": ["BTC/USDT", "ETH/USDT"],
+        "api_url": server.api_url,
+        "rate_limit_ms": 0,
+        "limit": 100,
+        "timeout_ms": 300,
+        "max_retries": RETRIES,
+    }
+    settings.update(cfg)
+    return CcxtSource(
+        CcxtData.model_validate(settings),
+        sleep=sleeps.append,
+        backoff_base_s=BACKOFF,
+        clock_ms=clock or Clock(LATER),
+    )
+
+
+def ingest(root: Path, src: CcxtSource, symbols: list[str], start: int = START, end: int = END) -> IngestionService:
+    service = IngestionService(Lakehouse(root), src)
+    service.fetch_mtf_for_candidates(symbols, ["4h"], start, end)
+    return service
+
+
+def expected(symbol: str, start: int = START, end: int = END) -> pl.DataFrame:
+    return GEN.ohlcv_fetch(symbol, "4h", start, end)
+
+
+def walk(server: ExchangeServer) -> list[int]:
+    """startTime of each klines request, in bars of 4h after START."""
+    return [(int(r.params["startTime"]) - START) // STEP for r in server.klines()]
+
+
+@pytest.mark.parametrize(
+    ("fault", "retry_after", "waits"),
+    [
+        ("429", 2, [2.0]),
+        ("418", 7, [7.0]),
+        ("429", None, [BACKOFF]),
+        ("500", None, [BACKOFF]),
+        ("503", None, [BACKOFF]),
+        ("timeout", None, [BACKOFF]),
+    ],
+)
+def test_transient_fault_retried_once(
+    tmp_path: Path, server: ExchangeServer, fault: str, retry_after: int | None, waits: list[float]
+) -> None:
+    sleeps: list[float] = []
+    server.fault(fault, retry_after=retry_after, sleep_s=1.0)
+    with source_make(server, sleeps) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+    assert_frame_equal(service.lakehouse.read("mtf", "4h", "BTC/USDT"), expected("BTC/USDT"))
+    assert walk(server) == [0, 0, 100, 200, 300]
+    first, retried = server.klines()[:2]
+    assert first.params == retried.params
+    assert sleeps == waits
+
+
+def test_retries_back_off_exponentially(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("500")
+    server.fault("503")
+    server.fault("429")
+    with source_make(server, sleeps) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+    assert_frame_equal(service.lakehouse.read("mtf", "4h", "BTC/USDT"), expected("BTC/USDT"))
+    assert walk(server) == [0, 0, 0, 0, 100, 200, 300]
+    assert sleeps == [BACKOFF, 2 * BACKOFF, 4 * BACKOFF]
+
+
+def test_short_page_in_the_middle_is_not_the_end(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("short")  # the first page holds 50 bars instead of 100
+    with source_make(server, sleeps) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+    assert_frame_equal(service.lakehouse.read("mtf", "4h", "BTC/USDT"), expected("BTC/USDT"))
+    assert walk(server) == [0, 50, 150, 250, 350]
+    assert [int(r.params["limit"]) for r in server.klines()] == [100, 100, 100, 100, 10]
+    assert sleeps == []
+
+
+def test_empty_page_before_the_end_is_asked_again(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("empty")
+    with source_make(server, sleeps) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+    assert_frame_equal(service.lakehouse.read("mtf", "4h", "BTC/USDT"), expected("BTC/USDT"))
+    assert walk(server) == [0, 0, 100, 200, 300]
+    assert sleeps == [BACKOFF]
+
+
+def test_empty_pages_for_good_end_the_fetch(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("empty", count=2)  # what a delisted market answers
+    with source_make(server, sleeps) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+    assert service.lakehouse.read("mtf", "4h", "BTC/USDT").height == 0
+    assert walk(server) == [0, 0]
+    assert service.lakehouse.coverage("mtf", "4h", "BTC/USDT") == [(START, END)]
+
+
+def test_duplicated_bars_are_dropped(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("duplicate")  # the first page repeats its first 33 bars at its end
+    with source_make(server, sleeps) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+    assert_frame_equal(service.lakehouse.read("mtf", "4h", "BTC/USDT"), expected("BTC/USDT"))
+    # ccxt sorts the page and keeps its first 100 rows (bars 0..66, 33 of them twice): the walk
+    # resumes after the last bar received, so nothing is skipped.
+    assert walk(server) == [0, 67, 167, 267]
+
+
+def test_duplicate_that_differs_keeps_the_copy_served_last(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("duplicate_changed")  # bar 0 again at the end of the page, volume doubled
+    with source_make(server, sleeps) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+    want = expected("BTC/USDT").with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.col("volume") * 2.0).otherwise(pl.col("volume")).alias("volume")
+    )
+    assert_frame_equal(service.lakehouse.read("mtf", "4h", "BTC/USDT"), want)
+    assert walk(server) == [0, 99, 199, 299]  # ccxt cut the 101-row page to 100: bar 99 asked again
+
+
+def test_out_of_order_bars_are_sorted(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("out_of_order")
+    with source_make(server, sleeps) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+    assert_frame_equal(service.lakehouse.read("mtf", "4h", "BTC/USDT"), expected("BTC/USDT"))
+    assert walk(server) == [0, 100, 200, 300]
+
+
+def test_retries_exhausted_raise_one_line_data_error(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("503", count=RETRIES + 1)
+    with source_make(server, sleeps) as src, pytest.raises(DataError) as info:
+        ingest(tmp_path, src, ["BTC/USDT"])
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith("ccxt binance BTC/USDT 4h: ExchangeNotAvailable")
+    assert f"after {RETRIES} retries; rerun later" in text
+    assert walk(server) == [0] * (RETRIES + 1)
+    assert sleeps == [BACKOFF * 2**k for k in range(RETRIES)]
+    assert Lakehouse(tmp_path).coverage("mtf", "4h", "BTC/USDT") == []
+
+
+def test_retry_after_beyond_the_cap_fails_at_once(server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    server.fault("418", retry_after=3600)
+    with (
+        source_make(server, sleeps) as src,
+        pytest.raises(DataError, match=r"ccxt binance BTC/USDT 4h: .*Retry-After 3600"),
+    ):
+        src.ohlcv_fetch("BTC/USDT", "4h", START, END)
+    assert len(server.klines()) == 1
+    assert sleeps == []
+
+
+def test_unknown_symbol_is_a_data_error(tmp_path: Path, server: ExchangeServer) -> None:
+    sleeps: list[float] = []
+    with source_make(server, sleeps, symbols=["BTC/USDT", "NOPE/USDT"]) as src:
+        with pytest.raises(DataError, match=r"unknown symbol 'NOPE/USDT' on ccxt exchange binance") as info:
+            src.symbols()
+        assert "\n" not in str(info.value)
+        with pytest.raises(DataError, match="NOPE/USDT"):
+            ingest(tmp_path, src, ["NOPE/USDT"])
+    assert server.klines() == []
+
+
+def test_symbols_default_to_active_spot_markets_in_quote(server: ExchangeServer) -> None:
+    with source_make(server, [], symbols=[]) as src:
+        assert src.symbols() == sorted(GEN.symbols())  # not OLD/USDT (status BREAK), not ETH/BTC
+        assert src.intervals()[:3] == ("1m", "3m", "5m")
+        assert "1M" not in src.intervals()
+    assert [r.path for r in server.log] == ["/api/v3/exchangeInfo"]
+
+
+def test_second_identical_ingest_makes_no_kline_request(tmp_path: Path, server: ExchangeServer) -> None:
+    with source_make(server, []) as src:
+        ingest(tmp_path, src, ["BTC/USDT", "ETH/USDT"])
+        assert len(server.klines()) == 8
+        server.clear()
+        service = ingest(tmp_path, src, ["BTC/USDT", "ETH/USDT"])
+    assert server.klines() == []
+    for symbol in ("BTC/USDT", "ETH/USDT"):
+        assert_frame_equal(service.lakehouse.read("mtf", "4h", symbol), expected(symbol))
+
+
+def test_still_forming_bar_is_never_covered(tmp_path: Path) -> None:
+    now = START + 30 * DAY + 5 * 3_600_000  # 1 h into the bar that opened at 04:00
+    forming = now // STEP * STEP
+    clock = Clock(now)
+    with ExchangeServer(GEN, now_ms=now) as server, source_make(server, [], clock) as src:
+        service = ingest(tmp_path, src, ["BTC/USDT"])
+        lake = service.lakehouse
+        assert lake.coverage("mtf", "4h", "BTC/USDT") == [(START, forming)]
+        assert_frame_equal(lake.read("mtf", "4h", "BTC/USDT"), expected("BTC/USDT", START, forming))
+        # The exchange served the forming bar; it must not be stored either (it would be final).
+        assert int(server.klines()[-1].params["startTime"]) < forming
+
+        server.clear()
+        ingest(tmp_path, src, ["BTC/USDT"])
+        assert server.klines() == []  # the forming bar still has not closed: nothing to ask
+
+        clock.now_ms = server.state.now_ms = LATER
+        ingest(tmp_path, src, ["BTC/USDT"])
+        assert walk(server)[0] == (forming - START) // STEP
+        assert_frame_equal(lake.read("mtf", "4h", "BTC/USDT"), expected("BTC/USDT"))
+        assert lake.coverage("mtf", "4h", "BTC/USDT") == [(START, END)]
+
+
+def test_universe_ingest_daily_bars(tmp_path: Path, server: ExchangeServer) -> None:
+    with source_make(server, []) as src:
+        service = IngestionService(Lakehouse(tmp_path), src)
+        service.fetch_universe(["BTC/USDT", "ETH/USDT"], START, END)
+    for symbol in ("BTC/USDT", "ETH/USDT"):
+        assert_frame_equal(service.lakehouse.read("bars", "1d", symbol), GEN.ohlcv_fetch(symbol, "1d", START, END))
+    assert [r.params["interval"] for r in server.klines()] == ["1d", "1d"]
+
+
+def test_config_reaches_ccxt(server: ExchangeServer) -> None:
+    cfg = CcxtData(api_url=server.api_url, rate_limit_ms=250, timeout_ms=1234)
+    src = source_from_config(cfg)
+    assert isinstance(src, CcxtSource)
+    ex = src.exchange
+    assert (ex.rateLimit, ex.enableRateLimit, ex.timeout) == (250, True, 1234)
+    assert ex.urls["api"]["public"] == server.api_url
+    assert ex.urls["api"]["private"] == server.api_url  # same base: no spot call can leave 127.0.0.1
+    assert ex.urls["api"]["fapiPublic"].startswith("https://fapi.binance.com")
+    src.close()
+    default = CcxtSource(CcxtData())
+    assert (default.exchange.enableRateLimit, default.exchange.rateLimit) == (True, 50)
+    default.close()
+
+
+def test_unknown_exchange_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="unknown ccxt exchange 'nosuchex'"):
+        CcxtSource(CcxtData(exchange="nosuchex"))

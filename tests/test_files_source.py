@@ -1,0 +1,202 @@
+"""FilesSource: csv, parquet and freqtrade feather import identically; bad files fail clearly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from engine.config import FilesData
+from engine.data.ingest import IngestionService
+from engine.data.lakehouse import Lakehouse
+from engine.data.sources.files import FilesSource
+from engine.data.sources.registry import source_from_config
+from engine.data.sources.synthetic import SyntheticSource
+from engine.errors import DataError
+
+GEN = SyntheticSource(11, 3, "2024-01-01", "2024-03-31")
+SYMBOLS = ["BTC/USDT", "ETH/USDT"]
+INTERVALS = ["4h", "1d"]
+START = GEN.start_ms
+END = GEN.end_ms
+
+
+def bars(symbol: str, interval: str) -> pl.DataFrame:
+    return GEN.ohlcv_fetch(symbol, interval, START, END)
+
+
+def stem(symbol: str, interval: str) -> str:
+    return f"{symbol.replace('/', '_')}-{interval}"
+
+
+def write_csv_ms(df: pl.DataFrame, path: Path) -> None:
+    df.with_columns(pl.col("timestamp").dt.epoch("ms")).write_csv(path.with_suffix(".csv"))
+
+
+def write_csv_iso(df: pl.DataFrame, path: Path) -> None:
+    iso = pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("date")
+    df.select(iso, pl.exclude("timestamp")).write_csv(path.with_suffix(".csv"))
+
+
+def write_csv_seconds(df: pl.DataFrame, path: Path) -> None:
+    secs = (pl.col("timestamp").dt.epoch("ms") // 1000).alias("open_time")
+    df.select(secs, pl.exclude("timestamp")).rename({"open": "Open", "close": "Close"}).write_csv(
+        path.with_suffix(".csv")
+    )
+
+
+def write_parquet(df: pl.DataFrame, path: Path) -> None:
+    df.rename({"timestamp": "time"}).write_parquet(path.with_suffix(".parquet"))
+
+
+def write_feather(df: pl.DataFrame, path: Path) -> None:
+    # Exactly how freqtrade stores candles: pandas, a `date` column of datetime64[ns, UTC].
+    frame = df.rename({"timestamp": "date"}).to_pandas()
+    frame["date"] = frame["date"].dt.as_unit("ns")
+    frame.reset_index(drop=True).to_feather(path.with_suffix(".feather"), compression="lz4")
+
+
+WRITERS: dict[str, Callable[[pl.DataFrame, Path], None]] = {
+    "csv_ms": write_csv_ms,
+    "csv_iso": write_csv_iso,
+    "csv_seconds": write_csv_seconds,
+    "parquet": write_parquet,
+    "feather": write_feather,
+}
+
+
+def folder_make(root: Path, writer: Callable[[pl.DataFrame, Path], None]) -> Path:
+    root.mkdir(parents=True)
+    for symbol in SYMBOLS:
+        for interval in INTERVALS:
+            writer(bars(symbol, interval), root / stem(symbol, interval))
+    (root / "BTC_USDT-trades.feather").write_bytes(b"not candles: ignored by name")
+    (root / "README.txt").write_text("ignored")
+    return root
+
+
+def source_make(folder: Path) -> FilesSource:
+    src = source_from_config(FilesData(path=str(folder)))
+    assert isinstance(src, FilesSource)
+    return src
+
+
+@pytest.mark.parametrize("fmt", list(WRITERS))
+def test_every_format_imports_the_generator_bars(tmp_path: Path, fmt: str) -> None:
+    src = source_make(folder_make(tmp_path / "import", WRITERS[fmt]))
+    assert src.symbols() == SYMBOLS
+    assert src.intervals() == ("4h", "1d")
+    lake = Lakehouse(tmp_path / "lake")
+    service = IngestionService(lake, src)
+    service.fetch_universe(SYMBOLS, START, END)
+    service.fetch_mtf_for_candidates(SYMBOLS, ["4h"], START, END)
+    for symbol in SYMBOLS:
+        assert_frame_equal(lake.read("bars", "1d", symbol), bars(symbol, "1d"))
+        assert_frame_equal(lake.read("mtf", "4h", symbol), bars(symbol, "4h"))
+
+
+def test_formats_write_identical_parquet(tmp_path: Path) -> None:
+    payloads = set()
+    for fmt, writer in WRITERS.items():
+        lake = Lakehouse(tmp_path / fmt / "lake")
+        IngestionService(lake, source_make(folder_make(tmp_path / fmt / "import", writer))).fetch_universe(
+            SYMBOLS, START, END
+        )
+        payloads.add((lake.partition("bars", "1d", "BTC/USDT") / "data.parquet").read_bytes())
+    assert len(payloads) == 1
+
+
+def test_range_is_trimmed(tmp_path: Path) -> None:
+    src = source_make(folder_make(tmp_path / "import", write_parquet))
+    lo, hi = START + 10 * 86_400_000, START + 12 * 86_400_000
+    assert_frame_equal(src.ohlcv_fetch("BTC/USDT", "4h", lo, hi), GEN.ohlcv_fetch("BTC/USDT", "4h", lo, hi))
+
+
+def test_corrupt_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    folder = folder_make(tmp_path / "import", write_parquet)
+    bad = folder / "BTC_USDT-1d.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError) as info:
+        IngestionService(Lakehouse(tmp_path / "lake"), source_make(folder)).fetch_universe(SYMBOLS, START, END)
+    text = str(info.value)
+    assert str(bad) in text
+    assert "re-export it" in text
+    assert "\n" not in text
+
+
+def test_missing_columns_name_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "import"
+    folder.mkdir()
+    bars("BTC/USDT", "1d").drop("volume").write_csv(folder / "BTC_USDT-1d.csv")
+    with pytest.raises(DataError, match=r"BTC_USDT-1d\.csv: missing column\(s\) volume"):
+        source_make(folder).ohlcv_fetch("BTC/USDT", "1d", START, END)
+
+
+def test_two_files_for_one_market_is_an_error(tmp_path: Path) -> None:
+    folder = folder_make(tmp_path / "import", write_parquet)
+    write_csv_ms(bars("BTC/USDT", "1d"), folder / "BTC_USDT-1d")
+    with pytest.raises(DataError, match=r"two files for BTC/USDT 1d .*keep one"):
+        source_make(folder).symbols()
+
+
+def _bad_high_low(df: pl.DataFrame, i: int) -> pl.DataFrame:
+    return _set(df, i, high=float(df["low"][i]) * 0.5)
+
+
+def _bad_nan(df: pl.DataFrame, i: int) -> pl.DataFrame:
+    return _set(df, i, close=float("nan"))
+
+
+def _bad_price(df: pl.DataFrame, i: int) -> pl.DataFrame:
+    return _set(df, i, low=0.0)
+
+
+def _bad_duplicate(df: pl.DataFrame, i: int) -> pl.DataFrame:
+    changed = df.slice(i, 1).with_columns(pl.col("volume") + 1.0)
+    return pl.concat([df, changed]).sort("timestamp")
+
+
+def _set(df: pl.DataFrame, i: int, **values: float) -> pl.DataFrame:
+    row = pl.int_range(pl.len()) == i
+    return df.with_columns([pl.when(row).then(pl.lit(v)).otherwise(pl.col(c)).alias(c) for c, v in values.items()])
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "problem"),
+    [
+        (_bad_high_low, "high below low"),
+        (_bad_nan, "NaN or missing value"),
+        (_bad_duplicate, "duplicate timestamp with different values"),
+        (_bad_price, "price <= 0"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["csv_ms", "parquet", "feather"])
+def test_bad_bars_are_rejected_naming_symbol_interval_timestamp(
+    tmp_path: Path, corrupt: Callable[[pl.DataFrame, int], pl.DataFrame], problem: str, fmt: str
+) -> None:
+    folder = tmp_path / "import"
+    folder.mkdir()
+    good = bars("ETH/USDT", "4h")
+    WRITERS[fmt](corrupt(good, 17), folder / stem("ETH/USDT", "4h"))
+    lake = Lakehouse(tmp_path / "lake")
+    with pytest.raises(DataError) as info:
+        IngestionService(lake, source_make(folder)).fetch_mtf_for_candidates(["ETH/USDT"], ["4h"], START, END)
+    text = str(info.value)
+    assert text.startswith("ETH/USDT 4h: " + problem)
+    assert str(good["timestamp"][17]) in text
+    assert "BTC" not in text
+    assert lake.read("mtf", "4h", "ETH/USDT").height == 0
+
+
+def test_missing_file_for_a_requested_market(tmp_path: Path) -> None:
+    src = source_make(folder_make(tmp_path / "import", write_parquet))
+    with pytest.raises(DataError, match=r"no file for SOL/USDT 4h .*add SOL_USDT-4h\.csv"):
+        src.ohlcv_fetch("SOL/USDT", "4h", START, END)
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"does not exist: create it or set data\.path"):
+        source_make(tmp_path / "nope").symbols()
