@@ -87,6 +87,7 @@ class BacktestResult:
     audit: list[dict[str, Any]]
     timings: dict[str, float]
     data_files: list[str]
+    benchmark: pl.DataFrame
 
 
 class BacktestEngine:
@@ -442,4 +443,30 @@ class BacktestEngine:
             if kind == "bars" and p.parent.parent.name == "interval=1d"
             or kind == "mtf" and any(f"symbol={s.replace('/', '_')}" == p.parent.name for s in set(trades.get_column("symbol").to_list()))
         )
-        return BacktestResult(metrics, equity_df, orders, trades, winners, main.audit, dict(self.timings), files)
+        benchmark = self._benchmark()
+        return BacktestResult(metrics, equity_df, orders, trades, winners, main.audit, dict(self.timings), files, benchmark)
+
+    def _benchmark(self) -> pl.DataFrame:
+        """Equal-weight universe (rebalanced daily) and BTC buy-and-hold, marked at daily closes."""
+        start, end = self.windows[0].start_ms, self.windows[-1].end_ms
+        init = self.cfg.backtest.init_cash
+        rets = (
+            self.lakehouse.scan("bars", "1d")
+            .select("symbol", "timestamp", "close")
+            .with_columns((pl.col("close") / pl.col("close").shift(1) - 1.0).over("symbol", order_by="timestamp").alias("ret"))
+            .filter(pl.col("timestamp").dt.epoch("ms").is_between(start, end - 1))
+            .collect()
+        )
+        ew = (
+            rets.filter(pl.col("ret").is_not_null())
+            .sort(["timestamp", "symbol"])
+            .group_by("timestamp", maintain_order=True)
+            .agg(pl.col("ret").mean())
+            .with_columns((init * (1.0 + pl.col("ret")).cum_prod()).alias("equal_weight"))
+            .select("timestamp", "equal_weight")
+        )
+        btc = rets.filter(pl.col("symbol") == "BTC/USDT").sort("timestamp")
+        if btc.height:
+            bh = btc.select("timestamp", (init * (1.0 + pl.col("ret").fill_null(0.0)).cum_prod()).alias("btc_buy_hold"))
+            ew = ew.join(bh, on="timestamp", how="left")
+        return ew.with_columns(pl.col("timestamp") + pl.duration(days=1)).sort("timestamp")

@@ -87,7 +87,9 @@ def _our_entries(prices: PriceBlock, signals: np.ndarray) -> np.ndarray:
     return w
 
 
-def _our_trades(prices: PriceBlock, w: np.ndarray) -> tuple[list[tuple[int, float, int | None, float | None]], SimResult]:
+def _our_trades(
+    prices: PriceBlock, w: np.ndarray
+) -> tuple[list[tuple[int, float, int | None, float | None]], SimResult]:
     res = VectorBTSimulator(fees=0.0, slippage=0.0).simulate(prices, w, RULES, init_cash=CASH)
     buys = res.orders.filter(side="buy")
     sells = res.orders.filter(side="sell")
@@ -100,7 +102,9 @@ def _our_trades(prices: PriceBlock, w: np.ndarray) -> tuple[list[tuple[int, floa
 
 
 def _bt_trades(df: pd.DataFrame, strategy: type[Strategy]) -> pd.DataFrame:
-    bt = Backtest(df, strategy, cash=CASH, commission=0.0, exclusive_orders=False, trade_on_close=False, finalize_trades=True)
+    bt = Backtest(
+        df, strategy, cash=CASH, commission=0.0, exclusive_orders=False, trade_on_close=False, finalize_trades=True
+    )
     return bt.run()["_trades"].sort_values("EntryBar").reset_index(drop=True)
 
 

@@ -64,6 +64,7 @@ def test_stop_loss_equity_without_costs(engine: str) -> None:
     res = VectorBTSimulator(engine=engine).simulate(_block(SINGLE), W_SINGLE, ExitRules(sl_stop=0.05), init_cash=1000.0)
     # 10 shares bought at 100; marked at closes 100 and 98; sold at 95 on bar 2.
     assert res.equity.tolist() == [1000.0, 980.0, 950.0, 950.0]
+    assert res.cash.tolist() == [0.0, 0.0, 950.0, 950.0]
     assert res.cash_end == 950.0
     assert res.shares_end.tolist() == [0.0]
     assert res.orders["reason"].to_list() == ["rebalance", "stop_loss"]
@@ -83,7 +84,9 @@ def test_stop_loss_equity_with_fees() -> None:
     expected = shares * 95.0 * (1 - fees)
     assert res.equity[2] == pytest.approx(expected, rel=1e-12)
     assert res.equity[3] == pytest.approx(expected, rel=1e-12)
-    assert res.orders["fees"].to_list() == pytest.approx([1000.0 - 1000.0 / (1 + fees), shares * 95.0 * fees], rel=1e-12)
+    assert res.orders["fees"].to_list() == pytest.approx(
+        [1000.0 - 1000.0 / (1 + fees), shares * 95.0 * fees], rel=1e-12
+    )
 
 
 def test_stop_exit_pays_slippage() -> None:
@@ -134,6 +137,11 @@ def test_ambiguous_bar(ambiguity: str, value: float) -> None:
     assert res.equity[1] == pytest.approx(value, rel=1e-14)
     assert res.exits["ambiguous"].to_list() == [True]
     assert res.n_ambiguous == 1
+    other = "optimistic" if ambiguity == "pessimistic" else "pessimistic"
+    flipped = sim.simulate(
+        _block(rows), W_SINGLE[:2], ExitRules(sl_stop=0.05, tp_stop=0.15), init_cash=1000.0, ambiguity=other
+    )
+    assert flipped.equity[1] == pytest.approx(2100.0 - value, rel=1e-14)
 
 
 def test_entry_bar_stop() -> None:
@@ -148,7 +156,9 @@ def test_max_holding_exits_at_open_with_costs() -> None:
     rows = [(100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i) for i in range(6)]
     w = np.array([[0.5], [NAN], [NAN], [NAN], [NAN], [NAN]])
     fees, slip = 0.001, 0.0005
-    res = VectorBTSimulator(fees=fees, slippage=slip).simulate(_block(rows), w, ExitRules(max_holding="3d"), init_cash=1000.0)
+    res = VectorBTSimulator(fees=fees, slippage=slip).simulate(
+        _block(rows), w, ExitRules(max_holding="3d"), init_cash=1000.0
+    )
     # Target 0.5 * 1000 at the open 100 -> 5 shares (valued at the open, filled at 100.05).
     shares = 0.5 * 1000.0 / 100.0
     cash = 1000.0 - shares * 100.0 * (1 + slip) * (1 + fees)
@@ -165,7 +175,11 @@ def test_three_assets_one_stop_leaves_others_alone() -> None:
     bars = []
     for i in range(6):
         a = (100.0 + i, 101.0 + i, 99.5 + i, 100.0 + i)
-        b = (100.0, 101.0, 94.0, 96.0) if i == 2 else (100.0 - (i > 2) * 4, 101.0, 95.5 - (i > 2) * 4, 100.0 - (i > 1) * 4)
+        b = (
+            (100.0, 101.0, 94.0, 96.0)
+            if i == 2
+            else (100.0 - (i > 2) * 4, 101.0, 95.5 - (i > 2) * 4, 100.0 - (i > 1) * 4)
+        )
         c = (50.0, 51.0, 49.5, 50.0)
         bars.append((*a, *b, *c))
     prices = _block(bars, ("A", "B", "C"))
@@ -206,7 +220,9 @@ def _rebalance_reference(o, c, w, init_cash, fees, slip):
             deltas = []
             for k in range(n_cols):
                 if not math.isnan(w[i, k]):
-                    deltas.append(((w[i, k] * value / o[i, k] - shares[k]) * o[i, k], k, w[i, k] * value / o[i, k] - shares[k]))
+                    deltas.append(
+                        ((w[i, k] * value / o[i, k] - shares[k]) * o[i, k], k, w[i, k] * value / o[i, k] - shares[k])
+                    )
             for _, k, delta in sorted(deltas):
                 if delta < 0:
                     fill = o[i, k] * (1 - slip)
@@ -269,14 +285,20 @@ def test_engines_agree() -> None:
     rust = VectorBTSimulator(fees=0.001, slippage=0.0005, engine="rust").simulate(prices, w, rules, init_cash=1e4)
     numba = VectorBTSimulator(fees=0.001, slippage=0.0005, engine="numba").simulate(prices, w, rules, init_cash=1e4)
     np.testing.assert_allclose(rust.equity, numba.equity, rtol=1e-12, atol=0)
-    assert rust.orders.select("bar", "column", "side", "reason").equals(numba.orders.select("bar", "column", "side", "reason"))
+    assert rust.orders.select("bar", "column", "side", "reason").equals(
+        numba.orders.select("bar", "column", "side", "reason")
+    )
     assert rust.exits.height > 10
 
 
 def _slice(prices: PriceBlock, lo: int, hi: int) -> PriceBlock:
     return PriceBlock(
-        prices.open[lo:hi].copy(), prices.high[lo:hi].copy(), prices.low[lo:hi].copy(),
-        prices.close[lo:hi].copy(), prices.index[lo:hi].copy(), prices.columns,
+        prices.open[lo:hi].copy(),
+        prices.high[lo:hi].copy(),
+        prices.low[lo:hi].copy(),
+        prices.close[lo:hi].copy(),
+        prices.index[lo:hi].copy(),
+        prices.columns,
     )
 
 
@@ -289,8 +311,12 @@ def test_carry_in_matches_one_run(rules: ExitRules | None) -> None:
     first = sim.simulate(_slice(prices, 0, 100), w[:100], rules, init_cash=1e4)
     assert first.shares_end.any()
     second = sim.simulate(
-        _slice(prices, 100, 200), w[100:], rules,
-        init_cash=first.cash_end, carry_shares=first.shares_end, carry_price=prices.close[99],
+        _slice(prices, 100, 200),
+        w[100:],
+        rules,
+        init_cash=first.cash_end,
+        carry_shares=first.shares_end,
+        carry_price=prices.close[99],
     )
     np.testing.assert_allclose(np.concatenate([first.equity, second.equity]), whole.equity, rtol=1e-9, atol=0)
     split = pl.concat([first.orders, second.orders.with_columns(pl.col("bar") + 100)])

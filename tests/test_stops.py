@@ -98,7 +98,9 @@ def test_fixed_stop_binds_until_trail_rises_above_it() -> None:
     assert (ex.kind.tolist(), ex.price.tolist()) == ([STOP_LOSS], [95.0])
 
 
-@pytest.mark.parametrize(("ambiguity", "kind", "price"), [("pessimistic", STOP_LOSS, 95.0), ("optimistic", TAKE_PROFIT, 115.0)])
+@pytest.mark.parametrize(
+    ("ambiguity", "kind", "price"), [("pessimistic", STOP_LOSS, 95.0), ("optimistic", TAKE_PROFIT, 115.0)]
+)
 def test_ambiguous_bar(ambiguity: str, kind: int, price: float) -> None:
     rows = [ENTRY, (100.0, 116.0, 94.0, 100.0)]
     ex = _exits(rows, [1.0, NAN], ExitRules(sl_stop=0.05, tp_stop=0.15), ambiguity=ambiguity)
@@ -124,7 +126,13 @@ def test_reference_includes_slippage_and_resets_on_reweight() -> None:
 
 
 def test_no_reentry_after_stop_until_positive_weight() -> None:
-    rows = [ENTRY, (100.0, 101.0, 94.0, 95.0), (95.0, 96.0, 80.0, 81.0), (81.0, 82.0, 70.0, 71.0), (71.0, 72.0, 60.0, 61.0)]
+    rows = [
+        ENTRY,
+        (100.0, 101.0, 94.0, 95.0),
+        (95.0, 96.0, 80.0, 81.0),
+        (81.0, 82.0, 70.0, 71.0),
+        (71.0, 72.0, 60.0, 61.0),
+    ]
     # Weight 0 at bar 2 keeps it flat; weight 1 at bar 3 re-enters at 81 (SL 76.95, hit at bar 3).
     ex = _exits(rows, [1.0, NAN, 0.0, 1.0, NAN], ExitRules(sl_stop=0.05))
     assert ex.bar.tolist() == [1, 3]
@@ -231,10 +239,28 @@ def test_kernel_matches_plain_python(seed: int, rules: ExitRules) -> None:
     index = np.cumsum(rng.integers(1, 3, n_bars) * DAY_NS // 2).astype("datetime64[ns]")
     for ambiguity in ("pessimistic", "optimistic"):
         ex = find_stop_exits(o, h, lo, index, w, rules, 0.001, ambiguity)
-        got = sorted(zip(ex.bar.tolist(), ex.col.tolist(), ex.kind.tolist(), ex.price.tolist(), ex.ambiguous.tolist(), strict=True))
+        got = sorted(
+            zip(
+                ex.bar.tolist(),
+                ex.col.tolist(),
+                ex.kind.tolist(),
+                ex.price.tolist(),
+                ex.ambiguous.tolist(),
+                strict=True,
+            )
+        )
         want = _reference(
-            o, h, lo, index.view(np.int64), w, 0.001, rules.fixed_sl, rules.tp_stop, rules.trail_fraction,
-            rules.max_holding_ns, ambiguity == "pessimistic",
+            o,
+            h,
+            lo,
+            index.view(np.int64),
+            w,
+            0.001,
+            rules.fixed_sl,
+            rules.tp_stop,
+            rules.trail_fraction,
+            rules.max_holding_ns,
+            ambiguity == "pessimistic",
         )
         assert got == want
         assert len(want) > 0

@@ -59,7 +59,7 @@ class SimulationContext(BaseModel):
     """A :class:`PriceBlock` of the window's columns on the finest loaded grid."""
     weights: Any
     """(n_bars, n_cols) target weights, NaN where no order is placed."""
-    init_cash: float = Field(gt=0)
+    init_cash: float = Field(ge=0)
     carry_shares: Any = None
     carry_price: Any = None
     ambiguity: str = "pessimistic"

@@ -59,6 +59,7 @@ class PriceBlock:
 
     def __post_init__(self) -> None:
         """Validate shapes, dtypes and prices."""
+        object.__setattr__(self, "columns", tuple(self.columns))
         shape = np.shape(self.open)
         if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
             msg = f"open must be a non-empty 2-D (n_bars, n_cols) array, got shape {shape}"
@@ -71,10 +72,17 @@ class PriceBlock:
             if not (np.isfinite(arr).all() and (arr > 0).all()):
                 msg = f"{name} holds non-finite or non-positive prices: drop or fill those bars first"
                 raise ValueError(msg)
-        if not ((self.low <= np.minimum(self.open, self.close)).all() and (self.high >= np.maximum(self.open, self.close)).all()):
+        if not (
+            (self.low <= np.minimum(self.open, self.close)).all()
+            and (self.high >= np.maximum(self.open, self.close)).all()
+        ):
             msg = "bars must satisfy low <= open, close <= high"
             raise ValueError(msg)
-        if not isinstance(self.index, np.ndarray) or self.index.dtype != np.dtype("datetime64[ns]") or self.index.shape != (shape[0],):
+        if (
+            not isinstance(self.index, np.ndarray)
+            or self.index.dtype != np.dtype("datetime64[ns]")
+            or self.index.shape != (shape[0],)
+        ):
             msg = f"index must be a datetime64[ns] array of length {shape[0]} (bar open times)"
             raise ValueError(msg)
         if shape[0] > 1 and not (np.diff(self.index.view(np.int64)) > 0).all():
@@ -98,6 +106,8 @@ class SimResult:
     ----------
     equity : np.ndarray
         (n_bars,) portfolio value at each bar's close.
+    cash : np.ndarray
+        (n_bars,) cash at each bar's close (``equity - cash`` is the invested value).
     cash_end : float
         Cash after the last bar.
     shares_end : np.ndarray
@@ -115,6 +125,7 @@ class SimResult:
     """
 
     equity: np.ndarray
+    cash: np.ndarray
     cash_end: float
     shares_end: np.ndarray
     orders: pl.DataFrame
@@ -169,6 +180,7 @@ class VectorBTSimulator:
         init_cash: float = 10_000.0,
         carry_shares: np.ndarray | None = None,
         carry_price: np.ndarray | None = None,
+        ambiguity: Ambiguity | None = None,
     ) -> SimResult:
         """Simulate target-weight orders at bar opens, plus stop exits inside the bars.
 
@@ -186,6 +198,8 @@ class VectorBTSimulator:
         carry_shares, carry_price : np.ndarray or None
             (n_cols,) shares held at the start and the price they are valued at (the previous
             window's last close). ``carry_price`` is needed where ``carry_shares != 0``.
+        ambiguity : {"pessimistic", "optimistic"} or None
+            Overrides the simulator's ambiguity policy for this call (e.g. a sensitivity pass).
 
         Returns
         -------
@@ -207,8 +221,9 @@ class VectorBTSimulator:
 
         exits = None
         if exit_rules is not None and exit_rules.active:
+            policy = self.ambiguity if ambiguity is None else ambiguity
             exits = find_stop_exits(
-                prices.open, prices.high, prices.low, prices.index, weights, exit_rules, self.slippage, self.ambiguity
+                prices.open, prices.high, prices.low, prices.index, weights, exit_rules, self.slippage, policy
             )
 
         off = 0 if carry is None else 1
@@ -386,6 +401,7 @@ def _result(
         n_amb = int(exits.ambiguous.sum())
     return SimResult(
         equity=equity,
+        cash=cash,
         cash_end=float(cash[-1]),
         shares_end=position[-1].copy(),
         orders=orders,
