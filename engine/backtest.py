@@ -384,11 +384,31 @@ class BacktestEngine:
         """Cash at each bar's close, from the portfolio (odd rows of the two-row grid)."""
         return np.asarray(res.cash, dtype=np.float64)
 
-    def _simulate_all(self, ambiguity: str) -> _Pass:
+    def _simulate_all(self, ambiguity: str, interval: str | None = None) -> _Pass:
+        finest = self.interval
+        self.interval = interval or finest
         self._reset(ambiguity)
-        for w in progress_iter(self.windows, f"walk-forward ({ambiguity})", quiet=self.cfg.quiet):
-            self._run_window_step(w)
+        try:
+            for w in progress_iter(self.windows, f"walk-forward ({ambiguity}, {self.interval})", quiet=self.cfg.quiet):
+                self._run_window_step(w)
+        finally:
+            self.interval = finest
         return self.out
+
+    def _daily_comparison(self, main: _Pass) -> dict[str, Any]:
+        """The same winners and rules with stops on daily bars only: what daily simulation misstates."""
+        daily = self._simulate_all("pessimistic", "1d")
+        ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
+        n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
+        m = equity_metrics(eq[(ts % DAY_MS) == 0], self.cfg.backtest.init_cash, n_days)
+        stops = [t for t in daily.trades if t["exit_kind"] in ("stop_loss", "take_profit", "trailing")]
+        return {
+            "total_return": m["total_return"],
+            "max_drawdown": m["max_drawdown"],
+            "n_stop_exits": len(stops),
+            "n_ambiguous_exits": daily.n_ambiguous,
+            "ambiguous_resolved_by_finer_bars": max(daily.n_ambiguous - main.n_ambiguous, 0),
+        }
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -401,7 +421,10 @@ class BacktestEngine:
         if self.cfg.exit_rules is not None and main.n_ambiguous:
             alt = self._simulate_all("optimistic")
             optimistic_total = float(alt.equity[-1][-1] / self.cfg.backtest.init_cash - 1.0)
-            self.out = main
+        daily_bars = None
+        if self.cfg.exit_rules is not None and self.interval != "1d":
+            daily_bars = self._daily_comparison(main)
+        self.out = main
         t0 = time.perf_counter()
         ts = np.concatenate(main.equity_ts)
         equity = np.concatenate(main.equity)
@@ -420,6 +443,8 @@ class BacktestEngine:
             "mode": "rebalance" if self.cfg.exit_rules is None else "exit_rules",
             "interval": self.interval,
             "n_ambiguous_exits": main.n_ambiguous,
+            "n_stop_exits": sum(1 for t in main.trades if t["exit_kind"] in ("stop_loss", "take_profit", "trailing")),
+            "daily_bars": daily_bars,
             "total_return_optimistic": optimistic_total if optimistic_total is not None else (
                 None if self.cfg.exit_rules is None else equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days)["total_return"]
             ),

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from engine.data.bars import interval_ms
+from engine.data.bars import bars_gaps, interval_ms
 from engine.data.lakehouse import Lakehouse, ranges_missing
 from engine.data.sources.base import DataSource
 from engine.errors import DataError
@@ -69,11 +69,11 @@ class IngestionService:
             covered = [(a, final_end)] if final_end > a else []
             report.rows_written += self.lakehouse.write(kind, interval, symbol, bars, covered)
             report.fetched.append((symbol, interval, a, b))
-            gaps = self.lakehouse.gaps(kind, interval, symbol)
+            gaps = bars_gaps(bars, interval) if bars.height else 0
             if gaps:
                 report.gaps[(symbol, interval)] = gaps
         for (symbol, interval), n in report.gaps.items():
-            log.warning("%s %s: %d missing bar(s) inside the stored range", symbol, interval, n)
+            log.warning("%s %s: %d missing bar(s) inside the fetched range", symbol, interval, n)
         return report
 
     def fetch_universe(self, symbols: Sequence[str], start_ms: int, end_ms: int, interval: str = "1d") -> IngestReport:

@@ -1,0 +1,166 @@
+"""Shared pieces: result rows, timers, machine info, config building and the subprocess runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = (
+    "quant-engine", "vectorbt", "vectorbt-rust", "numba", "numpy", "pandas", "polars", "duckdb",
+    "pyarrow", "hydra-core", "pydantic", "backtesting", "scipy",
+)
+
+
+@dataclass
+class Row:
+    """One measured figure. ``ratio = value / baseline`` (see the table header)."""
+
+    figure: str
+    name: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    target: str = ""
+    status: str = ""  # "pass" | "miss" | "" (targets are reported, never enforced)
+    note: str = ""
+    ratio: float | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.value is not None and self.baseline:
+            self.ratio = self.value / self.baseline
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(value: float | None, limit: float) -> str:
+    """``pass`` when ``value <= limit`` (a report, never a failure)."""
+    if value is None:
+        return ""
+    return "pass" if value <= limit else "miss"
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """``(seconds, result)`` of one call."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, platform, python, package versions, memory and the git commit."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": sys.version.split()[0],
+        "packages": versions,
+    }
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True)
+        info["git_commit"] = sha.stdout.strip()
+        info["git_dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        info["git_commit"] = None
+    return info
+
+
+def run_config(lakehouse: Path, output: Path, overrides: list[str]) -> Any:
+    """A validated RunConfig like tests/helpers.py builds it: compose, set paths, validate."""
+    from engine.cli import config_compose
+    from engine.config import config_validate
+
+    raw = config_compose(["quiet=true", *overrides])[1]
+    raw["paths"] = {"lakehouse_dir": str(lakehouse), "output_dir": str(output)}
+    return config_validate(raw)
+
+
+# The code a fresh interpreter runs (``python -c``): compose, run_backtest ``repeat`` times in one
+# process, report wall times, stage timings and the process's own peak RSS as one JSON line.
+CHILD = r"""
+import json, resource, sys, time
+t_start = time.time()
+args = json.loads(sys.argv[1])
+from engine.cli import config_compose, run_backtest
+from engine.config import config_validate
+raw = config_compose(["quiet=true", *args["overrides"]])[1]
+runs = []
+for i in range(args["repeat"]):
+    raw["paths"] = {"lakehouse_dir": args["lake"], "output_dir": args["out"] + f"/run{i}"}
+    cfg = config_validate(raw)
+    t0 = time.perf_counter()
+    r = run_backtest(cfg)
+    runs.append({"wall_s": time.perf_counter() - t0, "end_epoch": time.time(), "timings": r.timings,
+                 "n_trades": r.metrics.get("n_trades"), "n_windows": r.metrics.get("n_windows")})
+print("BENCH_JSON " + json.dumps({"start_epoch": t_start, "runs": runs,
+      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def backtest_subprocess(
+    lake: Path, out: Path, overrides: list[str], repeat: int = 1, env: dict[str, str] | None = None, timeout: float = 1800
+) -> dict[str, Any]:
+    """Run ``run_backtest`` ``repeat`` times in a fresh ``python -c`` and return its measurements.
+
+    Adds ``lakehouse_existed`` (before the launch), ``first_s`` (launch to the end of the first
+    run: interpreter start, imports, compose and the run) and ``process_wall_s``.
+    """
+    existed = (lake / "bars").is_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps({"lake": str(lake), "out": str(out), "overrides": overrides, "repeat": repeat})
+    t_launch = time.time()
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, payload],
+        cwd=out, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    wall = time.perf_counter() - t0
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        msg = f"backtest subprocess failed (exit {proc.returncode}) with {overrides}:\n{tail}"
+        raise RuntimeError(msg)
+    res = json.loads(line.removeprefix("BENCH_JSON "))
+    res["lakehouse_existed"] = existed
+    res["first_s"] = res["runs"][0]["end_epoch"] - t_launch
+    res["startup_s"] = res["start_epoch"] - t_launch
+    res["process_wall_s"] = wall
+    return res
