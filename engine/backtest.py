@@ -26,6 +26,7 @@ from engine.metrics import equity_metrics, trading_metrics
 from engine.panel import Panel, panel_load
 from engine.progress import progress_iter
 from engine.ranking import ranks_compute, weights_compute
+from engine.signals import signals_compute
 from engine.simulation.stage import AllocationContext, SelectionContext, SimulationContext, SimulationStage
 from engine.simulation.vbt import PriceBlock, SimResult
 from engine.sql import sql_arrow
@@ -73,6 +74,8 @@ class _Pass:
     trades: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     n_ambiguous: int = 0
+    states: list[tuple[float, dict[str, float], dict[str, float]]] = field(default_factory=list)
+    """(cash, shares, last prices) at the start of each window, to restart a pass mid-way."""
 
 
 @dataclass
@@ -125,7 +128,10 @@ class BacktestEngine:
         t0 = time.perf_counter()
         data = self.cfg.data
         stamp = self.lakehouse.root / "_source.json"
-        identity = {"source": data.source, **({"seed": data.seed, "n_symbols": data.n_symbols} if data.source == "synthetic" else {})}
+        identity = {
+            "source": data.source,
+            **({"seed": data.seed, "n_symbols": data.n_symbols} if data.source == "synthetic" else {}),
+        }
         if data.source == "synthetic":
             if stamp.is_file() and json.loads(stamp.read_text()) != identity:
                 msg = (
@@ -137,7 +143,7 @@ class BacktestEngine:
             if not stamp.is_file():
                 stamp.write_text(json.dumps(identity))
             src = self.source
-            self.ingestion.fetch_universe(src.symbols(), getattr(src, "start_ms"), getattr(src, "end_ms"))
+            self.ingestion.fetch_universe(src.symbols(), src.start_ms, src.end_ms)
         elif not self.lakehouse.symbols("bars", "1d"):
             msg = (
                 f"no daily bars in {self.lakehouse.root / 'bars'}: ingest them first, e.g. "
@@ -217,9 +223,46 @@ class BacktestEngine:
         self._timed("windows", t0)
         if self.cfg.backtest.timeframes and tradable:
             t0 = time.perf_counter()
-            self.ingestion.fetch_mtf_for_candidates(tradable, self.cfg.backtest.timeframes, w.start_ms, w.end_ms)
+            start = w.start_ms - self._warmup_ms()
+            self.ingestion.fetch_mtf_for_candidates(tradable, self.cfg.backtest.timeframes, start, w.end_ms)
             self._timed("mtf", t0)
         self._run_simulation(w, selection, allocation)
+
+    def _warmup_ms(self) -> int:
+        """History of fine bars loaded before a window so the signal's EMA has settled."""
+        if self.cfg.signals is None:
+            return 0
+        return 3 * self.cfg.signals.ema_bars * interval_ms(self.cfg.backtest.timeframes[0])
+
+    def _signal_weights(
+        self, w: Window, winners: list[str], ts: np.ndarray, weights: np.ndarray, targets: dict[str, float]
+    ) -> None:
+        """Entries and trend exits of the trend-in-trend signal, placed on the simulation grid.
+
+        A signal of the bar opened at T (signal interval) acts at the open of the grid bar that
+        opens at T + interval: the target weight on an entry, 0 when the daily trend is lost.
+        """
+        p = self.cfg.signals
+        assert p is not None
+        sig_iv = self.cfg.backtest.timeframes[0]
+        step = interval_ms(sig_iv)
+        lo = w.start_ms - self._warmup_ms()
+        day_lo = lo - (p.trend_days + 2) * DAY_MS
+
+        def frames(kind: str, interval: str, since: int) -> pl.LazyFrame:
+            parts = [self.lakehouse.read(kind, interval, s).with_columns(pl.lit(s).alias("symbol")) for s in winners]
+            return pl.concat(parts).lazy().filter(pl.col("timestamp").dt.epoch("ms").is_between(since, w.end_ms - 1))
+
+        sig = signals_compute(frames("mtf", sig_iv, lo), frames("bars", "1d", day_lo), p, step)
+        act = sig.get_column("timestamp").dt.epoch("ms").to_numpy() + step
+        rows = np.minimum(np.searchsorted(ts, act), ts.size - 1)
+        on_grid = (ts[rows] == act) & (act >= w.start_ms)
+        symbols = sig.get_column("symbol").to_numpy()
+        entry, exit_ = sig.get_column("entry").to_numpy(), sig.get_column("exit_trend").to_numpy()
+        for j, s in enumerate(winners):
+            mine = on_grid & (symbols == s)
+            weights[rows[mine & exit_], j] = 0.0
+            weights[rows[mine & entry], j] = targets[s]
 
     def _window_block(
         self, w: Window, winners: list[str], carried: list[str]
@@ -241,7 +284,11 @@ class BacktestEngine:
         flat = np.empty((n, len(carried)))
         start_row = self.daily.rows(w.start_ms, w.end_ms).start
         for j, s in enumerate(carried):
-            p = self.daily.open[start_row, self.daily.col(s)] if s in self.daily.symbols and start_row < self.daily.ts_ms.size else np.nan
+            p = (
+                self.daily.open[start_row, self.daily.col(s)]
+                if s in self.daily.symbols and start_row < self.daily.ts_ms.size
+                else np.nan
+            )
             flat[:, j] = p if np.isfinite(p) else self.last_price[s]
         close = np.hstack([raw["close"], flat])
         prev = _ffill_rows(close)
@@ -283,13 +330,26 @@ class BacktestEngine:
         ts, block, delist = self._window_block(w, winners, carried)
         n, k = block["close"].shape
         weights = np.full((n, k), np.nan)
-        weights[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
+        if self.cfg.signals is None:
+            weights[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
+        else:
+            # held winners are re-weighted at the rebalance (which resets their stops); new winners
+            # wait for their entry signal; positions that left the winners are closed
+            weights[0, :] = [
+                (allocation.weights[s] if self.shares.get(s) else np.nan) if s in allocation.weights else 0.0
+                for s in columns
+            ]
+            self._signal_weights(w, winners, ts, weights, allocation.weights)
         weights[delist] = 0.0
         carry_shares = np.array([self.shares.get(s, 0.0) for s in columns])
         carry_price = np.array([self.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
         prices = PriceBlock(
-            open=block["open"], high=block["high"], low=block["low"], close=block["close"],
-            index=ts.astype("datetime64[ms]").astype("datetime64[ns]"), columns=columns,
+            open=block["open"],
+            high=block["high"],
+            low=block["low"],
+            close=block["close"],
+            index=ts.astype("datetime64[ms]").astype("datetime64[ns]"),
+            columns=columns,
         )
         ctx = SimulationContext(
             selection=selection,
@@ -341,40 +401,64 @@ class BacktestEngine:
                     pl.lit(w.index, pl.Int64).alias("window"),
                     pl.col("timestamp").cast(pl.Datetime("ms", "UTC")),
                     pl.col("column").alias("symbol"),
-                    "side", "size", "price", "fees", "reason",
+                    "side",
+                    "size",
+                    "price",
+                    "fees",
+                    "reason",
                 )
             )
         out.n_ambiguous += int(res.n_ambiguous)
-        exits = {r["column"]: r for r in res.exits.iter_rows(named=True)} if res.exits.height else {}
-        stop_fill: dict[str, float] = {}
-        if res.orders.height:
-            for r in res.orders.filter(pl.col("reason") != "rebalance").iter_rows(named=True):
-                stop_fill[r["column"]] = r["price"]
+        stop_fill = {
+            (r["column"], r["bar"]): r["price"]
+            for r in res.orders.filter(pl.col("reason") != "rebalance").iter_rows(named=True)
+        }
+        stops: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in res.exits.iter_rows(named=True):
+            stops.setdefault(r["column"], {})[int(r["bar"])] = r
         slip = self.cfg.costs.slippage
         last_window = w.index == self.windows[-1].index
         counts: dict[str, int] = {}
-        for j, s in enumerate(columns):
-            if not weights[0, j] > 0:
-                continue
-            entry = float(block["open"][0, j]) * (1.0 + slip)
-            if s in exits:
-                e = exits[s]
-                kind, bar, price, amb = e["kind"], int(e["bar"]), stop_fill.get(s, e["price"]), bool(e["ambiguous"])
-                exit_ms = int(ts[bar]) + (0 if kind == "max_holding" else step)
-            elif delist[:, j].any():
-                bar = int(np.flatnonzero(delist[:, j])[0])
-                kind, price, amb, exit_ms = "delisted", float(block["open"][bar, j]), False, int(ts[bar])
-            else:
-                kind = "end" if last_window else "rebalance"
-                price, amb, exit_ms = float(block["close"][-1, j]), False, int(ts[-1]) + step
+
+        def close(trade: dict[str, Any], kind: str, price: float, exit_ms: int, amb: bool = False) -> None:
             counts[kind] = counts.get(kind, 0) + 1
-            out.trades.append(
-                {
-                    "window": w.index, "symbol": s, "entry_time": int(ts[0]), "entry_price": entry,
-                    "exit_time": exit_ms, "exit_price": price, "exit_kind": kind, "ambiguous": amb,
-                    "return": price / entry - 1.0,
-                }
+            trade.update(
+                exit_time=exit_ms,
+                exit_price=price,
+                exit_kind=kind,
+                ambiguous=amb,
+                **{"return": price / trade["entry_price"] - 1.0},
             )
+            out.trades.append(trade)
+
+        for j, s in enumerate(columns):
+            wj, mine = weights[:, j], stops.get(s, {})
+            trade: dict[str, Any] | None = None
+            for r in sorted({*np.flatnonzero(np.isfinite(wj)).tolist(), *mine}):
+                if wj[r] == 0 and trade is not None:  # at the bar's open
+                    kind = (
+                        "delisted"
+                        if delist[r, j]
+                        else ("rebalance" if r == 0 or self.cfg.signals is None else "signal")
+                    )
+                    close(trade, kind, float(block["open"][r, j]), int(ts[r]))
+                    trade = None
+                if wj[r] > 0 and trade is None:
+                    entry = float(block["open"][r, j]) * (1.0 + slip)
+                    trade = {"window": w.index, "symbol": s, "entry_time": int(ts[r]), "entry_price": entry}
+                if r in mine and trade is not None:
+                    e = mine[r]
+                    hold = e["kind"] == "max_holding"
+                    close(
+                        trade,
+                        e["kind"],
+                        stop_fill.get((s, r), e["price"]),
+                        int(ts[r]) + (0 if hold else step),
+                        bool(e["ambiguous"]),
+                    )
+                    trade = None
+            if trade is not None:
+                close(trade, "end" if last_window else "rebalance", float(block["close"][-1, j]), int(ts[-1]) + step)
         audit["exits"] = counts
         audit["ambiguous"] = int(res.n_ambiguous)
         out.audit.append(audit)
@@ -384,12 +468,22 @@ class BacktestEngine:
         """Cash at each bar's close, from the portfolio (odd rows of the two-row grid)."""
         return np.asarray(res.cash, dtype=np.float64)
 
-    def _simulate_all(self, ambiguity: str, interval: str | None = None) -> _Pass:
+    def _simulate_all(self, ambiguity: str, interval: str | None = None, restart: _Pass | None = None) -> _Pass:
+        """One pass over the windows; with ``restart``, resume from the first window in which that
+        pass saw an ambiguous exit, from its state there (earlier windows cannot differ)."""
         finest = self.interval
         self.interval = interval or finest
         self._reset(ambiguity)
+        first = 0
+        if restart is not None:
+            first = next(i for i, a in enumerate(restart.audit) if a["ambiguous"])
+            cash, shares, last = restart.states[first]
+            self.cash, self.shares, self.last_price = cash, dict(shares), dict(last)
         try:
-            for w in progress_iter(self.windows, f"walk-forward ({ambiguity}, {self.interval})", quiet=self.cfg.quiet):
+            for w in progress_iter(
+                self.windows[first:], f"walk-forward ({ambiguity}, {self.interval})", quiet=self.cfg.quiet
+            ):
+                self.out.states.append((self.cash, dict(self.shares), dict(self.last_price)))
                 self._run_window_step(w)
         finally:
             self.interval = finest
@@ -419,10 +513,10 @@ class BacktestEngine:
         main = self._simulate_all("pessimistic")
         optimistic_total = None
         if self.cfg.exit_rules is not None and main.n_ambiguous:
-            alt = self._simulate_all("optimistic")
+            alt = self._simulate_all("optimistic", restart=main)
             optimistic_total = float(alt.equity[-1][-1] / self.cfg.backtest.init_cash - 1.0)
         daily_bars = None
-        if self.cfg.exit_rules is not None and self.interval != "1d":
+        if self.cfg.exit_rules is not None and self.interval != "1d" and self.cfg.signals is None:
             daily_bars = self._daily_comparison(main)
         self.out = main
         t0 = time.perf_counter()
@@ -445,13 +539,17 @@ class BacktestEngine:
             "n_ambiguous_exits": main.n_ambiguous,
             "n_stop_exits": sum(1 for t in main.trades if t["exit_kind"] in ("stop_loss", "take_profit", "trailing")),
             "daily_bars": daily_bars,
-            "total_return_optimistic": optimistic_total if optimistic_total is not None else (
-                None if self.cfg.exit_rules is None else equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days)["total_return"]
+            "total_return_optimistic": optimistic_total
+            if optimistic_total is not None
+            else (
+                None
+                if self.cfg.exit_rules is None
+                else equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days)["total_return"]
             ),
         }
-        equity_df = pl.DataFrame(
-            {"timestamp": ts, "equity": equity, "exposure": exposure}
-        ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
+        equity_df = pl.DataFrame({"timestamp": ts, "equity": equity, "exposure": exposure}).with_columns(
+            pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
+        )
         winners = self.ranks.join(
             pl.DataFrame([{"rank_date": w.rank_date, "window": w.index} for w in self.windows]), on="rank_date"
         ).with_columns((pl.col("rank") <= self.cfg.ranking.top_n).alias("selected"))
@@ -465,11 +563,18 @@ class BacktestEngine:
             str(p.relative_to(self.lakehouse.root))
             for kind in ("bars", "mtf")
             for p in (self.lakehouse.root / kind).glob("interval=*/symbol=*/data.parquet")
-            if kind == "bars" and p.parent.parent.name == "interval=1d"
-            or kind == "mtf" and any(f"symbol={s.replace('/', '_')}" == p.parent.name for s in set(trades.get_column("symbol").to_list()))
+            if (kind == "bars" and p.parent.parent.name == "interval=1d")
+            or (
+                kind == "mtf"
+                and any(
+                    f"symbol={s.replace('/', '_')}" == p.parent.name for s in set(trades.get_column("symbol").to_list())
+                )
+            )
         )
         benchmark = self._benchmark()
-        return BacktestResult(metrics, equity_df, orders, trades, winners, main.audit, dict(self.timings), files, benchmark)
+        return BacktestResult(
+            metrics, equity_df, orders, trades, winners, main.audit, dict(self.timings), files, benchmark
+        )
 
     def _benchmark(self) -> pl.DataFrame:
         """Equal-weight universe (rebalanced daily) and BTC buy-and-hold, marked at daily closes."""
@@ -478,7 +583,9 @@ class BacktestEngine:
         rets = (
             self.lakehouse.scan("bars", "1d")
             .select("symbol", "timestamp", "close")
-            .with_columns((pl.col("close") / pl.col("close").shift(1) - 1.0).over("symbol", order_by="timestamp").alias("ret"))
+            .with_columns(
+                (pl.col("close") / pl.col("close").shift(1) - 1.0).over("symbol", order_by="timestamp").alias("ret")
+            )
             .filter(pl.col("timestamp").dt.epoch("ms").is_between(start, end - 1))
             .collect()
         )

@@ -8,8 +8,8 @@ not with a traceback halfway through a sweep.
 from __future__ import annotations
 
 import itertools
-import re
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -53,7 +53,7 @@ def _plain(cfg: Any) -> dict[str, Any]:
 def _hydra_message(exc: Exception) -> str:
     """One line out of Hydra's (often multi-line) composition errors."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    if "Could not find 'profile/" in text or "profile" in text and "not found" in text.lower():
+    if "Could not find 'profile/" in text or ("profile" in text and "not found" in text.lower()):
         names = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
         return f"{text.rstrip('.')}: available profiles are {', '.join(names)}"
     return text
@@ -94,7 +94,7 @@ def config_compose(overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
         unknown = re.search(r"Could not override '([^']+)'", str(exc))
         if unknown and "not in struct" in str(exc.__cause__):
             key = unknown.group(1)
-            parent, _, leaf = key.rpartition(".")
+            parent, _, _leaf = key.rpartition(".")
             rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
             node: Any = config_compose(rest)[1]
             for part in parent.split(".") if parent else []:
@@ -121,7 +121,9 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
         msg = f"all {len(combos)} sweep combinations are invalid, e.g. {errors[0]}"
         raise ConfigError(msg)
     if errors:
-        msg = f"{len(errors)} of {len(combos)} sweep combinations are invalid, e.g. {errors[0]}: fix or drop those values"
+        msg = (
+            f"{len(errors)} of {len(combos)} sweep combinations are invalid, e.g. {errors[0]}: fix or drop those values"
+        )
         raise ConfigError(msg)
     return len(combos)
 

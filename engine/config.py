@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.data.bars import interval_ms, symbol_check
 from engine.errors import ConfigError, EngineError
 from engine.exit_rules import ExitRules
+from engine.signals import TrendInTrend
 
 ENGINE_VERSION = "0.1.0"
 
@@ -207,6 +208,15 @@ class RunConfig(_Model):
     costs: CostsConfig = CostsConfig()
     exit_rules: ExitRules | None = None
     """Stops between rebalances; null (or all rules null) is the rebalance mode."""
+    signals: TrendInTrend | None = None
+    """Multi-timeframe entries/exits for the winners (trend_in_trend); null: enter at the rebalance."""
+
+    @model_validator(mode="after")
+    def _signals_need_fine_bars(self) -> RunConfig:
+        if self.signals is not None and not self.backtest.timeframes:
+            msg = "signals=trend_in_trend needs finer bars: set backtest.timeframes, e.g. [4h]"
+            raise ValueError(msg)
+        return self
 
     @field_validator("exit_rules")
     @classmethod
@@ -260,6 +270,8 @@ def validation_message(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if p not in ("synthetic", "ccxt", "files"))
     key = ".".join(str(p) for p in loc) or "config"
+    if not err["loc"]:
+        return f"invalid config: {err['msg'].removeprefix('Value error, ')}"
     model, field = _model_at(tuple(err["loc"]))
     if err["type"] == "extra_forbidden":
         valid = sorted(model.model_fields) if model else []

@@ -48,7 +48,7 @@ def trading_metrics(
     traded = float((orders.get_column("size") * orders.get_column("price")).sum()) if orders.height else 0.0
     mean_equity = float(np.mean(equity)) if equity.size else math.nan
     years = max(n_days, 1.0) / YEAR_DAYS
-    kinds = ("stop_loss", "take_profit", "trailing", "max_holding", "rebalance", "end", "delisted")
+    kinds = ("stop_loss", "take_profit", "trailing", "max_holding", "signal", "rebalance", "end", "delisted")
     by_kind = {k: 0 for k in kinds}
     if trades.height:
         for kind, n in trades.group_by("exit_kind").len().iter_rows():

@@ -36,9 +36,7 @@ class Panel:
         return self.symbols.index(symbol)
 
 
-def panel_load(
-    lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str], start_ms: int, end_ms: int
-) -> Panel:
+def panel_load(lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str], start_ms: int, end_ms: int) -> Panel:
     """The winner slice of ``symbols`` over ``[start_ms, end_ms)`` as a dense panel.
 
     Only the requested symbols' partition files are handed to DuckDB (``sql/winner_slice.sql``),
@@ -49,15 +47,9 @@ def panel_load(
     grid = np.arange(lo, end_ms, step, dtype=np.int64)
     shape = (grid.size, len(symbols))
     arrays = {f: np.full(shape, np.nan) for f in FIELDS}
-    files = [
-        str(p)
-        for s in symbols
-        if (p := Path(lakehouse.partition(kind, interval, s)) / DATA_FILE).is_file()
-    ]
+    files = [str(p) for s in symbols if (p := Path(lakehouse.partition(kind, interval, s)) / DATA_FILE).is_file()]
     if files and grid.size:
-        table = sql_arrow(
-            "winner_slice", {"files": files, "symbols": symbols, "start": int(lo), "end": int(end_ms)}
-        )
+        table = sql_arrow("winner_slice", {"files": files, "symbols": symbols, "start": int(lo), "end": int(end_ms)})
         if table.num_rows:
             index = {s: i for i, s in enumerate(symbols)}
             cols = np.array([index[s] for s in table.column("symbol").to_pylist()], dtype=np.int64)

@@ -9,6 +9,7 @@ delisted later included.
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import date
 
@@ -28,7 +29,9 @@ def features_compute(bars: pl.LazyFrame, ranking: RankingConfig, portfolio: Port
         bars.select("symbol", "timestamp", "close", "volume")
         .with_columns(
             pl.col("timestamp").dt.date().alias("date"),
-            (pl.col("close") / pl.col("close").shift(n_mom) - 1.0).over("symbol", order_by="timestamp").alias("momentum"),
+            (pl.col("close") / pl.col("close").shift(n_mom) - 1.0)
+            .over("symbol", order_by="timestamp")
+            .alias("momentum"),
             logret.rolling_std(ranking.vol_days).over("symbol", order_by="timestamp").alias("vol"),
             logret.rolling_std(portfolio.vol_days).over("symbol", order_by="timestamp").alias("weight_vol"),
             (pl.col("close") * pl.col("volume"))
@@ -69,9 +72,7 @@ def ranks_compute(
     )
 
     frame = (
-        eligible.select(
-            "date", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume"
-        )
+        eligible.select("date", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
         .sort(["date", "symbol"])
         .collect()
     )
@@ -92,7 +93,7 @@ def _scores_rank(frame: pl.DataFrame, ranking: RankingConfig) -> pl.DataFrame:
             continue
         x = frame.get_column(name).to_numpy()
         z = np.zeros_like(x)
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        for lo, hi in itertools.pairwise(bounds):
             block = x[lo:hi]
             std = block.std(ddof=1) if hi - lo > 1 else 0.0
             z[lo:hi] = (block - block.mean()) / std if std > 0 else 0.0

@@ -285,15 +285,20 @@ def _equity_figure(cfg: RunConfig, result: BacktestResult) -> go.Figure:
         b = bench.select("timestamp", col).drop_nulls()
         fig.add_trace(
             go.Scatter(
-                x=_ts_strings(b.get_column("timestamp")), y=b.get_column(col).to_numpy(),
-                name=BENCHMARK_LABELS.get(col, col), mode="lines",
+                x=_ts_strings(b.get_column("timestamp")),
+                y=b.get_column(col).to_numpy(),
+                name=BENCHMARK_LABELS.get(col, col),
+                mode="lines",
                 line={"width": 1.5, "dash": "dot", "color": colours.get(col)},
             )
         )
     fig.add_trace(
         go.Scatter(
-            x=_ts_strings(eq.get_column("timestamp")), y=eq.get_column("equity").to_numpy(),
-            name="Strategy", mode="lines", line={"width": 2, "color": "#0969da"},
+            x=_ts_strings(eq.get_column("timestamp")),
+            y=eq.get_column("equity").to_numpy(),
+            name="Strategy",
+            mode="lines",
+            line={"width": 2, "color": "#0969da"},
         )
     )
     fig.add_hline(y=init_cash, line={"width": 1, "color": "#d0d7de"})
@@ -302,10 +307,24 @@ def _equity_figure(cfg: RunConfig, result: BacktestResult) -> go.Figure:
         {"label": label, "method": "relayout", "args": [{"yaxis.type": kind}]}
         for label, kind in (("linear", "linear"), ("log", "log"))
     ]
-    menu = {"type": "buttons", "direction": "right", "buttons": scale, "x": 0, "xanchor": "left",
-            "y": 1.02, "yanchor": "bottom", "pad": {"t": 0, "r": 0}, "showactive": True, "active": 0}
+    menu = {
+        "type": "buttons",
+        "direction": "right",
+        "buttons": scale,
+        "x": 0,
+        "xanchor": "left",
+        "y": 1.02,
+        "yanchor": "bottom",
+        "pad": {"t": 0, "r": 0},
+        "showactive": True,
+        "active": 0,
+    }
     return _layout(
-        fig, 440, hovermode="x unified", yaxis_title="equity", updatemenus=[menu],
+        fig,
+        440,
+        hovermode="x unified",
+        yaxis_title="equity",
+        updatemenus=[menu],
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0.13},
     )
 
@@ -340,7 +359,8 @@ def _drawdown_figure(cfg: RunConfig, result: BacktestResult) -> go.Figure:
             go.Scatter(
                 x=_ts_strings(b.get_column("timestamp")),
                 y=drawdown(b.get_column("equal_weight").to_numpy().astype(np.float64), init_cash),
-                name=BENCHMARK_LABELS["equal_weight"], mode="lines",
+                name=BENCHMARK_LABELS["equal_weight"],
+                mode="lines",
                 line={"width": 1.2, "dash": "dot", "color": "#8c959f"},
             )
         )
@@ -348,8 +368,11 @@ def _drawdown_figure(cfg: RunConfig, result: BacktestResult) -> go.Figure:
         go.Scatter(
             x=_ts_strings(eq.get_column("timestamp")),
             y=drawdown(eq.get_column("equity").to_numpy().astype(np.float64), init_cash),
-            name="Strategy", mode="lines", fill="tozeroy",
-            line={"width": 1, "color": "#cf222e"}, fillcolor="rgba(207,34,46,0.25)",
+            name="Strategy",
+            mode="lines",
+            fill="tozeroy",
+            line={"width": 1, "color": "#cf222e"},
+            fillcolor="rgba(207,34,46,0.25)",
         )
     )
     return _layout(fig, 280, hovermode="x unified", yaxis={"tickformat": ".0%", "title": "drawdown"})
@@ -363,8 +386,11 @@ def _exits_figure(result: BacktestResult) -> go.Figure:
     colours = ["#cf222e", "#1a7f37", "#bc4c00", "#8250df", "#0969da", "#8c959f", "#57606a"]
     fig = go.Figure(
         go.Bar(
-            x=[EXIT_LABELS.get(k, k) for k in kinds], y=counts, text=[f"{c:,d}" for c in counts],
-            textposition="outside", cliponaxis=False,
+            x=[EXIT_LABELS.get(k, k) for k in kinds],
+            y=counts,
+            text=[f"{c:,d}" for c in counts],
+            textposition="outside",
+            cliponaxis=False,
             marker={"color": colours + ["#8c959f"] * (len(kinds) - len(colours))},
         )
     )
@@ -406,16 +432,24 @@ def _winners_figure(cfg: RunConfig, result: BacktestResult) -> tuple[go.Figure, 
         )
     fig.add_trace(
         go.Heatmap(
-            x=windows, y=shown, z=z, text=text, hovertemplate="%{text}<extra></extra>",
+            x=windows,
+            y=shown,
+            z=z,
+            text=text,
+            hovertemplate="%{text}<extra></extra>",
             # Dark = best rank; the light end stays visible against the white background.
             colorscale=[[0.0, "#08306b"], [0.5, "#2171b5"], [1.0, "#9ecae1"]],
-            zmin=1, zmax=max(cfg.ranking.top_n, int(np.nanmax(z)), 2),
-            xgap=1, ygap=1, colorbar={"title": {"text": "rank"}, "thickness": 12},
+            zmin=1,
+            zmax=max(cfg.ranking.top_n, int(np.nanmax(z)), 2),
+            xgap=1,
+            ygap=1,
+            colorbar={"title": {"text": "rank"}, "thickness": 12},
         )
     )
     height = max(260, 18 * len(shown) + 110)
     _layout(
-        fig, height,
+        fig,
+        height,
         xaxis={"title": "window", "showgrid": False},
         yaxis={"autorange": "reversed", "showgrid": False, "tickfont": {"size": 11}, "dtick": 1},
         margin={"l": 110, "r": 20, "t": 36, "b": 40},
@@ -488,7 +522,8 @@ def _trades_table(result: BacktestResult) -> str:
         )
     shown = min(total, MAX_TRADES)
     note = (
-        f"All {total:,d} trades, most recent first." if total <= MAX_TRADES
+        f"All {total:,d} trades, most recent first."
+        if total <= MAX_TRADES
         else f"The {shown:,d} most recent of {total:,d} trades (by exit time); all are in trades.parquet."
     )
     head = ["Window", "Symbol", "Entry (UTC)", "Entry price", "Exit (UTC)", "Exit price", "Exit", "Ambiguous", "Return"]
@@ -507,7 +542,7 @@ def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def _config_html(cfg: RunConfig) -> str:
     rows = [[(k, ""), (json.dumps(v, sort_keys=True), "")] for k, v in _flatten(cfg.model_dump(mode="json"))]
-    return f"<details id=\"config\"><summary>Resolved config</summary>{_table(['Key', 'Value'], rows)}</details>"
+    return f'<details id="config"><summary>Resolved config</summary>{_table(["Key", "Value"], rows)}</details>'
 
 
 # ---- page ------------------------------------------------------------------------------------
@@ -541,11 +576,11 @@ def report_html(cfg: RunConfig, result: BacktestResult) -> str:
         note_html = f'<p class="note">{_esc(note)}</p>' if note else ""
         charts.append(f"<section><h2>{_esc(heading)}</h2>{_figure_html(fig, div_id, first=i == 0)}{note_html}")
         if div_id == "chart-winners":
-            charts.append(f"<h2>Last {LAST_WINDOWS} windows</h2><div class=\"scroll\">{_windows_table(result)}</div>")
+            charts.append(f'<h2>Last {LAST_WINDOWS} windows</h2><div class="scroll">{_windows_table(result)}</div>')
         charts.append("</section>")
     title = f"Backtest report {_when(result.metrics.get('start'))} to {_when(result.metrics.get('end'))}"
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body><main>"
         f"{_header(cfg, result)}"

@@ -9,13 +9,22 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from helpers import small_config
 
 from engine.cli import run_backtest
 from engine.errors import EngineError
-from helpers import small_config
 
-ARTEFACTS = ("config.yaml", "manifest.json", "metrics.json", "equity.parquet", "orders.parquet",
-             "trades.parquet", "winners.parquet", "audit.jsonl", "report.html")
+ARTEFACTS = (
+    "config.yaml",
+    "manifest.json",
+    "metrics.json",
+    "equity.parquet",
+    "orders.parquet",
+    "trades.parquet",
+    "winners.parquet",
+    "audit.jsonl",
+    "report.html",
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +54,21 @@ def test_every_artefact_is_written(runs: dict[str, Path]) -> None:
     assert len(manifest["data"]["fingerprint"]) == 64
     assert manifest["config"]["exit_rules"]["sl_stop"] == 0.05
     m = _metrics(runs["rebalance"])
-    for key in ("total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown", "calmar",
-                "turnover", "exposure", "n_orders"):
+    for key in (
+        "total_return",
+        "cagr",
+        "annual_volatility",
+        "sharpe",
+        "sortino",
+        "max_drawdown",
+        "calmar",
+        "turnover",
+        "exposure",
+        "n_orders",
+    ):
         assert key in m, key
-    assert m["n_orders"] > 0 and -1 < m["max_drawdown"] < 0
+    assert m["n_orders"] > 0
+    assert -1 < m["max_drawdown"] < 0
 
 
 def test_same_config_same_bytes(runs: dict[str, Path]) -> None:
@@ -76,7 +96,8 @@ def test_never_triggering_stops_match_rebalance_equity(runs: dict[str, Path]) ->
 def test_stops_change_the_result_and_are_audited(runs: dict[str, Path]) -> None:
     m = _metrics(runs["stops"])
     kinds = m["exits_by_kind"]
-    assert kinds["stop_loss"] > 0 and kinds["take_profit"] > 0
+    assert kinds["stop_loss"] > 0
+    assert kinds["take_profit"] > 0
     assert m["total_return"] != _metrics(runs["rebalance"])["total_return"]
     assert m["total_return_optimistic"] >= m["total_return"]
     assert 0.0 <= m["win_rate"] <= 1.0

@@ -37,7 +37,8 @@ def test_crypto_rating_carries_sl5_tp15_and_baseline_none() -> None:
 
 def test_override_reaches_validated_model() -> None:
     cfg, _ = config_compose(["+profile=crypto_rating", "exit_rules.sl_stop=0.07", "ranking.top_n=3"])
-    assert cfg.exit_rules is not None and cfg.exit_rules.sl_stop == 0.07
+    assert cfg.exit_rules is not None
+    assert cfg.exit_rules.sl_stop == 0.07
     assert cfg.ranking.top_n == 3
 
 
@@ -84,8 +85,15 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "override",
-    ["exit_rules.sl_stop=-0.1", "exit_rules.sl_stop=1.5", "exit_rules.tp_stop=0", "exit_rules.sl_stpo=0.05",
-     "exit_rules.sl_stop=abc", "ranking.top_nn=5", "+profile=unknown_profile"],
+    [
+        "exit_rules.sl_stop=-0.1",
+        "exit_rules.sl_stop=1.5",
+        "exit_rules.tp_stop=0",
+        "exit_rules.sl_stpo=0.05",
+        "exit_rules.sl_stop=abc",
+        "ranking.top_nn=5",
+        "+profile=unknown_profile",
+    ],
 )
 def test_cli_bad_input_exit_2_one_line_no_artefacts(override: str, tmp_path: Path) -> None:
     proc = _cli(["+profile=crypto_rating", override, f"paths.lakehouse_dir={tmp_path / 'lh'}"], tmp_path)

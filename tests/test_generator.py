@@ -22,8 +22,7 @@ def source() -> SyntheticSource:
 
 def _digest(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.parquet"))
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))
     }
 
 
@@ -38,7 +37,9 @@ def test_same_seed_gives_byte_identical_parquet(tmp_path: Path) -> None:
     assert len(digests[0]) == 12
     other = SyntheticSource(seed=4, n_symbols=12, start="2021-01-01", end="2021-06-30")
     assert not other.ohlcv_fetch("AAA/USDT", "1d", 0, 2**62).equals(
-        SyntheticSource(seed=3, n_symbols=12, start="2021-01-01", end="2021-06-30").ohlcv_fetch("AAA/USDT", "1d", 0, 2**62)
+        SyntheticSource(seed=3, n_symbols=12, start="2021-01-01", end="2021-06-30").ohlcv_fetch(
+            "AAA/USDT", "1d", 0, 2**62
+        )
     )
 
 
@@ -55,15 +56,17 @@ def test_timeframes_agree_exactly(source: SyntheticSource, symbol: str) -> None:
     h4 = source.ohlcv_fetch(symbol, "4h", 0, 2**62)
     d1 = source.ohlcv_fetch(symbol, "1d", 0, 2**62)
     for fine, coarse, every in ((h1, d1, "1d"), (h4, d1, "1d"), (h1, h4, "4h")):
-        agg = (
-            fine.group_by_dynamic("timestamp", every=every)
-            .agg(
-                pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
-                pl.col("close").last(), pl.col("volume").sum(),
-            )
+        agg = fine.group_by_dynamic("timestamp", every=every).agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
         )
         assert_frame_equal(agg.select(coarse.columns), coarse, check_exact=False, rel_tol=1e-12)
-        assert_frame_equal(agg.select("timestamp", "open", "high", "low", "close"), coarse.drop("volume"), check_exact=True)
+        assert_frame_equal(
+            agg.select("timestamp", "open", "high", "low", "close"), coarse.drop("volume"), check_exact=True
+        )
 
 
 def test_bar_contract_holds(source: SyntheticSource) -> None:
@@ -72,7 +75,8 @@ def test_bar_contract_holds(source: SyntheticSource) -> None:
         assert d.select((pl.col("low") <= pl.min_horizontal("open", "close")).all()).item()
         assert d.select((pl.col("high") >= pl.max_horizontal("open", "close")).all()).item()
         assert d.select((pl.col("low") > 0).all()).item()
-        assert d.get_column("timestamp").is_sorted() and d.get_column("timestamp").is_unique().all()
+        assert d.get_column("timestamp").is_sorted()
+        assert d.get_column("timestamp").is_unique().all()
 
 
 def test_stylised_facts(source: SyntheticSource) -> None:
@@ -99,7 +103,8 @@ def test_listing_and_delisting_present() -> None:
         ts = src.path(symbol).timestamp_ms
         late += ts[0] > src.start_ms
         early += ts[-1] < src.end_ms - 3_600_000
-    assert late >= 3 and early >= 3
+    assert late >= 3
+    assert early >= 3
 
 
 def test_unknown_symbol_is_a_clear_error(source: SyntheticSource) -> None:

@@ -8,11 +8,11 @@ import polars as pl
 from exchange_server import ExchangeServer
 from helpers import compose_raw
 
+from engine.backtest import BacktestEngine
 from engine.config import CcxtData, config_validate
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse
 from engine.data.sources.ccxt_source import CcxtSource
-from engine.backtest import BacktestEngine
 from engine.data.sources.synthetic import SyntheticSource
 
 GEN = SyntheticSource(5, 12, "2021-01-01", "2021-06-30")
@@ -21,12 +21,23 @@ GEN = SyntheticSource(5, 12, "2021-01-01", "2021-06-30")
 def test_backtest_fetches_fine_bars_only_for_winners(tmp_path: Path) -> None:
     with ExchangeServer(GEN) as server:
         data = {
-            "source": "ccxt", "exchange": "binance", "api_url": server.api_url, "rate_limit_ms": 0,
-            "start": "2021-01-01", "end": "2021-06-30", "limit": 1000, "timeout_ms": 5000,
+            "source": "ccxt",
+            "exchange": "binance",
+            "api_url": server.api_url,
+            "rate_limit_ms": 0,
+            "start": "2021-01-01",
+            "end": "2021-06-30",
+            "limit": 1000,
+            "timeout_ms": 5000,
         }
         raw = compose_raw(
-            "+profile=crypto_rating", "backtest.timeframes=[4h]", "ranking.top_n=3", "ranking.min_history_days=40",
-            "ranking.momentum_days=20", "ranking.vol_days=20", "ranking.liquidity_days=20",
+            "+profile=crypto_rating",
+            "backtest.timeframes=[4h]",
+            "ranking.top_n=3",
+            "ranking.min_history_days=40",
+            "ranking.momentum_days=20",
+            "ranking.vol_days=20",
+            "ranking.liquidity_days=20",
             "ranking.min_dollar_volume=0",
         )
         raw["data"] = data

@@ -32,8 +32,12 @@ def _agg(h: np.ndarray, k: int) -> np.ndarray:
 def _exit(bars: np.ndarray, hours: int) -> tuple[float, bool]:
     n = bars.shape[0]
     block = PriceBlock(
-        open=bars[:, [0]], high=bars[:, [1]], low=bars[:, [2]], close=bars[:, [3]],
-        index=(np.arange(n, dtype=np.int64) * hours * H).astype("datetime64[ns]"), columns=["X/USDT"],
+        open=bars[:, [0]],
+        high=bars[:, [1]],
+        low=bars[:, [2]],
+        close=bars[:, [3]],
+        index=(np.arange(n, dtype=np.int64) * hours * H).astype("datetime64[ns]"),
+        columns=["X/USDT"],
     )
     weights = np.full((n, 1), np.nan)
     weights[0, 0] = 1.0
@@ -49,10 +53,18 @@ def _calm(p: float) -> tuple[float, float, float, float]:
 
 def test_daily_ambiguity_resolved_by_4h_bars() -> None:
     # day 2: hours 0-3 rally through 115, hours 4-7 crash through 95
-    day2 = [_calm(100.0), (100.0, 116.0, 99.5, 110.0), _calm(110.0), (110.0, 110.5, 100.0, 100.0),
-            (100.0, 100.5, 94.0, 96.0)] + [_calm(96.0)] * 19
+    day2 = [
+        _calm(100.0),
+        (100.0, 116.0, 99.5, 110.0),
+        _calm(110.0),
+        (110.0, 110.5, 100.0, 100.0),
+        (100.0, 100.5, 94.0, 96.0),
+    ] + [_calm(96.0)] * 19
     h = _hourly(day2)
-    assert _exit(_agg(h, 24), 24) == (pytest.approx(95.0, rel=1e-12), True)  # daily: both levels in one bar, SL first, flagged
+    assert _exit(_agg(h, 24), 24) == (
+        pytest.approx(95.0, rel=1e-12),
+        True,
+    )  # daily: both levels in one bar, SL first, flagged
     assert _exit(_agg(h, 4), 4) == (pytest.approx(115.0, rel=1e-12), False)  # 4h: the rally came first, no ambiguity
 
 
@@ -67,8 +79,11 @@ def test_4h_ambiguity_resolved_by_1h_bars() -> None:
 
 @pytest.mark.parametrize(
     ("timeframes", "needle"),
-    [("[1m]", "'1m' is not available from the synthetic source"), ("[1w]", "'1w' is not available"),
-     ("[3h]", "'3h' is not available")],
+    [
+        ("[1m]", "'1m' is not available from the synthetic source"),
+        ("[1w]", "'1w' is not available"),
+        ("[3h]", "'3h' is not available"),
+    ],
 )
 def test_unservable_interval_is_a_clear_error(timeframes: str, needle: str, tmp_path: Path) -> None:
     cfg = small_config(tmp_path / "lh", tmp_path / "o", f"backtest.timeframes={timeframes}")

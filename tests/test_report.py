@@ -43,8 +43,13 @@ def _metrics(exit_rules: bool) -> dict[str, Any]:
         "win_rate": 0.5833,
         "avg_trade_return": 0.0123,
         "exits_by_kind": {
-            "stop_loss": 3 if exit_rules else 0, "take_profit": 2 if exit_rules else 0, "trailing": 0,
-            "max_holding": 0, "rebalance": 5 if exit_rules else 10, "end": 2, "delisted": 0,
+            "stop_loss": 3 if exit_rules else 0,
+            "take_profit": 2 if exit_rules else 0,
+            "trailing": 0,
+            "max_holding": 0,
+            "rebalance": 5 if exit_rules else 10,
+            "end": 2,
+            "delisted": 0,
         },
         "n_ambiguous_exits": 2 if exit_rules else 0,
         "total_return_optimistic": 0.145678 if exit_rules else None,
@@ -84,8 +89,13 @@ def synthetic_result(exit_rules: bool, with_benchmark: bool = True) -> BacktestR
             sym = SYMBOLS[(w + offset) % 5]
             winners.append(
                 {
-                    "rank_date": (start - timedelta(days=1)).date(), "symbol": sym, "score": 2.0 - rank / 3,
-                    "rank": rank, "window": w, "selected": rank <= 2, "weight": 0.5 if rank <= 2 else None,
+                    "rank_date": (start - timedelta(days=1)).date(),
+                    "symbol": sym,
+                    "score": 2.0 - rank / 3,
+                    "rank": rank,
+                    "window": w,
+                    "selected": rank <= 2,
+                    "weight": 0.5 if rank <= 2 else None,
                 }
             )
         kinds = ["stop_loss", "take_profit"] if exit_rules and w < 2 else ["rebalance", "rebalance"]
@@ -98,28 +108,55 @@ def synthetic_result(exit_rules: bool, with_benchmark: bool = True) -> BacktestR
             exit_time = start + timedelta(days=3 if kind in ("stop_loss", "take_profit") else HOLD)
             trades.append(
                 {
-                    "window": w, "symbol": s, "entry_time": start, "entry_price": 100.0, "exit_time": exit_time,
-                    "exit_price": 100.0 * (1 + ret), "exit_kind": kind, "ambiguous": exit_rules and w == 0,
+                    "window": w,
+                    "symbol": s,
+                    "entry_time": start,
+                    "entry_price": 100.0,
+                    "exit_time": exit_time,
+                    "exit_price": 100.0 * (1 + ret),
+                    "exit_kind": kind,
+                    "ambiguous": exit_rules and w == 0,
                     "return": ret,
                 }
             )
             orders.append(
-                {"window": w, "timestamp": start, "symbol": s, "side": "buy", "size": 1.0, "price": 100.0,
-                 "fees": 0.1, "reason": "rebalance"}
+                {
+                    "window": w,
+                    "timestamp": start,
+                    "symbol": s,
+                    "side": "buy",
+                    "size": 1.0,
+                    "price": 100.0,
+                    "fees": 0.1,
+                    "reason": "rebalance",
+                }
             )
         audit.append(
             {
-                "window": w, "rank_date": (start - timedelta(days=1)).date().isoformat(),
-                "start": start.isoformat(), "end": end.isoformat(), "winners": chosen,
-                "weights": dict.fromkeys(chosen, 0.5), "mode": "exit_rules" if exit_rules else "rebalance",
-                "interval": "1d", "exit_rules": None, "exits": {"rebalance": 2},
+                "window": w,
+                "rank_date": (start - timedelta(days=1)).date().isoformat(),
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "winners": chosen,
+                "weights": dict.fromkeys(chosen, 0.5),
+                "mode": "exit_rules" if exit_rules else "rebalance",
+                "interval": "1d",
+                "exit_rules": None,
+                "exits": {"rebalance": 2},
                 "ambiguous": 2 if w == 0 and exit_rules else 0,
             }
         )
     winners_df = pl.DataFrame(
         winners,
-        schema={"rank_date": pl.Date, "symbol": pl.String, "score": pl.Float64, "rank": pl.Int64, "window": pl.Int64,
-                "selected": pl.Boolean, "weight": pl.Float64},
+        schema={
+            "rank_date": pl.Date,
+            "symbol": pl.String,
+            "score": pl.Float64,
+            "rank": pl.Int64,
+            "window": pl.Int64,
+            "selected": pl.Boolean,
+            "weight": pl.Float64,
+        },
     )
     kwargs: dict[str, Any] = {
         "metrics": _metrics(exit_rules),
@@ -159,8 +196,21 @@ def test_report_content(tmp_path: Path, exit_rules: bool) -> None:
     assert page.count("window.PlotlyConfig") == 1
     # Offline: every script is inline (the bundle's only URL is the unused geo topojson default).
     assert not re.search(r"<script[^>]*\bsrc=", page)
-    for text in ("12.35%", "98.77%", "43.21%", "1.23", "2.35", "-8.77%", "11.27", "51.23", "95.12%", "58.33%",
-                 "1.23%", "112,345.60", "100,000.00"):
+    for text in (
+        "12.35%",
+        "98.77%",
+        "43.21%",
+        "1.23",
+        "2.35",
+        "-8.77%",
+        "11.27",
+        "51.23",
+        "95.12%",
+        "58.33%",
+        "1.23%",
+        "112,345.60",
+        "100,000.00",
+    ):
         assert f">{text}<" in page, text
     assert "Equal-weight universe" in page
     assert "BTC buy &amp; hold" in page
@@ -238,7 +288,9 @@ def chromium_install() -> None:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, check=False, timeout=900)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, check=False, timeout=900
+    )
 
 
 def chromium_path(fallback: Path = Path("/usr/bin/chromium"), install: bool = False) -> str:
@@ -268,9 +320,19 @@ def test_missing_browser_fails_unless_opted_out(tmp_path: Path, monkeypatch: pyt
 def chromium_cmd(binary: str, profile: Path, *args: str) -> list[str]:
     """Headless Chromium, offline and without first-run or background traffic."""
     return [
-        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args,
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        *args,
     ]
 
 
@@ -280,7 +342,10 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     page = tmp_path / "run" / "report.html"
     dom = subprocess.run(
         chromium_cmd(binary, tmp_path / "profile", "--dump-dom", page.as_uri()),
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     for div_id in CHART_IDS:
         match = re.search(rf'<div id="{div_id}"(.*?)</script>', dom, re.S)
@@ -289,9 +354,10 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     subprocess.run(
         chromium_cmd(binary, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri()),
-        capture_output=True, timeout=120, check=True,
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 50_000
-

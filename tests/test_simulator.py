@@ -365,3 +365,34 @@ def test_simulate_rejects_bad_inputs() -> None:
         sim.simulate(_block(SINGLE), W_SINGLE, init_cash=1.0, carry_shares=np.array([1.0]))
     with pytest.raises(ValueError, match="engine"):
         VectorBTSimulator(engine="cuda")
+
+
+@pytest.mark.parametrize("engine", ["rust", "numba"])
+def test_direct_dispatch_equals_portfolio_from_orders(engine: str) -> None:
+    """The simulator calls vectorbt's simulation without the Portfolio wrapper: same records."""
+    rng = np.random.default_rng(3)
+    n, k = 120, 4
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n, k)), axis=0))
+    open_ = np.vstack([close[:1], close[:-1]])
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.04, (n, k)))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.04, (n, k)))
+    idx = (np.arange(n, dtype=np.int64) * 86_400_000_000_000).astype("datetime64[ns]")
+    block = PriceBlock(open=open_, high=high, low=low, close=close, index=idx, columns=[f"C{j}/USDT" for j in range(k)])
+    w = np.full((n, k), np.nan)
+    w[::15] = 0.22
+    res = VectorBTSimulator(fees=0.001, slippage=0.0005, engine=engine).simulate(
+        block,
+        w,
+        ExitRules(sl_stop=0.04, tp_stop=0.08),
+        init_cash=500.0,
+        carry_shares=np.array([1.0, 0.0, 2.5, 0.0]),
+        carry_price=open_[0],
+    )
+    rec = res.portfolio.order_records
+    rec = rec[rec["idx"] >= 1]
+    assert len(rec) == res.orders.height > 10
+    np.testing.assert_array_equal(rec["size"], res.orders.get_column("size").to_numpy())
+    np.testing.assert_array_equal(rec["price"], res.orders.get_column("price").to_numpy())
+    np.testing.assert_array_equal(rec["fees"], res.orders.get_column("fees").to_numpy())
+    value = res.portfolio.value().to_numpy()[2::2]
+    np.testing.assert_allclose(value, res.equity, rtol=1e-12)

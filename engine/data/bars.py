@@ -45,10 +45,7 @@ def interval_ms(interval: str) -> int:
 def symbol_check(symbol: str) -> str:
     """Return ``symbol`` if it is a safe exchange symbol like ``BTC/USDT``, else raise."""
     if not isinstance(symbol, str) or _SYMBOL.match(symbol) is None:
-        msg = (
-            f"invalid symbol {symbol!r}: symbols are BASE/QUOTE in upper-case letters and digits "
-            "(e.g. 'BTC/USDT')"
-        )
+        msg = f"invalid symbol {symbol!r}: symbols are BASE/QUOTE in upper-case letters and digits (e.g. 'BTC/USDT')"
         raise EngineError(msg)
     return symbol
 
@@ -81,9 +78,7 @@ def bars_conform(df: pl.DataFrame) -> pl.DataFrame:
     else:
         msg = f"bars column 'timestamp' has type {ts.dtype}: use epoch milliseconds or a datetime"
         raise DataError(msg)
-    return df.with_columns(ts.alias("timestamp")).select(
-        [pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]
-    )
+    return df.with_columns(ts.alias("timestamp")).select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()])
 
 
 def bars_validate(df: pl.DataFrame, symbol: str, interval: str) -> pl.DataFrame:

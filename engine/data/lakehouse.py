@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.data.bars import BAR_SCHEMA, bars_gaps, interval_ms, bars_validate, symbol_from_dir, symbol_to_dir
+from engine.data.bars import BAR_SCHEMA, bars_gaps, bars_validate, interval_ms, symbol_from_dir, symbol_to_dir
 from engine.errors import DataError
 
 KINDS = ("bars", "mtf")

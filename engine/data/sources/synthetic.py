@@ -142,7 +142,7 @@ class SyntheticSource(DataSource):
 
     def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
         step = interval_ms(interval)
-        if step % HOUR_MS or DAY_MS % step and step % DAY_MS:
+        if step % HOUR_MS or (DAY_MS % step and step % DAY_MS):
             msg = f"interval {interval!r} is not served by the synthetic source: use one of {self.intervals()}"
             raise EngineError(msg)
         p = self.path(symbol)
@@ -152,7 +152,13 @@ class SyntheticSource(DataSource):
 
         def agg(a: np.ndarray, fn: str) -> np.ndarray:
             m = a[:usable].reshape(rows, k)
-            return {"first": m[:, 0], "last": m[:, -1], "max": m.max(axis=1), "min": m.min(axis=1), "sum": m.sum(axis=1)}[fn]
+            return {
+                "first": m[:, 0],
+                "last": m[:, -1],
+                "max": m.max(axis=1),
+                "min": m.min(axis=1),
+                "sum": m.sum(axis=1),
+            }[fn]
 
         frame = pl.DataFrame(
             {

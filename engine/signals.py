@@ -1,0 +1,218 @@
+"""Multi-timeframe entry/exit signals: a daily trend filter with a 4h pullback-and-reclaim trigger.
+
+The strategy ("trend in trend"): trade a symbol only while its *daily* close is above its
+``trend_days`` simple moving average; inside that uptrend, a 4h close at least ``pullback`` below
+the 4h EMA arms the trigger, and the first later 4h close back above the EMA is the entry. The
+position is closed when the daily uptrend is lost. Stops (``ExitRules``) are the simulator's job
+and apply on top.
+
+No look-ahead, stated precisely (times are UTC epoch ms; a bar's ``timestamp`` is its OPEN time):
+
+* a daily bar opened at ``D`` is known at ``known_at = D + 1 day`` (its close);
+* a 4h bar opened at ``T`` is decided at ``decision_at = T + interval_ms`` (its close); its
+  signals are acted upon at the NEXT bar's open (``weights_from_signals`` places the order one
+  grid row later);
+* the 4h bar's outputs use the daily fact with the largest ``known_at <= decision_at`` of its
+  symbol (``join_asof(strategy="backward")``: equality counts, the daily close and the close of
+  the last 4h bar of the day coincide), and 4h closes with open time ``<= T`` only.
+
+Hence the last 4h bar of day D (opened at D 20:00, closed at D+1 00:00) already sees day D's
+daily bar; the five earlier 4h bars of day D see day D-1's at the latest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+DAY_MS = 86_400_000
+
+__all__ = ["DAY_MS", "TrendInTrend", "daily_trend", "signals_compute", "weights_from_signals"]
+
+
+class TrendInTrend(BaseModel):
+    """Parameters of the daily-trend / 4h pullback-reclaim signal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trend_days: int = Field(default=50, ge=2)
+    """Daily uptrend = daily close strictly above its ``trend_days``-day simple moving average."""
+    ema_bars: int = Field(default=20, ge=2)
+    """Span of the 4h close EMA (``ewm_mean(span=ema_bars, adjust=False)``)."""
+    pullback: float = Field(default=0.02, gt=0.0, lt=0.5)
+    """A 4h close at or below ``ema * (1 - pullback)`` arms the trigger."""
+    reclaim: bool = True
+    """True: enter when, once armed, a 4h close is back above the EMA; False: enter on the arming close."""
+
+
+def _epoch_ms(lf: pl.LazyFrame, col: str = "timestamp") -> pl.Expr:
+    """``col`` as Int64 epoch milliseconds (accepts a Datetime of any unit or integer epoch ms)."""
+    dtype = lf.collect_schema()[col]
+    if isinstance(dtype, pl.Datetime):
+        return pl.col(col).dt.epoch("ms")
+    if dtype.is_integer():
+        return pl.col(col).cast(pl.Int64)
+    msg = f"column {col!r} has type {dtype}: use a UTC Datetime or integer epoch milliseconds"
+    raise TypeError(msg)
+
+
+def daily_trend(daily: pl.LazyFrame, p: TrendInTrend) -> pl.LazyFrame:
+    """Daily uptrend per (symbol, day), stamped with the time it becomes known.
+
+    Parameters
+    ----------
+    daily : pl.LazyFrame
+        Daily bars: ``symbol, timestamp`` (bar OPEN time, UTC), ``open, high, low, close, volume``.
+    p : TrendInTrend
+        Parameters (``trend_days``).
+
+    Returns
+    -------
+    pl.LazyFrame
+        ``symbol, timestamp, sma, uptrend, known_at_ms``, where ``uptrend = close > sma`` (False
+        during the first ``trend_days - 1`` days, where the SMA is undefined) and
+        ``known_at_ms = timestamp + 1 day`` in epoch ms (the daily bar's close time), sorted by
+        symbol, timestamp.
+    """
+    ts = _epoch_ms(daily)
+    sma = pl.col("close").rolling_mean(p.trend_days, min_samples=p.trend_days).over("symbol")
+    return (
+        daily.select("symbol", "timestamp", "close")
+        .sort("symbol", "timestamp")
+        .with_columns(sma.alias("sma"))
+        .with_columns(
+            (pl.col("close") > pl.col("sma")).fill_null(False).alias("uptrend"),
+            (ts + DAY_MS).alias("known_at_ms"),
+        )
+        .select("symbol", "timestamp", "sma", "uptrend", "known_at_ms")
+    )
+
+
+def signals_compute(fine: pl.LazyFrame, daily: pl.LazyFrame, p: TrendInTrend, interval_ms: int) -> pl.DataFrame:
+    """Entry and exit signals on the 4h (``interval_ms``) bars, decided at each bar's close.
+
+    Parameters
+    ----------
+    fine : pl.LazyFrame
+        Fine bars (e.g. 4h), same schema as the daily bars; ``timestamp`` = bar OPEN time.
+    daily : pl.LazyFrame
+        Daily bars of the same symbols.
+    p : TrendInTrend
+        Parameters.
+    interval_ms : int
+        Length of a fine bar in milliseconds (``4 * 3_600_000`` for 4h).
+
+    Returns
+    -------
+    pl.DataFrame
+        One row per (symbol, timestamp) of ``fine``, sorted by symbol, timestamp:
+
+        * ``close``, ``ema`` -- the 4h close and its EMA (per symbol, time-ordered);
+        * ``uptrend`` -- the daily uptrend as known at this bar's close (as-of join on
+          ``known_at <= timestamp + interval_ms``; False before any daily fact is known);
+        * ``armed`` -- the trigger state after this bar: set by a close ``<= ema * (1 - pullback)``,
+          cleared by a close ``> ema``, otherwise carried (False before the first set);
+        * ``entry`` -- enter at the next bar's open: ``reclaim=True``: the previous bar was armed,
+          this close is above the EMA and ``uptrend``; ``reclaim=False``: this bar armed the
+          trigger (armed now, not before) and ``uptrend``;
+        * ``exit_trend`` -- ``not uptrend``: the daily trend is lost (a level, not an edge), exit at
+          the next bar's open if in a position.
+    """
+    if interval_ms <= 0:
+        msg = f"interval_ms must be > 0, got {interval_ms}"
+        raise ValueError(msg)
+    trend = daily_trend(daily, p).select("symbol", "known_at_ms", "uptrend").sort("known_at_ms")
+    ts = _epoch_ms(fine)
+    bars = (
+        fine.select("symbol", "timestamp", "close")
+        .with_columns((ts + interval_ms).alias("decision_at_ms"))
+        .sort("decision_at_ms")
+    )
+    joined = bars.join_asof(
+        trend,
+        left_on="decision_at_ms",
+        right_on="known_at_ms",
+        by="symbol",
+        strategy="backward",
+        allow_exact_matches=True,
+        check_sortedness=False,  # both sides are sorted on the keys just above
+    ).sort("symbol", "timestamp")
+
+    ema = pl.col("close").ewm_mean(span=p.ema_bars, adjust=False).over("symbol")
+    set_ = pl.col("close") <= pl.col("ema") * (1.0 - p.pullback)
+    reset = pl.col("close") > pl.col("ema")
+    armed = pl.when(set_).then(True).when(reset).then(False).otherwise(None).forward_fill().over("symbol")
+    prev_armed = pl.col("armed").shift(1).over("symbol").fill_null(False)
+    # reclaim: armed before this bar and closed back above the EMA; else: armed by this very bar
+    trigger = (prev_armed & reset) if p.reclaim else (pl.col("armed") & ~prev_armed)
+    entry = trigger & pl.col("uptrend")
+    return (
+        joined.with_columns(pl.col("uptrend").fill_null(False), ema.alias("ema"))
+        .with_columns(armed.fill_null(False).alias("armed"))
+        .with_columns(entry.alias("entry"), (~pl.col("uptrend")).alias("exit_trend"))
+        .select("symbol", "timestamp", "close", "ema", "uptrend", "armed", "entry", "exit_trend")
+        .collect()
+    )
+
+
+def weights_from_signals(
+    sig: pl.DataFrame, symbols: list[str], ts_ms: np.ndarray, target: dict[str, float]
+) -> np.ndarray:
+    """Target weights for ``VectorBTSimulator.simulate`` on the grid ``ts_ms`` (4h open times, ms).
+
+    A signal on the bar opened at ``ts_ms[i]`` is decided at that bar's close and becomes an order
+    at the open of row ``i + 1``. Per column, starting flat:
+
+    * flat and ``entry`` at row ``i`` -> ``w[i + 1, j] = target[symbol]`` (now in position if > 0);
+    * in position and ``exit_trend`` at row ``i`` -> ``w[i + 1, j] = 0.0`` (flat);
+    * everything else NaN (no order). Signals whose timestamp is not on the grid are ignored; a
+      signal on the last row has no next bar and is dropped. Include the bar before a window in
+      the grid to act at the window's first open on it.
+
+    Stops are not visible here: the simulator's stop handling applies on top. A stop while in
+    position makes the column flat in the simulator while this loop still counts it as held, so
+    a further ``entry`` is not emitted until an ``exit_trend`` has reset the column (the reset's
+    0.0 weight is then a no-op on the flat column).
+
+    Parameters
+    ----------
+    sig : pl.DataFrame
+        Output of :func:`signals_compute` (``symbol, timestamp, entry, exit_trend``).
+    symbols : list of str
+        Column order of the result.
+    ts_ms : np.ndarray
+        Strictly increasing bar open times, epoch ms.
+    target : dict
+        Weight per symbol on entry (required for every symbol that has an entry on the grid).
+
+    Returns
+    -------
+    np.ndarray
+        ``(len(ts_ms), len(symbols))`` float64, NaN = no order.
+    """
+    ts_ms = np.asarray(ts_ms, dtype=np.int64)
+    n = len(ts_ms)
+    w = np.full((n, len(symbols)), np.nan)
+    if n and (np.diff(ts_ms) <= 0).any():
+        msg = "ts_ms must be strictly increasing"
+        raise ValueError(msg)
+    grid = pl.DataFrame({"_t": ts_ms, "_row": np.arange(n, dtype=np.int64)})
+    ts = pl.col("timestamp").dt.epoch("ms") if isinstance(sig.schema["timestamp"], pl.Datetime) else pl.col("timestamp")
+    sig = sig.select("symbol", ts.cast(pl.Int64).alias("_t"), "entry", "exit_trend")
+    for j, symbol in enumerate(symbols):
+        rows = sig.filter(pl.col("symbol") == symbol).join(grid, on="_t", how="inner")
+        entry = np.zeros(n, dtype=bool)
+        exit_ = np.zeros(n, dtype=bool)
+        idx = rows.get_column("_row").to_numpy()
+        entry[idx] = rows.get_column("entry").to_numpy()
+        exit_[idx] = rows.get_column("exit_trend").to_numpy()
+        held = False
+        for i in range(n - 1):
+            if not held and entry[i]:
+                w[i + 1, j] = target[symbol]
+                held = target[symbol] > 0
+            elif held and exit_[i]:
+                w[i + 1, j] = 0.0
+                held = False
+    return w
