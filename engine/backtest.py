@@ -26,7 +26,7 @@ from engine.metrics import equity_metrics, trading_metrics
 from engine.panel import Panel, panel_load
 from engine.progress import progress_iter
 from engine.ranking import ranks_compute, weights_compute
-from engine.signals import signals_compute
+from engine.signals import signals_compute, weights_from_signals
 from engine.simulation.stage import AllocationContext, SelectionContext, SimulationContext, SimulationStage
 from engine.simulation.vbt import PriceBlock, SimResult
 from engine.sql import sql_arrow
@@ -254,15 +254,9 @@ class BacktestEngine:
             return pl.concat(parts).lazy().filter(pl.col("timestamp").dt.epoch("ms").is_between(since, w.end_ms - 1))
 
         sig = signals_compute(frames("mtf", sig_iv, lo), frames("bars", "1d", day_lo), p, step)
-        act = sig.get_column("timestamp").dt.epoch("ms").to_numpy() + step
-        rows = np.minimum(np.searchsorted(ts, act), ts.size - 1)
-        on_grid = (ts[rows] == act) & (act >= w.start_ms)
-        symbols = sig.get_column("symbol").to_numpy()
-        entry, exit_ = sig.get_column("entry").to_numpy(), sig.get_column("exit_trend").to_numpy()
-        for j, s in enumerate(winners):
-            mine = on_grid & (symbols == s)
-            weights[rows[mine & exit_], j] = 0.0
-            weights[rows[mine & entry], j] = targets[s]
+        placed = weights_from_signals(sig, winners, ts, targets, step)
+        mine = weights[:, : len(winners)]
+        mine[np.isfinite(placed)] = placed[np.isfinite(placed)]
 
     def _window_block(
         self, w: Window, winners: list[str], carried: list[str]

@@ -157,23 +157,20 @@ def signals_compute(fine: pl.LazyFrame, daily: pl.LazyFrame, p: TrendInTrend, in
 
 
 def weights_from_signals(
-    sig: pl.DataFrame, symbols: list[str], ts_ms: np.ndarray, target: dict[str, float]
+    sig: pl.DataFrame, symbols: list[str], ts_ms: np.ndarray, target: dict[str, float], interval_ms: int
 ) -> np.ndarray:
-    """Target weights for ``VectorBTSimulator.simulate`` on the grid ``ts_ms`` (4h open times, ms).
+    """Target weights for ``VectorBTSimulator.simulate`` on the grid ``ts_ms`` (bar open times, ms).
 
-    A signal on the bar opened at ``ts_ms[i]`` is decided at that bar's close and becomes an order
-    at the open of row ``i + 1``. Per column, starting flat:
+    A signal of the bar opened at ``T`` (signal interval ``interval_ms``) is decided at its close
+    and becomes an order at the grid row that opens at ``T + interval_ms``: the grid may be the
+    signal's own (the next row) or a finer one (the first finer bar after the signal bar).
 
-    * flat and ``entry`` at row ``i`` -> ``w[i + 1, j] = target[symbol]`` (now in position if > 0);
-    * in position and ``exit_trend`` at row ``i`` -> ``w[i + 1, j] = 0.0`` (flat);
-    * everything else NaN (no order). Signals whose timestamp is not on the grid are ignored; a
-      signal on the last row has no next bar and is dropped. Include the bar before a window in
-      the grid to act at the window's first open on it.
+    * ``entry`` -> ``target[symbol]`` (enter, or re-weight a held position to its target);
+    * ``exit_trend`` -> ``0.0`` (close; a no-op on a flat column);
+    * everything else NaN (no order). Acting times that are not on the grid are dropped.
 
-    Stops are not visible here: the simulator's stop handling applies on top. A stop while in
-    position makes the column flat in the simulator while this loop still counts it as held, so
-    a further ``entry`` is not emitted until an ``exit_trend`` has reset the column (the reset's
-    0.0 weight is then a no-op on the flat column).
+    No position state is kept here: stops live in the simulator, and after a stop exit the next
+    ``entry`` re-enters, which a signal-side "held" flag could not know.
 
     Parameters
     ----------
@@ -182,9 +179,11 @@ def weights_from_signals(
     symbols : list of str
         Column order of the result.
     ts_ms : np.ndarray
-        Strictly increasing bar open times, epoch ms.
+        Strictly increasing bar open times of the simulation grid, epoch ms.
     target : dict
         Weight per symbol on entry (required for every symbol that has an entry on the grid).
+    interval_ms : int
+        Length of the signal bars.
 
     Returns
     -------
@@ -197,22 +196,17 @@ def weights_from_signals(
     if n and (np.diff(ts_ms) <= 0).any():
         msg = "ts_ms must be strictly increasing"
         raise ValueError(msg)
-    grid = pl.DataFrame({"_t": ts_ms, "_row": np.arange(n, dtype=np.int64)})
+    if not n or not sig.height:
+        return w
     ts = pl.col("timestamp").dt.epoch("ms") if isinstance(sig.schema["timestamp"], pl.Datetime) else pl.col("timestamp")
-    sig = sig.select("symbol", ts.cast(pl.Int64).alias("_t"), "entry", "exit_trend")
+    act = sig.select(ts.cast(pl.Int64)).to_series().to_numpy() + interval_ms
+    rows = np.minimum(np.searchsorted(ts_ms, act), n - 1)
+    on_grid = ts_ms[rows] == act
+    names = sig.get_column("symbol").to_numpy()
+    entry, exit_ = sig.get_column("entry").to_numpy(), sig.get_column("exit_trend").to_numpy()
     for j, symbol in enumerate(symbols):
-        rows = sig.filter(pl.col("symbol") == symbol).join(grid, on="_t", how="inner")
-        entry = np.zeros(n, dtype=bool)
-        exit_ = np.zeros(n, dtype=bool)
-        idx = rows.get_column("_row").to_numpy()
-        entry[idx] = rows.get_column("entry").to_numpy()
-        exit_[idx] = rows.get_column("exit_trend").to_numpy()
-        held = False
-        for i in range(n - 1):
-            if not held and entry[i]:
-                w[i + 1, j] = target[symbol]
-                held = target[symbol] > 0
-            elif held and exit_[i]:
-                w[i + 1, j] = 0.0
-                held = False
+        mine = on_grid & (names == symbol)
+        w[rows[mine & exit_], j] = 0.0
+        if (mine & entry).any():
+            w[rows[mine & entry], j] = target[symbol]
     return w
