@@ -19,7 +19,7 @@ import polars as pl
 from engine.config import RunConfig
 from engine.data.bars import interval_ms
 from engine.data.ingest import IngestionService
-from engine.data.lakehouse import Lakehouse
+from engine.data.lakehouse import Lakehouse, ranges_merge
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError
 from engine.metrics import equity_metrics, trading_metrics
@@ -184,10 +184,35 @@ class BacktestEngine:
         self._timed("ranking", t0)
         t0 = time.perf_counter()
         symbols = sorted(set(top.get_column("symbol").to_list()))
+        history = 0 if self.cfg.signals is None else (self.cfg.signals.trend_days + 2) * DAY_MS + self._warmup_ms()
         self.daily = panel_load(
-            self.lakehouse, "bars", "1d", symbols, self.windows[0].start_ms, self.windows[-1].end_ms
+            self.lakehouse, "bars", "1d", symbols, self.windows[0].start_ms - history, self.windows[-1].end_ms
         )
         self._timed("windows", t0)
+        self.mtf: dict[str, Panel] = {}
+        if self.cfg.backtest.timeframes:
+            self._mtf_prefetch(symbols)
+
+    def _mtf_prefetch(self, symbols: list[str]) -> None:
+        """Fetch the finer bars of every window's winners (only theirs, only their windows, only what
+        is missing), then read them with one DuckDB winner-slice query per interval.
+
+        Winners do not depend on the simulation, so the fetches of all windows can be merged per
+        symbol; ``_run_window_step`` still asks for its window's bars, which are then covered.
+        """
+        t0 = time.perf_counter()
+        warm = self._warmup_ms()
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for w in self.windows:
+            for s in self.selected.get((w.rank_date,), pl.DataFrame(schema=self.ranks.schema)).get_column("symbol"):
+                spans.setdefault(s, []).append((w.start_ms - warm, w.end_ms))
+        tfs = self.cfg.backtest.timeframes
+        for s in progress_iter(sorted(spans), "fetch MTF bars of the winners", quiet=self.cfg.quiet):
+            for a, b in ranges_merge(spans[s]):
+                self.ingestion.fetch_mtf_for_candidates([s], tfs, a, b)
+        lo, hi = self.windows[0].start_ms - warm, self.windows[-1].end_ms
+        self.mtf = {tf: panel_load(self.lakehouse, "mtf", tf, symbols, lo, hi) for tf in tfs}
+        self._timed("mtf", t0)
 
     # ---- walk-forward ------------------------------------------------------------------------
 
@@ -249,11 +274,16 @@ class BacktestEngine:
         lo = w.start_ms - self._warmup_ms()
         day_lo = lo - (p.trend_days + 2) * DAY_MS
 
-        def frames(kind: str, interval: str, since: int) -> pl.LazyFrame:
-            parts = [self.lakehouse.read(kind, interval, s).with_columns(pl.lit(s).alias("symbol")) for s in winners]
-            return pl.concat(parts).lazy().filter(pl.col("timestamp").dt.epoch("ms").is_between(since, w.end_ms - 1))
+        def frames(panel: Panel, since: int) -> pl.LazyFrame:
+            rows = panel.rows(since, w.end_ms)
+            parts = []
+            for s in winners:
+                close = panel.close[rows, panel.col(s)]
+                ok = np.isfinite(close)
+                parts.append(pl.DataFrame({"symbol": s, "timestamp": panel.ts_ms[rows][ok], "close": close[ok]}))
+            return pl.concat(parts).lazy()
 
-        sig = signals_compute(frames("mtf", sig_iv, lo), frames("bars", "1d", day_lo), p, step)
+        sig = signals_compute(frames(self.mtf[sig_iv], lo), frames(self.daily, day_lo), p, step)
         placed = weights_from_signals(sig, winners, ts, targets, step)
         mine = weights[:, : len(winners)]
         mine[np.isfinite(placed)] = placed[np.isfinite(placed)]
@@ -268,8 +298,10 @@ class BacktestEngine:
             cols = [self.daily.col(s) for s in winners]
             raw = {f: getattr(self.daily, f)[rows][:, cols] for f in ("open", "high", "low", "close")}
         else:
-            panel: Panel = panel_load(self.lakehouse, "mtf", self.interval, winners, w.start_ms, w.end_ms)
-            ts, raw = panel.ts_ms, {f: getattr(panel, f) for f in ("open", "high", "low", "close")}
+            panel = self.mtf[self.interval]
+            rows = panel.rows(w.start_ms, w.end_ms)
+            cols = [panel.col(s) for s in winners]
+            ts, raw = panel.ts_ms[rows], {f: getattr(panel, f)[rows][:, cols] for f in ("open", "high", "low", "close")}
             missing = [s for j, s in enumerate(winners) if not np.isfinite(raw["open"][0, j])]
             if missing:
                 msg = f"{self.interval} bars of {missing} do not start at {w.as_dict()['start']}: the lakehouse's mtf data is incomplete; delete lakehouse/mtf/interval={self.interval} to refetch"

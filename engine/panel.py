@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,13 @@ class Panel:
         lo, hi = np.searchsorted(self.ts_ms, [start_ms, end_ms])
         return slice(int(lo), int(hi))
 
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.symbols)}
+
     def col(self, symbol: str) -> int:
         """Column index of ``symbol``."""
-        return self.symbols.index(symbol)
+        return self._index[symbol]
 
 
 def panel_load(lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str], start_ms: int, end_ms: int) -> Panel:
