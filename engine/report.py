@@ -36,6 +36,7 @@ EXIT_LABELS = {
     "take_profit": "take profit",
     "trailing": "trailing stop",
     "max_holding": "max holding",
+    "signal": "trend lost (signal)",
     "rebalance": "rebalance",
     "end": "end of run",
     "delisted": "delisted",
@@ -548,6 +549,27 @@ def _config_html(cfg: RunConfig) -> str:
 # ---- page ------------------------------------------------------------------------------------
 
 
+def _daily_comparison_html(result: BacktestResult) -> str:
+    """Stops on daily bars vs on the finer bars, same winners and rules (empty if not run)."""
+    m = result.metrics
+    daily = m.get("daily_bars")
+    if not daily:
+        return ""
+    interval = str(m.get("interval"))
+    rows = [
+        [("total return", ""), (_pct(daily.get("total_return")), "n"), (_pct(m.get("total_return")), "n")],
+        [("max drawdown", ""), (_pct(daily.get("max_drawdown")), "n"), (_pct(m.get("max_drawdown")), "n")],
+        [("stop exits", ""), (_int(daily.get("n_stop_exits")), "n"), (_int(m.get("n_stop_exits")), "n")],
+        [("ambiguous exits", ""), (_int(daily.get("n_ambiguous_exits")), "n"), (_int(m.get("n_ambiguous_exits")), "n")],
+    ]
+    table = _table(["", "stops on 1d bars", f"stops on {interval} bars"], rows, numeric={1, 2})
+    note = (
+        f"The same winners, weights and exit rules, with stops checked on daily bars only and on {interval} bars: "
+        f"{_int(daily.get('ambiguous_resolved_by_finer_bars'))} daily-ambiguous exits were resolved by the finer bars."
+    )
+    return f'<section id="daily-vs-fine"><h2>Stops on daily vs {_esc(interval)} bars</h2>{table}<p class="note">{_esc(note)}</p></section>'
+
+
 def report_html(cfg: RunConfig, result: BacktestResult) -> str:
     """The whole report page as a string (deterministic for identical inputs).
 
@@ -585,6 +607,7 @@ def report_html(cfg: RunConfig, result: BacktestResult) -> str:
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body><main>"
         f"{_header(cfg, result)}"
         f"{''.join(charts)}"
+        f"{_daily_comparison_html(result)}"
         f"<section><h2>Trades</h2>{_trades_table(result)}</section>"
         f"<section>{_config_html(cfg)}</section>"
         "</main></body></html>\n"

@@ -112,3 +112,13 @@ def test_mtf_run_reports_daily_comparison(lakehouse_dir: Path, tmp_path: Path) -
     daily = m["daily_bars"]
     assert daily["n_stop_exits"] > 0
     assert daily["ambiguous_resolved_by_finer_bars"] == daily["n_ambiguous_exits"] - m["n_ambiguous_exits"]
+
+
+def test_report_shows_daily_vs_fine_comparison(lakehouse_dir: Path, tmp_path: Path) -> None:
+    from engine.cli import run_backtest
+
+    cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating", "backtest.timeframes=[4h]")
+    run_backtest(cfg)
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert 'id="daily-vs-fine"' in page
+    assert "stops on 4h bars" in page
