@@ -19,7 +19,7 @@ import polars as pl
 from engine.config import RunConfig
 from engine.data.bars import interval_ms
 from engine.data.ingest import IngestionService
-from engine.data.lakehouse import Lakehouse, ranges_merge
+from engine.data.lakehouse import Lakehouse, atomic_write_bytes, ranges_merge
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError
 from engine.metrics import equity_metrics, trading_metrics
@@ -141,7 +141,7 @@ class BacktestEngine:
                 raise DataError(msg)
             self.lakehouse.root.mkdir(parents=True, exist_ok=True)
             if not stamp.is_file():
-                stamp.write_text(json.dumps(identity))
+                atomic_write_bytes(stamp, json.dumps(identity).encode())
             src = self.source
             self.ingestion.fetch_universe(src.symbols(), src.start_ms, src.end_ms)
         elif not self.lakehouse.symbols("bars", "1d"):

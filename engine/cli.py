@@ -8,6 +8,7 @@ not with a traceback halfway through a sweep.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 import sys
@@ -182,6 +183,34 @@ def summary_print(result: RunResult) -> None:
     print(f"artefacts: {result.output_dir}")
 
 
+def params_write(out: Path) -> None:
+    """``params.json``: the command-line overrides of this job, keyed by config path (for sweeps)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from engine.data.lakehouse import atomic_write_bytes
+
+    params: dict[str, str] = {}
+    for item in HydraConfig.get().overrides.task:
+        key, _, value = item.partition("=")
+        params[key.lstrip("+~")] = value
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "params.json", (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
+
+
+def error_write(message: str) -> None:
+    """``error.txt`` in the job's directory: why it failed, for the sweep summary."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from engine.data.lakehouse import atomic_write_bytes
+
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "error.txt", (message + "\n").encode())
+
+
 def task_run(dcfg: Any) -> float | None:
     """The Hydra job: validate, dispatch on ``task``, return the Sharpe ratio for sweepers."""
     from hydra.core.hydra_config import HydraConfig
@@ -192,6 +221,7 @@ def task_run(dcfg: Any) -> float | None:
         raw.setdefault("paths", {})["output_dir"] = HydraConfig.get().runtime.output_dir
     cfg = config_validate(raw)
     logging.getLogger().setLevel(logging.WARNING)
+    params_write(Path(raw["paths"]["output_dir"]))
     if cfg.task == "ingest":
         ingest_run(cfg)
         return None
@@ -209,7 +239,11 @@ def _hydra_entry() -> None:
         try:
             return task_run(dcfg)
         except EngineError as exc:
+            error_write(str(exc))
             fail(str(exc))
+        except Exception as exc:
+            error_write(f"{exc.__class__.__name__}: {exc}")
+            raise
         return None
 
     entry()

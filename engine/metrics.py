@@ -16,7 +16,11 @@ def _finite(x: float) -> float | None:
 
 
 def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[str, float | None]:
-    """Return, risk and drawdown figures of a daily equity series that starts from ``init_cash``."""
+    """Return, risk and drawdown figures of a daily equity series that starts from ``init_cash``.
+
+    ``skewness`` and ``kurtosis`` (non-excess: 3 for a normal) of the daily returns and their count
+    ``n_returns`` are what the deflated Sharpe ratio of a sweep needs.
+    """
     values = np.concatenate(([init_cash], equity.astype(np.float64)))
     rets = values[1:] / values[:-1] - 1.0
     total = values[-1] / init_cash - 1.0
@@ -27,6 +31,10 @@ def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[
     sharpe = rets.mean() / std * math.sqrt(YEAR_DAYS) if std > 0 else math.nan
     downside = np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2)) if rets.size else 0.0
     sortino = rets.mean() / downside * math.sqrt(YEAR_DAYS) if downside > 0 else math.nan
+    centered = rets - rets.mean() if rets.size else rets
+    m2 = float(np.mean(centered**2)) if rets.size else 0.0
+    skew = float(np.mean(centered**3)) / m2**1.5 if m2 > 0 else math.nan
+    kurt = float(np.mean(centered**4)) / m2**2 if m2 > 0 else math.nan
     peak = np.maximum.accumulate(values)
     max_dd = float(np.min(values / peak - 1.0))
     calmar = cagr / abs(max_dd) if max_dd < 0 else math.nan
@@ -38,6 +46,9 @@ def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[
         "sortino": _finite(sortino),
         "max_drawdown": _finite(max_dd),
         "calmar": _finite(calmar),
+        "skewness": _finite(skew),
+        "kurtosis": _finite(kurt),
+        "n_returns": int(rets.size),
     }
 
 

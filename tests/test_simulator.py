@@ -396,3 +396,29 @@ def test_direct_dispatch_equals_portfolio_from_orders(engine: str) -> None:
     np.testing.assert_array_equal(rec["fees"], res.orders.get_column("fees").to_numpy())
     value = res.portfolio.value().to_numpy()[2::2]
     np.testing.assert_allclose(value, res.equity, rtol=1e-12)
+
+
+def test_grid_books_equal_single_runs() -> None:
+    """One vectorbt call over a grid of books gives each book exactly its single-run result."""
+    rng = np.random.default_rng(9)
+    n, k = 150, 3
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n, k)), axis=0))
+    open_ = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, 0.005, (n, k)))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.04, (n, k)))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.04, (n, k)))
+    idx = (np.arange(n, dtype=np.int64) * 86_400_000_000_000).astype("datetime64[ns]")
+    block = PriceBlock(open=open_, high=high, low=low, close=close, index=idx, columns=["A/USDT", "B/USDT", "C/USDT"])
+    w = np.full((n, k), np.nan)
+    w[::20] = 0.3
+    rules = [None, ExitRules(sl_stop=0.03), ExitRules(sl_stop=0.05, tp_stop=0.1), ExitRules(sl_stop=0.02, sl_trail=True)]
+    cash = [1000.0, 900.0, 1100.0, 0.0]
+    carry = [None, np.array([1.0, 0.0, 0.0]), None, np.array([2.0, 3.0, 1.0])]
+    sim = VectorBTSimulator(fees=0.001, slippage=0.0005)
+    grid = sim.simulate_grid(block, [w] * 4, rules, init_cash=cash, carry_shares=carry, carry_price=open_[0])
+    for r, c, cs, got in zip(rules, cash, carry, grid, strict=True):
+        one = sim.simulate(block, w, r, init_cash=c, carry_shares=cs, carry_price=open_[0])
+        np.testing.assert_array_equal(got.equity, one.equity)
+        assert got.orders.equals(one.orders)
+        assert got.exits.equals(one.exits)
+        np.testing.assert_array_equal(got.shares_end, one.shares_end)
+    assert len({float(g.equity[-1]) for g in grid}) == 4

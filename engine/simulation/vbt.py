@@ -224,10 +224,90 @@ class VectorBTSimulator:
         if np.isinf(weights).any() or (finite < 0).any():
             msg = "weights must be NaN (no order) or finite and >= 0 (long only)"
             raise ValueError(msg)
+        book = self._prepare(prices, weights, exit_rules, init_cash, carry_shares, carry_price, ambiguity)
+        records = _orders_simulate(
+            book.close,
+            book.size,
+            book.size_type,
+            book.price,
+            book.fees,
+            book.slippage,
+            np.array([book.init]),
+            np.array([n_cols]),
+            self.engine,
+        )
+        return self._finish(prices, book, records)
+
+    def simulate_grid(
+        self,
+        prices: PriceBlock,
+        weights: list[np.ndarray],
+        exit_rules: list[ExitRules | None],
+        *,
+        init_cash: list[float],
+        carry_shares: list[np.ndarray | None],
+        carry_price: np.ndarray | None = None,
+        ambiguity: Ambiguity | None = None,
+    ) -> list[SimResult]:
+        """Simulate several books (e.g. an exit-rule grid) on the same prices in ONE vectorbt call.
+
+        Each book is a cash-sharing group of its own (columns tiled book after book), so books do
+        not interact; each book's result equals :meth:`simulate` with the same arguments.
+        """
+        n_bars, n_cols = prices.shape
+        if not (len(weights) == len(exit_rules) == len(init_cash) == len(carry_shares)) or not weights:
+            msg = "simulate_grid needs one weights array, exit rules, init cash and carry per book"
+            raise ValueError(msg)
+        for w in weights:
+            if np.shape(w) != (n_bars, n_cols):
+                msg = f"weights has shape {np.shape(w)}, prices have {(n_bars, n_cols)}"
+                raise ValueError(msg)
+        # one grid for all books: a carry row for every book as soon as one carries shares
+        force = any(c is not None and np.any(np.asarray(c) != 0) for c in carry_shares)
+        books = [
+            self._prepare(prices, np.asarray(w, dtype=np.float64), r, c0, cs, carry_price, ambiguity, force_carry=force)
+            for w, r, c0, cs in zip(weights, exit_rules, init_cash, carry_shares, strict=True)
+        ]
+        g = len(books)
+        records = _orders_simulate(
+            np.hstack([b.close for b in books]),
+            np.hstack([b.size for b in books]),
+            books[0].size_type,
+            np.hstack([b.price for b in books]),
+            books[0].fees,
+            books[0].slippage,
+            np.array([b.init for b in books]),
+            np.full(g, n_cols),
+            self.engine,
+        )
+        book_of = records["col"] // n_cols
+        results = []
+        for i, book in enumerate(books):
+            mine = records[book_of == i].copy()
+            mine["col"] -= i * n_cols
+            results.append(self._finish(prices, book, mine))
+        return results
+
+    def _prepare(
+        self,
+        prices: PriceBlock,
+        weights: np.ndarray,
+        exit_rules: ExitRules | None,
+        init_cash: float,
+        carry_shares: np.ndarray | None,
+        carry_price: np.ndarray | None,
+        ambiguity: Ambiguity | None,
+        *,
+        force_carry: bool = False,
+    ) -> _Book:
+        """The two-row (plus carry row) order arrays of one book."""
+        n_bars, n_cols = prices.shape
         if not (np.isfinite(init_cash) and init_cash >= 0):
             msg = f"init_cash must be finite and >= 0, got {init_cash}"
             raise ValueError(msg)
         carry = _carry_arrays(carry_shares, carry_price, n_cols)
+        if carry is None and force_carry:
+            carry = (np.zeros(n_cols), np.asarray(prices.open[0], dtype=np.float64))
 
         exits = None
         if exit_rules is not None and exit_rules.active:
@@ -274,28 +354,46 @@ class VectorBTSimulator:
             init += float(np.sum(shares * close[0]))
             if price is not close:
                 price[0] = close[0]
+        return _Book(close, size, size_type, price, fees, slippage, init, off, reason, exits, carry)
 
-        records = _orders_simulate(close, size, size_type, price, fees, slippage, init, self.engine)
-        if carry is not None:
-            _check_carry_fill(records, carry[0])
+    def _finish(self, prices: PriceBlock, book: _Book, records: np.ndarray) -> SimResult:
+        if book.carry is not None:
+            _check_carry_fill(records, book.carry[0])
 
         def portfolio() -> Any:
             return vbt.Portfolio.from_orders(
-                close,
-                size,
-                size_type=size_type,
-                price=price,
-                val_price=price,
-                fees=fees,
-                slippage=slippage,
-                init_cash=init,
+                book.close,
+                book.size,
+                size_type=book.size_type,
+                price=book.price,
+                val_price=book.price,
+                fees=book.fees,
+                slippage=book.slippage,
+                init_cash=book.init,
                 cash_sharing=True,
                 group_by=True,
                 call_seq="auto",
                 engine=self.engine,
             )
 
-        return _result(portfolio, records, init, prices, off, reason, exits)
+        return _result(portfolio, records, book.init, prices, book.off, book.reason, book.exits)
+
+
+@dataclass(frozen=True)
+class _Book:
+    """The order arrays of one book on the simulation grid, before vectorbt runs them."""
+
+    close: np.ndarray
+    size: np.ndarray
+    size_type: Any
+    price: np.ndarray
+    fees: Any
+    slippage: Any
+    init: float
+    off: int
+    reason: np.ndarray | None
+    exits: StopExits | None
+    carry: tuple[np.ndarray, np.ndarray] | None
 
 
 def _orders_simulate(
@@ -305,7 +403,8 @@ def _orders_simulate(
     price: np.ndarray,
     fees: Any,
     slippage: Any,
-    init_cash: float,
+    init_cash: np.ndarray,
+    group_lens: np.ndarray,
     engine: str,
 ) -> np.ndarray:
     """vectorbt's ``from_orders`` simulation without building a ``Portfolio`` around it.
@@ -317,12 +416,12 @@ def _orders_simulate(
     of one window. Tests compare the records with ``Portfolio.from_orders`` to keep them equal.
     """
     shape = close.shape
-    group_lens = np.array([shape[1]], dtype=np.int64)
+    group_lens = np.asarray(group_lens, dtype=np.int64)
     call_seq = portfolio_nb.build_call_seq(shape, group_lens, call_seq_type=CallSeqType.Default)
     records, _ = dispatch.simulate_from_orders(
         shape,
         group_lens,
-        np.array([init_cash], dtype=np.float64),
+        np.asarray(init_cash, dtype=np.float64),
         call_seq,
         size=size,
         price=price,
