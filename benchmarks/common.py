@@ -17,8 +17,19 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = (
-    "quant-engine", "vectorbt", "vectorbt-rust", "numba", "numpy", "pandas", "polars", "duckdb",
-    "pyarrow", "hydra-core", "pydantic", "backtesting", "scipy",
+    "quant-engine",
+    "vectorbt",
+    "vectorbt-rust",
+    "numba",
+    "numpy",
+    "pandas",
+    "polars",
+    "duckdb",
+    "pyarrow",
+    "hydra-core",
+    "pydantic",
+    "backtesting",
+    "scipy",
 )
 
 
@@ -129,14 +140,24 @@ for i in range(args["repeat"]):
     t0 = time.perf_counter()
     r = run_backtest(cfg)
     runs.append({"wall_s": time.perf_counter() - t0, "end_epoch": time.time(), "timings": r.timings,
-                 "n_trades": r.metrics.get("n_trades"), "n_windows": r.metrics.get("n_windows")})
-print("BENCH_JSON " + json.dumps({"start_epoch": t_start, "runs": runs,
-      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                 "n_trades": r.metrics.get("n_trades"), "n_windows": r.metrics.get("n_windows"),
+                 "n_ambiguous": r.metrics.get("n_ambiguous_exits")})
+# VmHWM: this image's own peak RSS (ru_maxrss would include the parent's RSS at fork, kept over exec)
+try:
+    hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
+except (OSError, StopIteration):
+    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("BENCH_JSON " + json.dumps({"start_epoch": t_start, "runs": runs, "maxrss_mb": hwm}))
 """
 
 
 def backtest_subprocess(
-    lake: Path, out: Path, overrides: list[str], repeat: int = 1, env: dict[str, str] | None = None, timeout: float = 1800
+    lake: Path,
+    out: Path,
+    overrides: list[str],
+    repeat: int = 1,
+    env: dict[str, str] | None = None,
+    timeout: float = 1800,
 ) -> dict[str, Any]:
     """Run ``run_backtest`` ``repeat`` times in a fresh ``python -c`` and return its measurements.
 
@@ -150,7 +171,12 @@ def backtest_subprocess(
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, payload],
-        cwd=out, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=out,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     wall = time.perf_counter() - t0
     line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)

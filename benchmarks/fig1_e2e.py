@@ -22,9 +22,16 @@ WARM_TARGET_S = 5.0
 
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"profile": "crypto_rating", "overrides": ["data.n_symbols=50", "data.start=2023-01-01"],
-                "universe": "50 symbols x 2023-01-01..2024-12-31 daily (quick)"}
-    return {"profile": "crypto_rating", "overrides": [], "universe": "100 symbols x 2021-01-01..2024-12-31 daily (default)"}
+        return {
+            "profile": "crypto_rating",
+            "overrides": ["data.n_symbols=50", "data.start=2023-01-01"],
+            "universe": "50 symbols x 2023-01-01..2024-12-31 daily (quick)",
+        }
+    return {
+        "profile": "crypto_rating",
+        "overrides": [],
+        "universe": "100 symbols x 2021-01-01..2024-12-31 daily (default)",
+    }
 
 
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
@@ -36,36 +43,119 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
 
     gen = backtest_subprocess(lake, tmp / "out-gen", [*base, "backtest.vbt_engine=rust"], repeat=1)
     detail["empty_lakehouse_rust"] = gen
-    res = {e: backtest_subprocess(lake, tmp / f"out-{e}", [*base, f"backtest.vbt_engine={e}"], repeat=2) for e in ("rust", "numba")}
+    res = {
+        e: backtest_subprocess(lake, tmp / f"out-{e}", [*base, f"backtest.vbt_engine={e}"], repeat=2)
+        for e in ("rust", "numba")
+    }
     detail.update({f"existing_lakehouse_{e}": r for e, r in res.items()})
     rust, numba = res["rust"], res["numba"]
     first = {e: r["first_s"] for e, r in res.items()}
     warm = {e: r["runs"][1]["wall_s"] for e, r in res.items()}
 
-    rows.append(Row(FIG, "first run, existing lakehouse, rust", first["rust"], "s", first["numba"], "numba",
-                    f"<= {FIRST_TARGET_S:.0f} s", check(first["rust"], FIRST_TARGET_S),
-                    f"fresh python -c; lakehouse existed={rust['lakehouse_existed']}"))
-    rows.append(Row(FIG, "first run, existing lakehouse, numba", first["numba"], "s", None, "",
-                    f"<= {FIRST_TARGET_S:.0f} s", check(first["numba"], FIRST_TARGET_S), "numba cache on disk"))
-    rows.append(Row(FIG, "warm run (2nd call, same process), rust", warm["rust"], "s", warm["numba"], "numba",
-                    f"<= {WARM_TARGET_S:.0f} s", check(warm["rust"], WARM_TARGET_S)))
-    rows.append(Row(FIG, "warm run (2nd call, same process), numba", warm["numba"], "s", None, "",
-                    f"<= {WARM_TARGET_S:.0f} s", check(warm["numba"], WARM_TARGET_S)))
+    rows.append(
+        Row(
+            FIG,
+            "first run, existing lakehouse, rust",
+            first["rust"],
+            "s",
+            first["numba"],
+            "numba",
+            f"<= {FIRST_TARGET_S:.0f} s",
+            check(first["rust"], FIRST_TARGET_S),
+            f"fresh python -c; lakehouse existed={rust['lakehouse_existed']}",
+        )
+    )
+    rows.append(
+        Row(
+            FIG,
+            "first run, existing lakehouse, numba",
+            first["numba"],
+            "s",
+            None,
+            "",
+            f"<= {FIRST_TARGET_S:.0f} s",
+            check(first["numba"], FIRST_TARGET_S),
+            "numba cache on disk",
+        )
+    )
+    rows.append(
+        Row(
+            FIG,
+            "warm run (2nd call, same process), rust",
+            warm["rust"],
+            "s",
+            warm["numba"],
+            "numba",
+            f"<= {WARM_TARGET_S:.0f} s",
+            check(warm["rust"], WARM_TARGET_S),
+        )
+    )
+    rows.append(
+        Row(
+            FIG,
+            "warm run (2nd call, same process), numba",
+            warm["numba"],
+            "s",
+            None,
+            "",
+            f"<= {WARM_TARGET_S:.0f} s",
+            check(warm["numba"], WARM_TARGET_S),
+        )
+    )
     g_first, g_data = gen["first_s"], gen["runs"][0]["timings"]["data"]
-    rows.append(Row(FIG, "first run, EMPTY lakehouse (generates it), rust", g_first, "s", first["rust"],
-                    "first run, existing lakehouse", f"<= {FIRST_TARGET_S:.0f} s", check(g_first, FIRST_TARGET_S),
-                    f"lakehouse existed={gen['lakehouse_existed']}"))
-    rows.append(Row(FIG, "  of which lakehouse generation (data stage)", g_data, "s", g_first, "first run, empty lakehouse"))
+    rows.append(
+        Row(
+            FIG,
+            "first run, EMPTY lakehouse (generates it), rust",
+            g_first,
+            "s",
+            first["rust"],
+            "first run, existing lakehouse",
+            f"<= {FIRST_TARGET_S:.0f} s",
+            check(g_first, FIRST_TARGET_S),
+            f"lakehouse existed={gen['lakehouse_existed']}",
+        )
+    )
+    rows.append(
+        Row(FIG, "  of which lakehouse generation (data stage)", g_data, "s", g_first, "first run, empty lakehouse")
+    )
     startup = first["rust"] - rust["runs"][0]["timings"]["total"]
-    rows.append(Row(FIG, "  first run outside run_backtest's timer, rust", startup, "s", first["rust"], "first run",
-                    note="interpreter start, imports (vectorbt, numba cache loads), compose"))
+    rows.append(
+        Row(
+            FIG,
+            "  first run outside run_backtest's timer, rust",
+            startup,
+            "s",
+            first["rust"],
+            "first run",
+            note="interpreter start, imports (vectorbt, numba cache loads), compose",
+        )
+    )
     wt = rust["runs"][1]["timings"]
     for stage in STAGES:
         if stage in wt:
             rows.append(Row(FIG, f"  warm stage {stage}, rust", wt[stage], "s", wt["total"], "warm total"))
     ft = rust["runs"][0]["timings"]
-    rows.append(Row(FIG, "  first-run stage simulation, rust", ft["simulation"], "s", numba["runs"][0]["timings"]["simulation"], "numba"))
-    rows.append(Row(FIG, "  warm stage simulation, rust", wt["simulation"], "s", numba["runs"][1]["timings"]["simulation"], "numba"))
+    rows.append(
+        Row(
+            FIG,
+            "  first-run stage simulation, rust",
+            ft["simulation"],
+            "s",
+            numba["runs"][0]["timings"]["simulation"],
+            "numba",
+        )
+    )
+    rows.append(
+        Row(
+            FIG,
+            "  warm stage simulation, rust",
+            wt["simulation"],
+            "s",
+            numba["runs"][1]["timings"]["simulation"],
+            "numba",
+        )
+    )
     detail["n_windows"] = rust["runs"][1]["n_windows"]
     detail["n_trades"] = rust["runs"][1]["n_trades"]
 
@@ -74,12 +164,38 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         for e in ("rust", "numba"):
             cache = tmp / f"numba-cache-{e}"
             cache.mkdir()
-            cold[e] = backtest_subprocess(lake, tmp / f"out-cold-{e}", [*base, f"backtest.vbt_engine={e}"],
-                                          repeat=1, env={"NUMBA_CACHE_DIR": str(cache)})
+            cold[e] = backtest_subprocess(
+                lake,
+                tmp / f"out-cold-{e}",
+                [*base, f"backtest.vbt_engine={e}"],
+                repeat=1,
+                env={"NUMBA_CACHE_DIR": str(cache)},
+            )
         detail.update({f"empty_numba_cache_{e}": r for e, r in cold.items()})
         c = {e: r["first_s"] for e, r in cold.items()}
-        rows.append(Row(FIG, "first run, EMPTY numba cache (first process ever), rust", c["rust"], "s", c["numba"], "numba",
-                        f"<= {FIRST_TARGET_S:.0f} s", check(c["rust"], FIRST_TARGET_S), "NUMBA_CACHE_DIR=empty dir; the stop kernel is numba either way"))
-        rows.append(Row(FIG, "first run, EMPTY numba cache (first process ever), numba", c["numba"], "s", None, "",
-                        f"<= {FIRST_TARGET_S:.0f} s", check(c["numba"], FIRST_TARGET_S)))
+        rows.append(
+            Row(
+                FIG,
+                "first run, EMPTY numba cache (first process ever), rust",
+                c["rust"],
+                "s",
+                c["numba"],
+                "numba",
+                f"<= {FIRST_TARGET_S:.0f} s",
+                check(c["rust"], FIRST_TARGET_S),
+                "NUMBA_CACHE_DIR=empty dir; the stop kernel is numba either way",
+            )
+        )
+        rows.append(
+            Row(
+                FIG,
+                "first run, EMPTY numba cache (first process ever), numba",
+                c["numba"],
+                "s",
+                None,
+                "",
+                f"<= {FIRST_TARGET_S:.0f} s",
+                check(c["numba"], FIRST_TARGET_S),
+            )
+        )
     return rows, detail

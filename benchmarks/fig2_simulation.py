@@ -30,7 +30,8 @@ def ohlc(n_bars: int, n_cols: int, step: str, seed: int = 1) -> tuple[Any, np.nd
     open_ = np.vstack([np.full((1, n_cols), 100.0), close[:-1]]) * np.exp(rng.normal(0, 0.002, (n_bars, n_cols)))
     high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.006, (n_bars, n_cols))))
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.006, (n_bars, n_cols))))
-    index = np.arange(n_bars) * np.timedelta64(1, step[-1]) * int(step[:-1]) + np.datetime64("2021-01-01", "ns")
+    unit = {"h": "h", "d": "D"}[step[-1]]
+    index = np.datetime64("2021-01-01", "ns") + np.arange(n_bars) * np.timedelta64(int(step[:-1]), unit)
     cols = tuple(f"S{j}" for j in range(n_cols))
     return PriceBlock(open_, high, low, close, index.astype("datetime64[ns]"), cols), index
 
@@ -66,15 +67,31 @@ def raw_call(a: dict[str, np.ndarray], engine: str) -> Any:
     from vectorbt.portfolio.enums import SizeType
 
     return vbt.Portfolio.from_orders(
-        a["close"], a["size"], size_type=SizeType.TargetPercent, price=a["price"], val_price=a["price"],
-        fees=FEES, slippage=SLIP, init_cash=100_000.0, cash_sharing=True, group_by=True, call_seq="auto",
+        a["close"],
+        a["size"],
+        size_type=SizeType.TargetPercent,
+        price=a["price"],
+        val_price=a["price"],
+        fees=FEES,
+        slippage=SLIP,
+        init_cash=100_000.0,
+        cash_sharing=True,
+        group_by=True,
+        call_seq="auto",
         engine=engine,
     ).order_records
 
 
 def sizes(quick: bool) -> dict[str, Any]:
-    return {"n_cols": 10, "years": 4, "interval": "4h", "n_bars": 1461 * 6,
-            "rebalance_every_bars": 42, "window_call": "7 daily bars x 10 columns", "repeat": 3 if quick else 7}
+    return {
+        "n_cols": 10,
+        "years": 4,
+        "interval": "4h",
+        "n_bars": 1461 * 6,
+        "rebalance_every_bars": 42,
+        "window_call": "7 daily bars x 10 columns",
+        "repeat": 3 if quick else 7,
+    }
 
 
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
@@ -92,24 +109,76 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     for engine in ("rust", "numba"):
         sim = VectorBTSimulator(FEES, SLIP, engine)
         for mode, r in (("exit_rules", rules), ("rebalance", None)):
-            t[f"sim_{mode}_{engine}"] = best_of(lambda sim=sim, r=r: sim.simulate(prices, w, r, init_cash=100_000.0), rep)
+            t[f"sim_{mode}_{engine}"] = best_of(
+                lambda sim=sim, r=r: sim.simulate(prices, w, r, init_cash=100_000.0), rep
+            )
             arrays = raw_arrays(prices, w, r)
             t[f"raw_{mode}_{engine}"] = best_of(lambda a=arrays, e=engine: raw_call(a, e), rep)
     res = VectorBTSimulator(FEES, SLIP, "rust").simulate(prices, w, rules, init_cash=100_000.0)
     detail.update({"seconds": t, "n_orders": res.orders.height, "n_stop_exits": res.exits.height})
     label = f"{k} cols x {n} 4h bars"
-    rows.append(Row(FIG, f"simulate, exit rules ({label}), rust", t["sim_exit_rules_rust"] * 1e3, "ms",
-                    t["sim_rebalance_rust"] * 1e3, "rebalance mode, same arrays", note=f"{res.exits.height} stop exits"))
+    rows.append(
+        Row(
+            FIG,
+            f"simulate, exit rules ({label}), rust",
+            t["sim_exit_rules_rust"] * 1e3,
+            "ms",
+            t["sim_rebalance_rust"] * 1e3,
+            "rebalance mode, same arrays",
+            note=f"{res.exits.height} stop exits",
+        )
+    )
     for mode in ("exit_rules", "rebalance"):
         for engine in ("rust", "numba"):
             ratio = t[f"sim_{mode}_{engine}"] / t[f"raw_{mode}_{engine}"]
-            rows.append(Row(FIG, f"simulate vs raw from_orders, {mode}, {engine}", t[f"sim_{mode}_{engine}"] * 1e3, "ms",
-                            t[f"raw_{mode}_{engine}"] * 1e3, "one raw from_orders, same 2-row arrays",
-                            f"<= {OVERHEAD_TARGET}x", check(ratio, OVERHEAD_TARGET)))
-    rows.append(Row(FIG, "throughput, exit rules, rust", n * k / t["sim_exit_rules_rust"], "bar-cols/s",
-                    n * k / t["sim_exit_rules_numba"], "numba"))
-    rows.append(Row(FIG, "throughput, rebalance, rust", n * k / t["sim_rebalance_rust"], "bar-cols/s",
-                    n * k / t["sim_rebalance_numba"], "numba"))
+            rows.append(
+                Row(
+                    FIG,
+                    f"simulate vs raw from_orders, {mode}, {engine}",
+                    t[f"sim_{mode}_{engine}"] * 1e3,
+                    "ms",
+                    t[f"raw_{mode}_{engine}"] * 1e3,
+                    "one raw from_orders, same 2-row arrays",
+                    f"<= {OVERHEAD_TARGET}x",
+                    check(ratio, OVERHEAD_TARGET),
+                )
+            )
+    rows.append(
+        Row(
+            FIG,
+            "throughput, exit rules, rust",
+            n * k / t["sim_exit_rules_rust"],
+            "bar-cols/s",
+            n * k / t["sim_exit_rules_numba"],
+            "numba",
+        )
+    )
+    rows.append(
+        Row(
+            FIG,
+            "throughput, rebalance, rust",
+            n * k / t["sim_rebalance_rust"],
+            "bar-cols/s",
+            n * k / t["sim_rebalance_numba"],
+            "numba",
+        )
+    )
+
+    from engine.simulation.stops import find_stop_exits
+
+    t["kernel"] = best_of(
+        lambda: find_stop_exits(prices.open, prices.high, prices.low, prices.index, w, rules, SLIP), rep
+    )
+    rows.append(
+        Row(
+            FIG,
+            "  of which stop kernel (find_stop_exits), numba",
+            t["kernel"] * 1e3,
+            "ms",
+            t["sim_exit_rules_rust"] * 1e3,
+            "simulate, exit rules, rust",
+        )
+    )
 
     # One walk-forward window: the per-call fixed cost the end-to-end simulation stage pays.
     wp, _ = ohlc(7, 10, "1d", seed=2)
@@ -118,11 +187,22 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     for engine in ("rust", "numba"):
         sim = VectorBTSimulator(FEES, SLIP, engine)
         t[f"win_{engine}"] = best_of(
-            lambda sim=sim: sim.simulate(wp, ww, rules, init_cash=100_000.0, carry_shares=carry, carry_price=wp.open[0]),
+            lambda sim=sim: sim.simulate(
+                wp, ww, rules, init_cash=100_000.0, carry_shares=carry, carry_price=wp.open[0]
+            ),
             max(rep * 10, 30),
         )
         arrays = raw_arrays(wp, ww, rules)
         t[f"win_raw_{engine}"] = best_of(lambda a=arrays, e=engine: raw_call(a, e), max(rep * 10, 30))
-        rows.append(Row(FIG, f"one window call (7 daily bars x 10 cols, carry-in), {engine}", t[f"win_{engine}"] * 1e3, "ms",
-                        t[f"win_raw_{engine}"] * 1e3, "raw from_orders", note="fixed cost per call"))
+        rows.append(
+            Row(
+                FIG,
+                f"one window call (7 daily bars x 10 cols, carry-in), {engine}",
+                t[f"win_{engine}"] * 1e3,
+                "ms",
+                t[f"win_raw_{engine}"] * 1e3,
+                "raw from_orders",
+                note="fixed cost per call",
+            )
+        )
     return rows, detail

@@ -39,15 +39,20 @@ def universe(n_symbols: int, n_days: int, seed: int = 3) -> pl.DataFrame:
         {
             "symbol": np.repeat(np.array(names), n_days),
             "timestamp": np.tile(ts, n_symbols),
-            **{c: a.T.ravel() for c, a in (("open", open_), ("high", high), ("low", low), ("close", close), ("volume", volume))},
+            **{
+                c: a.T.ravel()
+                for c, a in (("open", open_), ("high", high), ("low", low), ("close", close), ("volume", volume))
+            },
         }
     ).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
 
 
 def baseline(df: pl.DataFrame, rank_dates: list[date], momentum_days: int) -> pl.DataFrame:
     return (
-        df.with_columns(pl.col("timestamp").dt.date().alias("date"),
-                        (pl.col("close") / pl.col("close").shift(momentum_days) - 1.0).over("symbol").alias("momentum"))
+        df.with_columns(
+            pl.col("timestamp").dt.date().alias("date"),
+            (pl.col("close") / pl.col("close").shift(momentum_days) - 1.0).over("symbol").alias("momentum"),
+        )
         .filter(pl.col("date").is_in(rank_dates) & pl.col("momentum").is_not_null())
         .with_columns(pl.col("momentum").rank(descending=True).over("date").alias("rank"))
     )
@@ -70,11 +75,25 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     ranks = ranks_compute(lf, rank_dates, ranking, portfolio, universe_cfg)
     label = f"{size['n_symbols']} symbols x {size['n_days']} days"
     rows = [
-        Row(FIG, f"ranks_compute ({label}, {len(rank_dates)} rank dates)", n_rows / ours, "rows/s", n_rows / base,
-            "polars eager momentum + per-date rank", note=f"{ours:.2f} s vs {base:.2f} s"),
+        Row(
+            FIG,
+            f"ranks_compute ({label}, {len(rank_dates)} rank dates)",
+            n_rows / ours,
+            "rows/s",
+            n_rows / base,
+            "polars eager momentum + per-date rank",
+            note=f"{ours:.2f} s vs {base:.2f} s",
+        ),
         Row(FIG, "ranks_compute wall time", ours, "s", base, "polars eager momentum + per-date rank"),
     ]
-    detail = {"sizes": size, "n_rows": n_rows, "n_rank_dates": len(rank_dates), "generate_s": gen_s,
-              "ranked_rows": ranks.height, "ours_s": ours, "baseline_s": base,
-              "baseline": "polars eager: momentum over(symbol), is_in(rank dates), rank over(date)"}
+    detail = {
+        "sizes": size,
+        "n_rows": n_rows,
+        "n_rank_dates": len(rank_dates),
+        "generate_s": gen_s,
+        "ranked_rows": ranks.height,
+        "ours_s": ours,
+        "baseline_s": base,
+        "baseline": "polars eager: momentum over(symbol), is_in(rank dates), rank over(date)",
+    }
     return rows, detail

@@ -22,6 +22,7 @@ from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, atomic_write_bytes, ranges_merge
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError
+from engine.exit_rules import ExitRules
 from engine.metrics import equity_metrics, trading_metrics
 from engine.panel import Panel, panel_load
 from engine.progress import progress_iter
@@ -33,6 +34,8 @@ from engine.sql import sql_arrow
 from engine.windows import DAY_MS, Window, windows_build
 
 log = logging.getLogger(__name__)
+
+STOP_KINDS = ("stop_loss", "take_profit", "trailing")
 
 ORDER_SCHEMA = {
     "window": pl.Int64,
@@ -79,6 +82,17 @@ class _Pass:
 
 
 @dataclass
+class _Book:
+    """One portfolio walking forward: its exit rules, carried state and collected output."""
+
+    rules: ExitRules | None
+    cash: float
+    shares: dict[str, float] = field(default_factory=dict)
+    last_price: dict[str, float] = field(default_factory=dict)
+    out: _Pass = field(default_factory=_Pass)
+
+
+@dataclass
 class BacktestResult:
     """Everything a run produced, before it is written to disk."""
 
@@ -96,8 +110,12 @@ class BacktestResult:
 class BacktestEngine:
     """Walk-forward engine over a lakehouse and a data source, configured by a :class:`RunConfig`."""
 
-    def __init__(self, cfg: RunConfig, source: DataSource | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, source: DataSource | None = None, rules: list[ExitRules | None] | None = None
+    ) -> None:
         self.cfg = cfg
+        self.rules: list[ExitRules | None] = [cfg.exit_rules] if rules is None else list(rules)
+        self.book_metrics: list[dict[str, Any]] = []
         if source is None:
             from engine.data.sources.registry import source_from_config
 
@@ -217,11 +235,8 @@ class BacktestEngine:
     # ---- walk-forward ------------------------------------------------------------------------
 
     def _reset(self, ambiguity: str) -> None:
-        self.cash = self.cfg.backtest.init_cash
-        self.shares: dict[str, float] = {}
-        self.last_price: dict[str, float] = {}
+        self.books = [_Book(rules, self.cfg.backtest.init_cash) for rules in self.rules]
         self.ambiguity = ambiguity
-        self.out = _Pass()
 
     def _run_window_step(self, w: Window) -> None:
         """Select the window's winners, weight them, fetch their fine bars, simulate."""
@@ -315,7 +330,7 @@ class BacktestEngine:
                 if s in self.daily.symbols and start_row < self.daily.ts_ms.size
                 else np.nan
             )
-            flat[:, j] = p if np.isfinite(p) else self.last_price[s]
+            flat[:, j] = p if np.isfinite(p) else next(b.last_price[s] for b in self.books if s in b.last_price)
         close = np.hstack([raw["close"], flat])
         prev = _ffill_rows(close)
         cidx = np.arange(close.shape[1])
@@ -334,41 +349,19 @@ class BacktestEngine:
         return ts, block, delist
 
     def _run_simulation(self, w: Window, selection: SelectionContext, allocation: AllocationContext) -> None:
-        """Simulate one window on its columns and carry the state into the next window."""
+        """Simulate one window for every book (one vectorbt call) and carry each book's state."""
         t0 = time.perf_counter()
         winners = list(allocation.weights)
-        carried = [s for s, q in self.shares.items() if q != 0 and s not in allocation.weights]
+        held = {s for b in self.books for s, q in b.shares.items() if q != 0}
+        carried = sorted(held - set(winners))
         columns = winners + carried
-        mode = "rebalance" if allocation.exit_rules is None else "exit_rules"
-        audit: dict[str, Any] = {
-            **w.as_dict(),
-            "winners": selection.winners,
-            "weights": allocation.weights,
-            "mode": mode,
-            "interval": self.interval,
-            "exit_rules": None if allocation.exit_rules is None else allocation.exit_rules.model_dump(),
-        }
         if not columns:
             ts = self.daily.ts_ms[self.daily.rows(w.start_ms, w.end_ms)]
-            self._collect_flat(ts + DAY_MS, audit)
+            for book in self.books:
+                self._collect_flat(book, ts + DAY_MS, self._audit(w, selection, allocation, book))
             self._timed("simulation", t0)
             return
         ts, block, delist = self._window_block(w, winners, carried)
-        n, k = block["close"].shape
-        weights = np.full((n, k), np.nan)
-        if self.cfg.signals is None:
-            weights[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
-        else:
-            # held winners are re-weighted at the rebalance (which resets their stops); new winners
-            # wait for their entry signal; positions that left the winners are closed
-            weights[0, :] = [
-                (allocation.weights[s] if self.shares.get(s) else np.nan) if s in allocation.weights else 0.0
-                for s in columns
-            ]
-            self._signal_weights(w, winners, ts, weights, allocation.weights)
-        weights[delist] = 0.0
-        carry_shares = np.array([self.shares.get(s, 0.0) for s in columns])
-        carry_price = np.array([self.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
         prices = PriceBlock(
             open=block["open"],
             high=block["high"],
@@ -377,35 +370,67 @@ class BacktestEngine:
             index=ts.astype("datetime64[ms]").astype("datetime64[ns]"),
             columns=columns,
         )
-        ctx = SimulationContext(
-            selection=selection,
-            allocation=allocation,
-            prices=prices,
-            weights=weights,
-            init_cash=max(self.cash, 0.0),
-            carry_shares=carry_shares,
-            carry_price=carry_price,
-            ambiguity=self.ambiguity,
-        )
-        res = self.stage.execute(ctx)
-        self.cash = float(res.cash_end)
-        self.shares = {s: float(q) for s, q in zip(columns, res.shares_end, strict=True) if q != 0}
-        for j, s in enumerate(columns):
-            self.last_price[s] = float(block["close"][-1, j])
+        contexts = []
+        for book in self.books:
+            weights = np.full(block["close"].shape, np.nan)
+            if self.cfg.signals is None:
+                weights[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
+            else:
+                # held winners are re-weighted at the rebalance (which resets their stops); new
+                # winners wait for their entry signal; positions that left the winners are closed
+                weights[0, :] = [
+                    (allocation.weights[s] if book.shares.get(s) else np.nan) if s in allocation.weights else 0.0
+                    for s in columns
+                ]
+                self._signal_weights(w, winners, ts, weights, allocation.weights)
+            weights[delist] = 0.0
+            contexts.append(
+                SimulationContext(
+                    selection=selection.model_copy(update={"exit_rules": book.rules}),
+                    allocation=allocation.model_copy(update={"exit_rules": book.rules}),
+                    prices=prices,
+                    weights=weights,
+                    init_cash=max(book.cash, 0.0),
+                    carry_shares=np.array([book.shares.get(s, 0.0) for s in columns]),
+                    carry_price=np.array([book.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)]),
+                    ambiguity=self.ambiguity,
+                )
+            )
+        results = [self.stage.execute(contexts[0])] if len(contexts) == 1 else self.stage.execute_grid(contexts)
         step = interval_ms(self.interval)
-        self._collect(w, ts, step, columns, block, weights, delist, res, audit)
+        for book, ctx, res in zip(self.books, contexts, results, strict=True):
+            book.cash = float(res.cash_end)
+            book.shares = {s: float(q) for s, q in zip(columns, res.shares_end, strict=True) if q != 0}
+            for j, s in enumerate(columns):
+                book.last_price[s] = float(block["close"][-1, j])
+            audit = self._audit(w, selection, allocation, book)
+            self._collect(book, w, ts, step, columns, block, ctx.weights, delist, res, audit)
         self._timed("simulation", t0)
 
-    def _collect_flat(self, close_ts: np.ndarray, audit: dict[str, Any]) -> None:
-        self.out.equity_ts.append(close_ts)
-        self.out.equity.append(np.full(close_ts.size, self.cash))
-        self.out.exposure.append(np.zeros(close_ts.size))
+    def _audit(
+        self, w: Window, selection: SelectionContext, allocation: AllocationContext, book: _Book
+    ) -> dict[str, Any]:
+        return {
+            **w.as_dict(),
+            "winners": selection.winners,
+            "weights": allocation.weights,
+            "mode": "rebalance" if book.rules is None else "exit_rules",
+            "signals": None if self.cfg.signals is None else "trend_in_trend",
+            "interval": self.interval,
+            "exit_rules": None if book.rules is None else book.rules.model_dump(),
+        }
+
+    def _collect_flat(self, book: _Book, close_ts: np.ndarray, audit: dict[str, Any]) -> None:
+        book.out.equity_ts.append(close_ts)
+        book.out.equity.append(np.full(close_ts.size, book.cash))
+        book.out.exposure.append(np.zeros(close_ts.size))
         audit["exits"] = {}
         audit["ambiguous"] = 0
-        self.out.audit.append(audit)
+        book.out.audit.append(audit)
 
     def _collect(
         self,
+        book: _Book,
         w: Window,
         ts: np.ndarray,
         step: int,
@@ -416,7 +441,7 @@ class BacktestEngine:
         res: SimResult,
         audit: dict[str, Any],
     ) -> None:
-        out = self.out
+        out = book.out
         out.equity_ts.append(ts + step)
         out.equity.append(np.asarray(res.equity, dtype=np.float64))
         held = np.asarray(res.equity) - self._cash_path(res)
@@ -494,34 +519,40 @@ class BacktestEngine:
         """Cash at each bar's close, from the portfolio (odd rows of the two-row grid)."""
         return np.asarray(res.cash, dtype=np.float64)
 
-    def _simulate_all(self, ambiguity: str, interval: str | None = None, restart: _Pass | None = None) -> _Pass:
-        """One pass over the windows; with ``restart``, resume from the first window in which that
-        pass saw an ambiguous exit, from its state there (earlier windows cannot differ)."""
+    def _simulate_all(
+        self, ambiguity: str, interval: str | None = None, restart: list[_Pass] | None = None
+    ) -> list[_Pass]:
+        """One pass of every book over the windows.
+
+        With ``restart`` (the pessimistic passes), resume from the first window in which any book
+        saw an ambiguous exit, from each book's state there: earlier windows cannot differ.
+        """
         finest = self.interval
         self.interval = interval or finest
         self._reset(ambiguity)
         first = 0
         if restart is not None:
-            first = next(i for i, a in enumerate(restart.audit) if a["ambiguous"])
-            cash, shares, last = restart.states[first]
-            self.cash, self.shares, self.last_price = cash, dict(shares), dict(last)
+            first = min(next((i for i, a in enumerate(p.audit) if a["ambiguous"]), len(p.audit)) for p in restart)
+            for book, p in zip(self.books, restart, strict=True):
+                book.cash, shares, last = p.states[first]
+                book.shares, book.last_price = dict(shares), dict(last)
         try:
             for w in progress_iter(
                 self.windows[first:], f"walk-forward ({ambiguity}, {self.interval})", quiet=self.cfg.quiet
             ):
-                self.out.states.append((self.cash, dict(self.shares), dict(self.last_price)))
+                for book in self.books:
+                    book.out.states.append((book.cash, dict(book.shares), dict(book.last_price)))
                 self._run_window_step(w)
         finally:
             self.interval = finest
-        return self.out
+        return [b.out for b in self.books]
 
-    def _daily_comparison(self, main: _Pass) -> dict[str, Any]:
+    def _daily_comparison(self, main: _Pass, daily: _Pass) -> dict[str, Any]:
         """The same winners and rules with stops on daily bars only: what daily simulation misstates."""
-        daily = self._simulate_all("pessimistic", "1d")
         ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
         m = equity_metrics(eq[(ts % DAY_MS) == 0], self.cfg.backtest.init_cash, n_days)
-        stops = [t for t in daily.trades if t["exit_kind"] in ("stop_loss", "take_profit", "trailing")]
+        stops = [t for t in daily.trades if t["exit_kind"] in STOP_KINDS]
         return {
             "total_return": m["total_return"],
             "max_drawdown": m["max_drawdown"],
@@ -533,46 +564,64 @@ class BacktestEngine:
     # ---- the run -----------------------------------------------------------------------------
 
     def run(self) -> BacktestResult:
-        """Prepare data and ranks, walk forward through every window, compute metrics."""
+        """Prepare data and ranks, walk forward through every window, compute metrics.
+
+        With several books (an exit-rule grid) the returned result is the first book's; the
+        metrics of every book are in ``self.book_metrics``.
+        """
         self.data_prepare()
         self.ranks_prepare()
         main = self._simulate_all("pessimistic")
-        optimistic_total = None
-        if self.cfg.exit_rules is not None and main.n_ambiguous:
+        active = any(r is not None for r in self.rules)
+        alt = None
+        if active and any(p.n_ambiguous for p in main):
             alt = self._simulate_all("optimistic", restart=main)
-            optimistic_total = float(alt.equity[-1][-1] / self.cfg.backtest.init_cash - 1.0)
-        daily_bars = None
-        if self.cfg.exit_rules is not None and self.interval != "1d" and self.cfg.signals is None:
-            daily_bars = self._daily_comparison(main)
-        self.out = main
+        daily = None
+        if active and self.interval != "1d" and self.cfg.signals is None:
+            daily = self._simulate_all("pessimistic", "1d")
         t0 = time.perf_counter()
-        ts = np.concatenate(main.equity_ts)
-        equity = np.concatenate(main.equity)
-        exposure = np.concatenate(main.exposure)
+        self.book_metrics = []
+        for i, (rules, p) in enumerate(zip(self.rules, main, strict=True)):
+            extra: dict[str, Any] = {"mode": "rebalance" if rules is None else "exit_rules", "daily_bars": None}
+            if rules is not None:
+                final = alt[i].equity[-1][-1] if alt is not None else p.equity[-1][-1]
+                extra["total_return_optimistic"] = float(final / self.cfg.backtest.init_cash - 1.0)
+                if daily is not None:
+                    extra["daily_bars"] = self._daily_comparison(p, daily[i])
+            else:
+                extra["total_return_optimistic"] = None
+            self.book_metrics.append(self._pass_metrics(p, extra))
+        result = self._result(main[0], self.book_metrics[0])
+        self._timed("metrics", t0)
+        return result
+
+    def _pass_metrics(self, p: _Pass, extra: dict[str, Any]) -> dict[str, Any]:
+        ts, equity, exposure = np.concatenate(p.equity_ts), np.concatenate(p.equity), np.concatenate(p.exposure)
         daily = (ts % DAY_MS) == 0
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
-        orders = pl.concat(main.orders) if main.orders else pl.DataFrame(schema=ORDER_SCHEMA)
-        trades = pl.DataFrame(main.trades, schema=TRADE_SCHEMA) if main.trades else pl.DataFrame(schema=TRADE_SCHEMA)
-        metrics: dict[str, Any] = {
+        orders = pl.concat(p.orders) if p.orders else pl.DataFrame(schema=ORDER_SCHEMA)
+        trades = pl.DataFrame(p.trades, schema=TRADE_SCHEMA) if p.trades else pl.DataFrame(schema=TRADE_SCHEMA)
+        return {
             **equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days),
             **trading_metrics(orders, trades, equity[daily], exposure[daily], n_days),
             "final_equity": float(equity[-1]),
             "n_windows": len(self.windows),
             "start": self.windows[0].as_dict()["start"],
             "end": self.windows[-1].as_dict()["end"],
-            "mode": "rebalance" if self.cfg.exit_rules is None else "exit_rules",
             "interval": self.interval,
-            "n_ambiguous_exits": main.n_ambiguous,
-            "n_stop_exits": sum(1 for t in main.trades if t["exit_kind"] in ("stop_loss", "take_profit", "trailing")),
-            "daily_bars": daily_bars,
-            "total_return_optimistic": optimistic_total
-            if optimistic_total is not None
-            else (
-                None
-                if self.cfg.exit_rules is None
-                else equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days)["total_return"]
-            ),
+            "n_ambiguous_exits": p.n_ambiguous,
+            "n_stop_exits": sum(1 for t in p.trades if t["exit_kind"] in STOP_KINDS),
+            **extra,
         }
+
+    def _result(self, main: _Pass, metrics: dict[str, Any]) -> BacktestResult:
+        ts, equity, exposure = (
+            np.concatenate(main.equity_ts),
+            np.concatenate(main.equity),
+            np.concatenate(main.exposure),
+        )
+        orders = pl.concat(main.orders) if main.orders else pl.DataFrame(schema=ORDER_SCHEMA)
+        trades = pl.DataFrame(main.trades, schema=TRADE_SCHEMA) if main.trades else pl.DataFrame(schema=TRADE_SCHEMA)
         equity_df = pl.DataFrame({"timestamp": ts, "equity": equity, "exposure": exposure}).with_columns(
             pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
         )
@@ -584,22 +633,15 @@ class BacktestEngine:
             schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
         )
         winners = winners.join(weights, on=["window", "symbol"], how="left").sort(["window", "rank"])
-        self._timed("metrics", t0)
+        traded = {f"symbol={s.replace('/', '_')}" for s in set(trades.get_column("symbol").to_list())}
         files = sorted(
             str(p.relative_to(self.lakehouse.root))
             for kind in ("bars", "mtf")
             for p in (self.lakehouse.root / kind).glob("interval=*/symbol=*/data.parquet")
-            if (kind == "bars" and p.parent.parent.name == "interval=1d")
-            or (
-                kind == "mtf"
-                and any(
-                    f"symbol={s.replace('/', '_')}" == p.parent.name for s in set(trades.get_column("symbol").to_list())
-                )
-            )
+            if (kind == "bars" and p.parent.parent.name == "interval=1d") or (kind == "mtf" and p.parent.name in traded)
         )
-        benchmark = self._benchmark()
         return BacktestResult(
-            metrics, equity_df, orders, trades, winners, main.audit, dict(self.timings), files, benchmark
+            metrics, equity_df, orders, trades, winners, main.audit, dict(self.timings), files, self._benchmark()
         )
 
     def _benchmark(self) -> pl.DataFrame:

@@ -93,3 +93,16 @@ class SimulationStage:
             exit_rules=exit_rules,
             ambiguity=ctx.ambiguity,
         )
+
+    def execute_grid(self, contexts: list[SimulationContext]) -> list[SimResult]:
+        """Simulate several books on the same prices (an exit-rule grid) in one vectorbt call."""
+        first = contexts[0]
+        return self.simulator.simulate_grid(
+            first.prices,
+            [c.weights for c in contexts],
+            [c.allocation.exit_rules for c in contexts],
+            init_cash=[c.init_cash for c in contexts],
+            carry_shares=[c.carry_shares for c in contexts],
+            carry_price=first.carry_price,
+            ambiguity=first.ambiguity,
+        )

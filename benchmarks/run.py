@@ -1,0 +1,145 @@
+"""Run the benchmark suite, print the table, write ``benchmarks/results/latest.json``.
+
+    python -m benchmarks            # full suite (~15 min on 2 cores)
+    python -m benchmarks --quick    # smaller sizes, no scaling figure (< 3 min; CI)
+    python benchmarks/run.py --only 2,6
+
+Targets are printed as pass/miss and never change the exit code; only a crash does (exit 1).
+Every lakehouse and output directory lives in a temporary directory removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # ``python benchmarks/run.py``: import the package from the repo root
+    _root = str(Path(__file__).resolve().parent.parent)
+    sys.path[:] = [_root, *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
+
+from benchmarks import fig1_e2e, fig2_simulation, fig3_ranking, fig4_mtf, fig5_scaling, fig6_peer
+from benchmarks.common import REPO, Row, machine_info
+
+FIGURES = {
+    "1": ("end-to-end default profile", fig1_e2e, True),
+    "2": ("simulation stage", fig2_simulation, True),
+    "3": ("ranking throughput", fig3_ranking, True),
+    "4": ("lazy MTF ingest and winner slice", fig4_mtf, True),
+    "5": ("scaling with the universe (full only)", fig5_scaling, False),
+    "6": ("peer: backtesting.py", fig6_peer, True),
+}
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if isinstance(x, int) or (float(x).is_integer() and abs(x) < 1e6):
+        return f"{int(x)}"
+    a = abs(x)
+    if a >= 1e5:
+        return f"{x:.3g}"
+    if a >= 100:
+        return f"{x:.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    if a >= 0.01:
+        return f"{x:.3f}"
+    return f"{x:.2e}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("figure", "measure", "value", "unit", "baseline", "ratio", "target", "")
+    body = [
+        (
+            r.figure,
+            r.name,
+            _fmt(r.value),
+            r.unit,
+            f"{_fmt(r.baseline)}" + (f" ({r.baseline_name})" if r.baseline is not None else ""),
+            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            r.target,
+            r.status,
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *body, strict=True)]
+    widths[4] = min(widths[4], 48)
+    lines = [
+        "  ".join(str(c)[:w].ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in (head, *body)
+    ]
+    lines.insert(1, "-" * max(len(x) for x in lines))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, no scaling figure (< 3 min)")
+    parser.add_argument("--only", default="", help="comma-separated figure numbers, e.g. 2,6")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+    logging.getLogger().setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    wanted = [k for k in FIGURES if not args.only or k in args.only.split(",")]
+    if args.quick:
+        wanted = [k for k in wanted if FIGURES[k][2]]
+    mode = "quick" if args.quick else "full"
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    print(f"benchmarks ({mode} mode), figures {', '.join(wanted)}; ratio = value / baseline", flush=True)
+    rows: list[Row] = []
+    figures: dict[str, Any] = {}
+    crashed = []
+    with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
+        for key in wanted:
+            title, module, _ = FIGURES[key]
+            work = Path(tmp) / f"fig{key}"
+            work.mkdir()
+            f0 = time.perf_counter()
+            print(f"[{key}] {title}: sizes {module.sizes(args.quick)} ...", flush=True)
+            try:
+                fig_rows, detail = module.run(args.quick, work)
+            except Exception as exc:  # a crash: reported, the other figures still run, exit 1
+                crashed.append(key)
+                traceback.print_exc()
+                figures[key] = {"title": title, "error": f"{exc.__class__.__name__}: {exc}"}
+                continue
+            secs = time.perf_counter() - f0
+            print(f"[{key}] done in {secs:.1f} s", flush=True)
+            rows.extend(fig_rows)
+            figures[key] = {"title": title, "seconds": secs, "detail": detail, "rows": [r.as_dict() for r in fig_rows]}
+    duration = time.perf_counter() - t0
+    print()
+    print(table(rows))
+    print(f"\n{mode} mode, {duration:.0f} s; targets are reported, never enforced")
+    report = {
+        "mode": mode,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "duration_s": duration,
+        "machine": machine_info(),
+        "ratio": "value / baseline",
+        "figures": figures,
+        "rows": [r.as_dict() for r in rows],
+        "crashed": crashed,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=1, default=str))
+    print(f"wrote {args.output}")
+    if crashed:
+        print(f"figure(s) {', '.join(crashed)} crashed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
