@@ -7,18 +7,21 @@ not with a traceback halfway through a sweep.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig, config_validate
-from engine.errors import ConfigError, EngineError
+from engine.errors import ConfigError, DataError, EngineError
+from engine.exit_rules import ExitRules
 
 log = logging.getLogger("engine")
 
@@ -113,7 +116,9 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
     errors: list[str] = []
     for combo in combos[:MAX_VALIDATED_COMBOS]:
         try:
-            config_compose(combo)
+            cfg, _ = config_compose(combo)
+            if cfg.task == "grid":
+                grid_combos(cfg)
         except ConfigError as exc:
             if not multirun:
                 raise
@@ -129,6 +134,23 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
     return len(combos)
 
 
+@contextlib.contextmanager
+def data_errors(lakehouse: str) -> Iterator[None]:
+    """Turn a reader's failure on a corrupt or foreign file into one line that says what to do."""
+    import duckdb
+    import polars.exceptions as plx
+
+    try:
+        yield
+    except (duckdb.Error, plx.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        msg = (
+            f"unreadable data in the lakehouse {lakehouse} ({first}): delete the file it names "
+            "(the run refetches or regenerates it) and rerun"
+        )
+        raise DataError(msg) from None
+
+
 def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     """Run a walk-forward backtest and write its artefacts into ``cfg.paths.output_dir``."""
     from engine.artefacts import artefacts_write
@@ -139,8 +161,9 @@ def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
         raise ConfigError(msg)
     out = Path(cfg.paths.output_dir)
     t0 = time.perf_counter()
-    engine = BacktestEngine(cfg)
-    result = engine.run()
+    with data_errors(cfg.paths.lakehouse_dir):
+        engine = BacktestEngine(cfg)
+        result = engine.run()
     t1 = time.perf_counter()
     artefacts_write(out, cfg, result, config_yaml)
     from engine.report import report_write
@@ -148,6 +171,66 @@ def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     report_write(out, cfg, result)
     timings = {**result.timings, "artefacts": time.perf_counter() - t1, "total": time.perf_counter() - t0}
     return RunResult(out, result.metrics, timings)
+
+
+def grid_combos(cfg: RunConfig) -> list[ExitRules | None]:
+    """The valid exit rules of ``cfg.grid`` (invalid combinations are reported and skipped)."""
+    combos, invalid = cfg.grid.combos(cfg.exit_rules)
+    if not combos:
+        msg = f"the exit-rule grid yields 0 valid combinations ({len(invalid)} invalid, e.g. {invalid[0]}): fix the grid values"
+        raise ConfigError(msg)
+    for reason in invalid:
+        log.warning("grid combination skipped: %s", reason)
+    rules = [ExitRules.model_validate(c) for c in combos]
+    return [r if r.active else None for r in rules]
+
+
+def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
+    """Simulate every exit-rule combination of ``cfg.grid`` in one walk-forward (one vectorbt call
+    per window) and write one metrics row per combination under ``combos/NNN/``.
+
+    The first combination's full artefacts go to the run directory itself; every combination gets
+    ``metrics.json`` and ``params.json`` (the sweep summary reads them like multirun jobs).
+    """
+    from engine.artefacts import artefacts_write
+    from engine.backtest import BacktestEngine
+    from engine.config import ENGINE_VERSION
+    from engine.data.lakehouse import atomic_write_bytes
+
+    if cfg.paths.output_dir is None:
+        msg = "paths.output_dir is not set: pass paths.output_dir=DIR or run through `python -m engine`"
+        raise ConfigError(msg)
+    out = Path(cfg.paths.output_dir)
+    rules = grid_combos(cfg)
+    t0 = time.perf_counter()
+    with data_errors(cfg.paths.lakehouse_dir):
+        engine = BacktestEngine(cfg, rules=rules)
+        result = engine.run()
+    artefacts_write(out, cfg, result, config_yaml)
+    rows = []
+    for i, (r, metrics) in enumerate(zip(rules, engine.book_metrics, strict=True)):
+        job = out / "combos" / f"{i:03d}"
+        job.mkdir(parents=True, exist_ok=True)
+        values = (r or ExitRules()).model_dump()
+        params = {f"exit_rules.{k}": json.dumps(v) for k, v in values.items()}
+        atomic_write_bytes(job / "params.json", (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
+        body = {"engine_version": ENGINE_VERSION, **metrics}
+        atomic_write_bytes(
+            job / "metrics.json", (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
+        )
+        rows.append(
+            {"combo": i, **values, "sharpe": metrics.get("sharpe"), "total_return": metrics.get("total_return")}
+        )
+    timings = {**result.timings, "total": time.perf_counter() - t0}
+    print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
+    try:
+        from engine.sweep import sweep_summarize
+
+        summary = sweep_summarize(out / "combos")
+        print(f"leaderboard: {getattr(summary, 'leaderboard_csv', out / 'combos' / 'leaderboard.csv')}")
+    except ImportError:
+        pass
+    return RunResult(out, {"combinations": rows}, timings)
 
 
 def ingest_run(cfg: RunConfig) -> None:
@@ -224,6 +307,9 @@ def task_run(dcfg: Any) -> float | None:
     params_write(Path(raw["paths"]["output_dir"]))
     if cfg.task == "ingest":
         ingest_run(cfg)
+        return None
+    if cfg.task == "grid":
+        grid_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
         return None
     result = run_backtest(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
     summary_print(result)

@@ -6,6 +6,7 @@ fails at start-up with one line naming the key and what is allowed (see :func:`c
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -193,10 +194,39 @@ class CostsConfig(_Model):
     """Proportional price slippage against the trader per fill."""
 
 
+class GridConfig(_Model):
+    """Exit-rule grid of ``task=grid``: the product of the non-empty lists."""
+
+    sl_stop: list[float | None] = Field(default_factory=list)
+    tp_stop: list[float | None] = Field(default_factory=list)
+    sl_trail: list[bool | float] = Field(default_factory=list)
+    max_holding: list[str | None] = Field(default_factory=list)
+
+    def combos(self, base: ExitRules | None) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every combination as ExitRules field values, and the reasons of invalid ones."""
+        axes = {k: v for k, v in self.model_dump().items() if v}
+        if not axes:
+            msg = "task=grid needs at least one grid list, e.g. 'grid.sl_stop=[0.02,0.05]' or grid=sl_tp_27"
+            raise ConfigError(msg)
+        start = (base or ExitRules()).model_dump()
+        combos, invalid = [], []
+        for values in itertools.product(*axes.values()):
+            combo = {**start, **dict(zip(axes, values, strict=True))}
+            try:
+                ExitRules.model_validate(combo)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(x) for x in err["loc"]) or "exit_rules"
+                invalid.append(f"{dict(zip(axes, values, strict=True))}: {where} {err['msg']}")
+                continue
+            combos.append(combo)
+        return combos, invalid
+
+
 class RunConfig(_Model):
     """The whole validated configuration of one run."""
 
-    task: Literal["backtest", "ingest"] = "backtest"
+    task: Literal["backtest", "ingest", "grid"] = "backtest"
     quiet: bool = False
     """Hide progress bars (they hide themselves when not on a terminal)."""
     paths: PathsConfig = PathsConfig()
@@ -208,6 +238,8 @@ class RunConfig(_Model):
     costs: CostsConfig = CostsConfig()
     exit_rules: ExitRules | None = None
     """Stops between rebalances; null (or all rules null) is the rebalance mode."""
+    grid: GridConfig = GridConfig()
+    """Exit-rule grid simulated by ``task=grid``."""
     signals: TrendInTrend | None = None
     """Multi-timeframe entries/exits for the winners (trend_in_trend); null: enter at the rebalance."""
 

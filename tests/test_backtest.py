@@ -146,3 +146,21 @@ def test_missing_lakehouse_for_non_generator_source(tmp_path: Path) -> None:
     cfg = cfg.model_copy(update={"data": FilesData(path=str(tmp_path))})
     with pytest.raises(EngineError, match="no daily bars"):
         run_backtest(cfg)
+
+
+def test_corrupt_parquet_is_a_data_error_and_deleting_it_heals(lakehouse_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from engine.errors import DataError
+
+    run_backtest(small_config(lakehouse_dir, tmp_path / "warm"))  # make sure the shared lakehouse exists
+    lh = tmp_path / "lh"
+    shutil.copytree(lakehouse_dir, lh)
+    bad = lh / "bars" / "interval=1d" / "symbol=AAB_USDT" / "data.parquet"
+    bad.write_bytes(b"not a parquet file")
+    with pytest.raises(DataError, match=r"unreadable data in the lakehouse .*symbol=AAB_USDT/data.parquet"):
+        run_backtest(small_config(lh, tmp_path / "o1"))
+    bad.unlink()
+    healed = run_backtest(small_config(lh, tmp_path / "o2"))
+    reference = run_backtest(small_config(lakehouse_dir, tmp_path / "o3"))
+    assert healed.metrics == reference.metrics

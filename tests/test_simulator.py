@@ -410,7 +410,12 @@ def test_grid_books_equal_single_runs() -> None:
     block = PriceBlock(open=open_, high=high, low=low, close=close, index=idx, columns=["A/USDT", "B/USDT", "C/USDT"])
     w = np.full((n, k), np.nan)
     w[::20] = 0.3
-    rules = [None, ExitRules(sl_stop=0.03), ExitRules(sl_stop=0.05, tp_stop=0.1), ExitRules(sl_stop=0.02, sl_trail=True)]
+    rules = [
+        None,
+        ExitRules(sl_stop=0.03),
+        ExitRules(sl_stop=0.05, tp_stop=0.1),
+        ExitRules(sl_stop=0.02, sl_trail=True),
+    ]
     cash = [1000.0, 900.0, 1100.0, 0.0]
     carry = [None, np.array([1.0, 0.0, 0.0]), None, np.array([2.0, 3.0, 1.0])]
     sim = VectorBTSimulator(fees=0.001, slippage=0.0005)

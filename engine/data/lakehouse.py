@@ -121,8 +121,8 @@ class Lakehouse:
     def coverage(self, kind: str, interval: str, symbol: str) -> list[tuple[int, int]]:
         """Fetched ``[start_ms, end_ms)`` ranges of a partition (empty if none)."""
         path = self.partition(kind, interval, symbol) / COVERAGE_FILE
-        if not path.is_file():
-            return []
+        if not path.is_file() or not path.with_name(DATA_FILE).is_file():
+            return []  # a deleted data file voids its coverage, so the next run refetches it
         try:
             return [(int(a), int(b)) for a, b in json.loads(path.read_text())["ranges"]]
         except (ValueError, KeyError, TypeError) as exc:

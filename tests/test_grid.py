@@ -1,0 +1,48 @@
+"""The vectorised exit-rule grid: one walk-forward, each combination equal to its single run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import small_config
+
+from engine.cli import grid_run, run_backtest
+from engine.errors import ConfigError
+
+GRID = ["+profile=crypto_rating", "task=grid", "grid.sl_stop=[0.03,0.08]", "grid.tp_stop=[0.1,0.25]"]
+
+
+def test_each_combination_equals_its_single_run(lakehouse_dir: Path, tmp_path: Path) -> None:
+    grid = grid_run(small_config(lakehouse_dir, tmp_path / "grid", *GRID))
+    combos = grid.metrics["combinations"]
+    assert len(combos) == 4
+    assert len({c["total_return"] for c in combos}) == 4  # the rules matter
+    for c in combos:
+        job = tmp_path / "grid" / "combos" / f"{c['combo']:03d}"
+        params = json.loads((job / "params.json").read_text())
+        assert json.loads(params["exit_rules.sl_stop"]) == c["sl_stop"]
+        got = json.loads((job / "metrics.json").read_text())
+        single = run_backtest(
+            small_config(
+                lakehouse_dir,
+                tmp_path / f"single{c['combo']}",
+                "+profile=crypto_rating",
+                f"exit_rules.sl_stop={c['sl_stop']}",
+                f"exit_rules.tp_stop={c['tp_stop']}",
+            )
+        )
+        want = json.loads(json.dumps({"engine_version": got["engine_version"], **single.metrics}, default=str))
+        assert got == want, c
+
+
+def test_grid_with_no_valid_combination_is_a_config_error(lakehouse_dir: Path, tmp_path: Path) -> None:
+    cfg = small_config(lakehouse_dir, tmp_path / "g", "task=grid", "grid.sl_stop=[1.0,1.5]")
+    with pytest.raises(ConfigError, match="0 valid combinations"):
+        grid_run(cfg)
+
+
+def test_invalid_combinations_are_skipped(lakehouse_dir: Path, tmp_path: Path) -> None:
+    grid = grid_run(small_config(lakehouse_dir, tmp_path / "g", "task=grid", "grid.sl_stop=[0.05,1.5]"))
+    assert [c["sl_stop"] for c in grid.metrics["combinations"]] == [0.05]

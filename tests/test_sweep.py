@@ -1,0 +1,279 @@
+"""Sweep summary: leaderboard, deflated Sharpe ratio, failed jobs, errors, heatmap, Hydra callback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.config import ENGINE_VERSION
+from engine.errors import EngineError
+from engine.sweep import deflated_sharpe_ratio, expected_max_sharpe, sweep_dsr, sweep_summarize
+
+REPO = Path(__file__).resolve().parent.parent
+SL = ("0.02", "0.05", "0.1")
+TP = ("0.1", "0.2", "0.3")
+
+
+def _job(root: Path, name: str, params: dict[str, str], metrics: dict | None = None, error: str | None = None) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "params.json").write_text(json.dumps(params))
+    if metrics is not None:
+        (d / "metrics.json").write_text(json.dumps({"engine_version": ENGINE_VERSION, **metrics}))
+    if error is not None:
+        (d / "error.txt").write_text(error + "\n")
+    return d
+
+
+def _metrics(sharpe: float | None, i: int) -> dict:
+    return {
+        "total_return": 0.01 * i,
+        "sharpe": sharpe,
+        "max_drawdown": -0.1 - 0.01 * i,
+        "n_trades": 10 + i,
+        "n_ambiguous_exits": i % 2,
+        "calmar": float(i),
+        "skewness": -0.5,
+        "kurtosis": 6.0,
+        "n_returns": 366,
+        "exits_by_kind": {"stop_loss": i},
+        "win_rate": None,
+    }
+
+
+def _grid_sharpe(i_sl: int, i_tp: int) -> float:
+    # steps of 0.25 are exact in binary, so equal Sharpe ratios really tie
+    return 0.5 + 0.25 * i_tp - 0.25 * i_sl
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """9 jobs on a 3x3 sl x tp grid (jobs 0..8) plus job 9 that failed with error.txt."""
+    root = tmp_path / "sweep"
+    for i_sl, sl in enumerate(SL):
+        for i_tp, tp in enumerate(TP):
+            i = 3 * i_sl + i_tp
+            params = {"exit_rules.sl_stop": sl, "exit_rules.tp_stop": tp, "profile": "crypto_rating"}
+            _job(root, str(i), params, _metrics(_grid_sharpe(i_sl, i_tp), i))
+    bad = {"exit_rules.sl_stop": "0.5", "exit_rules.tp_stop": "0.1", "profile": "crypto_rating"}
+    _job(root, "9", bad, error="DataError: no bars for BTC/USDT in 2021-01")
+    return root
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_leaderboard_order_and_contents(sweep: Path) -> None:
+    s = sweep_summarize(sweep)
+    rows = _read_csv(sweep / "leaderboard.csv")
+    assert list(rows[0]) == [
+        "rank",
+        "job",
+        "exit_rules.sl_stop",
+        "exit_rules.tp_stop",
+        "total_return",
+        "sharpe",
+        "max_drawdown",
+        "n_trades",
+        "n_ambiguous_exits",
+        "deflated_sharpe",
+    ]
+    assert len(rows) == 9 and s.n_trials == 9
+    assert s.swept == ["exit_rules.sl_stop", "exit_rules.tp_stop"]  # profile is the same everywhere
+    # best: smallest stop, widest target (sharpe 0.5 + 0.5 = 1.0), job 2
+    assert rows[0]["job"] == "2" and rows[0]["exit_rules.sl_stop"] == "0.02" and rows[0]["exit_rules.tp_stop"] == "0.3"
+    assert float(rows[0]["sharpe"]) == pytest.approx(1.0)
+    sharpes = [float(r["sharpe"]) for r in rows]
+    assert sharpes == sorted(sharpes, reverse=True)
+    assert [r["rank"] for r in rows] == [str(i) for i in range(1, 10)]
+    # ties (jobs 1 and 5: 0.75; jobs 0, 4 and 8: 0.5; jobs 3 and 7: 0.25) are broken by job number
+    assert [r["job"] for r in rows] == ["2", "1", "5", "0", "4", "8", "3", "7", "6"]
+    row = next(r for r in rows if r["job"] == "4")
+    assert (row["n_trades"], row["n_ambiguous_exits"], float(row["total_return"])) == ("14", "0", pytest.approx(0.04))
+    md = (sweep / "leaderboard.md").read_text()
+    assert "9 trials, 1 failed job, ranked by sharpe" in md
+    assert "deflated_sharpe" in md and "Bailey" in md
+    assert md.count("\n| ") == 9 + 1 + 1 + 1  # header + 9 rows, failed-jobs header + 1 failed row
+
+
+def test_rank_by_other_metric_ascending(sweep: Path) -> None:
+    s = sweep_summarize(sweep, metric="calmar", descending=False)
+    assert s.leaderboard.get_column("job").to_list() == [str(i) for i in range(9)]
+    assert "calmar" in s.leaderboard.columns
+
+
+def test_dsr_hand_computation() -> None:
+    # Three trials with per-period (daily) Sharpe ratios 0.05, 0.10, 0.15:
+    #   V[SR] = ((0.05 - 0.10)^2 + 0 + (0.15 - 0.10)^2) / (3 - 1) = 0.0025, sqrt = 0.05
+    #   Z^-1(1 - 1/3) = 0.430727,  Z^-1(1 - 1/(3e)) = 1.161957
+    #   SR0 = 0.05 * ((1 - 0.577216) * 0.430727 + 0.577216 * 1.161957) = 0.0426402
+    # Best trial: SR = 0.15, T = 366, skew = -0.5, kurt = 6:
+    #   1 - (-0.5)(0.15) + (6 - 1)/4 * 0.15^2 = 1 + 0.075 + 0.028125 = 1.103125
+    #   z = (0.15 - 0.0426402) * sqrt(365) / sqrt(1.103125) = 1.952880,  DSR = Phi(z) = 0.974583
+    sr_daily = np.array([0.05, 0.10, 0.15])
+    dsr, sr0 = sweep_dsr(sr_daily * math.sqrt(365), np.full(3, 366), np.full(3, -0.5), np.full(3, 6.0))
+    assert sr0 == pytest.approx(0.0426402, abs=1e-6)
+    assert dsr[2] == pytest.approx(0.974583, abs=1e-5)
+    assert dsr[0] < dsr[1] < dsr[2]
+
+
+def test_dsr_paper_example() -> None:
+    # Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", J. Portfolio Management 40(5),
+    # numerical example: N = 100 trials, V[SR_n] = 1/2 annualised, 250 observations a year,
+    # best SR = 2.5 annualised over T = 1250 daily returns, skew -3, kurtosis 10;
+    # the paper gives SR0 ≈ 0.1132 (non-annualised) and DSR ≈ 0.9004.
+    # (Figures as quoted from the paper; the `search` tool found the paper's title page but not
+    # the example's text, so they could not be re-checked against the source here.)
+    sr0 = expected_max_sharpe(100, 0.5 / 250)
+    assert sr0 == pytest.approx(0.1132, abs=1e-4)
+    dsr = deflated_sharpe_ratio(np.array([2.5 / math.sqrt(250)]), sr0, np.array([1250]), np.array([-3.0]), [10.0])
+    assert dsr[0] == pytest.approx(0.9004, abs=5e-4)
+
+
+def test_dsr_single_trial_is_psr_against_zero() -> None:
+    assert expected_max_sharpe(1, 0.0) == 0.0
+    dsr, sr0 = sweep_dsr(np.array([0.1 * math.sqrt(365)]), np.array([101]), np.array([0.0]), np.array([3.0]))
+    z = 0.1 * 10 / math.sqrt(1 + 0.5 * 0.01)
+    assert sr0 == 0.0 and dsr[0] == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))))
+
+
+def test_leaderboard_dsr_matches_formula(sweep: Path) -> None:
+    s = sweep_summarize(sweep)
+    sharpe = s.leaderboard.get_column("sharpe").to_numpy()
+    dsr, sr0 = sweep_dsr(sharpe, np.full(9, 366), np.full(9, -0.5), np.full(9, 6.0))
+    assert s.sr0 == pytest.approx(sr0)
+    assert s.leaderboard.get_column("deflated_sharpe").to_numpy() == pytest.approx(dsr)
+
+
+def test_failed_jobs_listed(sweep: Path) -> None:
+    # job 10: no error.txt, a Hydra log with the error; job 11: nothing at all
+    d = _job(sweep, "10", {"exit_rules.sl_stop": "0.9", "exit_rules.tp_stop": "0.1"})
+    (d / "cli.log").write_text("[INFO] start\nValueError: bad value\n[INFO] ValueError: raised again\ndone\n")
+    d = _job(sweep, "11", {"exit_rules.sl_stop": "0.9", "exit_rules.tp_stop": "0.2"})
+    s = sweep_summarize(sweep)
+    assert s.n_trials == 9
+    assert _read_csv(sweep / "failed.csv") == [
+        {"job": "9", "reason": "DataError: no bars for BTC/USDT in 2021-01"},
+        {"job": "10", "reason": "[INFO] ValueError: raised again"},
+        {"job": "11", "reason": "no metrics.json"},
+    ]
+    assert "3 failed jobs" in (sweep / "leaderboard.md").read_text()
+
+
+def test_no_failed_csv_without_failures(sweep: Path) -> None:
+    for f in (sweep / "9").iterdir():
+        f.unlink()
+    (sweep / "9").rmdir()
+    sweep_summarize(sweep)
+    assert not (sweep / "failed.csv").exists()
+
+
+def test_version_mismatch(sweep: Path) -> None:
+    path = sweep / "3" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "engine_version": "0.0.9"}))
+    with pytest.raises(EngineError, match=r"metrics.json of job 3 comes from engine version 0.0.9, this is "):
+        sweep_summarize(sweep)
+    path.write_text(json.dumps({"sharpe": 1.0}))
+    with pytest.raises(EngineError, match=r"job 3 has no engine_version"):
+        sweep_summarize(sweep)
+
+
+def test_all_failed(tmp_path: Path) -> None:
+    _job(tmp_path, "0", {"a": "1"}, error="ConfigError: unknown config key 'x'")
+    _job(tmp_path, "1", {"a": "2"}, error="other")
+    with pytest.raises(EngineError, match=r"all 2 failed; job 0: ConfigError: unknown config key 'x'"):
+        sweep_summarize(tmp_path)
+
+
+def test_missing_and_empty_dir(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="does not exist"):
+        sweep_summarize(tmp_path / "nope")
+    with pytest.raises(EngineError, match="no job directories"):
+        sweep_summarize(tmp_path)
+
+
+def test_unknown_metric(sweep: Path) -> None:
+    with pytest.raises(EngineError, match=r"unknown metric 'sharp': valid metrics are .*sharpe") as info:
+        sweep_summarize(sweep, metric="sharp")
+    assert "exits_by_kind" not in str(info.value) and "engine_version" not in str(info.value)
+
+
+def test_heatmap(sweep: Path) -> None:
+    s = sweep_summarize(sweep)
+    html = (sweep / "heatmap_sl_tp.html").read_text()
+    assert 'id="heatmap-sl-tp"' in html and "cdn.plot.ly" not in html
+    png = (sweep / "heatmap_sl_tp.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    assert s.files["heatmap_sl_tp.png"] == sweep / "heatmap_sl_tp.png"
+    # deterministic html: a second summary writes the same bytes
+    sweep_summarize(sweep)
+    assert (sweep / "heatmap_sl_tp.html").read_text() == html
+
+
+def test_no_heatmap_with_one_exit_key(tmp_path: Path) -> None:
+    for i, sl in enumerate(SL):
+        _job(tmp_path, str(i), {"exit_rules.sl_stop": sl}, _metrics(1.0 + i, i))
+    sweep_summarize(tmp_path)
+    assert not (tmp_path / "heatmap_sl_tp.html").exists()
+
+
+def test_png_failure_is_an_error(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROWSER_PATH", str(sweep / "no-such-chrome"))
+    with pytest.raises(EngineError, match="heatmap_sl_tp.png could not be rendered"):
+        sweep_summarize(sweep)
+
+
+def test_grid_layout(tmp_path: Path) -> None:
+    for i, sl in enumerate(SL):
+        _job(tmp_path / "combos", f"c{i}", {"exit_rules.sl_stop": sl}, _metrics(1.0 + i, i))
+    s = sweep_summarize(tmp_path)
+    assert s.leaderboard.get_column("job").to_list() == ["combos/c2", "combos/c1", "combos/c0"]
+
+
+def test_cli(sweep: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ok = subprocess.run([sys.executable, "-m", "engine.sweep", str(sweep)], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "leaderboard.md" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "engine.sweep", str(sweep), "--metric", "nope"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: unknown metric 'nope'") and "Traceback" not in bad.stderr
+    assert bad.stderr.count("\n") == 1
+
+
+def test_callback_on_real_multirun(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine",
+        "-m",
+        "hydra/callbacks=sweep_summary",
+        "+profile=crypto_rating",
+        "exit_rules.sl_stop=0.02,0.05",
+        "exit_rules.tp_stop=0.1,0.2",
+        "data.n_symbols=20",
+        "data.end=2021-09-30",
+        "ranking.top_n=3",
+        "quiet=true",
+        f"paths.lakehouse_dir={tmp_path / 'lh'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    boards = list((tmp_path / "outputs" / "sweeps").glob("*/*/leaderboard.csv"))
+    assert len(boards) == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert len(_read_csv(boards[0])) == 4
+    assert "sweep summary: 4 trials" in run.stdout and f"leaderboard: {boards[0].with_suffix('.md')}" in run.stdout
+    assert (boards[0].parent / "heatmap_sl_tp.png").is_file()
