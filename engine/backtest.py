@@ -29,6 +29,7 @@ from engine.progress import progress_iter
 from engine.ranking import ranks_compute, weights_compute
 from engine.signals import signals_compute, weights_from_signals
 from engine.simulation.stage import AllocationContext, SelectionContext, SimulationContext, SimulationStage
+from engine.simulation.stops import EXIT_KIND_NAMES
 from engine.simulation.vbt import PriceBlock, SimResult
 from engine.sql import sql_arrow
 from engine.windows import DAY_MS, Window, windows_build
@@ -60,6 +61,28 @@ TRADE_SCHEMA = {
 }
 
 
+def _orders_frame(parts: list[dict[str, np.ndarray]]) -> pl.DataFrame:
+    """All windows' orders of one book as one polars frame (built once, at the end)."""
+    if not parts:
+        return pl.DataFrame(schema=ORDER_SCHEMA)
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    sides = pl.Series(["buy", "sell"], dtype=pl.String)
+    reasons = pl.Series(["rebalance", *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES))], dtype=pl.String)
+    return pl.DataFrame(
+        {
+            "window": cols["window"],
+            "timestamp": pl.Series(cols["timestamp"]).cast(pl.Datetime("ms", "UTC")),
+            "symbol": pl.Series(cols["symbol"].tolist(), dtype=pl.String),
+            "side": sides.gather(cols["side"]),
+            "size": cols["size"],
+            "price": cols["price"],
+            "fees": cols["fees"],
+            "reason": reasons.gather(cols["reason"]),
+        },
+        schema=ORDER_SCHEMA,
+    )
+
+
 def _ffill_rows(a: np.ndarray) -> np.ndarray:
     """Row index of the last finite value at or before each row, per column (0 if none)."""
     idx = np.where(np.isfinite(a), np.arange(a.shape[0])[:, None], 0)
@@ -73,7 +96,7 @@ class _Pass:
     equity_ts: list[np.ndarray] = field(default_factory=list)
     equity: list[np.ndarray] = field(default_factory=list)
     exposure: list[np.ndarray] = field(default_factory=list)
-    orders: list[pl.DataFrame] = field(default_factory=list)
+    orders: list[dict[str, np.ndarray]] = field(default_factory=list)
     trades: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     n_ambiguous: int = 0
@@ -446,27 +469,35 @@ class BacktestEngine:
         out.equity.append(np.asarray(res.equity, dtype=np.float64))
         held = np.asarray(res.equity) - self._cash_path(res)
         out.exposure.append(np.clip(held / np.asarray(res.equity), 0.0, None))
-        if res.orders.height:
+        rec = res.order_records
+        if len(rec):
             out.orders.append(
-                res.orders.select(
-                    pl.lit(w.index, pl.Int64).alias("window"),
-                    pl.col("timestamp").cast(pl.Datetime("ms", "UTC")),
-                    pl.col("column").alias("symbol"),
-                    "side",
-                    "size",
-                    "price",
-                    "fees",
-                    "reason",
-                )
+                {
+                    "window": np.full(len(rec), w.index, dtype=np.int64),
+                    "timestamp": ts[res.order_bar],
+                    "symbol": np.asarray(columns, dtype=object)[rec["col"]],
+                    "side": rec["side"].astype(np.int64),
+                    "size": rec["size"].copy(),
+                    "price": rec["price"].copy(),
+                    "fees": rec["fees"].copy(),
+                    "reason": res.order_reason.astype(np.int64),
+                }
             )
         out.n_ambiguous += int(res.n_ambiguous)
         stop_fill = {
-            (r["column"], r["bar"]): r["price"]
-            for r in res.orders.filter(pl.col("reason") != "rebalance").iter_rows(named=True)
+            (int(c), int(b)): float(p)
+            for c, b, p in zip(
+                rec["col"][res.order_reason != 0],
+                res.order_bar[res.order_reason != 0],
+                rec["price"][res.order_reason != 0],
+                strict=True,
+            )
         }
-        stops: dict[str, dict[int, dict[str, Any]]] = {}
-        for r in res.exits.iter_rows(named=True):
-            stops.setdefault(r["column"], {})[int(r["bar"])] = r
+        stops: dict[int, dict[int, tuple[str, float, bool]]] = {}
+        if res.stop_exits is not None:
+            e = res.stop_exits
+            for c, b, k, p, a in zip(e.col, e.bar, e.kind, e.price, e.ambiguous, strict=True):
+                stops.setdefault(int(c), {})[int(b)] = (EXIT_KIND_NAMES[int(k)], float(p), bool(a))
         slip = self.cfg.costs.slippage
         last_window = w.index == self.windows[-1].index
         counts: dict[str, int] = {}
@@ -483,7 +514,7 @@ class BacktestEngine:
             out.trades.append(trade)
 
         for j, s in enumerate(columns):
-            wj, mine = weights[:, j], stops.get(s, {})
+            wj, mine = weights[:, j], stops.get(j, {})
             trade: dict[str, Any] | None = None
             for r in sorted({*np.flatnonzero(np.isfinite(wj)).tolist(), *mine}):
                 if wj[r] == 0 and trade is not None:  # at the bar's open
@@ -498,15 +529,9 @@ class BacktestEngine:
                     entry = float(block["open"][r, j]) * (1.0 + slip)
                     trade = {"window": w.index, "symbol": s, "entry_time": int(ts[r]), "entry_price": entry}
                 if r in mine and trade is not None:
-                    e = mine[r]
-                    hold = e["kind"] == "max_holding"
-                    close(
-                        trade,
-                        e["kind"],
-                        stop_fill.get((s, r), e["price"]),
-                        int(ts[r]) + (0 if hold else step),
-                        bool(e["ambiguous"]),
-                    )
+                    kind, level, amb = mine[r]
+                    hold = kind == "max_holding"
+                    close(trade, kind, stop_fill.get((j, r), level), int(ts[r]) + (0 if hold else step), amb)
                     trade = None
             if trade is not None:
                 close(trade, "end" if last_window else "rebalance", float(block["close"][-1, j]), int(ts[-1]) + step)
@@ -599,11 +624,12 @@ class BacktestEngine:
         ts, equity, exposure = np.concatenate(p.equity_ts), np.concatenate(p.equity), np.concatenate(p.exposure)
         daily = (ts % DAY_MS) == 0
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
-        orders = pl.concat(p.orders) if p.orders else pl.DataFrame(schema=ORDER_SCHEMA)
         trades = pl.DataFrame(p.trades, schema=TRADE_SCHEMA) if p.trades else pl.DataFrame(schema=TRADE_SCHEMA)
+        n_orders = sum(len(o["size"]) for o in p.orders)
+        traded = float(sum(np.sum(o["size"] * o["price"]) for o in p.orders))
         return {
             **equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days),
-            **trading_metrics(orders, trades, equity[daily], exposure[daily], n_days),
+            **trading_metrics(n_orders, traded, trades, equity[daily], exposure[daily], n_days),
             "final_equity": float(equity[-1]),
             "n_windows": len(self.windows),
             "start": self.windows[0].as_dict()["start"],
@@ -620,7 +646,7 @@ class BacktestEngine:
             np.concatenate(main.equity),
             np.concatenate(main.exposure),
         )
-        orders = pl.concat(main.orders) if main.orders else pl.DataFrame(schema=ORDER_SCHEMA)
+        orders = _orders_frame(main.orders)
         trades = pl.DataFrame(main.trades, schema=TRADE_SCHEMA) if main.trades else pl.DataFrame(schema=TRADE_SCHEMA)
         equity_df = pl.DataFrame({"timestamp": ts, "equity": equity, "exposure": exposure}).with_columns(
             pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))

@@ -53,10 +53,9 @@ def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[
 
 
 def trading_metrics(
-    orders: pl.DataFrame, trades: pl.DataFrame, equity: np.ndarray, exposure: np.ndarray, n_days: float
+    n_orders: int, traded: float, trades: pl.DataFrame, equity: np.ndarray, exposure: np.ndarray, n_days: float
 ) -> dict[str, Any]:
-    """Turnover, exposure, order counts, and the trade statistics of exit rules."""
-    traded = float((orders.get_column("size") * orders.get_column("price")).sum()) if orders.height else 0.0
+    """Turnover (traded value per year over mean equity), exposure, order counts, trade statistics."""
     mean_equity = float(np.mean(equity)) if equity.size else math.nan
     years = max(n_days, 1.0) / YEAR_DAYS
     kinds = ("stop_loss", "take_profit", "trailing", "max_holding", "signal", "rebalance", "end", "delisted")
@@ -68,7 +67,7 @@ def trading_metrics(
     return {
         "turnover": _finite(traded / mean_equity / years) if mean_equity > 0 else None,
         "exposure": _finite(float(np.mean(exposure))) if exposure.size else None,
-        "n_orders": int(orders.height),
+        "n_orders": int(n_orders),
         "n_trades": int(trades.height),
         "win_rate": _finite(float(np.mean(returns > 0))) if returns.size else None,
         "avg_trade_return": _finite(float(np.mean(returns))) if returns.size else None,

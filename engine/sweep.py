@@ -459,7 +459,9 @@ def _write_heatmap(s: SweepSummary) -> None:
 def summary_print(s: SweepSummary, n: int = 5) -> None:
     """Top ``n`` rows of the leaderboard and where it was written."""
     top = s.top(n)
-    with pl.Config(tbl_rows=n, tbl_cols=-1, tbl_width_chars=240, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    with pl.Config(
+        tbl_rows=n, tbl_cols=-1, tbl_width_chars=240, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
+    ):
         print(f"sweep summary: {s.n_trials} trials, {s.failed.height} failed, ranked by {s.metric}")
         print(top)
     print(f"leaderboard: {s.files['leaderboard.md']}")

@@ -211,7 +211,8 @@ def test_unknown_metric(sweep: Path) -> None:
 def test_heatmap(sweep: Path) -> None:
     s = sweep_summarize(sweep)
     html = (sweep / "heatmap_sl_tp.html").read_text()
-    assert 'id="heatmap-sl-tp"' in html and "cdn.plot.ly" not in html
+    # plotly.js inlined (the page opens offline), not loaded from a CDN script tag
+    assert 'id="heatmap-sl-tp"' in html and '<script src="http' not in html and len(html) > 1_000_000
     png = (sweep / "heatmap_sl_tp.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
     assert s.files["heatmap_sl_tp.png"] == sweep / "heatmap_sl_tp.png"
@@ -229,7 +230,7 @@ def test_no_heatmap_with_one_exit_key(tmp_path: Path) -> None:
 
 def test_png_failure_is_an_error(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BROWSER_PATH", str(sweep / "no-such-chrome"))
-    with pytest.raises(EngineError, match="heatmap_sl_tp.png could not be rendered"):
+    with pytest.raises(EngineError, match=r"heatmap_sl_tp\.png could not be rendered"):
         sweep_summarize(sweep)
 
 

@@ -133,15 +133,67 @@ class SimResult:
     cash: np.ndarray
     cash_end: float
     shares_end: np.ndarray
-    orders: pl.DataFrame
-    exits: pl.DataFrame
+    order_bar: np.ndarray
+    """Bar of each order (int64), in simulation order; with the arrays below, the numpy form of
+    ``orders`` for callers that process many results (an exit-rule grid) without polars."""
+    order_records: np.ndarray
+    """vectorbt's order records without the carry row (fields col, side, size, price, fees)."""
+    order_reason: np.ndarray
+    """Reason code of each order: 0 rebalance, else an ``EXIT_KIND_NAMES`` code."""
+    stop_exits: StopExits | None
     n_ambiguous: int
     portfolio_factory: Callable[[], Any]
+    prices: PriceBlock
 
     @functools.cached_property
     def portfolio(self) -> Any:
         """The ``vbt.Portfolio`` of this simulation (built on first access)."""
         return self.portfolio_factory()
+
+    @functools.cached_property
+    def orders(self) -> pl.DataFrame:
+        """Orders as a polars frame (built on first access)."""
+        rec, bar = self.order_records, self.order_bar
+        return pl.DataFrame(
+            {
+                "bar": pl.Series(bar, dtype=pl.Int64),
+                "timestamp": pl.Series(self.prices.index[bar]).dt.replace_time_zone("UTC"),
+                "column": _labels(self.prices.columns, rec["col"]),
+                "side": _labels(_SIDES, rec["side"]),
+                "size": rec["size"],
+                "price": rec["price"],
+                "fees": rec["fees"],
+                "reason": _labels(_REASONS, self.order_reason),
+            },
+            schema_overrides={"timestamp": _TS_TYPE},
+        )
+
+    @functools.cached_property
+    def exits(self) -> pl.DataFrame:
+        """Stop exits as a polars frame (built on first access)."""
+        exits = self.stop_exits
+        if exits is None:
+            return pl.DataFrame(
+                schema={
+                    "bar": pl.Int64,
+                    "timestamp": _TS_TYPE,
+                    "column": pl.String,
+                    "kind": pl.String,
+                    "price": pl.Float64,
+                    "ambiguous": pl.Boolean,
+                }
+            )
+        return pl.DataFrame(
+            {
+                "bar": pl.Series(exits.bar, dtype=pl.Int64),
+                "timestamp": pl.Series(self.prices.index[exits.bar]).dt.replace_time_zone("UTC"),
+                "column": _labels(self.prices.columns, exits.col),
+                "kind": _labels(_REASONS, exits.kind),
+                "price": exits.price,
+                "ambiguous": exits.ambiguous,
+            },
+            schema_overrides={"timestamp": _TS_TYPE},
+        )
 
 
 class VectorBTSimulator:
@@ -482,6 +534,9 @@ def _check_carry_fill(records: np.ndarray, shares: np.ndarray) -> None:
         raise RuntimeError(msg)
 
 
+_TS_TYPE = pl.Datetime("ns", "UTC")
+
+
 def _labels(names: tuple[str, ...], codes: np.ndarray) -> pl.Series:
     """Map integer codes to their names (a gather, cheaper than building Python strings)."""
     return pl.Series(names, dtype=pl.String).gather(codes)
@@ -510,58 +565,26 @@ def _result(
     pos_flow = np.zeros((n_bars, n_cols))
     np.add.at(pos_flow, (bar_of, records["col"]), signed)
     position = np.cumsum(pos_flow, axis=0)
-    equity = cash + np.einsum("ij,ij->i", position, prices.close)
+    # column by column, left to right: columns holding nothing add exactly 0.0, so the same book
+    # simulated beside extra empty columns (an exit-rule grid) gives bit-identical equity
+    held = np.zeros(n_bars)
+    for j in range(n_cols):
+        held += position[:, j] * prices.close[:, j]
+    equity = cash + held
 
     keep = idx >= off
     rec = records[keep]
-    bar = (rec["idx"] - off) // 2
     codes = np.zeros(len(rec), dtype=np.int8) if reason is None else reason[rec["idx"], rec["col"]]
-    ts_type = pl.Datetime("ns", "UTC")
-    orders = pl.DataFrame(
-        {
-            "bar": pl.Series(bar, dtype=pl.Int64),
-            "timestamp": pl.Series(prices.index[bar]).dt.replace_time_zone("UTC"),
-            "column": _labels(prices.columns, rec["col"]),
-            "side": _labels(_SIDES, rec["side"]),
-            "size": rec["size"],
-            "price": rec["price"],
-            "fees": rec["fees"],
-            "reason": _labels(_REASONS, codes),
-        },
-        schema_overrides={"timestamp": ts_type},
-    )
-    if exits is None:
-        exits_df = pl.DataFrame(
-            schema={
-                "bar": pl.Int64,
-                "timestamp": ts_type,
-                "column": pl.String,
-                "kind": pl.String,
-                "price": pl.Float64,
-                "ambiguous": pl.Boolean,
-            }
-        )
-        n_amb = 0
-    else:
-        exits_df = pl.DataFrame(
-            {
-                "bar": pl.Series(exits.bar, dtype=pl.Int64),
-                "timestamp": pl.Series(prices.index[exits.bar]).dt.replace_time_zone("UTC"),
-                "column": _labels(prices.columns, exits.col),
-                "kind": _labels(_REASONS, exits.kind),
-                "price": exits.price,
-                "ambiguous": exits.ambiguous,
-            },
-            schema_overrides={"timestamp": ts_type},
-        )
-        n_amb = int(exits.ambiguous.sum())
     return SimResult(
         equity=equity,
         cash=cash,
         cash_end=float(cash[-1]),
         shares_end=position[-1].copy(),
-        orders=orders,
-        exits=exits_df,
-        n_ambiguous=n_amb,
+        order_bar=((rec["idx"] - off) // 2).astype(np.int64),
+        order_records=rec,
+        order_reason=codes,
+        stop_exits=exits,
+        n_ambiguous=0 if exits is None else int(exits.ambiguous.sum()),
         portfolio_factory=portfolio,
+        prices=prices,
     )
