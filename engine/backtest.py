@@ -419,7 +419,7 @@ class BacktestEngine:
                     ambiguity=self.ambiguity,
                 )
             )
-        results = [self.stage.execute(contexts[0])] if len(contexts) == 1 else self.stage.execute_grid(contexts)
+        results = self.stage.execute_grid(contexts)
         step = interval_ms(self.interval)
         for book, ctx, res in zip(self.books, contexts, results, strict=True):
             book.cash = float(res.cash_end)

@@ -7,6 +7,7 @@ fails at start-up with one line naming the key and what is allowed (see :func:`c
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,16 @@ from engine.exit_rules import ExitRules
 from engine.signals import TrendInTrend
 
 ENGINE_VERSION = "0.1.0"
+
+
+def _each_checked(values: list[str], check: Callable[[str], object]) -> list[str]:
+    """Run ``check`` on every value; its EngineError becomes the ValueError pydantic reports."""
+    for v in values:
+        try:
+            check(v)
+        except EngineError as exc:
+            raise ValueError(str(exc)) from exc
+    return values
 
 
 class _Model(BaseModel):
@@ -102,12 +113,7 @@ class UniverseConfig(_Model):
     @field_validator("symbols", "exclude")
     @classmethod
     def _symbols_safe(cls, value: list[str]) -> list[str]:
-        for s in value:
-            try:
-                symbol_check(s)
-            except EngineError as exc:
-                raise ValueError(str(exc)) from exc
-        return value
+        return _each_checked(value, symbol_check)
 
 
 class RankingConfig(_Model):
@@ -162,12 +168,7 @@ class BacktestConfig(_Model):
     @field_validator("timeframes")
     @classmethod
     def _intervals(cls, value: list[str]) -> list[str]:
-        for tf in value:
-            try:
-                interval_ms(tf)
-            except EngineError as exc:
-                raise ValueError(str(exc)) from exc
-        return value
+        return _each_checked(value, interval_ms)
 
     @property
     def step(self) -> int:

@@ -83,19 +83,14 @@ class SimulationStage:
 
     def execute(self, ctx: SimulationContext) -> SimResult:
         """Simulate the context; ``exit_rules`` null means the rebalance mode."""
-        exit_rules = ctx.allocation.exit_rules
-        return self.simulator.simulate(
-            ctx.prices,
-            ctx.weights,
-            init_cash=ctx.init_cash,
-            carry_shares=ctx.carry_shares,
-            carry_price=ctx.carry_price,
-            exit_rules=exit_rules,
-            ambiguity=ctx.ambiguity,
-        )
+        return self.execute_grid([ctx])[0]
 
     def execute_grid(self, contexts: list[SimulationContext]) -> list[SimResult]:
-        """Simulate several books on the same prices (an exit-rule grid) in one vectorbt call."""
+        """Simulate several books on the same prices (an exit-rule grid) in one vectorbt call.
+
+        Each context's ``allocation.exit_rules`` (extracted from the profile config by the engine)
+        goes to the simulator with that book's weights and carried state.
+        """
         first = contexts[0]
         return self.simulator.simulate_grid(
             first.prices,

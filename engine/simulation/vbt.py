@@ -276,19 +276,15 @@ class VectorBTSimulator:
         if np.isinf(weights).any() or (finite < 0).any():
             msg = "weights must be NaN (no order) or finite and >= 0 (long only)"
             raise ValueError(msg)
-        book = self._prepare(prices, weights, exit_rules, init_cash, carry_shares, carry_price, ambiguity)
-        records = _orders_simulate(
-            book.close,
-            book.size,
-            book.size_type,
-            book.price,
-            book.fees,
-            book.slippage,
-            np.array([book.init]),
-            np.array([n_cols]),
-            self.engine,
-        )
-        return self._finish(prices, book, records)
+        return self.simulate_grid(
+            prices,
+            [weights],
+            [exit_rules],
+            init_cash=[init_cash],
+            carry_shares=[carry_shares],
+            carry_price=carry_price,
+            ambiguity=ambiguity,
+        )[0]
 
     def simulate_grid(
         self,
