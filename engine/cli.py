@@ -63,11 +63,28 @@ def _hydra_message(exc: Exception) -> str:
     return text
 
 
+def _parses(parser: Any, override: str) -> bool:
+    from hydra.errors import HydraException
+
+    try:
+        parser.parse_overrides([override])
+    except HydraException:
+        return False
+    return True
+
+
 def overrides_expand(overrides: list[str]) -> list[list[str]]:
     """Every combination a sweep would run (sweep syntax expanded; hydra.* overrides dropped)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as exc:
+        bad = next((o for o in overrides if not _parses(parser, o)), "?")
+        msg = f"malformed override {bad!r} ({_hydra_message(exc)}): write key=value; quote special characters"
+        raise ConfigError(msg) from None
     axes: list[list[str]] = []
     for o in parsed:
         key = o.get_key_element()
@@ -113,6 +130,8 @@ def config_compose(overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
 def overrides_validate(overrides: list[str], multirun: bool) -> int:
     """Compose and validate every run the command line describes; returns how many are valid."""
     combos = overrides_expand(overrides) if multirun else [[o for o in overrides if not o.startswith("hydra")]]
+    if not multirun:
+        overrides_expand(combos[0])  # parse errors as one line before Hydra sees them
     errors: list[str] = []
     for combo in combos[:MAX_VALIDATED_COMBOS]:
         try:
@@ -317,6 +336,16 @@ def task_run(dcfg: Any) -> float | None:
     return float(sharpe) if sharpe is not None else None
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
 def _hydra_entry() -> None:
     import hydra
 
@@ -326,6 +355,10 @@ def _hydra_entry() -> None:
             return task_run(dcfg)
         except EngineError as exc:
             error_write(str(exc))
+            if _in_multirun():
+                # one bad job must not stop the sweep: the summary lists it with this reason
+                print(f"error: job failed: {exc}", file=sys.stderr)
+                return None
             fail(str(exc))
         except Exception as exc:
             error_write(f"{exc.__class__.__name__}: {exc}")
@@ -347,3 +380,9 @@ def main(argv: list[str] | None = None) -> None:
         except EngineError as exc:
             fail(str(exc))
     _hydra_entry()
+    if multirun:
+        from engine import sweep
+
+        if sweep.LAST_SWEEP is not None and sweep.LAST_SWEEP[1]:
+            where, failed, total = sweep.LAST_SWEEP
+            fail(f"{failed} of {total} sweep jobs failed (reasons in each job's error.txt, summary in {where})", 1)

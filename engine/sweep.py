@@ -467,6 +467,10 @@ def summary_print(s: SweepSummary, n: int = 5) -> None:
     print(f"leaderboard: {s.files['leaderboard.md']}")
 
 
+LAST_SWEEP: tuple[Path, int, int] | None = None
+"""(sweep dir, failed jobs, all jobs) of the last multirun summarised in this process."""
+
+
 class SweepSummaryCallback(Callback):
     """Hydra callback: summarise the sweep directory when a multirun ends.
 
@@ -480,7 +484,16 @@ class SweepSummaryCallback(Callback):
         self.descending = descending
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        """Summarise ``config.hydra.sweep.dir`` and print the top 5 rows and the leaderboard path."""
+        """Summarise ``config.hydra.sweep.dir`` and print the top 5 rows and the leaderboard path.
+
+        Also records how many jobs failed in :data:`LAST_SWEEP`, so the command exits non-zero
+        when any did (``engine.cli.main``), after every job has had its chance to run.
+        """
+        global LAST_SWEEP
+        sweep_dir = Path(config.hydra.sweep.dir)
+        dirs = job_dirs(sweep_dir) if sweep_dir.is_dir() else []
+        failed = [d for d in dirs if not (d / "metrics.json").is_file()]
+        LAST_SWEEP = (sweep_dir, len(failed), len(dirs))
         try:
             summary = sweep_summarize(Path(config.hydra.sweep.dir), self.metric, self.descending)
             summary_print(summary)

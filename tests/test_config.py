@@ -111,3 +111,10 @@ def test_cli_sweep_with_all_invalid_values_fails_before_running(tmp_path: Path) 
     assert proc.returncode == 2
     assert "all 2 sweep combinations are invalid" in proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_cli_malformed_override_is_one_line(tmp_path: Path) -> None:
+    proc = _cli(["+profile=crypto_rating", "exit_rules.sl_stop=%(x)"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "malformed override 'exit_rules.sl_stop=%(x)'" in proc.stderr

@@ -157,7 +157,8 @@ def test_local_parallel_config_is_joblib_on_all_cpus(sweep_lakehouse: Path, tmp_
 
 
 def test_joblib_sweep_fails_when_a_job_fails(sweep_lakehouse: Path, tmp_path: Path) -> None:
-    """A job that fails makes the whole sweep exit non-zero (here: a file where the lakehouse should be)."""
+    """Failing jobs make the sweep exit non-zero after every job ran (here: a file where the lakehouse
+    should be), each with its reason in error.txt."""
     broken = tmp_path / "not_a_dir"
     broken.write_text("a file where the lakehouse directory should be\n")
     proc = _engine(
@@ -174,8 +175,10 @@ def test_joblib_sweep_fails_when_a_job_fails(sweep_lakehouse: Path, tmp_path: Pa
     )
     assert proc.returncode != 0, _tail(proc)
     assert "unreadable data in the lakehouse" in proc.stderr, _tail(proc)
-    # the first failure ends the sweep (joblib then stops the other worker): at least one error.txt
-    assert list((tmp_path / "sweep").glob("*/error.txt")), _tail(proc)
+    assert "2 of 2 sweep jobs failed" in proc.stderr, _tail(proc)
+    errors = sorted((tmp_path / "sweep").glob("*/error.txt"))
+    assert len(errors) == 2, _tail(proc)
+    assert all("unreadable data in the lakehouse" in e.read_text() for e in errors)
     assert not list((tmp_path / "sweep").glob("*/metrics.json"))
 
 
