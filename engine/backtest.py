@@ -322,7 +322,8 @@ class BacktestEngine:
             return pl.concat(parts).lazy()
 
         sig = signals_compute(frames(self.mtf[sig_iv], lo), frames(self.daily, day_lo), p, step)
-        placed = weights_from_signals(sig, winners, ts, targets, step)
+        snap = "exact" if interval_ms(self.interval) <= step else "next"
+        placed = weights_from_signals(sig, winners, ts, targets, step, snap=snap)
         mine = weights[:, : len(winners)]
         mine[np.isfinite(placed)] = placed[np.isfinite(placed)]
 
@@ -602,7 +603,7 @@ class BacktestEngine:
         if active and any(p.n_ambiguous for p in main):
             alt = self._simulate_all("optimistic", restart=main)
         daily = None
-        if active and self.interval != "1d" and self.cfg.signals is None:
+        if active and self.interval != "1d":
             daily = self._simulate_all("pessimistic", "1d")
         t0 = time.perf_counter()
         self.book_metrics = []

@@ -157,7 +157,13 @@ def signals_compute(fine: pl.LazyFrame, daily: pl.LazyFrame, p: TrendInTrend, in
 
 
 def weights_from_signals(
-    sig: pl.DataFrame, symbols: list[str], ts_ms: np.ndarray, target: dict[str, float], interval_ms: int
+    sig: pl.DataFrame,
+    symbols: list[str],
+    ts_ms: np.ndarray,
+    target: dict[str, float],
+    interval_ms: int,
+    *,
+    snap: str = "exact",
 ) -> np.ndarray:
     """Target weights for ``VectorBTSimulator.simulate`` on the grid ``ts_ms`` (bar open times, ms).
 
@@ -184,6 +190,10 @@ def weights_from_signals(
         Weight per symbol on entry (required for every symbol that has an entry on the grid).
     interval_ms : int
         Length of the signal bars.
+    snap : {"exact", "next"}
+        "exact": act only where a grid bar opens exactly at ``T + interval_ms`` (a grid as fine as
+        the signal's or finer); "next": act at the first grid bar opening at or after it (a coarser
+        grid, e.g. daily bars simulating 4h signals the way a daily-only engine would).
 
     Returns
     -------
@@ -200,8 +210,9 @@ def weights_from_signals(
         return w
     ts = pl.col("timestamp").dt.epoch("ms") if isinstance(sig.schema["timestamp"], pl.Datetime) else pl.col("timestamp")
     act = sig.select(ts.cast(pl.Int64)).to_series().to_numpy() + interval_ms
-    rows = np.minimum(np.searchsorted(ts_ms, act), n - 1)
-    on_grid = ts_ms[rows] == act
+    first = np.searchsorted(ts_ms, act)
+    rows = np.minimum(first, n - 1)
+    on_grid = (ts_ms[rows] == act) if snap == "exact" else (first < n)
     names = sig.get_column("symbol").to_numpy()
     entry, exit_ = sig.get_column("entry").to_numpy(), sig.get_column("exit_trend").to_numpy()
     for j, symbol in enumerate(symbols):

@@ -122,3 +122,13 @@ def test_report_shows_daily_vs_fine_comparison(lakehouse_dir: Path, tmp_path: Pa
     page = (tmp_path / "o" / "report.html").read_text()
     assert 'id="daily-vs-fine"' in page
     assert "stops on 4h bars" in page
+
+
+def test_trend_in_trend_run_compares_with_daily_only_simulation(lakehouse_dir: Path, tmp_path: Path) -> None:
+    cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating_mtf", "signals.trend_days=20")
+    m = BacktestEngine(cfg).run().metrics
+    assert m["interval"] == "4h"
+    assert m["exits_by_kind"]["signal"] + m["n_stop_exits"] > 0
+    daily = m["daily_bars"]
+    assert daily["n_stop_exits"] > 0
+    assert daily["total_return"] != m["total_return"]  # entries move to the next daily open

@@ -346,3 +346,14 @@ def test_crosscheck_plain_python(reclaim: bool) -> None:
     # the case is not vacuous: several entries and trend exits
     assert (w == 0.8).sum() >= 3
     assert (w == 0.0).sum() >= 3
+
+
+def test_snap_next_maps_signals_to_a_coarser_grid() -> None:
+    daily, fine = hand_frames()
+    sig = signals_compute(fine.lazy(), daily.lazy(), HAND_P, H4)
+    days = np.array([D0 + d * DAY_MS for d in range(3, 7)], dtype=np.int64)
+    w = weights_from_signals(sig, ["AAA/USDT"], days, {"AAA/USDT": 0.5}, H4, snap="next")
+    # the entry of the bar opened day 3 20:00 acts at day 4 00:00 (exactly a daily open); the
+    # trend-off bars of day 3 (acting before day 4) land there too but the entry is written last
+    assert w[1, 0] == 0.5
+    assert np.isnan(weights_from_signals(sig, ["AAA/USDT"], days, {"AAA/USDT": 0.5}, H4)[2, 0])
