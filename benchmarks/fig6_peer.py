@@ -3,15 +3,16 @@
 Same data and strategy as tests/test_crosscheck_backtesting.py: 1,500 generated daily bars,
 SMA(10)/SMA(30) cross-up while flat -> buy all at the next open with stop loss ``sl`` and take
 profit ``tp`` from the fill price, no costs. backtesting.py gets the levels from the next open at
-order time (the test's oracle variant, where every trade must match). Grid: SL {5, 7, 10} % x
-TP {10, 15, 20} %.
+order time (the test's oracle variant, where every trade must match). Grids: SL {5, 7, 10} % x
+TP {10, 15, 20} % (9 combinations) and SL {3, 5, 7, 10, 12} % x TP {10, 15, 20, 25, 30} % (25,
+a superset of the 9).
 
 - backtesting.py: one ``bt.run(sl=, tp=)`` per combination.
 - ours, per combination: one ``VectorBTSimulator.simulate`` (entries from the same signals).
-- ours, vectorised: the 9 combinations as 9 columns of the same asset in one vectorbt call.
-  ``simulate`` takes one ``ExitRules`` per call, so the grid is assembled here from its parts: the
-  stop kernel per column (9 numba calls) + one ``from_orders`` on the two-row grid without cash
-  sharing (each column its own portfolio).
+- ours, vectorised: ``VectorBTSimulator.simulate_grid``, one book of the single asset per
+  combination, all books in ONE vectorbt call (each book's result equals ``simulate``).
+
+Every combination's trades are compared with backtesting.py's, for both grids.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ FIG = "6 peer"
 N_BARS = 1500
 SLS = (0.05, 0.07, 0.10)
 TPS = (0.10, 0.15, 0.20)
+SLS_BIG = (0.03, 0.05, 0.07, 0.10, 0.12)
+TPS_BIG = (0.10, 0.15, 0.20, 0.25, 0.30)
+TARGET_GRID = 0.01  # vectorised grid per combination <= 1/100 of backtesting.py's bt.run
 CASH = 10_000_000.0
 
 
@@ -97,45 +101,13 @@ def agree(ours: list[tuple[int, float, int | None, float | None]], bt: pd.DataFr
     return n
 
 
-def grid_call(prices: Any, ws: list[np.ndarray], rules: list[Any]) -> np.ndarray:
-    """The vectorised grid: stop kernel per column, one from_orders over all columns."""
-    import vectorbt as vbt
-    from vectorbt.portfolio.enums import SizeType
-
-    from engine.simulation import find_stop_exits
-    from engine.simulation.stops import MAX_HOLDING
-
-    k = len(ws)
-    close = np.empty((2 * N_BARS, k))
-    close[0::2] = prices.open
-    close[1::2] = prices.close
-    size = np.full((2 * N_BARS, k), np.nan)
-    price = close.copy()
-    for j, (w, r) in enumerate(zip(ws, rules, strict=True)):
-        size[0::2, j] = w[:, 0]
-        ex = find_stop_exits(prices.open, prices.high, prices.low, prices.index, w, r)
-        rows = 2 * ex.bar + np.where(ex.kind == MAX_HOLDING, 0, 1)
-        price[rows, j] = ex.price
-        size[rows, j] = 0.0
-    return vbt.Portfolio.from_orders(
-        close,
-        size,
-        size_type=SizeType.TargetPercent,
-        price=price,
-        val_price=price,
-        fees=0.0,
-        slippage=0.0,
-        init_cash=CASH,
-        cash_sharing=False,
-        engine="rust",
-    ).order_records
-
-
 def sizes(quick: bool) -> dict[str, Any]:
     return {
         "n_bars": N_BARS,
         "grid": f"SL {SLS} x TP {TPS}",
         "n_combinations": len(SLS) * len(TPS),
+        "grid_big": f"SL {SLS_BIG} x TP {TPS_BIG}",
+        "n_combinations_big": len(SLS_BIG) * len(TPS_BIG),
         "repeat": 3 if quick else 5,
     }
 
@@ -171,8 +143,6 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         ("X",),
     )
     sig = signals(df["Close"].to_numpy())
-    combos = [(sl, tp) for sl in SLS for tp in TPS]
-    rules = [ExitRules(sl_stop=sl, tp_stop=tp) for sl, tp in combos]
     bt = Backtest(
         df, Bracket, cash=CASH, commission=0.0, exclusive_orders=False, trade_on_close=False, finalize_trades=True
     )
@@ -181,73 +151,110 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
 
     import backtesting.backtesting as bt_module
 
-    progress = bt_module._tqdm
-    bt_module._tqdm = lambda seq, **_: seq  # no progress bar: its drawing is not the peer's work
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bt_trades = [
-            bt.run(sl=sl, tp=tp)["_trades"].sort_values("EntryBar").reset_index(drop=True) for sl, tp in combos
-        ]
-        t_bt = best_of(lambda: [bt.run(sl=sl, tp=tp) for sl, tp in combos], rep, warmup=0) / len(combos)
-    bt_module._tqdm = progress
-    t_entries = best_of(lambda: [entries(prices, sig, r) for r in rules], rep) / len(combos)
-    ws = [entries(prices, sig, r) for r in rules]
-    t_ours = best_of(
-        lambda: [sim.simulate(prices, w, r, init_cash=CASH) for w, r in zip(ws, rules, strict=True)], rep
-    ) / len(combos)
-    t_grid = best_of(lambda: grid_call(prices, ws, rules), rep) / len(combos)
+    def grid(ws: list[np.ndarray], rules: list[Any]) -> list[Any]:
+        k = len(ws)
+        return sim.simulate_grid(prices, ws, rules, init_cash=[CASH] * k, carry_shares=[None] * k)
 
-    ours = [
-        trades_of(sim.simulate(prices, w, r, init_cash=CASH).portfolio.order_records, 0)
-        for w, r in zip(ws, rules, strict=True)
-    ]
-    grid_rec = grid_call(prices, ws, rules)
-    grid = [trades_of(grid_rec, j) for j in range(len(combos))]
-    n_bt = sum(len(b) for b in bt_trades)
-    n_agree = sum(agree(o, b) for o, b in zip(ours, bt_trades, strict=True))
-    n_count_same = sum(len(o) == len(b) for o, b in zip(ours, bt_trades, strict=True))
-    grid_same = all(g == o for g, o in zip(grid, ours, strict=True))
+    def measure(sls: tuple[float, ...], tps: tuple[float, ...]) -> dict[str, Any]:
+        combos = [(sl, tp) for sl in sls for tp in tps]
+        rules = [ExitRules(sl_stop=sl, tp_stop=tp) for sl, tp in combos]
+        k = len(combos)
+        progress = bt_module._tqdm
+        bt_module._tqdm = lambda seq, **_: seq  # no progress bar: its drawing is not the peer's work
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                bt_trades = [
+                    bt.run(sl=sl, tp=tp)["_trades"].sort_values("EntryBar").reset_index(drop=True) for sl, tp in combos
+                ]
+                t_bt = best_of(lambda: [bt.run(sl=sl, tp=tp) for sl, tp in combos], rep, warmup=0) / k
+        finally:
+            bt_module._tqdm = progress
+        t_entries = best_of(lambda: [entries(prices, sig, r) for r in rules], rep) / k
+        ws = [entries(prices, sig, r) for r in rules]
+        t_ours = (
+            best_of(lambda: [sim.simulate(prices, w, r, init_cash=CASH) for w, r in zip(ws, rules, strict=True)], rep)
+            / k
+        )
+        t_grid = best_of(lambda: grid(ws, rules), rep) / k
+        ours = [
+            trades_of(sim.simulate(prices, w, r, init_cash=CASH).portfolio.order_records, 0)
+            for w, r in zip(ws, rules, strict=True)
+        ]
+        books = [trades_of(b.portfolio.order_records, 0) for b in grid(ws, rules)]
+        per = [
+            {
+                "sl": sl,
+                "tp": tp,
+                "bt_trades": len(b),
+                "our_trades": len(o),
+                "grid_trades": len(g),
+                "agree": agree(o, b),
+                "grid_agree": agree(g, b),
+            }
+            for (sl, tp), o, g, b in zip(combos, ours, books, bt_trades, strict=True)
+        ]
+        return {
+            "n_combinations": k,
+            "bt_per_combo_s": t_bt,
+            "ours_per_combo_s": t_ours,
+            "grid_per_combo_s": t_grid,
+            "entries_per_combo_s": t_entries,
+            "trades_bt": sum(p["bt_trades"] for p in per),
+            "trades_agree": sum(p["agree"] for p in per),
+            "trades_agree_grid": sum(p["grid_agree"] for p in per),
+            "combos_all_agree": sum(p["agree"] == p["bt_trades"] == p["our_trades"] for p in per),
+            "combos_grid_all_agree": sum(p["grid_agree"] == p["bt_trades"] == p["grid_trades"] for p in per),
+            "grid_equals_per_call": all(g == o for g, o in zip(books, ours, strict=True)),
+            "per_combination": per,
+        }
+
+    small = measure(SLS, TPS)
+    big = measure(SLS_BIG, TPS_BIG)
+    bt_name = "backtesting.py bt.run per combination"
+    target = f"<= {TARGET_GRID}x (>= {1 / TARGET_GRID:.0f}x faster)"
     rows = [
         Row(
             FIG,
             "ours: simulate per combination",
-            t_ours * 1e3,
+            small["ours_per_combo_s"] * 1e3,
             "ms",
-            t_bt * 1e3,
-            "backtesting.py bt.run per combination",
-            note=f"entry logic adds {t_entries * 1e3:.2f} ms",
-        ),
-        Row(
-            FIG,
-            "ours: 9 combinations as 9 columns, per combination",
-            t_grid * 1e3,
-            "ms",
-            t_bt * 1e3,
-            "backtesting.py bt.run per combination",
-            note="9 stop-kernel calls + 1 from_orders (rust)",
-        ),
-        Row(
-            FIG,
-            f"trades identical to backtesting.py ({len(combos)} combinations)",
-            n_agree,
-            "trades",
-            n_bt,
-            "backtesting.py trades",
-            note=f"trade counts equal in {n_count_same}/{len(combos)}; grid == per-call: {grid_same}",
+            small["bt_per_combo_s"] * 1e3,
+            bt_name,
+            note=f"entry logic adds {small['entries_per_combo_s'] * 1e3:.2f} ms",
         ),
     ]
-    detail = {
-        "sizes": size,
-        "bt_per_combo_s": t_bt,
-        "ours_per_combo_s": t_ours,
-        "grid_per_combo_s": t_grid,
-        "entries_per_combo_s": t_entries,
-        "trades_bt": n_bt,
-        "trades_agree": n_agree,
-        "grid_equals_per_call": grid_same,
-        "per_combination": [
-            {"sl": sl, "tp": tp, "bt_trades": len(b), "our_trades": len(o), "agree": agree(o, b)}
-            for (sl, tp), o, b in zip(combos, ours, bt_trades, strict=True)
-        ],
-    }
+    for m in (small, big):
+        k = m["n_combinations"]
+        ratio = m["grid_per_combo_s"] / m["bt_per_combo_s"]
+        rows.append(
+            Row(
+                FIG,
+                f"ours: simulate_grid, {k} books in 1 call, per combination",
+                m["grid_per_combo_s"] * 1e3,
+                "ms",
+                m["bt_per_combo_s"] * 1e3,
+                bt_name,
+                target=target,
+                status="pass" if ratio <= TARGET_GRID else "miss",
+                note=f"{1 / ratio:.0f}x faster; {m['bt_per_combo_s'] / m['ours_per_combo_s']:.0f}x with simulate",
+            )
+        )
+    for m in (small, big):
+        k = m["n_combinations"]
+        rows.append(
+            Row(
+                FIG,
+                f"trades identical to backtesting.py ({k} combinations, grid)",
+                m["trades_agree_grid"],
+                "trades",
+                m["trades_bt"],
+                "backtesting.py trades",
+                note=(
+                    f"all trades equal in {m['combos_grid_all_agree']}/{k} combinations (simulate: "
+                    f"{m['combos_all_agree']}/{k}); grid == simulate: {m['grid_equals_per_call']}"
+                ),
+            )
+        )
+    detail = {"sizes": size, "grid_9": small, "grid_25": big}
     return rows, detail

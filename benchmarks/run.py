@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``: import the packag
     _root = str(Path(__file__).resolve().parent.parent)
     sys.path[:] = [_root, *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
 
-from benchmarks import fig1_e2e, fig2_simulation, fig3_ranking, fig4_mtf, fig5_scaling, fig6_peer
+from benchmarks import fig1_e2e, fig2_simulation, fig3_ranking, fig4_mtf, fig5_scaling, fig6_peer, fig7_sweeps
 from benchmarks.common import REPO, Row, machine_info
 
 FIGURES = {
@@ -37,6 +37,7 @@ FIGURES = {
     "4": ("lazy MTF ingest and winner slice", fig4_mtf, True),
     "5": ("scaling with the universe (full only)", fig5_scaling, False),
     "6": ("peer: backtesting.py", fig6_peer, True),
+    "7": ("sweeps: configurations per second", fig7_sweeps, True),
 }
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -67,7 +68,7 @@ def table(rows: list[Row]) -> str:
             _fmt(r.value),
             r.unit,
             f"{_fmt(r.baseline)}" + (f" ({r.baseline_name})" if r.baseline is not None else ""),
-            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            "-" if r.ratio is None else f"{r.ratio:.2f}x" if abs(r.ratio) >= 0.1 else f"{r.ratio:.3g}x",
             r.target,
             r.status,
         )

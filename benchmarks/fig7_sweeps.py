@@ -1,0 +1,183 @@
+"""Figure 7: parameter sweeps, configurations per second on the same exit-rule grid.
+
+Grid: ``exit_rules.sl_stop`` {2, 5, 10} % x ``exit_rules.tp_stop`` {10, 15, 30} % x
+``exit_rules.sl_trail`` {false, true, 8 %} = 27 combinations with ``+profile=crypto_rating`` on the
+default universe (quick mode: 30 symbols, 2023-01-01..2024-06-30, and the 2 x 2 x 2 = 8 corner
+grid SL {2, 5} % x TP {10, 15} % x trail {false, true}).
+
+Three ways, each one ``python -m engine`` subprocess from its own temp cwd on the same lakehouse
+(generated before any timing by one single run):
+
+- sequential multirun: ``-m`` with comma lists; Hydra's basic launcher runs the jobs one after
+  another in one process (imports once, then one full backtest + artefacts per job);
+- joblib launcher: the same plus ``hydra/launcher=joblib hydra.launcher.n_jobs=2`` (the plugin's
+  own config; loky worker processes, each importing the engine once);
+- vectorised grid: ``task=grid`` with the lists as ``grid.*``: ONE walk-forward whose every window
+  is one vectorbt call for all the books (``VectorBTSimulator.simulate_grid``).
+
+Wall time is launch to exit and includes the sweep summary every multirun and grid ends with
+(leaderboard + heatmap PNG rendered by kaleido through Chromium). Every job/combination must have
+written ``metrics.json``, else the figure crashes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO, Row
+
+FIG = "7 sweeps"
+TARGET_GRID = 0.05  # vectorised grid per combination <= 1/20 of sequential multirun's
+FULL_GRID = {
+    "sl_stop": ["0.02", "0.05", "0.1"],
+    "tp_stop": ["0.1", "0.15", "0.3"],
+    "sl_trail": ["false", "true", "0.08"],
+}
+QUICK_GRID = {"sl_stop": ["0.02", "0.05"], "tp_stop": ["0.1", "0.15"], "sl_trail": ["false", "true"]}
+QUICK_DATA = ["data.n_symbols=30", "data.start=2023-01-01", "data.end=2024-06-30"]
+
+
+def sizes(quick: bool) -> dict[str, Any]:
+    grid = QUICK_GRID if quick else FULL_GRID
+    n = 1
+    for values in grid.values():
+        n *= len(values)
+    return {
+        "universe": "30 symbols, 2023-01-01..2024-06-30" if quick else "profile default (100 symbols, 2021-2024)",
+        "grid": {f"exit_rules.{k}": v for k, v in grid.items()},
+        "n_combinations": n,
+        "launcher_n_jobs": 2,
+    }
+
+
+def _engine(cwd: Path, args: list[str], timeout: float = 3600) -> tuple[float, str]:
+    """``python -m engine ARGS`` from ``cwd``; returns (wall seconds, stdout); raises on failure."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:])
+        msg = f"python -m engine failed (exit {proc.returncode}) with {args}:\n{tail}"
+        raise RuntimeError(msg)
+    return wall, proc.stdout
+
+
+def _summary_files(directory: Path) -> dict[str, bool]:
+    return {name: (directory / name).is_file() for name in ("leaderboard.csv", "heatmap_sl_tp.png")}
+
+
+def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
+    size = sizes(quick)
+    n = size["n_combinations"]
+    grid = QUICK_GRID if quick else FULL_GRID
+    lake = tmp / "lh"
+    common = ["+profile=crypto_rating", f"paths.lakehouse_dir={lake}", "quiet=true", *(QUICK_DATA if quick else [])]
+    sweep = [f"exit_rules.{k}={','.join(v)}" for k, v in grid.items()]
+    grid_args = [f"grid.{k}=[{','.join(v)}]" for k, v in grid.items()]
+
+    # untimed: generate the lakehouse; then one timed single run (existing lakehouse) for reference
+    t_gen, _ = _engine(tmp / "gen", common)
+    t_single, _ = _engine(tmp / "single", common)
+
+    ways: dict[str, dict[str, Any]] = {}
+    for name, args in (
+        ("sequential multirun", ["-m", *common, *sweep]),
+        ("joblib launcher (n_jobs=2)", ["-m", *common, *sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]),
+        ("vectorised grid (task=grid)", ["task=grid", *common, *grid_args]),
+    ):
+        cwd = tmp / re.sub(r"\W+", "_", name).strip("_")
+        wall, stdout = _engine(cwd, args)
+        if name.startswith("vectorised"):
+            found = sorted(cwd.glob("outputs/runs/*/*/combos/*/metrics.json"))
+            summary_dir = found[0].parent.parent if found else cwd
+            walk = re.search(r"in one walk-forward \(([\d.]+) s\)", stdout)
+            in_run = float(walk.group(1)) if walk else None
+        else:
+            found = sorted(cwd.glob("outputs/sweeps/*/*/*/metrics.json"))
+            summary_dir = found[0].parent.parent if found else cwd
+            in_run = None
+        if len(found) != n:
+            msg = f"{name}: {len(found)} metrics.json files for {n} combinations (in {cwd})"
+            raise RuntimeError(msg)
+        ways[name] = {
+            "wall_s": wall,
+            "configs_per_s": n / wall,
+            "per_combo_s": wall / n,
+            "metrics_json": len(found),
+            "summary": _summary_files(summary_dir),
+            "grid_walk_forward_s": in_run,
+            "args": args,
+        }
+
+    # the summary alone (fresh process: imports + DuckDB read + leaderboard + kaleido PNG)
+    seq_dir = next((tmp / "sequential_multirun").glob("outputs/sweeps/*/*"))
+    t_summary, _ = _sweep_summary(seq_dir)
+
+    seq = ways["sequential multirun"]
+    rows: list[Row] = []
+    for name, w in ways.items():
+        is_seq = w is seq
+        ratio = w["wall_s"] / seq["wall_s"]
+        target = f"<= {TARGET_GRID}x (>= {1 / TARGET_GRID:.0f}x faster)" if name.startswith("vectorised") else ""
+        status = ("pass" if ratio <= TARGET_GRID else "miss") if target else ""
+        files = "+".join(k for k, ok in w["summary"].items() if ok) or "no summary files"
+        rows.append(
+            Row(
+                FIG,
+                f"{name}: wall, {n} configs",
+                w["wall_s"],
+                "s",
+                None if is_seq else seq["wall_s"],
+                "" if is_seq else "sequential multirun, same grid",
+                target=target,
+                status=status,
+                note=f"{w['metrics_json']}/{n} metrics.json; summary: {files}; {w['per_combo_s']:.2f} s per config",
+            )
+        )
+        rows.append(
+            Row(
+                FIG,
+                f"{name}: throughput",
+                w["configs_per_s"],
+                "configs/s",
+                None if is_seq else seq["configs_per_s"],
+                "" if is_seq else "sequential multirun",
+            )
+        )
+    detail = {
+        "sizes": size,
+        "lakehouse_generation_run_s": t_gen,
+        "single_run_s": t_single,
+        "sweep_summary_alone_s": t_summary,
+        "ways": ways,
+        "note": "wall times include interpreter start, imports and the sweep summary (leaderboard + heatmap PNG)",
+    }
+    return rows, detail
+
+
+def _sweep_summary(sweep_dir: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.sweep", str(sweep_dir)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return time.perf_counter() - t0, proc.stdout
