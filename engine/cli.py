@@ -242,13 +242,12 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
         )
     timings = {**result.timings, "total": time.perf_counter() - t0}
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
-    try:
-        from engine.sweep import sweep_summarize
+    from engine.sweep import summary_print, sweep_summarize
 
-        summary = sweep_summarize(out / "combos")
-        print(f"leaderboard: {getattr(summary, 'leaderboard_csv', out / 'combos' / 'leaderboard.csv')}")
-    except ImportError:
-        pass
+    try:
+        summary_print(sweep_summarize(out / "combos"))
+    except EngineError as exc:  # the combinations are written; the summary can be rerun alone
+        print(f"sweep summary skipped: {exc} (rerun: python -m engine.sweep {out / 'combos'})", file=sys.stderr)
     return RunResult(out, {"combinations": rows}, timings)
 
 

@@ -282,23 +282,9 @@ def test_report_empty_result(tmp_path: Path) -> None:
 # ---- browser ---------------------------------------------------------------------------------
 
 
-def chromium_install() -> None:
-    """Test set-up: install Debian's chromium when running as root on a machine with apt-get."""
-    if os.environ.get("ENGINE_NO_BROWSER") == "1" or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False, timeout=600)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, check=False, timeout=900
-    )
-
-
-def chromium_path(fallback: Path = Path("/usr/bin/chromium"), install: bool = False) -> str:
-    """Path of the Chromium binary; skip only when ENGINE_NO_BROWSER=1, else fail loudly."""
+def chromium_path(fallback: Path = Path("/usr/bin/chromium")) -> str:
+    """Path of the Chromium binary (tests/conftest.py installs it); skip only when ENGINE_NO_BROWSER=1."""
     found = shutil.which("chromium") or (str(fallback) if fallback.is_file() else None)
-    if not found and install:
-        chromium_install()
-        found = shutil.which("chromium") or (str(fallback) if fallback.is_file() else None)
     if found:
         return found
     if os.environ.get("ENGINE_NO_BROWSER") == "1":
@@ -337,7 +323,7 @@ def chromium_cmd(binary: str, profile: Path, *args: str) -> list[str]:
 
 
 def test_report_renders_in_chromium(tmp_path: Path) -> None:
-    binary = chromium_path(install=True)
+    binary = chromium_path()
     _write(tmp_path, True)
     page = tmp_path / "run" / "report.html"
     dom = subprocess.run(
