@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import Row, best_of
+from engine.testing import N_BARS, crosscheck_ohlc, entries_while_flat, sma, sma_cross
 
 FIG = "6 peer"
-N_BARS = 1500
 SLS = (0.05, 0.07, 0.10)
 TPS = (0.10, 0.15, 0.20)
 SLS_BIG = (0.03, 0.05, 0.07, 0.10, 0.12)
@@ -36,46 +36,14 @@ TARGET_GRID = 0.01  # vectorised grid per combination <= 1/100 of backtesting.py
 CASH = 10_000_000.0
 
 
-def _sma(x: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(len(x), np.nan)
-    c = np.cumsum(np.asarray(x, dtype=np.float64))
-    out[n - 1 :] = (c[n - 1 :] - np.concatenate([[0.0], c[:-n]])) / n
-    return out
-
-
-def ohlc(seed: int = 0) -> pd.DataFrame:
-    """The cross-check's series (tests/test_crosscheck_backtesting.py ``_ohlc``)."""
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.02, N_BARS)))
-    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.01, N_BARS))
-    wick = np.where(rng.random(N_BARS) < 0.03, 0.12, 0.012)
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 1, N_BARS)) * wick)
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 1, N_BARS)) * wick)
-    index = pd.date_range("2020-01-01", periods=N_BARS, freq="D")
-    return pd.DataFrame({"Open": open_, "High": high, "Low": low, "Close": close}, index=index)
-
-
-def signals(close: np.ndarray) -> np.ndarray:
-    fast, slow = _sma(close, 10), _sma(close, 30)
-    cross = np.zeros(len(close), dtype=bool)
-    cross[1:] = (fast[:-1] < slow[:-1]) & (fast[1:] > slow[1:])
-    return np.flatnonzero(cross)
+_sma = sma
+ohlc = crosscheck_ohlc
+signals = sma_cross
 
 
 def entries(prices: Any, sig: np.ndarray, rules: Any) -> np.ndarray:
     """Weight 1.0 on the bar after each signal at whose close we are flat, NaN elsewhere."""
-    from engine.simulation import find_stop_exits
-
-    w = np.full((N_BARS, 1), np.nan)
-    busy_until = -1
-    for s in sig:
-        if s + 1 >= N_BARS or s < busy_until:
-            continue
-        w[s + 1] = 1.0
-        ex = find_stop_exits(prices.open, prices.high, prices.low, prices.index, w, rules)
-        later = ex.bar[ex.bar >= s + 1]
-        busy_until = int(later[0]) if len(later) else N_BARS
-    return w
+    return entries_while_flat(prices, sig, rules)
 
 
 def trades_of(records: np.ndarray, col: int, off: int = 0) -> list[tuple[int, float, int | None, float | None]]:

@@ -27,42 +27,20 @@ from backtesting import Backtest, Strategy
 from backtesting.lib import crossover
 
 from engine.exit_rules import ExitRules
-from engine.simulation import PriceBlock, SimResult, VectorBTSimulator, find_stop_exits
+from engine.simulation import PriceBlock, SimResult, VectorBTSimulator
+from engine.testing import N_BARS, crosscheck_ohlc, entries_while_flat, sma, sma_cross
 
 # backtesting.py 0.6.6's stats use an accessor pandas 3 deprecates; nothing else is silenced.
 pytestmark = pytest.mark.filterwarnings("ignore:DatetimeIndex.dayofweek is deprecated:pandas.errors.Pandas4Warning")
 
-N_BARS = 1500
 SL, TP = 0.05, 0.15
 RULES = ExitRules(sl_stop=SL, tp_stop=TP)
 CASH = 10_000_000.0  # large enough that backtesting.py's whole-unit sizing never runs short
 
 
-def _sma(x: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(len(x), np.nan)
-    c = np.cumsum(np.asarray(x, dtype=np.float64))
-    out[n - 1 :] = (c[n - 1 :] - np.concatenate([[0.0], c[:-n]])) / n
-    return out
-
-
-def _ohlc(seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.02, N_BARS)))
-    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.01, N_BARS))
-    # A few long-wicked bars, so that some bars hold both the stop loss and the take profit.
-    wick = np.where(rng.random(N_BARS) < 0.03, 0.12, 0.012)
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 1, N_BARS)) * wick)
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 1, N_BARS)) * wick)
-    index = pd.date_range("2020-01-01", periods=N_BARS, freq="D")
-    return pd.DataFrame({"Open": open_, "High": high, "Low": low, "Close": close}, index=index)
-
-
-def _signals(close: np.ndarray) -> np.ndarray:
-    """Bars whose close has SMA(10) cross above SMA(30) (backtesting.lib.crossover's rule)."""
-    fast, slow = _sma(close, 10), _sma(close, 30)
-    cross = np.zeros(len(close), dtype=bool)
-    cross[1:] = (fast[:-1] < slow[:-1]) & (fast[1:] > slow[1:])
-    return np.flatnonzero(cross)
+_sma = sma
+_ohlc = crosscheck_ohlc
+_signals = sma_cross
 
 
 def _block(df: pd.DataFrame) -> PriceBlock:
@@ -74,17 +52,7 @@ def _block(df: pd.DataFrame) -> PriceBlock:
 
 
 def _our_entries(prices: PriceBlock, signals: np.ndarray) -> np.ndarray:
-    """Weights 1.0 on the bar after each signal at whose close we are flat, NaN elsewhere."""
-    w = np.full((N_BARS, 1), np.nan)
-    busy_until = -1  # bar of the current position's exit (N_BARS while open to the end)
-    for s in signals:
-        if s + 1 >= N_BARS or s < busy_until:
-            continue
-        w[s + 1] = 1.0
-        ex = find_stop_exits(prices.open, prices.high, prices.low, prices.index, w, RULES)
-        later = ex.bar[ex.bar >= s + 1]
-        busy_until = int(later[0]) if len(later) else N_BARS
-    return w
+    return entries_while_flat(prices, signals, RULES)
 
 
 def _our_trades(

@@ -558,8 +558,8 @@ def _result(
     # would cost more than the simulation. The carry row (idx 0 when off == 1) folds into bar 0.
     bar_of = np.maximum(idx - off, 0) // 2
     cash = init_cash + np.cumsum(np.bincount(bar_of, weights=flow, minlength=n_bars))
-    pos_flow = np.zeros((n_bars, n_cols))
-    np.add.at(pos_flow, (bar_of, records["col"]), signed)
+    cell = bar_of * n_cols + records["col"]
+    pos_flow = np.bincount(cell, weights=signed, minlength=n_bars * n_cols).reshape(n_bars, n_cols)
     position = np.cumsum(pos_flow, axis=0)
     # column by column, left to right: columns holding nothing add exactly 0.0, so the same book
     # simulated beside extra empty columns (an exit-rule grid) gives bit-identical equity

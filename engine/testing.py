@@ -1,0 +1,60 @@
+"""Shared fixtures of the single-asset cross-check with backtesting.py (tests and benchmarks).
+
+One generated daily series, an SMA-cross entry rule and the "enter only while flat" weights, so
+``tests/test_crosscheck_backtesting.py`` and ``benchmarks/fig6_peer.py`` measure the same thing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from engine.exit_rules import ExitRules
+from engine.simulation.stops import find_stop_exits
+from engine.simulation.vbt import PriceBlock
+
+N_BARS = 1500
+
+
+def sma(x: np.ndarray, n: int) -> np.ndarray:
+    """Simple moving average, NaN for the first ``n - 1`` values (backtesting.py's ``self.I`` input)."""
+    out = np.full(len(x), np.nan)
+    c = np.cumsum(np.asarray(x, dtype=np.float64))
+    out[n - 1 :] = (c[n - 1 :] - np.concatenate([[0.0], c[:-n]])) / n
+    return out
+
+
+def crosscheck_ohlc(seed: int = 0, n_bars: int = N_BARS) -> pd.DataFrame:
+    """Daily OHLC (backtesting.py's column names) with a few long-wicked bars, so that some bars
+    hold both the stop loss and the take profit."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.02, n_bars)))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.01, n_bars))
+    wick = np.where(rng.random(n_bars) < 0.03, 0.12, 0.012)
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 1, n_bars)) * wick)
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 1, n_bars)) * wick)
+    index = pd.date_range("2020-01-01", periods=n_bars, freq="D")
+    return pd.DataFrame({"Open": open_, "High": high, "Low": low, "Close": close}, index=index)
+
+
+def sma_cross(close: np.ndarray, fast: int = 10, slow: int = 30) -> np.ndarray:
+    """Bars whose close has SMA(fast) cross above SMA(slow) (backtesting.lib.crossover's rule)."""
+    f, s = sma(close, fast), sma(close, slow)
+    cross = np.zeros(len(close), dtype=bool)
+    cross[1:] = (f[:-1] < s[:-1]) & (f[1:] > s[1:])
+    return np.flatnonzero(cross)
+
+
+def entries_while_flat(prices: PriceBlock, signals: np.ndarray, rules: ExitRules) -> np.ndarray:
+    """Weight 1.0 on the bar after each signal at whose close we are flat, NaN elsewhere."""
+    n = prices.close.shape[0]
+    w = np.full((n, 1), np.nan)
+    busy_until = -1  # bar of the current position's exit (n while open to the end)
+    for s in signals:
+        if s + 1 >= n or s < busy_until:
+            continue
+        w[s + 1] = 1.0
+        ex = find_stop_exits(prices.open, prices.high, prices.low, prices.index, w, rules)
+        later = ex.bar[ex.bar >= s + 1]
+        busy_until = int(later[0]) if len(later) else n
+    return w
