@@ -118,3 +118,31 @@ def test_cli_malformed_override_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "malformed override 'exit_rules.sl_stop=%(x)'" in proc.stderr
+
+
+def test_cli_empty_sweep_value_list(tmp_path: Path) -> None:
+    proc = _cli(["-m", "+profile=crypto_rating", "ranking.top_n=range(1,1)"], tmp_path)
+    assert proc.returncode == 2
+    assert "sweep ranking.top_n has an empty value list" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from engine import progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(progress.sys, "stderr", Tty())
+    assert progress.progress_enabled()
+    assert not progress.progress_enabled(quiet=True)
+    monkeypatch.setenv("CI", "true")
+    assert not progress.progress_enabled()
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(progress.sys, "stderr", io.StringIO())
+    assert not progress.progress_enabled()
+    assert list(progress.progress_iter([1, 2, 3], "x")) == [1, 2, 3]
