@@ -317,17 +317,25 @@ class VectorBTSimulator:
             for w, r, c0, cs in zip(weights, exit_rules, init_cash, carry_shares, strict=True)
         ]
         g = len(books)
+
+        def tiled(name: str) -> np.ndarray:
+            # one book: its own arrays, no copy (the common case of a normal run)
+            parts = [getattr(b, name) for b in books]
+            return parts[0] if g == 1 else np.hstack(parts)
+
         records = _orders_simulate(
-            np.hstack([b.close for b in books]),
-            np.hstack([b.size for b in books]),
+            tiled("close"),
+            tiled("size"),
             books[0].size_type,
-            np.hstack([b.price for b in books]),
+            tiled("price"),
             books[0].fees,
             books[0].slippage,
             np.array([b.init for b in books]),
             np.full(g, n_cols),
             self.engine,
         )
+        if g == 1:
+            return [self._finish(prices, books[0], records)]
         book_of = records["col"] // n_cols
         results = []
         for i, book in enumerate(books):
