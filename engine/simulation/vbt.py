@@ -267,15 +267,6 @@ class VectorBTSimulator:
         -------
         SimResult
         """
-        n_bars, n_cols = prices.shape
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != (n_bars, n_cols):
-            msg = f"weights has shape {weights.shape}, prices have {(n_bars, n_cols)}"
-            raise ValueError(msg)
-        finite = weights[np.isfinite(weights)]
-        if np.isinf(weights).any() or (finite < 0).any():
-            msg = "weights must be NaN (no order) or finite and >= 0 (long only)"
-            raise ValueError(msg)
         return self.simulate_grid(
             prices,
             [weights],
@@ -300,156 +291,177 @@ class VectorBTSimulator:
         """Simulate several books (e.g. an exit-rule grid) on the same prices in ONE vectorbt call.
 
         Each book is a cash-sharing group of its own (columns tiled book after book), so books do
-        not interact; each book's result equals :meth:`simulate` with the same arguments.
+        not interact; each book's result equals :meth:`simulate` with the same arguments, bit for
+        bit. The order arrays and the results are built for all books at once, so a book costs
+        little more than its share of vectorbt's simulation.
         """
-        n_bars, n_cols = prices.shape
-        if not (len(weights) == len(exit_rules) == len(init_cash) == len(carry_shares)) or not weights:
+        n_bars, k = prices.shape
+        g = len(weights)
+        if not (g == len(exit_rules) == len(init_cash) == len(carry_shares)) or not g:
             msg = "simulate_grid needs one weights array, exit rules, init cash and carry per book"
             raise ValueError(msg)
-        for w in weights:
-            if np.shape(w) != (n_bars, n_cols):
-                msg = f"weights has shape {np.shape(w)}, prices have {(n_bars, n_cols)}"
-                raise ValueError(msg)
-        # one grid for all books: a carry row for every book as soon as one carries shares
-        force = any(c is not None and np.any(np.asarray(c) != 0) for c in carry_shares)
-        books = [
-            self._prepare(prices, np.asarray(w, dtype=np.float64), r, c0, cs, carry_price, ambiguity, force_carry=force)
-            for w, r, c0, cs in zip(weights, exit_rules, init_cash, carry_shares, strict=True)
-        ]
-        g = len(books)
-
-        def tiled(name: str) -> np.ndarray:
-            # one book: its own arrays, no copy (the common case of a normal run)
-            parts = [getattr(b, name) for b in books]
-            return parts[0] if g == 1 else np.hstack(parts)
-
-        records = _orders_simulate(
-            tiled("close"),
-            tiled("size"),
-            books[0].size_type,
-            tiled("price"),
-            books[0].fees,
-            books[0].slippage,
-            np.array([b.init for b in books]),
-            np.full(g, n_cols),
-            self.engine,
+        w_all = (
+            np.hstack([np.asarray(w, dtype=np.float64) for w in weights])
+            if g > 1
+            else np.asarray(weights[0], dtype=np.float64)
         )
-        if g == 1:
-            return [self._finish(prices, books[0], records)]
-        book_of = records["col"] // n_cols
-        results = []
-        for i, book in enumerate(books):
-            mine = records[book_of == i].copy()
-            mine["col"] -= i * n_cols
-            results.append(self._finish(prices, book, mine))
-        return results
+        if w_all.shape != (n_bars, k * g):
+            msg = f"each weights array must have the prices' shape {(n_bars, k)}"
+            raise ValueError(msg)
+        if np.isinf(w_all).any() or (w_all[np.isfinite(w_all)] < 0).any():
+            msg = "weights must be NaN (no order) or finite and >= 0 (long only)"
+            raise ValueError(msg)
+        for c0 in init_cash:
+            if not (np.isfinite(c0) and c0 >= 0):
+                msg = f"init_cash must be finite and >= 0, got {c0}"
+                raise ValueError(msg)
+        carries = [_carry_arrays(cs, carry_price, k) for cs in carry_shares]
+        # one grid for all books: a carry row for every book as soon as one carries shares
+        off = int(any(c is not None for c in carries))
+        n_rows = 2 * n_bars + off
+        shares = np.vstack([np.zeros(k) if c is None else c[0] for c in carries])  # (g, k)
 
-    def _prepare(
+        base = np.empty((n_rows, k))
+        base[off::2] = prices.open
+        base[off + 1 :: 2] = prices.close
+        if off:
+            held_any = (shares != 0).any(axis=0)
+            price0 = next(c[1] for c in carries if c is not None)
+            # a column nobody holds keeps the open: its value at the carry row multiplies 0 shares
+            base[0] = np.where(held_any, price0, prices.open[0])
+        close = base if g == 1 else np.tile(base, (1, g))
+        size = np.full((n_rows, k * g), np.nan)
+        size[off::2] = w_all
+        if off:
+            size[0] = np.where(shares != 0, shares, np.nan).ravel()
+
+        policy = self.ambiguity if ambiguity is None else ambiguity
+        found: list[StopExits | None] = []
+        for b, rules in enumerate(exit_rules):
+            if rules is None or not rules.active:
+                found.append(None)
+                continue
+            wb = w_all[:, b * k : (b + 1) * k]
+            found.append(
+                find_stop_exits(prices.open, prices.high, prices.low, prices.index, wb, rules, self.slippage, policy)
+            )
+        price = close
+        reason = None
+        if any(e is not None and len(e) for e in found):
+            # stop fills differ from the row's close value, so the order prices need their own array
+            price = close.copy()
+            reason = np.zeros((n_rows, k * g), dtype=np.int8)
+            for b, e in enumerate(found):
+                if e is None or not len(e):
+                    continue
+                rows = off + 2 * e.bar + np.where(e.kind == MAX_HOLDING, 0, 1)
+                cols = e.col + b * k
+                price[rows, cols] = e.price
+                size[rows, cols] = 0.0
+                reason[rows, cols] = e.kind
+
+        init = np.array([float(c0) for c0 in init_cash])
+        if off:
+            for b in range(g):
+                init[b] += float(np.sum(shares[b] * base[0]))
+            # per-row columns broadcast across assets: only row 0 (the carry row) differs
+            size_type: Any = np.full((n_rows, 1), SizeType.TargetPercent, dtype=np.int64)
+            size_type[0] = SizeType.Amount
+            fees: Any = np.full((n_rows, 1), self.fees)
+            fees[0] = 0.0
+            slippage: Any = np.full((n_rows, 1), self.slippage)
+            slippage[0] = 0.0
+        else:
+            size_type, fees, slippage = SizeType.TargetPercent, self.fees, self.slippage
+
+        records = _orders_simulate(close, size, size_type, price, fees, slippage, init, np.full(g, k), self.engine)
+        return self._results(
+            prices, records, init, off, shares, carries, found, reason, (close, size, size_type, price, fees, slippage)
+        )
+
+    def _results(
         self,
         prices: PriceBlock,
-        weights: np.ndarray,
-        exit_rules: ExitRules | None,
-        init_cash: float,
-        carry_shares: np.ndarray | None,
-        carry_price: np.ndarray | None,
-        ambiguity: Ambiguity | None,
-        *,
-        force_carry: bool = False,
-    ) -> _Book:
-        """The two-row (plus carry row) order arrays of one book."""
-        n_bars, n_cols = prices.shape
-        if not (np.isfinite(init_cash) and init_cash >= 0):
-            msg = f"init_cash must be finite and >= 0, got {init_cash}"
-            raise ValueError(msg)
-        carry = _carry_arrays(carry_shares, carry_price, n_cols)
-        if carry is None and force_carry:
-            carry = (np.zeros(n_cols), np.asarray(prices.open[0], dtype=np.float64))
+        records: np.ndarray,
+        init: np.ndarray,
+        off: int,
+        shares: np.ndarray,
+        carries: list[tuple[np.ndarray, np.ndarray] | None],
+        found: list[StopExits | None],
+        reason: np.ndarray | None,
+        arrays: tuple[Any, ...],
+    ) -> list[SimResult]:
+        """Every book's result from the records of the one call, computed for all books at once.
 
-        exits = None
-        if exit_rules is not None and exit_rules.active:
-            policy = self.ambiguity if ambiguity is None else ambiguity
-            exits = find_stop_exits(
-                prices.open, prices.high, prices.low, prices.index, weights, exit_rules, self.slippage, policy
+        vectorbt values a portfolio from its records the same way (cash flow plus assets at the
+        close); doing it in numpy, per bar rather than per row, skips its pandas wrapping. Sums
+        run in the same order as for one book alone (records in simulation order, columns left to
+        right), so a book's numbers do not depend on the books beside it.
+        """
+        n_bars, k = prices.shape
+        g = len(init)
+        col = records["col"]
+        book = col // k
+        sell = records["side"] == 1
+        signed = np.where(sell, -records["size"], records["size"])
+        flow = np.where(sell, 1.0, -1.0) * records["size"] * records["price"] - records["fees"]
+        bar_of = np.maximum(records["idx"] - off, 0) // 2  # the carry row folds into bar 0
+        cash = init[:, None] + np.cumsum(
+            np.bincount(book * n_bars + bar_of, weights=flow, minlength=g * n_bars).reshape(g, n_bars), axis=1
+        )
+        pos_flow = np.bincount(bar_of * (g * k) + col, weights=signed, minlength=n_bars * g * k)
+        position = np.cumsum(pos_flow.reshape(n_bars, g * k), axis=0).reshape(n_bars, g, k)
+        held = np.zeros((n_bars, g))
+        for j in range(k):
+            held += position[:, :, j] * prices.close[:, j][:, None]
+        equity = cash.T + held
+
+        order = np.argsort(book, kind="stable")
+        bounds = np.searchsorted(book[order], np.arange(g + 1))
+        close, size, size_type, price, fees, slippage = arrays
+        results = []
+        for b in range(g):
+            mine = records[order[bounds[b] : bounds[b + 1]]].copy()
+            mine["col"] -= b * k
+            if carries[b] is not None:
+                _check_carry_fill(mine, shares[b])
+            keep = mine[mine["idx"] >= off]
+            codes = np.zeros(len(keep), dtype=np.int8) if reason is None else reason[keep["idx"], keep["col"] + b * k]
+            cols = slice(b * k, (b + 1) * k)
+
+            def portfolio(cols: slice = cols, b: int = b) -> Any:
+                return vbt.Portfolio.from_orders(
+                    close[:, cols],
+                    size[:, cols],
+                    size_type=size_type,
+                    price=price[:, cols],
+                    val_price=price[:, cols],
+                    fees=fees,
+                    slippage=slippage,
+                    init_cash=float(init[b]),
+                    cash_sharing=True,
+                    group_by=True,
+                    call_seq="auto",
+                    engine=self.engine,
+                )
+
+            exits = found[b]
+            results.append(
+                SimResult(
+                    equity=equity[:, b].copy(),
+                    cash=cash[b].copy(),
+                    cash_end=float(cash[b, -1]),
+                    shares_end=position[-1, b].copy(),
+                    order_bar=((keep["idx"] - off) // 2).astype(np.int64),
+                    order_records=keep,
+                    order_reason=codes,
+                    stop_exits=exits,
+                    n_ambiguous=0 if exits is None else int(exits.ambiguous.sum()),
+                    portfolio_factory=portfolio,
+                    prices=prices,
+                )
             )
-
-        off = 0 if carry is None else 1
-        n_rows = 2 * n_bars + off
-        close = np.empty((n_rows, n_cols))
-        close[off::2] = prices.open
-        close[off + 1 :: 2] = prices.close
-        size = np.full((n_rows, n_cols), np.nan)
-        size[off::2] = weights
-        reason = None
-        price = close
-        if exits is not None and len(exits):
-            # Stop fills differ from the row's close value, so the order prices need their own array.
-            price = close.copy()
-            is_hold = exits.kind == MAX_HOLDING
-            rows = off + 2 * exits.bar + np.where(is_hold, 0, 1)
-            price[rows, exits.col] = exits.price
-            size[rows, exits.col] = 0.0
-            reason = np.zeros((n_rows, n_cols), dtype=np.int8)
-            reason[rows, exits.col] = exits.kind
-
-        init = float(init_cash)
-        if carry is None:
-            size_type: Any = SizeType.TargetPercent
-            fees: Any = self.fees
-            slippage: Any = self.slippage
-        else:
-            shares, carry_close = carry
-            close[0] = np.where(shares != 0, carry_close, prices.open[0])
-            size[0] = np.where(shares != 0, shares, np.nan)
-            # Per-row columns broadcast across assets: only row 0 differs.
-            size_type = np.full((n_rows, 1), SizeType.TargetPercent, dtype=np.int64)
-            size_type[0] = SizeType.Amount
-            fees = np.full((n_rows, 1), self.fees)
-            fees[0] = 0.0
-            slippage = np.full((n_rows, 1), self.slippage)
-            slippage[0] = 0.0
-            init += float(np.sum(shares * close[0]))
-            if price is not close:
-                price[0] = close[0]
-        return _Book(close, size, size_type, price, fees, slippage, init, off, reason, exits, carry)
-
-    def _finish(self, prices: PriceBlock, book: _Book, records: np.ndarray) -> SimResult:
-        if book.carry is not None:
-            _check_carry_fill(records, book.carry[0])
-
-        def portfolio() -> Any:
-            return vbt.Portfolio.from_orders(
-                book.close,
-                book.size,
-                size_type=book.size_type,
-                price=book.price,
-                val_price=book.price,
-                fees=book.fees,
-                slippage=book.slippage,
-                init_cash=book.init,
-                cash_sharing=True,
-                group_by=True,
-                call_seq="auto",
-                engine=self.engine,
-            )
-
-        return _result(portfolio, records, book.init, prices, book.off, book.reason, book.exits)
-
-
-@dataclass(frozen=True)
-class _Book:
-    """The order arrays of one book on the simulation grid, before vectorbt runs them."""
-
-    close: np.ndarray
-    size: np.ndarray
-    size_type: Any
-    price: np.ndarray
-    fees: Any
-    slippage: Any
-    init: float
-    off: int
-    reason: np.ndarray | None
-    exits: StopExits | None
-    carry: tuple[np.ndarray, np.ndarray] | None
+        return results
 
 
 def _orders_simulate(
@@ -544,51 +556,3 @@ _TS_TYPE = pl.Datetime("ns", "UTC")
 def _labels(names: tuple[str, ...], codes: np.ndarray) -> pl.Series:
     """Map integer codes to their names (a gather, cheaper than building Python strings)."""
     return pl.Series(names, dtype=pl.String).gather(codes)
-
-
-def _result(
-    portfolio: Callable[[], Any],
-    records: np.ndarray,
-    init_cash: float,
-    prices: PriceBlock,
-    off: int,
-    reason: np.ndarray | None,
-    exits: StopExits | None,
-) -> SimResult:
-    """Build the SimResult from the portfolio's order records, dropping the carry row."""
-    n_bars, n_cols = prices.shape
-    idx = records["idx"]
-    sell = records["side"] == 1
-    signed = np.where(sell, -records["size"], records["size"])
-    flow = np.where(sell, 1.0, -1.0) * records["size"] * records["price"] - records["fees"]
-    # vectorbt values a portfolio from its records the same way (cash flow plus assets at the
-    # close); doing it in numpy, per bar rather than per row, skips its pandas wrapping, which
-    # would cost more than the simulation. The carry row (idx 0 when off == 1) folds into bar 0.
-    bar_of = np.maximum(idx - off, 0) // 2
-    cash = init_cash + np.cumsum(np.bincount(bar_of, weights=flow, minlength=n_bars))
-    cell = bar_of * n_cols + records["col"]
-    pos_flow = np.bincount(cell, weights=signed, minlength=n_bars * n_cols).reshape(n_bars, n_cols)
-    position = np.cumsum(pos_flow, axis=0)
-    # column by column, left to right: columns holding nothing add exactly 0.0, so the same book
-    # simulated beside extra empty columns (an exit-rule grid) gives bit-identical equity
-    held = np.zeros(n_bars)
-    for j in range(n_cols):
-        held += position[:, j] * prices.close[:, j]
-    equity = cash + held
-
-    keep = idx >= off
-    rec = records[keep]
-    codes = np.zeros(len(rec), dtype=np.int8) if reason is None else reason[rec["idx"], rec["col"]]
-    return SimResult(
-        equity=equity,
-        cash=cash,
-        cash_end=float(cash[-1]),
-        shares_end=position[-1].copy(),
-        order_bar=((rec["idx"] - off) // 2).astype(np.int64),
-        order_records=rec,
-        order_reason=codes,
-        stop_exits=exits,
-        n_ambiguous=0 if exits is None else int(exits.ambiguous.sum()),
-        portfolio_factory=portfolio,
-        prices=prices,
-    )
