@@ -514,20 +514,31 @@ class BacktestEngine:
             )
             out.trades.append(trade)
 
+        # finite weights, column by column (rows ascending): the orders each column was given
+        wt = weights.T
+        fc, fr = np.nonzero(np.isfinite(wt))
+        fv = wt[fc, fr]
+        starts = np.searchsorted(fc, np.arange(len(columns) + 1)).tolist()
+        opens = block["open"]
         for j, s in enumerate(columns):
-            wj, mine = weights[:, j], stops.get(j, {})
+            lo, hi = starts[j], starts[j + 1]
+            mine = stops.get(j, {})
+            if lo == hi and not mine:
+                continue
+            given = dict(zip(fr[lo:hi].tolist(), fv[lo:hi].tolist(), strict=True))
             trade: dict[str, Any] | None = None
-            for r in sorted({*np.flatnonzero(np.isfinite(wj)).tolist(), *mine}):
-                if wj[r] == 0 and trade is not None:  # at the bar's open
+            for r in sorted(given.keys() | mine.keys()):
+                wr = given.get(r)
+                if wr == 0.0 and trade is not None:  # at the bar's open
                     kind = (
                         "delisted"
                         if delist[r, j]
                         else ("rebalance" if r == 0 or self.cfg.signals is None else "signal")
                     )
-                    close(trade, kind, float(block["open"][r, j]), int(ts[r]))
+                    close(trade, kind, float(opens[r, j]), int(ts[r]))
                     trade = None
-                if wj[r] > 0 and trade is None:
-                    entry = float(block["open"][r, j]) * (1.0 + slip)
+                if wr is not None and wr > 0 and trade is None:
+                    entry = float(opens[r, j]) * (1.0 + slip)
                     trade = {"window": w.index, "symbol": s, "entry_time": int(ts[r]), "entry_price": entry}
                 if r in mine and trade is not None:
                     kind, level, amb = mine[r]
