@@ -420,7 +420,8 @@ class BacktestEngine:
                     ambiguity=self.ambiguity,
                 )
             )
-        results = self.stage.execute_grid(contexts)
+        # the normal run is one book; an exit-rule grid runs every book in the same vectorbt call
+        results = [self.stage.execute(contexts[0])] if len(contexts) == 1 else self.stage.execute_grid(contexts)
         step = interval_ms(self.interval)
         for book, ctx, res in zip(self.books, contexts, results, strict=True):
             book.cash = float(res.cash_end)
@@ -468,7 +469,7 @@ class BacktestEngine:
         out = book.out
         out.equity_ts.append(ts + step)
         out.equity.append(np.asarray(res.equity, dtype=np.float64))
-        held = np.asarray(res.equity) - self._cash_path(res)
+        held = res.equity - res.cash
         out.exposure.append(np.clip(held / np.asarray(res.equity), 0.0, None))
         rec = res.order_records
         if len(rec):
@@ -550,11 +551,6 @@ class BacktestEngine:
         audit["exits"] = counts
         audit["ambiguous"] = int(res.n_ambiguous)
         out.audit.append(audit)
-
-    @staticmethod
-    def _cash_path(res: SimResult) -> np.ndarray:
-        """Cash at each bar's close, from the portfolio (odd rows of the two-row grid)."""
-        return np.asarray(res.cash, dtype=np.float64)
 
     def _simulate_all(
         self, ambiguity: str, interval: str | None = None, restart: list[_Pass] | None = None

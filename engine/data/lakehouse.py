@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.data.bars import BAR_SCHEMA, bars_gaps, bars_validate, interval_ms, symbol_from_dir, symbol_to_dir
+from engine.data.bars import BAR_SCHEMA, bars_validate, interval_ms, symbol_from_dir, symbol_to_dir
 from engine.errors import DataError
 
 KINDS = ("bars", "mtf")
@@ -185,7 +185,3 @@ class Lakehouse:
         return pl.scan_parquet(self.glob(kind, interval), hive_partitioning=True).with_columns(
             pl.col("symbol").cast(pl.String).str.replace("_", "/", literal=True)
         )
-
-    def gaps(self, kind: str, interval: str, symbol: str) -> int:
-        """Missing bars between the first and last stored bar of a partition."""
-        return bars_gaps(self.read(kind, interval, symbol), interval)

@@ -416,16 +416,16 @@ class VectorBTSimulator:
             held += position[:, :, j] * prices.close[:, j][:, None]
         equity = cash.T + held
 
-        order = np.argsort(book, kind="stable")
+        order = np.argsort(book, kind="stable") if g > 1 else np.arange(len(records))
         bounds = np.searchsorted(book[order], np.arange(g + 1))
         close, size, size_type, price, fees, slippage = arrays
         results = []
         for b in range(g):
-            mine = records[order[bounds[b] : bounds[b + 1]]].copy()
+            mine = records[order[bounds[b] : bounds[b + 1]]]  # fancy indexing: already a copy
             mine["col"] -= b * k
             if carries[b] is not None:
                 _check_carry_fill(mine, shares[b])
-            keep = mine[mine["idx"] >= off]
+            keep = mine[mine["idx"] >= off] if off else mine
             codes = np.zeros(len(keep), dtype=np.int8) if reason is None else reason[keep["idx"], keep["col"] + b * k]
             cols = slice(b * k, (b + 1) * k)
 
