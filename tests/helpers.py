@@ -33,3 +33,14 @@ def small_config(lakehouse: Path, output: Path, *overrides: str, **patch: Any) -
             node = node.setdefault(k, {})
         node[keys[-1]] = value
     return config_validate(raw)
+
+
+# ranking for a universe of a dozen symbols over a few months (short factor windows, no liquidity floor)
+TINY_RANKING = [
+    "ranking.top_n=3",
+    "ranking.min_history_days=40",
+    "ranking.momentum_days=20",
+    "ranking.vol_days=20",
+    "ranking.liquidity_days=20",
+    "ranking.min_dollar_volume=0",
+]

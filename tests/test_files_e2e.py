@@ -8,17 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import TINY_RANKING
+
 from engine.data.sources.synthetic import SyntheticSource
 
-SMALL = [
-    "ranking.top_n=3",
-    "ranking.min_history_days=40",
-    "ranking.momentum_days=20",
-    "ranking.vol_days=20",
-    "ranking.liquidity_days=20",
-    "ranking.min_dollar_volume=0",
-    "quiet=true",
-]
+SMALL = [*TINY_RANKING, "quiet=true"]
 
 
 def _engine(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

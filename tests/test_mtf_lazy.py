@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 from exchange_server import ExchangeServer
-from helpers import compose_raw
+from helpers import TINY_RANKING, compose_raw
 
 from engine.backtest import BacktestEngine
 from engine.config import CcxtData, config_validate
@@ -30,16 +30,7 @@ def test_backtest_fetches_fine_bars_only_for_winners(tmp_path: Path) -> None:
             "limit": 1000,
             "timeout_ms": 5000,
         }
-        raw = compose_raw(
-            "+profile=crypto_rating",
-            "backtest.timeframes=[4h]",
-            "ranking.top_n=3",
-            "ranking.min_history_days=40",
-            "ranking.momentum_days=20",
-            "ranking.vol_days=20",
-            "ranking.liquidity_days=20",
-            "ranking.min_dollar_volume=0",
-        )
+        raw = compose_raw("+profile=crypto_rating", "backtest.timeframes=[4h]", *TINY_RANKING)
         raw["data"] = data
         raw["paths"] = {"lakehouse_dir": str(tmp_path / "lh"), "output_dir": str(tmp_path / "out")}
         cfg = config_validate(raw)
