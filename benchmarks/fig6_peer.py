@@ -8,7 +8,7 @@ TP {10, 15, 20} % (9 combinations) and SL {3, 5, 7, 10, 12} % x TP {10, 15, 20, 
 a superset of the 9).
 
 - backtesting.py: one ``bt.run(sl=, tp=)`` per combination.
-- ours, per combination: one ``VectorBTSimulator.simulate`` (entries from the same signals).
+- ours, per combination: one ``VectorBTSimulator.simulate`` (entries from the same sma_cross).
 - ours, vectorised: ``VectorBTSimulator.simulate_grid``, one book of the single asset per
   combination, all books in ONE vectorbt call (each book's result equals ``simulate``).
 
@@ -34,11 +34,6 @@ SLS_BIG = (0.03, 0.05, 0.07, 0.10, 0.12)
 TPS_BIG = (0.10, 0.15, 0.20, 0.25, 0.30)
 TARGET_GRID = 0.01  # vectorised grid per combination <= 1/100 of backtesting.py's bt.run
 CASH = 10_000_000.0
-
-
-_sma = sma
-ohlc = crosscheck_ohlc
-signals = sma_cross
 
 
 def entries(prices: Any, sig: np.ndarray, rules: Any) -> np.ndarray:
@@ -88,7 +83,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     from engine.simulation import PriceBlock, VectorBTSimulator
 
     size = sizes(quick)
-    df = ohlc()
+    df = crosscheck_ohlc()
     next_open = df["Open"].to_numpy()
 
     class Bracket(Strategy):
@@ -96,8 +91,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         tp = 0.15
 
         def init(self) -> None:
-            self.fast = self.I(_sma, self.data.Close, 10)
-            self.slow = self.I(_sma, self.data.Close, 30)
+            self.fast = self.I(sma, self.data.Close, 10)
+            self.slow = self.I(sma, self.data.Close, 30)
 
         def next(self) -> None:
             i = len(self.data) - 1
@@ -110,7 +105,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         df.index.to_numpy(dtype="datetime64[ns]"),
         ("X",),
     )
-    sig = signals(df["Close"].to_numpy())
+    sig = sma_cross(df["Close"].to_numpy())
     bt = Backtest(
         df, Bracket, cash=CASH, commission=0.0, exclusive_orders=False, trade_on_close=False, finalize_trades=True
     )

@@ -38,11 +38,6 @@ RULES = ExitRules(sl_stop=SL, tp_stop=TP)
 CASH = 10_000_000.0  # large enough that backtesting.py's whole-unit sizing never runs short
 
 
-_sma = sma
-_ohlc = crosscheck_ohlc
-_signals = sma_cross
-
-
 def _block(df: pd.DataFrame) -> PriceBlock:
     return PriceBlock(
         *(df[[c]].to_numpy(dtype=np.float64).copy() for c in ("Open", "High", "Low", "Close")),
@@ -82,8 +77,8 @@ class _BracketAtOrder(Strategy):
     next_open: np.ndarray = np.empty(0)
 
     def init(self) -> None:
-        self.fast = self.I(_sma, self.data.Close, 10)
-        self.slow = self.I(_sma, self.data.Close, 30)
+        self.fast = self.I(sma, self.data.Close, 10)
+        self.slow = self.I(sma, self.data.Close, 30)
 
     def next(self) -> None:
         i = len(self.data) - 1
@@ -96,8 +91,8 @@ class _LevelsAfterFill(Strategy):
     """Buys at market; sets SL/TP from ``trade.entry_price`` in ``next()`` of the fill bar."""
 
     def init(self) -> None:
-        self.fast = self.I(_sma, self.data.Close, 10)
-        self.slow = self.I(_sma, self.data.Close, 30)
+        self.fast = self.I(sma, self.data.Close, 10)
+        self.slow = self.I(sma, self.data.Close, 30)
 
     def next(self) -> None:
         for trade in self.trades:
@@ -110,7 +105,7 @@ class _LevelsAfterFill(Strategy):
 
 @pytest.fixture(scope="module")
 def df() -> pd.DataFrame:
-    data = _ohlc()
+    data = crosscheck_ohlc()
     # sl= must lie below the signal bar's close for backtesting.py to accept the order.
     gap = data["Open"].to_numpy()[1:] / data["Close"].to_numpy()[:-1] - 1
     assert np.abs(gap).max() < SL
@@ -141,15 +136,15 @@ def _compare(ours, bt: pd.DataFrame, shares_end: float, entry_bar_differences: b
 
 def test_signals_match_backtesting_crossover(df: pd.DataFrame) -> None:
     close = df["Close"].to_numpy()
-    fast, slow = _sma(close, 10), _sma(close, 30)
+    fast, slow = sma(close, 10), sma(close, 30)
     lib = [i for i in range(30, N_BARS) if crossover(fast[: i + 1], slow[: i + 1])]
-    assert _signals(close).tolist() == lib
+    assert sma_cross(close).tolist() == lib
     assert len(lib) > 20
 
 
 def test_same_trades_with_bracket_at_order_time(df: pd.DataFrame) -> None:
     prices = _block(df)
-    ours, res = _our_trades(prices, _our_entries(prices, _signals(df["Close"].to_numpy())))
+    ours, res = _our_trades(prices, _our_entries(prices, sma_cross(df["Close"].to_numpy())))
     strategy = type("Bracket", (_BracketAtOrder,), {"next_open": df["Open"].to_numpy()})
     bt = _bt_trades(df, strategy)
     counts = _compare(ours, bt, float(res.shares_end[0]), entry_bar_differences=False)
