@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +83,9 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def machine_info() -> dict[str, Any]:
     """CPU count, platform, python, package versions, memory and the git commit."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    from engine.artefacts import package_versions
+
+    versions = package_versions(PACKAGES)
     info: dict[str, Any] = {
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

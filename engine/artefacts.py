@@ -25,6 +25,17 @@ def data_fingerprint(root: Path, files: list[str]) -> str:
     return digest.hexdigest()
 
 
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package (None when absent), for manifests and benchmark results."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def _json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
 
@@ -33,12 +44,7 @@ def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_ya
     """config.yaml, manifest.json, metrics.json, equity/orders/trades/winners parquet, audit.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
     root = Path(cfg.paths.lakehouse_dir)
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
+    versions = package_versions()
     manifest = {
         "engine_version": ENGINE_VERSION,
         "config": cfg.model_dump(mode="json"),
