@@ -297,10 +297,9 @@ class BacktestEngine:
             return 0
         return 3 * self.cfg.signals.ema_bars * interval_ms(self.cfg.backtest.timeframes[0])
 
-    def _signal_weights(
-        self, w: Window, winners: list[str], ts: np.ndarray, weights: np.ndarray, targets: dict[str, float]
-    ) -> None:
-        """Entries and trend exits of the trend-in-trend signal, placed on the simulation grid.
+    def _signal_weights(self, w: Window, winners: list[str], ts: np.ndarray, targets: dict[str, float]) -> np.ndarray:
+        """Entries and trend exits of the trend-in-trend signal on the simulation grid, as a
+        (n_bars, n_winners) weight array (NaN = no order); the same for every book of the window.
 
         A signal of the bar opened at T (signal interval) acts at the open of the grid bar that
         opens at T + interval: the target weight on an entry, 0 when the daily trend is lost.
@@ -323,9 +322,7 @@ class BacktestEngine:
 
         sig = signals_compute(frames(self.mtf[sig_iv], lo), frames(self.daily, day_lo), p, step)
         snap = "exact" if interval_ms(self.interval) <= step else "next"
-        placed = weights_from_signals(sig, winners, ts, targets, step, snap=snap)
-        mine = weights[:, : len(winners)]
-        mine[np.isfinite(placed)] = placed[np.isfinite(placed)]
+        return weights_from_signals(sig, winners, ts, targets, step, snap=snap)
 
     def _window_block(
         self, w: Window, winners: list[str], carried: list[str]
@@ -394,6 +391,7 @@ class BacktestEngine:
             index=ts.astype("datetime64[ms]").astype("datetime64[ns]"),
             columns=columns,
         )
+        placed = None if self.cfg.signals is None else self._signal_weights(w, winners, ts, allocation.weights)
         contexts = []
         for book in self.books:
             weights = np.full(block["close"].shape, np.nan)
@@ -406,7 +404,8 @@ class BacktestEngine:
                     (allocation.weights[s] if book.shares.get(s) else np.nan) if s in allocation.weights else 0.0
                     for s in columns
                 ]
-                self._signal_weights(w, winners, ts, weights, allocation.weights)
+                mine = weights[:, : len(winners)]
+                mine[np.isfinite(placed)] = placed[np.isfinite(placed)]
             weights[delist] = 0.0
             contexts.append(
                 SimulationContext(
