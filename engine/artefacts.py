@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.backtest import BacktestResult
 from engine.config import ENGINE_VERSION, RunConfig
-from engine.data.lakehouse import atomic_write_bytes, parquet_write_atomic
+from engine.data.lakehouse import atomic_write_bytes, atomic_write_json, parquet_write_atomic
 
 PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra-core", "pyarrow")
 
@@ -36,8 +36,9 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return versions
 
 
-def _json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+def metrics_write(path: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json``, stamped with the engine version (sweep summaries refuse other versions)."""
+    atomic_write_json(path, {"engine_version": ENGINE_VERSION, **metrics})
 
 
 def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_yaml: str) -> None:
@@ -53,8 +54,8 @@ def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_ya
         "packages": versions,
     }
     atomic_write_bytes(out / "config.yaml", config_yaml.encode())
-    atomic_write_bytes(out / "manifest.json", _json(manifest))
-    atomic_write_bytes(out / "metrics.json", _json({"engine_version": ENGINE_VERSION, **result.metrics}))
+    atomic_write_json(out / "manifest.json", manifest)
+    metrics_write(out / "metrics.json", result.metrics)
     parquet_write_atomic(result.equity, out / "equity.parquet")
     parquet_write_atomic(result.orders, out / "orders.parquet")
     parquet_write_atomic(result.trades, out / "trades.parquet")

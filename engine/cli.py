@@ -170,15 +170,20 @@ def data_errors(lakehouse: str) -> Iterator[None]:
         raise DataError(msg) from None
 
 
+def output_dir(cfg: RunConfig) -> Path:
+    """The run's artefact directory (set by Hydra, or by the caller of the plain functions)."""
+    if cfg.paths.output_dir is None:
+        msg = "paths.output_dir is not set: pass paths.output_dir=DIR or run through `python -m engine`"
+        raise ConfigError(msg)
+    return Path(cfg.paths.output_dir)
+
+
 def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     """Run a walk-forward backtest and write its artefacts into ``cfg.paths.output_dir``."""
     from engine.artefacts import artefacts_write
     from engine.backtest import BacktestEngine
 
-    if cfg.paths.output_dir is None:
-        msg = "paths.output_dir is not set: pass paths.output_dir=DIR or run through `python -m engine`"
-        raise ConfigError(msg)
-    out = Path(cfg.paths.output_dir)
+    out = output_dir(cfg)
     t0 = time.perf_counter()
     with data_errors(cfg.paths.lakehouse_dir):
         engine = BacktestEngine(cfg)
@@ -211,15 +216,11 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     The first combination's full artefacts go to the run directory itself; every combination gets
     ``metrics.json`` and ``params.json`` (the sweep summary reads them like multirun jobs).
     """
-    from engine.artefacts import artefacts_write
+    from engine.artefacts import artefacts_write, metrics_write
     from engine.backtest import BacktestEngine
-    from engine.config import ENGINE_VERSION
-    from engine.data.lakehouse import atomic_write_bytes
+    from engine.data.lakehouse import atomic_write_json
 
-    if cfg.paths.output_dir is None:
-        msg = "paths.output_dir is not set: pass paths.output_dir=DIR or run through `python -m engine`"
-        raise ConfigError(msg)
-    out = Path(cfg.paths.output_dir)
+    out = output_dir(cfg)
     rules = grid_combos(cfg)
     t0 = time.perf_counter()
     with data_errors(cfg.paths.lakehouse_dir):
@@ -231,12 +232,8 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
         job = out / "combos" / f"{i:03d}"
         job.mkdir(parents=True, exist_ok=True)
         values = (r or ExitRules()).model_dump()
-        params = {f"exit_rules.{k}": json.dumps(v) for k, v in values.items()}
-        atomic_write_bytes(job / "params.json", (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
-        body = {"engine_version": ENGINE_VERSION, **metrics}
-        atomic_write_bytes(
-            job / "metrics.json", (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
-        )
+        atomic_write_json(job / "params.json", {f"exit_rules.{k}": json.dumps(v) for k, v in values.items()})
+        metrics_write(job / "metrics.json", metrics)
         rows.append(
             {"combo": i, **values, "sharpe": metrics.get("sharpe"), "total_return": metrics.get("total_return")}
         )
@@ -288,14 +285,14 @@ def params_write(out: Path) -> None:
     """``params.json``: the command-line overrides of this job, keyed by config path (for sweeps)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from engine.data.lakehouse import atomic_write_bytes
+    from engine.data.lakehouse import atomic_write_json
 
     params: dict[str, str] = {}
     for item in HydraConfig.get().overrides.task:
         key, _, value = item.partition("=")
         params[key.lstrip("+~")] = value
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "params.json", (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_json(out / "params.json", params)
 
 
 def error_write(message: str) -> None:

@@ -67,6 +67,11 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_json(path: Path, obj: object) -> None:
+    """Write ``obj`` as indented, key-sorted JSON (stable bytes for the same content), atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
 def parquet_write_atomic(df: pl.DataFrame, path: Path) -> None:
     """Write a parquet file atomically with settings fixed for byte-identical output."""
     path.parent.mkdir(parents=True, exist_ok=True)
