@@ -30,7 +30,7 @@ from engine.ranking import ranks_compute, weights_compute
 from engine.signals import signals_compute, weights_from_signals
 from engine.simulation.stage import AllocationContext, SelectionContext, SimulationContext, SimulationStage
 from engine.simulation.stops import EXIT_KIND_NAMES
-from engine.simulation.vbt import PriceBlock, SimResult
+from engine.simulation.vbt import ORDER_REASONS, ORDER_SIDES, PriceBlock, SimResult
 from engine.sql import sql_arrow
 from engine.windows import DAY_MS, Window, windows_build
 
@@ -66,8 +66,8 @@ def _orders_frame(parts: list[dict[str, np.ndarray]]) -> pl.DataFrame:
     if not parts:
         return pl.DataFrame(schema=ORDER_SCHEMA)
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    sides = pl.Series(["buy", "sell"], dtype=pl.String)
-    reasons = pl.Series(["rebalance", *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES))], dtype=pl.String)
+    sides = pl.Series(ORDER_SIDES, dtype=pl.String)
+    reasons = pl.Series(ORDER_REASONS, dtype=pl.String)
     return pl.DataFrame(
         {
             "window": cols["window"],

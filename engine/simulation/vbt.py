@@ -36,8 +36,8 @@ from engine.simulation.stops import EXIT_KIND_NAMES, MAX_HOLDING, Ambiguity, Sto
 ENGINES = ("rust", "numba")
 
 # Index = reason code in the order grid: 0 is a rebalance, the others are exit kinds.
-_REASONS = ("rebalance", *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES)))
-_SIDES = ("buy", "sell")  # vectorbt's OrderSide codes
+ORDER_REASONS = ("rebalance", *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES)))
+ORDER_SIDES = ("buy", "sell")  # vectorbt's OrderSide codes
 
 
 @dataclass(frozen=True)
@@ -159,11 +159,11 @@ class SimResult:
                 "bar": pl.Series(bar, dtype=pl.Int64),
                 "timestamp": pl.Series(self.prices.index[bar]).dt.replace_time_zone("UTC"),
                 "column": _labels(self.prices.columns, rec["col"]),
-                "side": _labels(_SIDES, rec["side"]),
+                "side": _labels(ORDER_SIDES, rec["side"]),
                 "size": rec["size"],
                 "price": rec["price"],
                 "fees": rec["fees"],
-                "reason": _labels(_REASONS, self.order_reason),
+                "reason": _labels(ORDER_REASONS, self.order_reason),
             },
             schema_overrides={"timestamp": _TS_TYPE},
         )
@@ -188,7 +188,7 @@ class SimResult:
                 "bar": pl.Series(exits.bar, dtype=pl.Int64),
                 "timestamp": pl.Series(self.prices.index[exits.bar]).dt.replace_time_zone("UTC"),
                 "column": _labels(self.prices.columns, exits.col),
-                "kind": _labels(_REASONS, exits.kind),
+                "kind": _labels(ORDER_REASONS, exits.kind),
                 "price": exits.price,
                 "ambiguous": exits.ambiguous,
             },
