@@ -391,6 +391,10 @@ def test_direct_dispatch_equals_portfolio_from_orders(engine: str) -> None:
     rec = res.portfolio.order_records
     rec = rec[rec["idx"] >= 1]
     assert len(rec) == res.orders.height > 10
+    # only rows with an order go to vectorbt (about a fifth here): the bars must still line up
+    assert len(np.unique(rec["idx"])) < (2 * n) // 4
+    np.testing.assert_array_equal((rec["idx"] - 1) // 2, res.orders.get_column("bar").to_numpy())
+    np.testing.assert_array_equal(rec["col"], [block.columns.index(c) for c in res.orders.get_column("column")])
     np.testing.assert_array_equal(rec["size"], res.orders.get_column("size").to_numpy())
     np.testing.assert_array_equal(rec["price"], res.orders.get_column("price").to_numpy())
     np.testing.assert_array_equal(rec["fees"], res.orders.get_column("fees").to_numpy())
