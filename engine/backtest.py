@@ -257,9 +257,10 @@ class BacktestEngine:
 
     # ---- walk-forward ------------------------------------------------------------------------
 
-    def _reset(self, ambiguity: str) -> None:
-        self.books = [_Book(rules, self.cfg.backtest.init_cash) for rules in self.rules]
+    def _reset(self, ambiguity: str, rules: list[ExitRules | None], light: bool = False) -> None:
+        self.books = [_Book(r, self.cfg.backtest.init_cash) for r in rules]
         self.ambiguity = ambiguity
+        self.light = light
 
     def _run_window_step(self, w: Window) -> None:
         """Select the window's winners, weight them, fetch their fine bars, simulate."""
@@ -427,6 +428,9 @@ class BacktestEngine:
             book.shares = {s: float(q) for s, q in zip(columns, res.shares_end, strict=True) if q != 0}
             for j, s in enumerate(columns):
                 book.last_price[s] = float(block["close"][-1, j])
+            if self.light:  # a sensitivity pass: only the carried state and the final equity count
+                book.out.equity = [res.equity[-1:]]
+                continue
             audit = self._audit(w, selection, allocation, book)
             self._collect(book, w, ts, step, columns, block, ctx.weights, delist, res, audit)
         self._timed("simulation", t0)
@@ -552,16 +556,21 @@ class BacktestEngine:
         out.audit.append(audit)
 
     def _simulate_all(
-        self, ambiguity: str, interval: str | None = None, restart: list[_Pass] | None = None
+        self,
+        ambiguity: str,
+        interval: str | None = None,
+        restart: list[_Pass] | None = None,
+        rules: list[ExitRules | None] | None = None,
     ) -> list[_Pass]:
-        """One pass of every book over the windows.
+        """One pass of every book (or of the books with ``rules``) over the windows.
 
-        With ``restart`` (the pessimistic passes), resume from the first window in which any book
-        saw an ambiguous exit, from each book's state there: earlier windows cannot differ.
+        With ``restart`` (the pessimistic passes of those books), a light pass that keeps only
+        each book's final equity: it resumes from the first window in which any of the books saw
+        an ambiguous exit, from each book's state there, as earlier windows cannot differ.
         """
         finest = self.interval
         self.interval = interval or finest
-        self._reset(ambiguity)
+        self._reset(ambiguity, self.rules if rules is None else rules, light=restart is not None)
         first = 0
         if restart is not None:
             first = min(next((i for i, a in enumerate(p.audit) if a["ambiguous"]), len(p.audit)) for p in restart)
@@ -572,7 +581,7 @@ class BacktestEngine:
             for w in progress_iter(
                 self.windows[first:], f"walk-forward ({ambiguity}, {self.interval})", quiet=self.cfg.quiet
             ):
-                for book in self.books:
+                for book in () if self.light else self.books:
                     book.out.states.append((book.cash, dict(book.shares), dict(book.last_price)))
                 self._run_window_step(w)
         finally:
@@ -605,9 +614,15 @@ class BacktestEngine:
         self.ranks_prepare()
         main = self._simulate_all("pessimistic")
         active = any(r is not None for r in self.rules)
-        alt = None
-        if active and any(p.n_ambiguous for p in main):
-            alt = self._simulate_all("optimistic", restart=main)
+        # the optimistic (take-profit-first) pass runs only the books that met an ambiguous bar;
+        # the others would repeat their pessimistic pass exactly
+        ambiguous = [i for i, p in enumerate(main) if p.n_ambiguous]
+        alt: dict[int, _Pass] = {}
+        if active and ambiguous:
+            passes = self._simulate_all(
+                "optimistic", restart=[main[i] for i in ambiguous], rules=[self.rules[i] for i in ambiguous]
+            )
+            alt = dict(zip(ambiguous, passes, strict=True))
         daily = None
         if active and self.interval != "1d":
             daily = self._simulate_all("pessimistic", "1d")
@@ -616,7 +631,7 @@ class BacktestEngine:
         for i, (rules, p) in enumerate(zip(self.rules, main, strict=True)):
             extra: dict[str, Any] = {"mode": "rebalance" if rules is None else "exit_rules", "daily_bars": None}
             if rules is not None:
-                final = alt[i].equity[-1][-1] if alt is not None else p.equity[-1][-1]
+                final = alt[i].equity[-1][-1] if i in alt else p.equity[-1][-1]
                 extra["total_return_optimistic"] = float(final / self.cfg.backtest.init_cash - 1.0)
                 if daily is not None:
                     extra["daily_bars"] = self._daily_comparison(p, daily[i])

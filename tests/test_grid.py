@@ -46,3 +46,26 @@ def test_grid_with_no_valid_combination_is_a_config_error(lakehouse_dir: Path, t
 def test_invalid_combinations_are_skipped(lakehouse_dir: Path, tmp_path: Path) -> None:
     grid = grid_run(small_config(lakehouse_dir, tmp_path / "g", "task=grid", "grid.sl_stop=[0.05,1.5]"))
     assert [c["sl_stop"] for c in grid.metrics["combinations"]] == [0.05]
+
+
+def test_optimistic_pass_equals_a_full_optimistic_walk_forward(lakehouse_dir: Path, tmp_path: Path) -> None:
+    """The optimistic return comes from a light pass over the ambiguous books only, restarted at
+    their first ambiguous window; it must equal a full take-profit-first walk-forward from window 0."""
+    from engine.backtest import BacktestEngine
+    from engine.exit_rules import ExitRules
+
+    cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating")
+    rules = [ExitRules(sl_stop=0.05), ExitRules(sl_stop=0.03, tp_stop=0.1), ExitRules(sl_stop=0.05, tp_stop=0.15)]
+    eng = BacktestEngine(cfg, rules=rules)
+    eng.run()
+    got = [m["total_return_optimistic"] for m in eng.book_metrics]
+    ambiguous = [m["n_ambiguous_exits"] for m in eng.book_metrics]
+    assert ambiguous[0] == 0 and ambiguous[1] > 0 and ambiguous[2] > 0
+    assert got[0] == eng.book_metrics[0]["total_return"]  # nothing ambiguous: both policies agree
+    for i in (1, 2):
+        full = BacktestEngine(cfg, rules=[rules[i]])
+        full.data_prepare()
+        full.ranks_prepare()
+        (p,) = full._simulate_all("optimistic")
+        assert got[i] == p.equity[-1][-1] / cfg.backtest.init_cash - 1.0
+        assert got[i] != eng.book_metrics[i]["total_return"]
