@@ -29,9 +29,9 @@ from engine.progress import progress_iter
 from engine.ranking import ranks_compute, weights_compute
 from engine.signals import signals_compute, weights_from_signals
 from engine.simulation.stage import AllocationContext, SelectionContext, SimulationContext, SimulationStage
-from engine.simulation.stops import EXIT_KIND_NAMES
 from engine.simulation.vbt import ORDER_REASONS, ORDER_SIDES, PriceBlock, SimResult
 from engine.sql import sql_arrow
+from engine.trades import TRADE_KINDS, window_trades
 from engine.windows import DAY_MS, Window, windows_build
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,35 @@ def _orders_frame(parts: list[dict[str, np.ndarray]]) -> pl.DataFrame:
     )
 
 
+def _trades_frame(parts: list[dict[str, np.ndarray]]) -> pl.DataFrame:
+    """All windows' trades of one book as one polars frame (built once, at the end)."""
+    if not parts:
+        return pl.DataFrame(schema=TRADE_SCHEMA)
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return pl.DataFrame(
+        {
+            "window": cols["window"],
+            "symbol": pl.Series(cols["symbol"].tolist(), dtype=pl.String),
+            "entry_time": pl.Series(cols["entry_time"]).cast(pl.Datetime("ms", "UTC")),
+            "entry_price": cols["entry_price"],
+            "exit_time": pl.Series(cols["exit_time"]).cast(pl.Datetime("ms", "UTC")),
+            "exit_price": cols["exit_price"],
+            "exit_kind": pl.Series(TRADE_KINDS, dtype=pl.String).gather(cols["kind"]),
+            "ambiguous": cols["ambiguous"],
+            "return": cols["exit_price"] / cols["entry_price"] - 1.0,
+        },
+        schema=TRADE_SCHEMA,
+    )
+
+
+def _stop_count(parts: list[dict[str, np.ndarray]]) -> int:
+    """Number of trades closed by a stop loss, take profit or trailing stop."""
+    if not parts:
+        return 0
+    counts = np.bincount(np.concatenate([p["kind"] for p in parts]), minlength=len(TRADE_KINDS))
+    return int(sum(counts[TRADE_KINDS.index(k)] for k in STOP_KINDS))
+
+
 def _ffill_rows(a: np.ndarray) -> np.ndarray:
     """Row index of the last finite value at or before each row, per column (0 if none)."""
     idx = np.where(np.isfinite(a), np.arange(a.shape[0])[:, None], 0)
@@ -97,7 +126,8 @@ class _Pass:
     equity: list[np.ndarray] = field(default_factory=list)
     exposure: list[np.ndarray] = field(default_factory=list)
     orders: list[dict[str, np.ndarray]] = field(default_factory=list)
-    trades: list[dict[str, Any]] = field(default_factory=list)
+    trades: list[dict[str, np.ndarray]] = field(default_factory=list)
+    """Trades of each window as arrays (see ``_trades_frame``)."""
     audit: list[dict[str, Any]] = field(default_factory=list)
     n_ambiguous: int = 0
     states: list[tuple[float, dict[str, float], dict[str, float]]] = field(default_factory=list)
@@ -393,12 +423,19 @@ class BacktestEngine:
             columns=columns,
         )
         placed = None if self.cfg.signals is None else self._signal_weights(w, winners, ts, allocation.weights)
+        shared = None
+        if self.cfg.signals is None:  # the rebalance orders are the same for every book
+            shared = np.full(block["close"].shape, np.nan)
+            shared[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
+            shared[delist] = 0.0
+        # every book marks the window's columns alike, so the carry prices are common too
+        first = self.books[0]
+        carry_price = np.array([first.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
         contexts = []
         for book in self.books:
-            weights = np.full(block["close"].shape, np.nan)
-            if self.cfg.signals is None:
-                weights[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
-            else:
+            weights = shared
+            if weights is None:
+                weights = np.full(block["close"].shape, np.nan)
                 # held winners are re-weighted at the rebalance (which resets their stops); new
                 # winners wait for their entry signal; positions that left the winners are closed
                 weights[0, :] = [
@@ -407,32 +444,32 @@ class BacktestEngine:
                 ]
                 mine = weights[:, : len(winners)]
                 mine[np.isfinite(placed)] = placed[np.isfinite(placed)]
-            weights[delist] = 0.0
-            contexts.append(
-                SimulationContext(
-                    selection=selection.model_copy(update={"exit_rules": book.rules}),
-                    allocation=allocation.model_copy(update={"exit_rules": book.rules}),
-                    prices=prices,
-                    weights=weights,
-                    init_cash=max(book.cash, 0.0),
-                    carry_shares=np.array([book.shares.get(s, 0.0) for s in columns]),
-                    carry_price=np.array([book.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)]),
-                    ambiguity=self.ambiguity,
-                )
-            )
+                weights[delist] = 0.0
+            fields = {
+                "selection": selection.model_copy(update={"exit_rules": book.rules}),
+                "allocation": allocation.model_copy(update={"exit_rules": book.rules}),
+                "prices": prices,
+                "weights": weights,
+                "init_cash": max(book.cash, 0.0),
+                "carry_shares": np.array([book.shares.get(s, 0.0) for s in columns]),
+                "carry_price": carry_price,
+                "ambiguity": self.ambiguity,
+            }
+            # one validated context per window: the other books of a grid differ only in rules
+            # (validated ExitRules), weights and carried state, which the simulator checks itself
+            contexts.append(SimulationContext.model_construct(**fields) if contexts else SimulationContext(**fields))
         # the normal run is one book; an exit-rule grid runs every book in the same vectorbt call
         results = [self.stage.execute(contexts[0])] if len(contexts) == 1 else self.stage.execute_grid(contexts)
-        step = interval_ms(self.interval)
-        for book, ctx, res in zip(self.books, contexts, results, strict=True):
+        last = {s: float(block["close"][-1, j]) for j, s in enumerate(columns)}
+        for book, res in zip(self.books, results, strict=True):
             book.cash = float(res.cash_end)
             book.shares = {s: float(q) for s, q in zip(columns, res.shares_end, strict=True) if q != 0}
-            for j, s in enumerate(columns):
-                book.last_price[s] = float(block["close"][-1, j])
+            book.last_price.update(last)
             if self.light:  # a sensitivity pass: only the carried state and the final equity count
                 book.out.equity = [res.equity[-1:]]
-                continue
-            audit = self._audit(w, selection, allocation, book)
-            self._collect(book, w, ts, step, columns, block, ctx.weights, delist, res, audit)
+        if not self.light:
+            step = interval_ms(self.interval)
+            self._collect(w, ts, step, columns, block, contexts, delist, results, selection, allocation)
         self._timed("simulation", t0)
 
     def _audit(
@@ -458,102 +495,83 @@ class BacktestEngine:
 
     def _collect(
         self,
-        book: _Book,
         w: Window,
         ts: np.ndarray,
         step: int,
         columns: list[str],
         block: dict[str, np.ndarray],
-        weights: np.ndarray,
+        contexts: list[SimulationContext],
         delist: np.ndarray,
-        res: SimResult,
-        audit: dict[str, Any],
+        results: list[SimResult],
+        selection: SelectionContext,
+        allocation: AllocationContext,
     ) -> None:
-        out = book.out
-        out.equity_ts.append(ts + step)
-        out.equity.append(np.asarray(res.equity, dtype=np.float64))
-        held = res.equity - res.cash
-        out.exposure.append(np.clip(held / np.asarray(res.equity), 0.0, None))
-        rec = res.order_records
-        if len(rec):
-            out.orders.append(
-                {
-                    "window": np.full(len(rec), w.index, dtype=np.int64),
-                    "timestamp": ts[res.order_bar],
-                    "symbol": np.asarray(columns, dtype=object)[rec["col"]],
-                    "side": rec["side"].astype(np.int64),
-                    "size": rec["size"].copy(),
-                    "price": rec["price"].copy(),
-                    "fees": rec["fees"].copy(),
-                    "reason": res.order_reason.astype(np.int64),
-                }
-            )
-        out.n_ambiguous += int(res.n_ambiguous)
-        stop_fill = {
-            (int(c), int(b)): float(p)
-            for c, b, p in zip(
-                rec["col"][res.order_reason != 0],
-                res.order_bar[res.order_reason != 0],
-                rec["price"][res.order_reason != 0],
-                strict=True,
-            )
-        }
-        stops: dict[int, dict[int, tuple[str, float, bool]]] = {}
-        if res.stop_exits is not None:
-            e = res.stop_exits
-            for c, b, k, p, a in zip(e.col, e.bar, e.kind, e.price, e.ambiguous, strict=True):
-                stops.setdefault(int(c), {})[int(b)] = (EXIT_KIND_NAMES[int(k)], float(p), bool(a))
-        slip = self.cfg.costs.slippage
-        last_window = w.index == self.windows[-1].index
-        counts: dict[str, int] = {}
-
-        def close(trade: dict[str, Any], kind: str, price: float, exit_ms: int, amb: bool = False) -> None:
-            counts[kind] = counts.get(kind, 0) + 1
-            trade.update(
-                exit_time=exit_ms,
-                exit_price=price,
-                exit_kind=kind,
-                ambiguous=amb,
-                **{"return": price / trade["entry_price"] - 1.0},
-            )
-            out.trades.append(trade)
-
-        # finite weights, column by column (rows ascending): the orders each column was given
-        wt = weights.T
-        fc, fr = np.nonzero(np.isfinite(wt))
-        fv = wt[fc, fr]
-        starts = np.searchsorted(fc, np.arange(len(columns) + 1)).tolist()
-        opens = block["open"]
-        for j, s in enumerate(columns):
-            lo, hi = starts[j], starts[j + 1]
-            mine = stops.get(j, {})
-            if lo == hi and not mine:
-                continue
-            given = dict(zip(fr[lo:hi].tolist(), fv[lo:hi].tolist(), strict=True))
-            trade: dict[str, Any] | None = None
-            for r in sorted(given.keys() | mine.keys()):
-                wr = given.get(r)
-                if wr == 0.0 and trade is not None:  # at the bar's open
-                    kind = (
-                        "delisted"
-                        if delist[r, j]
-                        else ("rebalance" if r == 0 or self.cfg.signals is None else "signal")
-                    )
-                    close(trade, kind, float(opens[r, j]), int(ts[r]))
-                    trade = None
-                if wr is not None and wr > 0 and trade is None:
-                    entry = float(opens[r, j]) * (1.0 + slip)
-                    trade = {"window": w.index, "symbol": s, "entry_time": int(ts[r]), "entry_price": entry}
-                if r in mine and trade is not None:
-                    kind, level, amb = mine[r]
-                    hold = kind == "max_holding"
-                    close(trade, kind, stop_fill.get((j, r), level), int(ts[r]) + (0 if hold else step), amb)
-                    trade = None
-            if trade is not None:
-                close(trade, "end" if last_window else "rebalance", float(block["close"][-1, j]), int(ts[-1]) + step)
-        audit["exits"] = counts
-        audit["ambiguous"] = int(res.n_ambiguous)
-        out.audit.append(audit)
+        """Append the window's equity, orders, trades and audit line to every book's pass; the
+        trades of all books come from one :func:`window_trades` call."""
+        k = len(columns)
+        fills = []
+        for res in results:
+            stop = res.order_reason != 0
+            fills.append((res.order_bar[stop], res.order_records["col"][stop], res.order_records["price"][stop]))
+        found = [
+            None if (e := res.stop_exits) is None else (e.bar, e.col, e.kind, e.price, e.ambiguous) for res in results
+        ]
+        t = window_trades(
+            np.hstack([c.weights for c in contexts]) if len(contexts) > 1 else contexts[0].weights,
+            found,
+            fills,
+            block["open"],
+            block["close"][-1],
+            delist,
+            ts,
+            step,
+            self.cfg.costs.slippage,
+            signals=self.cfg.signals is not None,
+            last_window=w.index == self.windows[-1].index,
+        )
+        bounds = np.searchsorted(t.col, np.arange(len(results) + 1) * k).tolist()
+        names = np.asarray(columns, dtype=object)
+        for b, (book, res) in enumerate(zip(self.books, results, strict=True)):
+            out = book.out
+            out.equity_ts.append(ts + step)
+            out.equity.append(np.asarray(res.equity, dtype=np.float64))
+            held = res.equity - res.cash
+            out.exposure.append(np.clip(held / np.asarray(res.equity), 0.0, None))
+            rec = res.order_records
+            if len(rec):
+                out.orders.append(
+                    {
+                        "window": np.full(len(rec), w.index, dtype=np.int64),
+                        "timestamp": ts[res.order_bar],
+                        "symbol": names[rec["col"]],
+                        "side": rec["side"].astype(np.int64),
+                        "size": rec["size"].copy(),
+                        "price": rec["price"].copy(),
+                        "fees": rec["fees"].copy(),
+                        "reason": res.order_reason.astype(np.int64),
+                    }
+                )
+            out.n_ambiguous += int(res.n_ambiguous)
+            lo, hi = bounds[b], bounds[b + 1]
+            kinds = t.kind[lo:hi]
+            if hi > lo:
+                out.trades.append(
+                    {
+                        "window": np.full(hi - lo, w.index, dtype=np.int64),
+                        "symbol": names[t.col[lo:hi] - b * k],
+                        "entry_time": t.entry_time[lo:hi],
+                        "entry_price": t.entry_price[lo:hi],
+                        "exit_time": t.exit_time[lo:hi],
+                        "exit_price": t.exit_price[lo:hi],
+                        "kind": kinds,
+                        "ambiguous": t.ambiguous[lo:hi],
+                    }
+                )
+            audit = self._audit(w, selection, allocation, book)
+            counts = np.bincount(kinds, minlength=len(TRADE_KINDS))
+            audit["exits"] = {TRADE_KINDS[c]: int(n) for c, n in enumerate(counts) if n}
+            audit["ambiguous"] = int(res.n_ambiguous)
+            out.audit.append(audit)
 
     def _simulate_all(
         self,
@@ -593,11 +611,11 @@ class BacktestEngine:
         ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
         m = equity_metrics(eq[(ts % DAY_MS) == 0], self.cfg.backtest.init_cash, n_days)
-        stops = [t for t in daily.trades if t["exit_kind"] in STOP_KINDS]
+        n_stops = _stop_count(daily.trades)
         return {
             "total_return": m["total_return"],
             "max_drawdown": m["max_drawdown"],
-            "n_stop_exits": len(stops),
+            "n_stop_exits": n_stops,
             "n_ambiguous_exits": daily.n_ambiguous,
             "ambiguous_resolved_by_finer_bars": max(daily.n_ambiguous - main.n_ambiguous, 0),
         }
@@ -646,7 +664,7 @@ class BacktestEngine:
         ts, equity, exposure = np.concatenate(p.equity_ts), np.concatenate(p.equity), np.concatenate(p.exposure)
         daily = (ts % DAY_MS) == 0
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
-        trades = pl.DataFrame(p.trades, schema=TRADE_SCHEMA) if p.trades else pl.DataFrame(schema=TRADE_SCHEMA)
+        trades = _trades_frame(p.trades)
         n_orders = sum(len(o["size"]) for o in p.orders)
         traded = float(sum(np.sum(o["size"] * o["price"]) for o in p.orders))
         return {
@@ -658,7 +676,7 @@ class BacktestEngine:
             "end": self.windows[-1].as_dict()["end"],
             "interval": self.interval,
             "n_ambiguous_exits": p.n_ambiguous,
-            "n_stop_exits": sum(1 for t in p.trades if t["exit_kind"] in STOP_KINDS),
+            "n_stop_exits": _stop_count(p.trades),
             **extra,
         }
 
@@ -669,7 +687,7 @@ class BacktestEngine:
             np.concatenate(main.exposure),
         )
         orders = _orders_frame(main.orders)
-        trades = pl.DataFrame(main.trades, schema=TRADE_SCHEMA) if main.trades else pl.DataFrame(schema=TRADE_SCHEMA)
+        trades = _trades_frame(main.trades)
         equity_df = pl.DataFrame({"timestamp": ts, "equity": equity, "exposure": exposure}).with_columns(
             pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
         )
