@@ -269,3 +269,40 @@ def test_kernel_matches_plain_python(seed: int, rules: ExitRules) -> None:
 def test_rejects_unknown_ambiguity() -> None:
     with pytest.raises(ValueError, match="ambiguity"):
         _exits([ENTRY], [1.0], ExitRules(sl_stop=0.05), ambiguity="coin flip")
+
+
+@pytest.mark.parametrize("ambiguity", ["pessimistic", "optimistic"])
+def test_grid_kernel_equals_one_call_per_book(ambiguity: str) -> None:
+    """Several books' rules in one kernel call (per-column parameters) give each book exactly the
+    exits of its own call."""
+    from engine.simulation.stops import find_stop_exits_grid
+
+    rng = np.random.default_rng(21)
+    n, k = 300, 3
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n, k)), axis=0))
+    open_ = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, 0.01, (n, k)))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.05, (n, k)))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.05, (n, k)))
+    index = (np.arange(n) * DAY_NS).astype("datetime64[ns]")
+    rules = [
+        ExitRules(sl_stop=0.05, tp_stop=0.1),
+        ExitRules(sl_stop=0.03, sl_trail=True),
+        ExitRules(tp_stop=0.08, max_holding="5d"),
+        ExitRules(sl_stop=0.1, sl_trail=0.04, tp_stop=0.3),
+    ]
+    weights = []
+    for b in range(len(rules)):
+        w = np.full((n, k), np.nan)
+        w[b :: 9 + b] = 0.3
+        w[b + 4 :: 23] = 0.0
+        weights.append(w)
+    got = find_stop_exits_grid(open_, high, low, index, np.hstack(weights), rules, 0.001, ambiguity)
+    total = 0
+    for w, r, e in zip(weights, rules, got, strict=True):
+        want = find_stop_exits(open_, high, low, index, w, r, 0.001, ambiguity)
+        for f in ("bar", "col", "kind", "price", "ambiguous"):
+            np.testing.assert_array_equal(getattr(e, f), getattr(want, f))
+        total += len(want)
+    kinds = set(np.concatenate([e.kind for e in got]).tolist())
+    assert kinds == {STOP_LOSS, TAKE_PROFIT, TRAILING, MAX_HOLDING}
+    assert total > 50

@@ -107,10 +107,10 @@ def stop_exits_nb(
     index_ns: np.ndarray,
     weights: np.ndarray,
     slippage: float,
-    fixed_sl: float,
-    tp_stop: float,
-    trail: float,
-    max_holding_ns: int,
+    fixed_sl: np.ndarray,
+    tp_stop: np.ndarray,
+    trail: np.ndarray,
+    max_holding_ns: np.ndarray,
     pessimistic: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Scan every column over the bars and return its stop exits (see the module docstring).
@@ -123,10 +123,11 @@ def stop_exits_nb(
         (n_bars,) int64 bar open times.
     slippage : float
         Fraction added to the open to get the buy fill price (the stop reference).
-    fixed_sl, tp_stop, trail : float
-        Fractions, NaN when the rule is not set.
-    max_holding_ns : int
-        Maximum holding time, negative when not set.
+    fixed_sl, tp_stop, trail : np.ndarray
+        (n_cols,) fractions of each column, NaN where the rule is not set (columns of several
+        books of an exit-rule grid side by side have their own rules).
+    max_holding_ns : np.ndarray
+        (n_cols,) int64 maximum holding time, negative where not set.
     pessimistic : bool
         Which exit wins in an ambiguous bar: stop loss (True) or take profit (False).
 
@@ -142,10 +143,6 @@ def stop_exits_nb(
     out_kind = np.empty(n_bars * n_cols, dtype=np.int8)
     out_price = np.empty(n_bars * n_cols, dtype=np.float64)
     out_amb = np.empty(n_bars * n_cols, dtype=np.bool_)
-    has_sl = not np.isnan(fixed_sl)
-    has_tp = not np.isnan(tp_stop)
-    has_trail = not np.isnan(trail)
-    has_hold = max_holding_ns >= 0
     # Bars outer, columns inner: the arrays are row-major, so this walks memory in order.
     in_pos = np.zeros(n_cols, dtype=np.bool_)
     ref = np.full(n_cols, np.nan)
@@ -165,7 +162,7 @@ def stop_exits_nb(
                         in_pos[c] = True
                 else:
                     in_pos[c] = False
-            elif in_pos[c] and has_hold and index_ns[i] - entry_ns[c] >= max_holding_ns:
+            elif in_pos[c] and max_holding_ns[c] >= 0 and index_ns[i] - entry_ns[c] >= max_holding_ns[c]:
                 out_bar[k] = i
                 out_col[k] = c
                 out_kind[k] = MAX_HOLDING
@@ -175,16 +172,17 @@ def stop_exits_nb(
                 in_pos[c] = False
             if not in_pos[c]:
                 continue
+            has_trail = not np.isnan(trail[c])
             sl_level = -np.inf
             sl_kind = STOP_LOSS
-            if has_sl:
-                sl_level = ref[c] * (1.0 - fixed_sl)
+            if not np.isnan(fixed_sl[c]):
+                sl_level = ref[c] * (1.0 - fixed_sl[c])
             if has_trail:
-                trail_level = peak[c] * (1.0 - trail)
+                trail_level = peak[c] * (1.0 - trail[c])
                 if trail_level > sl_level:
                     sl_level = trail_level
                     sl_kind = TRAILING
-            tp_level = ref[c] * (1.0 + tp_stop) if has_tp else np.inf
+            tp_level = ref[c] * (1.0 + tp_stop[c]) if not np.isnan(tp_stop[c]) else np.inf
             kind = 0
             price = np.nan
             amb = False
@@ -269,18 +267,57 @@ def find_stop_exits(
     if ambiguity not in ("pessimistic", "optimistic"):
         msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {ambiguity!r}"
         raise ValueError(msg)
-    hold = exit_rules.max_holding_ns
+    return find_stop_exits_grid(open_, high, low, index, weights, [exit_rules], slippage, ambiguity)[0]
+
+
+def find_stop_exits_grid(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    index: np.ndarray,
+    weights: np.ndarray,
+    exit_rules: list[ExitRules],
+    slippage: float = 0.0,
+    ambiguity: Ambiguity = "pessimistic",
+) -> list[StopExits]:
+    """The stop exits of several books on the same prices, in one kernel call.
+
+    ``weights`` is (n_bars, n_books * n_cols): book after book, each with the columns of the
+    (n_bars, n_cols) prices and its own ``exit_rules``. Each book's exits equal
+    :func:`find_stop_exits` on its weights alone (columns do not interact in the scan).
+    """
+    if ambiguity not in ("pessimistic", "optimistic"):
+        msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {ambiguity!r}"
+        raise ValueError(msg)
+    g, k = len(exit_rules), np.shape(open_)[1]
+    if np.shape(weights)[1] != g * k:
+        msg = f"weights must have {g} x {k} columns (one block of the price columns per book)"
+        raise ValueError(msg)
+
+    def per_col(values: list[float | int | None], fill: float | int, dtype: type) -> np.ndarray:
+        return np.repeat(np.array([fill if v is None else v for v in values], dtype=dtype), k)
+
+    tile = (lambda a: a) if g == 1 else (lambda a: np.tile(a, (1, g)))
     bar, col, kind, price, amb = stop_exits_nb(
-        np.ascontiguousarray(open_, dtype=np.float64),
-        np.ascontiguousarray(high, dtype=np.float64),
-        np.ascontiguousarray(low, dtype=np.float64),
+        tile(np.ascontiguousarray(open_, dtype=np.float64)),
+        tile(np.ascontiguousarray(high, dtype=np.float64)),
+        tile(np.ascontiguousarray(low, dtype=np.float64)),
         np.asarray(index, dtype="datetime64[ns]").view(np.int64),
         np.ascontiguousarray(weights, dtype=np.float64),
         float(slippage),
-        np.nan if exit_rules.fixed_sl is None else float(exit_rules.fixed_sl),
-        np.nan if exit_rules.tp_stop is None else float(exit_rules.tp_stop),
-        np.nan if exit_rules.trail_fraction is None else float(exit_rules.trail_fraction),
-        -1 if hold is None else int(hold),
+        per_col([r.fixed_sl for r in exit_rules], np.nan, np.float64),
+        per_col([r.tp_stop for r in exit_rules], np.nan, np.float64),
+        per_col([r.trail_fraction for r in exit_rules], np.nan, np.float64),
+        per_col([r.max_holding_ns for r in exit_rules], -1, np.int64),
         ambiguity == "pessimistic",
     )
-    return StopExits(bar, col, kind, price, amb)
+    if g == 1:
+        return [StopExits(bar, col, kind, price, amb)]
+    book = col // k
+    order = np.argsort(book, kind="stable")  # stays sorted by bar, then column, within a book
+    bounds = np.searchsorted(book[order], np.arange(g + 1))
+    out = []
+    for b in range(g):
+        sel = order[bounds[b] : bounds[b + 1]]
+        out.append(StopExits(bar[sel], col[sel] - b * k, kind[sel], price[sel], amb[sel]))
+    return out

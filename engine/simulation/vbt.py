@@ -31,7 +31,7 @@ from vectorbt.portfolio import nb as portfolio_nb
 from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
 from engine.exit_rules import ExitRules
-from engine.simulation.stops import EXIT_KIND_NAMES, MAX_HOLDING, Ambiguity, StopExits, find_stop_exits
+from engine.simulation.stops import EXIT_KIND_NAMES, MAX_HOLDING, Ambiguity, StopExits, find_stop_exits_grid
 
 ENGINES = ("rust", "numba")
 
@@ -315,18 +315,16 @@ class VectorBTSimulator:
             if not (np.isfinite(c0) and c0 >= 0):
                 msg = f"init_cash must be finite and >= 0, got {c0}"
                 raise ValueError(msg)
-        carries = [_carry_arrays(cs, carry_price, k) for cs in carry_shares]
+        shares, price0 = _carry_arrays(carry_shares, carry_price, k)  # (g, k) shares carried in
         # one grid for all books: a carry row for every book as soon as one carries shares
-        off = int(any(c is not None for c in carries))
+        off = int(price0 is not None)
         n_rows = 2 * n_bars + off
-        shares = np.vstack([np.zeros(k) if c is None else c[0] for c in carries])  # (g, k)
 
         base = np.empty((n_rows, k))
         base[off::2] = prices.open
         base[off + 1 :: 2] = prices.close
         if off:
             held_any = (shares != 0).any(axis=0)
-            price0 = next(c[1] for c in carries if c is not None)
             # a column nobody holds keeps the open: its value at the carry row multiplies 0 shares
             base[0] = np.where(held_any, price0, prices.open[0])
         close = base if g == 1 else np.tile(base, (1, g))
@@ -336,15 +334,19 @@ class VectorBTSimulator:
             size[0] = np.where(shares != 0, shares, np.nan).ravel()
 
         policy = self.ambiguity if ambiguity is None else ambiguity
-        found: list[StopExits | None] = []
-        for b, rules in enumerate(exit_rules):
-            if rules is None or not rules.active:
-                found.append(None)
-                continue
-            wb = w_all[:, b * k : (b + 1) * k]
-            found.append(
-                find_stop_exits(prices.open, prices.high, prices.low, prices.index, wb, rules, self.slippage, policy)
-            )
+        found: list[StopExits | None] = [None] * g
+        active = [b for b, rules in enumerate(exit_rules) if rules is not None and rules.active]
+        if active:
+            w_active = w_all if len(active) == g else np.hstack([w_all[:, b * k : (b + 1) * k] for b in active])
+            rules_active = [exit_rules[b] for b in active]
+            for b, e in zip(
+                active,
+                find_stop_exits_grid(
+                    prices.open, prices.high, prices.low, prices.index, w_active, rules_active, self.slippage, policy
+                ),
+                strict=True,
+            ):
+                found[b] = e
         price = close
         reason = None
         if any(e is not None and len(e) for e in found):
@@ -376,7 +378,7 @@ class VectorBTSimulator:
 
         records = _orders_simulate(close, size, size_type, price, fees, slippage, init, np.full(g, k), self.engine)
         return self._results(
-            prices, records, init, off, shares, carries, found, reason, (close, size, size_type, price, fees, slippage)
+            prices, records, init, off, shares, found, reason, (close, size, size_type, price, fees, slippage)
         )
 
     def _results(
@@ -386,7 +388,6 @@ class VectorBTSimulator:
         init: np.ndarray,
         off: int,
         shares: np.ndarray,
-        carries: list[tuple[np.ndarray, np.ndarray] | None],
         found: list[StopExits | None],
         reason: np.ndarray | None,
         arrays: tuple[Any, ...],
@@ -414,19 +415,28 @@ class VectorBTSimulator:
         held = np.zeros((n_bars, g))
         for j in range(k):
             held += position[:, :, j] * prices.close[:, j][:, None]
-        equity = cash.T + held
+        equity = np.ascontiguousarray((cash.T + held).T)  # (g, n_bars): one contiguous row per book
+        position_end = position[-1]
 
+        # every book's records, book after book (simulation order kept within a book), in one go
         order = np.argsort(book, kind="stable") if g > 1 else np.arange(len(records))
-        bounds = np.searchsorted(book[order], np.arange(g + 1))
+        mine, owner = records[order], book[order]
+        mine["col"] -= owner * k
+        if off:
+            first = mine["idx"] == 0
+            got = np.zeros((g, k))
+            got[owner[first], mine["col"][first]] = mine["size"][first]
+            for b in np.flatnonzero((got != shares).any(axis=1)):
+                _check_carry_fill(mine[owner == b], shares[b])
+            keep = mine["idx"] >= off
+            mine, owner = mine[keep], owner[keep]
+        codes = np.zeros(len(mine), dtype=np.int8) if reason is None else reason[mine["idx"], mine["col"] + owner * k]
+        bars = (mine["idx"] - off) // 2
+        bounds = np.searchsorted(owner, np.arange(g + 1)).tolist()
         close, size, size_type, price, fees, slippage = arrays
         results = []
         for b in range(g):
-            mine = records[order[bounds[b] : bounds[b + 1]]]  # fancy indexing: already a copy
-            mine["col"] -= b * k
-            if carries[b] is not None:
-                _check_carry_fill(mine, shares[b])
-            keep = mine[mine["idx"] >= off] if off else mine
-            codes = np.zeros(len(keep), dtype=np.int8) if reason is None else reason[keep["idx"], keep["col"] + b * k]
+            lo, hi = bounds[b], bounds[b + 1]
             cols = slice(b * k, (b + 1) * k)
 
             def portfolio(cols: slice = cols, b: int = b) -> Any:
@@ -448,13 +458,13 @@ class VectorBTSimulator:
             exits = found[b]
             results.append(
                 SimResult(
-                    equity=equity[:, b].copy(),
-                    cash=cash[b].copy(),
+                    equity=equity[b],
+                    cash=cash[b],
                     cash_end=float(cash[b, -1]),
-                    shares_end=position[-1, b].copy(),
-                    order_bar=((keep["idx"] - off) // 2).astype(np.int64),
-                    order_records=keep,
-                    order_reason=codes,
+                    shares_end=position_end[b],
+                    order_bar=bars[lo:hi],
+                    order_records=mine[lo:hi],
+                    order_reason=codes[lo:hi],
                     stop_exits=exits,
                     n_ambiguous=0 if exits is None else int(exits.ambiguous.sum()),
                     portfolio_factory=portfolio,
@@ -544,22 +554,28 @@ def _orders_simulate_rows(
 
 
 def _carry_arrays(
-    carry_shares: np.ndarray | None, carry_price: np.ndarray | None, n_cols: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Validate the carry-in and return ``(shares, price)``, or None when nothing is carried."""
-    if carry_shares is None:
-        return None
-    shares = np.asarray(carry_shares, dtype=np.float64)
-    if shares.shape != (n_cols,) or not np.isfinite(shares).all() or (shares < 0).any():
+    carry_shares: list[np.ndarray | None], carry_price: np.ndarray | None, n_cols: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate every book's carry-in; return the (n_books, n_cols) shares (0 where a book carries
+    nothing) and the carry price, None when no book carries any share."""
+    shares = np.zeros((len(carry_shares), n_cols))
+    for b, cs in enumerate(carry_shares):
+        if cs is not None:
+            row = np.asarray(cs, dtype=np.float64)
+            if row.shape != (n_cols,):
+                msg = f"carry_shares must be {n_cols} finite values >= 0 (long only)"
+                raise ValueError(msg)
+            shares[b] = row
+    if not np.isfinite(shares).all() or (shares < 0).any():
         msg = f"carry_shares must be {n_cols} finite values >= 0 (long only)"
         raise ValueError(msg)
     if not shares.any():
-        return None
+        return shares, None
     if carry_price is None:
         msg = "carry_price is required when carry_shares holds shares (the previous window's last close)"
         raise ValueError(msg)
     price = np.asarray(carry_price, dtype=np.float64)
-    held = shares != 0
+    held = (shares != 0).any(axis=0)
     if price.shape != (n_cols,) or not (np.isfinite(price[held]).all() and (price[held] > 0).all()):
         msg = f"carry_price must be {n_cols} values, finite and > 0 where shares are carried"
         raise ValueError(msg)
