@@ -28,7 +28,7 @@ from engine.panel import Panel, panel_load
 from engine.progress import progress_iter
 from engine.ranking import ranks_compute, weights_compute
 from engine.signals import signals_compute, weights_from_signals
-from engine.simulation.stage import AllocationContext, SelectionContext, SimulationContext, SimulationStage
+from engine.simulation.stage import AllocationContext, GridBook, SelectionContext, SimulationContext, SimulationStage
 from engine.simulation.vbt import ORDER_REASONS, ORDER_SIDES, PriceBlock, SimResult
 from engine.sql import sql_arrow
 from engine.trades import TRADE_KINDS, window_trades
@@ -431,7 +431,7 @@ class BacktestEngine:
         # every book marks the window's columns alike, so the carry prices are common too
         first = self.books[0]
         carry_price = np.array([first.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
-        contexts = []
+        books = []
         for book in self.books:
             weights = shared
             if weights is None:
@@ -445,21 +445,27 @@ class BacktestEngine:
                 mine = weights[:, : len(winners)]
                 mine[np.isfinite(placed)] = placed[np.isfinite(placed)]
                 weights[delist] = 0.0
-            fields = {
-                "selection": selection.model_copy(update={"exit_rules": book.rules}),
-                "allocation": allocation.model_copy(update={"exit_rules": book.rules}),
-                "prices": prices,
-                "weights": weights,
-                "init_cash": max(book.cash, 0.0),
-                "carry_shares": np.array([book.shares.get(s, 0.0) for s in columns]),
-                "carry_price": carry_price,
-                "ambiguity": self.ambiguity,
-            }
-            # one validated context per window: the other books of a grid differ only in rules
-            # (validated ExitRules), weights and carried state, which the simulator checks itself
-            contexts.append(SimulationContext.model_construct(**fields) if contexts else SimulationContext(**fields))
+            carry = np.array([book.shares.get(s, 0.0) for s in columns])
+            books.append(GridBook(book.rules, weights, max(book.cash, 0.0), carry))
+        # one validated context per window, with the first book's rules (the run's own in a
+        # normal run); the other books of a grid differ only in rules, weights and carried state
+        first_rules = books[0].exit_rules
+        ctx = SimulationContext(
+            selection=selection
+            if first_rules is selection.exit_rules
+            else selection.model_copy(update={"exit_rules": first_rules}),
+            allocation=allocation
+            if first_rules is allocation.exit_rules
+            else allocation.model_copy(update={"exit_rules": first_rules}),
+            prices=prices,
+            weights=books[0].weights,
+            init_cash=books[0].init_cash,
+            carry_shares=books[0].carry_shares,
+            carry_price=carry_price,
+            ambiguity=self.ambiguity,
+        )
         # the normal run is one book; an exit-rule grid runs every book in the same vectorbt call
-        results = [self.stage.execute(contexts[0])] if len(contexts) == 1 else self.stage.execute_grid(contexts)
+        results = [self.stage.execute(ctx)] if len(books) == 1 else self.stage.execute_grid(ctx, books)
         last = {s: float(block["close"][-1, j]) for j, s in enumerate(columns)}
         for book, res in zip(self.books, results, strict=True):
             book.cash = float(res.cash_end)
@@ -469,7 +475,9 @@ class BacktestEngine:
                 book.out.equity = [res.equity[-1:]]
         if not self.light:
             step = interval_ms(self.interval)
-            self._collect(w, ts, step, columns, block, contexts, delist, results, selection, allocation)
+            self._collect(
+                w, ts, step, columns, block, [b.weights for b in books], delist, results, selection, allocation
+            )
         self._timed("simulation", t0)
 
     def _audit(
@@ -500,7 +508,7 @@ class BacktestEngine:
         step: int,
         columns: list[str],
         block: dict[str, np.ndarray],
-        contexts: list[SimulationContext],
+        weights: list[np.ndarray],
         delist: np.ndarray,
         results: list[SimResult],
         selection: SelectionContext,
@@ -517,7 +525,7 @@ class BacktestEngine:
             None if (e := res.stop_exits) is None else (e.bar, e.col, e.kind, e.price, e.ambiguous) for res in results
         ]
         t = window_trades(
-            np.hstack([c.weights for c in contexts]) if len(contexts) > 1 else contexts[0].weights,
+            np.hstack(weights) if len(weights) > 1 else weights[0],
             found,
             fills,
             block["open"],

@@ -8,6 +8,7 @@ the run's ``ExitRules`` so a window's rules are validated next to the decisions 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,20 @@ class SimulationContext(BaseModel):
         return self
 
 
+@dataclass(frozen=True)
+class GridBook:
+    """One book of an exit-rule grid in a window: its rules, weights and carried state.
+
+    The window's :class:`SimulationContext` holds what the books share (prices, carry prices,
+    ambiguity policy) and is validated once; a book's own inputs are checked by the simulator.
+    """
+
+    exit_rules: ExitRules | None
+    weights: np.ndarray
+    init_cash: float
+    carry_shares: np.ndarray | None
+
+
 class SimulationStage:
     """Runs one window's simulation through :class:`VectorBTSimulator`."""
 
@@ -83,21 +98,21 @@ class SimulationStage:
 
     def execute(self, ctx: SimulationContext) -> SimResult:
         """Simulate the context; ``exit_rules`` null means the rebalance mode."""
-        return self.execute_grid([ctx])[0]
+        book = GridBook(ctx.allocation.exit_rules, ctx.weights, ctx.init_cash, ctx.carry_shares)
+        return self.execute_grid(ctx, [book])[0]
 
-    def execute_grid(self, contexts: list[SimulationContext]) -> list[SimResult]:
-        """Simulate several books on the same prices (an exit-rule grid) in one vectorbt call.
+    def execute_grid(self, ctx: SimulationContext, books: list[GridBook]) -> list[SimResult]:
+        """Simulate several books on the window's prices (an exit-rule grid) in one vectorbt call.
 
-        Each context's ``allocation.exit_rules`` (extracted from the profile config by the engine)
-        goes to the simulator with that book's weights and carried state.
+        ``ctx`` is the window's context (its own rules and weights are those of the first book);
+        each book brings its exit rules, weights and carried state.
         """
-        first = contexts[0]
         return self.simulator.simulate_grid(
-            first.prices,
-            [c.weights for c in contexts],
-            [c.allocation.exit_rules for c in contexts],
-            init_cash=[c.init_cash for c in contexts],
-            carry_shares=[c.carry_shares for c in contexts],
-            carry_price=first.carry_price,
-            ambiguity=first.ambiguity,
+            ctx.prices,
+            [b.weights for b in books],
+            [b.exit_rules for b in books],
+            init_cash=[b.init_cash for b in books],
+            carry_shares=[b.carry_shares for b in books],
+            carry_price=ctx.carry_price,
+            ambiguity=ctx.ambiguity,
         )
