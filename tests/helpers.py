@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from engine.cli import config_compose
 from engine.config import RunConfig, config_validate
 
@@ -44,3 +46,15 @@ TINY_RANKING = [
     "ranking.liquidity_days=20",
     "ranking.min_dollar_volume=0",
 ]
+
+
+def random_ohlc(
+    rng: np.random.Generator, n: int, k: int, vol: float = 0.02, gap: float = 0.01, wick: float = 0.01
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(open, high, low, close) of ``k`` random-walk columns over ``n`` bars: log-normal closes
+    with volatility ``vol``, opens off the previous close by ``gap``, wicks of scale ``wick``."""
+    close = 100 * np.exp(np.cumsum(rng.normal(0, vol, (n, k)), axis=0))
+    open_ = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, gap, (n, k)))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, wick, (n, k))))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, wick, (n, k))))
+    return open_, high, low, close

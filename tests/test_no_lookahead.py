@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from helpers import random_ohlc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,12 +15,7 @@ N, K = 80, 3
 
 
 def _ohlc(seed: int) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (N, K)), axis=0))
-    open_ = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, 0.01, (N, K)))
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.02, (N, K))))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.02, (N, K))))
-    return open_, high, low, close
+    return random_ohlc(np.random.default_rng(seed), N, K, vol=0.03, gap=0.01, wick=0.02)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from helpers import random_ohlc
 from polars.testing import assert_frame_equal
 
 from engine.exit_rules import ExitRules
@@ -32,11 +33,7 @@ def _block(rows: list[tuple[float, float, float, float]] | np.ndarray, names: tu
 
 
 def _random_block(seed: int, n_bars: int, n_cols: int) -> PriceBlock:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_bars, n_cols)), axis=0))
-    o = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, 0.005, (n_bars, n_cols)))
-    h = np.maximum(o, close) * np.exp(np.abs(rng.normal(0, 0.01, (n_bars, n_cols))))
-    lo = np.minimum(o, close) * np.exp(-np.abs(rng.normal(0, 0.01, (n_bars, n_cols))))
+    o, h, lo, close = random_ohlc(np.random.default_rng(seed), n_bars, n_cols, vol=0.02, gap=0.005, wick=0.01)
     index = (np.arange(n_bars) * 4 * 3600 * 10**9).astype("datetime64[ns]")
     return PriceBlock(o, h, lo, close, index, tuple(f"S{i}" for i in range(n_cols)))
 
@@ -370,12 +367,8 @@ def test_simulate_rejects_bad_inputs() -> None:
 @pytest.mark.parametrize("engine", ["rust", "numba"])
 def test_direct_dispatch_equals_portfolio_from_orders(engine: str) -> None:
     """The simulator calls vectorbt's simulation without the Portfolio wrapper: same records."""
-    rng = np.random.default_rng(3)
     n, k = 120, 4
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n, k)), axis=0))
-    open_ = np.vstack([close[:1], close[:-1]])
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.04, (n, k)))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.04, (n, k)))
+    open_, high, low, close = random_ohlc(np.random.default_rng(3), n, k, vol=0.03, gap=0.0, wick=0.02)
     idx = (np.arange(n, dtype=np.int64) * 86_400_000_000_000).astype("datetime64[ns]")
     block = PriceBlock(open=open_, high=high, low=low, close=close, index=idx, columns=[f"C{j}/USDT" for j in range(k)])
     w = np.full((n, k), np.nan)
@@ -404,12 +397,8 @@ def test_direct_dispatch_equals_portfolio_from_orders(engine: str) -> None:
 
 def test_grid_books_equal_single_runs() -> None:
     """One vectorbt call over a grid of books gives each book exactly its single-run result."""
-    rng = np.random.default_rng(9)
     n, k = 150, 3
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n, k)), axis=0))
-    open_ = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, 0.005, (n, k)))
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.04, (n, k)))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.04, (n, k)))
+    open_, high, low, close = random_ohlc(np.random.default_rng(9), n, k, vol=0.03, gap=0.005, wick=0.02)
     idx = (np.arange(n, dtype=np.int64) * 86_400_000_000_000).astype("datetime64[ns]")
     block = PriceBlock(open=open_, high=high, low=low, close=close, index=idx, columns=["A/USDT", "B/USDT", "C/USDT"])
     w = np.full((n, k), np.nan)

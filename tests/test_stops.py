@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import random_ohlc
 
 from engine.exit_rules import ExitRules
 from engine.simulation import (
@@ -231,10 +232,7 @@ RULE_SETS = [
 def test_kernel_matches_plain_python(seed: int, rules: ExitRules) -> None:
     rng = np.random.default_rng(seed)
     n_bars, n_cols = 120, 4
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_bars, n_cols)), axis=0))
-    o = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, 0.01, (n_bars, n_cols)))
-    h = np.maximum(o, close) * np.exp(np.abs(rng.normal(0, 0.01, (n_bars, n_cols))))
-    lo = np.minimum(o, close) * np.exp(-np.abs(rng.normal(0, 0.01, (n_bars, n_cols))))
+    o, h, lo, _ = random_ohlc(rng, n_bars, n_cols, vol=0.02, gap=0.01, wick=0.01)
     w = np.where(rng.random((n_bars, n_cols)) < 0.1, rng.choice([0.0, 0.2, 0.5], (n_bars, n_cols)), np.nan)
     index = np.cumsum(rng.integers(1, 3, n_bars) * DAY_NS // 2).astype("datetime64[ns]")
     for ambiguity in ("pessimistic", "optimistic"):
@@ -277,12 +275,8 @@ def test_grid_kernel_equals_one_call_per_book(ambiguity: str) -> None:
     exits of its own call."""
     from engine.simulation.stops import find_stop_exits_grid
 
-    rng = np.random.default_rng(21)
     n, k = 300, 3
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n, k)), axis=0))
-    open_ = np.vstack([close[:1], close[:-1]]) * np.exp(rng.normal(0, 0.01, (n, k)))
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.05, (n, k)))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.05, (n, k)))
+    open_, high, low, _ = random_ohlc(np.random.default_rng(21), n, k, vol=0.03, gap=0.01, wick=0.025)
     index = (np.arange(n) * DAY_NS).astype("datetime64[ns]")
     rules = [
         ExitRules(sl_stop=0.05, tp_stop=0.1),

@@ -507,24 +507,6 @@ def _orders_simulate(
     if len(rows) < n_rows:
         close, size, price = close[rows], size[rows], price[rows]
         size_type, fees, slippage = (np.asarray(a)[rows] if np.ndim(a) else a for a in (size_type, fees, slippage))
-    records = _orders_simulate_rows(close, size, size_type, price, fees, slippage, init_cash, group_lens, engine)
-    if len(rows) < n_rows:
-        records["idx"] = rows[records["idx"]]
-    return records
-
-
-def _orders_simulate_rows(
-    close: np.ndarray,
-    size: np.ndarray,
-    size_type: Any,
-    price: np.ndarray,
-    fees: Any,
-    slippage: Any,
-    init_cash: np.ndarray,
-    group_lens: np.ndarray,
-    engine: str,
-) -> np.ndarray:
-    """One ``dispatch.simulate_from_orders`` call on the rows given (see :func:`_orders_simulate`)."""
     shape = close.shape
     group_lens = np.asarray(group_lens, dtype=np.int64)
     call_seq = portfolio_nb.build_call_seq(shape, group_lens, call_seq_type=CallSeqType.Default)
@@ -550,6 +532,8 @@ def _orders_simulate_rows(
         flex_2d=True,
         engine=engine,
     )
+    if len(rows) < n_rows:
+        records["idx"] = rows[records["idx"]]
     return records
 
 
