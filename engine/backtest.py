@@ -7,6 +7,7 @@ and positions from the previous window so a symbol that stays a winner trades on
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -61,11 +62,31 @@ TRADE_SCHEMA = {
 }
 
 
-def _orders_frame(parts: list[dict[str, np.ndarray]]) -> pl.DataFrame:
+_OrderPart = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""One window's orders of a book: (window, bar open times, column names, order bars, vectorbt
+order records, reason codes); kept as the simulator returned them, assembled at the end."""
+
+
+def _orders_columns(parts: list[_OrderPart]) -> dict[str, np.ndarray]:
+    """The orders of all windows as concatenated columns."""
+    recs = np.concatenate([p[4] for p in parts])
+    return {
+        "window": np.concatenate([np.full(len(p[4]), p[0], dtype=np.int64) for p in parts]),
+        "timestamp": np.concatenate([p[1][p[3]] for p in parts]),
+        "symbol": np.concatenate([p[2][p[4]["col"]] for p in parts]),
+        "side": recs["side"].astype(np.int64),
+        "size": recs["size"],
+        "price": recs["price"],
+        "fees": recs["fees"],
+        "reason": np.concatenate([p[5] for p in parts]).astype(np.int64),
+    }
+
+
+def _orders_frame(parts: list[_OrderPart]) -> pl.DataFrame:
     """All windows' orders of one book as one polars frame (built once, at the end)."""
     if not parts:
         return pl.DataFrame(schema=ORDER_SCHEMA)
-    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    cols = _orders_columns(parts)
     sides = pl.Series(ORDER_SIDES, dtype=pl.String)
     reasons = pl.Series(ORDER_REASONS, dtype=pl.String)
     return pl.DataFrame(
@@ -125,7 +146,7 @@ class _Pass:
     equity_ts: list[np.ndarray] = field(default_factory=list)
     equity: list[np.ndarray] = field(default_factory=list)
     exposure: list[np.ndarray] = field(default_factory=list)
-    orders: list[dict[str, np.ndarray]] = field(default_factory=list)
+    orders: list[_OrderPart] = field(default_factory=list)
     trades: list[dict[str, np.ndarray]] = field(default_factory=list)
     """Trades of each window as arrays (see ``_trades_frame``)."""
     audit: list[dict[str, Any]] = field(default_factory=list)
@@ -143,6 +164,14 @@ class _Book:
     shares: dict[str, float] = field(default_factory=dict)
     last_price: dict[str, float] = field(default_factory=dict)
     out: _Pass = field(default_factory=_Pass)
+    audit_rules: dict[str, Any] = field(init=False)
+    """The book's part of every audit line: its mode and exit rules."""
+
+    def __post_init__(self) -> None:
+        self.audit_rules = {
+            "mode": "rebalance" if self.rules is None else "exit_rules",
+            "exit_rules": None if self.rules is None else self.rules.model_dump(),
+        }
 
 
 @dataclass
@@ -409,8 +438,8 @@ class BacktestEngine:
         columns = winners + carried
         if not columns:
             ts = self.daily.ts_ms[self.daily.rows(w.start_ms, w.end_ms)]
-            for book in self.books:
-                self._collect_flat(book, ts + DAY_MS, self._audit(w, selection, allocation, book))
+            for book, audit in zip(self.books, self._audit(w, selection, allocation), strict=True):
+                self._collect_flat(book, ts + DAY_MS, audit)
             self._timed("simulation", t0)
             return
         ts, block, delist = self._window_block(w, winners, carried)
@@ -480,18 +509,16 @@ class BacktestEngine:
             )
         self._timed("simulation", t0)
 
-    def _audit(
-        self, w: Window, selection: SelectionContext, allocation: AllocationContext, book: _Book
-    ) -> dict[str, Any]:
-        return {
+    def _audit(self, w: Window, selection: SelectionContext, allocation: AllocationContext) -> list[dict[str, Any]]:
+        """The window's audit line of every book (exits and ambiguity are added by the caller)."""
+        window = {
             **w.as_dict(),
             "winners": selection.winners,
             "weights": allocation.weights,
-            "mode": "rebalance" if book.rules is None else "exit_rules",
             "signals": None if self.cfg.signals is None else "trend_in_trend",
             "interval": self.interval,
-            "exit_rules": None if book.rules is None else book.rules.model_dump(),
         }
+        return [{**window, **book.audit_rules} for book in self.books]
 
     def _collect_flat(self, book: _Book, close_ts: np.ndarray, audit: dict[str, Any]) -> None:
         book.out.equity_ts.append(close_ts)
@@ -539,26 +566,15 @@ class BacktestEngine:
         )
         bounds = np.searchsorted(t.col, np.arange(len(results) + 1) * k).tolist()
         names = np.asarray(columns, dtype=object)
-        for b, (book, res) in enumerate(zip(self.books, results, strict=True)):
+        audits = self._audit(w, selection, allocation)
+        for b, (book, res, audit) in enumerate(zip(self.books, results, audits, strict=True)):
             out = book.out
             out.equity_ts.append(ts + step)
             out.equity.append(np.asarray(res.equity, dtype=np.float64))
             held = res.equity - res.cash
             out.exposure.append(np.clip(held / np.asarray(res.equity), 0.0, None))
-            rec = res.order_records
-            if len(rec):
-                out.orders.append(
-                    {
-                        "window": np.full(len(rec), w.index, dtype=np.int64),
-                        "timestamp": ts[res.order_bar],
-                        "symbol": names[rec["col"]],
-                        "side": rec["side"].astype(np.int64),
-                        "size": rec["size"].copy(),
-                        "price": rec["price"].copy(),
-                        "fees": rec["fees"].copy(),
-                        "reason": res.order_reason.astype(np.int64),
-                    }
-                )
+            if len(res.order_records):
+                out.orders.append((w.index, ts, names, res.order_bar, res.order_records, res.order_reason))
             out.n_ambiguous += int(res.n_ambiguous)
             lo, hi = bounds[b], bounds[b + 1]
             kinds = t.kind[lo:hi]
@@ -575,7 +591,6 @@ class BacktestEngine:
                         "ambiguous": t.ambiguous[lo:hi],
                     }
                 )
-            audit = self._audit(w, selection, allocation, book)
             counts = np.bincount(kinds, minlength=len(TRADE_KINDS))
             audit["exits"] = {TRADE_KINDS[c]: int(n) for c, n in enumerate(counts) if n}
             audit["ambiguous"] = int(res.n_ambiguous)
@@ -636,6 +651,16 @@ class BacktestEngine:
         With several books (an exit-rule grid) the returned result is the first book's; the
         metrics of every book are in ``self.book_metrics``.
         """
+        # The objects alive now (imported modules, config, data panels) live for the whole run;
+        # frozen, the cyclic GC stops rescanning them in every full collection the walk-forward's
+        # many small allocations trigger (~0.1-0.2 s each once vectorbt is imported).
+        gc.freeze()
+        try:
+            return self._run()
+        finally:
+            gc.unfreeze()
+
+    def _run(self) -> BacktestResult:
         self.data_prepare()
         self.ranks_prepare()
         main = self._simulate_all("pessimistic")
@@ -672,19 +697,24 @@ class BacktestEngine:
         ts, equity, exposure = np.concatenate(p.equity_ts), np.concatenate(p.equity), np.concatenate(p.exposure)
         daily = (ts % DAY_MS) == 0
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
-        trades = _trades_frame(p.trades)
-        n_orders = sum(len(o["size"]) for o in p.orders)
-        traded = float(sum(np.sum(o["size"] * o["price"]) for o in p.orders))
+        n_orders = sum(len(o[4]) for o in p.orders)
+        traded = float(sum(np.sum(o[4]["size"] * o[4]["price"]) for o in p.orders))
+        kinds = np.concatenate([t["kind"] for t in p.trades]) if p.trades else np.empty(0, dtype=np.int8)
+        returns = (
+            np.concatenate([t["exit_price"] / t["entry_price"] - 1.0 for t in p.trades]) if p.trades else np.empty(0)
+        )
+        counts = np.bincount(kinds, minlength=len(TRADE_KINDS))
+        by_kind = {name: int(n) for name, n in zip(TRADE_KINDS, counts, strict=True)}
         return {
             **equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days),
-            **trading_metrics(n_orders, traded, trades, equity[daily], exposure[daily], n_days),
+            **trading_metrics(n_orders, traded, returns, by_kind, equity[daily], exposure[daily], n_days),
             "final_equity": float(equity[-1]),
             "n_windows": len(self.windows),
             "start": self.windows[0].as_dict()["start"],
             "end": self.windows[-1].as_dict()["end"],
             "interval": self.interval,
             "n_ambiguous_exits": p.n_ambiguous,
-            "n_stop_exits": _stop_count(p.trades),
+            "n_stop_exits": sum(by_kind[k] for k in STOP_KINDS),
             **extra,
         }
 

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 YEAR_DAYS = 365.0
 
@@ -53,23 +52,27 @@ def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[
 
 
 def trading_metrics(
-    n_orders: int, traded: float, trades: pl.DataFrame, equity: np.ndarray, exposure: np.ndarray, n_days: float
+    n_orders: int,
+    traded: float,
+    returns: np.ndarray,
+    by_kind: dict[str, int],
+    equity: np.ndarray,
+    exposure: np.ndarray,
+    n_days: float,
 ) -> dict[str, Any]:
-    """Turnover (traded value per year over mean equity), exposure, order counts, trade statistics."""
+    """Turnover (traded value per year over mean equity), exposure, order counts, trade statistics.
+
+    ``returns`` holds each trade's return, ``by_kind`` the number of trades per exit kind.
+    """
     mean_equity = float(np.mean(equity)) if equity.size else math.nan
     years = max(n_days, 1.0) / YEAR_DAYS
     kinds = ("stop_loss", "take_profit", "trailing", "max_holding", "signal", "rebalance", "end", "delisted")
-    by_kind = {k: 0 for k in kinds}
-    if trades.height:
-        for kind, n in trades.group_by("exit_kind").len().iter_rows():
-            by_kind[kind] = int(n)
-    returns = trades.get_column("return").to_numpy() if trades.height else np.empty(0)
     return {
         "turnover": _finite(traded / mean_equity / years) if mean_equity > 0 else None,
         "exposure": _finite(float(np.mean(exposure))) if exposure.size else None,
         "n_orders": int(n_orders),
-        "n_trades": int(trades.height),
+        "n_trades": int(returns.size),
         "win_rate": _finite(float(np.mean(returns > 0))) if returns.size else None,
         "avg_trade_return": _finite(float(np.mean(returns))) if returns.size else None,
-        "exits_by_kind": by_kind,
+        "exits_by_kind": {k: int(by_kind.get(k, 0)) for k in kinds},
     }
