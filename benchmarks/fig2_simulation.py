@@ -143,26 +143,17 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
                     check(ratio, OVERHEAD_TARGET),
                 )
             )
-    rows.append(
-        Row(
-            FIG,
-            "throughput, exit rules, rust",
-            n * k / t["sim_exit_rules_rust"],
-            "bar-cols/s",
-            n * k / t["sim_exit_rules_numba"],
-            "numba",
+    for mode, label in (("exit_rules", "exit rules"), ("rebalance", "rebalance")):
+        rows.append(
+            Row(
+                FIG,
+                f"throughput, {label}, rust",
+                n * k / t[f"sim_{mode}_rust"],
+                "bar-cols/s",
+                n * k / t[f"sim_{mode}_numba"],
+                "numba",
+            )
         )
-    )
-    rows.append(
-        Row(
-            FIG,
-            "throughput, rebalance, rust",
-            n * k / t["sim_rebalance_rust"],
-            "bar-cols/s",
-            n * k / t["sim_rebalance_numba"],
-            "numba",
-        )
-    )
 
     from engine.simulation.stops import find_stop_exits
 

@@ -125,12 +125,11 @@ def _trades_frame(parts: list[dict[str, np.ndarray]]) -> pl.DataFrame:
     )
 
 
-def _stop_count(parts: list[dict[str, np.ndarray]]) -> int:
-    """Number of trades closed by a stop loss, take profit or trailing stop."""
-    if not parts:
-        return 0
-    counts = np.bincount(np.concatenate([p["kind"] for p in parts]), minlength=len(TRADE_KINDS))
-    return int(sum(counts[TRADE_KINDS.index(k)] for k in STOP_KINDS))
+def _kind_counts(parts: list[dict[str, np.ndarray]]) -> dict[str, int]:
+    """Number of trades per exit kind (every kind of ``TRADE_KINDS``, 0 where none)."""
+    kinds = np.concatenate([p["kind"] for p in parts]) if parts else np.empty(0, dtype=np.int8)
+    counts = np.bincount(kinds, minlength=len(TRADE_KINDS))
+    return {name: int(n) for name, n in zip(TRADE_KINDS, counts, strict=True)}
 
 
 def _ffill_rows(a: np.ndarray) -> np.ndarray:
@@ -634,7 +633,8 @@ class BacktestEngine:
         ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
         m = equity_metrics(eq[(ts % DAY_MS) == 0], self.cfg.backtest.init_cash, n_days)
-        n_stops = _stop_count(daily.trades)
+        by_kind = _kind_counts(daily.trades)
+        n_stops = sum(by_kind[k] for k in STOP_KINDS)
         return {
             "total_return": m["total_return"],
             "max_drawdown": m["max_drawdown"],
@@ -699,12 +699,10 @@ class BacktestEngine:
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
         n_orders = sum(len(o[4]) for o in p.orders)
         traded = float(sum(np.sum(o[4]["size"] * o[4]["price"]) for o in p.orders))
-        kinds = np.concatenate([t["kind"] for t in p.trades]) if p.trades else np.empty(0, dtype=np.int8)
         returns = (
             np.concatenate([t["exit_price"] / t["entry_price"] - 1.0 for t in p.trades]) if p.trades else np.empty(0)
         )
-        counts = np.bincount(kinds, minlength=len(TRADE_KINDS))
-        by_kind = {name: int(n) for name, n in zip(TRADE_KINDS, counts, strict=True)}
+        by_kind = _kind_counts(p.trades)
         return {
             **equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days),
             **trading_metrics(n_orders, traded, returns, by_kind, equity[daily], exposure[daily], n_days),
