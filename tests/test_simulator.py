@@ -299,26 +299,36 @@ def _slice(prices: PriceBlock, lo: int, hi: int) -> PriceBlock:
     )
 
 
-@pytest.mark.parametrize("rules", [None, ExitRules(sl_stop=0.1, tp_stop=0.2)], ids=["rebalance", "stops"])
-def test_carry_in_matches_one_run(rules: ExitRules | None) -> None:
+@pytest.mark.parametrize("cut", [100, 110])
+@pytest.mark.parametrize(
+    "rules",
+    [None, ExitRules(sl_stop=0.1, tp_stop=0.2), ExitRules(sl_stop=0.06, sl_trail=0.08, max_holding="30d")],
+    ids=["rebalance", "stops", "trail_hold"],
+)
+def test_carry_in_matches_one_run(rules: ExitRules | None, cut: int) -> None:
+    """Two calls joined by the carried shares, cash and risk state equal one call: the stops of a
+    carried position (cost basis with its top-ups, trailing peak, holding clock) go on unchanged,
+    whether the cut falls on a rebalance bar (100) or inside a holding period (110)."""
     prices = _random_block(11, 200, 5)
     w = _weights_every(200, 5, 20)
     sim = VectorBTSimulator(fees=0.001, slippage=0.0005)
     whole = sim.simulate(prices, w, rules, init_cash=1e4)
-    first = sim.simulate(_slice(prices, 0, 100), w[:100], rules, init_cash=1e4)
+    first = sim.simulate(_slice(prices, 0, cut), w[:cut], rules, init_cash=1e4)
     assert first.shares_end.any()
     second = sim.simulate(
-        _slice(prices, 100, 200),
-        w[100:],
+        _slice(prices, cut, 200),
+        w[cut:],
         rules,
         init_cash=first.cash_end,
         carry_shares=first.shares_end,
-        carry_price=prices.close[99],
+        carry_price=prices.close[cut - 1],
+        carry_state=first.end_state,
     )
     np.testing.assert_allclose(np.concatenate([first.equity, second.equity]), whole.equity, rtol=1e-9, atol=0)
-    split = pl.concat([first.orders, second.orders.with_columns(pl.col("bar") + 100)])
+    split = pl.concat([first.orders, second.orders.with_columns(pl.col("bar") + cut)])
     assert_frame_equal(split, whole.orders, check_exact=False, rel_tol=1e-9, abs_tol=0)
-    assert second.orders["bar"].min() == 0  # the carry row itself is not an order
+    # the carry row itself is not an order: the first order is the next rebalance
+    assert second.orders.filter(pl.col("reason") == "rebalance")["bar"].min() == (-cut) % 20
     assert rules is None or second.exits.height > 0
 
 

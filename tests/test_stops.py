@@ -11,6 +11,7 @@ from helpers import random_ohlc
 from engine.exit_rules import ExitRules
 from engine.simulation import (
     EXIT_KIND_NAMES,
+    StopState,
     MAX_HOLDING,
     STOP_LOSS,
     TAKE_PROFIT,
@@ -117,13 +118,74 @@ def test_entry_bar_is_checked() -> None:
     assert (ex.bar.tolist(), ex.price.tolist()) == ([0], [95.0])
 
 
-def test_reference_includes_slippage_and_resets_on_reweight() -> None:
-    rows = [ENTRY, (110.0, 111.0, 105.0, 106.0), (106.0, 107.0, 104.0, 105.0)]
-    # Ref at bar 1 = 110 * 1.01 = 111.1, SL = 105.545: low 105 exits at that level (the bar-0
-    # reference 101 would give SL 95.95 and no exit).
-    ex = _exits(rows, [1.0, 0.5, NAN], ExitRules(sl_stop=0.05), slippage=0.01)
-    assert ex.bar.tolist() == [1]
-    assert ex.price.tolist() == [110.0 * (1 + 0.01) * (1 - 0.05)]
+def test_reference_is_the_cost_basis_and_a_topup_moves_it() -> None:
+    rows = [ENTRY, (110.0, 111.0, 105.0, 106.0), (106.0, 107.0, 104.0, 105.0), (104.0, 105.0, 100.0, 101.0)]
+    rules = ExitRules(sl_stop=0.05)
+    # Opening fill 100 * 1.01 = 101: SL 95.95. A re-weight at bar 1 without known fills keeps the
+    # basis (the bar-0 reference, not bar 1's open): no exit at bar 3 (low 100 > 95.95).
+    ex = _exits(rows, [1.0, 0.5, NAN, NAN], rules, slippage=0.01)
+    assert ex.bar.tolist() == []
+    assert ex.end.basis.tolist() == [101.0]
+
+    # With the top-up's fills (1 share held at 101, 1 more bought at 110 * 1.01 = 111.1), the basis
+    # is their size-weighted average 106.05 and the stop 100.7475: bar 3's low 100 reaches it.
+    def topup(bar, so_far, basis):
+        assert bar == 1 and basis.tolist() == [101.0] and len(so_far) == 0
+        return np.array([(1 * 101.0 + 1 * 110.0 * 1.01) / 2])
+
+    o, h, lo, _, index = _bars(rows)
+    w = np.array([1.0, 0.5, NAN, NAN]).reshape(-1, 1)
+    ex = find_stop_exits(o, h, lo, index, w, rules, 0.01, topup=topup)
+    assert ex.bar.tolist() == [3]
+    assert ex.price.tolist() == pytest.approx([106.05 * 0.95], rel=1e-15)
+
+
+def test_state_is_carried_in_and_out() -> None:
+    """A position handed in keeps its basis, peak and clock; the state after the bars comes back."""
+    rows = [(100.0, 104.0, 99.5, 103.0), (103.0, 103.5, 96.0, 97.0), (97.0, 98.0, 96.0, 97.0)]
+    o, h, lo, _, index = _bars(rows)
+    w = np.full((3, 1), NAN)
+    held = StopState(np.array([90.0]), np.array([110.0]), np.array([-2 * DAY_NS], dtype=np.int64))
+    # trailing 10 % below the carried peak 110 = 99 (above the fixed SL 85.5 of basis 90): bar 1's
+    # low 96 reaches it; the bar-0 high 104 does not raise the peak above 110.
+    ex = find_stop_exits(o, h, lo, index, w, ExitRules(sl_stop=0.05, sl_trail=0.10), state=held)
+    assert (ex.bar.tolist(), ex.kind.tolist(), ex.price.tolist()) == ([1], [TRAILING], [99.0])
+    assert np.isnan(ex.end.basis[0])
+    # the holding clock runs from the carried opening: 3 days after -2 days is bar 1
+    ex = find_stop_exits(o, h, lo, index, w, ExitRules(max_holding="3d"), state=held)
+    assert (ex.bar.tolist(), ex.kind.tolist(), ex.price.tolist(), ex.at_open.tolist()) == (
+        [1],
+        [MAX_HOLDING],
+        [103.0],
+        [True],
+    )
+    # still open at the end: the state after the last bar, peak raised by the highs
+    ex = find_stop_exits(o, h, lo, index, w, ExitRules(sl_stop=0.5), state=held)
+    assert (ex.end.basis.tolist(), ex.end.peak.tolist(), ex.end.opened_ns.tolist()) == ([90.0], [110.0], [-2 * DAY_NS])
+
+
+def test_gap_at_an_order_bar_replaces_the_order() -> None:
+    """A held position that opens through its stop on a rebalance bar exits at the open, first."""
+    rows = [ENTRY, (100.0, 101.0, 99.0, 100.0), (90.0, 95.0, 89.0, 94.0), (94.0, 95.0, 93.0, 94.0)]
+    ex = _exits(rows, [1.0, NAN, 1.0, NAN], ExitRules(sl_stop=0.05))
+    assert (ex.bar.tolist(), ex.kind.tolist(), ex.price.tolist(), ex.at_open.tolist()) == (
+        [2],
+        [STOP_LOSS],
+        [90.0],
+        [True],
+    )
+    # flat until the next positive weight: nothing at bar 3
+    assert np.isnan(ex.end.basis[0])
+
+
+def test_first_bar_mode_drops_entries_of_held_columns() -> None:
+    rows = [ENTRY, (100.0, 101.0, 99.0, 100.0), (100.0, 101.0, 99.0, 100.0)]
+    ex = _exits(rows, [1.0, 0.5, NAN], ExitRules(sl_stop=0.5))
+    assert ex.dropped_bar.tolist() == []
+    o, h, lo, _, index = _bars(rows)
+    w = np.array([1.0, 0.5, NAN]).reshape(-1, 1)
+    ex = find_stop_exits(o, h, lo, index, w, ExitRules(sl_stop=0.5), held_reweights="first_bar")
+    assert (ex.dropped_bar.tolist(), ex.dropped_col.tolist()) == ([1], [0])
 
 
 def test_no_reentry_after_stop_until_positive_weight() -> None:
@@ -148,9 +210,10 @@ def test_max_holding_closes_at_open() -> None:
     # A re-weighting bar does not restart the clock ...
     ex = _exits(rows, [1.0, NAN, 0.5, NAN, NAN, NAN], rules)
     assert ex.bar.tolist() == [3]
-    # ... and an order on the due bar wins; the exit follows at the next bar without one.
+    # ... and on the due bar the limit closes the position at the open, before and instead of
+    # the bar's order (the symbol stays in cash until its next positive weight).
     ex = _exits(rows, [1.0, NAN, NAN, 0.5, NAN, NAN], rules)
-    assert (ex.bar.tolist(), ex.price.tolist()) == ([4], [104.0])
+    assert (ex.bar.tolist(), ex.price.tolist(), ex.at_open.tolist()) == ([3], [103.0], [True])
 
 
 def test_multi_column_order_is_bar_then_column() -> None:
@@ -168,35 +231,46 @@ def test_multi_column_order_is_bar_then_column() -> None:
 
 
 def _reference(o, h, lo, index_ns, w, slippage, fixed_sl, tp, trail, hold_ns, pessimistic):
-    """Column-by-column restatement of the module docstring's rules."""
+    """Column-by-column restatement of the module docstring's rules (a re-weight without known
+    fills keeps the cost basis)."""
     out = []
     n_bars, n_cols = w.shape
+
+    def levels(ref, peak):
+        cands = []
+        if fixed_sl is not None:
+            cands.append((ref * (1 - fixed_sl), STOP_LOSS))
+        if trail is not None:
+            cands.append((peak * (1 - trail), TRAILING))
+        sl, sl_kind = max(cands, key=lambda x: (x[0], x[1] == STOP_LOSS)) if cands else (-math.inf, STOP_LOSS)
+        return sl, sl_kind, (ref * (1 + tp) if tp is not None else math.inf)
+
     for c in range(n_cols):
         holding = False
         ref = peak = 0.0
         entry = 0
         for i in range(n_bars):
             wi = w[i, c]
-            if not math.isnan(wi):
-                if wi > 0:
-                    ref = o[i, c] * (1 + slippage)
-                    peak = ref
-                    if not holding:
-                        holding, entry = True, index_ns[i]
-                else:
+            if holding:
+                if hold_ns is not None and index_ns[i] >= entry + hold_ns:
+                    out.append((i, c, MAX_HOLDING, o[i, c], False))
                     holding = False
-            elif holding and hold_ns is not None and index_ns[i] >= entry + hold_ns:
-                out.append((i, c, MAX_HOLDING, o[i, c], False))
-                holding = False
-            if not holding:
+                    continue
+                if not math.isnan(wi):
+                    sl, sl_kind, tpl = levels(ref, peak)
+                    if o[i, c] <= sl or o[i, c] >= tpl:
+                        out.append((i, c, sl_kind if o[i, c] <= sl else TAKE_PROFIT, o[i, c], False))
+                        holding = False
+                        continue
+                    if wi == 0:
+                        holding = False
+                        continue
+            elif not math.isnan(wi) and wi > 0:
+                holding, entry = True, index_ns[i]
+                ref = peak = o[i, c] * (1 + slippage)
+            else:
                 continue
-            levels = []
-            if fixed_sl is not None:
-                levels.append((ref * (1 - fixed_sl), STOP_LOSS))
-            if trail is not None:
-                levels.append((peak * (1 - trail), TRAILING))
-            sl, sl_kind = max(levels, key=lambda x: (x[0], x[1] == STOP_LOSS)) if levels else (-math.inf, STOP_LOSS)
-            tpl = ref * (1 + tp) if tp is not None else math.inf
+            sl, sl_kind, tpl = levels(ref, peak)
             hit = None
             if o[i, c] <= sl:
                 hit = (sl_kind, o[i, c], False)

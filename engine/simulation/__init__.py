@@ -7,6 +7,7 @@ from engine.simulation.stops import (
     TAKE_PROFIT,
     TRAILING,
     StopExits,
+    StopState,
     find_stop_exits,
     stop_exits_nb,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "PriceBlock",
     "SimResult",
     "StopExits",
+    "StopState",
     "VectorBTSimulator",
     "find_stop_exits",
     "stop_exits_nb",

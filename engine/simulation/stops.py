@@ -1,31 +1,49 @@
 """Stop exits of long positions, found bar by bar on OHLC (numba, no vectorbt).
 
 This module docstring is the specification of the exit rules; ``docs/EXIT_RULES.md`` explains
-how the simulator turns its output into orders.
+how the simulator turns its output into orders and how the state lives across windows.
 
-Positions
+Positions and their risk state
     ``weights[i, c]`` is NaN (no order at bar ``i``) or a finite target fraction ``w >= 0``
-    executed at bar ``i``'s open. A position in column ``c`` is open from a bar with ``w > 0``
-    until a bar with ``w == 0`` or a stop exit. After a stop exit the column stays flat until the
-    next bar with a finite ``w > 0``: there is no re-entry in between.
+    executed at bar ``i``'s open. A position opens on a bar with ``w > 0`` while the column is
+    flat and closes on a bar with ``w == 0`` or at a stop exit. Its risk state is
 
-Reference price
-    Every bar with ``w > 0`` (entry or re-weighting) resets the stop reference to that bar's buy
-    fill price ``ref = open * (1 + slippage)`` and restarts the trailing peak at ``ref``.
+    * the cost basis: the size-weighted average of its buy fills (slippage included) since it
+      opened; sells leave it unchanged. An opening buy fills at ``open * (1 + slippage)``; the
+      basis after a top-up (``w > 0`` while in position) needs the top-up's fill size, which the
+      caller (the simulator) supplies through ``topup`` (see :func:`find_stop_exits_grid`);
+    * the trailing peak: starts at the opening fill and is raised by each later bar's high;
+    * the opening time: the open time of the opening bar (the holding clock).
+
+    A top-up or a reduction changes neither the peak nor the clock. The state can be handed in
+    (a position carried from an earlier window) and is handed back after the last bar, so a
+    position's exits never depend on where a caller splits the bars into calls.
+
+Order of events within a bar, for a column in position
+    1. Holding limit: if the bar opens at or after ``opened + max_holding``, the position is
+       closed at the open (kind ``max_holding``), before and instead of any order of the bar.
+    2. If the bar carries an order: a gap through a level at the open (``open <= stop-loss
+       level`` or ``open >= TP``, levels of the state before the order) closes the position at
+       the open, instead of the order. Otherwise ``w == 0`` closes it (not a stop exit) and
+       ``w > 0`` re-weights it (``held_reweights="all"``) or is ignored (``"first_bar"``: only bar
+       0, the walk-forward's rebalance, re-weights; later entries of a held column are dropped).
+    3. The intrabar checks below, with the state after the bar's order.
+    Exits of steps 1 and 2 are flagged ``at_open`` (they fill in the bar's open row, replacing the
+    bar's order). After any exit the column stays flat until its next bar with ``w > 0``.
 
 Entry bar
-    The bar that opens (or re-weights) a position is itself checked: the position exists from the
-    open, so the whole range of that bar comes after the entry.
+    The bar that opens a position is itself checked: the position exists from the open, so the
+    whole range of that bar comes after the entry.
 
 Levels
-    ``SL = ref * (1 - fixed_sl)``, ``TP = ref * (1 + tp_stop)``,
+    ``SL = basis * (1 - fixed_sl)``, ``TP = basis * (1 + tp_stop)``,
     ``trailing = peak * (1 - trail_fraction)``. The peak is raised by a bar's high only AFTER
     that bar's checks, so a bar's own high never arms a trailing exit in the same bar (vectorbt's
     ``from_signals`` updates its trailing stop the same way). The effective stop-loss level is
     ``max(SL, trailing)``; its kind is ``trailing`` when the trailing level is strictly higher,
     else ``stop_loss``.
 
-Fill rules, in this order
+Intrabar fill rules, in this order
     1. ``open <= stop-loss level``: fill at the open (gap), kind as above.
     2. ``open >= TP``: fill at the open (gap), take profit.
     3. ``low <= stop-loss level`` and ``high >= TP``: ambiguous, the path inside the bar is
@@ -36,18 +54,11 @@ Fill rules, in this order
 
     The fill price returned is the raw level (or open); the simulator applies slippage and fees
     on top, as for any other sell.
-
-Maximum holding time
-    The holding clock starts at the open time of the bar that opened the position; a re-weighting
-    bar while in position resets the stop reference but NOT the clock. The position is closed at
-    the OPEN of the first bar whose open time is ``>= entry time + max_holding_ns`` (kind
-    ``max_holding``, fill at the open, not checked for stops afterwards). If that bar carries an
-    order (finite weight), the order wins and no ``max_holding`` exit is recorded there; since the
-    clock was not reset, a position still held closes at the next bar without an order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,11 +81,49 @@ EXIT_KIND_NAMES: dict[int, str] = {
 """Name of each exit kind code, as used in the ``reason`` and ``kind`` columns of results."""
 
 Ambiguity = Literal["pessimistic", "optimistic"]
+HeldReweights = Literal["all", "first_bar"]
+
+
+@dataclass(frozen=True)
+class StopState:
+    """Risk state of each column's open position (see the module docstring).
+
+    Attributes
+    ----------
+    basis : np.ndarray
+        (n_cols,) float64 cost basis, NaN where the column is flat.
+    peak : np.ndarray
+        (n_cols,) float64 highest price since the position opened (its opening fill, then highs).
+    opened_ns : np.ndarray
+        (n_cols,) int64 open time of the bar that opened the position (epoch ns).
+    """
+
+    basis: np.ndarray
+    peak: np.ndarray
+    opened_ns: np.ndarray
+
+    @classmethod
+    def flat(cls, n_cols: int) -> StopState:
+        """Every column flat."""
+        return cls(np.full(n_cols, np.nan), np.full(n_cols, np.nan), np.zeros(n_cols, dtype=np.int64))
+
+    @classmethod
+    def concat(cls, states: list[StopState]) -> StopState:
+        """Columns of several states side by side."""
+        return cls(
+            np.concatenate([s.basis for s in states]),
+            np.concatenate([s.peak for s in states]),
+            np.concatenate([s.opened_ns for s in states]),
+        )
+
+    def take(self, cols: slice) -> StopState:
+        """The state of some columns (copies)."""
+        return StopState(self.basis[cols].copy(), self.peak[cols].copy(), self.opened_ns[cols].copy())
 
 
 @dataclass(frozen=True)
 class StopExits:
-    """Stop exits in bar-major order (sorted by bar, then column).
+    """Stop exits in bar-major order (sorted by bar, then column), and the state after the bars.
 
     Attributes
     ----------
@@ -86,6 +135,13 @@ class StopExits:
         float64 fill price before slippage: the stop level, or the open on a gap or max holding.
     ambiguous : np.ndarray
         bool, True where stop loss and take profit were both inside the bar's range.
+    at_open : np.ndarray
+        bool, True for exits at the bar's open that replace the bar's order (holding limit, or
+        a gap through a level on a bar with an order): they fill in the bar's open row.
+    dropped_bar, dropped_col : np.ndarray
+        int64 orders dropped (``held_reweights="first_bar"``: an entry of a column already held).
+    end : StopState or None
+        The state after the last bar.
     """
 
     bar: np.ndarray
@@ -93,10 +149,47 @@ class StopExits:
     kind: np.ndarray
     price: np.ndarray
     ambiguous: np.ndarray
+    at_open: np.ndarray | None = None
+    dropped_bar: np.ndarray | None = None
+    dropped_col: np.ndarray | None = None
+    end: StopState | None = None
 
     def __len__(self) -> int:
         """Return the number of exits."""
         return len(self.bar)
+
+
+@njit(cache=True)
+def _levels(basis: float, peak: float, fixed_sl: float, tp_stop: float, trail: float) -> tuple[float, int, float]:
+    """(stop-loss level, its kind, take-profit level) of a position."""
+    sl_level = -np.inf
+    sl_kind = STOP_LOSS
+    if not np.isnan(fixed_sl):
+        sl_level = basis * (1.0 - fixed_sl)
+    if not np.isnan(trail):
+        trail_level = peak * (1.0 - trail)
+        if trail_level > sl_level:
+            sl_level = trail_level
+            sl_kind = TRAILING
+    tp_level = basis * (1.0 + tp_stop) if not np.isnan(tp_stop) else np.inf
+    return sl_level, sl_kind, tp_level
+
+
+@njit(cache=True)
+def _open_exit(
+    o: float, w: float, t: int, basis: float, peak: float, opened: int, sl: float, tp: float, trail: float, hold: int
+) -> tuple[int, float]:
+    """Steps 1-2 of a held column's bar: (kind, fill) of an exit at the open, or (0, nan)."""
+    if hold >= 0 and t - opened >= hold:
+        return MAX_HOLDING, o
+    if np.isnan(w):
+        return 0, np.nan
+    sl_level, sl_kind, tp_level = _levels(basis, peak, sl, tp, trail)
+    if o <= sl_level:
+        return sl_kind, o
+    if o >= tp_level:
+        return TAKE_PROFIT, o
+    return 0, np.nan
 
 
 @njit(cache=True)
@@ -112,8 +205,15 @@ def stop_exits_nb(
     trail: np.ndarray,
     max_holding_ns: np.ndarray,
     pessimistic: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Scan every column over the bars and return its stop exits (see the module docstring).
+    first_only: bool,
+    start: int,
+    basis: np.ndarray,
+    peak: np.ndarray,
+    opened_ns: np.ndarray,
+    topup_bar: int,
+    topup_basis: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Scan the columns from bar ``start`` and return their stop exits (see the module docstring).
 
     Parameters
     ----------
@@ -122,7 +222,7 @@ def stop_exits_nb(
     index_ns : np.ndarray
         (n_bars,) int64 bar open times.
     slippage : float
-        Fraction added to the open to get the buy fill price (the stop reference).
+        Fraction added to the open to get an opening buy's fill price.
     fixed_sl, tp_stop, trail : np.ndarray
         (n_cols,) fractions of each column, NaN where the rule is not set (columns of several
         books of an exit-rule grid side by side have their own rules).
@@ -130,59 +230,107 @@ def stop_exits_nb(
         (n_cols,) int64 maximum holding time, negative where not set.
     pessimistic : bool
         Which exit wins in an ambiguous bar: stop loss (True) or take profit (False).
+    first_only : bool
+        ``held_reweights="first_bar"``: a positive weight on a held column after bar 0 is dropped.
+    start : int
+        First bar to scan.
+    basis, peak, opened_ns : np.ndarray
+        (n_cols,) state at the start of bar ``start`` (basis NaN = flat); updated in place.
+    topup_bar : int
+        The bar whose re-weights' resulting cost basis ``topup_basis`` holds (NaN: unchanged).
 
     Returns
     -------
-    tuple of np.ndarray
-        ``(bar, col, kind, price, ambiguous)``, sorted by bar, then column.
+    tuple
+        ``(bar, col, kind, price, ambiguous, at_open, dropped_bar, dropped_col, need)``. ``need``
+        is -1 once every bar is scanned; otherwise it is a bar (``!= topup_bar``) that re-weights
+        a held column: the scan stopped there with the state at the start of that bar, and the
+        output holds the exits before it plus that bar's exits at the open. The caller gets the
+        top-up fills up to that bar's open and scans again from it.
     """
     n_bars, n_cols = weights.shape
     # A column exits at most once per bar, so n_bars * n_cols bounds the output.
-    out_bar = np.empty(n_bars * n_cols, dtype=np.int64)
-    out_col = np.empty(n_bars * n_cols, dtype=np.int64)
-    out_kind = np.empty(n_bars * n_cols, dtype=np.int8)
-    out_price = np.empty(n_bars * n_cols, dtype=np.float64)
-    out_amb = np.empty(n_bars * n_cols, dtype=np.bool_)
-    # Bars outer, columns inner: the arrays are row-major, so this walks memory in order.
-    in_pos = np.zeros(n_cols, dtype=np.bool_)
-    ref = np.full(n_cols, np.nan)
-    peak = np.full(n_cols, np.nan)
-    entry_ns = np.zeros(n_cols, dtype=np.int64)
+    cap = n_bars * n_cols
+    out_bar = np.empty(cap, dtype=np.int64)
+    out_col = np.empty(cap, dtype=np.int64)
+    out_kind = np.empty(cap, dtype=np.int8)
+    out_price = np.empty(cap, dtype=np.float64)
+    out_amb = np.empty(cap, dtype=np.bool_)
+    out_open = np.empty(cap, dtype=np.bool_)
+    drop_bar = np.empty(cap, dtype=np.int64)
+    drop_col = np.empty(cap, dtype=np.int64)
     k = 0
-    for i in range(n_bars):
+    nd = 0
+    # Bars outer, columns inner: the arrays are row-major, so this walks memory in order.
+    for i in range(start, n_bars):
+        t = index_ns[i]
+        if i != topup_bar and not (first_only and i > 0):
+            need = False
+            for c in range(n_cols):
+                w = weights[i, c]
+                if np.isnan(basis[c]) or np.isnan(w) or w <= 0.0:
+                    continue
+                kind, _ = _open_exit(
+                    open_[i, c], w, t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c],
+                    max_holding_ns[c],
+                )  # fmt: skip
+                if kind == 0:
+                    need = True
+                    break
+            if need:
+                for c in range(n_cols):
+                    if np.isnan(basis[c]):
+                        continue
+                    kind, price = _open_exit(
+                        open_[i, c], weights[i, c], t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c],
+                        trail[c], max_holding_ns[c],
+                    )  # fmt: skip
+                    if kind != 0:
+                        out_bar[k] = i
+                        out_col[k] = c
+                        out_kind[k] = kind
+                        out_price[k] = price
+                        out_amb[k] = False
+                        out_open[k] = True
+                        k += 1
+                return (
+                    out_bar[:k], out_col[:k], out_kind[:k], out_price[:k], out_amb[:k], out_open[:k],
+                    drop_bar[:nd], drop_col[:nd], i,
+                )  # fmt: skip
         for c in range(n_cols):
             w = weights[i, c]
             o = open_[i, c]
-            if not np.isnan(w):
-                if w > 0.0:
-                    ref[c] = o * (1.0 + slippage)
-                    peak[c] = ref[c]
-                    if not in_pos[c]:
-                        entry_ns[c] = index_ns[i]
-                        in_pos[c] = True
-                else:
-                    in_pos[c] = False
-            elif in_pos[c] and max_holding_ns[c] >= 0 and index_ns[i] - entry_ns[c] >= max_holding_ns[c]:
-                out_bar[k] = i
-                out_col[k] = c
-                out_kind[k] = MAX_HOLDING
-                out_price[k] = o
-                out_amb[k] = False
-                k += 1
-                in_pos[c] = False
-            if not in_pos[c]:
+            if not np.isnan(basis[c]):
+                kind, price = _open_exit(
+                    o, w, t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c], max_holding_ns[c]
+                )
+                if kind != 0:
+                    out_bar[k] = i
+                    out_col[k] = c
+                    out_kind[k] = kind
+                    out_price[k] = price
+                    out_amb[k] = False
+                    out_open[k] = True
+                    k += 1
+                    basis[c] = np.nan
+                    continue
+                if not np.isnan(w):
+                    if w == 0.0:
+                        basis[c] = np.nan
+                        continue
+                    if first_only and i > 0:
+                        drop_bar[nd] = i
+                        drop_col[nd] = c
+                        nd += 1
+                    elif i == topup_bar and not np.isnan(topup_basis[c]):
+                        basis[c] = topup_basis[c]
+            elif not np.isnan(w) and w > 0.0:
+                basis[c] = o * (1.0 + slippage)
+                peak[c] = basis[c]
+                opened_ns[c] = t
+            else:
                 continue
-            has_trail = not np.isnan(trail[c])
-            sl_level = -np.inf
-            sl_kind = STOP_LOSS
-            if not np.isnan(fixed_sl[c]):
-                sl_level = ref[c] * (1.0 - fixed_sl[c])
-            if has_trail:
-                trail_level = peak[c] * (1.0 - trail[c])
-                if trail_level > sl_level:
-                    sl_level = trail_level
-                    sl_kind = TRAILING
-            tp_level = ref[c] * (1.0 + tp_stop[c]) if not np.isnan(tp_stop[c]) else np.inf
+            sl_level, sl_kind, tp_level = _levels(basis[c], peak[c], fixed_sl[c], tp_stop[c], trail[c])
             kind = 0
             price = np.nan
             amb = False
@@ -215,11 +363,21 @@ def stop_exits_nb(
                 out_kind[k] = kind
                 out_price[k] = price
                 out_amb[k] = amb
+                out_open[k] = False
                 k += 1
-                in_pos[c] = False
-            elif has_trail and high[i, c] > peak[c]:
+                basis[c] = np.nan
+            elif high[i, c] > peak[c]:
                 peak[c] = high[i, c]
-    return out_bar[:k], out_col[:k], out_kind[:k], out_price[:k], out_amb[:k]
+    return (
+        out_bar[:k], out_col[:k], out_kind[:k], out_price[:k], out_amb[:k], out_open[:k], drop_bar[:nd],
+        drop_col[:nd], -1,
+    )  # fmt: skip
+
+
+TopUp = Callable[[int, StopExits, np.ndarray], np.ndarray]
+"""``topup(bar, exits_so_far, basis)``: the cost basis of every (grid) column after the buys of
+``bar``'s open, given the exits found so far (those of ``bar`` at its open included) and the basis
+before; NaN where the bar bought nothing for a column."""
 
 
 def find_stop_exits(
@@ -231,6 +389,10 @@ def find_stop_exits(
     exit_rules: ExitRules,
     slippage: float = 0.0,
     ambiguity: Ambiguity = "pessimistic",
+    *,
+    state: StopState | None = None,
+    topup: TopUp | None = None,
+    held_reweights: HeldReweights = "all",
 ) -> StopExits:
     """Find the stop exits of every column (see the module docstring for the rules).
 
@@ -245,14 +407,21 @@ def find_stop_exits(
     exit_rules : ExitRules
         The rules to apply.
     slippage : float, default 0.0
-        Buy slippage fraction, part of the stop reference price.
+        Buy slippage fraction, part of an opening fill.
     ambiguity : {"pessimistic", "optimistic"}, default "pessimistic"
         Which exit wins when stop loss and take profit are both inside one bar.
+    state : StopState or None
+        The positions held before the first bar (None: all flat).
+    topup : callable or None
+        Supplies the cost basis after a re-weight's fills (the simulator passes one); None keeps
+        the basis of a re-weighted position unchanged (no fills are known here).
+    held_reweights : {"all", "first_bar"}
+        Whether a positive weight on a held column re-weights it at any bar or only at bar 0.
 
     Returns
     -------
     StopExits
-        Exits sorted by bar, then column.
+        Exits sorted by bar, then column, with the state after the last bar.
 
     Examples
     --------
@@ -264,10 +433,33 @@ def find_stop_exits(
     >>> int(ex.bar[0]), float(ex.price[0])
     (1, 95.0)
     """
-    if ambiguity not in ("pessimistic", "optimistic"):
-        msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {ambiguity!r}"
-        raise ValueError(msg)
-    return find_stop_exits_grid(open_, high, low, index, weights, [exit_rules], slippage, ambiguity)[0]
+    return find_stop_exits_grid(
+        open_,
+        high,
+        low,
+        index,
+        weights,
+        [exit_rules],
+        slippage,
+        ambiguity,
+        state=None if state is None else [state],
+        topup=topup,
+        held_reweights=held_reweights,
+    )[0]
+
+
+def _rule_arrays(exit_rules: list[ExitRules | None], k: int) -> tuple[np.ndarray, ...]:
+    """Per-column rule arrays of books side by side (NaN / -1 where a rule is not set)."""
+
+    def per_col(values: list[float | int | None], fill: float | int, dtype: type) -> np.ndarray:
+        return np.repeat(np.array([fill if v is None else v for v in values], dtype=dtype), k)
+
+    return (
+        per_col([None if r is None else r.fixed_sl for r in exit_rules], np.nan, np.float64),
+        per_col([None if r is None else r.tp_stop for r in exit_rules], np.nan, np.float64),
+        per_col([None if r is None else r.trail_fraction for r in exit_rules], np.nan, np.float64),
+        per_col([None if r is None else r.max_holding_ns for r in exit_rules], -1, np.int64),
+    )
 
 
 def find_stop_exits_grid(
@@ -276,48 +468,94 @@ def find_stop_exits_grid(
     low: np.ndarray,
     index: np.ndarray,
     weights: np.ndarray,
-    exit_rules: list[ExitRules],
+    exit_rules: list[ExitRules | None],
     slippage: float = 0.0,
     ambiguity: Ambiguity = "pessimistic",
+    *,
+    state: list[StopState | None] | None = None,
+    topup: TopUp | None = None,
+    held_reweights: HeldReweights = "all",
 ) -> list[StopExits]:
-    """The stop exits of several books on the same prices, in one kernel call.
+    """The stop exits of several books on the same prices, in one kernel scan.
 
     ``weights`` is (n_bars, n_books * n_cols): book after book, each with the columns of the
-    (n_bars, n_cols) prices and its own ``exit_rules``. Each book's exits equal
-    :func:`find_stop_exits` on its weights alone (columns do not interact in the scan).
+    (n_bars, n_cols) prices and its own ``exit_rules`` (None: no rule, only the positions are
+    tracked). Each book's exits equal :func:`find_stop_exits` on its weights alone (columns do not
+    interact in the scan). ``state`` holds each book's positions before the first bar; ``topup``
+    gets and returns grid-wide arrays (all books' columns).
     """
     if ambiguity not in ("pessimistic", "optimistic"):
         msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {ambiguity!r}"
+        raise ValueError(msg)
+    if held_reweights not in ("all", "first_bar"):
+        msg = f"held_reweights must be 'all' or 'first_bar', got {held_reweights!r}"
         raise ValueError(msg)
     g, k = len(exit_rules), np.shape(open_)[1]
     if np.shape(weights)[1] != g * k:
         msg = f"weights must have {g} x {k} columns (one block of the price columns per book)"
         raise ValueError(msg)
-
-    def per_col(values: list[float | int | None], fill: float | int, dtype: type) -> np.ndarray:
-        return np.repeat(np.array([fill if v is None else v for v in values], dtype=dtype), k)
+    states = state if state is not None else [None] * g
+    if len(states) != g:
+        msg = f"state must hold one StopState (or None) per book, got {len(states)} for {g} books"
+        raise ValueError(msg)
+    st = StopState.concat([StopState.flat(k) if s is None else s.take(slice(None)) for s in states])
+    if st.basis.shape != (g * k,):
+        msg = f"each book's state must have {k} columns"
+        raise ValueError(msg)
 
     tile = (lambda a: a) if g == 1 else (lambda a: np.tile(a, (1, g)))
-    bar, col, kind, price, amb = stop_exits_nb(
-        tile(np.ascontiguousarray(open_, dtype=np.float64)),
-        tile(np.ascontiguousarray(high, dtype=np.float64)),
-        tile(np.ascontiguousarray(low, dtype=np.float64)),
-        np.asarray(index, dtype="datetime64[ns]").view(np.int64),
-        np.ascontiguousarray(weights, dtype=np.float64),
-        float(slippage),
-        per_col([r.fixed_sl for r in exit_rules], np.nan, np.float64),
-        per_col([r.tp_stop for r in exit_rules], np.nan, np.float64),
-        per_col([r.trail_fraction for r in exit_rules], np.nan, np.float64),
-        per_col([r.max_holding_ns for r in exit_rules], -1, np.int64),
-        ambiguity == "pessimistic",
-    )
+    o, h, lo = (tile(np.ascontiguousarray(a, dtype=np.float64)) for a in (open_, high, low))
+    index_ns = np.asarray(index, dtype="datetime64[ns]").view(np.int64)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    rules = _rule_arrays(exit_rules, k)
+    parts: list[tuple[np.ndarray, ...]] = []
+    drops: list[tuple[np.ndarray, np.ndarray]] = []
+    start, topup_bar, topup_basis = 0, -1, np.full(g * k, np.nan)
+    while True:
+        *found, dbar, dcol, need = stop_exits_nb(
+            o, h, lo, index_ns, w, float(slippage), *rules, ambiguity == "pessimistic",
+            held_reweights == "first_bar", start, st.basis, st.peak, st.opened_ns, topup_bar, topup_basis,
+        )  # fmt: skip
+        drops.append((dbar, dcol))
+        if need < 0:
+            parts.append(tuple(found))
+            break
+        if topup is not None:
+            so_far = _stack([*parts, tuple(found)])
+            topup_basis = np.asarray(topup(need, StopExits(*so_far), st.basis.copy()), dtype=np.float64)
+        keep = found[0] < need  # the bar's exits at the open are found again by the next scan
+        parts.append(tuple(a[keep] for a in found))
+        start, topup_bar = need, need
+    bar, col, kind, price, amb, at_open = _stack(parts)
+    dbar = np.concatenate([d[0] for d in drops])
+    dcol = np.concatenate([d[1] for d in drops])
     if g == 1:
-        return [StopExits(bar, col, kind, price, amb)]
-    book = col // k
+        return [StopExits(bar, col, kind, price, amb, at_open, dbar, dcol, st)]
+    out = []
+    book, dbook = col // k, dcol // k
     order = np.argsort(book, kind="stable")  # stays sorted by bar, then column, within a book
     bounds = np.searchsorted(book[order], np.arange(g + 1))
-    out = []
     for b in range(g):
         sel = order[bounds[b] : bounds[b + 1]]
-        out.append(StopExits(bar[sel], col[sel] - b * k, kind[sel], price[sel], amb[sel]))
+        mine = dbook == b
+        out.append(
+            StopExits(
+                bar[sel],
+                col[sel] - b * k,
+                kind[sel],
+                price[sel],
+                amb[sel],
+                at_open[sel],
+                dbar[mine],
+                dcol[mine] - b * k,
+                st.take(slice(b * k, (b + 1) * k)),
+            )
+        )
     return out
+
+
+def _stack(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Concatenate the exit arrays of consecutive scans (bar-major order is kept)."""
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))

@@ -11,9 +11,16 @@ at the odd rows: one value per bar, at its close.
 Carry-in: a walk-forward caller passes the shares held at the end of the previous window; one
 extra row before row 0 buys them back at ``carry_price`` without fees or slippage, with
 vectorbt's initial cash raised by their value, so the window starts with exactly that cash and
-those shares. That row is dropped from every output. Stop state (reference price, trailing peak,
-holding clock) is not carried: a carried position is watched for stops from its next bar with a
-weight > 0 (the walk-forward engine rebalances on the first bar of each window).
+those shares. That row is dropped from every output. The positions' risk state (cost basis,
+trailing peak, opening time: ``StopState``) is carried too (``carry_state``), so a carried position
+keeps its stops; the state after the last bar is returned (``SimResult.end_state``).
+
+Top-ups: the cost basis after a re-weight of a held position needs the re-weight's fills, which
+depend on the cash and the other columns' orders of that row. The stop scan therefore stops at a
+bar that re-weights a held column; the rows up to that bar's open are simulated (vectorbt, the
+same call on a prefix of the same arrays, so the fills are the ones the full call makes) and the
+scan resumes with the new basis. A walk-forward window re-weights only at its first bar, so this
+costs one prefix of two rows per window.
 """
 
 from __future__ import annotations
@@ -31,12 +38,20 @@ from vectorbt.portfolio import nb as portfolio_nb
 from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
 from engine.exit_rules import ExitRules
-from engine.simulation.stops import EXIT_KIND_NAMES, MAX_HOLDING, Ambiguity, StopExits, find_stop_exits_grid
+from engine.simulation.stops import (
+    EXIT_KIND_NAMES,
+    Ambiguity,
+    HeldReweights,
+    StopExits,
+    StopState,
+    find_stop_exits_grid,
+)
 
 ENGINES = ("rust", "numba")
 
-# Index = reason code in the order grid: 0 is a rebalance, the others are exit kinds.
-ORDER_REASONS = ("rebalance", *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES)))
+# Index = reason code of an order: 0 is a rebalance, 1-4 the exit kinds; the walk-forward engine
+# relabels rebalance-mode orders placed by a signal (5) and the sale of a delisted symbol (6).
+ORDER_REASONS = ("rebalance", *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES)), "signal", "delisted")
 ORDER_SIDES = ("buy", "sell")  # vectorbt's OrderSide codes
 
 
@@ -140,7 +155,11 @@ class SimResult:
     """vectorbt's order records without the carry row (fields col, side, size, price, fees)."""
     order_reason: np.ndarray
     """Reason code of each order: 0 rebalance, else an ``EXIT_KIND_NAMES`` code."""
+    order_ambiguous: np.ndarray
+    """True for a stop exit's order in a bar whose range held both stop loss and take profit."""
     stop_exits: StopExits | None
+    end_state: StopState | None
+    """Risk state of the positions after the last bar (None where no exit rule was tracked)."""
     n_ambiguous: int
     portfolio_factory: Callable[[], Any]
     prices: PriceBlock
@@ -242,7 +261,9 @@ class VectorBTSimulator:
         init_cash: float = 10_000.0,
         carry_shares: np.ndarray | None = None,
         carry_price: np.ndarray | None = None,
+        carry_state: StopState | None = None,
         ambiguity: Ambiguity | None = None,
+        held_reweights: HeldReweights = "all",
     ) -> SimResult:
         """Simulate target-weight orders at bar opens, plus stop exits inside the bars.
 
@@ -260,8 +281,17 @@ class VectorBTSimulator:
         carry_shares, carry_price : np.ndarray or None
             (n_cols,) shares held at the start and the price they are valued at (the previous
             window's last close). ``carry_price`` is needed where ``carry_shares != 0``.
+        carry_state : StopState or None
+            Risk state (cost basis, trailing peak, opening time) of the carried positions; None:
+            carried shares are not watched by the stops until their next positive weight opens a
+            new position.
         ambiguity : {"pessimistic", "optimistic"} or None
             Overrides the simulator's ambiguity policy for this call (e.g. a sensitivity pass).
+        held_reweights : {"all", "first_bar"}
+            With exit rules (or ``"first_bar"``): a positive weight on a held column re-weights it
+            at any bar (``"all"``; the cost basis averages in the top-up's fills), or only at bar 0
+            (``"first_bar"``: later entries of a held column are dropped, a signal's "already long";
+            the stops then run even without exit rules, to know what is held).
 
         Returns
         -------
@@ -274,7 +304,9 @@ class VectorBTSimulator:
             init_cash=[init_cash],
             carry_shares=[carry_shares],
             carry_price=carry_price,
+            carry_state=[carry_state],
             ambiguity=ambiguity,
+            held_reweights=held_reweights,
         )[0]
 
     def simulate_grid(
@@ -286,7 +318,9 @@ class VectorBTSimulator:
         init_cash: list[float],
         carry_shares: list[np.ndarray | None],
         carry_price: np.ndarray | None = None,
+        carry_state: list[StopState | None] | None = None,
         ambiguity: Ambiguity | None = None,
+        held_reweights: HeldReweights = "all",
     ) -> list[SimResult]:
         """Simulate several books (e.g. an exit-rule grid) on the same prices in ONE vectorbt call.
 
@@ -333,35 +367,6 @@ class VectorBTSimulator:
         if off:
             size[0] = np.where(shares != 0, shares, np.nan).ravel()
 
-        policy = self.ambiguity if ambiguity is None else ambiguity
-        found: list[StopExits | None] = [None] * g
-        active = [b for b, rules in enumerate(exit_rules) if rules is not None and rules.active]
-        if active:
-            w_active = w_all if len(active) == g else np.hstack([w_all[:, b * k : (b + 1) * k] for b in active])
-            rules_active = [exit_rules[b] for b in active]
-            for b, e in zip(
-                active,
-                find_stop_exits_grid(
-                    prices.open, prices.high, prices.low, prices.index, w_active, rules_active, self.slippage, policy
-                ),
-                strict=True,
-            ):
-                found[b] = e
-        price = close
-        reason = None
-        if any(e is not None and len(e) for e in found):
-            # stop fills differ from the row's close value, so the order prices need their own array
-            price = close.copy()
-            reason = np.zeros((n_rows, k * g), dtype=np.int8)
-            for b, e in enumerate(found):
-                if e is None or not len(e):
-                    continue
-                rows = off + 2 * e.bar + np.where(e.kind == MAX_HOLDING, 0, 1)
-                cols = e.col + b * k
-                price[rows, cols] = e.price
-                size[rows, cols] = 0.0
-                reason[rows, cols] = e.kind
-
         init = np.array([float(c0) for c0 in init_cash])
         if off:
             for b in range(g):
@@ -375,10 +380,71 @@ class VectorBTSimulator:
             slippage[0] = 0.0
         else:
             size_type, fees, slippage = SizeType.TargetPercent, self.fees, self.slippage
+        group_lens = np.full(g, k)
 
-        records = _orders_simulate(close, size, size_type, price, fees, slippage, init, np.full(g, k), self.engine)
+        policy = self.ambiguity if ambiguity is None else ambiguity
+        found: list[StopExits | None] = [None] * g
+        states = [None] * g if carry_state is None else list(carry_state)
+        if len(states) != g:
+            msg = "simulate_grid needs one carry state (or None) per book"
+            raise ValueError(msg)
+        tracked = [
+            b for b, r in enumerate(exit_rules) if (r is not None and r.active) or held_reweights == "first_bar"
+        ]
+        price = close
+        reason = None
+        amb = None
+        if tracked:
+            sub = tracked if len(tracked) < g else None
+            cols_of = (
+                np.concatenate([np.arange(b * k, (b + 1) * k) for b in tracked]) if sub is not None else slice(None)
+            )
+            w_tracked = w_all[:, cols_of] if sub is not None else w_all
+
+            def topup(bar: int, so_far: StopExits, basis: np.ndarray) -> np.ndarray:
+                """Cost basis after the buys of ``bar``'s open: the rows up to it simulated."""
+                r = off + 2 * bar
+                p_size, p_price = size[: r + 1].copy(), close[: r + 1].copy()
+                _apply_exits(p_size, p_price, None, None, so_far, off, k, tracked)
+                cut = (lambda a: np.asarray(a)[: r + 1] if np.ndim(a) else a)
+                rec = _orders_simulate(
+                    close[: r + 1], p_size, cut(size_type), p_price, cut(fees), cut(slippage), init, group_lens,
+                    self.engine,
+                )  # fmt: skip
+                col = rec["col"]
+                signed = np.where(rec["side"] == 1, -rec["size"], rec["size"])
+                before = np.bincount(col[rec["idx"] < r], weights=signed[rec["idx"] < r], minlength=g * k)
+                buy = (rec["idx"] == r) & (rec["side"] == 0)
+                q = np.bincount(col[buy], weights=rec["size"][buy], minlength=g * k)
+                v = np.bincount(col[buy], weights=rec["size"][buy] * rec["price"][buy], minlength=g * k)
+                q, v, before = q[cols_of], v[cols_of], before[cols_of]
+                new = np.full(basis.shape, np.nan)
+                bought = (q > 0) & np.isfinite(basis)
+                new[bought] = (before[bought] * basis[bought] + v[bought]) / (before[bought] + q[bought])
+                return new
+
+            for b, e in zip(
+                tracked,
+                find_stop_exits_grid(
+                    prices.open, prices.high, prices.low, prices.index, w_tracked,
+                    [exit_rules[b] for b in tracked], self.slippage, policy,
+                    state=[states[b] for b in tracked], topup=topup, held_reweights=held_reweights,
+                ),  # fmt: skip
+                strict=True,
+            ):
+                found[b] = e
+            if any(len(e) or len(e.dropped_bar) for e in found if e is not None):
+                # stop fills differ from the row's close value, so the order prices need their own array
+                price = close.copy()
+                reason = np.zeros((n_rows, k * g), dtype=np.int8)
+                amb = np.zeros((n_rows, k * g), dtype=np.bool_)
+                for b, e in enumerate(found):
+                    if e is not None:
+                        _apply_exits(size, price, reason, amb, e, off, k, [b])
+
+        records = _orders_simulate(close, size, size_type, price, fees, slippage, init, group_lens, self.engine)
         return self._results(
-            prices, records, init, off, shares, found, reason, (close, size, size_type, price, fees, slippage)
+            prices, records, init, off, shares, found, reason, amb, (close, size, size_type, price, fees, slippage)
         )
 
     def _results(
@@ -390,6 +456,7 @@ class VectorBTSimulator:
         shares: np.ndarray,
         found: list[StopExits | None],
         reason: np.ndarray | None,
+        amb: np.ndarray | None,
         arrays: tuple[Any, ...],
     ) -> list[SimResult]:
         """Every book's result from the records of the one call, computed for all books at once.
@@ -431,6 +498,7 @@ class VectorBTSimulator:
             keep = mine["idx"] >= off
             mine, owner = mine[keep], owner[keep]
         codes = np.zeros(len(mine), dtype=np.int8) if reason is None else reason[mine["idx"], mine["col"] + owner * k]
+        ambiguous = np.zeros(len(mine), dtype=np.bool_) if amb is None else amb[mine["idx"], mine["col"] + owner * k]
         bars = (mine["idx"] - off) // 2
         bounds = np.searchsorted(owner, np.arange(g + 1)).tolist()
         close, size, size_type, price, fees, slippage = arrays
@@ -465,13 +533,49 @@ class VectorBTSimulator:
                     order_bar=bars[lo:hi],
                     order_records=mine[lo:hi],
                     order_reason=codes[lo:hi],
+                    order_ambiguous=ambiguous[lo:hi],
                     stop_exits=exits,
+                    end_state=None if exits is None else exits.end,
                     n_ambiguous=0 if exits is None else int(exits.ambiguous.sum()),
                     portfolio_factory=portfolio,
                     prices=prices,
                 )
             )
         return results
+
+
+def _apply_exits(
+    size: np.ndarray,
+    price: np.ndarray,
+    reason: np.ndarray | None,
+    amb: np.ndarray | None,
+    e: StopExits,
+    off: int,
+    k: int,
+    books: list[int],
+) -> None:
+    """Write stop exits (of one book, or of the books ``books`` side by side in ``e.col``) into the
+    order arrays: a target-0 order at the exit's price, in the bar's open row for exits at the
+    open, else in the rest-of-bar row; dropped orders become no order."""
+    if len(books) == 1:
+        shift = books[0] * k
+        cols, dcols = e.col + shift, (e.dropped_col if e.dropped_col is not None else e.col[:0]) + shift
+    else:
+        lut = np.concatenate([np.arange(b * k, (b + 1) * k) for b in books])
+        cols = lut[e.col]
+        dcols = lut[e.dropped_col] if e.dropped_col is not None else e.col[:0]
+    if e.dropped_bar is not None and len(e.dropped_bar):
+        size[off + 2 * e.dropped_bar, dcols] = np.nan
+    at_open = e.at_open if e.at_open is not None else np.zeros(len(e), dtype=np.bool_)
+    rows = off + 2 * e.bar + np.where(at_open, 0, 1)
+    keep = rows < size.shape[0]
+    rows, cols = rows[keep], cols[keep]
+    price[rows, cols] = e.price[keep]
+    size[rows, cols] = 0.0
+    if reason is not None:
+        reason[rows, cols] = e.kind[keep]
+    if amb is not None:
+        amb[rows, cols] = e.ambiguous[keep]
 
 
 def _orders_simulate(
