@@ -1,8 +1,15 @@
-"""The walk-forward backtest: rank the universe lazily, then simulate each window's winners.
+"""The walk-forward backtest, as data flowing through state.
 
-Flow per window (``_run_window_step``): winners = top-N of the window's ranking -> weights ->
-lazy MTF fetch for the winners only -> ``_run_simulation`` on the winners' slice, carrying cash
-and positions from the previous window so a symbol that stays a winner trades only its delta.
+1. Preparation, once per run: the daily universe, the windows, every window's ranking, winners
+   and weights (``WindowPlan``), the winners' finer bars and, with ``signals``, the signal table.
+2. A pass folds the windows over a state it owns (``PassState``: per book, cash and the open
+   positions with their risk state: quantity, cost basis, trailing peak, opening time). A window
+   step (``_run_window_step``) fetches the winners' finer bars and simulates the window
+   (``_run_simulation``) from the state, then leaves the new state. The pessimistic pass, the
+   optimistic (take-profit-first) pass and the daily-bars comparison are each one call of
+   :meth:`BacktestEngine._fold` with a ``PassSpec`` and a state of their own.
+3. The result assembler turns a pass's output into orders, round-trip trades (``engine.trades``),
+   equity, audit lines and metrics.
 """
 
 from __future__ import annotations
@@ -28,16 +35,19 @@ from engine.metrics import equity_metrics, trading_metrics
 from engine.panel import Panel, panel_load
 from engine.progress import progress_iter
 from engine.ranking import ranks_compute, weights_compute
-from engine.signals import signals_compute, weights_from_signals
+from engine.signals import signals_compute
 from engine.simulation.stage import AllocationContext, GridBook, SelectionContext, SimulationContext, SimulationStage
+from engine.simulation.stops import Ambiguity, StopState
 from engine.simulation.vbt import ORDER_REASONS, ORDER_SIDES, PriceBlock, SimResult
 from engine.sql import sql_arrow
-from engine.trades import TRADE_KINDS, window_trades
+from engine.trades import STOP_KINDS, TRADE_KINDS, TRADE_SCHEMA, kind_counts, trades_frame, trades_from_orders
 from engine.windows import DAY_MS, Window, windows_build
 
 log = logging.getLogger(__name__)
 
-STOP_KINDS = ("stop_loss", "take_profit", "trailing")
+SIGNAL = ORDER_REASONS.index("signal")
+DELISTED = ORDER_REASONS.index("delisted")
+MS_NS = 1_000_000
 
 ORDER_SCHEMA = {
     "window": pl.Int64,
@@ -48,121 +58,52 @@ ORDER_SCHEMA = {
     "price": pl.Float64,
     "fees": pl.Float64,
     "reason": pl.String,
-}
-TRADE_SCHEMA = {
-    "window": pl.Int64,
-    "symbol": pl.String,
-    "entry_time": pl.Datetime("ms", "UTC"),
-    "entry_price": pl.Float64,
-    "exit_time": pl.Datetime("ms", "UTC"),
-    "exit_price": pl.Float64,
-    "exit_kind": pl.String,
     "ambiguous": pl.Boolean,
-    "return": pl.Float64,
 }
 
 
-_OrderPart = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-"""One window's orders of a book: (window, bar open times, column names, order bars, vectorbt
-order records, reason codes); kept as the simulator returned them, assembled at the end."""
+# ---- state -----------------------------------------------------------------------------------
 
 
-def _orders_columns(parts: list[_OrderPart]) -> dict[str, np.ndarray]:
-    """The orders of all windows as concatenated columns."""
-    recs = np.concatenate([p[4] for p in parts])
-    return {
-        "window": np.concatenate([np.full(len(p[4]), p[0], dtype=np.int64) for p in parts]),
-        "timestamp": np.concatenate([p[1][p[3]] for p in parts]),
-        "symbol": np.concatenate([p[2][p[4]["col"]] for p in parts]),
-        "side": recs["side"].astype(np.int64),
-        "size": recs["size"],
-        "price": recs["price"],
-        "fees": recs["fees"],
-        "reason": np.concatenate([p[5] for p in parts]).astype(np.int64),
-    }
+@dataclass(frozen=True)
+class Position:
+    """An open position of a book, carried from window to window.
 
+    ``basis`` (size-weighted average buy fill since the position opened, slippage included),
+    ``peak`` (highest price since it opened) and ``opened_ms`` (open time of its opening bar) are
+    the risk state its stops reference; NaN / 0 in a book without exit rules (not tracked).
+    """
 
-def _orders_frame(parts: list[_OrderPart]) -> pl.DataFrame:
-    """All windows' orders of one book as one polars frame (built once, at the end)."""
-    if not parts:
-        return pl.DataFrame(schema=ORDER_SCHEMA)
-    cols = _orders_columns(parts)
-    sides = pl.Series(ORDER_SIDES, dtype=pl.String)
-    reasons = pl.Series(ORDER_REASONS, dtype=pl.String)
-    return pl.DataFrame(
-        {
-            "window": cols["window"],
-            "timestamp": pl.Series(cols["timestamp"]).cast(pl.Datetime("ms", "UTC")),
-            "symbol": pl.Series(cols["symbol"].tolist(), dtype=pl.String),
-            "side": sides.gather(cols["side"]),
-            "size": cols["size"],
-            "price": cols["price"],
-            "fees": cols["fees"],
-            "reason": reasons.gather(cols["reason"]),
-        },
-        schema=ORDER_SCHEMA,
-    )
-
-
-def _trades_frame(parts: list[dict[str, np.ndarray]]) -> pl.DataFrame:
-    """All windows' trades of one book as one polars frame (built once, at the end)."""
-    if not parts:
-        return pl.DataFrame(schema=TRADE_SCHEMA)
-    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return pl.DataFrame(
-        {
-            "window": cols["window"],
-            "symbol": pl.Series(cols["symbol"].tolist(), dtype=pl.String),
-            "entry_time": pl.Series(cols["entry_time"]).cast(pl.Datetime("ms", "UTC")),
-            "entry_price": cols["entry_price"],
-            "exit_time": pl.Series(cols["exit_time"]).cast(pl.Datetime("ms", "UTC")),
-            "exit_price": cols["exit_price"],
-            "exit_kind": pl.Series(TRADE_KINDS, dtype=pl.String).gather(cols["kind"]),
-            "ambiguous": cols["ambiguous"],
-            "return": cols["exit_price"] / cols["entry_price"] - 1.0,
-        },
-        schema=TRADE_SCHEMA,
-    )
-
-
-def _kind_counts(parts: list[dict[str, np.ndarray]]) -> dict[str, int]:
-    """Number of trades per exit kind (every kind of ``TRADE_KINDS``, 0 where none)."""
-    kinds = np.concatenate([p["kind"] for p in parts]) if parts else np.empty(0, dtype=np.int8)
-    counts = np.bincount(kinds, minlength=len(TRADE_KINDS))
-    return {name: int(n) for name, n in zip(TRADE_KINDS, counts, strict=True)}
-
-
-def _ffill_rows(a: np.ndarray) -> np.ndarray:
-    """Row index of the last finite value at or before each row, per column (0 if none)."""
-    idx = np.where(np.isfinite(a), np.arange(a.shape[0])[:, None], 0)
-    return np.maximum.accumulate(idx, axis=0)
+    qty: float
+    basis: float
+    peak: float
+    opened_ms: int
 
 
 @dataclass
-class _Pass:
-    """Collected output of one pass over all windows."""
+class BookOutput:
+    """What a pass collects for one book (arrays kept as produced, assembled at the end)."""
 
     equity_ts: list[np.ndarray] = field(default_factory=list)
     equity: list[np.ndarray] = field(default_factory=list)
     exposure: list[np.ndarray] = field(default_factory=list)
-    orders: list[_OrderPart] = field(default_factory=list)
-    trades: list[dict[str, np.ndarray]] = field(default_factory=list)
-    """Trades of each window as arrays (see ``_trades_frame``)."""
+    orders: list[dict[str, np.ndarray]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     n_ambiguous: int = 0
-    states: list[tuple[float, dict[str, float], dict[str, float]]] = field(default_factory=list)
-    """(cash, shares, last prices) at the start of each window, to restart a pass mid-way."""
+    stop_exits: np.ndarray = field(default_factory=lambda: np.zeros(len(TRADE_KINDS), dtype=np.int64))
+    """Stop exits found per exit-kind code (all passes keep this, light ones included)."""
+    ambiguous_windows: list[int] = field(default_factory=list)
+    final_equity: float = float("nan")
 
 
 @dataclass
-class _Book:
-    """One portfolio walking forward: its exit rules, carried state and collected output."""
+class BookState:
+    """One portfolio walking forward: its exit rules, cash and open positions."""
 
     rules: ExitRules | None
     cash: float
-    shares: dict[str, float] = field(default_factory=dict)
-    last_price: dict[str, float] = field(default_factory=dict)
-    out: _Pass = field(default_factory=_Pass)
+    positions: dict[str, Position] = field(default_factory=dict)
+    out: BookOutput = field(default_factory=BookOutput)
     audit_rules: dict[str, Any] = field(init=False)
     """The book's part of every audit line: its mode and exit rules."""
 
@@ -171,6 +112,50 @@ class _Book:
             "mode": "rebalance" if self.rules is None else "exit_rules",
             "exit_rules": None if self.rules is None else self.rules.model_dump(),
         }
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """What distinguishes one pass over the windows from another."""
+
+    ambiguity: Ambiguity
+    interval: str
+    """Bars the pass simulates on (stops and fills)."""
+    light: bool = False
+    """Keep only the state and the final equity (a sensitivity pass)."""
+
+
+@dataclass
+class PassState:
+    """The state a pass folds the windows over: every book's cash and positions, the last close of
+    every symbol seen (carry prices), and snapshots at each window start (to resume a pass)."""
+
+    spec: PassSpec
+    books: list[BookState]
+    last_price: dict[str, float] = field(default_factory=dict)
+    last_bar_ms: int = 0
+    """Open time of the last bar simulated."""
+    snapshots: list[tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]] = field(default_factory=list)
+
+    def snapshot(self) -> tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]:
+        """The books' (cash, positions) and the last prices, as they are now (copies)."""
+        return [(b.cash, dict(b.positions)) for b in self.books], dict(self.last_price)
+
+    def restore(self, snap: tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]) -> None:
+        """Put the books back into a snapshot's state."""
+        books, prices = snap
+        for book, (cash, positions) in zip(self.books, books, strict=True):
+            book.cash, book.positions = cash, dict(positions)
+        self.last_price = dict(prices)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """A window's decisions, made once per run: its winners (in rank order) and their weights."""
+
+    window: Window
+    selection: SelectionContext
+    allocation: AllocationContext
 
 
 @dataclass
@@ -186,6 +171,47 @@ class BacktestResult:
     timings: dict[str, float]
     data_files: list[str]
     benchmark: pl.DataFrame
+
+
+def _ffill_rows(a: np.ndarray) -> np.ndarray:
+    """Row index of the last finite value at or before each row, per column (0 if none)."""
+    idx = np.where(np.isfinite(a), np.arange(a.shape[0])[:, None], 0)
+    return np.maximum.accumulate(idx, axis=0)
+
+
+def _orders_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A book's orders of all windows as concatenated columns (simulation order)."""
+    if not parts:
+        return {
+            "window": np.empty(0, dtype=np.int64),
+            "timestamp": np.empty(0, dtype=np.int64),
+            "symbol": np.empty(0, dtype=object),
+            "side": np.empty(0, dtype=np.int64),
+            "size": np.empty(0),
+            "price": np.empty(0),
+            "fees": np.empty(0),
+            "reason": np.empty(0, dtype=np.int64),
+            "ambiguous": np.empty(0, dtype=np.bool_),
+        }
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _orders_frame(cols: dict[str, np.ndarray]) -> pl.DataFrame:
+    """A book's orders as one polars frame (built once, at the end)."""
+    return pl.DataFrame(
+        {
+            "window": cols["window"],
+            "timestamp": pl.Series(cols["timestamp"], dtype=pl.Int64).cast(pl.Datetime("ms", "UTC")),
+            "symbol": pl.Series(cols["symbol"].tolist(), dtype=pl.String),
+            "side": pl.Series(ORDER_SIDES, dtype=pl.String).gather(cols["side"]),
+            "size": cols["size"],
+            "price": cols["price"],
+            "fees": cols["fees"],
+            "reason": pl.Series(ORDER_REASONS, dtype=pl.String).gather(cols["reason"]),
+            "ambiguous": cols["ambiguous"],
+        },
+        schema=ORDER_SCHEMA,
+    )
 
 
 class BacktestEngine:
@@ -207,6 +233,7 @@ class BacktestEngine:
         self.stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
         self.timings: dict[str, float] = {}
         self.interval = self._sim_interval()
+        self.signals: dict[str, dict[str, np.ndarray]] = {}
 
     # ---- preparation -------------------------------------------------------------------------
 
@@ -289,15 +316,20 @@ class BacktestEngine:
         )
         self._timed("windows", t0)
         self.mtf: dict[str, Panel] = {}
-        if self.cfg.backtest.timeframes:
-            self._mtf_prefetch(symbols)
+        spans = self._mtf_prefetch(symbols) if self.cfg.backtest.timeframes else {}
+        self._plans_build()
+        if self.cfg.signals is not None:
+            t0 = time.perf_counter()
+            self._signals_prepare(spans)
+            self._timed("signals", t0)
 
-    def _mtf_prefetch(self, symbols: list[str]) -> None:
+    def _mtf_prefetch(self, symbols: list[str]) -> dict[str, list[tuple[int, int]]]:
         """Fetch the finer bars of every window's winners (only theirs, only their windows, only what
         is missing), then read them with one DuckDB winner-slice query per interval.
 
         Winners do not depend on the simulation, so the fetches of all windows can be merged per
         symbol; ``_run_window_step`` still asks for its window's bars, which are then covered.
+        Returns the spans (window plus warm-up) of each symbol's windows as winner.
         """
         t0 = time.perf_counter()
         warm = self._warmup_ms()
@@ -312,43 +344,105 @@ class BacktestEngine:
         lo, hi = self.windows[0].start_ms - warm, self.windows[-1].end_ms
         self.mtf = {tf: panel_load(self.lakehouse, "mtf", tf, symbols, lo, hi) for tf in tfs}
         self._timed("mtf", t0)
+        return spans
+
+    def _plans_build(self) -> None:
+        """Every window's winners and weights, decided once for all passes.
+
+        A winner without a bar at the window's first open cannot be bought there: it is skipped,
+        with one warning per window.
+        """
+        t0 = time.perf_counter()
+        exit_rules = self.cfg.exit_rules
+        self.plans: list[WindowPlan] = []
+        empty = pl.DataFrame(schema=self.ranks.schema)
+        for w in self.windows:
+            top = self.selected.get((w.rank_date,), empty)
+            start_row = self.daily.rows(w.start_ms, w.end_ms).start
+            tradable = [
+                s
+                for s in top.get_column("symbol").to_list()
+                if start_row < self.daily.ts_ms.size and np.isfinite(self.daily.open[start_row, self.daily.col(s)])
+            ]
+            skipped = sorted(set(top.get_column("symbol").to_list()) - set(tradable))
+            if skipped:
+                log.warning("window %d: %s have no bar at %s; skipped", w.index, skipped, w.as_dict()["start"])
+            chosen = top.filter(pl.col("symbol").is_in(tradable))
+            weights = weights_compute(chosen, self.cfg.portfolio)
+            selection = SelectionContext(
+                window=w.index,
+                winners=tradable,
+                scores=dict(zip(chosen.get_column("symbol"), chosen.get_column("score"), strict=True)),
+                exit_rules=exit_rules,
+            )
+            self.plans.append(WindowPlan(w, selection, AllocationContext(weights=weights, exit_rules=exit_rules)))
+        self._timed("windows", t0)
+
+    def _signals_prepare(self, spans: dict[str, list[tuple[int, int]]]) -> None:
+        """The trend-in-trend signals of every winner, computed once per run on its finer bars.
+
+        A symbol's finer bars are loaded per merged span of the windows it won (each with the EMA
+        warm-up before it); each span is one series, so the EMA and the trigger state run on
+        without restarting inside a span and no span sees another's bars across a gap of unloaded
+        data. The daily trend comes from the symbol's whole daily series. Kept per symbol: the time
+        each signal acts (its bar's close) and the entry / trend-exit flags.
+        """
+        p = self.cfg.signals
+        assert p is not None
+        step = interval_ms(self.cfg.backtest.timeframes[0])
+        fine, daily = self.mtf[self.cfg.backtest.timeframes[0]], self.daily
+        fines, days = [], []
+        for s in sorted(spans):
+            d = daily.col(s)
+            ok_d = np.isfinite(daily.close[:, d])
+            for k, (a, b) in enumerate(ranges_merge(spans[s])):
+                key = f"{s}#{k}"
+                rows = fine.rows(a, b)
+                close = fine.close[rows, fine.col(s)]
+                ok = np.isfinite(close)
+                fines.append(pl.DataFrame({"symbol": key, "timestamp": fine.ts_ms[rows][ok], "close": close[ok]}))
+                days.append(
+                    pl.DataFrame({"symbol": key, "timestamp": daily.ts_ms[ok_d], "close": daily.close[ok_d, d]})
+                )
+        if not fines:
+            return
+        sig = signals_compute(pl.concat(fines).lazy(), pl.concat(days).lazy(), p, step)
+        sig = sig.with_columns(pl.col("symbol").str.replace(r"#\d+$", "")).sort("symbol", "timestamp")
+        for (s,), g in sig.partition_by("symbol", as_dict=True, maintain_order=True).items():
+            self.signals[str(s)] = {
+                "act_ms": g.get_column("timestamp").to_numpy().astype(np.int64) + step,
+                "entry": g.get_column("entry").to_numpy(),
+                "exit": g.get_column("exit_trend").to_numpy(),
+            }
 
     # ---- walk-forward ------------------------------------------------------------------------
 
-    def _reset(self, ambiguity: str, rules: list[ExitRules | None], light: bool = False) -> None:
-        self.books = [_Book(r, self.cfg.backtest.init_cash) for r in rules]
-        self.ambiguity = ambiguity
-        self.light = light
+    def _fold(self, spec: PassSpec, rules: list[ExitRules | None], resume: PassState | None = None) -> PassState:
+        """One pass: the windows folded over a fresh state (or, for a light pass, over the state of
+        ``resume`` at its first window with an ambiguous exit, as earlier windows cannot differ)."""
+        state = PassState(spec, [BookState(r, self.cfg.backtest.init_cash) for r in rules])
+        first = 0
+        if resume is not None:
+            first = min((w for b in resume.books for w in b.out.ambiguous_windows[:1]), default=len(self.plans))
+            first = min(first, len(self.plans) - 1)
+            state.restore(resume.snapshots[first])
+        for plan in progress_iter(
+            self.plans[first:], f"walk-forward ({spec.ambiguity}, {spec.interval})", quiet=self.cfg.quiet
+        ):
+            if not spec.light:
+                state.snapshots.append(state.snapshot())
+            self._run_window_step(state, plan)
+        return state
 
-    def _run_window_step(self, w: Window) -> None:
-        """Select the window's winners, weight them, fetch their fine bars, simulate."""
-        t0 = time.perf_counter()
-        top = self.selected.get((w.rank_date,), pl.DataFrame(schema=self.ranks.schema))
-        start_row = self.daily.rows(w.start_ms, w.end_ms).start
-        tradable = [
-            s
-            for s in top.get_column("symbol").to_list()
-            if start_row < self.daily.ts_ms.size and np.isfinite(self.daily.open[start_row, self.daily.col(s)])
-        ]
-        for s in set(top.get_column("symbol").to_list()) - set(tradable):
-            log.warning("window %d: %s has no bar at %s; skipped", w.index, s, w.as_dict()["start"])
-        chosen = top.filter(pl.col("symbol").is_in(tradable))
-        weights = weights_compute(chosen, self.cfg.portfolio)
-        exit_rules = self.cfg.exit_rules
-        selection = SelectionContext(
-            window=w.index,
-            winners=tradable,
-            scores=dict(zip(chosen.get_column("symbol"), chosen.get_column("score"), strict=True)),
-            exit_rules=exit_rules,
-        )
-        allocation = AllocationContext(weights=weights, exit_rules=exit_rules)
-        self._timed("windows", t0)
-        if self.cfg.backtest.timeframes and tradable:
+    def _run_window_step(self, state: PassState, plan: WindowPlan) -> None:
+        """Fetch the window's winners' finer bars (lazily: only what is missing), then simulate."""
+        winners = plan.selection.winners
+        if self.cfg.backtest.timeframes and winners:
             t0 = time.perf_counter()
-            start = w.start_ms - self._warmup_ms()
-            self.ingestion.fetch_mtf_for_candidates(tradable, self.cfg.backtest.timeframes, start, w.end_ms)
+            start = plan.window.start_ms - self._warmup_ms()
+            self.ingestion.fetch_mtf_for_candidates(winners, self.cfg.backtest.timeframes, start, plan.window.end_ms)
             self._timed("mtf", t0)
-        self._run_simulation(w, selection, allocation)
+        self._run_simulation(state, plan)
 
     def _warmup_ms(self) -> int:
         """History of fine bars loaded before a window so the signal's EMA has settled."""
@@ -356,50 +450,51 @@ class BacktestEngine:
             return 0
         return 3 * self.cfg.signals.ema_bars * interval_ms(self.cfg.backtest.timeframes[0])
 
-    def _signal_weights(self, w: Window, winners: list[str], ts: np.ndarray, targets: dict[str, float]) -> np.ndarray:
-        """Entries and trend exits of the trend-in-trend signal on the simulation grid, as a
+    def _signal_weights(
+        self, winners: list[str], ts: np.ndarray, targets: dict[str, float], interval: str
+    ) -> np.ndarray:
+        """Entries and trend exits of the precomputed signals on the simulation grid, as a
         (n_bars, n_winners) weight array (NaN = no order); the same for every book of the window.
 
         A signal of the bar opened at T (signal interval) acts at the open of the grid bar that
-        opens at T + interval: the target weight on an entry, 0 when the daily trend is lost.
+        opens at T + interval (exactly on a grid as fine as the signal's, at the first bar at or
+        after it on a coarser one): the target weight on an entry, 0 when the daily trend is lost.
         """
-        p = self.cfg.signals
-        assert p is not None
-        sig_iv = self.cfg.backtest.timeframes[0]
-        step = interval_ms(sig_iv)
-        lo = w.start_ms - self._warmup_ms()
-        day_lo = lo - (p.trend_days + 2) * DAY_MS
-
-        def frames(panel: Panel, since: int) -> pl.LazyFrame:
-            rows = panel.rows(since, w.end_ms)
-            parts = []
-            for s in winners:
-                close = panel.close[rows, panel.col(s)]
-                ok = np.isfinite(close)
-                parts.append(pl.DataFrame({"symbol": s, "timestamp": panel.ts_ms[rows][ok], "close": close[ok]}))
-            return pl.concat(parts).lazy()
-
-        sig = signals_compute(frames(self.mtf[sig_iv], lo), frames(self.daily, day_lo), p, step)
-        snap = "exact" if interval_ms(self.interval) <= step else "next"
-        return weights_from_signals(sig, winners, ts, targets, step, snap=snap)
+        step = interval_ms(self.cfg.backtest.timeframes[0])
+        exact = interval_ms(interval) <= step
+        n = ts.size
+        w = np.full((n, len(winners)), np.nan)
+        for j, s in enumerate(winners):
+            sig = self.signals.get(s)
+            if sig is None:
+                continue
+            act = sig["act_ms"]
+            lo, hi = np.searchsorted(act, [ts[0] if exact else ts[0] - interval_ms(interval) + 1, ts[-1] + 1])
+            act, entry, exit_ = act[lo:hi], sig["entry"][lo:hi], sig["exit"][lo:hi]
+            first = np.searchsorted(ts, act)
+            rows = np.minimum(first, n - 1)
+            on = (ts[rows] == act) if exact else (first < n)
+            w[rows[on & exit_], j] = 0.0
+            w[rows[on & entry], j] = targets[s]
+        return w
 
     def _window_block(
-        self, w: Window, winners: list[str], carried: list[str]
+        self, w: Window, winners: list[str], carried: list[str], interval: str, last_price: dict[str, float]
     ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """OHLC of the window's columns on the simulation grid, gaps filled flat, plus a delist mask."""
-        if self.interval == "1d":
+        if interval == "1d":
             rows = self.daily.rows(w.start_ms, w.end_ms)
             ts = self.daily.ts_ms[rows]
             cols = [self.daily.col(s) for s in winners]
             raw = {f: getattr(self.daily, f)[rows][:, cols] for f in ("open", "high", "low", "close")}
         else:
-            panel = self.mtf[self.interval]
+            panel = self.mtf[interval]
             rows = panel.rows(w.start_ms, w.end_ms)
             cols = [panel.col(s) for s in winners]
             ts, raw = panel.ts_ms[rows], {f: getattr(panel, f)[rows][:, cols] for f in ("open", "high", "low", "close")}
             missing = [s for j, s in enumerate(winners) if not np.isfinite(raw["open"][0, j])]
             if missing:
-                msg = f"{self.interval} bars of {missing} do not start at {w.as_dict()['start']}: the lakehouse's mtf data is incomplete; delete lakehouse/mtf/interval={self.interval} to refetch"
+                msg = f"{interval} bars of {missing} do not start at {w.as_dict()['start']}: the lakehouse's mtf data is incomplete; delete lakehouse/mtf/interval={interval} to refetch"
                 raise DataError(msg)
         n = ts.size
         flat = np.empty((n, len(carried)))
@@ -410,7 +505,7 @@ class BacktestEngine:
                 if s in self.daily.symbols and start_row < self.daily.ts_ms.size
                 else np.nan
             )
-            flat[:, j] = p if np.isfinite(p) else next(b.last_price[s] for b in self.books if s in b.last_price)
+            flat[:, j] = p if np.isfinite(p) else last_price[s]
         close = np.hstack([raw["close"], flat])
         prev = _ffill_rows(close)
         cidx = np.arange(close.shape[1])
@@ -428,20 +523,28 @@ class BacktestEngine:
                 delist[valid[-1] + 1, j] = True
         return ts, block, delist
 
-    def _run_simulation(self, w: Window, selection: SelectionContext, allocation: AllocationContext) -> None:
-        """Simulate one window for every book (one vectorbt call) and carry each book's state."""
+    def _run_simulation(self, state: PassState, plan: WindowPlan) -> None:
+        """Simulate one window for every book of the pass (one vectorbt call) from the state the
+        pass carries, and leave the new state: cash, and per symbol held the quantity and the risk
+        state (cost basis, trailing peak, opening time) the stops go on from next window."""
         t0 = time.perf_counter()
+        w, selection, allocation = plan.window, plan.selection, plan.allocation
+        spec = state.spec
         winners = list(allocation.weights)
-        held = {s for b in self.books for s, q in b.shares.items() if q != 0}
+        held = {s for b in state.books for s in b.positions}
         carried = sorted(held - set(winners))
         columns = winners + carried
         if not columns:
             ts = self.daily.ts_ms[self.daily.rows(w.start_ms, w.end_ms)]
-            for book, audit in zip(self.books, self._audit(w, selection, allocation), strict=True):
-                self._collect_flat(book, ts + DAY_MS, audit)
+            if ts.size:
+                state.last_bar_ms = int(ts[-1])
+            for book in state.books:
+                book.out.final_equity = book.cash
+                if not spec.light:
+                    self._collect_flat(book, ts + DAY_MS, self._audit(w, selection, allocation, book))
             self._timed("simulation", t0)
             return
-        ts, block, delist = self._window_block(w, winners, carried)
+        ts, block, delist = self._window_block(w, winners, carried, spec.interval, state.last_price)
         prices = PriceBlock(
             open=block["open"],
             high=block["high"],
@@ -450,31 +553,38 @@ class BacktestEngine:
             index=ts.astype("datetime64[ms]").astype("datetime64[ns]"),
             columns=columns,
         )
-        placed = None if self.cfg.signals is None else self._signal_weights(w, winners, ts, allocation.weights)
+        signals = self.cfg.signals is not None
+        placed = self._signal_weights(winners, ts, allocation.weights, spec.interval) if signals else None
         shared = None
-        if self.cfg.signals is None:  # the rebalance orders are the same for every book
+        if not signals:  # the rebalance orders are the same for every book
             shared = np.full(block["close"].shape, np.nan)
             shared[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
             shared[delist] = 0.0
         # every book marks the window's columns alike, so the carry prices are common too
-        first = self.books[0]
-        carry_price = np.array([first.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
+        carry_price = np.array([state.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
         books = []
-        for book in self.books:
+        for book in state.books:
             weights = shared
             if weights is None:
                 weights = np.full(block["close"].shape, np.nan)
-                # held winners are re-weighted at the rebalance (which resets their stops); new
-                # winners wait for their entry signal; positions that left the winners are closed
+                # held winners are re-weighted at the rebalance; new winners wait for their entry
+                # signal; positions that left the winners are closed
                 weights[0, :] = [
-                    (allocation.weights[s] if book.shares.get(s) else np.nan) if s in allocation.weights else 0.0
+                    (allocation.weights[s] if s in book.positions else np.nan) if s in allocation.weights else 0.0
                     for s in columns
                 ]
+                assert placed is not None
                 mine = weights[:, : len(winners)]
                 mine[np.isfinite(placed)] = placed[np.isfinite(placed)]
                 weights[delist] = 0.0
-            carry = np.array([book.shares.get(s, 0.0) for s in columns])
-            books.append(GridBook(book.rules, weights, max(book.cash, 0.0), carry))
+            pos = [book.positions.get(s) for s in columns]
+            carry = np.array([0.0 if p is None else p.qty for p in pos])
+            risk = StopState(
+                np.array([np.nan if p is None else p.basis for p in pos]),
+                np.array([np.nan if p is None else p.peak for p in pos]),
+                np.array([0 if p is None else p.opened_ms * MS_NS for p in pos], dtype=np.int64),
+            )
+            books.append(GridBook(book.rules, weights, max(book.cash, 0.0), carry, risk))
         # one validated context per window, with the first book's rules (the run's own in a
         # normal run); the other books of a grid differ only in rules, weights and carried state
         first_rules = books[0].exit_rules
@@ -490,155 +600,104 @@ class BacktestEngine:
             init_cash=books[0].init_cash,
             carry_shares=books[0].carry_shares,
             carry_price=carry_price,
-            ambiguity=self.ambiguity,
+            carry_state=books[0].carry_state,
+            ambiguity=spec.ambiguity,
+            held_reweights="first_bar" if signals else "all",
         )
         # the normal run is one book; an exit-rule grid runs every book in the same vectorbt call
         results = [self.stage.execute(ctx)] if len(books) == 1 else self.stage.execute_grid(ctx, books)
-        last = {s: float(block["close"][-1, j]) for j, s in enumerate(columns)}
-        for book, res in zip(self.books, results, strict=True):
+        for book, res in zip(state.books, results, strict=True):
             book.cash = float(res.cash_end)
-            book.shares = {s: float(q) for s, q in zip(columns, res.shares_end, strict=True) if q != 0}
-            book.last_price.update(last)
-            if self.light:  # a sensitivity pass: only the carried state and the final equity count
-                book.out.equity = [res.equity[-1:]]
-        if not self.light:
-            step = interval_ms(self.interval)
-            self._collect(
-                w, ts, step, columns, block, [b.weights for b in books], delist, results, selection, allocation
-            )
+            book.positions = _positions_after(columns, res)
+            book.out.final_equity = float(res.equity[-1])
+            if res.stop_exits is not None and len(res.stop_exits):
+                book.out.stop_exits += np.bincount(res.stop_exits.kind, minlength=len(TRADE_KINDS))
+            if res.n_ambiguous:
+                book.out.ambiguous_windows.append(w.index)
+        state.last_price.update({s: float(block["close"][-1, j]) for j, s in enumerate(columns)})
+        state.last_bar_ms = int(ts[-1])
+        if not spec.light:
+            self._collect(state, plan, ts, interval_ms(spec.interval), columns, delist, results)
         self._timed("simulation", t0)
 
-    def _audit(self, w: Window, selection: SelectionContext, allocation: AllocationContext) -> list[dict[str, Any]]:
-        """The window's audit line of every book (exits and ambiguity are added by the caller)."""
-        window = {
+    def _audit(
+        self, w: Window, selection: SelectionContext, allocation: AllocationContext, book: BookState
+    ) -> dict[str, Any]:
+        """The window's audit line of a book (its exits are added by the result assembler)."""
+        return {
             **w.as_dict(),
             "winners": selection.winners,
             "weights": allocation.weights,
             "signals": None if self.cfg.signals is None else "trend_in_trend",
             "interval": self.interval,
+            **book.audit_rules,
         }
-        return [{**window, **book.audit_rules} for book in self.books]
 
-    def _collect_flat(self, book: _Book, close_ts: np.ndarray, audit: dict[str, Any]) -> None:
+    def _collect_flat(self, book: BookState, close_ts: np.ndarray, audit: dict[str, Any]) -> None:
         book.out.equity_ts.append(close_ts)
         book.out.equity.append(np.full(close_ts.size, book.cash))
         book.out.exposure.append(np.zeros(close_ts.size))
-        audit["exits"] = {}
         audit["ambiguous"] = 0
         book.out.audit.append(audit)
 
     def _collect(
         self,
-        w: Window,
+        state: PassState,
+        plan: WindowPlan,
         ts: np.ndarray,
         step: int,
         columns: list[str],
-        block: dict[str, np.ndarray],
-        weights: list[np.ndarray],
         delist: np.ndarray,
         results: list[SimResult],
-        selection: SelectionContext,
-        allocation: AllocationContext,
     ) -> None:
-        """Append the window's equity, orders, trades and audit line to every book's pass; the
-        trades of all books come from one :func:`window_trades` call."""
-        k = len(columns)
-        fills = []
-        for res in results:
-            stop = res.order_reason != 0
-            fills.append((res.order_bar[stop], res.order_records["col"][stop], res.order_records["price"][stop]))
-        found = [
-            None if (e := res.stop_exits) is None else (e.bar, e.col, e.kind, e.price, e.ambiguous) for res in results
-        ]
-        t = window_trades(
-            np.hstack(weights) if len(weights) > 1 else weights[0],
-            found,
-            fills,
-            block["open"],
-            block["close"][-1],
-            delist,
-            ts,
-            step,
-            self.cfg.costs.slippage,
-            signals=self.cfg.signals is not None,
-            last_window=w.index == self.windows[-1].index,
-        )
-        bounds = np.searchsorted(t.col, np.arange(len(results) + 1) * k).tolist()
+        """Append the window's equity, orders and audit line to every book's output.
+
+        Orders keep the simulator's reasons, except that a rebalance-mode order is relabelled
+        ``signal`` when a signal placed it (after the window's first bar) and ``delisted`` when it
+        sells a symbol whose bars ended.
+        """
         names = np.asarray(columns, dtype=object)
-        audits = self._audit(w, selection, allocation)
-        for b, (book, res, audit) in enumerate(zip(self.books, results, audits, strict=True)):
+        signals = self.cfg.signals is not None
+        for book, res in zip(state.books, results, strict=True):
             out = book.out
             out.equity_ts.append(ts + step)
             out.equity.append(np.asarray(res.equity, dtype=np.float64))
-            held = res.equity - res.cash
-            out.exposure.append(np.clip(held / np.asarray(res.equity), 0.0, None))
-            if len(res.order_records):
-                out.orders.append((w.index, ts, names, res.order_bar, res.order_records, res.order_reason))
-            out.n_ambiguous += int(res.n_ambiguous)
-            lo, hi = bounds[b], bounds[b + 1]
-            kinds = t.kind[lo:hi]
-            if hi > lo:
-                out.trades.append(
+            invested = res.equity - res.cash
+            out.exposure.append(np.clip(invested / np.asarray(res.equity), 0.0, None))
+            rec, bar = res.order_records, res.order_bar
+            if len(rec):
+                reason = res.order_reason.astype(np.int64)
+                plain = reason == 0
+                if signals:
+                    reason[plain & (bar > 0)] = SIGNAL
+                reason[plain & delist[bar, rec["col"]]] = DELISTED
+                out.orders.append(
                     {
-                        "window": np.full(hi - lo, w.index, dtype=np.int64),
-                        "symbol": names[t.col[lo:hi] - b * k],
-                        "entry_time": t.entry_time[lo:hi],
-                        "entry_price": t.entry_price[lo:hi],
-                        "exit_time": t.exit_time[lo:hi],
-                        "exit_price": t.exit_price[lo:hi],
-                        "kind": kinds,
-                        "ambiguous": t.ambiguous[lo:hi],
+                        "window": np.full(len(rec), plan.window.index, dtype=np.int64),
+                        "timestamp": ts[bar],
+                        "symbol": names[rec["col"]],
+                        "side": rec["side"].astype(np.int64),
+                        "size": rec["size"],
+                        "price": rec["price"],
+                        "fees": rec["fees"],
+                        "reason": reason,
+                        "ambiguous": res.order_ambiguous,
                     }
                 )
-            counts = np.bincount(kinds, minlength=len(TRADE_KINDS))
-            audit["exits"] = {TRADE_KINDS[c]: int(n) for c, n in enumerate(counts) if n}
+            out.n_ambiguous += int(res.n_ambiguous)
+            audit = self._audit(plan.window, plan.selection, plan.allocation, book)
             audit["ambiguous"] = int(res.n_ambiguous)
             out.audit.append(audit)
 
-    def _simulate_all(
-        self,
-        ambiguity: str,
-        interval: str | None = None,
-        restart: list[_Pass] | None = None,
-        rules: list[ExitRules | None] | None = None,
-    ) -> list[_Pass]:
-        """One pass of every book (or of the books with ``rules``) over the windows.
-
-        With ``restart`` (the pessimistic passes of those books), a light pass that keeps only
-        each book's final equity: it resumes from the first window in which any of the books saw
-        an ambiguous exit, from each book's state there, as earlier windows cannot differ.
-        """
-        finest = self.interval
-        self.interval = interval or finest
-        self._reset(ambiguity, self.rules if rules is None else rules, light=restart is not None)
-        first = 0
-        if restart is not None:
-            first = min(next((i for i, a in enumerate(p.audit) if a["ambiguous"]), len(p.audit)) for p in restart)
-            for book, p in zip(self.books, restart, strict=True):
-                book.cash, shares, last = p.states[first]
-                book.shares, book.last_price = dict(shares), dict(last)
-        try:
-            for w in progress_iter(
-                self.windows[first:], f"walk-forward ({ambiguity}, {self.interval})", quiet=self.cfg.quiet
-            ):
-                for book in () if self.light else self.books:
-                    book.out.states.append((book.cash, dict(book.shares), dict(book.last_price)))
-                self._run_window_step(w)
-        finally:
-            self.interval = finest
-        return [b.out for b in self.books]
-
-    def _daily_comparison(self, main: _Pass, daily: _Pass) -> dict[str, Any]:
+    def _daily_comparison(self, main: BookOutput, daily: BookOutput) -> dict[str, Any]:
         """The same winners and rules with stops on daily bars only: what daily simulation misstates."""
         ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
         m = equity_metrics(eq[(ts % DAY_MS) == 0], self.cfg.backtest.init_cash, n_days)
-        by_kind = _kind_counts(daily.trades)
-        n_stops = sum(by_kind[k] for k in STOP_KINDS)
         return {
             "total_return": m["total_return"],
             "max_drawdown": m["max_drawdown"],
-            "n_stop_exits": n_stops,
+            "n_stop_exits": int(sum(daily.stop_exits[TRADE_KINDS.index(k)] for k in STOP_KINDS)),
             "n_ambiguous_exits": daily.n_ambiguous,
             "ambiguous_resolved_by_finer_bars": max(daily.n_ambiguous - main.n_ambiguous, 0),
         }
@@ -663,67 +722,83 @@ class BacktestEngine:
     def _run(self) -> BacktestResult:
         self.data_prepare()
         self.ranks_prepare()
-        main = self._simulate_all("pessimistic")
+        main = self._fold(PassSpec("pessimistic", self.interval), self.rules)
         active = any(r is not None for r in self.rules)
-        # the optimistic (take-profit-first) pass runs only the books that met an ambiguous bar;
-        # the others would repeat their pessimistic pass exactly
-        ambiguous = [i for i, p in enumerate(main) if p.n_ambiguous]
-        alt: dict[int, _Pass] = {}
+        # the optimistic (take-profit-first) pass runs only the books that met an ambiguous bar,
+        # from the first window with one; the others would repeat their pessimistic pass exactly
+        ambiguous = [i for i, b in enumerate(main.books) if b.out.n_ambiguous]
+        optimistic: dict[int, BookOutput] = {}
         if active and ambiguous:
-            passes = self._simulate_all(
-                "optimistic", restart=[main[i] for i in ambiguous], rules=[self.rules[i] for i in ambiguous]
+            resume = PassState(main.spec, [main.books[i] for i in ambiguous], snapshots=[])
+            resume.snapshots = [([snap[0][i] for i in ambiguous], snap[1]) for snap in main.snapshots]
+            alt = self._fold(
+                PassSpec("optimistic", self.interval, light=True), [self.rules[i] for i in ambiguous], resume
             )
-            alt = dict(zip(ambiguous, passes, strict=True))
+            optimistic = {i: b.out for i, b in zip(ambiguous, alt.books, strict=True)}
         daily = None
         if active and self.interval != "1d":
-            daily = self._simulate_all("pessimistic", "1d")
+            daily = self._fold(PassSpec("pessimistic", "1d"), self.rules)
         t0 = time.perf_counter()
         self.book_metrics = []
-        for i, (rules, p) in enumerate(zip(self.rules, main, strict=True)):
+        first: tuple[pl.DataFrame, dict[str, np.ndarray]] | None = None
+        for i, (rules, book) in enumerate(zip(self.rules, main.books, strict=True)):
+            orders = _orders_columns(book.out.orders)
+            trades = trades_from_orders(orders, main.last_price, main.last_bar_ms, self.windows[-1].index)
             extra: dict[str, Any] = {"mode": "rebalance" if rules is None else "exit_rules", "daily_bars": None}
             if rules is not None:
-                final = alt[i].equity[-1][-1] if i in alt else p.equity[-1][-1]
+                final = optimistic[i].final_equity if i in optimistic else book.out.final_equity
                 extra["total_return_optimistic"] = float(final / self.cfg.backtest.init_cash - 1.0)
                 if daily is not None:
-                    extra["daily_bars"] = self._daily_comparison(p, daily[i])
+                    extra["daily_bars"] = self._daily_comparison(book.out, daily.books[i].out)
             else:
                 extra["total_return_optimistic"] = None
-            self.book_metrics.append(self._pass_metrics(p, extra))
-        result = self._result(main[0], self.book_metrics[0])
+            self.book_metrics.append(self._pass_metrics(book.out, orders, trades, extra))
+            if i == 0:
+                first = (_orders_frame(orders), trades)
+        assert first is not None
+        result = self._result(main.books[0].out, first[0], first[1], self.book_metrics[0])
         self._timed("metrics", t0)
         return result
 
-    def _pass_metrics(self, p: _Pass, extra: dict[str, Any]) -> dict[str, Any]:
-        ts, equity, exposure = np.concatenate(p.equity_ts), np.concatenate(p.equity), np.concatenate(p.exposure)
+    def _pass_metrics(
+        self, out: BookOutput, orders: dict[str, np.ndarray], trades: dict[str, np.ndarray], extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        ts, equity, exposure = np.concatenate(out.equity_ts), np.concatenate(out.equity), np.concatenate(out.exposure)
         daily = (ts % DAY_MS) == 0
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
-        n_orders = sum(len(o[4]) for o in p.orders)
-        traded = float(sum(np.sum(o[4]["size"] * o[4]["price"]) for o in p.orders))
-        returns = (
-            np.concatenate([t["exit_price"] / t["entry_price"] - 1.0 for t in p.trades]) if p.trades else np.empty(0)
-        )
-        by_kind = _kind_counts(p.trades)
+        traded = float(np.sum(orders["size"] * orders["price"]))
+        by_kind = kind_counts(trades["exit_kind"])
         return {
             **equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days),
-            **trading_metrics(n_orders, traded, returns, by_kind, equity[daily], exposure[daily], n_days),
+            **trading_metrics(
+                len(orders["size"]), traded, trades["return"], by_kind, equity[daily], exposure[daily], n_days
+            ),
             "final_equity": float(equity[-1]),
             "n_windows": len(self.windows),
             "start": self.windows[0].as_dict()["start"],
             "end": self.windows[-1].as_dict()["end"],
             "interval": self.interval,
-            "n_ambiguous_exits": p.n_ambiguous,
+            "n_ambiguous_exits": out.n_ambiguous,
             "n_stop_exits": sum(by_kind[k] for k in STOP_KINDS),
             **extra,
         }
 
-    def _result(self, main: _Pass, metrics: dict[str, Any]) -> BacktestResult:
+    def _result(
+        self, out: BookOutput, orders: pl.DataFrame, trades: dict[str, np.ndarray], metrics: dict[str, Any]
+    ) -> BacktestResult:
         ts, equity, exposure = (
-            np.concatenate(main.equity_ts),
-            np.concatenate(main.equity),
-            np.concatenate(main.exposure),
+            np.concatenate(out.equity_ts),
+            np.concatenate(out.equity),
+            np.concatenate(out.exposure),
         )
-        orders = _orders_frame(main.orders)
-        trades = _trades_frame(main.trades)
+        # each window's audit line counts the trades that ended in it, by exit kind
+        ended: dict[int, dict[str, int]] = {}
+        for wi, k in zip(trades["exit_window"].tolist(), trades["exit_kind"].tolist(), strict=True):
+            kinds = ended.setdefault(wi, {})
+            kinds[TRADE_KINDS[k]] = kinds.get(TRADE_KINDS[k], 0) + 1
+        for a in out.audit:
+            a["exits"] = ended.get(a["window"], {})
+        trades_df = trades_frame(trades)
         equity_df = pl.DataFrame({"timestamp": ts, "equity": equity, "exposure": exposure}).with_columns(
             pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
         )
@@ -731,11 +806,11 @@ class BacktestEngine:
             pl.DataFrame([{"rank_date": w.rank_date, "window": w.index} for w in self.windows]), on="rank_date"
         ).with_columns((pl.col("rank") <= self.cfg.ranking.top_n).alias("selected"))
         weights = pl.DataFrame(
-            [{"window": a["window"], "symbol": s, "weight": x} for a in main.audit for s, x in a["weights"].items()],
+            [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
             schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
         )
         winners = winners.join(weights, on=["window", "symbol"], how="left").sort(["window", "rank"])
-        traded = {f"symbol={s.replace('/', '_')}" for s in set(trades.get_column("symbol").to_list())}
+        traded = {f"symbol={s.replace('/', '_')}" for s in set(trades_df.get_column("symbol").to_list())}
         files = sorted(
             str(p.relative_to(self.lakehouse.root))
             for kind in ("bars", "mtf")
@@ -743,7 +818,7 @@ class BacktestEngine:
             if (kind == "bars" and p.parent.parent.name == "interval=1d") or (kind == "mtf" and p.parent.name in traded)
         )
         return BacktestResult(
-            metrics, equity_df, orders, trades, winners, main.audit, dict(self.timings), files, self._benchmark()
+            metrics, equity_df, orders, trades_df, winners, out.audit, dict(self.timings), files, self._benchmark()
         )
 
     def _benchmark(self) -> pl.DataFrame:
@@ -772,3 +847,18 @@ class BacktestEngine:
             bh = btc.select("timestamp", (init * (1.0 + pl.col("ret").fill_null(0.0)).cum_prod()).alias("btc_buy_hold"))
             ew = ew.join(bh, on="timestamp", how="left")
         return ew.with_columns(pl.col("timestamp") + pl.duration(days=1)).sort("timestamp")
+
+
+def _positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:
+    """The positions a window leaves: quantity from the simulation, risk state from the stops."""
+    end = res.end_state
+    out = {}
+    for j, s in enumerate(columns):
+        q = float(res.shares_end[j])
+        if q == 0:
+            continue
+        if end is None or not np.isfinite(end.basis[j]):
+            out[s] = Position(q, np.nan, np.nan, 0)
+        else:
+            out[s] = Position(q, float(end.basis[j]), float(end.peak[j]), int(end.opened_ns[j]) // MS_NS)
+    return out

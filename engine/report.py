@@ -498,6 +498,11 @@ def _windows_table(result: BacktestResult) -> str:
     return _table(["Window", "Ranked", "Held (end exclusive)", "Winners (weight)", "Exits", "Ambiguous"], rows, {0, 5})
 
 
+def _windows(first: int, last: int) -> str:
+    """A trade's windows: ``3`` or ``3-5`` (a position held across rebalances is one trade)."""
+    return str(first) if first == last else f"{first}\u2013{last}"
+
+
 def _trades_table(result: BacktestResult) -> str:
     trades = result.trades
     total = trades.height
@@ -510,13 +515,17 @@ def _trades_table(result: BacktestResult) -> str:
     ).iter_rows(named=True):
         rows.append(
             [
-                (str(t["window"]), "n"),
+                (_windows(t["entry_window"], t["exit_window"]), "n"),
                 (t["symbol"], ""),
                 (t["entry_time"] or "", "d"),
                 (_price(t["entry_price"]), "n"),
                 (t["exit_time"] or "", "d"),
                 (_price(t["exit_price"]), "n"),
-                (EXIT_LABELS.get(t["exit_kind"], t["exit_kind"] or ""), ""),
+                (
+                    EXIT_LABELS.get(t["exit_kind"], t["exit_kind"] or "")
+                    + (" (open)" if t["status"] == "open" else ""),
+                    "",
+                ),
                 ("yes" if t["ambiguous"] else "", ""),
                 (_pct(t["return"]), _sign(t["return"])),
             ]
@@ -527,7 +536,17 @@ def _trades_table(result: BacktestResult) -> str:
         if total <= MAX_TRADES
         else f"The {shown:,d} most recent of {total:,d} trades (by exit time); all are in trades.parquet."
     )
-    head = ["Window", "Symbol", "Entry (UTC)", "Entry price", "Exit (UTC)", "Exit price", "Exit", "Ambiguous", "Return"]
+    head = [
+        "Windows",
+        "Symbol",
+        "Entry (UTC)",
+        "Entry price",
+        "Exit (UTC)",
+        "Exit price",
+        "Exit",
+        "Ambiguous",
+        "Net return",
+    ]
     table = _table(head, rows, {0, 3, 5, 8})
     return f'<p class="note" id="trades-note">{_esc(note)}</p><div class="scroll">{table}</div>'
 

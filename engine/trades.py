@@ -1,184 +1,167 @@
-"""The trade ledger of one window, for every book of an exit-rule grid at once (numba).
+"""Round-trip trades of a book, built from its fills over the whole walk-forward.
 
-A trade of a column opens at the open of a bar with a target weight > 0 while the column is flat
-(fill ``open * (1 + slippage)``) and closes at the first of:
+A trade is one position of a symbol from the buy that opens it (from flat) to the sell that makes
+it flat again, across as many windows as it lasts:
 
-- a bar with weight 0 at its open: kind ``delisted`` where the symbol's bars end, else
-  ``rebalance`` on the window's first bar or in the rebalance mode, ``signal`` otherwise;
-- a stop exit of the simulator: its kind, at the order's fill price (the level when no order
-  filled), at the bar's close time, or at its open time for ``max_holding``;
-- the end of the window: ``end`` in the last window, else ``rebalance``, at the last close.
+- ``entry_price`` is the size-weighted average of its buy fills, ``exit_price`` that of its sell
+  fills (slippage included in both); ``size`` is the quantity bought in all;
+- a top-up (a buy while open) and a partial reduction (a sell that leaves some) at a rebalance
+  are part of the same trade: they enter the averages with their sizes;
+- ``pnl`` is sell value minus buy value minus every fee of the trade's fills, ``return`` is
+  ``pnl`` over the buy value (``size * entry_price``): both are net of fees;
+- ``exit_kind`` is the reason of the fill that closed it (a stop kind, ``rebalance``, ``signal``,
+  ``delisted``); a position still open after the last bar is marked at the last close with kind
+  ``end`` and status ``open``;
+- every time is the open time of the bar the fill happened in (docs/EXIT_RULES.md, "Timestamps").
 
-A re-weighting bar (weight > 0 while in a trade) keeps the trade open. Kind codes are indices
-of :data:`TRADE_KINDS`; codes 0-4 are the simulator's order reasons (0 rebalance, 1-4 exits).
+The arithmetic is vectorbt's own (``get_exit_trades_nb`` then ``get_positions_nb``, the records
+behind ``Portfolio.positions``) over the book's orders concatenated across windows; this module
+maps the records back to symbols, windows, times and exit reasons.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from numba import njit
+import polars as pl
+from vectorbt.portfolio.enums import order_dt
+from vectorbt.portfolio.nb import get_exit_trades_nb, get_positions_nb
+from vectorbt.records.nb import col_map_nb
 
-from engine.simulation.stops import MAX_HOLDING
 from engine.simulation.vbt import ORDER_REASONS
 
-SIGNAL, END, DELISTED = len(ORDER_REASONS), len(ORDER_REASONS) + 1, len(ORDER_REASONS) + 2
-TRADE_KINDS: tuple[str, ...] = (*ORDER_REASONS, "signal", "end", "delisted")
-"""Name of each trade exit-kind code."""
-REBALANCE = ORDER_REASONS.index("rebalance")
+END = len(ORDER_REASONS)
+TRADE_KINDS: tuple[str, ...] = (*ORDER_REASONS, "end")
+"""Name of each trade exit-kind code: the order reasons, then ``end`` (open after the last bar)."""
+STOP_KINDS = ("stop_loss", "take_profit", "trailing", "max_holding")
+"""The exit kinds of the exit rules (``n_stop_exits`` counts trades closed by one of them)."""
+
+TRADE_SCHEMA = {
+    "symbol": pl.String,
+    "entry_window": pl.Int64,
+    "entry_time": pl.Datetime("ms", "UTC"),
+    "entry_price": pl.Float64,
+    "exit_window": pl.Int64,
+    "exit_time": pl.Datetime("ms", "UTC"),
+    "exit_price": pl.Float64,
+    "size": pl.Float64,
+    "fees": pl.Float64,
+    "pnl": pl.Float64,
+    "return": pl.Float64,
+    "exit_kind": pl.String,
+    "ambiguous": pl.Boolean,
+    "status": pl.String,
+}
 
 
-@dataclass(frozen=True)
-class WindowTrades:
-    """Trades of one window, columns of all books (book after book, column by column).
-
-    Attributes
-    ----------
-    col : np.ndarray
-        int64 grid column ``book * n_cols + column``.
-    entry_time, exit_time : np.ndarray
-        int64 epoch ms.
-    entry_price, exit_price : np.ndarray
-        float64 fill prices.
-    kind : np.ndarray
-        int8 index into :data:`TRADE_KINDS`.
-    ambiguous : np.ndarray
-        bool, exits in a bar whose range held both stop loss and take profit.
-    """
-
-    col: np.ndarray
-    entry_time: np.ndarray
-    entry_price: np.ndarray
-    exit_time: np.ndarray
-    exit_price: np.ndarray
-    kind: np.ndarray
-    ambiguous: np.ndarray
-
-
-@njit(cache=True)
-def trades_nb(
-    weights: np.ndarray,
-    stop_kind: np.ndarray,
-    stop_price: np.ndarray,
-    stop_amb: np.ndarray,
-    opens: np.ndarray,
-    last_close: np.ndarray,
-    delist: np.ndarray,
-    ts: np.ndarray,
-    step: int,
-    slippage: float,
-    signals: bool,
-    last_window: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Trades of the (n_bars, n_books * n_cols) grid; see the module docstring."""
-    n, n_grid = weights.shape
-    k = opens.shape[1]
-    cap = n_grid * n + n_grid
-    o_col = np.empty(cap, dtype=np.int64)
-    o_et = np.empty(cap, dtype=np.int64)
-    o_ep = np.empty(cap, dtype=np.float64)
-    o_xt = np.empty(cap, dtype=np.int64)
-    o_xp = np.empty(cap, dtype=np.float64)
-    o_kind = np.empty(cap, dtype=np.int8)
-    o_amb = np.zeros(cap, dtype=np.bool_)
-    m = 0
-    for c in range(n_grid):
-        j = c % k
-        open_ = False
-        for r in range(n):
-            w = weights[r, c]
-            s = stop_kind[r, c]
-            if np.isnan(w) and s == 0:
-                continue
-            if w == 0.0 and open_:
-                if delist[r, j]:
-                    o_kind[m] = DELISTED
-                elif r == 0 or not signals:
-                    o_kind[m] = REBALANCE
-                else:
-                    o_kind[m] = SIGNAL
-                o_xp[m] = opens[r, j]
-                o_xt[m] = ts[r]
-                m += 1
-                open_ = False
-            if w > 0 and not open_:
-                o_col[m] = c
-                o_et[m] = ts[r]
-                o_ep[m] = opens[r, j] * (1.0 + slippage)
-                open_ = True
-            if s != 0 and open_:
-                o_kind[m] = s
-                o_xp[m] = stop_price[r, c]
-                o_xt[m] = ts[r] + (0 if s == MAX_HOLDING else step)
-                o_amb[m] = stop_amb[r, c]
-                m += 1
-                open_ = False
-        if open_:
-            o_kind[m] = END if last_window else REBALANCE
-            o_xp[m] = last_close[j]
-            o_xt[m] = ts[n - 1] + step
-            m += 1
-    return o_col[:m], o_et[:m], o_ep[:m], o_xt[:m], o_xp[:m], o_kind[:m], o_amb[:m]
-
-
-def window_trades(
-    weights: np.ndarray,
-    stops: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None],
-    fills: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    opens: np.ndarray,
-    last_close: np.ndarray,
-    delist: np.ndarray,
-    ts: np.ndarray,
-    step: int,
-    slippage: float,
-    *,
-    signals: bool,
-    last_window: bool,
-) -> WindowTrades:
-    """Trades of one window for all books.
+def trades_from_orders(
+    orders: dict[str, np.ndarray], marks: dict[str, float], end_ms: int, end_window: int
+) -> dict[str, np.ndarray]:
+    """The round-trip trades of one book's fills.
 
     Parameters
     ----------
-    weights : np.ndarray
-        (n_bars, n_books * n_cols) target weights, NaN where no order was given.
-    stops : list of tuples or None
-        One ``(bar, col, kind, level, ambiguous)`` per book (None: no exit rules): the stop exits
-        found, ``col`` indexing the book's own columns.
-    fills : list of tuples
-        One ``(bar, col, price)`` per book: the fills of its stop orders (a stop exit without a
-        filled order keeps its level as the exit price).
-    opens, delist : np.ndarray
-        (n_bars, n_cols) opens and delisting mask of the window's columns.
-    last_close : np.ndarray
-        (n_cols,) close of the window's last bar.
-    ts : np.ndarray
-        (n_bars,) int64 bar open times (ms); ``step`` the bar length (ms).
+    orders : dict of np.ndarray
+        The book's fills in simulation order: ``window`` (int64), ``timestamp`` (int64 epoch ms,
+        the fill's bar open time), ``symbol`` (str), ``side`` (0 buy, 1 sell), ``size``, ``price``,
+        ``fees`` (float64), ``reason`` (int, index into ``TRADE_KINDS``), ``ambiguous`` (bool).
+    marks : dict
+        Last close of every symbol, to mark a position still open after the last bar.
+    end_ms, end_window : int
+        Open time of the last bar and the last window (an open position's exit time and window).
+
+    Returns
+    -------
+    dict of np.ndarray
+        Columns of :data:`TRADE_SCHEMA` (times as int64 epoch ms, ``exit_kind`` as codes,
+        ``status`` as bool ``open``), sorted by entry order, then symbol.
     """
-    n, n_grid = weights.shape
-    k = opens.shape[1]
-    kind = np.zeros((n, n_grid), dtype=np.int8)
-    price = np.zeros((n, n_grid))
-    amb = np.zeros((n, n_grid), dtype=np.bool_)
-    for b, (found, (fbar, fcol, fprice)) in enumerate(zip(stops, fills, strict=True)):
-        if found is not None and len(found[0]):
-            bar, col, code, level, ambiguous = found
-            kind[bar, col + b * k] = code
-            price[bar, col + b * k] = level
-            amb[bar, col + b * k] = ambiguous
-            price[fbar, fcol + b * k] = fprice
-    out = trades_nb(
-        np.ascontiguousarray(weights, dtype=np.float64),
-        kind,
-        price,
-        amb,
-        np.ascontiguousarray(opens, dtype=np.float64),
-        np.ascontiguousarray(last_close, dtype=np.float64),
-        np.ascontiguousarray(delist, dtype=np.bool_),
-        np.ascontiguousarray(ts, dtype=np.int64),
-        int(step),
-        float(slippage),
-        bool(signals),
-        bool(last_window),
+    n = len(orders["size"])
+    if n == 0:
+        return _empty()
+    names, col = np.unique(np.asarray(orders["symbol"], dtype=object).astype(str), return_inverse=True)
+    rec = np.empty(n, dtype=order_dt)
+    rec["id"] = np.arange(n)
+    rec["col"] = col
+    rec["idx"] = np.arange(n)  # fills in simulation order: their sequence is their time
+    rec["size"] = orders["size"]
+    rec["price"] = orders["price"]
+    rec["fees"] = orders["fees"]
+    rec["side"] = orders["side"]
+    close = np.full((n + 1, len(names)), np.nan)  # only the last row (the marks) is ever read
+    close[n] = [marks.get(s, np.nan) for s in names]
+    trades = get_exit_trades_nb(rec, close, col_map_nb(rec["col"], len(names)))
+    pos = get_positions_nb(trades, col_map_nb(trades["col"], len(names)))
+    is_open = pos["status"] == 0
+    closing = np.minimum(pos["exit_idx"], n - 1)  # an open position's exit_idx is the marks row
+    entry_value = pos["size"] * pos["entry_price"]
+    kind = np.where(is_open, END, np.asarray(orders["reason"])[closing]).astype(np.int8)
+    if np.isnan(pos["exit_price"][is_open]).any():
+        missing = sorted({str(names[c]) for c in pos["col"][is_open & np.isnan(pos["exit_price"])]})
+        msg = f"no last close to mark the open position(s) of {missing}; report this as an engine bug"
+        raise RuntimeError(msg)
+    return {
+        "symbol": names[pos["col"]],
+        "entry_window": np.asarray(orders["window"])[pos["entry_idx"]],
+        "entry_time": np.asarray(orders["timestamp"])[pos["entry_idx"]],
+        "entry_price": pos["entry_price"],
+        "exit_window": np.where(is_open, end_window, np.asarray(orders["window"])[closing]),
+        "exit_time": np.where(is_open, end_ms, np.asarray(orders["timestamp"])[closing]),
+        "exit_price": pos["exit_price"],
+        "size": pos["size"],
+        "fees": pos["entry_fees"] + pos["exit_fees"],
+        "pnl": pos["pnl"],
+        "return": pos["pnl"] / entry_value,
+        "exit_kind": kind,
+        "ambiguous": np.where(is_open, False, np.asarray(orders["ambiguous"])[closing]),
+        "status": is_open,
+    }
+
+
+def _empty() -> dict[str, np.ndarray]:
+    f, i = np.empty(0), np.empty(0, dtype=np.int64)
+    return {
+        "symbol": np.empty(0, dtype=object),
+        "entry_window": i,
+        "entry_time": i,
+        "entry_price": f,
+        "exit_window": i,
+        "exit_time": i,
+        "exit_price": f,
+        "size": f,
+        "fees": f,
+        "pnl": f,
+        "return": f,
+        "exit_kind": np.empty(0, dtype=np.int8),
+        "ambiguous": np.empty(0, dtype=np.bool_),
+        "status": np.empty(0, dtype=np.bool_),
+    }
+
+
+def trades_frame(t: dict[str, np.ndarray]) -> pl.DataFrame:
+    """The trades as a polars frame of :data:`TRADE_SCHEMA`, sorted by entry time, then symbol."""
+    order = np.lexsort((t["symbol"].astype(str), t["entry_time"])) if len(t["size"]) else np.empty(0, dtype=np.int64)
+    return pl.DataFrame(
+        {
+            "symbol": pl.Series(t["symbol"][order].tolist(), dtype=pl.String),
+            "entry_window": t["entry_window"][order],
+            "entry_time": pl.Series(t["entry_time"][order]).cast(pl.Datetime("ms", "UTC")),
+            "entry_price": t["entry_price"][order],
+            "exit_window": t["exit_window"][order],
+            "exit_time": pl.Series(t["exit_time"][order]).cast(pl.Datetime("ms", "UTC")),
+            "exit_price": t["exit_price"][order],
+            "size": t["size"][order],
+            "fees": t["fees"][order],
+            "pnl": t["pnl"][order],
+            "return": t["return"][order],
+            "exit_kind": pl.Series(TRADE_KINDS, dtype=pl.String).gather(t["exit_kind"][order]),
+            "ambiguous": t["ambiguous"][order],
+            "status": pl.Series(np.where(t["status"][order], "open", "closed").tolist(), dtype=pl.String),
+        },
+        schema=TRADE_SCHEMA,
     )
-    return WindowTrades(*out)
+
+
+def kind_counts(kinds: np.ndarray) -> dict[str, int]:
+    """Number of trades per exit kind (every kind of ``TRADE_KINDS``, 0 where none)."""
+    counts = np.bincount(kinds.astype(np.int64), minlength=len(TRADE_KINDS))
+    return {name: int(c) for name, c in zip(TRADE_KINDS, counts, strict=True)}

@@ -43,6 +43,82 @@ def runs(lakehouse_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {name: out / name for name in modes}
 
 
+def _fills_with_basis(orders: pl.DataFrame) -> list[tuple[str, float, float]]:
+    """(reason, price, cost basis before the fill) of every sell, the basis being the size-weighted
+    average of the buy fills since the position opened (sells leave it unchanged)."""
+    qty: dict[str, float] = {}
+    cost: dict[str, float] = {}
+    bought: dict[str, float] = {}
+    out = []
+    for o in orders.iter_rows(named=True):
+        s = o["symbol"]
+        if o["side"] == "buy":
+            if qty.get(s, 0.0) <= 1e-12 * bought.get(s, 1.0):
+                qty[s], cost[s], bought[s] = 0.0, 0.0, 0.0
+            qty[s] += o["size"]
+            cost[s] += o["size"] * o["price"]
+            bought[s] += o["size"]
+        else:
+            out.append((o["reason"], o["price"], cost[s] / bought[s]))
+            qty[s] -= o["size"]
+    return out
+
+
+def assert_trades_are_round_trips(trades: pl.DataFrame, orders: pl.DataFrame) -> None:
+    """Rebuild the trades from the fills by hand (a position from a buy out of flat to flat) and
+    compare: entry / exit = average buy / sell fill, pnl net of every fee, return = pnl / cost."""
+    rows = []
+    open_: dict[str, dict] = {}
+    for o in orders.iter_rows(named=True):
+        s = o["symbol"]
+        t = open_.get(s)
+        if t is None:
+            assert o["side"] == "buy", o
+            t = open_[s] = {
+                "symbol": s,
+                "entry_time": o["timestamp"],
+                "q": 0.0,
+                "bq": 0.0,
+                "bv": 0.0,
+                "sq": 0.0,
+                "sv": 0.0,
+                "fees": 0.0,
+            }
+        t["fees"] += o["fees"]
+        if o["side"] == "buy":
+            t["q"] += o["size"]
+            t["bq"] += o["size"]
+            t["bv"] += o["size"] * o["price"]
+        else:
+            t["q"] -= o["size"]
+            t["sq"] += o["size"]
+            t["sv"] += o["size"] * o["price"]
+            if t["q"] <= 1e-9 * t["bq"]:
+                pnl = t["sv"] - t["bv"] - t["fees"]
+                rows.append(
+                    (
+                        s,
+                        t["entry_time"],
+                        t["bv"] / t["bq"],
+                        o["timestamp"],
+                        t["sv"] / t["sq"],
+                        t["bq"],
+                        pnl,
+                        pnl / t["bv"],
+                        o["reason"],
+                    )
+                )
+                del open_[s]
+    closed = trades.filter(pl.col("status") == "closed").sort("entry_time", "symbol")
+    assert closed.height == len(rows)
+    assert trades.filter(pl.col("status") == "open").height == len(open_)
+    want = sorted(rows, key=lambda r: (r[1], r[0]))
+    cols = ["symbol", "entry_time", "entry_price", "exit_time", "exit_price", "size", "pnl", "return", "exit_kind"]
+    for got, exp in zip(closed.select(cols).iter_rows(), want, strict=True):
+        assert got[0] == exp[0] and got[1] == exp[1] and got[3] == exp[3] and got[8] == exp[8], (got, exp)
+        np.testing.assert_allclose(got[2:3] + got[4:8], exp[2:3] + exp[4:8], rtol=1e-9)
+
+
 def _metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
@@ -112,9 +188,14 @@ def test_stops_change_the_result_and_are_audited(runs: dict[str, Path]) -> None:
     assert {k: v for k, v in kinds.items() if v} == total
     trades = pl.read_parquet(runs["stops"] / "trades.parquet")
     assert trades.height == m["n_trades"]
-    sl = trades.filter(pl.col("exit_kind") == "stop_loss")
-    # a stop-loss exit fills at or below 95 % of the reference (gaps fill lower), after slippage
-    assert (sl.get_column("exit_price") <= sl.get_column("entry_price") * 0.95 + 1e-9).all()
+    # every stop-loss fill is at or below 95 % of the position's cost basis at that time (gaps
+    # fill lower; slippage lowers it further), the basis rebuilt here from the fills alone
+    orders = pl.read_parquet(runs["stops"] / "orders.parquet")
+    stops = [(price, basis) for reason, price, basis in _fills_with_basis(orders) if reason == "stop_loss"]
+    assert len(stops) == kinds["stop_loss"] > 0
+    assert all(price <= 0.95 * basis * (1 + 1e-12) for price, basis in stops)
+    # and the trades are the round trips of those fills
+    assert_trades_are_round_trips(trades, orders)
     base = [json.loads(x) for x in (runs["rebalance"] / "audit.jsonl").read_text().splitlines()]
     assert all(line["mode"] == "rebalance" and line["exit_rules"] is None for line in base)
 

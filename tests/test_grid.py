@@ -66,6 +66,9 @@ def test_optimistic_pass_equals_a_full_optimistic_walk_forward(lakehouse_dir: Pa
         full = BacktestEngine(cfg, rules=[rules[i]])
         full.data_prepare()
         full.ranks_prepare()
-        (p,) = full._simulate_all("optimistic")
-        assert got[i] == p.equity[-1][-1] / cfg.backtest.init_cash - 1.0
+        from engine.backtest import PassSpec
+
+        state = full._fold(PassSpec("optimistic", full.interval), [rules[i]])
+        (book,) = state.books
+        assert got[i] == book.out.equity[-1][-1] / cfg.backtest.init_cash - 1.0
         assert got[i] != eng.book_metrics[i]["total_return"]

@@ -108,15 +108,20 @@ def synthetic_result(exit_rules: bool, with_benchmark: bool = True) -> BacktestR
             exit_time = start + timedelta(days=3 if kind in ("stop_loss", "take_profit") else HOLD)
             trades.append(
                 {
-                    "window": w,
                     "symbol": s,
+                    "entry_window": w,
                     "entry_time": start,
                     "entry_price": 100.0,
+                    "exit_window": w,
                     "exit_time": exit_time,
                     "exit_price": 100.0 * (1 + ret),
+                    "size": 1.0,
+                    "fees": 0.2,
+                    "pnl": 100.0 * ret - 0.2,
+                    "return": ret,
                     "exit_kind": kind,
                     "ambiguous": exit_rules and w == 0,
-                    "return": ret,
+                    "status": "open" if kind == "end" else "closed",
                 }
             )
             orders.append(
@@ -129,6 +134,7 @@ def synthetic_result(exit_rules: bool, with_benchmark: bool = True) -> BacktestR
                     "price": 100.0,
                     "fees": 0.1,
                     "reason": "rebalance",
+                    "ambiguous": False,
                 }
             )
         audit.append(

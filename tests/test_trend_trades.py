@@ -53,7 +53,8 @@ def _frames(s: dict[str, np.ndarray]) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _plain_trades(s: dict[str, np.ndarray], w: np.ndarray) -> list[tuple[int, float, int, float, str]]:
-    """Bar by bar: orders at the open, then SL/TP inside the bar (SL first when both), gaps at the open."""
+    """Bar by bar: orders at the open, then SL/TP inside the bar (SL first when both), gaps at the open.
+    An entry signal while already long is ignored (the stops keep the position's entry fill)."""
     trades, ref, entry = [], None, None
     for i in range(s["ts"].size):
         o, h, lo = s["open"][i], s["high"][i], s["low"][i]
@@ -61,10 +62,9 @@ def _plain_trades(s: dict[str, np.ndarray], w: np.ndarray) -> list[tuple[int, fl
             if w[i] == 0 and entry is not None:
                 trades.append((*entry, i, o, "signal"))
                 entry, ref = None, None
-            elif w[i] > 0:
+            elif w[i] > 0 and entry is None:
                 ref = o
-                if entry is None:
-                    entry = (i, o)
+                entry = (i, o)
         if entry is None:
             continue
         sl, tp = ref * (1 - SL), ref * (1 + TP)
@@ -110,7 +110,9 @@ def test_trend_in_trend_trades_match_plain_loop() -> None:
         index=(s["ts"] * 1_000_000).astype("datetime64[ns]"),
         columns=["X/USDT"],
     )
-    res = VectorBTSimulator().simulate(block, w, ExitRules(sl_stop=SL, tp_stop=TP), init_cash=10_000.0)
+    res = VectorBTSimulator().simulate(
+        block, w, ExitRules(sl_stop=SL, tp_stop=TP), init_cash=10_000.0, held_reweights="first_bar"
+    )
     ours, plain = _sim_trades(res.orders), _plain_trades(s, w[:, 0])
     assert len(plain) >= 10
     assert {t[4] for t in plain} >= {"stop_loss", "take_profit", "signal"}

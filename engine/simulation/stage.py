@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.config import CostsConfig
 from engine.exit_rules import ExitRules
+from engine.simulation.stops import StopState
 from engine.simulation.vbt import PriceBlock, SimResult, VectorBTSimulator
 
 
@@ -63,7 +64,12 @@ class SimulationContext(BaseModel):
     init_cash: float = Field(ge=0)
     carry_shares: Any = None
     carry_price: Any = None
-    ambiguity: str = "pessimistic"
+    carry_state: Any = None
+    """A :class:`StopState` of the carried positions (cost basis, trailing peak, opening time)."""
+    ambiguity: Literal["pessimistic", "optimistic"] = "pessimistic"
+    held_reweights: Literal["all", "first_bar"] = "all"
+    """``first_bar``: only the window's first bar (the rebalance) re-weights a held position;
+    later entries of a held symbol (a signal's "already long") are dropped."""
 
     @model_validator(mode="after")
     def _shapes(self) -> SimulationContext:
@@ -73,6 +79,9 @@ class SimulationContext(BaseModel):
         if np.shape(self.weights) != self.prices.close.shape:
             msg = f"weights shape {np.shape(self.weights)} != prices shape {self.prices.close.shape}"
             raise ValueError(msg)
+        if self.carry_state is not None and not isinstance(self.carry_state, StopState):
+            msg = "carry_state must be a StopState"
+            raise TypeError(msg)
         return self
 
 
@@ -88,6 +97,7 @@ class GridBook:
     weights: np.ndarray
     init_cash: float
     carry_shares: np.ndarray | None
+    carry_state: StopState | None = None
 
 
 class SimulationStage:
@@ -98,7 +108,7 @@ class SimulationStage:
 
     def execute(self, ctx: SimulationContext) -> SimResult:
         """Simulate the context; ``exit_rules`` null means the rebalance mode."""
-        book = GridBook(ctx.allocation.exit_rules, ctx.weights, ctx.init_cash, ctx.carry_shares)
+        book = GridBook(ctx.allocation.exit_rules, ctx.weights, ctx.init_cash, ctx.carry_shares, ctx.carry_state)
         return self.execute_grid(ctx, [book])[0]
 
     def execute_grid(self, ctx: SimulationContext, books: list[GridBook]) -> list[SimResult]:
@@ -114,5 +124,7 @@ class SimulationStage:
             init_cash=[b.init_cash for b in books],
             carry_shares=[b.carry_shares for b in books],
             carry_price=ctx.carry_price,
+            carry_state=[b.carry_state for b in books],
             ambiguity=ctx.ambiguity,
+            held_reweights=ctx.held_reweights,
         )

@@ -388,9 +388,7 @@ class VectorBTSimulator:
         if len(states) != g:
             msg = "simulate_grid needs one carry state (or None) per book"
             raise ValueError(msg)
-        tracked = [
-            b for b, r in enumerate(exit_rules) if (r is not None and r.active) or held_reweights == "first_bar"
-        ]
+        tracked = [b for b, r in enumerate(exit_rules) if (r is not None and r.active) or held_reweights == "first_bar"]
         price = close
         reason = None
         amb = None
@@ -406,7 +404,10 @@ class VectorBTSimulator:
                 r = off + 2 * bar
                 p_size, p_price = size[: r + 1].copy(), close[: r + 1].copy()
                 _apply_exits(p_size, p_price, None, None, so_far, off, k, tracked)
-                cut = (lambda a: np.asarray(a)[: r + 1] if np.ndim(a) else a)
+
+                def cut(a):
+                    return np.asarray(a)[: r + 1] if np.ndim(a) else a
+
                 rec = _orders_simulate(
                     close[: r + 1], p_size, cut(size_type), p_price, cut(fees), cut(slippage), init, group_lens,
                     self.engine,
@@ -426,10 +427,18 @@ class VectorBTSimulator:
             for b, e in zip(
                 tracked,
                 find_stop_exits_grid(
-                    prices.open, prices.high, prices.low, prices.index, w_tracked,
-                    [exit_rules[b] for b in tracked], self.slippage, policy,
-                    state=[states[b] for b in tracked], topup=topup, held_reweights=held_reweights,
-                ),  # fmt: skip
+                    prices.open,
+                    prices.high,
+                    prices.low,
+                    prices.index,
+                    w_tracked,
+                    [exit_rules[b] for b in tracked],
+                    self.slippage,
+                    policy,
+                    state=[states[b] for b in tracked],
+                    topup=topup,
+                    held_reweights=held_reweights,
+                ),
                 strict=True,
             ):
                 found[b] = e
