@@ -1,88 +1,87 @@
-"""The trade ledger of a window (engine.trades): every exit kind on a hand-built two-book window."""
+"""Round-trip trades from fills (engine.trades): hand-computed cases across windows."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from engine.simulation.stops import MAX_HOLDING, STOP_LOSS, TAKE_PROFIT
-from engine.trades import TRADE_KINDS, window_trades
+from engine.trades import TRADE_KINDS, trades_frame, trades_from_orders
 
-NAN = np.nan
-SLIP = 0.01
-OPENS = np.array([[100.0, 50.0], [110.0, 55.0], [120.0, 60.0], [130.0, 65.0]])
-LAST_CLOSE = np.array([135.0, 70.0])
-TS = np.array([0, 10, 20, 30], dtype=np.int64)
-DELIST = np.zeros((4, 2), dtype=bool)
-DELIST[3, 1] = True  # column 1's bars end before bar 3: the engine gives it weight 0 there
-
-# book 0: no exit rules; book 1: stops found by the simulator
-W0 = np.array([[0.5, 0.5], [0.3, NAN], [0.0, NAN], [0.4, 0.0]])
-W1 = np.array([[0.5, 0.0], [NAN, 0.5], [0.2, NAN], [NAN, NAN]])
-# (bar, col, kind, level, ambiguous): a stop loss at 95 in bar 1 (ambiguous), max holding at bar 3's
-# open, a take profit at 66 in bar 2 of column 1
-STOPS1 = (
-    np.array([1, 2, 3]),
-    np.array([0, 1, 0]),
-    np.array([STOP_LOSS, TAKE_PROFIT, MAX_HOLDING], dtype=np.int8),
-    np.array([95.0, 66.0, 130.0]),
-    np.array([True, False, False]),
-)
-FILLS1 = (np.array([1]), np.array([0]), np.array([95.0 * (1 - SLIP)]))  # only the stop loss has a fill
-NO_FILLS = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0))
+REB, SL, TP, SIG, DEL = (TRADE_KINDS.index(k) for k in ("rebalance", "stop_loss", "take_profit", "signal", "delisted"))
+BUY, SELL = 0, 1
 
 
-def _ledger(signals: bool, last_window: bool) -> list[tuple]:
-    t = window_trades(
-        np.hstack([W0, W1]),
-        [None, STOPS1],
-        [NO_FILLS, FILLS1],
-        OPENS,
-        LAST_CLOSE,
-        DELIST,
-        TS,
-        10,
-        SLIP,
-        signals=signals,
-        last_window=last_window,
+def _orders(rows: list[tuple]) -> dict[str, np.ndarray]:
+    """(window, ms, symbol, side, size, price, fees, reason, ambiguous) rows as order columns."""
+    cols = list(zip(*rows, strict=True))
+    return {
+        "window": np.array(cols[0], dtype=np.int64),
+        "timestamp": np.array(cols[1], dtype=np.int64),
+        "symbol": np.array(cols[2], dtype=object),
+        "side": np.array(cols[3], dtype=np.int64),
+        "size": np.array(cols[4], dtype=np.float64),
+        "price": np.array(cols[5], dtype=np.float64),
+        "fees": np.array(cols[6], dtype=np.float64),
+        "reason": np.array(cols[7], dtype=np.int64),
+        "ambiguous": np.array(cols[8], dtype=np.bool_),
+    }
+
+
+ROWS = [
+    # A: bought in window 0, topped up in window 1, partly sold in window 2, stopped out in window 3
+    (0, 0, "A/USDT", BUY, 10.0, 100.0, 1.0, REB, False),
+    (1, 70, "A/USDT", BUY, 10.0, 120.0, 1.2, REB, False),
+    (2, 140, "A/USDT", SELL, 5.0, 130.0, 0.65, REB, False),
+    (3, 150, "A/USDT", SELL, 15.0, 104.0, 1.56, SL, True),
+    # B: one-window trade closed by a take profit; then bought again and still open at the end
+    (0, 0, "B/USDT", BUY, 4.0, 50.0, 0.2, REB, False),
+    (0, 30, "B/USDT", SELL, 4.0, 57.5, 0.23, TP, False),
+    (2, 140, "B/USDT", BUY, 2.0, 60.0, 0.12, REB, False),
+]
+
+
+def test_round_trips_by_hand() -> None:
+    t = trades_frame(trades_from_orders(_orders(ROWS), {"A/USDT": 101.0, "B/USDT": 66.0}, 200, 4))
+    assert t.get_column("symbol").to_list() == ["A/USDT", "B/USDT", "B/USDT"]
+    a, b1, b2 = t.iter_rows(named=True)
+    # A: entry = (10*100 + 10*120) / 20 = 110; exit = (5*130 + 15*104) / 20 = 110.5
+    assert (a["entry_window"], a["exit_window"], a["exit_kind"], a["ambiguous"], a["status"]) == (
+        0,
+        3,
+        "stop_loss",
+        True,
+        "closed",
     )
-    return [
-        (int(c), int(et), float(ep), int(xt), float(xp), TRADE_KINDS[int(k)], bool(a))
-        for c, et, ep, xt, xp, k, a in zip(
-            t.col, t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.kind, t.ambiguous, strict=True
-        )
+    assert a["entry_price"] == pytest.approx(110.0, rel=1e-15)
+    assert a["exit_price"] == pytest.approx(110.5, rel=1e-15)
+    assert a["size"] == pytest.approx(20.0, rel=1e-15)
+    # pnl = 2210 - 2200 - (1 + 1.2 + 0.65 + 1.56) = 5.59; return on the 2200 bought
+    assert a["fees"] == pytest.approx(4.41, rel=1e-12)
+    assert a["pnl"] == pytest.approx(5.59, rel=1e-12)
+    assert a["return"] == pytest.approx(5.59 / 2200.0, rel=1e-12)
+    assert (a["entry_time"].timestamp(), a["exit_time"].timestamp()) == (0.0, 0.15)
+    # B, first trade: 4 @ 50 -> 4 @ 57.5, fees 0.43
+    assert (b1["exit_kind"], b1["status"]) == ("take_profit", "closed")
+    assert b1["pnl"] == pytest.approx(30.0 - 0.43, rel=1e-12)
+    # B, second trade: open after the last bar, marked at the last close 66, kind "end"
+    assert (b2["exit_kind"], b2["status"], b2["exit_window"], b2["ambiguous"]) == ("end", "open", 4, False)
+    assert b2["exit_time"].timestamp() == 0.2
+    assert b2["exit_price"] == 66.0
+    assert b2["pnl"] == pytest.approx(2 * (66.0 - 60.0) - 0.12, rel=1e-12)
+
+
+def test_every_order_reason_is_a_trade_kind() -> None:
+    rows = [
+        (0, 0, "X/USDT", BUY, 1.0, 10.0, 0.0, REB, False),
+        (0, 5, "X/USDT", SELL, 1.0, 11.0, 0.0, SIG, False),
+        (1, 10, "X/USDT", BUY, 1.0, 10.0, 0.0, SIG, False),
+        (1, 15, "X/USDT", SELL, 1.0, 9.0, 0.0, DEL, False),
     ]
+    t = trades_frame(trades_from_orders(_orders(rows), {}, 20, 1))
+    assert t.get_column("exit_kind").to_list() == ["signal", "delisted"]
+    assert t.get_column("return").to_list() == pytest.approx([0.1, -0.1], rel=1e-12)
 
 
-def _expected(signal_kind: str, end_kind: str) -> list[tuple]:
-    buy = 1.0 + SLIP
-    return [
-        # book 0, column 0: re-weighted at bar 1 (same trade), closed by weight 0 at bar 2's open,
-        # re-entered at bar 3 and closed at the window's end (last close, end of bar 3)
-        (0, 0, 100.0 * buy, 20, 120.0, signal_kind, False),
-        (0, 30, 130.0 * buy, 40, 135.0, end_kind, False),
-        # book 0, column 1: sold at bar 3's open because its bars end (delisted)
-        (1, 0, 50.0 * buy, 30, 65.0, "delisted", False),
-        # book 1, column 0: stop loss at its fill price (slippage included), at the bar's close time;
-        # re-entry at bar 2, closed at bar 3's open by max holding (its open time)
-        (2, 0, 100.0 * buy, 20, 95.0 * (1 - SLIP), "stop_loss", True),
-        (2, 20, 120.0 * buy, 30, 130.0, "max_holding", False),
-        # book 1, column 1: weight 0 while flat is no trade; take profit at its level (no fill)
-        (3, 10, 55.0 * buy, 30, 66.0, "take_profit", False),
-    ]
-
-
-def test_every_exit_kind_by_hand() -> None:
-    assert _ledger(signals=True, last_window=False) == _expected("signal", "rebalance")
-
-
-def test_rebalance_mode_and_last_window() -> None:
-    """Without signals a weight-0 exit is a rebalance; in the last window the end is ``end``."""
-    assert _ledger(signals=False, last_window=True) == _expected("rebalance", "end")
-
-
-def test_books_are_independent() -> None:
-    """Book 1 alone gives the same trades as beside book 0 (columns renumbered)."""
-    t = window_trades(W1, [STOPS1], [FILLS1], OPENS, LAST_CLOSE, DELIST, TS, 10, SLIP, signals=True, last_window=False)
-    both = [row for row in _ledger(signals=True, last_window=False) if row[0] >= 2]
-    assert [int(c) + 2 for c in t.col] == [row[0] for row in both]
-    np.testing.assert_array_equal(t.exit_price, [row[4] for row in both])
+def test_no_orders_no_trades() -> None:
+    empty = {k: v[:0] for k, v in _orders(ROWS).items()}
+    assert trades_frame(trades_from_orders(empty, {}, 0, 0)).height == 0
