@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.data.bars import interval_ms, symbol_check
 from engine.errors import ConfigError, EngineError
-from engine.exit_rules import ExitRules
+from engine.exit_rules import ExitRules, duration_to_ns
 from engine.signals import TrendInTrend
 
 ENGINE_VERSION = "0.1.0"
@@ -249,6 +249,23 @@ class RunConfig(_Model):
         if self.signals is not None and not self.backtest.timeframes:
             msg = "signals=trend_in_trend needs finer bars: set backtest.timeframes, e.g. [4h]"
             raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _holding_at_least_one_bar(self) -> RunConfig:
+        """A holding limit shorter than one simulated bar could only close a position at the very
+        bar after its entry, whatever its value: refuse it rather than round it up silently."""
+        bar = min((interval_ms(tf) for tf in self.backtest.timeframes), default=interval_ms("1d"))
+        name = next((tf for tf in self.backtest.timeframes if interval_ms(tf) == bar), "1d")
+        limits = [("exit_rules.max_holding", self.exit_rules.max_holding if self.exit_rules else None)]
+        limits += [("grid.max_holding", v) for v in self.grid.max_holding]
+        for key, value in limits:
+            if value is not None and duration_to_ns(value) < bar * 1_000_000:
+                msg = (
+                    f"{key}={value!r} is shorter than one bar of the simulation interval {name}: "
+                    f"use a duration of at least one bar, a positive integer followed by m, h, d or w (e.g. '{name}' or '5d')"
+                )
+                raise ConfigError(msg)
         return self
 
     @field_validator("exit_rules")

@@ -26,27 +26,39 @@ def duration_to_ns(text: str) -> int:
 class ExitRules(BaseModel):
     """Stop loss, take profit, trailing stop and maximum holding time of a long position.
 
-    All fractions are relative to the stop reference price: the fill price of the rebalance (or
-    entry) that last (re)established the position.
+    Stop loss and take profit are fractions of the position's cost basis: the size-weighted
+    average of its buy fills (slippage included) since it opened; sells leave it unchanged. The
+    trailing peak and the holding clock run from the opening. All of it is carried across
+    walk-forward windows: a rebalance that keeps a position changes its quantity (and, on a
+    top-up, its basis), never resets its stops (docs/EXIT_RULES.md, "State across windows").
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     sl_stop: float | None = Field(default=None, gt=0.0, lt=1.0)
-    """Stop loss: exit when price falls this fraction below the reference price (0 < x < 1)."""
+    """Stop loss: exit when price falls this fraction below the cost basis (0 < x < 1)."""
     tp_stop: float | None = Field(default=None, gt=0.0)
-    """Take profit: exit when price rises this fraction above the reference price (x > 0)."""
+    """Take profit: exit when price rises this fraction above the cost basis (x > 0)."""
     sl_trail: bool | float = False
-    """Trailing stop: ``true`` makes ``sl_stop`` trail the highest high since entry; a fraction
+    """Trailing stop: ``true`` makes ``sl_stop`` trail the highest high since the position opened; a fraction
     (0 < x < 1) adds a separate trailing stop at that distance while ``sl_stop`` stays fixed."""
     max_holding: str | None = None
-    """Close the position at the first bar opening at or after entry + this duration ('5d')."""
+    """Close the position at the open of the first bar opening at or after its opening time + this
+    duration ('20d'), across windows; at least one bar of the simulation interval."""
 
     @field_validator("sl_trail")
     @classmethod
     def _trail_range(cls, value: bool | float) -> bool | float:
         if not isinstance(value, bool) and not 0.0 < value < 1.0:
             msg = "must be true/false or a fraction with 0 < x < 1"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("max_holding", mode="before")
+    @classmethod
+    def _holding_is_text(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str):
+            msg = f"invalid duration {value!r}: use a positive integer followed by m, h, d or w (e.g. '5d')"
             raise ValueError(msg)
         return value
 

@@ -183,3 +183,36 @@ def test_a_topup_moves_the_cost_basis_and_the_stop() -> None:
     assert second.end_state is not None and np.isnan(second.end_state.basis[0])
     assert second.end_state.basis[1] == 100.0  # B was only reduced: its basis is unchanged
     assert second.end_state.opened_ns[1] == t0.astype(np.int64)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (
+            ["exit_rules.max_holding=3h"],
+            "exit_rules.max_holding='3h' is shorter than one bar of the simulation interval 1d",
+        ),
+        (
+            ["exit_rules.max_holding=2h", "backtest.timeframes=[4h]"],
+            "shorter than one bar of the simulation interval 4h",
+        ),
+        (["exit_rules.max_holding=20"], "use a positive integer followed by m, h, d or w"),
+        (["exit_rules.max_holding=3x"], "use a positive integer followed by m, h, d or w"),
+    ],
+)
+def test_bad_holding_limit_is_one_line_exit_2(overrides: list[str], needle: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "+profile=crypto_rating", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "exit_rules.max_holding" in lines[0] and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "lakehouse").exists()
