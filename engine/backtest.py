@@ -40,7 +40,7 @@ from engine.simulation.stage import AllocationContext, GridBook, SelectionContex
 from engine.simulation.stops import Ambiguity, StopState
 from engine.simulation.vbt import ORDER_REASONS, ORDER_SIDES, PriceBlock, SimResult
 from engine.sql import sql_arrow
-from engine.trades import STOP_KINDS, TRADE_KINDS, TRADE_SCHEMA, kind_counts, trades_frame, trades_from_orders
+from engine.trades import STOP_KINDS, TRADE_KINDS, kind_counts, trades_frame, trades_from_orders
 from engine.windows import DAY_MS, Window, windows_build
 
 log = logging.getLogger(__name__)

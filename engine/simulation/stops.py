@@ -249,8 +249,8 @@ def stop_exits_nb(
         top-up fills up to that bar's open and scans again from it.
     """
     n_bars, n_cols = weights.shape
-    # A column exits at most once per bar, so n_bars * n_cols bounds the output.
-    cap = n_bars * n_cols
+    # A column exits at most once per bar, so (n_bars - start) * n_cols bounds the output.
+    cap = (n_bars - start) * n_cols
     out_bar = np.empty(cap, dtype=np.int64)
     out_col = np.empty(cap, dtype=np.int64)
     out_kind = np.empty(cap, dtype=np.int8)
@@ -375,9 +375,10 @@ def stop_exits_nb(
 
 
 TopUp = Callable[[int, StopExits, np.ndarray], np.ndarray]
-"""``topup(bar, exits_so_far, basis)``: the cost basis of every (grid) column after the buys of
-``bar``'s open, given the exits found so far (those of ``bar`` at its open included) and the basis
-before; NaN where the bar bought nothing for a column."""
+"""``topup(bar, exits, basis)``: the cost basis of every (grid) column after the buys of ``bar``'s
+open, given the exits found since the previous top-up bar (that bar's own exits included, and
+those of ``bar`` at its open) and the basis before; NaN where the bar bought nothing for a column.
+Calls come in increasing bar order."""
 
 
 def find_stop_exits(
@@ -503,6 +504,27 @@ def find_stop_exits_grid(
         msg = f"each book's state must have {k} columns"
         raise ValueError(msg)
 
+    return split_books(
+        scan_grid(open_, high, low, index, weights, exit_rules, slippage, ambiguity, st, topup, held_reweights), g, k
+    )
+
+
+def scan_grid(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    index: np.ndarray,
+    weights: np.ndarray,
+    exit_rules: list[ExitRules | None],
+    slippage: float,
+    ambiguity: Ambiguity,
+    st: StopState,
+    topup: TopUp | None,
+    held_reweights: HeldReweights,
+) -> StopExits:
+    """The scan of :func:`find_stop_exits_grid` over all books' columns side by side, as one
+    :class:`StopExits` (``col`` indexes the grid; ``st``, the grid's state, is updated in place)."""
+    g, k = len(exit_rules), np.shape(open_)[1]
     tile = (lambda a: a) if g == 1 else (lambda a: np.tile(a, (1, g)))
     o, h, lo = (tile(np.ascontiguousarray(a, dtype=np.float64)) for a in (open_, high, low))
     index_ns = np.asarray(index, dtype="datetime64[ns]").view(np.int64)
@@ -520,19 +542,24 @@ def find_stop_exits_grid(
         if need < 0:
             parts.append(tuple(found))
             break
-        if topup is not None:
-            so_far = _stack([*parts, tuple(found)])
-            topup_basis = np.asarray(topup(need, StopExits(*so_far), st.basis.copy()), dtype=np.float64)
+        if topup is not None:  # the exits of this scan: from the previous top-up bar on
+            topup_basis = np.asarray(topup(need, StopExits(*found), st.basis.copy()), dtype=np.float64)
         keep = found[0] < need  # the bar's exits at the open are found again by the next scan
         parts.append(tuple(a[keep] for a in found))
         start, topup_bar = need, need
     bar, col, kind, price, amb, at_open = _stack(parts)
-    dbar = np.concatenate([d[0] for d in drops])
-    dcol = np.concatenate([d[1] for d in drops])
+    dbar = np.concatenate([d[0] for d in drops]) if len(drops) > 1 else drops[0][0]
+    dcol = np.concatenate([d[1] for d in drops]) if len(drops) > 1 else drops[0][1]
+    return StopExits(bar, col, kind, price, amb, at_open, dbar, dcol, st)
+
+
+def split_books(e: StopExits, g: int, k: int) -> list[StopExits]:
+    """A grid scan's exits and state, book by book (columns renumbered from 0 in each)."""
     if g == 1:
-        return [StopExits(bar, col, kind, price, amb, at_open, dbar, dcol, st)]
+        return [e]
+    assert e.dropped_col is not None and e.dropped_bar is not None and e.at_open is not None and e.end is not None
     out = []
-    book, dbook = col // k, dcol // k
+    book, dbook = e.col // k, e.dropped_col // k
     order = np.argsort(book, kind="stable")  # stays sorted by bar, then column, within a book
     bounds = np.searchsorted(book[order], np.arange(g + 1))
     for b in range(g):
@@ -540,15 +567,15 @@ def find_stop_exits_grid(
         mine = dbook == b
         out.append(
             StopExits(
-                bar[sel],
-                col[sel] - b * k,
-                kind[sel],
-                price[sel],
-                amb[sel],
-                at_open[sel],
-                dbar[mine],
-                dcol[mine] - b * k,
-                st.take(slice(b * k, (b + 1) * k)),
+                e.bar[sel],
+                e.col[sel] - b * k,
+                e.kind[sel],
+                e.price[sel],
+                e.ambiguous[sel],
+                e.at_open[sel],
+                e.dropped_bar[mine],
+                e.dropped_col[mine] - b * k,
+                e.end.take(slice(b * k, (b + 1) * k)),
             )
         )
     return out

@@ -44,7 +44,8 @@ from engine.simulation.stops import (
     HeldReweights,
     StopExits,
     StopState,
-    find_stop_exits_grid,
+    scan_grid,
+    split_books,
 )
 
 ENGINES = ("rust", "numba")
@@ -399,57 +400,68 @@ class VectorBTSimulator:
             )
             w_tracked = w_all[:, cols_of] if sub is not None else w_all
 
+            # the rows up to each top-up bar are simulated once, in segments chained by a carry
+            # row (like windows): each segment starts from the cash and positions the last left
+            chain = {"row": 0, "cash": init.copy(), "pos": np.zeros(g * k)}
+
             def topup(bar: int, so_far: StopExits, basis: np.ndarray) -> np.ndarray:
-                """Cost basis after the buys of ``bar``'s open: the rows up to it simulated."""
-                r = off + 2 * bar
-                p_size, p_price = size[: r + 1].copy(), close[: r + 1].copy()
-                _apply_exits(p_size, p_price, None, None, so_far, off, k, tracked)
-
-                def cut(a):
-                    return np.asarray(a)[: r + 1] if np.ndim(a) else a
-
-                rec = _orders_simulate(
-                    close[: r + 1], p_size, cut(size_type), p_price, cut(fees), cut(slippage), init, group_lens,
-                    self.engine,
-                )  # fmt: skip
+                """Cost basis after the buys of ``bar``'s open, from the fills of that row."""
+                lo, r = int(chain["row"]), off + 2 * bar
+                seg_size, seg_price, seg_close = size[lo : r + 1].copy(), close[lo : r + 1].copy(), close[lo : r + 1]
+                _apply_exits(seg_size, seg_price, None, None, so_far, off - lo, k, tracked)
+                if lo == 0:
+                    seg = (seg_close, seg_size, _rows(size_type, 0, r + 1), seg_price, _rows(fees, 0, r + 1))
+                    seg_slip, cash0, first = _rows(slippage, 0, r + 1), init, 0
+                else:
+                    pos = chain["pos"]
+                    p0 = seg_close[0]
+                    cash0 = chain["cash"] + (pos * p0).reshape(g, k).sum(axis=1)
+                    m = r + 1 - lo
+                    st = np.full((m + 1, 1), SizeType.TargetPercent, dtype=np.int64)
+                    st[0] = SizeType.Amount
+                    fe, sl = np.full((m + 1, 1), self.fees), np.full((m + 1, 1), self.slippage)
+                    fe[0] = sl[0] = 0.0
+                    carry_row = np.where(pos != 0, pos, np.nan)[None, :]
+                    seg = (
+                        np.vstack([p0[None, :], seg_close]),
+                        np.vstack([carry_row, seg_size]),
+                        st,
+                        np.vstack([p0[None, :], seg_price]),
+                        fe,
+                    )
+                    seg_slip, first = sl, 1
+                rec = _orders_simulate(*seg, seg_slip, cash0, group_lens, self.engine)
                 col = rec["col"]
                 signed = np.where(rec["side"] == 1, -rec["size"], rec["size"])
-                before = np.bincount(col[rec["idx"] < r], weights=signed[rec["idx"] < r], minlength=g * k)
-                buy = (rec["idx"] == r) & (rec["side"] == 0)
+                flow = np.where(rec["side"] == 1, 1.0, -1.0) * rec["size"] * rec["price"] - rec["fees"]
+                last = first + r - lo
+                pos_all = np.bincount(col, weights=signed, minlength=g * k)
+                before = np.bincount(col[rec["idx"] < last], weights=signed[rec["idx"] < last], minlength=g * k)
+                buy = (rec["idx"] == last) & (rec["side"] == 0)
                 q = np.bincount(col[buy], weights=rec["size"][buy], minlength=g * k)
                 v = np.bincount(col[buy], weights=rec["size"][buy] * rec["price"][buy], minlength=g * k)
+                chain["row"], chain["pos"] = r + 1, np.where(np.abs(pos_all) > 0, pos_all, 0.0)
+                chain["cash"] = cash0 + np.bincount(col // k, weights=flow, minlength=g)
                 q, v, before = q[cols_of], v[cols_of], before[cols_of]
                 new = np.full(basis.shape, np.nan)
                 bought = (q > 0) & np.isfinite(basis)
                 new[bought] = (before[bought] * basis[bought] + v[bought]) / (before[bought] + q[bought])
                 return new
 
-            for b, e in zip(
-                tracked,
-                find_stop_exits_grid(
-                    prices.open,
-                    prices.high,
-                    prices.low,
-                    prices.index,
-                    w_tracked,
-                    [exit_rules[b] for b in tracked],
-                    self.slippage,
-                    policy,
-                    state=[states[b] for b in tracked],
-                    topup=topup,
-                    held_reweights=held_reweights,
-                ),
-                strict=True,
-            ):
+            grid = scan_grid(
+                prices.open, prices.high, prices.low, prices.index, w_tracked,
+                [exit_rules[b] for b in tracked], self.slippage, policy,
+                StopState.concat([StopState.flat(k) if states[b] is None else states[b].take(slice(None)) for b in tracked]),
+                topup, held_reweights,
+            )  # fmt: skip
+            for b, e in zip(tracked, split_books(grid, len(tracked), k), strict=True):
                 found[b] = e
-            if any(len(e) or len(e.dropped_bar) for e in found if e is not None):
+            if len(grid) or len(grid.dropped_bar):
                 # stop fills differ from the row's close value, so the order prices need their own array
                 price = close.copy()
                 reason = np.zeros((n_rows, k * g), dtype=np.int8)
                 amb = np.zeros((n_rows, k * g), dtype=np.bool_)
-                for b, e in enumerate(found):
-                    if e is not None:
-                        _apply_exits(size, price, reason, amb, e, off, k, [b])
+                _apply_exits(size, price, reason, amb, grid, off, k, tracked)
 
         records = _orders_simulate(close, size, size_type, price, fees, slippage, init, group_lens, self.engine)
         return self._results(
@@ -553,6 +565,11 @@ class VectorBTSimulator:
         return results
 
 
+def _rows(a: Any, lo: int, hi: int) -> Any:
+    """Rows ``lo:hi`` of a per-row argument (a scalar applies to every row)."""
+    return np.asarray(a)[lo:hi] if np.ndim(a) else a
+
+
 def _apply_exits(
     size: np.ndarray,
     price: np.ndarray,
@@ -565,7 +582,8 @@ def _apply_exits(
 ) -> None:
     """Write stop exits (of one book, or of the books ``books`` side by side in ``e.col``) into the
     order arrays: a target-0 order at the exit's price, in the bar's open row for exits at the
-    open, else in the rest-of-bar row; dropped orders become no order."""
+    open, else in the rest-of-bar row; dropped orders become no order. ``off`` is the row of bar
+    0 in the arrays (rows outside them are skipped)."""
     if len(books) == 1:
         shift = books[0] * k
         cols, dcols = e.col + shift, (e.dropped_col if e.dropped_col is not None else e.col[:0]) + shift
@@ -574,10 +592,12 @@ def _apply_exits(
         cols = lut[e.col]
         dcols = lut[e.dropped_col] if e.dropped_col is not None else e.col[:0]
     if e.dropped_bar is not None and len(e.dropped_bar):
-        size[off + 2 * e.dropped_bar, dcols] = np.nan
+        drows = off + 2 * e.dropped_bar
+        inside = (drows >= 0) & (drows < size.shape[0])
+        size[drows[inside], dcols[inside]] = np.nan
     at_open = e.at_open if e.at_open is not None else np.zeros(len(e), dtype=np.bool_)
     rows = off + 2 * e.bar + np.where(at_open, 0, 1)
-    keep = rows < size.shape[0]
+    keep = (rows >= 0) & (rows < size.shape[0])
     rows, cols = rows[keep], cols[keep]
     price[rows, cols] = e.price[keep]
     size[rows, cols] = 0.0
@@ -623,31 +643,63 @@ def _orders_simulate(
     shape = close.shape
     group_lens = np.asarray(group_lens, dtype=np.int64)
     call_seq = portfolio_nb.build_call_seq(shape, group_lens, call_seq_type=CallSeqType.Default)
-    records, _ = dispatch.simulate_from_orders(
-        shape,
-        group_lens,
-        np.asarray(init_cash, dtype=np.float64),
-        call_seq,
-        size=size,
-        price=price,
-        size_type=np.asarray(size_type),
-        direction=np.asarray(Direction.Both),
-        fees=np.asarray(fees, dtype=np.float64),
-        slippage=np.asarray(slippage, dtype=np.float64),
-        min_size=np.asarray(1e-8),
-        val_price=price,
-        close=close,
-        auto_call_seq=True,
-        ffill_val_price=True,
-        update_value=False,
-        max_orders=shape[0] * shape[1],
-        max_logs=1,
-        flex_2d=True,
-        engine=engine,
-    )
+    init = np.asarray(init_cash, dtype=np.float64)
+    size_type = np.asarray(size_type, dtype=np.int64)
+    fees = np.asarray(fees, dtype=np.float64)
+    slippage = np.asarray(slippage, dtype=np.float64)
+    if engine == "rust":
+        # vectorbt's dispatch checks ~30 arguments for rust support on every call (~0.2 ms, more
+        # than a window's simulation); the arrays here are built to be supported, so the rust
+        # function is called directly, with the defaults dispatch would pass spelled out
+        records, _ = _rust_from_orders()(
+            shape, group_lens, init, call_seq, size, price, size_type, _DIRECTION, fees, _ZERO, slippage,
+            _MIN_SIZE, _INF, _NAN, _ZERO, _FALSE, _TRUE, _FALSE, _FALSE, price, close,
+            auto_call_seq=True, ffill_val_price=True, update_value=False, max_orders=shape[0] * shape[1],
+            max_logs=1, init_temp_records=False, seed=None, flex_2d=True,
+        )  # fmt: skip
+    else:
+        records, _ = dispatch.simulate_from_orders(
+            shape,
+            group_lens,
+            init,
+            call_seq,
+            size=size,
+            price=price,
+            size_type=size_type,
+            direction=_DIRECTION,
+            fees=fees,
+            slippage=slippage,
+            min_size=_MIN_SIZE,
+            val_price=price,
+            close=close,
+            auto_call_seq=True,
+            ffill_val_price=True,
+            update_value=False,
+            max_orders=shape[0] * shape[1],
+            max_logs=1,
+            flex_2d=True,
+            engine=engine,
+        )
     if len(rows) < n_rows:
         records["idx"] = rows[records["idx"]]
     return records
+
+
+_DIRECTION = np.asarray(Direction.Both, dtype=np.int64)
+_MIN_SIZE = np.asarray(1e-8)
+_ZERO, _INF, _NAN = np.asarray(0.0), np.asarray(np.inf), np.asarray(np.nan)
+_TRUE, _FALSE = np.asarray(True), np.asarray(False)
+
+
+@functools.cache
+def _rust_from_orders() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """vectorbt-rust's from_orders simulation (an error naming the package if it is missing)."""
+    try:
+        from vectorbt_rust.portfolio import simulate_from_orders_rs
+    except ImportError as exc:  # the same condition vectorbt's dispatch raises on
+        msg = "backtest.vbt_engine=rust needs the package vectorbt-rust: pip install vectorbt-rust (or use numba)"
+        raise RuntimeError(msg) from exc
+    return simulate_from_orders_rs  # type: ignore[no-any-return]
 
 
 def _carry_arrays(
