@@ -346,6 +346,36 @@ def relative_rank(values: np.ndarray, index: int) -> float:
     return float(ranks[index] / (len(values) + 1))
 
 
+def _sharpe_of_block_unions(r: np.ndarray, s: int, member: np.ndarray) -> np.ndarray:
+    """:func:`sharpe_columns` of the rows of every union of submatrices, without copying rows.
+
+    ``r`` is cut into ``s`` equal consecutive blocks; ``member`` (U, s) says which blocks each of
+    the U unions holds. Sums of the returns centred on their column mean (so that the variance
+    does not lose precision) and of their squares are added block by block; a union holding a
+    non-finite value, or whose variance is zero up to rounding, is NaN as in :func:`sharpe_columns`.
+    """
+    b = r.reshape(s, -1, r.shape[1])  # (s, rows per block, M)
+    finite_block = np.isfinite(b).all(axis=1)  # (s, M)
+    safe = np.where(np.isfinite(b), b, 0.0)
+    mu = safe.reshape(-1, r.shape[1]).mean(axis=0)
+    c = safe - mu
+    w = member.astype(np.float64)
+    n = w.sum(axis=1, keepdims=True) * b.shape[1]  # rows in each union
+    s1 = w @ c.sum(axis=1)  # (U, M)
+    s2 = w @ (c**2).sum(axis=1)
+    absmax = np.where(member[:, :, None], np.abs(safe).max(axis=1)[None], 0.0).max(axis=1)
+    ok = (w @ (~finite_block).astype(np.float64)) == 0
+    mean = s1 / n + mu
+    var = np.maximum(s2 - s1**2 / n, 0.0) / np.maximum(n - 1, 1)
+    std = np.sqrt(var)
+    scale = np.maximum(np.abs(mean), absmax)
+    tiny = std <= 1e-12 * np.where(scale > 0, scale, 1.0)
+    out = np.full(s1.shape, np.nan)
+    good = ok & ~tiny & (n >= 2)
+    out[good] = mean[good] / std[good]
+    return out
+
+
 def pbo_cscv(returns: np.ndarray, n_submatrices: int = 16, objective: Objective = sharpe_columns) -> PBOResult:
     """Probability of backtest overfitting by combinatorially symmetric cross-validation.
 
@@ -386,21 +416,23 @@ def pbo_cscv(returns: np.ndarray, n_submatrices: int = 16, objective: Objective 
     r = r[dropped:]
     blocks = np.arange(r.shape[0]).reshape(s, -1)
     combos = list(itertools.combinations(range(s), s // 2))
-    n = len(combos)
-    logits, is_best = np.empty(n), np.empty(n, dtype=np.int64)
-    is_perf, oos_perf = np.empty(n), np.empty(n)
-    m = r.shape[1]
+    in_j = np.zeros((len(combos), s), dtype=bool)
     for c, chosen in enumerate(combos):
-        in_j = np.zeros(s, dtype=bool)
-        in_j[list(chosen)] = True
-        rows_is, rows_oos = blocks[in_j].ravel(), blocks[~in_j].ravel()
-        perf_is = np.asarray(objective(r[rows_is]), dtype=np.float64)
-        perf_oos = np.asarray(objective(r[rows_oos]), dtype=np.float64)
-        best = best_index(perf_is)
-        rank = rankdata(_rank_key(perf_oos), method="average")[best]
-        # ln(ω / (1 - ω)) with ω = rank / (M + 1), written so that ω = 1/2 gives exactly 0
-        logits[c] = math.log(rank) - math.log(m + 1 - rank)
-        is_best[c], is_perf[c], oos_perf[c] = best, perf_is[best], perf_oos[best]
+        in_j[c, list(chosen)] = True
+    if objective is sharpe_columns:  # the default: every split at once from per-submatrix sums
+        perf_is, perf_oos = _sharpe_of_block_unions(r, s, in_j), _sharpe_of_block_unions(r, s, ~in_j)
+    else:
+        perf_is, perf_oos = np.empty((len(combos), r.shape[1])), np.empty((len(combos), r.shape[1]))
+        for c in range(len(combos)):
+            perf_is[c] = objective(r[blocks[in_j[c]].ravel()])
+            perf_oos[c] = objective(r[blocks[~in_j[c]].ravel()])
+    m = r.shape[1]
+    is_best = np.argmax(_rank_key(perf_is), axis=1)  # first maximum: ties go to the lowest index
+    rows = np.arange(len(combos))
+    rank = rankdata(_rank_key(perf_oos), method="average", axis=1)[rows, is_best]
+    # ln(ω / (1 - ω)) with ω = rank / (M + 1), written so that ω = 1/2 gives exactly 0
+    logits = np.log(rank) - np.log(m + 1 - rank)
+    is_perf, oos_perf = perf_is[rows, is_best], perf_oos[rows, is_best]
     is_perf[~np.isfinite(is_perf)] = np.nan
     oos_perf[~np.isfinite(oos_perf)] = np.nan
     if m == 1:

@@ -336,3 +336,37 @@ def test_deflated_sharpe_matches_skfolio(seed: int) -> None:
     # a single trial: both fall back to the PSR against zero
     single = measures.deflated_sharpe_ratio(returns, trials[:1])
     assert float(deflated_sharpe(sr, 1, 0.0, len(returns), skew, kurt)) == pytest.approx(single, abs=1e-12)
+
+
+def test_pbo_fast_sharpe_path_equals_generic_objective() -> None:
+    """The default objective is computed for all splits at once from per-submatrix sums; any other
+    callable goes split by split. Both must agree, undefined columns included."""
+    rng = np.random.default_rng(5)
+    r = rng.normal(0.001, 0.02, size=(50, 9))
+    r[:, 2] = 0.0  # never trades
+    r[:, 5] = 0.003  # constant: zero variance
+    r[17, 7] = np.nan  # one missing window
+    r[:, 8] += 0.5  # a large mean: the centred sums keep the variance exact
+    fast = pbo_cscv(r, n_submatrices=8)
+    slow = pbo_cscv(r, n_submatrices=8, objective=lambda x: sharpe_columns(x))
+    assert fast.n_dropped == slow.n_dropped == 2
+    assert np.array_equal(fast.is_best, slow.is_best)
+    assert np.allclose(fast.logits, slow.logits, rtol=0, atol=1e-12)
+    assert np.allclose(fast.is_perf, slow.is_perf, rtol=1e-9, equal_nan=True)
+    assert np.allclose(fast.oos_perf, slow.oos_perf, rtol=1e-9, equal_nan=True)
+    assert fast.pbo == slow.pbo
+
+
+def test_cpcv_oos_sharpe_of_noise_is_centred_on_zero() -> None:
+    """On pure noise the in-sample best Sharpe ratio is inflated by selection (~0.2 per window for the
+    best of 27 over 104 windows), while the CPCV out-of-sample path Sharpe ratios average ~0."""
+    cv = cpcv(104, 10, 2, purge=1, embargo=1)
+    oos, best_is = [], []
+    for seed in range(60):
+        r = np.random.default_rng(seed).normal(0.0, 0.02, size=(104, 27))
+        res = cpcv_oos_sharpe(r, cv)
+        assert res.path_sharpe is not None
+        oos.append(float(np.mean(res.path_sharpe)))
+        best_is.append(float(np.max(sharpe_columns(r))))
+    assert abs(np.mean(oos)) < 0.05
+    assert np.mean(best_is) > 0.15
