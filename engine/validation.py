@@ -441,6 +441,65 @@ def pbo_cscv(returns: np.ndarray, n_submatrices: int = 16, objective: Objective 
     return PBOResult(pbo, logits, None, s, dropped, is_best, is_perf, oos_perf)
 
 
+# ---- one JSON-able summary for metrics.json / the report ------------------------------------
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def oos_report(
+    returns: np.ndarray,
+    n_groups: int = 10,
+    n_test_groups: int = 2,
+    purge: int = 1,
+    embargo: int = 0,
+    n_submatrices: int = 16,
+) -> dict[str, object]:
+    """PBO and the CPCV out-of-sample Sharpe distribution of a (T × M) grid, as plain JSON values.
+
+    What ``task=wfo`` / a grid report needs in one call, which never raises for a small or
+    degenerate grid: N and S are lowered to what T allows (N <= T, S the largest even number <= T),
+    and a statistic that cannot be computed is None with a ``*_reason``.
+
+    Returns
+    -------
+    dict
+        ``pbo``, ``pbo_reason``, ``pbo_logits`` (list), ``pbo_n_submatrices``, ``cpcv`` (the
+        settings used and :meth:`CPCVResult.summary`), ``cpcv_path_sharpe`` (list, per window),
+        ``cpcv_reason``. NaN values become None.
+    """
+    r = _matrix(returns)
+    t = r.shape[0]
+    out: dict[str, object] = {}
+    s = min(int(n_submatrices), t - t % 2)
+    if s < 2:
+        out.update(pbo=None, pbo_reason=f"{t} window(s): PBO needs at least 2", pbo_logits=None, pbo_n_submatrices=None)
+    else:
+        pbo = pbo_cscv(r, s)
+        out.update(
+            pbo=pbo.pbo,
+            pbo_reason=pbo.reason,
+            pbo_logits=None if pbo.pbo is None else [float(x) for x in pbo.logits],
+            pbo_n_submatrices=s,
+        )
+    n = min(int(n_groups), t)
+    k = min(int(n_test_groups), n - 1)
+    try:
+        cv = cpcv(t, n, k, purge, embargo)
+    except ValueError as exc:
+        out.update(cpcv=None, cpcv_path_sharpe=None, cpcv_reason=str(exc))
+        return out
+    res = cpcv_oos_sharpe(r, cv)
+    settings = {"n_groups": n, "n_test_groups": k, "purge": int(purge), "embargo": int(embargo)}
+    out.update(
+        cpcv={**settings, **res.summary()},
+        cpcv_path_sharpe=None if res.path_sharpe is None else [_finite_or_none(x) for x in res.path_sharpe],
+        cpcv_reason=res.reason,
+    )
+    return out
+
+
 # ---- deflated Sharpe ratio ---------------------------------------------------------------------
 
 

@@ -370,3 +370,32 @@ def test_cpcv_oos_sharpe_of_noise_is_centred_on_zero() -> None:
         best_is.append(float(np.max(sharpe_columns(r))))
     assert abs(np.mean(oos)) < 0.05
     assert np.mean(best_is) > 0.15
+
+
+def test_oos_report_is_json_and_never_raises_on_small_grids() -> None:
+    import json
+
+    from engine.validation import oos_report
+
+    rng = np.random.default_rng(9)
+    r = rng.normal(0.0, 0.02, size=(30, 6))
+    rep = oos_report(r, n_groups=5, n_test_groups=2, purge=1, embargo=1, n_submatrices=6)
+    json.dumps(rep, allow_nan=False)
+    assert rep["pbo"] == pbo_cscv(r, 6).pbo and rep["pbo_n_submatrices"] == 6
+    direct = cpcv_oos_sharpe(r, cpcv(30, 5, 2, 1, 1))
+    assert rep["cpcv_path_sharpe"] == pytest.approx(list(direct.path_sharpe))
+    assert rep["cpcv"]["n_paths"] == 4 and rep["cpcv_reason"] is None
+    # one combination: both null, each with the reason
+    one = oos_report(r[:, :1])
+    json.dumps(one, allow_nan=False)
+    assert one["pbo"] is None and one["pbo_reason"] == ONE_COMBINATION
+    assert one["cpcv_path_sharpe"] is None and one["cpcv_reason"] == ONE_COMBINATION
+    # too few windows: settings lowered, or a reason instead of an exception
+    few = oos_report(r[:5], purge=0)
+    assert few["pbo_n_submatrices"] == 4 and few["cpcv"]["n_groups"] == 5
+    purged = oos_report(r[:5], purge=1)  # 5 groups of 1 window: splits (1, 3) leaves no train window
+    assert purged["cpcv"] is None and "no train window" in purged["cpcv_reason"]
+    tiny = oos_report(r[:1])
+    assert tiny["pbo"] is None and "at least 2" in tiny["pbo_reason"]
+    assert tiny["cpcv"] is None and "n_groups" in tiny["cpcv_reason"]
+    json.dumps(tiny, allow_nan=False)
