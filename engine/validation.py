@@ -1,6 +1,6 @@
 """Out-of-sample statistics of a walk-forward grid: CPCV paths, PBO by CSCV, deflated Sharpe ratio.
 
-Everything here is pure numpy on a ``(windows × combinations)`` matrix of per-window returns (row
+Everything here is numpy (and scipy.stats for Φ and ranks) on a ``(windows × combinations)`` matrix of per-window returns (row
 ``t`` is walk-forward window ``t`` in time order, column ``m`` one combination of the grid). It knows
 nothing of the engine: the caller builds the matrix from the per-window books. See
 docs/VALIDATION.md for the meaning of each statistic, its formulas and the papers.
@@ -18,8 +18,9 @@ docs/VALIDATION.md for the meaning of each statistic, its formulas and the paper
   Sharpe ratio (Bailey & López de Prado, 2014), with the number of trials passed explicitly (e.g.
   from the trial ledger, :mod:`engine.ledger`). This is the one definition; :mod:`engine.sweep`
   uses it.
+- :func:`oos_report` — PBO and the CPCV distribution as JSON values, for metrics.json and the report.
 
-Degenerate cases never raise: a combination whose objective is undefined (no trades: all-zero
+Degenerate data never raises (invalid settings do, with a ValueError): a combination whose objective is undefined (no trades: all-zero
 returns; zero variance; fewer than two returns; a NaN return) ranks last and is still counted; a
 one-combination matrix has nothing to select, so PBO and the CPCV distribution are ``None`` with a
 ``reason`` string.
