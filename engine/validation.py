@@ -1,8 +1,9 @@
 """Out-of-sample statistics of a walk-forward grid: CPCV paths, PBO by CSCV, deflated Sharpe ratio.
 
-Everything here is numpy (and scipy.stats for Φ and ranks) on a ``(windows × combinations)`` matrix of per-window returns (row
-``t`` is walk-forward window ``t`` in time order, column ``m`` one combination of the grid). It knows
-nothing of the engine: the caller builds the matrix from the per-window books. See
+Everything here is numpy (and scipy.stats for Φ and ranks) on a ``(windows × combinations)``
+matrix of per-window returns (row ``t`` is walk-forward window ``t`` in time order, column ``m`` one
+combination of the grid). It knows nothing of the engine: the caller builds the matrix from the
+per-window books. See
 docs/VALIDATION.md for the meaning of each statistic, its formulas and the papers.
 
 - :func:`cpcv` — combinatorial purged cross-validation over T windows (López de Prado, *Advances
