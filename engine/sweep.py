@@ -30,16 +30,9 @@ from hydra.experimental.callback import Callback
 from engine.config import ENGINE_VERSION
 from engine.errors import EngineError
 from engine.metrics import YEAR_DAYS
-from engine.validation import EULER_GAMMA, deflated_sharpe, deflated_sharpe_ratio, expected_max_sharpe
-
-__all__ = [  # the DSR helpers are re-exported: callers of engine.sweep keep working
-    "EULER_GAMMA",
-    "SweepSummary",
-    "deflated_sharpe_ratio",
-    "expected_max_sharpe",
-    "sweep_dsr",
-    "sweep_summarize",
-]
+from engine.validation import EULER_GAMMA as EULER_GAMMA  # re-exported: the DSR is defined once, there
+from engine.validation import deflated_sharpe, expected_max_sharpe
+from engine.validation import deflated_sharpe_ratio as deflated_sharpe_ratio
 
 HEADLINE = ("total_return", "sharpe", "max_drawdown", "n_trades", "n_ambiguous_exits")
 """Metric columns every leaderboard shows, after the swept params and the ranked metric."""
