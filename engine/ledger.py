@@ -240,7 +240,7 @@ def ledger_append(trials: Trial | Sequence[Trial], path: Path | str = DEFAULT_LE
     Raises
     ------
     LedgerError
-        The lock was not obtained within ``timeout_s`` seconds.
+        The lock was not obtained within ``timeout_s`` seconds, or the file is not a DuckDB ledger.
     """
     import duckdb
 
@@ -248,16 +248,25 @@ def ledger_append(trials: Trial | Sequence[Trial], path: Path | str = DEFAULT_LE
     if not rows:
         return 0
     path = Path(path)
+    insert = f"INSERT INTO trials ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
     with _locked(path, exclusive=True, timeout_s=timeout_s):
-        con = duckdb.connect(str(path))
         try:
-            con.execute(_SCHEMA)
-            con.execute("BEGIN TRANSACTION")
-            con.executemany(f"INSERT INTO trials ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
-            con.execute("COMMIT")
-        finally:
-            con.close()
+            con = duckdb.connect(str(path))
+            try:
+                con.execute(_SCHEMA)
+                con.execute("BEGIN TRANSACTION")
+                con.executemany(insert, rows)
+                con.execute("COMMIT")
+            finally:
+                con.close()
+        except duckdb.Error as exc:
+            raise LedgerError(_db_error(path, "written", exc)) from None
     return len(rows)
+
+
+def _db_error(path: Path, verb: str, exc: Exception) -> str:
+    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    return f"the trial ledger {path} could not be {verb} ({first}): move the file aside or pass another path"
 
 
 def _read(path: Path, sql: str, params: list[Any], timeout_s: float) -> list[tuple[Any, ...]]:
@@ -266,16 +275,19 @@ def _read(path: Path, sql: str, params: list[Any], timeout_s: float) -> list[tup
     if not path.exists():
         return []
     with _locked(path, exclusive=False, timeout_s=timeout_s):
-        con = duckdb.connect(str(path), read_only=True)
         try:
-            tables = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'trials'"
-            ).fetchone()
-            if not tables or tables[0] == 0:
-                return []
-            return con.execute(sql, params).fetchall()
-        finally:
-            con.close()
+            con = duckdb.connect(str(path), read_only=True)
+            try:
+                tables = con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 'trials'"
+                ).fetchone()
+                if not tables or tables[0] == 0:
+                    return []
+                return con.execute(sql, params).fetchall()
+            finally:
+                con.close()
+        except duckdb.Error as exc:
+            raise LedgerError(_db_error(path, "read", exc)) from None
 
 
 def n_trials(

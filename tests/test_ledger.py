@@ -139,3 +139,41 @@ def test_concurrent_writers_lose_no_row(tmp_path: Path) -> None:
     assert len(rows) == sum(n for _, n, _ in plan) == 125
     assert n_trials("fp-c", path) == 125
     assert {r["config_hash"] for r in rows} == {f"w{w}-r{i}" for w, n, _ in plan for i in range(n)}
+
+
+def test_not_a_ledger_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.duckdb"
+    path.write_text("not a database\n")
+    with pytest.raises(LedgerError, match="could not be written"):
+        ledger_append(_trial(0), path)
+    with pytest.raises(LedgerError, match="could not be read"):
+        n_trials("fp-a", path)
+
+
+def test_a_killed_lock_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
+    """The OS drops an fcntl lock when its process dies: a crashed writer blocks nobody."""
+    path = tmp_path / "ledger.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from engine.ledger import _locked\n"
+            "with _locked(Path(sys.argv[1]), exclusive=True, timeout_s=5):\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(60)\n",
+            str(path),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LedgerError, match="locked by another process"):
+            ledger_append(_trial(0), path, timeout_s=0.1)
+    finally:
+        holder.kill()
+        holder.communicate()  # reaps it and closes its stdout pipe
+    assert ledger_append(_trial(0), path, timeout_s=5) == 1
