@@ -290,6 +290,56 @@ def _read(path: Path, sql: str, params: list[Any], timeout_s: float) -> list[tup
             raise LedgerError(_db_error(path, "read", exc)) from None
 
 
+def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None) -> Trial:
+    """A ledger row from a finished run's directory: ``manifest.json`` and ``metrics.json`` only.
+
+    The config hash is :func:`config_hash` of the manifest's validated ``config``, the fingerprint
+    its ``data.fingerprint``, the engine version its ``engine_version``. The returns summary is
+    recovered from metrics.json (no need to read equity.parquet, whose layout belongs to the
+    engine): ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
+    ``mean = sharpe / sqrt(365) * std``, skew and kurtosis as they are (the same moments as
+    :func:`returns_summary`). The label defaults to the directory name.
+
+    Raises
+    ------
+    LedgerError
+        A file is missing or lacks the config / fingerprint.
+    """
+    from engine.metrics import YEAR_DAYS
+
+    run_dir = Path(run_dir)
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError) as exc:
+        msg = f"{run_dir} is not a finished run ({exc.__class__.__name__}: {exc}): it needs manifest.json and metrics.json"
+        raise LedgerError(msg) from None
+    fingerprint = (manifest.get("data") or {}).get("fingerprint")
+    if "config" not in manifest or not fingerprint:
+        raise LedgerError(f"{run_dir / 'manifest.json'} has no config or data fingerprint: rerun with this engine")
+    vol, sharpe = _num(metrics.get("annual_volatility")), _num(metrics.get("sharpe"))
+    std = vol / math.sqrt(YEAR_DAYS) if vol is not None else None
+    mean = sharpe / math.sqrt(YEAR_DAYS) * std if sharpe is not None and std is not None else None
+    n_returns, n_trades = metrics.get("n_returns"), metrics.get("n_trades")
+    return Trial(
+        kind=kind,
+        config_hash=config_hash(manifest["config"]),
+        data_fingerprint=str(fingerprint),
+        total_return=_num(metrics.get("total_return")),
+        sharpe=sharpe,
+        sortino=_num(metrics.get("sortino")),
+        max_drawdown=_num(metrics.get("max_drawdown")),
+        n_trades=int(n_trades) if n_trades is not None else None,
+        n_obs=int(n_returns) if n_returns is not None else None,
+        ret_mean=mean,
+        ret_std=std,
+        ret_skew=_num(metrics.get("skewness")),
+        ret_kurtosis=_num(metrics.get("kurtosis")),
+        label=run_dir.name if label is None else label,
+        engine_version=str(manifest.get("engine_version") or ENGINE_VERSION),
+    )
+
+
 def n_trials(
     fingerprint: str, path: Path | str = DEFAULT_LEDGER, distinct: bool = True, timeout_s: float = 60.0
 ) -> int:

@@ -177,3 +177,29 @@ def test_a_killed_lock_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
         holder.kill()
         holder.communicate()  # reaps it and closes its stdout pipe
     assert ledger_append(_trial(0), path, timeout_s=5) == 1
+
+
+def test_trial_from_run_dir_recovers_the_returns_summary(tmp_path: Path) -> None:
+    import json
+
+    from engine.ledger import trial_from_run_dir
+
+    rets = np.random.default_rng(4).normal(0.001, 0.02, 300)
+    equity = 1000.0 * np.cumprod(1 + rets)
+    metrics = {**equity_metrics(equity, 1000.0, 300), "n_trades": 12}
+    cfg = {"ranking": {"top_n": 10}, "exit_rules": {"sl_stop": 0.05}}
+    run = tmp_path / "3"
+    run.mkdir()
+    (run / "manifest.json").write_text(
+        json.dumps({"engine_version": ENGINE_VERSION, "config": cfg, "data": {"files": 2, "fingerprint": "abc"}})
+    )
+    (run / "metrics.json").write_text(json.dumps({"engine_version": ENGINE_VERSION, **metrics}))
+    t = trial_from_run_dir(run, "sweep_job")
+    expected = returns_summary(rets)
+    assert t.kind == "sweep_job" and t.label == "3" and t.data_fingerprint == "abc"
+    assert t.config_hash == config_hash(cfg) and t.n_trades == 12 and t.sharpe == metrics["sharpe"]
+    assert t.n_obs == expected["n_obs"]
+    for key in ("ret_mean", "ret_std", "ret_skew", "ret_kurtosis"):
+        assert getattr(t, key) == pytest.approx(expected[key], rel=1e-9)
+    with pytest.raises(LedgerError, match="not a finished run"):
+        trial_from_run_dir(tmp_path / "missing", "run")
