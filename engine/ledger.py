@@ -107,6 +107,22 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+NOT_TRIAL_KEYS = ("task", "quiet", "paths", "grid")
+"""Top-level config keys that do not change what a trial computes: the task that ran it (a grid combo
+and a single run of the same settings are one trial), progress display, where the run wrote (every
+run has its own ``paths.output_dir``) and the grid definition (a combo's own settings are elsewhere in
+the config). Where the data came from is the data fingerprint's business."""
+
+
+def trial_config_hash(config: Mapping[str, Any], exclude: Sequence[str] = NOT_TRIAL_KEYS) -> str:
+    """:func:`config_hash` of a validated config without the keys that do not define the trial.
+
+    Two runs with equal trial hashes on the same data fingerprint are the same trial, however and
+    wherever they ran: :func:`n_trials` counts them once.
+    """
+    return config_hash({k: v for k, v in config.items() if k not in exclude})
+
+
 def _num(x: Any) -> float | None:
     if x is None:
         return None
@@ -293,7 +309,7 @@ def _read(path: Path, sql: str, params: list[Any], timeout_s: float) -> list[tup
 def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None) -> Trial:
     """A ledger row from a finished run's directory: ``manifest.json`` and ``metrics.json`` only.
 
-    The config hash is :func:`config_hash` of the manifest's validated ``config``, the fingerprint
+    The config hash is :func:`trial_config_hash` of the manifest's validated ``config``, the fingerprint
     its ``data.fingerprint``, the engine version its ``engine_version``. The returns summary is
     recovered from metrics.json (no need to read equity.parquet, whose layout belongs to the
     engine): ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
@@ -323,7 +339,7 @@ def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None)
     n_returns, n_trades = metrics.get("n_returns"), metrics.get("n_trades")
     return Trial(
         kind=kind,
-        config_hash=config_hash(manifest["config"]),
+        config_hash=trial_config_hash(manifest["config"]),
         data_fingerprint=str(fingerprint),
         total_return=_num(metrics.get("total_return")),
         sharpe=sharpe,

@@ -182,7 +182,7 @@ def test_a_killed_lock_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 def test_trial_from_run_dir_recovers_the_returns_summary(tmp_path: Path) -> None:
     import json
 
-    from engine.ledger import trial_from_run_dir
+    from engine.ledger import trial_config_hash, trial_from_run_dir
 
     rets = np.random.default_rng(4).normal(0.001, 0.02, 300)
     equity = 1000.0 * np.cumprod(1 + rets)
@@ -197,9 +197,19 @@ def test_trial_from_run_dir_recovers_the_returns_summary(tmp_path: Path) -> None
     t = trial_from_run_dir(run, "sweep_job")
     expected = returns_summary(rets)
     assert t.kind == "sweep_job" and t.label == "3" and t.data_fingerprint == "abc"
-    assert t.config_hash == config_hash(cfg) and t.n_trades == 12 and t.sharpe == metrics["sharpe"]
+    assert t.config_hash == trial_config_hash(cfg) and t.n_trades == 12 and t.sharpe == metrics["sharpe"]
     assert t.n_obs == expected["n_obs"]
     for key in ("ret_mean", "ret_std", "ret_skew", "ret_kurtosis"):
         assert getattr(t, key) == pytest.approx(expected[key], rel=1e-9)
     with pytest.raises(LedgerError, match="not a finished run"):
         trial_from_run_dir(tmp_path / "missing", "run")
+
+
+def test_trial_config_hash_ignores_where_and_how_a_trial_ran() -> None:
+    from engine.ledger import trial_config_hash
+
+    base = {"task": "backtest", "quiet": False, "paths": {"output_dir": "outputs/runs/a"}, "exit_rules": {"sl": 0.05}}
+    same = {**base, "task": "grid", "quiet": True, "paths": {"output_dir": "outputs/runs/b"}, "grid": {"sl": [1, 2]}}
+    assert trial_config_hash(base) == trial_config_hash(same)
+    assert config_hash(base) != config_hash(same)
+    assert trial_config_hash(base) != trial_config_hash({**base, "exit_rules": {"sl": 0.1}})
