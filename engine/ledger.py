@@ -47,6 +47,7 @@ import numpy as np
 
 from engine.config import ENGINE_VERSION
 from engine.errors import EngineError
+from engine.metrics import YEAR_DAYS
 
 DEFAULT_LEDGER = Path("outputs") / "ledger.duckdb"
 """Default ledger path, relative to the working directory (the caller may pass any other)."""
@@ -155,6 +156,23 @@ def returns_summary(returns: np.ndarray | Sequence[float]) -> dict[str, float | 
     }
 
 
+def summary_from_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | None]:
+    """The :func:`returns_summary` of a run recovered from its metrics.json (``equity_metrics``):
+    ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
+    ``mean = sharpe / sqrt(365) * std``, skew and kurtosis as they are (the same moments)."""
+    vol, sharpe = _num(metrics.get("annual_volatility")), _num(metrics.get("sharpe"))
+    std = vol / math.sqrt(YEAR_DAYS) if vol is not None else None
+    mean = sharpe / math.sqrt(YEAR_DAYS) * std if sharpe is not None and std is not None else None
+    n_returns = metrics.get("n_returns")
+    return {
+        "n_obs": int(n_returns) if n_returns is not None else None,
+        "ret_mean": mean,
+        "ret_std": std,
+        "ret_skew": _num(metrics.get("skewness")),
+        "ret_kurtosis": _num(metrics.get("kurtosis")),
+    }
+
+
 @dataclass(frozen=True)
 class Trial:
     """One ledger row. Build it with :meth:`from_metrics` from a run's metrics and daily returns."""
@@ -190,12 +208,18 @@ class Trial:
         config_hash: str,
         data_fingerprint: str,
         metrics: Mapping[str, Any],
-        daily_returns: np.ndarray | Sequence[float],
+        daily_returns: np.ndarray | Sequence[float] | None = None,
         label: str | None = None,
+        engine_version: str = ENGINE_VERSION,
     ) -> Trial:
-        """A row from a metrics.json dict (total_return, sharpe, sortino, max_drawdown, n_trades) and
-        the daily returns of the equity curve (summarised by :func:`returns_summary`)."""
+        """A row from a metrics.json dict (total_return, sharpe, sortino, max_drawdown, n_trades).
+
+        The returns summary is :func:`returns_summary` of ``daily_returns`` when given; otherwise it is
+        recovered from the metrics themselves (:func:`summary_from_metrics`), so a grid combination
+        or a finished run needs nothing but its metrics.
+        """
         n_trades = metrics.get("n_trades")
+        summary = returns_summary(daily_returns) if daily_returns is not None else summary_from_metrics(metrics)
         return cls(
             kind=kind,
             config_hash=config_hash,
@@ -206,7 +230,8 @@ class Trial:
             max_drawdown=_num(metrics.get("max_drawdown")),
             n_trades=int(n_trades) if n_trades is not None else None,
             label=label,
-            **returns_summary(daily_returns),  # type: ignore[arg-type]
+            engine_version=engine_version,
+            **summary,  # type: ignore[arg-type]
         )
 
     def row(self) -> tuple[Any, ...]:
@@ -311,18 +336,14 @@ def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None)
 
     The config hash is :func:`trial_config_hash` of the manifest's validated ``config``, the fingerprint
     its ``data.fingerprint``, the engine version its ``engine_version``. The returns summary is
-    recovered from metrics.json (no need to read equity.parquet, whose layout belongs to the
-    engine): ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
-    ``mean = sharpe / sqrt(365) * std``, skew and kurtosis as they are (the same moments as
-    :func:`returns_summary`). The label defaults to the directory name.
+    recovered from metrics.json by :func:`summary_from_metrics` (no need to read equity.parquet,
+    whose layout belongs to the engine). The label defaults to the directory name.
 
     Raises
     ------
     LedgerError
         A file is missing or lacks the config / fingerprint.
     """
-    from engine.metrics import YEAR_DAYS
-
     run_dir = Path(run_dir)
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -333,24 +354,11 @@ def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None)
     fingerprint = (manifest.get("data") or {}).get("fingerprint")
     if "config" not in manifest or not fingerprint:
         raise LedgerError(f"{run_dir / 'manifest.json'} has no config or data fingerprint: rerun with this engine")
-    vol, sharpe = _num(metrics.get("annual_volatility")), _num(metrics.get("sharpe"))
-    std = vol / math.sqrt(YEAR_DAYS) if vol is not None else None
-    mean = sharpe / math.sqrt(YEAR_DAYS) * std if sharpe is not None and std is not None else None
-    n_returns, n_trades = metrics.get("n_returns"), metrics.get("n_trades")
-    return Trial(
-        kind=kind,
-        config_hash=trial_config_hash(manifest["config"]),
-        data_fingerprint=str(fingerprint),
-        total_return=_num(metrics.get("total_return")),
-        sharpe=sharpe,
-        sortino=_num(metrics.get("sortino")),
-        max_drawdown=_num(metrics.get("max_drawdown")),
-        n_trades=int(n_trades) if n_trades is not None else None,
-        n_obs=int(n_returns) if n_returns is not None else None,
-        ret_mean=mean,
-        ret_std=std,
-        ret_skew=_num(metrics.get("skewness")),
-        ret_kurtosis=_num(metrics.get("kurtosis")),
+    return Trial.from_metrics(
+        kind,
+        trial_config_hash(manifest["config"]),
+        str(fingerprint),
+        metrics,
         label=run_dir.name if label is None else label,
         engine_version=str(manifest.get("engine_version") or ENGINE_VERSION),
     )
