@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 from hydra.experimental.callback import Callback
-from scipy.stats import norm
 
 from engine.config import ENGINE_VERSION
 from engine.errors import EngineError
 from engine.metrics import YEAR_DAYS
+from engine.validation import EULER_GAMMA as EULER_GAMMA  # re-exported: the DSR is defined once, there
+from engine.validation import deflated_sharpe, expected_max_sharpe
+from engine.validation import deflated_sharpe_ratio as deflated_sharpe_ratio
 
-EULER_GAMMA = 0.5772156649015329
-"""Euler–Mascheroni constant of the expected-maximum approximation."""
 HEADLINE = ("total_return", "sharpe", "max_drawdown", "n_trades", "n_ambiguous_exits")
 """Metric columns every leaderboard shows, after the swept params and the ranked metric."""
 SL_KEY, TP_KEY = "exit_rules.sl_stop", "exit_rules.tp_stop"
@@ -87,77 +87,22 @@ class SweepSummary:
         return self.leaderboard.head(n)
 
 
-# ---- deflated Sharpe ratio -------------------------------------------------------------------
-
-
-def expected_max_sharpe(n_trials: int, var_sr: float) -> float:
-    """Expected maximum Sharpe ratio of ``n_trials`` unskilled trials (Bailey & López de Prado, 2014).
-
-    ``SR0 = sqrt(V[SR]) * ((1 - γ) * Z^-1(1 - 1/N) + γ * Z^-1(1 - 1/(N e)))`` with γ the
-    Euler–Mascheroni constant and Z^-1 the standard normal quantile.
-
-    Parameters
-    ----------
-    n_trials : int
-        N, the number of trials.
-    var_sr : float
-        V[SR], the variance of the trials' Sharpe ratios (in the units of the returned SR0).
-
-    Returns
-    -------
-    float
-        SR0. With a single trial there is no selection to correct for and the approximation is
-        undefined (Z^-1(0) = -inf), so SR0 is defined as 0: the DSR is then the probabilistic Sharpe
-        ratio against zero.
-    """
-    if n_trials <= 1:
-        return 0.0
-    n = float(n_trials)
-    z = (1.0 - EULER_GAMMA) * norm.ppf(1.0 - 1.0 / n) + EULER_GAMMA * norm.ppf(1.0 - 1.0 / (n * math.e))
-    return math.sqrt(var_sr) * float(z)
-
-
-def deflated_sharpe_ratio(
-    sr: np.ndarray, sr0: float, n_returns: np.ndarray, skew: np.ndarray, kurt: np.ndarray
-) -> np.ndarray:
-    """Probability that each trial's true Sharpe ratio exceeds the benchmark ``sr0``.
-
-    ``DSR = Φ((SR - SR0) * sqrt(T - 1) / sqrt(1 - skew * SR + (kurt - 1) / 4 * SR²))``
-
-    Parameters
-    ----------
-    sr : np.ndarray
-        Per-period (daily, not annualised) Sharpe ratios.
-    sr0 : float
-        Benchmark per-period Sharpe ratio, :func:`expected_max_sharpe` of the sweep.
-    n_returns : np.ndarray
-        T, the number of returns each SR was estimated from.
-    skew, kurt : np.ndarray
-        Skewness and non-excess kurtosis (3 for a normal) of each trial's returns.
-
-    Returns
-    -------
-    np.ndarray
-        DSR in [0, 1]; NaN where an input is missing, T < 2, or the variance term is not positive
-        (only possible for extreme skew: the estimator's variance is then undefined).
-    """
-    sr, t = np.asarray(sr, dtype=np.float64), np.asarray(n_returns, dtype=np.float64)
-    skew, kurt = np.asarray(skew, dtype=np.float64), np.asarray(kurt, dtype=np.float64)
-    var_term = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2
-    ok = np.isfinite(sr) & np.isfinite(t) & (t >= 2) & np.isfinite(var_term) & (var_term > 0)
-    out = np.full(sr.shape, np.nan)
-    out[ok] = norm.cdf((sr[ok] - sr0) * np.sqrt(t[ok] - 1.0) / np.sqrt(var_term[ok]))
-    return out
+# ---- deflated Sharpe ratio (defined once, in engine.validation) -------------------------------
 
 
 def sweep_dsr(
-    sharpe_annual: np.ndarray, n_returns: np.ndarray, skew: np.ndarray, kurt: np.ndarray
+    sharpe_annual: np.ndarray,
+    n_returns: np.ndarray,
+    skew: np.ndarray,
+    kurt: np.ndarray,
+    n_trials: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Deflated Sharpe ratio of every trial of a sweep, from annualised (365-day) Sharpe ratios.
 
-    The trials are the jobs with a finite Sharpe ratio: N is their count and V[SR] the sample
-    variance (ddof=1) of their per-period Sharpe ratios ``sharpe / sqrt(365)``. The DSR compares
-    per-period figures because T, skewness and kurtosis are those of daily returns.
+    The trials are the jobs with a finite Sharpe ratio: N is their count (unless ``n_trials`` gives
+    it, e.g. the ledger's count for the same data fingerprint) and V[SR] the sample variance
+    (ddof=1) of their per-period Sharpe ratios ``sharpe / sqrt(365)``. The DSR compares per-period
+    figures because T, skewness and kurtosis are those of daily returns.
 
     Returns
     -------
@@ -167,8 +112,9 @@ def sweep_dsr(
     sr = np.asarray(sharpe_annual, dtype=np.float64) / math.sqrt(YEAR_DAYS)
     valid = sr[np.isfinite(sr)]
     var_sr = float(np.var(valid, ddof=1)) if valid.size > 1 else 0.0
-    sr0 = expected_max_sharpe(int(valid.size), var_sr)
-    return deflated_sharpe_ratio(sr, sr0, n_returns, skew, kurt), sr0
+    n = max(int(valid.size) if n_trials is None else int(n_trials), 1)
+    dsr = deflated_sharpe(sr, n, var_sr, n_returns, skew, kurt)
+    return dsr, expected_max_sharpe(n, var_sr)
 
 
 # ---- reading the sweep -----------------------------------------------------------------------
