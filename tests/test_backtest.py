@@ -156,7 +156,11 @@ def test_corrupt_parquet_is_a_data_error_and_deleting_it_heals(lakehouse_dir: Pa
     run_backtest(small_config(lakehouse_dir, tmp_path / "warm"))  # make sure the shared lakehouse exists
     lh = tmp_path / "lh"
     shutil.copytree(lakehouse_dir, lh)
-    bad = lh / "bars" / "interval=1d" / "symbol=AAB_USDT" / "data.parquet"
+    from engine.data.lakehouse import store_open
+    from engine.data.sources.registry import source_from_config
+
+    store = store_open(lh, source_from_config(small_config(lh, tmp_path / "o1").data).identity())
+    bad = store.root / "bars" / "interval=1d" / "symbol=AAB_USDT" / "data.parquet"
     bad.write_bytes(b"not a parquet file")
     with pytest.raises(DataError, match=r"unreadable data in the lakehouse .*symbol=AAB_USDT/data.parquet"):
         run_backtest(small_config(lh, tmp_path / "o1"))
