@@ -8,10 +8,9 @@ bars are fetched lazily, only for a window's winners, under ``mtf/``.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -118,6 +117,10 @@ def _date_ms(d: object) -> int:
     return int(datetime.fromisoformat(str(d)).replace(tzinfo=UTC).timestamp() * 1000)
 
 
+class NothingRead(DataError):
+    """An ingest whose filters (dates, quote, symbols) leave no bar at all."""
+
+
 @dataclass
 class UniversePlan:
     """What a universe ingest will read: symbols, range, and the files that cannot be imported."""
@@ -191,6 +194,8 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
         plan = files_plan(source, cfg)
         if strict and plan.bad:
             raise DataError(plan.bad[0])
+        if plan.span is not None and (plan.span[1] < plan.start_ms or plan.span[0] >= plan.end_ms):
+            raise NothingRead(_nothing_read(cfg, plan))  # before anything is written
     else:
         data = cfg.data
         start_ms = getattr(source, "start_ms", None) or _date_ms(data.start)  # type: ignore[union-attr]
@@ -200,7 +205,7 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
         return IngestReport(), plan
     report = service.fetch_universe(plan.symbols, plan.start_ms, plan.end_ms)
     if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", "1d"):
-        raise DataError(_nothing_read(cfg, plan))
+        raise NothingRead(_nothing_read(cfg, plan))
     return report, plan
 
 
@@ -219,7 +224,11 @@ def ingest_task(cfg: RunConfig) -> int:
     if isinstance(source, FilesSource):
         for path, why in source.skipped():
             print(f"skipped {path.name}: {why}")
-    report, plan = universe_ingest(service, cfg, strict=False)
+    try:
+        report, plan = universe_ingest(service, cfg, strict=False)
+    except NothingRead as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for problem in plan.bad:
         print(f"error: not imported: {problem}", file=sys.stderr)
     if not plan.symbols or (report.fetched and report.bars_read == 0):

@@ -39,7 +39,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from engine.config import FilesData
