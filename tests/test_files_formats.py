@@ -296,3 +296,24 @@ def test_readme_tilde_path_and_env_vars_work(tmp_path: Path) -> None:
     assert bad.stderr.strip().splitlines() == [
         f"error: data folder {home / 'nowhere'} does not exist: create it or set data.path to the folder of your files"
     ]
+
+
+def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    csv_ms(bars("BTC/USDT", "1d"), folder / "BTC_USDT-1d.csv")
+    (folder / "ETH_USDT-1d.csv").write_text("date,open,high,low,close,volume\n")
+    args = ["task=ingest", "data=files", f"data.path={folder}", f"paths.lakehouse_dir={tmp_path / 'lh'}"]
+    one = _engine([*args, f"hydra.run.dir={tmp_path / 'r1'}"], tmp_path, {})
+    assert one.returncode == 1
+    assert one.stderr.strip().splitlines() == [
+        f"error: not imported: {folder / 'ETH_USDT-1d.csv'} holds no bars (only a header): "
+        "export the data again or remove the file"
+    ]
+    assert "ingested 91 daily bars for 1 symbols" in one.stdout
+    csv_ms(bars("BTC/USDT", "1d"), folder / "ETH_BTC-1d.csv")
+    two = _engine([*args, f"hydra.run.dir={tmp_path / 'r2'}"], tmp_path, {})
+    assert two.returncode == 2
+    assert two.stderr.strip().splitlines() == [
+        f"error: the files in {folder} are quoted in BTC, USDT: choose one with data.quote=..."
+    ]

@@ -234,9 +234,9 @@ def ingest_task(cfg: RunConfig) -> int:
     if not plan.symbols or (report.fetched and report.bars_read == 0):
         print(f"error: {_nothing_read(cfg, plan)}", file=sys.stderr)
         return 1
-    done = "nothing new (already covered)" if not report.fetched else f"{report.rows_written} daily bars"
+    done = "; nothing new (already covered)" if not report.fetched else ""
     print(
         f"ingested {report.rows_written} daily bars for {len(plan.symbols)} symbols "
-        f"({_day(plan.start_ms)} .. {_day(plan.end_ms)}; {done}) into {lake.root}"
+        f"({_day(plan.start_ms)} .. {_day(plan.end_ms)}{done}) into {lake.root}"
     )
     return 1 if plan.bad else 0
