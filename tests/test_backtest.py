@@ -140,12 +140,16 @@ def test_window_longer_than_data(lakehouse_dir: Path, tmp_path: Path) -> None:
 
 
 def test_missing_lakehouse_for_non_generator_source(tmp_path: Path) -> None:
-    from engine.config import FilesData
+    from engine.config import CcxtData, FilesData
 
     cfg = small_config(tmp_path / "empty", tmp_path / "o")
-    cfg = cfg.model_copy(update={"data": FilesData(path=str(tmp_path))})
-    with pytest.raises(EngineError, match="no daily bars"):
-        run_backtest(cfg)
+    ccxt = cfg.model_copy(update={"data": CcxtData(api_url="http://127.0.0.1:9")})  # never contacted
+    with pytest.raises(EngineError, match="no daily bars for this data .* ingest them first"):
+        run_backtest(ccxt)
+    # a files source is imported by the run itself; an empty folder says so
+    files = cfg.model_copy(update={"data": FilesData(path=str(tmp_path))})
+    with pytest.raises(EngineError, match="no importable OHLCV file in"):
+        run_backtest(files)
 
 
 def test_corrupt_parquet_is_a_data_error_and_deleting_it_heals(lakehouse_dir: Path, tmp_path: Path) -> None:

@@ -167,6 +167,14 @@ def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> Uni
 def _nothing_read(cfg: RunConfig, plan: UniversePlan) -> str:
     """One line naming the filter that removed every bar."""
     data = cfg.data
+    if data.source != "files":
+        quote = getattr(data, "quote", None)
+        return (
+            f"0 bars read from the {data.source} source for {len(plan.symbols)} symbol(s) between "
+            f"data.start={getattr(data, 'start', None)} and data.end={getattr(data, 'end', None)}"
+            + (f" (data.quote={quote})" if quote else "")
+            + ": check the dates, universe.symbols and the quote"
+        )
     if not plan.symbols:
         return "0 bars read: no symbol left to ingest (every file was refused, see above)"
     if plan.span is not None and (getattr(data, "start", None) is not None or getattr(data, "end", None) is not None):
@@ -192,6 +200,9 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
     source = service.source
     if isinstance(source, FilesSource):
         plan = files_plan(source, cfg)
+        if strict:  # a run: the ingest task prints these itself
+            for path, why in source.skipped():
+                log.warning("skipped %s: %s", path.name, why)
         if strict and plan.bad:
             raise DataError(plan.bad[0])
         if plan.span is not None and (plan.span[1] < plan.start_ms or plan.span[0] >= plan.end_ms):
