@@ -144,7 +144,7 @@ def test_missing_lakehouse_for_non_generator_source(tmp_path: Path) -> None:
 
     cfg = small_config(tmp_path / "empty", tmp_path / "o")
     ccxt = cfg.model_copy(update={"data": CcxtData(api_url="http://127.0.0.1:9")})  # never contacted
-    with pytest.raises(EngineError, match="no daily bars for this data .* ingest them first"):
+    with pytest.raises(EngineError, match=r"no daily bars for this data .* ingest them first"):
         run_backtest(ccxt)
     # a files source is imported by the run itself; an empty folder says so
     files = cfg.model_copy(update={"data": FilesData(path=str(tmp_path))})

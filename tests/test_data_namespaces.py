@@ -161,3 +161,16 @@ def test_btc_is_the_large_cap_in_a_big_universe() -> None:
     src = SyntheticSource(7, 2000, "2021-01-01", "2021-03-31")
     assert src.symbols().index("BTC/USDT") == 0
     assert src.path("BTC/USDT").open[0] == 30_000.0
+
+
+def test_ccxt_identity_is_exchange_host_and_quote_without_credentials() -> None:
+    from engine.config import CcxtData
+    from engine.data.sources.ccxt_source import CcxtSource
+
+    src = CcxtSource(CcxtData(api_url="http://user:secret@127.0.0.1:8765/api/v3?key=abc", quote="BTC"))
+    ident = src.identity()
+    assert ident == {"source": "ccxt", "exchange": "binance", "api_host": "http://127.0.0.1:8765", "quote": "BTC"}
+    assert "secret" not in json.dumps(ident) and "abc" not in json.dumps(ident)
+    plain = CcxtSource(CcxtData()).identity()
+    assert plain == {"source": "ccxt", "exchange": "binance", "api_host": None, "quote": "USDT"}
+    assert identity_key(plain).startswith("ccxt-") and identity_key(plain) != identity_key(ident)
