@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,8 @@ KINDS = ("bars", "mtf")
 DATA_FILE = "data.parquet"
 COVERAGE_FILE = "_coverage.json"
 IDENTITY_FILE = "_identity.json"
+log = logging.getLogger(__name__)
+_LEGACY_WARNED: set[str] = set()
 
 
 def identity_key(identity: dict[str, object]) -> str:
@@ -67,10 +70,20 @@ def store_open(lakehouse_dir: str | Path, identity: dict[str, object]) -> Lakeho
 
     Examples
     --------
-    >>> store_open("lakehouse", {"source": "files", "path": "/data", "quote": "BTC"}).root.name
+    >>> store_open("lakehouse", {"source": "files", "path": "/data", "quote": "BTC"}).root.name  # doctest: +ELLIPSIS
     'files-...'
     """
     root = Path(lakehouse_dir) / identity_key(identity)
+    legacy = Path(lakehouse_dir) / "bars"
+    if legacy.is_dir() and str(legacy) not in _LEGACY_WARNED:
+        _LEGACY_WARNED.add(str(legacy))
+        log.warning(
+            "%s holds bars in the old single-store layout, which is no longer read (each data identity "
+            "has its own namespace now): delete %s and %s",
+            lakehouse_dir,
+            legacy,
+            Path(lakehouse_dir) / "mtf",
+        )
     recorded = identity_read(root)
     canonical = json.loads(json.dumps(identity, default=str))
     if recorded is not None and recorded != canonical:
