@@ -160,7 +160,7 @@ def backtest_subprocess(
     Adds ``lakehouse_existed`` (before the launch), ``first_s`` (launch to the end of the first
     run: interpreter start, imports, compose and the run) and ``process_wall_s``.
     """
-    existed = (lake / "bars").is_dir()
+    existed = any(lake.glob("*/bars"))  # one namespace per data identity under the lakehouse
     out.mkdir(parents=True, exist_ok=True)
     payload = json.dumps({"lake": str(lake), "out": str(out), "overrides": overrides, "repeat": repeat})
     t_launch = time.time()

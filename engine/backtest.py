@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import polars as pl
 from engine.config import RunConfig
 from engine.data.bars import interval_ms
 from engine.data.ingest import IngestionService
-from engine.data.lakehouse import Lakehouse, atomic_write_bytes, ranges_merge
+from engine.data.lakehouse import Lakehouse, ranges_merge, store_open
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError
 from engine.exit_rules import ExitRules
@@ -228,7 +227,8 @@ class BacktestEngine:
 
             source = source_from_config(cfg.data)
         self.source = source
-        self.lakehouse = Lakehouse(cfg.paths.lakehouse_dir)
+        # the store of this data identity only (its own namespace under paths.lakehouse_dir)
+        self.lakehouse: Lakehouse = store_open(cfg.paths.lakehouse_dir, source.identity())
         self.ingestion = IngestionService(self.lakehouse, source, quiet=cfg.quiet)
         self.stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
         self.timings: dict[str, float] = {}
@@ -253,27 +253,17 @@ class BacktestEngine:
         """Make sure the daily universe is in the lakehouse (generated on first use if synthetic)."""
         t0 = time.perf_counter()
         data = self.cfg.data
-        stamp = self.lakehouse.root / "_source.json"
-        identity = {
-            "source": data.source,
-            **({"seed": data.seed, "n_symbols": data.n_symbols} if data.source == "synthetic" else {}),
-        }
         if data.source == "synthetic":
-            if stamp.is_file() and json.loads(stamp.read_text()) != identity:
-                msg = (
-                    f"lakehouse {self.lakehouse.root} holds data of {stamp.read_text().strip()}, not {identity}: "
-                    "point paths.lakehouse_dir at another folder or delete this one"
-                )
-                raise DataError(msg)
-            self.lakehouse.root.mkdir(parents=True, exist_ok=True)
-            if not stamp.is_file():
-                atomic_write_bytes(stamp, json.dumps(identity).encode())
             src = self.source
             self.ingestion.fetch_universe(src.symbols(), src.start_ms, src.end_ms)
+        elif data.source == "files":  # local files: imported (or re-imported if changed) here
+            from engine.data.ingest import universe_ingest
+
+            universe_ingest(self.ingestion, self.cfg, strict=True)
         elif not self.lakehouse.symbols("bars", "1d"):
             msg = (
-                f"no daily bars in {self.lakehouse.root / 'bars'}: ingest them first, e.g. "
-                f"`python -m engine task=ingest data={data.source}`"
+                f"no daily bars for this data ({self.source.identity()}) in {self.lakehouse.root}: ingest "
+                f"them first with the same data settings, e.g. `python -m engine task=ingest data={data.source}`"
             )
             raise DataError(msg)
         self._timed("data", t0)
@@ -812,7 +802,7 @@ class BacktestEngine:
         winners = winners.join(weights, on=["window", "symbol"], how="left").sort(["window", "rank"])
         traded = {f"symbol={s.replace('/', '_')}" for s in set(trades_df.get_column("symbol").to_list())}
         files = sorted(
-            str(p.relative_to(self.lakehouse.root))
+            str(p.relative_to(self.lakehouse.root.parent))  # namespace/bars/...: relative to paths.lakehouse_dir
             for kind in ("bars", "mtf")
             for p in (self.lakehouse.root / kind).glob("interval=*/symbol=*/data.parquet")
             if (kind == "bars" and p.parent.parent.name == "interval=1d") or (kind == "mtf" and p.parent.name in traded)

@@ -249,17 +249,12 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
 
 
 def ingest_run(cfg: RunConfig) -> None:
-    """Ingest the daily universe from the configured source into the lakehouse."""
-    from engine.data.ingest import IngestionService
-    from engine.data.lakehouse import Lakehouse
-    from engine.data.sources.registry import source_from_config
-    from engine.windows import DAY_MS, date_ms
+    """Ingest the daily universe from the configured source into its lakehouse namespace."""
+    from engine.data.ingest import ingest_task
 
-    source = source_from_config(cfg.data)
-    service = IngestionService(Lakehouse(cfg.paths.lakehouse_dir), source, quiet=cfg.quiet)
-    symbols = cfg.universe.symbols or source.symbols()
-    report = service.fetch_universe(symbols, date_ms(cfg.data.start), date_ms(cfg.data.end) + DAY_MS)
-    print(f"ingested {report.rows_written} daily bars for {len(symbols)} symbols into {cfg.paths.lakehouse_dir}")
+    code = ingest_task(cfg)
+    if code:
+        raise SystemExit(code)
 
 
 def summary_print(result: RunResult) -> None:
@@ -364,9 +359,20 @@ def _hydra_entry() -> None:
     entry()
 
 
+def _tilde_quote(arg: str) -> str:
+    """``key=~/dir`` as ``key='~/dir'``: Hydra's grammar rejects a bare ``~`` in a value (the
+    config then expands it, like environment variables, in every path setting)."""
+    key, sep, value = arg.partition("=")
+    if sep and value.startswith("~") and not key.startswith("-") and "'" not in value:
+        return f"{key}='{value}'"
+    return arg
+
+
 def main(argv: list[str] | None = None) -> None:
     """Validate every run of the command line, then hand over to Hydra."""
-    args = sys.argv[1:] if argv is None else argv
+    args = [_tilde_quote(a) for a in (sys.argv[1:] if argv is None else argv)]
+    if argv is None:
+        sys.argv[1:] = args  # Hydra reads sys.argv
     multirun = any(a in ("-m", "--multirun") for a in args)
     passthrough = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if not a.startswith("-")]

@@ -7,6 +7,8 @@ fails at start-up with one line naming the key and what is allowed (see :func:`c
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -20,6 +22,21 @@ from engine.exit_rules import ExitRules, duration_to_ns
 from engine.signals import TrendInTrend
 
 ENGINE_VERSION = "0.1.0"
+USD_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD")
+"""Quotes worth one US dollar: the liquidity floor's default applies to them only."""
+DEFAULT_MIN_QUOTE_VOLUME_USD = 1.0e6
+_warned: set[str] = set()
+
+
+def path_expand(value: str | None) -> str | None:
+    """``~`` and ``$VAR``/``${VAR}`` expanded in a path setting (None stays None)."""
+    return None if value is None else os.path.expandvars(os.path.expanduser(value))
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logging.getLogger("engine").warning(message)
 
 
 def _each_checked(values: list[str], check: Callable[[str], object]) -> list[str]:
@@ -43,6 +60,11 @@ class PathsConfig(_Model):
     """Root of the Hive-partitioned parquet store (relative to the working directory)."""
     output_dir: str | None = None
     """Run directory; filled from Hydra's runtime output dir when null."""
+
+    @field_validator("lakehouse_dir", "output_dir")
+    @classmethod
+    def _expand(cls, value: str | None) -> str | None:
+        return path_expand(value)
 
 
 class SyntheticData(_Model):
@@ -93,10 +115,18 @@ class FilesData(_Model):
 
     source: Literal["files"] = "files"
     path: str = "data/import"
-    """Folder to import from."""
-    quote: str = "USDT"
-    start: date = date(2021, 1, 1)
-    end: date = date(2024, 12, 31)
+    """Folder to import from (``~`` and environment variables expanded)."""
+    quote: str | None = None
+    """Quote currency of the pairs to import; null: the files' one quote (several: an error)."""
+    start: date | None = None
+    """First day to ingest; null: the first bar in the files."""
+    end: date | None = None
+    """Last day to ingest, inclusive; null: the last bar in the files."""
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, value: str) -> str:
+        return str(path_expand(value))
 
 
 DataConfig = Annotated[SyntheticData | CcxtData | FilesData, Field(discriminator="source")]
@@ -126,15 +156,38 @@ class RankingConfig(_Model):
     vol_days: int = Field(default=30, ge=2, le=730)
     """Window of daily log-return volatility used by vol-adjusted momentum."""
     liquidity_days: int = Field(default=30, ge=1, le=730)
-    """Window of the median dollar volume used by the liquidity filter."""
-    min_dollar_volume: float = Field(default=1.0e6, ge=0.0)
-    """Symbols whose median daily dollar volume is below this are not ranked."""
+    """Window of the median daily quote volume used by the liquidity filter."""
+    min_quote_volume: float | None = Field(default=None, ge=0.0)
+    """Symbols whose median daily quote volume (close x volume, in the pair's quote currency) is
+    below this are not ranked. null: 1e6 for USD-pegged quotes (USDT, USDC, ...), no floor for
+    any other quote (BTC, ETH, EUR, ...), so a BTC-quoted universe is never emptied."""
+    min_dollar_volume: float | None = Field(default=None, ge=0.0)
+    """Deprecated alias of min_quote_volume (it always counted in the quote currency)."""
     min_history_days: int = Field(default=60, ge=1)
     """Bars a symbol needs by the ranking date to be ranked (listing age)."""
     weights: dict[Literal["momentum", "vol_adj_momentum"], float] = Field(
         default_factory=lambda: {"momentum": 0.5, "vol_adj_momentum": 0.5}
     )
     """Weight of each factor's cross-sectional z-score in the score."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("min_dollar_volume") is not None:
+            if data.get("min_quote_volume") is not None:
+                msg = "set ranking.min_quote_volume only (ranking.min_dollar_volume is its deprecated alias)"
+                raise ValueError(msg)
+            _warn_once(
+                "ranking.min_dollar_volume is deprecated: it counts in the quote currency; use ranking.min_quote_volume"
+            )
+            data = {**data, "min_quote_volume": data["min_dollar_volume"], "min_dollar_volume": None}
+        return data
+
+    def quote_volume_floor(self, quote: str) -> float:
+        """The liquidity floor of pairs quoted in ``quote`` (see ``min_quote_volume``)."""
+        if self.min_quote_volume is not None:
+            return self.min_quote_volume
+        return DEFAULT_MIN_QUOTE_VOLUME_USD if quote in USD_QUOTES else 0.0
 
     @model_validator(mode="after")
     def _history_covers_factors(self) -> RankingConfig:

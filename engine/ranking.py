@@ -16,7 +16,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from engine.config import PortfolioConfig, RankingConfig, UniverseConfig
+from engine.config import USD_QUOTES, PortfolioConfig, RankingConfig, UniverseConfig
 
 FACTORS = ("momentum", "vol_adj_momentum")
 
@@ -46,6 +46,18 @@ def features_compute(bars: pl.LazyFrame, ranking: RankingConfig, portfolio: Port
     )
 
 
+def _quote_volume_floor(ranking: RankingConfig) -> pl.Expr:
+    """Per-row liquidity floor in the pair's quote currency (``RankingConfig.quote_volume_floor``)."""
+    if ranking.min_quote_volume is not None:
+        return pl.lit(ranking.min_quote_volume)
+    quote = pl.col("symbol").str.split("/").list.get(1)
+    return (
+        pl.when(quote.is_in(list(USD_QUOTES)))
+        .then(pl.lit(ranking.quote_volume_floor("USDT")))
+        .otherwise(pl.lit(ranking.quote_volume_floor("BTC")))
+    )
+
+
 def ranks_compute(
     bars: pl.LazyFrame,
     rank_dates: list[date],
@@ -66,7 +78,7 @@ def ranks_compute(
     factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
     eligible = feats.filter(
         (pl.col("history") >= ranking.min_history_days)
-        & (pl.col("dollar_volume") >= ranking.min_dollar_volume)
+        & (pl.col("dollar_volume") >= _quote_volume_floor(ranking))
         & factor_ok
         & (pl.col("vol") > 0)
     )

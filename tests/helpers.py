@@ -44,7 +44,7 @@ TINY_RANKING = [
     "ranking.momentum_days=20",
     "ranking.vol_days=20",
     "ranking.liquidity_days=20",
-    "ranking.min_dollar_volume=0",
+    "ranking.min_quote_volume=0",
 ]
 
 

@@ -221,12 +221,16 @@ def test_window_longer_than_data(lakehouse_dir: Path, tmp_path: Path) -> None:
 
 
 def test_missing_lakehouse_for_non_generator_source(tmp_path: Path) -> None:
-    from engine.config import FilesData
+    from engine.config import CcxtData, FilesData
 
     cfg = small_config(tmp_path / "empty", tmp_path / "o")
-    cfg = cfg.model_copy(update={"data": FilesData(path=str(tmp_path))})
-    with pytest.raises(EngineError, match="no daily bars"):
-        run_backtest(cfg)
+    ccxt = cfg.model_copy(update={"data": CcxtData(api_url="http://127.0.0.1:9")})  # never contacted
+    with pytest.raises(EngineError, match=r"no daily bars for this data .* ingest them first"):
+        run_backtest(ccxt)
+    # a files source is imported by the run itself; an empty folder says so
+    files = cfg.model_copy(update={"data": FilesData(path=str(tmp_path))})
+    with pytest.raises(EngineError, match="no importable OHLCV file in"):
+        run_backtest(files)
 
 
 def test_corrupt_parquet_is_a_data_error_and_deleting_it_heals(lakehouse_dir: Path, tmp_path: Path) -> None:
@@ -237,7 +241,11 @@ def test_corrupt_parquet_is_a_data_error_and_deleting_it_heals(lakehouse_dir: Pa
     run_backtest(small_config(lakehouse_dir, tmp_path / "warm"))  # make sure the shared lakehouse exists
     lh = tmp_path / "lh"
     shutil.copytree(lakehouse_dir, lh)
-    bad = lh / "bars" / "interval=1d" / "symbol=AAB_USDT" / "data.parquet"
+    from engine.data.lakehouse import store_open
+    from engine.data.sources.registry import source_from_config
+
+    store = store_open(lh, source_from_config(small_config(lh, tmp_path / "o1").data).identity())
+    bad = store.root / "bars" / "interval=1d" / "symbol=AAB_USDT" / "data.parquet"
     bad.write_bytes(b"not a parquet file")
     with pytest.raises(DataError, match=r"unreadable data in the lakehouse .*symbol=AAB_USDT/data.parquet"):
         run_backtest(small_config(lh, tmp_path / "o1"))

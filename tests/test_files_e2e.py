@@ -37,7 +37,7 @@ def test_ingest_files_then_backtest(tmp_path: Path) -> None:
     )
     assert ingest.returncode == 0, ingest.stderr
     assert "ingested" in ingest.stdout
-    assert len(list((lh / "bars" / "interval=1d").glob("symbol=*/data.parquet"))) == 8
+    assert len(list(lh.glob("files-*/bars/interval=1d/symbol=*/data.parquet"))) == 8
     run = _engine(
         [
             "+profile=crypto_rating",

@@ -11,7 +11,7 @@ from helpers import TINY_RANKING, compose_raw
 from engine.backtest import BacktestEngine
 from engine.config import CcxtData, config_validate
 from engine.data.ingest import IngestionService
-from engine.data.lakehouse import Lakehouse
+from engine.data.lakehouse import store_open
 from engine.data.sources.ccxt_source import CcxtSource
 from engine.data.sources.synthetic import SyntheticSource
 
@@ -36,7 +36,7 @@ def test_backtest_fetches_fine_bars_only_for_winners(tmp_path: Path) -> None:
         cfg = config_validate(raw)
         assert isinstance(cfg.data, CcxtData)
         source = CcxtSource(cfg.data)
-        lakehouse = Lakehouse(tmp_path / "lh")
+        lakehouse = store_open(tmp_path / "lh", source.identity())  # the ccxt namespace the run reads
         IngestionService(lakehouse, source).fetch_universe(source.symbols(), GEN.start_ms, GEN.end_ms)
         assert len(lakehouse.symbols("bars", "1d")) == 12
         server.clear()

@@ -17,7 +17,7 @@ from engine.ranking import ranks_compute, weights_compute
 from engine.sql import sql_arrow
 
 RANKING = RankingConfig(
-    top_n=5, momentum_days=20, vol_days=20, liquidity_days=20, min_history_days=40, min_dollar_volume=0.0
+    top_n=5, momentum_days=20, vol_days=20, liquidity_days=20, min_history_days=40, min_quote_volume=0.0
 )
 
 

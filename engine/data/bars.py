@@ -1,7 +1,8 @@
 """The bar contract: schema, intervals, symbols and validation shared by every source.
 
 A bar is ``timestamp`` (UTC bar open time, ms precision on disk), ``open, high, low, close,
-volume`` (float64) with ``low <= open, close <= high`` and prices > 0, strictly increasing in time.
+volume`` (float64) with ``low <= open, close <= high``, finite prices > 0 and a finite volume >= 0,
+strictly increasing in time.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def bars_validate(df: pl.DataFrame, symbol: str, interval: str) -> pl.DataFrame:
     nan_any = pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_null() for c in BAR_SCHEMA if c != "timestamp"])
     fail("NaN or missing value", nan_any | pl.col("timestamp").is_null())
     fail("duplicate timestamp with different values", pl.col("timestamp").is_duplicated())
+    fail(
+        "infinite price or volume",
+        pl.any_horizontal([pl.col(c).is_infinite() for c in BAR_SCHEMA if c != "timestamp"]),
+    )
     fail("price <= 0", pl.any_horizontal([pl.col(c) <= 0 for c in PRICE_COLUMNS]))
     fail("volume < 0", pl.col("volume") < 0)
     fail(

@@ -8,14 +8,23 @@ bars are fetched lazily, only for a window's winners, under ``mtf/``.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from engine.data.bars import bars_gaps, interval_ms
-from engine.data.lakehouse import Lakehouse, ranges_missing
+from engine.data.lakehouse import Lakehouse, ranges_missing, store_open
 from engine.data.sources.base import DataSource
 from engine.errors import DataError
 from engine.progress import progress_iter
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+    from engine.data.sources.files import FilesSource
+
+DAY_MS = 86_400_000
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +34,7 @@ class IngestReport:
     """What one ingestion call did: requests made, rows written, gaps seen."""
 
     fetched: list[tuple[str, str, int, int]] = field(default_factory=list)
+    bars_read: int = 0
     rows_written: int = 0
     gaps: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -40,13 +50,9 @@ class IngestionService:
     def interval_check(self, interval: str, base: str = "1d") -> None:
         """Reject an interval the source cannot serve or that is coarser than ``base``."""
         step = interval_ms(interval)
-        available = self.source.intervals()
-        if interval not in available:
-            msg = (
-                f"interval {interval!r} is not available from the {self.source.name} source: "
-                f"available intervals are {', '.join(available)}"
-            )
-            raise DataError(msg)
+        problem = self.source.interval_problem(interval)
+        if problem is not None:
+            raise DataError(problem)
         if step > interval_ms(base):
             msg = f"interval {interval!r} is coarser than the {base} base bars: use a finer interval, e.g. '4h'"
             raise DataError(msg)
@@ -56,18 +62,31 @@ class IngestionService:
     ) -> IngestReport:
         report = IngestReport()
         tasks: list[tuple[str, str, int, int]] = []
+        stale: set[tuple[str, str]] = set()  # partitions whose source file changed: re-imported whole
+        origins: dict[tuple[str, str], object] = {}
         for interval in intervals:
             step = interval_ms(interval)
             lo = start_ms // step * step
             hi = -(-end_ms // step) * step
             for symbol in symbols:
+                origin = origins[(symbol, interval)] = self.source.origin(symbol, interval)
                 have = self.lakehouse.coverage(kind, interval, symbol)
+                if origin is not None and have and self.lakehouse.origin(kind, interval, symbol) != origin:
+                    stale.add((symbol, interval))
+                    have = []
                 tasks.extend((symbol, interval, a, b) for a, b in ranges_missing(have, lo, hi))
         for symbol, interval, a, b in progress_iter(tasks, label, quiet=self.quiet or not tasks):
             bars = self.source.ohlcv_fetch(symbol, interval, a, b)
+            report.bars_read += bars.height
             final_end = min(b, self.source.covered_until(b, interval))
             covered = [(a, final_end)] if final_end > a else []
-            report.rows_written += self.lakehouse.write(kind, interval, symbol, bars, covered)
+            replace = (symbol, interval) in stale
+            stale.discard((symbol, interval))
+            if replace:
+                log.warning("%s %s: its source file changed since the last import; re-importing it", symbol, interval)
+            report.rows_written += self.lakehouse.write(
+                kind, interval, symbol, bars, covered, replace=replace, origin=origins[(symbol, interval)]
+            )
             report.fetched.append((symbol, interval, a, b))
             gaps = bars_gaps(bars, interval) if bars.height else 0
             if gaps:
@@ -88,3 +107,147 @@ class IngestionService:
         for interval in intervals:
             self.interval_check(interval)
         return self._fetch("mtf", candidates, intervals, start_ms, end_ms, "fetch MTF bars")
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _date_ms(d: object) -> int:
+    return int(datetime.fromisoformat(str(d)).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+class NothingRead(DataError):
+    """An ingest whose filters (dates, quote, symbols) leave no bar at all."""
+
+
+@dataclass
+class UniversePlan:
+    """What a universe ingest will read: symbols, range, and the files that cannot be imported."""
+
+    symbols: list[str]
+    start_ms: int
+    end_ms: int
+    bad: list[str] = field(default_factory=list)
+    span: tuple[int, int] | None = None
+
+
+def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> UniversePlan:
+    """Read and validate every file that serves the universe; the range comes from the config or,
+    when ``data.start``/``data.end`` are null, from the files themselves.
+
+    A file that cannot be read or breaks the bar contract is left out and its message kept in
+    ``bad`` (the caller decides: the ingest task imports the rest and exits 1, a run stops).
+    """
+    problem = source.interval_problem(interval)
+    if problem is not None:
+        raise DataError(problem)
+    symbols = list(cfg.universe.symbols) or source.symbols()
+    good, bad = [], []
+    lo, hi = None, None
+    for symbol in symbols:
+        try:
+            frame = source.load(symbol, interval)
+        except DataError as exc:
+            bad.append(str(exc))
+            continue
+        good.append(symbol)
+        if frame.height:
+            first = frame.get_column("timestamp").dt.epoch("ms").min()
+            last = frame.get_column("timestamp").dt.epoch("ms").max()
+            lo = first if lo is None else min(lo, first)  # type: ignore[type-var]
+            hi = last if hi is None else max(hi, last)  # type: ignore[type-var]
+    span = (int(lo), int(hi)) if lo is not None and hi is not None else None  # type: ignore[call-overload]
+    data = cfg.data
+    start = _date_ms(data.start) if data.start is not None else (span[0] // DAY_MS * DAY_MS if span else 0)
+    end = _date_ms(data.end) + DAY_MS if data.end is not None else (span[1] // DAY_MS * DAY_MS + DAY_MS if span else 0)
+    return UniversePlan(good, start, end, bad, span)
+
+
+def _nothing_read(cfg: RunConfig, plan: UniversePlan) -> str:
+    """One line naming the filter that removed every bar."""
+    data = cfg.data
+    if data.source != "files":
+        quote = getattr(data, "quote", None)
+        return (
+            f"0 bars read from the {data.source} source for {len(plan.symbols)} symbol(s) between "
+            f"data.start={getattr(data, 'start', None)} and data.end={getattr(data, 'end', None)}"
+            + (f" (data.quote={quote})" if quote else "")
+            + ": check the dates, universe.symbols and the quote"
+        )
+    if not plan.symbols:
+        return "0 bars read: no symbol left to ingest (every file was refused, see above)"
+    if plan.span is not None and (getattr(data, "start", None) is not None or getattr(data, "end", None) is not None):
+        return (
+            f"0 bars read: data.start={getattr(data, 'start', None)} .. data.end={getattr(data, 'end', None)} "
+            f"removes every bar (the files span {_day(plan.span[0])} .. {_day(plan.span[1])}); "
+            "widen the dates or drop them (null: the files' own range)"
+        )
+    return (
+        "0 daily bars read: no file holds a complete day (a day bar needs every finer bar of the day); "
+        "give files that cover whole days"
+    )
+
+
+def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) -> tuple[IngestReport, UniversePlan]:
+    """Ingest the daily universe of ``cfg.data`` through ``service`` (coverage-aware).
+
+    ``strict``: any unreadable or invalid file is an error (a run); otherwise the good files are
+    imported and the bad ones returned in the plan (the ingest task names them and exits 1).
+    """
+    from engine.data.sources.files import FilesSource
+
+    source = service.source
+    if isinstance(source, FilesSource):
+        plan = files_plan(source, cfg)
+        if strict:  # a run: the ingest task prints these itself
+            for path, why in source.skipped():
+                log.warning("skipped %s: %s", path.name, why)
+        if strict and plan.bad:
+            raise DataError(plan.bad[0])
+        if plan.span is not None and (plan.span[1] < plan.start_ms or plan.span[0] >= plan.end_ms):
+            raise NothingRead(_nothing_read(cfg, plan))  # before anything is written
+    else:
+        data = cfg.data
+        start_ms = getattr(source, "start_ms", None) or _date_ms(data.start)  # type: ignore[union-attr]
+        end_ms = getattr(source, "end_ms", None) or _date_ms(data.end) + DAY_MS  # type: ignore[union-attr]
+        plan = UniversePlan(list(cfg.universe.symbols) or source.symbols(), int(start_ms), int(end_ms))
+    if not plan.symbols:
+        return IngestReport(), plan
+    report = service.fetch_universe(plan.symbols, plan.start_ms, plan.end_ms)
+    if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", "1d"):
+        raise NothingRead(_nothing_read(cfg, plan))
+    return report, plan
+
+
+def ingest_task(cfg: RunConfig) -> int:
+    """``task=ingest``: the daily universe of ``cfg.data`` into its own lakehouse namespace.
+
+    Prints every file that is not imported with its reason; returns the exit code: 0, or 1 when a
+    file could not be imported (the good ones are) or nothing at all was read.
+    """
+    from engine.data.sources.files import FilesSource
+    from engine.data.sources.registry import source_from_config
+
+    source = source_from_config(cfg.data)
+    lake = store_open(cfg.paths.lakehouse_dir, source.identity())
+    service = IngestionService(lake, source, quiet=cfg.quiet)
+    if isinstance(source, FilesSource):
+        for path, why in source.skipped():
+            print(f"skipped {path.name}: {why}")
+    try:
+        report, plan = universe_ingest(service, cfg, strict=False)
+    except NothingRead as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for problem in plan.bad:
+        print(f"error: not imported: {problem}", file=sys.stderr)
+    if not plan.symbols or (report.fetched and report.bars_read == 0):
+        print(f"error: {_nothing_read(cfg, plan)}", file=sys.stderr)
+        return 1
+    done = "; nothing new (already covered)" if not report.fetched else ""
+    print(
+        f"ingested {report.rows_written} daily bars for {len(plan.symbols)} symbols "
+        f"({_day(plan.start_ms)} .. {_day(plan.end_ms)}{done}) into {lake.root}"
+    )
+    return 1 if plan.bad else 0

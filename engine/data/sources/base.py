@@ -32,6 +32,28 @@ class DataSource(ABC):
         Returns a frame with the columns of :data:`engine.data.bars.BAR_SCHEMA`.
         """
 
+    def interval_problem(self, interval: str) -> str | None:
+        """Why this source cannot serve ``interval`` (None if it can)."""
+        available = self.intervals()
+        if interval in available:
+            return None
+        return f"interval {interval!r} is not available from the {self.name} source: available intervals are {', '.join(available)}"
+
+    def identity(self) -> dict[str, object]:
+        """Everything that changes the bytes this source serves: its store's namespace key.
+
+        Two sources with equal identities share one lakehouse namespace; any difference gives
+        each its own (see :func:`engine.data.lakehouse.store_open`).
+        """
+        return {"source": self.name}
+
+    def origin(self, symbol: str, interval: str) -> object:
+        """Fingerprint of what serves ``(symbol, interval)`` (a file's size and mtime), or None.
+
+        When it differs from the one recorded in the store, the partition is re-imported whole.
+        """
+        return None
+
     def covered_until(self, end_ms: int, interval: str) -> int:
         """Latest time up to which a fetch is final (live sources cap it at the last closed bar)."""
         return end_ms

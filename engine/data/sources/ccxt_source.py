@@ -141,6 +141,16 @@ class CcxtSource(DataSource):
         self.empty_page_retries = 1
         self._markets: dict[str, Any] | None = None
 
+    def identity(self) -> dict[str, object]:
+        """Exchange, REST host (no credentials, path or query) and quote."""
+        from urllib.parse import urlsplit
+
+        host = None
+        if self.cfg.api_url:
+            parts = urlsplit(self.cfg.api_url)
+            host = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return {"source": "ccxt", "exchange": self.cfg.exchange, "api_host": host, "quote": self.cfg.quote}
+
     def close(self) -> None:
         """Close the HTTP session."""
         self.exchange.close()

@@ -1,14 +1,31 @@
-"""Bars from a folder of the user's own OHLCV files: csv, parquet, freqtrade feather.
+"""Bars from a folder of the user's own OHLCV files: freqtrade folders, csv/parquet, TradingView.
 
-File naming (freqtrade's, for every format): ``{BASE}_{QUOTE}-{timeframe}.{csv|parquet|feather}``,
-e.g. ``BTC_USDT-4h.csv``, ``ETH_USDT-1d.parquet``, ``BTC_USDT-4h.feather``. Other files in the
-folder (freqtrade's ``-trades`` and ``-futures`` files, notes) are ignored.
+File names (the grammar, also in docs/DATA.md), matched case-sensitively on the file's stem:
 
-Columns: ``open, high, low, close, volume`` plus one time column named ``date`` (freqtrade),
-``timestamp``, ``time`` or ``open_time`` (Binance dumps), case-insensitive, holding the bar open
-time as a datetime (naive means UTC), an ISO-8601 string, or epoch numbers. The unit of epoch
-numbers is read from their size: below 1e11 seconds, below 1e14 milliseconds, below 1e17
-microseconds (Binance dumps since 2025), else nanoseconds.
+- freqtrade spot: ``{BASE}_{QUOTE}-{tf}.{feather|parquet|json|csv}``, e.g. ``BTC_USDT-5m.feather``;
+- freqtrade futures: ``{BASE}_{QUOTE}_{SETTLE}-{tf}-futures.{ext}``, e.g. ``BTC_USDT_USDT-1h-futures.feather``
+  (served as ``BASE/QUOTE``);
+- plain: ``{BASE}_{QUOTE}.{csv|parquet}`` or ``{BASE}-{QUOTE}.{csv|parquet}``, interval read from
+  the bars (the smallest step between two consecutive bars);
+- TradingView chart-data export: ``{EXCHANGE}_{BASEQUOTE}, {resolution}.csv``, e.g.
+  ``BINANCE_BTCUSDT, 60.csv`` or ``BINANCE_ETHBTC, 1D.csv`` (resolution: minutes, or ``D``/``W``),
+  the pair split at a known quote suffix (USDT, USDC, BTC, ETH, ...).
+
+Anything else (freqtrade ``-trades``, ``-mark``, ``-funding_rate`` files, notes, hidden files) is
+not imported, and every such file is listed with its reason (:meth:`FilesSource.skipped`).
+
+Columns: ``open, high, low, close, volume`` (case-insensitive) plus one time column named ``date``
+(freqtrade), ``timestamp``, ``time`` (TradingView, epoch seconds) or ``open_time`` (Binance
+dumps), holding the bar open time as a datetime (naive means UTC), an ISO-8601 string, or epoch
+numbers. The unit of epoch numbers is read from their size: below 1e11 seconds, below 1e14
+milliseconds, below 1e17 microseconds, else nanoseconds. freqtrade json is a list of
+``[ms, open, high, low, close, volume]`` rows.
+
+Any interval the run needs that is a whole multiple of a file's interval is built from that
+file exactly (:func:`bars_resample`): polars ``group_by_dynamic``, epoch-aligned, left-closed,
+labelled by the bucket's open; open = first, high = max, low = min, close = last, volume = sum.
+A coarse bar is built only from a complete bucket (every finer bar present); an incomplete
+bucket (a gap, the first or last partial day) is dropped, never extrapolated.
 
 Each file is read and validated whole once per source, so a bad bar is reported with its symbol,
 interval, timestamp and file even if it lies outside the requested range.
@@ -16,7 +33,10 @@ interval, timestamp and file even if it lies outside the requested range.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -26,15 +46,76 @@ from engine.data.bars import BAR_SCHEMA, bars_validate, interval_ms
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError
 
-SUFFIXES = (".csv", ".parquet", ".feather")
+SUFFIXES = (".csv", ".parquet", ".feather", ".json")
 TIME_COLUMNS = ("date", "timestamp", "time", "open_time")
-_NAME = re.compile(r"^([A-Z0-9]{1,20})_([A-Z0-9]{1,20})-([1-9]\d*[mhdw])$")
+_TF = r"([1-9]\d*[mhdw])"
+_SPOT = re.compile(rf"^([A-Z0-9]{{1,20}})_([A-Z0-9]{{1,20}})-{_TF}$")
+_FUTURES = re.compile(rf"^([A-Z0-9]{{1,20}})_([A-Z0-9]{{1,20}})_([A-Z0-9]{{1,20}})-{_TF}-futures$")
+_PLAIN = re.compile(r"^([A-Z0-9]{1,20})[_-]([A-Z0-9]{1,20})$")
+_TV = re.compile(r"^([A-Z0-9]+)_([A-Z0-9]+), ?([1-9]\d*|[1-9]?\d*[DW])$")
+_NOT_BARS = re.compile(r"-(trades|mark|funding_rate|index|premiumIndex)$")
+# Quotes recognised at the end of a TradingView pair (longest first, so BTCUSDT is BTC/USDT).
+TV_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "EUR", "TRY", "USD", "DAI", "BTC", "ETH", "BNB")
 # Epoch magnitude thresholds: 1e11 s is the year 5138, 1e11 ms is 1973, and so on per unit.
 _EPOCH_UNITS = ((1e11, 1000), (1e14, 1), (1e17, 1e-3))
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """One importable file: its pair, its interval (None: read from the bars) and its layout."""
+
+    path: Path
+    symbol: str
+    interval: str | None
+    layout: str
+
+
+def _tv_interval(resolution: str) -> str:
+    if resolution.endswith(("D", "W")):
+        count = resolution[:-1] or "1"
+        return f"{count}{resolution[-1].lower()}"
+    minutes = int(resolution)
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
+
+
+def name_parse(path: Path) -> FileEntry | str:
+    """The file's pair and interval from its name, or the reason it is not imported."""
+    stem, suffix = path.stem, path.suffix
+    if path.name.startswith("."):
+        return "hidden file"
+    if suffix not in SUFFIXES:
+        return f"not a data file (formats: {', '.join(SUFFIXES)})"
+    if _NOT_BARS.search(stem):
+        return f"freqtrade {_NOT_BARS.search(stem).group(1)} file, not OHLCV bars"  # type: ignore[union-attr]
+    if m := _SPOT.match(stem):
+        return FileEntry(path, f"{m.group(1)}/{m.group(2)}", m.group(3), "freqtrade")
+    if m := _FUTURES.match(stem):
+        return FileEntry(path, f"{m.group(1)}/{m.group(2)}", m.group(4), "freqtrade futures")
+    if suffix in (".csv", ".parquet") and (m := _PLAIN.match(stem)):
+        return FileEntry(path, f"{m.group(1)}/{m.group(2)}", None, "plain")
+    if suffix == ".csv" and (m := _TV.match(stem)):
+        pair = m.group(2)
+        quote = next((q for q in TV_QUOTES if pair.endswith(q) and len(pair) > len(q)), None)
+        if quote is None:
+            return f"TradingView export whose pair {pair} ends in no known quote ({', '.join(TV_QUOTES)})"
+        return FileEntry(path, f"{pair[: -len(quote)]}/{quote}", _tv_interval(m.group(3)), "TradingView")
+    return (
+        "name does not follow BASE_QUOTE-tf.ext (freqtrade), BASE_QUOTE_SETTLE-tf-futures.ext, "
+        "BASE_QUOTE.csv|parquet or 'EXCHANGE_PAIR, resolution.csv' (TradingView)"
+    )
+
+
+def expand_path(path: str) -> Path:
+    """``~`` and ``$VARS`` expanded."""
+    return Path(os.path.expandvars(os.path.expanduser(path)))
+
+
 class FilesSource(DataSource):
-    """Serves bars from ``{BASE}_{QUOTE}-{timeframe}.{csv,parquet,feather}`` files in ``cfg.path``.
+    """Serves bars from the user's files in ``cfg.path`` (names: see the module docstring).
 
     Examples
     --------
@@ -48,47 +129,213 @@ class FilesSource(DataSource):
 
     def __init__(self, cfg: FilesData) -> None:
         self.cfg = cfg
-        self.root = Path(cfg.path)
+        self.root = expand_path(cfg.path)
         self._frames: dict[Path, pl.DataFrame] = {}
+        self._entries: dict[tuple[str, str], FileEntry] | None = None
+        self._skipped: list[tuple[Path, str]] = []
+        self._quote: str | None = None
 
-    def files(self) -> dict[tuple[str, str], Path]:
-        """Importable files by ``(symbol, interval)``; two files for one key is an error."""
+    # ---- the folder -------------------------------------------------------------------------
+
+    def _scan(self) -> dict[tuple[str, str], FileEntry]:
+        """Importable files of every quote by ``(symbol, interval)``; two files for one key is an error."""
+        if self._entries is not None:
+            return self._entries
+        if self.root.is_file():
+            msg = f"data.path {self.root} is a file: set data.path to the folder that holds it ({self.root.parent})"
+            raise DataError(msg)
         if not self.root.is_dir():
             msg = f"data folder {self.root} does not exist: create it or set data.path to the folder of your files"
             raise DataError(msg)
-        found: dict[tuple[str, str], Path] = {}
+        found: dict[tuple[str, str], FileEntry] = {}
+        skipped: list[tuple[Path, str]] = []
         for path in sorted(self.root.iterdir()):
-            match = _NAME.match(path.stem)
-            if path.suffix not in SUFFIXES or match is None or not path.is_file():
+            if path.is_dir():
+                skipped.append((path, "a folder (files are read from data.path itself, not its subfolders)"))
                 continue
-            key = (f"{match.group(1)}/{match.group(2)}", match.group(3))
+            entry = name_parse(path)
+            if isinstance(entry, str):
+                skipped.append((path, entry))
+                continue
+            if entry.interval is None:
+                try:
+                    entry = FileEntry(entry.path, entry.symbol, _interval_infer(self._load_raw(entry)), entry.layout)
+                except DataError as exc:
+                    skipped.append((path, str(exc)))
+                    continue
+            key = (entry.symbol, str(entry.interval))
             if key in found:
-                msg = f"two files for {key[0]} {key[1]} in {self.root}: {found[key].name} and {path.name}; keep one"
+                msg = (
+                    f"two files for {key[0]} {key[1]} in {self.root}: {found[key].path.name} and {path.name}; "
+                    "keep one (move the other out of the folder)"
+                )
                 raise DataError(msg)
-            found[key] = path
+            found[key] = entry
+        self._entries, self._skipped = found, skipped
         return found
 
+    def quotes(self) -> list[str]:
+        """Quotes of the importable files."""
+        return sorted({s.split("/")[1] for s, _ in self._scan()})
+
+    @property
+    def quote(self) -> str:
+        """``data.quote``, or the files' one quote when it is not set."""
+        if self._quote is None:
+            quotes = self.quotes()
+            if not quotes:
+                names = ", ".join(f"{p.name} ({why})" for p, why in self._skipped[:5]) or "none"
+                msg = f"no importable OHLCV file in {self.root} (files seen: {names}); see docs/DATA.md for the names"
+                raise DataError(msg)
+            if self.cfg.quote is None:
+                if len(quotes) > 1:
+                    msg = f"the files in {self.root} are quoted in {', '.join(quotes)}: choose one with data.quote=..."
+                    raise DataError(msg)
+                self._quote = quotes[0]
+            elif self.cfg.quote not in quotes:
+                msg = (
+                    f"no file in {self.root} is quoted in data.quote={self.cfg.quote}: the files are quoted in "
+                    f"{', '.join(quotes)}; set data.quote to one of them"
+                )
+                raise DataError(msg)
+            else:
+                self._quote = self.cfg.quote
+        return self._quote
+
+    def files(self) -> dict[tuple[str, str], Path]:
+        """Importable files in the chosen quote by ``(symbol, interval)``."""
+        quote = self.quote
+        return {k: e.path for k, e in self._scan().items() if k[0].endswith("/" + quote)}
+
+    def skipped(self) -> list[tuple[Path, str]]:
+        """Every file of the folder that is not imported, with the reason (other quotes included)."""
+        quote = self.quote
+        other = [
+            (e.path, f"quoted in {k[0].split('/')[1]}, not data.quote={quote}")
+            for k, e in self._scan().items()
+            if not k[0].endswith("/" + quote)
+        ]
+        return sorted(self._skipped + other)
+
+    def identity(self) -> dict[str, object]:
+        """The folder's resolved path and the quote read from it."""
+        return {"source": "files", "path": str(self.root.resolve()), "quote": self.quote}
+
     def symbols(self) -> list[str]:
-        """Symbols with at least one file, quoted in ``cfg.quote``."""
-        return sorted({s for s, _ in self.files() if s.endswith("/" + self.cfg.quote)})
+        """Symbols with at least one file, quoted in the chosen quote."""
+        return sorted({s for s, _ in self.files()})
 
     def intervals(self) -> tuple[str, ...]:
-        """Timeframes that appear in file names, finest first."""
+        """Intervals of the files, finest first (coarser multiples are built, see :meth:`interval_problem`)."""
         return tuple(sorted({i for _, i in self.files()}, key=interval_ms))
 
-    def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
-        """Bars of the file for ``(symbol, interval)`` with open time in ``[start_ms, end_ms)``."""
-        path = self.files().get((symbol, interval))
-        if path is None:
+    def interval_problem(self, interval: str) -> str | None:
+        """Why ``interval`` cannot be served (None if it can: a file's interval or a multiple of one)."""
+        step = interval_ms(interval)
+        have = self.intervals()
+        if not have:
+            return f"no file in {self.root} is quoted in {self.quote}"
+        if step < interval_ms(have[0]):
+            return (
+                f"interval {interval!r} is finer than the finest file in {self.root} ({have[0]}): finer bars "
+                f"cannot be built from coarser ones; use {have[0]} or a multiple of it"
+            )
+        if not any(step % interval_ms(i) == 0 for i in have):
+            return f"interval {interval!r} is not a whole multiple of any file interval ({', '.join(have)})"
+        return None
+
+    def _entry_for(self, symbol: str, interval: str) -> FileEntry | None:
+        """The file that serves ``(symbol, interval)``: its own, else the coarsest one it divides."""
+        step = interval_ms(interval)
+        files = {k: e for k, e in self._scan().items() if k[0] == symbol}
+        if (symbol, interval) in files:
+            return files[(symbol, interval)]
+        usable = [e for (_, i), e in files.items() if step % interval_ms(i) == 0]
+        return max(usable, key=lambda e: interval_ms(str(e.interval))) if usable else None
+
+    def origin(self, symbol: str, interval: str) -> object:
+        """Name, size and mtime of the file serving ``(symbol, interval)``: a change re-imports it."""
+        entry = self._entry_for(symbol, interval)
+        if entry is None:
+            return None
+        st = entry.path.stat()
+        return {"file": entry.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    # ---- bars -------------------------------------------------------------------------------
+
+    def _load_raw(self, entry: FileEntry) -> pl.DataFrame:
+        return ohlcv_read(entry.path)
+
+    def load(self, symbol: str, interval: str) -> pl.DataFrame:
+        """Every validated bar of the file that serves ``(symbol, interval)``, at the file's interval."""
+        entry = self._entry_for(symbol, interval)
+        if entry is None:
             stem = symbol.replace("/", "_") + f"-{interval}"
             msg = f"no file for {symbol} {interval} in {self.root}: add {stem}.csv, {stem}.parquet or {stem}.feather"
             raise DataError(msg)
-        frame = self._frames.get(path)
+        frame = self._frames.get(entry.path)
         if frame is None:
-            frame = self._frames[path] = ohlcv_load(path, symbol, interval)
+            frame = self._frames[entry.path] = ohlcv_load(entry.path, symbol, str(entry.interval))
+        return frame
+
+    def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
+        """Bars of ``(symbol, interval)`` with open time in ``[start_ms, end_ms)``, built if coarser."""
+        entry = self._entry_for(symbol, interval)
+        frame = self.load(symbol, interval)
+        if entry is not None and entry.interval != interval:
+            frame = bars_resample(frame, str(entry.interval), interval)
         lo = pl.lit(start_ms).cast(pl.Datetime("ms", "UTC"))
         hi = pl.lit(end_ms).cast(pl.Datetime("ms", "UTC"))
         return frame.filter((pl.col("timestamp") >= lo) & (pl.col("timestamp") < hi))
+
+
+def bars_resample(bars: pl.DataFrame, src: str, dst: str) -> pl.DataFrame:
+    """Coarser bars built exactly from finer ones; only complete buckets are kept.
+
+    Buckets are epoch-aligned (``timestamp // dst * dst``), left-closed and labelled by their
+    open; open = first, high = max, low = min, close = last, volume = sum (summed like numpy's
+    ``reshape(-1, k).sum(axis=1)``, so bars aggregated by the generator are matched bit for bit).
+    A bucket with any finer bar missing is dropped.
+    """
+    step, fine = interval_ms(dst), interval_ms(src)
+    if step % fine:
+        msg = f"cannot build {dst} bars from {src} bars: {dst} is not a whole multiple of {src}"
+        raise DataError(msg)
+    k = step // fine
+    if k == 1:
+        return bars
+    agg = (
+        bars.sort("timestamp")
+        .group_by_dynamic("timestamp", every=f"{step}ms", closed="left", label="left", start_by="window")
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.len().alias("_n"),
+        )
+        .filter(pl.col("_n") == k)
+    )
+    # volume of the complete buckets: each is k consecutive rows of the sorted fine bars
+    bucket = (bars.get_column("timestamp").dt.epoch("ms") // step) * step
+    keep = bucket.is_in(agg.get_column("timestamp").dt.epoch("ms").implode())
+    volume = bars.sort("timestamp").get_column("volume").filter(keep).to_numpy().reshape(-1, k).sum(axis=1)
+    return agg.select("timestamp", "open", "high", "low", "close").with_columns(pl.Series("volume", volume))
+
+
+def _interval_infer(raw: pl.DataFrame) -> str:
+    """The interval of a file whose name has none: the smallest step between consecutive bars."""
+    ts = raw.get_column("timestamp").dt.epoch("ms").sort().diff().drop_nulls()
+    ts = ts.filter(ts > 0)
+    if ts.len() == 0:
+        msg = "too few bars to read its interval from; name it BASE_QUOTE-tf.ext (e.g. BTC_USDT-1h.csv)"
+        raise DataError(msg)
+    step = int(ts.min())  # type: ignore[arg-type]
+    for unit, ms in (("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        if step % ms == 0:
+            return f"{step // ms}{unit}"
+    msg = f"bars {step} ms apart are not on a minute grid; name the file BASE_QUOTE-tf.ext"
+    raise DataError(msg)
 
 
 def _read(path: Path) -> pl.DataFrame:
@@ -96,6 +343,11 @@ def _read(path: Path) -> pl.DataFrame:
         return pl.read_csv(path)
     if path.suffix == ".parquet":
         return pl.read_parquet(path)
+    if path.suffix == ".json":
+        # freqtrade json: [[ms, open, high, low, close, volume], ...]
+        rows = json.loads(path.read_text())
+        cols = ["date", "open", "high", "low", "close", "volume"]
+        return pl.DataFrame(rows, schema=cols, orient="row") if rows else pl.DataFrame(schema=cols)
     # freqtrade writes feather with pandas (Arrow IPC v2, lz4/zstd): polars reads it directly.
     return pl.read_ipc(path)
 
@@ -124,8 +376,8 @@ def _timestamps(col: pl.Series, path: Path) -> pl.Series:
     raise DataError(msg)
 
 
-def ohlcv_load(path: Path, symbol: str, interval: str) -> pl.DataFrame:
-    """Read, normalise and validate one file; every failure names the file and the fix."""
+def ohlcv_read(path: Path) -> pl.DataFrame:
+    """Read and normalise one file to the bar columns (not yet validated); failures name the file."""
     try:
         raw = _read(path)
     except Exception as exc:
@@ -142,15 +394,23 @@ def ohlcv_load(path: Path, symbol: str, interval: str) -> pl.DataFrame:
         need = ", ".join(missing + ([] if time_col else ["one of " + "/".join(TIME_COLUMNS)]))
         msg = f"{path}: missing column(s) {need}; the file needs a time column and open, high, low, close, volume"
         raise DataError(msg)
+    if raw.height == 0:
+        msg = f"{path} holds no bars (only a header): export the data again or remove the file"
+        raise DataError(msg)
     try:
         ts = _timestamps(raw.get_column(time_col), path)
-        frame = raw.select(
+        return raw.select(
             ts.alias("timestamp"), *[pl.col(c).cast(pl.Float64, strict=True) for c in BAR_SCHEMA if c != "timestamp"]
         )
     except pl.exceptions.PolarsError as exc:
         detail = " ".join(str(exc).split())[:160]
         msg = f"{path}: cannot convert columns ({detail}); use numbers for prices/volume and ISO or epoch times"
         raise DataError(msg) from exc
+
+
+def ohlcv_load(path: Path, symbol: str, interval: str) -> pl.DataFrame:
+    """Read, normalise and validate one file; every failure names the file and the fix."""
+    frame = ohlcv_read(path)
     try:
         return bars_validate(frame, symbol, interval)
     except EngineError as exc:
