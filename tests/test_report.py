@@ -15,10 +15,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.backtest import ORDER_SCHEMA, TRADE_SCHEMA, BacktestResult
+from engine.backtest import ORDER_SCHEMA, BacktestResult
 from engine.config import RunConfig
 from engine.exit_rules import ExitRules
 from engine.report import CHART_IDS, report_write
+from engine.trades import TRADE_SCHEMA
 
 T0 = datetime(2023, 1, 1, tzinfo=UTC)
 INIT_CASH = 100_000.0

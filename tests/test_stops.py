@@ -11,11 +11,11 @@ from helpers import random_ohlc
 from engine.exit_rules import ExitRules
 from engine.simulation import (
     EXIT_KIND_NAMES,
-    StopState,
     MAX_HOLDING,
     STOP_LOSS,
     TAKE_PROFIT,
     TRAILING,
+    StopState,
     find_stop_exits,
 )
 
