@@ -28,12 +28,12 @@ from engine.data.bars import interval_ms
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, ranges_merge, store_open
 from engine.data.sources.base import DataSource
-from engine.errors import DataError, EngineError
+from engine.errors import DataError, EngineError, NoWinnersError
 from engine.exit_rules import ExitRules
 from engine.metrics import equity_metrics, trading_metrics
 from engine.panel import Panel, panel_load
 from engine.progress import progress_iter
-from engine.ranking import ranks_compute, weights_compute
+from engine.ranking import eligibility_diagnose, ranks_compute, weights_compute
 from engine.signals import signals_compute
 from engine.simulation.stage import AllocationContext, GridBook, SelectionContext, SimulationContext, SimulationStage
 from engine.simulation.stops import Ambiguity, StopState
@@ -366,6 +366,23 @@ class BacktestEngine:
                 exit_rules=exit_rules,
             )
             self.plans.append(WindowPlan(w, selection, AllocationContext(weights=weights, exit_rules=exit_rules)))
+        self.empty_windows = sum(not p.selection.winners for p in self.plans)
+        if self.empty_windows == len(self.plans):
+            why = eligibility_diagnose(
+                self.lakehouse.scan("bars", "1d"),
+                [w.rank_date for w in self.windows],
+                self.cfg.ranking,
+                self.cfg.portfolio,
+                self.cfg.universe,
+            )
+            msg = f"every one of the {len(self.plans)} walk-forward windows has no winner: {why}"
+            raise NoWinnersError(msg)
+        if self.empty_windows:
+            log.warning(
+                "%d of %d windows have no winner (held in cash); metrics.json counts them in empty_windows",
+                self.empty_windows,
+                len(self.plans),
+            )
         self._timed("windows", t0)
 
     def _signals_prepare(self, spans: dict[str, list[tuple[int, int]]]) -> None:
@@ -765,6 +782,7 @@ class BacktestEngine:
             ),
             "final_equity": float(equity[-1]),
             "n_windows": len(self.windows),
+            "empty_windows": self.empty_windows,
             "start": self.windows[0].as_dict()["start"],
             "end": self.windows[-1].as_dict()["end"],
             "interval": self.interval,

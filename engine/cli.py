@@ -350,7 +350,7 @@ def _hydra_entry() -> None:
                 # one bad job must not stop the sweep: the summary lists it with this reason
                 print(f"error: job failed: {exc}", file=sys.stderr)
                 return None
-            fail(str(exc))
+            fail(str(exc), getattr(exc, "exit_code", 2))
         except Exception as exc:
             error_write(f"{exc.__class__.__name__}: {exc}")
             raise

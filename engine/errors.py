@@ -11,3 +11,9 @@ class ConfigError(EngineError):
 
 class DataError(EngineError):
     """Data is missing, corrupt or does not cover what the run needs."""
+
+
+class NoWinnersError(DataError):
+    """Every walk-forward window was left without a winner: nothing would be traded."""
+
+    exit_code = 1

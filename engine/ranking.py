@@ -91,6 +91,61 @@ def ranks_compute(
     return _scores_rank(frame, ranking)
 
 
+def eligibility_diagnose(
+    bars: pl.LazyFrame,
+    rank_dates: list[date],
+    ranking: RankingConfig,
+    portfolio: PortfolioConfig,
+    universe: UniverseConfig,
+) -> str:
+    """Which eligibility filter leaves no symbol on any ranking date, in words (for the error of a
+    run in which every window is empty): the filters are applied one after another and the first
+    that removes every remaining (symbol, date) is named, with the value that would pass."""
+    feats = features_compute(bars, ranking, portfolio).filter(pl.col("date").is_in(rank_dates))
+    if universe.symbols:
+        feats = feats.filter(pl.col("symbol").is_in(universe.symbols))
+    if universe.exclude:
+        feats = feats.filter(~pl.col("symbol").is_in(universe.exclude))
+    factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
+    f = feats.select(
+        pl.len().alias("listed"),
+        pl.col("history").max().alias("max_history"),
+        (pl.col("history") >= ranking.min_history_days).sum().alias("history_ok"),
+        (pl.col("dollar_volume").filter(pl.col("history") >= ranking.min_history_days)).max().alias("max_volume"),
+        ((pl.col("history") >= ranking.min_history_days) & (pl.col("dollar_volume") >= _quote_volume_floor(ranking)))
+        .sum()
+        .alias("volume_ok"),
+        (
+            (pl.col("history") >= ranking.min_history_days)
+            & (pl.col("dollar_volume") >= _quote_volume_floor(ranking))
+            & factor_ok
+            & (pl.col("vol") > 0)
+        )
+        .sum()
+        .alias("factors_ok"),
+    ).collect()
+    r = f.row(0, named=True)
+    if not r["listed"]:
+        return "no symbol of the universe (universe.symbols / universe.exclude) has a bar on any ranking date"
+    if not r["history_ok"]:
+        return (
+            f"ranking.min_history_days={ranking.min_history_days} removes every symbol: the longest history on a "
+            f"ranking date is {r['max_history']} bars; lower it or extend the data"
+        )
+    if not r["volume_ok"]:
+        which = "ranking.min_quote_volume" if ranking.min_quote_volume is not None else "the default liquidity floor"
+        return (
+            f"{which} removes every symbol: the largest {ranking.liquidity_days}-day median volume in the quote "
+            f"currency is {r['max_volume']:.6g}; lower ranking.min_quote_volume (it counts in the pair's quote)"
+        )
+    if not r["factors_ok"]:
+        return (
+            f"no symbol has finite factors: ranking.momentum_days={ranking.momentum_days} or "
+            f"ranking.vol_days={ranking.vol_days} needs more bars than the data has before a ranking date"
+        )
+    return "no ranked symbol has a bar at its window's first open"
+
+
 def _scores_rank(frame: pl.DataFrame, ranking: RankingConfig) -> pl.DataFrame:
     """Cross-sectional z-scores combined into a score and ranked, per date.
 
