@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = (
@@ -43,7 +46,7 @@ class Row:
     baseline: float | None = None
     baseline_name: str = ""
     target: str = ""
-    status: str = ""  # "pass" | "miss" | "" (targets are reported, never enforced)
+    status: str = ""  # PASS | MISS | INCONCLUSIVE (speed, reported) | MATCH | MISMATCH (correctness, enforced) | ""
     note: str = ""
     ratio: float | None = field(default=None)
 
@@ -55,11 +58,60 @@ class Row:
         return asdict(self)
 
 
+PASS, MISS, INCONCLUSIVE = "pass", "miss", "inconclusive"  # speed targets: reported, never enforced
+MATCH, MISMATCH = "match", "MISMATCH"  # correctness checks: a MISMATCH makes the command exit 1
+
+
 def check(value: float | None, limit: float) -> str:
-    """``pass`` when ``value <= limit`` (a report, never a failure)."""
+    """Verdict of a point estimate against ``value <= limit``.
+
+    ``pass`` / ``miss``; ``inconclusive`` when the estimate is not a positive finite number (a cost
+    or a ratio of two costs cannot be <= 0: such a value is noise, not a result).
+    """
     if value is None:
         return ""
-    return "pass" if value <= limit else "miss"
+    if not (math.isfinite(value) and value > 0):
+        return INCONCLUSIVE
+    return PASS if value <= limit else MISS
+
+
+def check_interval(estimate: float, low: float, high: float, limit: float) -> str:
+    """Verdict of a noisy estimate, given its noise interval ``[low, high]``, against ``<= limit``.
+
+    ``inconclusive`` when the estimate or the interval's low end is <= 0 (the estimate is negative
+    or inside its own noise) or when the interval straddles the limit; ``pass`` only when the whole
+    interval is <= limit, ``miss`` only when the whole interval is above it.
+    """
+    if not all(math.isfinite(x) for x in (estimate, low, high)) or low > high:
+        return INCONCLUSIVE
+    if estimate <= 0 or low <= 0:
+        return INCONCLUSIVE
+    if high <= limit:
+        return PASS
+    if low > limit:
+        return MISS
+    return INCONCLUSIVE
+
+
+def check_equal(equal: bool) -> str:
+    """Verdict of a correctness check: ``match`` or ``MISMATCH`` (which fails the command)."""
+    return MATCH if equal else MISMATCH
+
+
+def exit_code(rows: list[Row], crashed: list[str]) -> int:
+    """1 when a figure crashed or any correctness row is a ``MISMATCH``; speed verdicts never count."""
+    return 1 if crashed or any(r.status == MISMATCH for r in rows) else 0
+
+
+def loglog_exponent(x: list[float], y: list[float]) -> float:
+    """Least-squares slope of ``log y`` on ``log x``: ``y ~ x**b`` returns ``b`` (1 = linear).
+
+    NaN when fewer than two distinct ``x`` or any value is not > 0.
+    """
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xs) < 2 or len(np.unique(xs)) < 2 or (xs <= 0).any() or not (ys > 0).all():
+        return float("nan")
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:

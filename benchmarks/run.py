@@ -1,11 +1,13 @@
 """Run the benchmark suite, print the table, write ``benchmarks/results/latest.json``.
 
-    python -m benchmarks            # full suite (~15 min on 2 cores)
-    python -m benchmarks --quick    # smaller sizes, no scaling figure (< 3 min; CI)
+    python -m benchmarks            # full suite
+    python -m benchmarks --quick    # smaller sizes (CI)
     python benchmarks/run.py --only 2,6
 
-Targets are printed as pass/miss and never change the exit code; only a crash does (exit 1).
-Every lakehouse and output directory lives in a temporary directory removed at the end.
+Speed targets are printed as pass / miss / inconclusive and never change the exit code.
+Correctness checks (our results against the same orders through vectorbt, our trades against
+backtesting.py's) are printed as match / MISMATCH; a MISMATCH, like a crash, makes the command
+exit 1. Every lakehouse and output directory lives in a temporary directory removed at the end.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``: import the packag
     sys.path[:] = [_root, *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
 
 from benchmarks import fig1_e2e, fig2_simulation, fig3_ranking, fig4_mtf, fig5_scaling, fig6_peer, fig7_sweeps
-from benchmarks.common import REPO, Row, machine_info
+from benchmarks.common import MISMATCH, REPO, Row, exit_code, machine_info
 
 FIGURES = {
     "1": ("end-to-end default profile", fig1_e2e, True),
     "2": ("simulation stage", fig2_simulation, True),
     "3": ("ranking throughput", fig3_ranking, True),
     "4": ("lazy MTF ingest and winner slice", fig4_mtf, True),
-    "5": ("scaling with the universe (full only)", fig5_scaling, False),
+    "5": ("scaling with the universe", fig5_scaling, True),
     "6": ("peer: backtesting.py", fig6_peer, True),
     "7": ("sweeps: configurations per second", fig7_sweeps, True),
 }
@@ -85,7 +87,7 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, no scaling figure (< 3 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run of every figure, for CI)")
     parser.add_argument("--only", default="", help="comma-separated figure numbers, e.g. 2,6")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
     args = parser.parse_args(argv)
@@ -122,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     duration = time.perf_counter() - t0
     print()
     print(table(rows))
-    print(f"\n{mode} mode, {duration:.0f} s; targets are reported, never enforced")
+    verdicts = {v: sum(r.status == v for r in rows) for v in ("pass", "miss", "inconclusive", "match", MISMATCH)}
+    print(
+        f"\n{mode} mode, {duration:.0f} s; speed targets (reported, never enforced): {verdicts['pass']} pass, "
+        f"{verdicts['miss']} miss, {verdicts['inconclusive']} inconclusive; correctness checks (enforced): "
+        f"{verdicts['match']} match, {verdicts[MISMATCH]} MISMATCH"
+    )
     report = {
         "mode": mode,
         "started_utc": started.isoformat(timespec="seconds"),
@@ -132,14 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         "figures": figures,
         "rows": [r.as_dict() for r in rows],
         "crashed": crashed,
+        "mismatches": [r.as_dict() for r in rows if r.status == MISMATCH],
+        "exit_code": exit_code(rows, crashed),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1, default=str))
     print(f"wrote {args.output}")
     if crashed:
         print(f"figure(s) {', '.join(crashed)} crashed", file=sys.stderr)
-        return 1
-    return 0
+    for r in rows:
+        if r.status == MISMATCH:
+            print(f"correctness MISMATCH in figure {r.figure}: {r.name} ({r.note})", file=sys.stderr)
+    return exit_code(rows, crashed)
 
 
 if __name__ == "__main__":
