@@ -75,16 +75,18 @@ def check(value: float | None, limit: float) -> str:
     return PASS if value <= limit else MISS
 
 
-def check_interval(estimate: float, low: float, high: float, limit: float) -> str:
+def check_interval(estimate: float, low: float, high: float, limit: float, *, positive: bool = True) -> str:
     """Verdict of a noisy estimate, given its noise interval ``[low, high]``, against ``<= limit``.
 
-    ``inconclusive`` when the estimate or the interval's low end is <= 0 (the estimate is negative
-    or inside its own noise) or when the interval straddles the limit; ``pass`` only when the whole
-    interval is <= limit, ``miss`` only when the whole interval is above it.
+    ``inconclusive`` when the interval straddles the limit or, for a quantity that must be
+    positive (a cost, a ratio of costs: ``positive=True``), when the estimate or the interval's low
+    end is <= 0 (the estimate is negative or inside its own noise); ``pass`` only when the whole
+    interval is <= limit, ``miss`` only when the whole interval is above it. A non-finite value or
+    an interval that does not hold the estimate is ``inconclusive``.
     """
-    if not all(math.isfinite(x) for x in (estimate, low, high)) or low > high:
+    if not all(math.isfinite(x) for x in (estimate, low, high)) or not low <= estimate <= high:
         return INCONCLUSIVE
-    if estimate <= 0 or low <= 0:
+    if positive and (estimate <= 0 or low <= 0):
         return INCONCLUSIVE
     if high <= limit:
         return PASS
@@ -175,7 +177,7 @@ def run_config(lakehouse: Path, output: Path, overrides: list[str]) -> Any:
 # The code a fresh interpreter runs (``python -c``): compose, run_backtest ``repeat`` times in one
 # process, report wall times, stage timings and the process's own peak RSS as one JSON line.
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 t_start = time.time()
 args = json.loads(sys.argv[1])
 from engine.cli import config_compose, run_backtest
@@ -190,12 +192,16 @@ for i in range(args["repeat"]):
     runs.append({"wall_s": time.perf_counter() - t0, "end_epoch": time.time(), "timings": r.timings,
                  "n_trades": r.metrics.get("n_trades"), "n_windows": r.metrics.get("n_windows"),
                  "n_ambiguous": r.metrics.get("n_ambiguous_exits")})
+out = {"start_epoch": t_start, "runs": runs}
+if os.environ.get("BENCH_REPORT_MODULES"):  # the modules a run loads (figure 5's import baseline)
+    out["modules"] = sorted(sys.modules)
 # VmHWM: this image's own peak RSS (ru_maxrss would include the parent's RSS at fork, kept over exec)
 try:
     hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
 except (OSError, StopIteration):
     hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("BENCH_JSON " + json.dumps({"start_epoch": t_start, "runs": runs, "maxrss_mb": hwm}))
+out["maxrss_mb"] = hwm
+print("BENCH_JSON " + json.dumps(out))
 """
 
 

@@ -70,7 +70,11 @@ def table(rows: list[Row]) -> str:
             _fmt(r.value),
             r.unit,
             f"{_fmt(r.baseline)}" + (f" ({r.baseline_name})" if r.baseline is not None else ""),
-            "-" if r.ratio is None else f"{r.ratio:.2f}x" if abs(r.ratio) >= 0.1 else f"{r.ratio:.3g}x",
+            "-"
+            if r.ratio is None or not math.isfinite(r.ratio)
+            else f"{r.ratio:.2f}x"
+            if abs(r.ratio) >= 0.1
+            else f"{r.ratio:.3g}x",
             r.target,
             r.status,
         )
