@@ -128,6 +128,50 @@ def best_of(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def paired_times(
+    fn_a: Callable[[], Any], fn_b: Callable[[], Any], repeat: int = 5, warmup: int = 1
+) -> tuple[list[float], list[float]]:
+    """Wall times of ``fn_a`` and ``fn_b`` called alternately (a, b, a, b, ...) after ``warmup``
+    untimed calls of each, so that a slow spell of a shared machine hits both sides of a pair."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    ta, tb = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn_a()
+        t1 = time.perf_counter()
+        fn_b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return ta, tb
+
+
+def median_interval(values: list[float], coverage: float = 0.95) -> tuple[float, float, float]:
+    """``(median, low, high)``: the median and a distribution-free confidence interval for it.
+
+    The interval is ``[x(k), x(n+1-k)]`` of the sorted values with the largest ``k`` whose coverage
+    ``1 - 2 P(Binomial(n, 1/2) <= k-1)`` is >= ``coverage``; with too few values to reach it
+    (n <= 5 for 95 %) it is the whole range. One outlier among many pairs thus does not decide a
+    verdict, and a handful of pairs gives their full spread.
+    """
+    xs = sorted(values)
+    n = len(xs)
+    k = 1
+    while k + 1 <= (n + 1) // 2:
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n  # P(Bin(n, 1/2) <= k)
+        if 1 - 2 * tail < coverage:
+            break
+        k += 1
+    return statistics.median(xs), xs[k - 1], xs[n - k]
+
+
+def ratio_interval(ta: list[float], tb: list[float]) -> tuple[float, float, float]:
+    """``(median, low, high)`` of the paired ratios ``ta[i] / tb[i]`` (see ``median_interval``)."""
+    return median_interval([a / b for a, b in zip(ta, tb, strict=True)])
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     """``(seconds, result)`` of one call."""
     t0 = time.perf_counter()
