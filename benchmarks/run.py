@@ -16,6 +16,8 @@ import argparse
 import json
 import logging
 import math
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -89,6 +91,13 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (other jobs on a shared
+    machine stretch the wall, much less the CPU time)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run of every figure, for CI)")
@@ -103,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    print(f"benchmarks ({mode} mode), figures {', '.join(wanted)}; ratio = value / baseline", flush=True)
+    c0 = cpu_seconds()
+    print(
+        f"benchmarks ({mode} mode), figures {', '.join(wanted)}; ratio = value / baseline; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start",
+        flush=True,
+    )
     rows: list[Row] = []
     figures: dict[str, Any] = {}
     crashed = []
@@ -112,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             title, module, _ = FIGURES[key]
             work = Path(tmp) / f"fig{key}"
             work.mkdir()
-            f0 = time.perf_counter()
+            f0, fc0 = time.perf_counter(), cpu_seconds()
             print(f"[{key}] {title}: sizes {module.sizes(args.quick)} ...", flush=True)
             try:
                 fig_rows, detail = module.run(args.quick, work)
@@ -121,16 +135,23 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 figures[key] = {"title": title, "error": f"{exc.__class__.__name__}: {exc}"}
                 continue
-            secs = time.perf_counter() - f0
-            print(f"[{key}] done in {secs:.1f} s", flush=True)
+            secs, cpu = time.perf_counter() - f0, cpu_seconds() - fc0
+            print(f"[{key}] done in {secs:.1f} s ({cpu:.1f} s CPU)", flush=True)
             rows.extend(fig_rows)
-            figures[key] = {"title": title, "seconds": secs, "detail": detail, "rows": [r.as_dict() for r in fig_rows]}
-    duration = time.perf_counter() - t0
+            figures[key] = {
+                "title": title,
+                "seconds": secs,
+                "cpu_seconds": cpu,
+                "detail": detail,
+                "rows": [r.as_dict() for r in fig_rows],
+            }
+    duration, cpu_total = time.perf_counter() - t0, cpu_seconds() - c0
     print()
     print(table(rows))
     verdicts = {v: sum(r.status == v for r in rows) for v in ("pass", "miss", "inconclusive", "match", MISMATCH)}
     print(
-        f"\n{mode} mode, {duration:.0f} s; speed targets (reported, never enforced): {verdicts['pass']} pass, "
+        f"\n{mode} mode, {duration:.0f} s wall, {cpu_total:.0f} s CPU (this process and its children; "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end); speed targets (reported, never enforced): {verdicts['pass']} pass, "
         f"{verdicts['miss']} miss, {verdicts['inconclusive']} inconclusive; correctness checks (enforced): "
         f"{verdicts['match']} match, {verdicts[MISMATCH]} MISMATCH"
     )
@@ -138,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode,
         "started_utc": started.isoformat(timespec="seconds"),
         "duration_s": duration,
+        "cpu_s": cpu_total,
+        "load_average_end": os.getloadavg(),  # (1, 5, 15 min): how shared the machine was
         "machine": machine_info(),
         "ratio": "value / baseline",
         "figures": figures,
