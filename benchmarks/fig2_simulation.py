@@ -329,7 +329,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         "sizes": size,
         "seconds": t,
         "checks": checks,
-        "ratios_median_min_max": ratios,
+        "ratios_median_low_high": ratios,
         "n_orders": res.orders.height,
         "n_stop_exits": res.exits.height,
         "baseline": "vbt.Portfolio.from_orders on the order rows (target); dispatch.simulate_from_orders (info)",

@@ -191,7 +191,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             "bt_per_combo_s": t_bt,
             "ours_per_combo_s": t_ours,
             "grid_per_combo_s": t_grid,
-            "grid_vs_bt_ratio_median_min_max": ratio,
+            "grid_vs_bt_ratio_median_low_high": ratio,
             "entries_per_combo_s": t_entries,
             "signal_s": t_signal,
             "grid_simulation_only_per_combo_s": t_grid_sim,
@@ -221,7 +221,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     ]
     for m in (small, big):
         k = m["n_combinations"]
-        ratio, lo, hi = m["grid_vs_bt_ratio_median_min_max"]
+        ratio, lo, hi = m["grid_vs_bt_ratio_median_low_high"]
         rows.append(
             Row(
                 FIG,
