@@ -166,3 +166,30 @@ def test_median_interval() -> None:
     many = [1.0] * 29 + [50.0]
     est, low, high = median_interval(many)
     assert (est, low, high) == (1.0, 1.0, 1.0)
+
+
+def test_figure6_trade_agreement_counts_a_moved_exit_as_a_mismatch() -> None:
+    import pandas as pd
+
+    from benchmarks.fig6_peer import agree
+
+    bt = pd.DataFrame(
+        {"EntryBar": [10, 50], "EntryPrice": [100.0, 90.0], "ExitBar": [20, 60], "ExitPrice": [95.0, 99.0]}
+    )
+    ours = [(10, 100.0, 20, 95.0), (50, 90.0, 60, 99.0)]
+    assert agree(ours, bt) == 2
+    assert agree([(10, 100.0, 20, 95.0), (50, 90.0, 61, 99.0)], bt) == 1  # an exit one bar late
+    assert agree([(10, 100.0, 20, 95.0), (50, 90.0 * (1 + 1e-6), 60, 99.0)], bt) == 1  # a price off by 1e-6
+
+
+def test_figure5_exponent_row_verdicts() -> None:
+    from benchmarks.fig5_scaling import exponent_row
+
+    x = [100.0, 500.0, 2000.0]
+    linear = exponent_row("t", x, [1.0, 5.0, 20.0], [0.98, 1.02], "")
+    assert linear.value == pytest.approx(1.0)
+    assert linear.status == PASS
+    quadratic = exponent_row("t", x, [1.0, 25.0, 400.0], [1.9, 2.1], "")
+    assert quadratic.status == MISS
+    noisy = exponent_row("t", x, [1.0, 5.0, 20.0], [0.7, 1.4], "")
+    assert noisy.status == INCONCLUSIVE
