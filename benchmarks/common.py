@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = (
@@ -43,7 +46,7 @@ class Row:
     baseline: float | None = None
     baseline_name: str = ""
     target: str = ""
-    status: str = ""  # "pass" | "miss" | "" (targets are reported, never enforced)
+    status: str = ""  # PASS | MISS | INCONCLUSIVE (speed, reported) | MATCH | MISMATCH (correctness, enforced) | ""
     note: str = ""
     ratio: float | None = field(default=None)
 
@@ -55,11 +58,62 @@ class Row:
         return asdict(self)
 
 
+PASS, MISS, INCONCLUSIVE = "pass", "miss", "inconclusive"  # speed targets: reported, never enforced
+MATCH, MISMATCH = "match", "MISMATCH"  # correctness checks: a MISMATCH makes the command exit 1
+
+
 def check(value: float | None, limit: float) -> str:
-    """``pass`` when ``value <= limit`` (a report, never a failure)."""
+    """Verdict of a point estimate against ``value <= limit``.
+
+    ``pass`` / ``miss``; ``inconclusive`` when the estimate is not a positive finite number (a cost
+    or a ratio of two costs cannot be <= 0: such a value is noise, not a result).
+    """
     if value is None:
         return ""
-    return "pass" if value <= limit else "miss"
+    if not (math.isfinite(value) and value > 0):
+        return INCONCLUSIVE
+    return PASS if value <= limit else MISS
+
+
+def check_interval(estimate: float, low: float, high: float, limit: float, *, positive: bool = True) -> str:
+    """Verdict of a noisy estimate, given its noise interval ``[low, high]``, against ``<= limit``.
+
+    ``inconclusive`` when the interval straddles the limit or, for a quantity that must be
+    positive (a cost, a ratio of costs: ``positive=True``), when the estimate or the interval's low
+    end is <= 0 (the estimate is negative or inside its own noise); ``pass`` only when the whole
+    interval is <= limit, ``miss`` only when the whole interval is above it. A non-finite value or
+    an interval that does not hold the estimate is ``inconclusive``.
+    """
+    if not all(math.isfinite(x) for x in (estimate, low, high)) or not low <= estimate <= high:
+        return INCONCLUSIVE
+    if positive and (estimate <= 0 or low <= 0):
+        return INCONCLUSIVE
+    if high <= limit:
+        return PASS
+    if low > limit:
+        return MISS
+    return INCONCLUSIVE
+
+
+def check_equal(equal: bool) -> str:
+    """Verdict of a correctness check: ``match`` or ``MISMATCH`` (which fails the command)."""
+    return MATCH if equal else MISMATCH
+
+
+def exit_code(rows: list[Row], crashed: list[str]) -> int:
+    """1 when a figure crashed or any correctness row is a ``MISMATCH``; speed verdicts never count."""
+    return 1 if crashed or any(r.status == MISMATCH for r in rows) else 0
+
+
+def loglog_exponent(x: list[float], y: list[float]) -> float:
+    """Least-squares slope of ``log y`` on ``log x``: ``y ~ x**b`` returns ``b`` (1 = linear).
+
+    NaN when fewer than two distinct ``x`` or any value is not > 0.
+    """
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xs) < 2 or len(np.unique(xs)) < 2 or (xs <= 0).any() or not (ys > 0).all():
+        return float("nan")
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
@@ -72,6 +126,50 @@ def best_of(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def paired_times(
+    fn_a: Callable[[], Any], fn_b: Callable[[], Any], repeat: int = 5, warmup: int = 1
+) -> tuple[list[float], list[float]]:
+    """Wall times of ``fn_a`` and ``fn_b`` called alternately (a, b, a, b, ...) after ``warmup``
+    untimed calls of each, so that a slow spell of a shared machine hits both sides of a pair."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    ta, tb = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn_a()
+        t1 = time.perf_counter()
+        fn_b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return ta, tb
+
+
+def median_interval(values: list[float], coverage: float = 0.95) -> tuple[float, float, float]:
+    """``(median, low, high)``: the median and a distribution-free confidence interval for it.
+
+    The interval is ``[x(k), x(n+1-k)]`` of the sorted values with the largest ``k`` whose coverage
+    ``1 - 2 P(Binomial(n, 1/2) <= k-1)`` is >= ``coverage``; with too few values to reach it
+    (n <= 5 for 95 %) it is the whole range. One outlier among many pairs thus does not decide a
+    verdict, and a handful of pairs gives their full spread.
+    """
+    xs = sorted(values)
+    n = len(xs)
+    k = 1
+    while k + 1 <= (n + 1) // 2:
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n  # P(Bin(n, 1/2) <= k)
+        if 1 - 2 * tail < coverage:
+            break
+        k += 1
+    return statistics.median(xs), xs[k - 1], xs[n - k]
+
+
+def ratio_interval(ta: list[float], tb: list[float]) -> tuple[float, float, float]:
+    """``(median, low, high)`` of the paired ratios ``ta[i] / tb[i]`` (see ``median_interval``)."""
+    return median_interval([a / b for a, b in zip(ta, tb, strict=True)])
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -123,7 +221,7 @@ def run_config(lakehouse: Path, output: Path, overrides: list[str]) -> Any:
 # The code a fresh interpreter runs (``python -c``): compose, run_backtest ``repeat`` times in one
 # process, report wall times, stage timings and the process's own peak RSS as one JSON line.
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 t_start = time.time()
 args = json.loads(sys.argv[1])
 from engine.cli import config_compose, run_backtest
@@ -138,12 +236,16 @@ for i in range(args["repeat"]):
     runs.append({"wall_s": time.perf_counter() - t0, "end_epoch": time.time(), "timings": r.timings,
                  "n_trades": r.metrics.get("n_trades"), "n_windows": r.metrics.get("n_windows"),
                  "n_ambiguous": r.metrics.get("n_ambiguous_exits")})
+out = {"start_epoch": t_start, "runs": runs}
+if os.environ.get("BENCH_REPORT_MODULES"):  # the modules a run loads (figure 5's import baseline)
+    out["modules"] = sorted(sys.modules)
 # VmHWM: this image's own peak RSS (ru_maxrss would include the parent's RSS at fork, kept over exec)
 try:
     hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
 except (OSError, StopIteration):
     hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("BENCH_JSON " + json.dumps({"start_epoch": t_start, "runs": runs, "maxrss_mb": hwm}))
+out["maxrss_mb"] = hwm
+print("BENCH_JSON " + json.dumps(out))
 """
 
 

@@ -5,6 +5,11 @@ call ("first run": launch to end, imports and JIT/cache loads included) and the 
 run", same process). The lakehouse is generated once by a first run on an empty directory
 (reported separately); every other process finds it existing. Full mode also runs each engine
 with an empty numba cache directory (the first process ever on a machine or a CI runner).
+
+Targets: absolute time budgets of the default profile (first run <= 30 s, warm run <= 5 s), judged
+in full mode only; quick mode's smaller universe would meet them more easily, so it prints the
+limits without a verdict. Rows with a baseline (numba, the warm total) are comparisons within the
+same run and carry no target.
 """
 
 from __future__ import annotations
@@ -41,6 +46,14 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     detail: dict[str, Any] = {"sizes": size}
 
+    # The limits are absolute budgets of the default profile (100 symbols, 2021-2024): a smaller
+    # quick universe would pass them more easily, so quick mode prints the limit without a verdict.
+    def target(limit: float) -> str:
+        return f"<= {limit:.0f} s" + (" (full mode only)" if quick else " (absolute)")
+
+    def verdict(value: float, limit: float) -> str:
+        return "" if quick else check(value, limit)
+
     gen = backtest_subprocess(lake, tmp / "out-gen", [*base, "backtest.vbt_engine=rust"], repeat=1)
     detail["empty_lakehouse_rust"] = gen
     res = {
@@ -60,8 +73,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             "s",
             first["numba"],
             "numba",
-            f"<= {FIRST_TARGET_S:.0f} s",
-            check(first["rust"], FIRST_TARGET_S),
+            target(FIRST_TARGET_S),
+            verdict(first["rust"], FIRST_TARGET_S),
             f"fresh python -c; lakehouse existed={rust['lakehouse_existed']}",
         )
     )
@@ -73,8 +86,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             "s",
             None,
             "",
-            f"<= {FIRST_TARGET_S:.0f} s",
-            check(first["numba"], FIRST_TARGET_S),
+            target(FIRST_TARGET_S),
+            verdict(first["numba"], FIRST_TARGET_S),
             "numba cache on disk",
         )
     )
@@ -86,8 +99,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             "s",
             warm["numba"],
             "numba",
-            f"<= {WARM_TARGET_S:.0f} s",
-            check(warm["rust"], WARM_TARGET_S),
+            target(WARM_TARGET_S),
+            verdict(warm["rust"], WARM_TARGET_S),
         )
     )
     rows.append(
@@ -98,8 +111,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             "s",
             None,
             "",
-            f"<= {WARM_TARGET_S:.0f} s",
-            check(warm["numba"], WARM_TARGET_S),
+            target(WARM_TARGET_S),
+            verdict(warm["numba"], WARM_TARGET_S),
         )
     )
     g_first, g_data = gen["first_s"], gen["runs"][0]["timings"]["data"]
@@ -111,8 +124,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             "s",
             first["rust"],
             "first run, existing lakehouse",
-            f"<= {FIRST_TARGET_S:.0f} s",
-            check(g_first, FIRST_TARGET_S),
+            target(FIRST_TARGET_S),
+            verdict(g_first, FIRST_TARGET_S),
             f"lakehouse existed={gen['lakehouse_existed']}",
         )
     )
@@ -184,8 +197,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
                 "s",
                 c["numba"],
                 "numba",
-                f"<= {FIRST_TARGET_S:.0f} s",
-                check(c["rust"], FIRST_TARGET_S),
+                target(FIRST_TARGET_S),
+                verdict(c["rust"], FIRST_TARGET_S),
                 "NUMBA_CACHE_DIR=empty dir; the stop kernel is numba either way",
             )
         )
@@ -197,8 +210,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
                 "s",
                 None,
                 "",
-                f"<= {FIRST_TARGET_S:.0f} s",
-                check(c["numba"], FIRST_TARGET_S),
+                target(FIRST_TARGET_S),
+                verdict(c["numba"], FIRST_TARGET_S),
             )
         )
     return rows, detail

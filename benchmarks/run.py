@@ -1,11 +1,13 @@
 """Run the benchmark suite, print the table, write ``benchmarks/results/latest.json``.
 
-    python -m benchmarks            # full suite (~15 min on 2 cores)
-    python -m benchmarks --quick    # smaller sizes, no scaling figure (< 3 min; CI)
+    python -m benchmarks            # full suite
+    python -m benchmarks --quick    # smaller sizes (CI)
     python benchmarks/run.py --only 2,6
 
-Targets are printed as pass/miss and never change the exit code; only a crash does (exit 1).
-Every lakehouse and output directory lives in a temporary directory removed at the end.
+Speed targets are printed as pass / miss / inconclusive and never change the exit code.
+Correctness checks (our results against the same orders through vectorbt, our trades against
+backtesting.py's) are printed as match / MISMATCH; a MISMATCH, like a crash, makes the command
+exit 1. Every lakehouse and output directory lives in a temporary directory removed at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import json
 import logging
 import math
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -28,14 +32,14 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``: import the packag
     sys.path[:] = [_root, *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
 
 from benchmarks import fig1_e2e, fig2_simulation, fig3_ranking, fig4_mtf, fig5_scaling, fig6_peer, fig7_sweeps
-from benchmarks.common import REPO, Row, machine_info
+from benchmarks.common import MISMATCH, REPO, Row, exit_code, machine_info
 
 FIGURES = {
     "1": ("end-to-end default profile", fig1_e2e, True),
     "2": ("simulation stage", fig2_simulation, True),
     "3": ("ranking throughput", fig3_ranking, True),
     "4": ("lazy MTF ingest and winner slice", fig4_mtf, True),
-    "5": ("scaling with the universe (full only)", fig5_scaling, False),
+    "5": ("scaling with the universe", fig5_scaling, True),
     "6": ("peer: backtesting.py", fig6_peer, True),
     "7": ("sweeps: configurations per second", fig7_sweeps, True),
 }
@@ -68,7 +72,11 @@ def table(rows: list[Row]) -> str:
             _fmt(r.value),
             r.unit,
             f"{_fmt(r.baseline)}" + (f" ({r.baseline_name})" if r.baseline is not None else ""),
-            "-" if r.ratio is None else f"{r.ratio:.2f}x" if abs(r.ratio) >= 0.1 else f"{r.ratio:.3g}x",
+            "-"
+            if r.ratio is None or not math.isfinite(r.ratio)
+            else f"{r.ratio:.2f}x"
+            if abs(r.ratio) >= 0.1
+            else f"{r.ratio:.3g}x",
             r.target,
             r.status,
         )
@@ -83,9 +91,16 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (other jobs on a shared
+    machine stretch the wall, much less the CPU time)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, no scaling figure (< 3 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run of every figure, for CI)")
     parser.add_argument("--only", default="", help="comma-separated figure numbers, e.g. 2,6")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
     args = parser.parse_args(argv)
@@ -97,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    print(f"benchmarks ({mode} mode), figures {', '.join(wanted)}; ratio = value / baseline", flush=True)
+    c0 = cpu_seconds()
+    print(
+        f"benchmarks ({mode} mode), figures {', '.join(wanted)}; ratio = value / baseline; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start",
+        flush=True,
+    )
     rows: list[Row] = []
     figures: dict[str, Any] = {}
     crashed = []
@@ -106,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             title, module, _ = FIGURES[key]
             work = Path(tmp) / f"fig{key}"
             work.mkdir()
-            f0 = time.perf_counter()
+            f0, fc0 = time.perf_counter(), cpu_seconds()
             print(f"[{key}] {title}: sizes {module.sizes(args.quick)} ...", flush=True)
             try:
                 fig_rows, detail = module.run(args.quick, work)
@@ -115,31 +135,49 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 figures[key] = {"title": title, "error": f"{exc.__class__.__name__}: {exc}"}
                 continue
-            secs = time.perf_counter() - f0
-            print(f"[{key}] done in {secs:.1f} s", flush=True)
+            secs, cpu = time.perf_counter() - f0, cpu_seconds() - fc0
+            print(f"[{key}] done in {secs:.1f} s ({cpu:.1f} s CPU)", flush=True)
             rows.extend(fig_rows)
-            figures[key] = {"title": title, "seconds": secs, "detail": detail, "rows": [r.as_dict() for r in fig_rows]}
-    duration = time.perf_counter() - t0
+            figures[key] = {
+                "title": title,
+                "seconds": secs,
+                "cpu_seconds": cpu,
+                "detail": detail,
+                "rows": [r.as_dict() for r in fig_rows],
+            }
+    duration, cpu_total = time.perf_counter() - t0, cpu_seconds() - c0
     print()
     print(table(rows))
-    print(f"\n{mode} mode, {duration:.0f} s; targets are reported, never enforced")
+    verdicts = {v: sum(r.status == v for r in rows) for v in ("pass", "miss", "inconclusive", "match", MISMATCH)}
+    print(
+        f"\n{mode} mode, {duration:.0f} s wall, {cpu_total:.0f} s CPU (this process and its children; "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end); speed targets (reported, never enforced): {verdicts['pass']} pass, "
+        f"{verdicts['miss']} miss, {verdicts['inconclusive']} inconclusive; correctness checks (enforced): "
+        f"{verdicts['match']} match, {verdicts[MISMATCH]} MISMATCH"
+    )
     report = {
         "mode": mode,
         "started_utc": started.isoformat(timespec="seconds"),
         "duration_s": duration,
+        "cpu_s": cpu_total,
+        "load_average_end": os.getloadavg(),  # (1, 5, 15 min): how shared the machine was
         "machine": machine_info(),
         "ratio": "value / baseline",
         "figures": figures,
         "rows": [r.as_dict() for r in rows],
         "crashed": crashed,
+        "mismatches": [r.as_dict() for r in rows if r.status == MISMATCH],
+        "exit_code": exit_code(rows, crashed),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1, default=str))
     print(f"wrote {args.output}")
     if crashed:
         print(f"figure(s) {', '.join(crashed)} crashed", file=sys.stderr)
-        return 1
-    return 0
+    for r in rows:
+        if r.status == MISMATCH:
+            print(f"correctness MISMATCH in figure {r.figure}: {r.name} ({r.note})", file=sys.stderr)
+    return exit_code(rows, crashed)
 
 
 if __name__ == "__main__":
