@@ -859,14 +859,16 @@ class BacktestEngine:
 
 def _positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:
     """The positions a window leaves: quantity from the simulation, risk state from the stops."""
+    q = res.shares_end
+    held = np.flatnonzero(q)
     end = res.end_state
+    if end is None:
+        return {columns[j]: Position(float(q[j]), np.nan, np.nan, 0) for j in held}
+    basis, peak, opened = end.basis.tolist(), end.peak.tolist(), (end.opened_ns // MS_NS).tolist()
     out = {}
-    for j, s in enumerate(columns):
-        q = float(res.shares_end[j])
-        if q == 0:
-            continue
-        if end is None or not np.isfinite(end.basis[j]):
-            out[s] = Position(q, np.nan, np.nan, 0)
+    for j in held.tolist():
+        if basis[j] == basis[j]:  # not NaN: the stops track it
+            out[columns[j]] = Position(float(q[j]), basis[j], peak[j], opened[j])
         else:
-            out[s] = Position(q, float(end.basis[j]), float(end.peak[j]), int(end.opened_ns[j]) // MS_NS)
+            out[columns[j]] = Position(float(q[j]), np.nan, np.nan, 0)
     return out

@@ -120,6 +120,10 @@ class StopState:
         """The state of some columns (copies)."""
         return StopState(self.basis[cols].copy(), self.peak[cols].copy(), self.opened_ns[cols].copy())
 
+    def view(self, cols: slice) -> StopState:
+        """The state of some columns (views: for a finished scan's state)."""
+        return StopState(self.basis[cols], self.peak[cols], self.opened_ns[cols])
+
 
 @dataclass(frozen=True)
 class StopExits:
@@ -575,7 +579,7 @@ def split_books(e: StopExits, g: int, k: int) -> list[StopExits]:
                 e.at_open[sel],
                 e.dropped_bar[mine],
                 e.dropped_col[mine] - b * k,
-                e.end.take(slice(b * k, (b + 1) * k)),
+                e.end.view(slice(b * k, (b + 1) * k)),
             )
         )
     return out
