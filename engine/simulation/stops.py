@@ -197,6 +197,27 @@ def _open_exit(
 
 
 @njit(cache=True)
+def _emit(
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    k: int,
+    i: int,
+    c: int,
+    kind: int,
+    price: float,
+    amb: bool,
+    at_open: bool,
+) -> int:
+    """Write exit ``k`` into the output arrays; return the next free slot."""
+    out[0][k] = i
+    out[1][k] = c
+    out[2][k] = kind
+    out[3][k] = price
+    out[4][k] = amb
+    out[5][k] = at_open
+    return k + 1
+
+
+@njit(cache=True)
 def stop_exits_nb(
     open_: np.ndarray,
     high: np.ndarray,
@@ -263,6 +284,7 @@ def stop_exits_nb(
     out_open = np.empty(cap, dtype=np.bool_)
     drop_bar = np.empty(cap, dtype=np.int64)
     drop_col = np.empty(cap, dtype=np.int64)
+    out = (out_bar, out_col, out_kind, out_price, out_amb, out_open)
     k = 0
     nd = 0
     # Bars outer, columns inner: the arrays are row-major, so this walks memory in order.
@@ -290,13 +312,7 @@ def stop_exits_nb(
                         trail[c], max_holding_ns[c],
                     )  # fmt: skip
                     if kind != 0:
-                        out_bar[k] = i
-                        out_col[k] = c
-                        out_kind[k] = kind
-                        out_price[k] = price
-                        out_amb[k] = False
-                        out_open[k] = True
-                        k += 1
+                        k = _emit(out, k, i, c, kind, price, False, True)
                 return (
                     out_bar[:k], out_col[:k], out_kind[:k], out_price[:k], out_amb[:k], out_open[:k],
                     drop_bar[:nd], drop_col[:nd], i,
@@ -309,13 +325,7 @@ def stop_exits_nb(
                     o, w, t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c], max_holding_ns[c]
                 )
                 if kind != 0:
-                    out_bar[k] = i
-                    out_col[k] = c
-                    out_kind[k] = kind
-                    out_price[k] = price
-                    out_amb[k] = False
-                    out_open[k] = True
-                    k += 1
+                    k = _emit(out, k, i, c, kind, price, False, True)
                     basis[c] = np.nan
                     continue
                 if not np.isnan(w):
@@ -362,13 +372,7 @@ def stop_exits_nb(
                     kind = TAKE_PROFIT
                     price = tp_level
             if kind != 0:
-                out_bar[k] = i
-                out_col[k] = c
-                out_kind[k] = kind
-                out_price[k] = price
-                out_amb[k] = amb
-                out_open[k] = False
-                k += 1
+                k = _emit(out, k, i, c, kind, price, amb, False)
                 basis[c] = np.nan
             elif high[i, c] > peak[c]:
                 peak[c] = high[i, c]
