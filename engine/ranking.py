@@ -58,6 +58,22 @@ def _quote_volume_floor(ranking: RankingConfig) -> pl.Expr:
     )
 
 
+def _universe_features(
+    bars: pl.LazyFrame,
+    rank_dates: list[date],
+    ranking: RankingConfig,
+    portfolio: PortfolioConfig,
+    universe: UniverseConfig,
+) -> pl.LazyFrame:
+    """The features of the universe's symbols on the ranking dates."""
+    feats = features_compute(bars, ranking, portfolio).filter(pl.col("date").is_in(rank_dates))
+    if universe.symbols:
+        feats = feats.filter(pl.col("symbol").is_in(universe.symbols))
+    if universe.exclude:
+        feats = feats.filter(~pl.col("symbol").is_in(universe.exclude))
+    return feats
+
+
 def ranks_compute(
     bars: pl.LazyFrame,
     rank_dates: list[date],
@@ -70,11 +86,7 @@ def ranks_compute(
     Returns ``rank_date, symbol, score, rank`` (1 = best; ties broken by symbol name) plus the
     factor values and ``weight_vol``.
     """
-    feats = features_compute(bars, ranking, portfolio).filter(pl.col("date").is_in(rank_dates))
-    if universe.symbols:
-        feats = feats.filter(pl.col("symbol").is_in(universe.symbols))
-    if universe.exclude:
-        feats = feats.filter(~pl.col("symbol").is_in(universe.exclude))
+    feats = _universe_features(bars, rank_dates, ranking, portfolio, universe)
     factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
     eligible = feats.filter(
         (pl.col("history") >= ranking.min_history_days)
@@ -101,11 +113,7 @@ def eligibility_diagnose(
     """Which eligibility filter leaves no symbol on any ranking date, in words (for the error of a
     run in which every window is empty): the filters are applied one after another and the first
     that removes every remaining (symbol, date) is named, with the value that would pass."""
-    feats = features_compute(bars, ranking, portfolio).filter(pl.col("date").is_in(rank_dates))
-    if universe.symbols:
-        feats = feats.filter(pl.col("symbol").is_in(universe.symbols))
-    if universe.exclude:
-        feats = feats.filter(~pl.col("symbol").is_in(universe.exclude))
+    feats = _universe_features(bars, rank_dates, ranking, portfolio, universe)
     factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
     f = feats.select(
         pl.len().alias("listed"),
