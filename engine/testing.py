@@ -46,15 +46,16 @@ def sma_cross(close: np.ndarray, fast: int = 10, slow: int = 30) -> np.ndarray:
 
 
 def entries_while_flat(prices: PriceBlock, signals: np.ndarray, rules: ExitRules) -> np.ndarray:
-    """Weight 1.0 on the bar after each signal at whose close we are flat, NaN elsewhere."""
+    """Weight 1.0 on the bar after each signal at whose close we are flat, NaN elsewhere.
+
+    One stop scan in the signal mode (``held_reweights="first_bar"``) finds them all: it drops an
+    entry while the position is held and lets the next one through once a stop has closed it.
+    """
     n = prices.close.shape[0]
     w = np.full((n, 1), np.nan)
-    busy_until = -1  # bar of the current position's exit (n while open to the end)
-    for s in signals:
-        if s + 1 >= n or s < busy_until:
-            continue
-        w[s + 1] = 1.0
-        ex = find_stop_exits(prices.open, prices.high, prices.low, prices.index, w, rules)
-        later = ex.bar[ex.bar >= s + 1]
-        busy_until = int(later[0]) if len(later) else n
+    bars = np.asarray(signals, dtype=np.int64) + 1
+    w[bars[bars < n], 0] = 1.0
+    ex = find_stop_exits(prices.open, prices.high, prices.low, prices.index, w, rules, held_reweights="first_bar")
+    w[ex.dropped_bar, 0] = np.nan
+    w[ex.bar[ex.at_open], 0] = np.nan  # an entry on a bar whose open closed the position first
     return w

@@ -170,3 +170,25 @@ def test_same_trades_with_levels_set_after_fill(df: pd.DataFrame) -> None:
     counts = _compare(ours, bt, float(res.shares_end[0]), entry_bar_differences=True)
     assert counts["entry_bar_exit"] >= 1
     assert counts["same"] >= 20
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_entries_while_flat_equal_a_signal_by_signal_loop(seed: int) -> None:
+    """The one-scan entries equal the plain loop: take a signal only once the last exit is behind."""
+    from engine.simulation.stops import find_stop_exits
+
+    df = crosscheck_ohlc(seed, 600)
+    prices = _block(df)
+    signals = sma_cross(df["Close"].to_numpy(), 5, 15)
+    for rules in (ExitRules(sl_stop=SL, tp_stop=TP), ExitRules(sl_stop=0.03, sl_trail=True, max_holding="9d")):
+        n = prices.close.shape[0]
+        want = np.full((n, 1), np.nan)
+        busy_until = -1
+        for s in signals:
+            if s + 1 >= n or s < busy_until:
+                continue
+            want[s + 1] = 1.0
+            ex = find_stop_exits(prices.open, prices.high, prices.low, prices.index, want, rules)
+            later = ex.bar[ex.bar >= s + 1]
+            busy_until = int(later[0]) if len(later) else n
+        np.testing.assert_array_equal(entries_while_flat(prices, signals, rules), want)
