@@ -59,13 +59,14 @@ Intrabar fill rules, in this order
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from numba import njit
 
 from engine.exit_rules import ExitRules
+from engine.simulation.fills import rows_nb
 
 STOP_LOSS = 1
 TAKE_PROFIT = 2
@@ -237,8 +238,22 @@ def stop_exits_nb(
     opened_ns: np.ndarray,
     topup_bar: int,
     topup_basis: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Scan the columns from bar ``start`` and return their stop exits (see the module docstring).
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    drop_bar: np.ndarray,
+    drop_col: np.ndarray,
+    k: int,
+    nd: int,
+    fills: bool,
+    size_w: np.ndarray,
+    price_w: np.ndarray,
+    row_args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    cash: np.ndarray,
+    position: np.ndarray,
+    off: int,
+    walked: np.ndarray,
+    taken: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[int, int, int]:
+    """Scan the columns from bar ``start`` and write their stop exits (see the module docstring).
 
     Parameters
     ----------
@@ -263,33 +278,35 @@ def stop_exits_nb(
         (n_cols,) state at the start of bar ``start`` (basis NaN = flat); updated in place.
     topup_bar : int
         The bar whose re-weights' resulting cost basis ``topup_basis`` holds (NaN: unchanged).
+    out : tuple of np.ndarray
+        Output buffers ``(bar, col, kind, price, ambiguous, at_open)`` of ``n_bars * n_cols``
+        exits (a column exits at most once per bar), written from index ``k``; ``drop_bar`` and
+        ``drop_col`` the same for dropped orders, from index ``nd``.
+    fills : bool
+        Get top-up fills here (no ``need`` returned): the exits are also written into the order
+        arrays ``size_w`` / ``price_w`` (rows ``off + 2 * bar`` at the open, ``+ 1`` inside the
+        bar), and at a bar that re-weights a held column the rows not yet walked up to its open
+        are walked by :func:`engine.simulation.fills.rows_nb` (``row_args``: per-row size types,
+        fees, slippage and the group lengths; ``cash`` per group and ``position`` per column carry
+        its state; ``walked[0]`` is the first row not walked). ``taken`` receives, per bar, the
+        buys (quantity, value) of a top-up bar and a flag, for the caller to check against
+        vectorbt's fills.
 
     Returns
     -------
     tuple
-        ``(bar, col, kind, price, ambiguous, at_open, dropped_bar, dropped_col, need)``. ``need``
-        is -1 once every bar is scanned; otherwise it is a bar (``!= topup_bar``) that re-weights
-        a held column: the scan stopped there with the state at the start of that bar, and the
-        output holds the exits before it plus that bar's exits at the open. The caller gets the
-        top-up fills up to that bar's open and scans again from it.
+        ``(k, nd, need)``: the ends of the written exits and drops, and ``need``: -1 once every
+        bar is scanned; otherwise a bar (``!= topup_bar``) that re-weights a held column: the scan
+        stopped there with the state at the start of that bar, the exits written are those before
+        it plus that bar's exits at the open. The caller gets the top-up fills up to that bar's
+        open and scans again from it (writing over that bar's exits).
     """
     n_bars, n_cols = weights.shape
-    # A column exits at most once per bar, so (n_bars - start) * n_cols bounds the output.
-    cap = (n_bars - start) * n_cols
-    out_bar = np.empty(cap, dtype=np.int64)
-    out_col = np.empty(cap, dtype=np.int64)
-    out_kind = np.empty(cap, dtype=np.int8)
-    out_price = np.empty(cap, dtype=np.float64)
-    out_amb = np.empty(cap, dtype=np.bool_)
-    out_open = np.empty(cap, dtype=np.bool_)
-    drop_bar = np.empty(cap, dtype=np.int64)
-    drop_col = np.empty(cap, dtype=np.int64)
-    out = (out_bar, out_col, out_kind, out_price, out_amb, out_open)
-    k = 0
-    nd = 0
+    done = np.zeros(n_cols, dtype=np.bool_)
     # Bars outer, columns inner: the arrays are row-major, so this walks memory in order.
     for i in range(start, n_bars):
         t = index_ns[i]
+        topped = False
         if i != topup_bar and not (first_only and i > 0):
             need = False
             for c in range(n_cols):
@@ -303,7 +320,35 @@ def stop_exits_nb(
                 if kind == 0:
                     need = True
                     break
-            if need:
+            if need and fills:
+                r = off + 2 * i
+                for c in range(n_cols):  # exits at the open come before the bar's orders
+                    done[c] = False
+                    if np.isnan(basis[c]):
+                        continue
+                    kind, price = _open_exit(
+                        open_[i, c], weights[i, c], t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c],
+                        trail[c], max_holding_ns[c],
+                    )  # fmt: skip
+                    if kind != 0:
+                        k = _emit(out, k, i, c, kind, price, False, True)
+                        basis[c] = np.nan
+                        done[c] = True
+                        size_w[r, c] = 0.0
+                        price_w[r, c] = price
+                q, v, before = taken[0][i], taken[1][i], np.zeros(n_cols)
+                w0 = walked[0]
+                rows_nb(
+                    size_w[w0 : r + 1], price_w[w0 : r + 1], row_args[0][w0 : r + 1], row_args[1][w0 : r + 1],
+                    row_args[2][w0 : r + 1], row_args[3], 1e-8, cash, position, r - w0, q, v, before,
+                )  # fmt: skip
+                walked[0] = r + 1
+                taken[2][i] = True
+                for c in range(n_cols):
+                    if q[c] > 0 and not np.isnan(basis[c]):
+                        basis[c] = (before[c] * basis[c] + v[c]) / (before[c] + q[c])
+                topped = True
+            elif need:
                 for c in range(n_cols):
                     if np.isnan(basis[c]):
                         continue
@@ -313,13 +358,12 @@ def stop_exits_nb(
                     )  # fmt: skip
                     if kind != 0:
                         k = _emit(out, k, i, c, kind, price, False, True)
-                return (
-                    out_bar[:k], out_col[:k], out_kind[:k], out_price[:k], out_amb[:k], out_open[:k],
-                    drop_bar[:nd], drop_col[:nd], i,
-                )  # fmt: skip
+                return k, nd, i
         for c in range(n_cols):
             w = weights[i, c]
             o = open_[i, c]
+            if topped and done[c]:
+                continue  # closed at this bar's open before its top-ups were walked
             if not np.isnan(basis[c]):
                 kind, price = _open_exit(
                     o, w, t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c], max_holding_ns[c]
@@ -327,6 +371,9 @@ def stop_exits_nb(
                 if kind != 0:
                     k = _emit(out, k, i, c, kind, price, False, True)
                     basis[c] = np.nan
+                    if fills:
+                        size_w[off + 2 * i, c] = 0.0
+                        price_w[off + 2 * i, c] = price
                     continue
                 if not np.isnan(w):
                     if w == 0.0:
@@ -336,7 +383,9 @@ def stop_exits_nb(
                         drop_bar[nd] = i
                         drop_col[nd] = c
                         nd += 1
-                    elif i == topup_bar and not np.isnan(topup_basis[c]):
+                        if fills:
+                            size_w[off + 2 * i, c] = np.nan
+                    elif i == topup_bar and not topped and not np.isnan(topup_basis[c]):
                         basis[c] = topup_basis[c]
             elif not np.isnan(w) and w > 0.0:
                 basis[c] = o * (1.0 + slippage)
@@ -374,13 +423,61 @@ def stop_exits_nb(
             if kind != 0:
                 k = _emit(out, k, i, c, kind, price, amb, False)
                 basis[c] = np.nan
+                if fills:
+                    size_w[off + 2 * i + 1, c] = 0.0
+                    price_w[off + 2 * i + 1, c] = price
             elif high[i, c] > peak[c]:
                 peak[c] = high[i, c]
-    return (
-        out_bar[:k], out_col[:k], out_kind[:k], out_price[:k], out_amb[:k], out_open[:k], drop_bar[:nd],
-        drop_col[:nd], -1,
-    )  # fmt: skip
+    return k, nd, -1
 
+
+@dataclass
+class FillWalk:
+    """The order arrays and portfolio state a scan walks to get top-up fills itself (see
+    ``stop_exits_nb``'s ``fills``): columns are the scanned (grid) columns, rows the simulator's
+    two-rows-per-bar grid with ``off`` leading carry rows."""
+
+    size: np.ndarray
+    price: np.ndarray
+    size_type: np.ndarray
+    fees: np.ndarray
+    slippage: np.ndarray
+    group_lens: np.ndarray
+    cash: np.ndarray
+    position: np.ndarray
+    off: int
+    taken_q: np.ndarray
+    taken_v: np.ndarray
+    taken: np.ndarray
+    walked: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+
+    def args(self) -> tuple[object, ...]:
+        """The kernel's trailing arguments."""
+        return (
+            True,
+            self.size,
+            self.price,
+            (self.size_type, self.fees, self.slippage, self.group_lens),
+            self.cash,
+            self.position,
+            self.off,
+            self.walked,
+            (self.taken_q, self.taken_v, self.taken),
+        )
+
+
+_E2 = np.empty((1, 1))
+_NO_WALK = (
+    False,
+    _E2,
+    _E2,
+    (np.zeros(1, dtype=np.int64), np.zeros(1), np.zeros(1), np.ones(1, dtype=np.int64)),
+    np.zeros(1),
+    np.zeros(1),
+    0,
+    np.zeros(1, dtype=np.int64),
+    (_E2, _E2, np.zeros(1, dtype=np.bool_)),
+)
 
 TopUp = Callable[[int, StopExits, np.ndarray], np.ndarray]
 """``topup(bar, exits, basis)``: the cost basis of every (grid) column after the buys of ``bar``'s
@@ -529,36 +626,46 @@ def scan_grid(
     st: StopState,
     topup: TopUp | None,
     held_reweights: HeldReweights,
+    fills: FillWalk | None = None,
 ) -> StopExits:
     """The scan of :func:`find_stop_exits_grid` over all books' columns side by side, as one
-    :class:`StopExits` (``col`` indexes the grid; ``st``, the grid's state, is updated in place)."""
+    :class:`StopExits` (``col`` indexes the grid; ``st``, the grid's state, is updated in place).
+    With ``fills`` the top-up fills are walked inside the scan (``topup`` is not called)."""
     g, k = len(exit_rules), np.shape(open_)[1]
     tile = (lambda a: a) if g == 1 else (lambda a: np.tile(a, (1, g)))
     o, h, lo = (tile(np.ascontiguousarray(a, dtype=np.float64)) for a in (open_, high, low))
     index_ns = np.asarray(index, dtype="datetime64[ns]").view(np.int64)
     w = np.ascontiguousarray(weights, dtype=np.float64)
     rules = _rule_arrays(exit_rules, k)
-    parts: list[tuple[np.ndarray, ...]] = []
-    drops: list[tuple[np.ndarray, np.ndarray]] = []
+    cap = np.shape(w)[0] * g * k  # a column exits at most once per bar
+    out = (
+        np.empty(cap, dtype=np.int64),
+        np.empty(cap, dtype=np.int64),
+        np.empty(cap, dtype=np.int8),
+        np.empty(cap, dtype=np.float64),
+        np.empty(cap, dtype=np.bool_),
+        np.empty(cap, dtype=np.bool_),
+    )
+    drop_bar, drop_col = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64)
+    walk = _NO_WALK if fills is None else fills.args()
     start, topup_bar, topup_basis = 0, -1, np.full(g * k, np.nan)
+    n_exits = n_drops = since = 0  # ``since``: first exit of the bars from the last top-up bar on
     while True:
-        *found, dbar, dcol, need = stop_exits_nb(
+        end, n_drops, need = stop_exits_nb(
             o, h, lo, index_ns, w, float(slippage), *rules, ambiguity == "pessimistic",
             held_reweights == "first_bar", start, st.basis, st.peak, st.opened_ns, topup_bar, topup_basis,
+            out, drop_bar, drop_col, n_exits, n_drops, *walk,
         )  # fmt: skip
-        drops.append((dbar, dcol))
         if need < 0:
-            parts.append(tuple(found))
+            n_exits = end
             break
-        if topup is not None:  # the exits of this scan: from the previous top-up bar on
-            topup_basis = np.asarray(topup(need, StopExits(*found), st.basis.copy()), dtype=np.float64)
-        keep = found[0] < need  # the bar's exits at the open are found again by the next scan
-        parts.append(tuple(a[keep] for a in found))
+        if topup is not None:  # the exits from the previous top-up bar on, this bar's at its open included
+            recent = StopExits(*(a[since:end] for a in out))
+            topup_basis = np.asarray(topup(need, recent, st.basis.copy()), dtype=np.float64)
+        # the bar's exits at the open are found again by the next scan, which writes over them
+        n_exits = since = since + int(np.searchsorted(out[0][since:end], need))
         start, topup_bar = need, need
-    bar, col, kind, price, amb, at_open = _stack(parts)
-    dbar = np.concatenate([d[0] for d in drops]) if len(drops) > 1 else drops[0][0]
-    dcol = np.concatenate([d[1] for d in drops]) if len(drops) > 1 else drops[0][1]
-    return StopExits(bar, col, kind, price, amb, at_open, dbar, dcol, st)
+    return StopExits(*(a[:n_exits] for a in out), drop_bar[:n_drops], drop_col[:n_drops], st)
 
 
 def split_books(e: StopExits, g: int, k: int) -> list[StopExits]:
@@ -587,10 +694,3 @@ def split_books(e: StopExits, g: int, k: int) -> list[StopExits]:
             )
         )
     return out
-
-
-def _stack(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """Concatenate the exit arrays of consecutive scans (bar-major order is kept)."""
-    if len(parts) == 1:
-        return parts[0]
-    return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))

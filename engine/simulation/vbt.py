@@ -41,6 +41,7 @@ from engine.exit_rules import ExitRules
 from engine.simulation.stops import (
     EXIT_KIND_NAMES,
     Ambiguity,
+    FillWalk,
     HeldReweights,
     StopExits,
     StopState,
@@ -49,6 +50,10 @@ from engine.simulation.stops import (
 )
 
 ENGINES = ("rust", "numba")
+TOPUP_FILLS = "numba"
+"""Where the fills of a top-up row come from while the stops are scanned: ``"numba"`` (the
+restatement in :mod:`engine.simulation.fills`, checked against the vectorbt call afterwards) or
+``"vectorbt"`` (a vectorbt call per top-up row; tests compare both)."""
 
 # Index = reason code of an order: 0 is a rebalance, 1-4 the exit kinds; the walk-forward engine
 # relabels rebalance-mode orders placed by a signal (5) and the sale of a delisted symbol (6).
@@ -390,83 +395,158 @@ class VectorBTSimulator:
             msg = "simulate_grid needs one carry state (or None) per book"
             raise ValueError(msg)
         tracked = [b for b, r in enumerate(exit_rules) if (r is not None and r.active) or held_reweights == "first_bar"]
-        price = close
-        reason = None
-        amb = None
-        if tracked:
-            sub = tracked if len(tracked) < g else None
-            cols_of = (
-                np.concatenate([np.arange(b * k, (b + 1) * k) for b in tracked]) if sub is not None else slice(None)
+        arrays = (close, size, size_type, close, fees, slippage)
+        if not tracked:
+            records = _orders_simulate(*arrays, init, group_lens, self.engine)
+            return self._results(prices, records, init, off, shares, found, None, None, arrays)
+        scan = (prices, w_all, exit_rules, states, tracked, policy, held_reweights, init, group_lens, off)
+        # top-up fills from the numba restatement of vectorbt's arithmetic, checked against the
+        # vectorbt call's own fills; on any difference, again with the fills taken from vectorbt
+        for exact in (False, True) if TOPUP_FILLS == "numba" else (True,):
+            grid, arrays, reason, amb, taken = self._stops(*scan, arrays, exact=exact)
+            records = _orders_simulate(*arrays, init, group_lens, self.engine)
+            if exact or _fills_agree(records, taken, g * k):
+                break
+        for b, e in zip(tracked, split_books(grid, len(tracked), k), strict=True):
+            found[b] = e
+        return self._results(prices, records, init, off, shares, found, reason, amb, arrays)
+
+    def _stops(
+        self,
+        prices: PriceBlock,
+        w_all: np.ndarray,
+        exit_rules: list[ExitRules | None],
+        states: list[StopState | None],
+        tracked: list[int],
+        policy: Ambiguity,
+        held_reweights: HeldReweights,
+        init: np.ndarray,
+        group_lens: np.ndarray,
+        off: int,
+        arrays: tuple[Any, ...],
+        *,
+        exact: bool,
+    ) -> tuple[
+        StopExits, tuple[Any, ...], np.ndarray | None, np.ndarray | None, list[tuple[int, np.ndarray, np.ndarray]]
+    ]:
+        """The stop scan of the tracked books and the order arrays with its exits written in.
+
+        A top-up needs the fills of its row: the rows up to it are walked once, segment after
+        segment (each from the cash and positions the last one left), by :func:`rows_nb` or, with
+        ``exact``, by vectorbt itself (segments chained by a carry row). Returns the scan, the
+        arrays, the reason and ambiguity grids, and the fills taken per top-up row.
+        """
+        close, size0, size_type, _, fees, slippage = arrays
+        n_rows = close.shape[0]
+        g, k = len(exit_rules), prices.shape[1]
+        sub = len(tracked) < g
+        cols_of = np.concatenate([np.arange(b * k, (b + 1) * k) for b in tracked]) if sub else slice(None)
+        w_tracked = w_all[:, cols_of] if sub else w_all
+        per_row = [
+            np.broadcast_to(np.asarray(a, dtype=float).reshape(-1), (n_rows,)) for a in (size_type, fees, slippage)
+        ]
+        chain = {"row": 0, "cash": init.copy(), "pos": np.zeros(g * k)}
+        taken: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+        def topup(bar: int, so_far: StopExits, basis: np.ndarray) -> np.ndarray:
+            """Cost basis after the buys of ``bar``'s open, from the fills of that row."""
+            lo, r = int(chain["row"]), off + 2 * bar
+            seg_size, seg_price = size0[lo : r + 1].copy(), close[lo : r + 1].copy()
+            _apply_exits(seg_size, seg_price, None, None, so_far, off - lo, k, tracked)
+            q, v, before = self._segment_vbt(
+                chain, seg_size, seg_price, close[lo : r + 1], arrays, lo, r, g, k, group_lens
             )
-            w_tracked = w_all[:, cols_of] if sub is not None else w_all
+            taken.append((r, q.copy(), v.copy()))
+            q, v, before = q[cols_of], v[cols_of], before[cols_of]
+            new = np.full(basis.shape, np.nan)
+            bought = (q > 0) & np.isfinite(basis)
+            new[bought] = (before[bought] * basis[bought] + v[bought]) / (before[bought] + q[bought])
+            return new
 
-            # the rows up to each top-up bar are simulated once, in segments chained by a carry
-            # row (like windows): each segment starts from the cash and positions the last left
-            chain = {"row": 0, "cash": init.copy(), "pos": np.zeros(g * k)}
-
-            def topup(bar: int, so_far: StopExits, basis: np.ndarray) -> np.ndarray:
-                """Cost basis after the buys of ``bar``'s open, from the fills of that row."""
-                lo, r = int(chain["row"]), off + 2 * bar
-                seg_size, seg_price, seg_close = size[lo : r + 1].copy(), close[lo : r + 1].copy(), close[lo : r + 1]
-                _apply_exits(seg_size, seg_price, None, None, so_far, off - lo, k, tracked)
-                if lo == 0:
-                    seg = (seg_close, seg_size, _rows(size_type, 0, r + 1), seg_price, _rows(fees, 0, r + 1))
-                    seg_slip, cash0, first = _rows(slippage, 0, r + 1), init, 0
-                else:
-                    pos = chain["pos"]
-                    p0 = seg_close[0]
-                    cash0 = chain["cash"] + (pos * p0).reshape(g, k).sum(axis=1)
-                    m = r + 1 - lo
-                    st = np.full((m + 1, 1), SizeType.TargetPercent, dtype=np.int64)
-                    st[0] = SizeType.Amount
-                    fe, sl = np.full((m + 1, 1), self.fees), np.full((m + 1, 1), self.slippage)
-                    fe[0] = sl[0] = 0.0
-                    carry_row = np.where(pos != 0, pos, np.nan)[None, :]
-                    seg = (
-                        np.vstack([p0[None, :], seg_close]),
-                        np.vstack([carry_row, seg_size]),
-                        st,
-                        np.vstack([p0[None, :], seg_price]),
-                        fe,
-                    )
-                    seg_slip, first = sl, 1
-                rec = _orders_simulate(*seg, seg_slip, cash0, group_lens, self.engine)
-                col = rec["col"]
-                signed = np.where(rec["side"] == 1, -rec["size"], rec["size"])
-                flow = np.where(rec["side"] == 1, 1.0, -1.0) * rec["size"] * rec["price"] - rec["fees"]
-                last = first + r - lo
-                pos_all = np.bincount(col, weights=signed, minlength=g * k)
-                before = np.bincount(col[rec["idx"] < last], weights=signed[rec["idx"] < last], minlength=g * k)
-                buy = (rec["idx"] == last) & (rec["side"] == 0)
-                q = np.bincount(col[buy], weights=rec["size"][buy], minlength=g * k)
-                v = np.bincount(col[buy], weights=rec["size"][buy] * rec["price"][buy], minlength=g * k)
-                chain["row"], chain["pos"] = r + 1, np.where(np.abs(pos_all) > 0, pos_all, 0.0)
-                chain["cash"] = cash0 + np.bincount(col // k, weights=flow, minlength=g)
-                q, v, before = q[cols_of], v[cols_of], before[cols_of]
-                new = np.full(basis.shape, np.nan)
-                bought = (q > 0) & np.isfinite(basis)
-                new[bought] = (before[bought] * basis[bought] + v[bought]) / (before[bought] + q[bought])
-                return new
-
-            grid = scan_grid(
-                prices.open, prices.high, prices.low, prices.index, w_tracked,
-                [exit_rules[b] for b in tracked], self.slippage, policy,
-                StopState.concat([StopState.flat(k) if states[b] is None else states[b].take(slice(None)) for b in tracked]),
-                topup, held_reweights,
+        walk = None
+        if not exact:  # the scan walks the rows to its top-up bars itself (numba)
+            n_bars = prices.shape[0]
+            walk = FillWalk(
+                size0[:, cols_of].copy(), close[:, cols_of].copy(), per_row[0].astype(np.int64),
+                np.ascontiguousarray(per_row[1]), np.ascontiguousarray(per_row[2]),
+                np.full(len(tracked), k, dtype=np.int64), init[tracked].copy(), np.zeros(len(tracked) * k), off,
+                np.zeros((n_bars, len(tracked) * k)), np.zeros((n_bars, len(tracked) * k)),
+                np.zeros(n_bars, dtype=np.bool_),
             )  # fmt: skip
-            for b, e in zip(tracked, split_books(grid, len(tracked), k), strict=True):
-                found[b] = e
-            if len(grid) or len(grid.dropped_bar):
-                # stop fills differ from the row's close value, so the order prices need their own array
-                price = close.copy()
-                reason = np.zeros((n_rows, k * g), dtype=np.int8)
-                amb = np.zeros((n_rows, k * g), dtype=np.bool_)
-                _apply_exits(size, price, reason, amb, grid, off, k, tracked)
+        grid = scan_grid(
+            prices.open, prices.high, prices.low, prices.index, w_tracked,
+            [exit_rules[b] for b in tracked], self.slippage, policy,
+            StopState.concat([StopState.flat(k) if states[b] is None else states[b].take(slice(None)) for b in tracked]),
+            topup, held_reweights, walk,
+        )  # fmt: skip
+        if walk is not None:
+            lut = np.asarray(cols_of) if sub else np.arange(g * k)
+            for bar in np.flatnonzero(walk.taken):
+                q, v = np.zeros(g * k), np.zeros(g * k)
+                q[lut], v[lut] = walk.taken_q[bar], walk.taken_v[bar]
+                taken.append((off + 2 * int(bar), q, v))
+        if not (len(grid) or len(grid.dropped_bar)):
+            return grid, arrays, None, None, taken
+        # stop fills differ from the row's close value, so the order prices need their own array
+        if walk is not None and not sub:  # the walk's arrays already hold the exits: no copies
+            size, price = walk.size, walk.price
+        else:
+            size, price = size0.copy(), close.copy()
+        reason = np.zeros((n_rows, k * g), dtype=np.int8)
+        amb = np.zeros((n_rows, k * g), dtype=np.bool_)
+        _apply_exits(size, price, reason, amb, grid, off, k, tracked)
+        return grid, (close, size, size_type, price, fees, slippage), reason, amb, taken
 
-        records = _orders_simulate(close, size, size_type, price, fees, slippage, init, group_lens, self.engine)
-        return self._results(
-            prices, records, init, off, shares, found, reason, amb, (close, size, size_type, price, fees, slippage)
-        )
+    def _segment_vbt(
+        self,
+        chain: dict[str, Any],
+        seg_size: np.ndarray,
+        seg_price: np.ndarray,
+        seg_close: np.ndarray,
+        arrays: tuple[Any, ...],
+        lo: int,
+        r: int,
+        g: int,
+        k: int,
+        group_lens: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows ``lo..r`` through vectorbt, from the chain's cash and positions (a carry row buys
+        them back first); returns the buys of row ``r`` (quantity, value) and the positions before it."""
+        _, _, size_type, _, fees, slippage = arrays
+        if lo == 0:
+            seg = (seg_close, seg_size, _rows(size_type, 0, r + 1), seg_price, _rows(fees, 0, r + 1))
+            seg_slip, cash0, first = _rows(slippage, 0, r + 1), chain["cash"], 0
+        else:
+            pos = chain["pos"]
+            p0 = seg_close[0]
+            cash0 = chain["cash"] + (pos * p0).reshape(g, k).sum(axis=1)
+            m = r + 1 - lo
+            st = np.full((m + 1, 1), SizeType.TargetPercent, dtype=np.int64)
+            st[0] = SizeType.Amount
+            fe, sl = np.full((m + 1, 1), self.fees), np.full((m + 1, 1), self.slippage)
+            fe[0] = sl[0] = 0.0
+            carry_row = np.where(pos != 0, pos, np.nan)[None, :]
+            seg = (
+                np.vstack([p0[None, :], seg_close]),
+                np.vstack([carry_row, seg_size]),
+                st,
+                np.vstack([p0[None, :], seg_price]),
+                fe,
+            )
+            seg_slip, first = sl, 1
+        rec = _orders_simulate(*seg, seg_slip, cash0, group_lens, self.engine)
+        col = rec["col"]
+        signed = np.where(rec["side"] == 1, -rec["size"], rec["size"])
+        flow = np.where(rec["side"] == 1, 1.0, -1.0) * rec["size"] * rec["price"] - rec["fees"]
+        last = first + r - lo
+        before = np.bincount(col[rec["idx"] < last], weights=signed[rec["idx"] < last], minlength=g * k)
+        buy = (rec["idx"] == last) & (rec["side"] == 0)
+        q = np.bincount(col[buy], weights=rec["size"][buy], minlength=g * k)
+        v = np.bincount(col[buy], weights=rec["size"][buy] * rec["price"][buy], minlength=g * k)
+        pos_all = np.bincount(col, weights=signed, minlength=g * k)
+        chain["row"], chain["pos"] = r + 1, np.where(np.abs(pos_all) > 0, pos_all, 0.0)
+        chain["cash"] = cash0 + np.bincount(col // k, weights=flow, minlength=g)
+        return q, v, before
 
     def _results(
         self,
@@ -563,6 +643,21 @@ class VectorBTSimulator:
                 )
             )
         return results
+
+
+def _fills_agree(records: np.ndarray, taken: list[tuple[int, np.ndarray, np.ndarray]], n_cols: int) -> bool:
+    """Whether the buys of every top-up row in ``records`` are the ones the scan was given."""
+    if not taken:
+        return True
+    rows = np.array([t[0] for t in taken])  # increasing
+    want_q, want_v = np.stack([t[1] for t in taken]), np.stack([t[2] for t in taken])
+    slot = np.minimum(np.searchsorted(rows, records["idx"]), len(rows) - 1)
+    sel = (rows[slot] == records["idx"]) & (records["side"] == 0)
+    key = slot[sel] * n_cols + records["col"][sel]
+    size = records["size"][sel]
+    got_q = np.bincount(key, weights=size, minlength=len(rows) * n_cols).reshape(want_q.shape)
+    got_v = np.bincount(key, weights=size * records["price"][sel], minlength=len(rows) * n_cols).reshape(want_v.shape)
+    return bool(np.allclose(got_q, want_q, rtol=1e-12, atol=0) and np.allclose(got_v, want_v, rtol=1e-12, atol=0))
 
 
 def _rows(a: Any, lo: int, hi: int) -> Any:
