@@ -430,3 +430,57 @@ def test_grid_books_equal_single_runs() -> None:
         assert got.exits.equals(one.exits)
         np.testing.assert_array_equal(got.shares_end, one.shares_end)
     assert len({float(g.equity[-1]) for g in grid}) == 4
+
+
+def _grid_run(prices: PriceBlock, seed: int, **kw: object) -> list:
+    """A grid of four books (one without rules) with periodic re-weights, full weights (the last
+    buy of a row is cut by the cash) and partial ones, with fees and slippage."""
+    rng = np.random.default_rng(seed)
+    n, k = prices.shape
+    weights = [_weights_every(n, k, 9, seed), _weights_every(n, k, 13, seed + 1)]
+    full = np.full((n, k), np.nan)
+    full[::7] = 1.0 / k
+    weights += [full, _weights_every(n, k, 5, seed + 2)]
+    rules = [
+        ExitRules(sl_stop=0.03, tp_stop=0.05),
+        None,
+        ExitRules(sl_stop=0.04, sl_trail=True, max_holding="3d"),
+        ExitRules(sl_stop=float(rng.uniform(0.01, 0.05)), sl_trail=0.03),
+    ]
+    sim = VectorBTSimulator(fees=0.001, slippage=0.0005)
+    return sim.simulate_grid(prices, weights, rules, init_cash=[1e4] * 4, carry_shares=[None] * 4, **kw)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_topup_fills_from_numba_equal_those_from_vectorbt(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan's own walk of the fills (engine.simulation.fills) gives the same top-up bases, hence
+    the same exits and results, as asking vectorbt for the fills of every top-up row."""
+    import engine.simulation.vbt as vbt_mod
+
+    prices = _random_block(100 + seed, 160, 4)
+    fast = _grid_run(prices, seed)
+    monkeypatch.setattr(vbt_mod, "TOPUP_FILLS", "vectorbt")
+    slow = _grid_run(prices, seed)
+    # the same orders, bars, sides and reasons; prices to 1e-12 (the vectorbt way chains its
+    # segments with carry rows, which can move a cash value by an ulp)
+    for a, b in zip(fast, slow, strict=True):
+        assert_frame_equal(a.orders, b.orders, check_exact=False, rel_tol=1e-12, abs_tol=0)
+        np.testing.assert_allclose(a.equity, b.equity, rtol=1e-12, atol=0)
+        if a.end_state is not None:
+            np.testing.assert_allclose(a.end_state.basis, b.end_state.basis, rtol=1e-12, atol=0)
+
+
+def test_a_wrong_fill_walk_falls_back_to_vectorbt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the numba walk and vectorbt disagree on a top-up fill, the fills are taken from vectorbt."""
+    import engine.simulation.vbt as vbt_mod
+
+    prices = _random_block(7, 120, 3)
+    want = _grid_run(prices, 7)
+    real = vbt_mod._fills_agree
+    seen: list[bool] = []
+    monkeypatch.setattr(vbt_mod, "_fills_agree", lambda *a: seen.append(False) or False)
+    got = _grid_run(prices, 7)
+    assert seen  # the check ran and refused the walk
+    for a, b in zip(got, want, strict=True):
+        assert_frame_equal(a.orders, b.orders, check_exact=False, rel_tol=1e-12, abs_tol=0)
+    monkeypatch.setattr(vbt_mod, "_fills_agree", real)
