@@ -25,8 +25,20 @@ from engine.exit_rules import ExitRules
 
 log = logging.getLogger("engine")
 
-_PKG_CONF = Path(__file__).resolve().parent.parent / "conf"
-CONF_DIR = _PKG_CONF if _PKG_CONF.is_dir() else Path.cwd() / "conf"
+
+def _conf_dir() -> Path:
+    """The Hydra config folder: the repository's top-level conf/, installed as ``engine.conf``."""
+    from importlib import resources
+
+    found = resources.files("engine.conf")
+    path = Path(str(found))
+    if not (path / "config.yaml").is_file():
+        msg = f"the engine's config folder is missing ({found}): reinstall quant-engine"
+        raise RuntimeError(msg)
+    return path
+
+
+CONF_DIR = _conf_dir()
 MAX_VALIDATED_COMBOS = 10_000
 
 
