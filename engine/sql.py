@@ -14,7 +14,6 @@ import duckdb
 import pyarrow as pa
 
 
-
 @functools.cache
 def sql_load(name: str) -> str:
     """Text of ``sql/{name}.sql``."""
