@@ -529,7 +529,11 @@ def error_write(message: str) -> None:
         out = Path(HydraConfig.get().runtime.output_dir)
     except ValueError:
         return
-    log.error("%s", redact(message))
+    # into engine.log only: the console already gets the one-line error
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (redact(message),), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / ERROR, (redact(message) + "\n").encode())

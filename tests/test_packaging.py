@@ -49,7 +49,9 @@ def _run(where: Path, pythonpath: Path) -> tuple[dict[str, object], str]:
     where.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     code = "import engine, engine.cli; print(engine.__file__); print(engine.cli.CONF_DIR)"
-    origin = subprocess.run([sys.executable, "-c", code], cwd=where, env=env, capture_output=True, text=True, check=True)
+    origin = subprocess.run(
+        [sys.executable, "-c", code], cwd=where, env=env, capture_output=True, text=True, check=True
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "engine", *RUN], cwd=where, env=env, capture_output=True, text=True, timeout=900
     )
