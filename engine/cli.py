@@ -312,11 +312,12 @@ def _output_folder_check(overrides: list[str], multirun: bool) -> None:
         for candidate in [path, *path.parents]:
             if not candidate.exists():
                 continue
+            where = candidate.resolve()
             if not candidate.is_dir():
-                msg = f"{key}={text} cannot be created: {candidate} is a file, not a folder: choose another {key}"
+                msg = f"the output folder {text} ({key}) cannot be created: {where} is a file, not a folder: set {key} to another folder"
                 raise ConfigError(msg)
             if not os.access(candidate, os.W_OK | os.X_OK):
-                msg = f"{key}={text} cannot be written: permission denied on the folder {candidate}: run from a writable folder or set {key} to one"
+                msg = f"the output folder {text} ({key}) cannot be written: permission denied on the folder {where}: run from a writable folder or set {key} to one"
                 raise ConfigError(msg)
             break
 

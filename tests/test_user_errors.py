@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -87,7 +88,7 @@ def test_cli_errors_in_a_subprocess(args: list[str], tmp_path: Path) -> None:
 def test_output_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "taken").write_text("x")
     line = _one_line(_cli([*SMALL, f"hydra.run.dir={tmp_path / 'taken' / 'run'}"], tmp_path))
-    assert "is a file, not a folder" in line and "hydra.run.dir" in line
+    assert "is a file, not a folder" in line and "(hydra.run.dir)" in line
     line = _one_line(_cli([*SMALL, f"paths.output_dir={tmp_path / 'taken'}"], tmp_path))
     assert "paths.output_dir" in line
 
@@ -183,3 +184,16 @@ def test_reused_run_dir_and_completeness_mark(tmp_path: Path) -> None:
 
 def _no_constant(name: str) -> None:
     pytest.fail(f"bare {name} in a JSON artefact")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as an unprivileged user"
+)
+def test_unwritable_working_folder_is_one_line(tmp_path: Path) -> None:
+    """Run as nobody from a folder it cannot write: the default run folder is refused up front."""
+    tmp_path.chmod(0o755)
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "engine", *SMALL]
+    env = {**os.environ, "HOME": str(tmp_path), "CI": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    line = _one_line(proc)
+    assert "cannot be written: permission denied" in line and "hydra.run.dir" in line
