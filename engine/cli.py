@@ -143,6 +143,10 @@ def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConf
                 node = node.get(part, {}) if isinstance(node, dict) else {}
             valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
             msg = f"unknown config key '{key}': valid keys in {parent or 'the root'} are {valid}"
+            inner = node.get(_leaf) if isinstance(node, dict) else None
+            if isinstance(inner, dict):  # a mapping override ({foo: 1}) with a key the mapping lacks
+                given = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").startswith(f"{key}=")), "?")
+                msg = f"invalid config value {key}={given}: unknown key in it; valid keys in {key} are {', '.join(sorted(inner))}"
             raise ConfigError(msg) from None
         raise ConfigError(_hydra_message(exc)) from None
     except (ValueError, TypeError, OverflowError) as exc:

@@ -185,7 +185,9 @@ class BacktestConfig(_Model):
     @model_validator(mode="after")
     def _start_before_end(self) -> BacktestConfig:
         if self.start is not None and self.end is not None and self.start > self.end:
-            msg = f"backtest.start={self.start} is after backtest.end={self.end}: the start must be on or before the end"
+            msg = (
+                f"backtest.start={self.start} is after backtest.end={self.end}: the start must be on or before the end"
+            )
             raise ValueError(msg)
         return self
 
@@ -391,6 +393,13 @@ def validation_message(exc: ValidationError) -> str:
         # a model-level rule: its message names the keys and values itself
         return f"invalid config: {text}"
     model, field = _model_at(tuple(err["loc"]))
+    if err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"invalid config value {key}.source={ctx.get('tag')!r}: allowed: one of {ctx.get('expected_tags')}"
+    if err["type"] == "dict_type":
+        return (
+            f"invalid config value {key}={err.get('input')!r}: {text} (allowed: a mapping such as {{name: value, ...}})"
+        )
     if err["type"] == "extra_forbidden":
         valid = sorted(model.model_fields) if model else []
         return f"unknown config key '{key}': valid keys here are {', '.join(valid)}"

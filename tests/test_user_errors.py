@@ -59,6 +59,9 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
         (["hydra.run.dirr=x"], ["hydra.run.dirr"]),
         (["-r", "ranking.top_nn=3"], ["ranking.top_nn"]),
         (["--run", "hydra.job.chdirr=true"], ["hydra.job.chdirr"]),
+        (["data.source=foo"], ["data.source='foo'", "'synthetic', 'ccxt', 'files'"]),
+        (["ranking.weights={foo:1}"], ["ranking.weights={foo:1}", "momentum, vol_adj_momentum"]),
+        (["grid.sl_stop=[inf]"], ["grid.sl_stop", "finite"]),
     ],
 )
 def test_config_error_is_one_line(
