@@ -38,6 +38,7 @@ def _each_checked(values: list[str], check: Callable[[str], object]) -> list[str
 MAX_DAYS = 10_000
 MAX_MONEY = 1e15
 MAX_DURATION_NS = 100 * 365 * 86_400 * 10**9  # 100 years
+MAX_TP = 1000.0  # a take profit at +100,000 %
 
 
 class _Model(BaseModel):
@@ -224,6 +225,14 @@ class GridConfig(_Model):
     sl_trail: list[bool | float] = Field(default_factory=list)
     max_holding: list[str | None] = Field(default_factory=list)
 
+    @field_validator("tp_stop")
+    @classmethod
+    def _tp_bounded(cls, value: list[float | None]) -> list[float | None]:
+        if any(v is not None and v > MAX_TP for v in value):
+            msg = f"every take profit must be <= {MAX_TP:g} (+{MAX_TP:.0%})"
+            raise ValueError(msg)
+        return value
+
     @field_validator("max_holding")
     @classmethod
     def _holding_bounded(cls, value: list[str | None]) -> list[str | None]:
@@ -296,6 +305,18 @@ class RunConfig(_Model):
             raise ValueError(msg)
         return self
 
+    @field_validator("signals", mode="before")
+    @classmethod
+    def _signal_windows_bounded(cls, value: Any) -> Any:
+        # TrendInTrend (engine/signals.py) bounds its windows from below only
+        if isinstance(value, dict):
+            for key in ("trend_days", "ema_bars"):
+                v = value.get(key)
+                if isinstance(v, int) and not isinstance(v, bool) and v > MAX_DAYS:
+                    msg = f"signals.{key}={v} is above {MAX_DAYS}: give a window such as 50"
+                    raise ValueError(msg)
+        return value
+
     @field_validator("exit_rules", mode="before")
     @classmethod
     def _exit_rules_finite(cls, value: Any) -> Any:
@@ -306,6 +327,10 @@ class RunConfig(_Model):
                 if isinstance(v, float) and not math.isfinite(v):
                     msg = f"exit_rules.{key}={v} is not a finite number: give a fraction such as 0.05, or null for no rule"
                     raise ValueError(msg)
+            tp = value.get("tp_stop")
+            if isinstance(tp, int | float) and not isinstance(tp, bool) and tp > MAX_TP:
+                msg = f"exit_rules.tp_stop={tp} is above {MAX_TP:g} (+{MAX_TP:.0%}): give a fraction such as 0.15"
+                raise ValueError(msg)
             holding = value.get("max_holding")
             if isinstance(holding, str):
                 try:

@@ -62,6 +62,7 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
         (["data.source=foo"], ["data.source='foo'", "'synthetic', 'ccxt', 'files'"]),
         (["ranking.weights={foo:1}"], ["ranking.weights={foo:1}", "momentum, vol_adj_momentum"]),
         (["grid.sl_stop=[inf]"], ["grid.sl_stop", "finite"]),
+        (["exit_rules.tp_stop=1e300"], ["exit_rules.tp_stop=1e+300", "above 1000"]),
     ],
 )
 def test_config_error_is_one_line(
