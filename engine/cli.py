@@ -612,7 +612,9 @@ def _hydra_entry() -> None:
             error_write(str(exc))
             if _in_multirun():
                 # one bad job must not stop the sweep: the summary lists it with this reason
-                print(f"error: job failed: {exc}", file=sys.stderr)
+                from engine.rundir import redact
+
+                print(f"error: job failed: {redact(str(exc))}", file=sys.stderr)
                 return None
             fail(str(exc))
         except Exception as exc:
