@@ -318,10 +318,10 @@ def _output_folder_check(overrides: list[str], multirun: bool) -> None:
                 continue
             where = candidate.resolve()
             if not candidate.is_dir():
-                msg = f"the output folder {text} ({key}) cannot be created: {where} is a file, not a folder: set {key} to another folder"
+                msg = f"the folder {text} ({key}) cannot be created: {where} is a file, not a folder: set {key} to another folder"
                 raise ConfigError(msg)
             if not os.access(candidate, os.W_OK | os.X_OK):
-                msg = f"the output folder {text} ({key}) cannot be written: permission denied on the folder {where}: run from a writable folder or set {key} to one"
+                msg = f"the folder {text} ({key}) cannot be written: permission denied on the folder {where}: run from a writable folder or set {key} to one"
                 raise ConfigError(msg)
             break
 

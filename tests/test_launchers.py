@@ -158,28 +158,29 @@ def test_local_parallel_config_is_joblib_on_all_cpus(sweep_lakehouse: Path, tmp_
 
 
 def test_joblib_sweep_fails_when_a_job_fails(sweep_lakehouse: Path, tmp_path: Path) -> None:
-    """Failing jobs make the sweep exit non-zero after every job ran (here: a file where the lakehouse
-    should be), each with its reason in error.txt."""
-    broken = tmp_path / "not_a_dir"
-    broken.write_text("a file where the lakehouse directory should be\n")
+    """Failing jobs make the sweep exit non-zero after every job ran (here: a valid config whose
+    walk-forward starts after the data ends, found only when the job reads the data), each with its
+    reason in error.txt. (A file where the lakehouse should be is refused before the sweep starts.)"""
     proc = _engine(
         [
             "-m",
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
             *TINY,
-            f"paths.lakehouse_dir={broken}",
+            f"paths.lakehouse_dir={sweep_lakehouse}",
+            "backtest.start=2030-01-01",
             "exit_rules.sl_stop=0.02,0.05",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
         tmp_path,
     )
     assert proc.returncode != 0, _tail(proc)
-    assert "unreadable data in the lakehouse" in proc.stderr, _tail(proc)
+    assert "no walk-forward window fits the data" in proc.stderr, _tail(proc)
     assert "2 of 2 sweep jobs failed" in proc.stderr, _tail(proc)
     errors = sorted((tmp_path / "sweep").glob("*/error.txt"))
     assert len(errors) == 2, _tail(proc)
-    assert all("unreadable data in the lakehouse" in e.read_text() for e in errors)
+    assert all("no walk-forward window fits the data" in e.read_text() for e in errors)
+    assert not list((tmp_path / "sweep").glob("*/_COMPLETE"))
     assert not list((tmp_path / "sweep").glob("*/metrics.json"))
 
 

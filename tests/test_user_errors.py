@@ -95,6 +95,8 @@ def test_output_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     assert "is a file, not a folder" in line and "(hydra.run.dir)" in line
     line = _one_line(_cli([*SMALL, f"paths.output_dir={tmp_path / 'taken'}"], tmp_path))
     assert "paths.output_dir" in line
+    line = _one_line(_cli([*SMALL, f"paths.lakehouse_dir={tmp_path / 'taken'}"], tmp_path))
+    assert "(paths.lakehouse_dir)" in line and "is a file, not a folder" in line
 
 
 def test_unwritable_artefact_folder_is_one_engine_error(tmp_path: Path) -> None:
