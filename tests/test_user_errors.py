@@ -203,3 +203,27 @@ def test_unwritable_working_folder_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     line = _one_line(proc)
     assert "cannot be written: permission denied" in line and "hydra.run.dir" in line
+
+
+def test_a_run_killed_while_writing_has_no_completeness_mark(
+    lakehouse_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is written after the other artefacts: dying there leaves metrics.json without _COMPLETE."""
+    from helpers import small_config
+
+    import engine.report
+    from engine.cli import run_backtest
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / COMPLETE).write_text("{}")  # a previous run's mark in a reused folder
+    (out / "error.txt").write_text("stale\n")
+
+    def killed(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.report, "report_write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_backtest(small_config(lakehouse_dir, out, "+profile=crypto_rating"))
+    assert (out / "metrics.json").is_file()
+    assert not (out / COMPLETE).exists() and not (out / "error.txt").exists()
