@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any
 
 from engine.backtest import BacktestResult
 from engine.config import ENGINE_VERSION, RunConfig
-from engine.data.lakehouse import atomic_write_bytes, atomic_write_json, parquet_write_atomic
+from engine.data.lakehouse import atomic_write_bytes, parquet_write_atomic
+from engine.rundir import json_dumps, json_write, redact
 
 PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra-core", "pyarrow")
 
@@ -38,11 +38,14 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
 
 def metrics_write(path: Path, metrics: dict[str, Any]) -> None:
     """``metrics.json``, stamped with the engine version (sweep summaries refuse other versions)."""
-    atomic_write_json(path, {"engine_version": ENGINE_VERSION, **metrics})
+    json_write(path, {"engine_version": ENGINE_VERSION, **metrics})
 
 
 def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_yaml: str) -> None:
-    """config.yaml, manifest.json, metrics.json, equity/orders/trades/winners parquet, audit.jsonl."""
+    """config.yaml, manifest.json, metrics.json, equity/orders/trades/winners parquet, audit.jsonl.
+
+    JSON is strict (no NaN/Infinity) and secrets in URLs are redacted (:mod:`engine.rundir`).
+    """
     out.mkdir(parents=True, exist_ok=True)
     root = Path(cfg.paths.lakehouse_dir)
     versions = package_versions()
@@ -53,12 +56,12 @@ def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_ya
         "python": platform.python_version(),
         "packages": versions,
     }
-    atomic_write_bytes(out / "config.yaml", config_yaml.encode())
-    atomic_write_json(out / "manifest.json", manifest)
+    atomic_write_bytes(out / "config.yaml", redact(config_yaml).encode())
+    json_write(out / "manifest.json", manifest)
     metrics_write(out / "metrics.json", result.metrics)
     parquet_write_atomic(result.equity, out / "equity.parquet")
     parquet_write_atomic(result.orders, out / "orders.parquet")
     parquet_write_atomic(result.trades, out / "trades.parquet")
     parquet_write_atomic(result.winners, out / "winners.parquet")
-    lines = "".join(json.dumps(a, sort_keys=True, default=str) + "\n" for a in result.audit)
+    lines = "".join(json_dumps(a, indent=None) + "\n" for a in result.audit)
     atomic_write_bytes(out / "audit.jsonl", lines.encode())

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -19,15 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import RunConfig, config_validate
+from engine.config import ENGINE_VERSION, RunConfig, config_validate
 from engine.errors import ConfigError, DataError, EngineError
 from engine.exit_rules import ExitRules
 
 log = logging.getLogger("engine")
 
-_PKG_CONF = Path(__file__).resolve().parent.parent / "conf"
-CONF_DIR = _PKG_CONF if _PKG_CONF.is_dir() else Path.cwd() / "conf"
-MAX_VALIDATED_COMBOS = 10_000
+
+def _conf_dir() -> Path:
+    """The Hydra config folder: the repository's top-level conf/, installed as ``engine.conf``."""
+    from importlib import resources
+
+    found = resources.files("engine.conf")
+    path = Path(str(found))
+    if not (path / "config.yaml").is_file():
+        msg = f"the engine's config folder is missing ({found}): reinstall quant-engine"
+        raise RuntimeError(msg)
+    return path
+
+
+CONF_DIR = _conf_dir()
 
 
 @dataclass
@@ -40,8 +52,11 @@ class RunResult:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a one-line user error and exit without a traceback."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print a one-line user error (secrets redacted) and exit without a traceback."""
+    from engine.rundir import redact
+
+    line = " ".join(redact(message).split("\n"))
+    print(f"error: {line}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -86,8 +101,11 @@ def overrides_expand(overrides: list[str]) -> list[list[str]]:
         msg = f"malformed override {bad!r} ({_hydra_message(exc)}): write key=value; quote special characters"
         raise ConfigError(msg) from None
     axes: list[list[str]] = []
-    for o in parsed:
+    for o, text in zip(parsed, overrides, strict=True):
         key = o.get_key_element()
+        if not o.key_or_group.strip():
+            msg = f"malformed override {text!r}: the key before '=' is missing: write key=value, e.g. exit_rules.sl_stop=0.1"
+            raise ConfigError(msg)
         if o.key_or_group.startswith("hydra"):
             continue
         if o.is_sweep_override():
@@ -101,8 +119,11 @@ def overrides_expand(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.product(*axes)]
 
 
-def config_compose(overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
-    """Compose ``conf/`` with ``overrides`` through Hydra's compose API and validate it."""
+def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConfig, dict[str, Any]]:
+    """Compose ``conf/`` with ``overrides`` through Hydra's compose API and validate it.
+
+    With ``validate=False`` the first item is None (the caller validates variants of the dict).
+    """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -122,52 +143,234 @@ def config_compose(overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
                 node = node.get(part, {}) if isinstance(node, dict) else {}
             valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
             msg = f"unknown config key '{key}': valid keys in {parent or 'the root'} are {valid}"
+            inner = node.get(_leaf) if isinstance(node, dict) else None
+            if isinstance(inner, dict):  # a mapping override ({foo: 1}) with a key the mapping lacks
+                given = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").startswith(f"{key}=")), "?")
+                msg = f"invalid config value {key}={given}: unknown key in it; valid keys in {key} are {', '.join(sorted(inner))}"
             raise ConfigError(msg) from None
         raise ConfigError(_hydra_message(exc)) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        bad = " ".join(overrides)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        msg = f"the overrides {bad!r} cannot be applied ({first}): write key=value with an existing key"
+        raise ConfigError(msg) from None
+    if not validate:
+        return None, raw  # type: ignore[return-value]
     return config_validate(raw), raw
 
 
+def _is_group(key: str) -> bool:
+    """Whether an override key selects a config group (``profile``, ``portfolio``, ``hydra/launcher``)."""
+    name = key.lstrip("+~")
+    return "@" in name or (CONF_DIR / name.replace(".", "/")).is_dir()
+
+
+def _raw_with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any] | None:
+    """A copy of ``raw`` with ``key`` (dotted) set to ``value``; None when the key is not there."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    node: Any = out
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if not isinstance(node, dict) or leaf not in node:
+        return None
+    node[leaf] = value
+    return out
+
+
+def _config_check(cfg: RunConfig) -> None:
+    if cfg.task == "grid":
+        grid_combos(cfg)
+
+
+def hydra_overrides_validate(overrides: list[str], hydra_overrides: list[str]) -> None:
+    """Compose once with Hydra's own config so a typo in a ``hydra.*`` override is one line too."""
+    if not hydra_overrides:
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name="config", overrides=[*overrides, *hydra_overrides], return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        unknown = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' not in", text)
+        if unknown:
+            key = unknown.group(1)
+            msg = f"unknown Hydra setting '{key}' in {', '.join(repr(h) for h in hydra_overrides)}: see `python -m engine --cfg hydra` for the valid keys"
+        else:
+            msg = f"invalid Hydra override {', '.join(repr(h) for h in hydra_overrides)}: {_hydra_message(exc)}"
+        raise ConfigError(msg) from None
+
+
 def overrides_validate(overrides: list[str], multirun: bool) -> int:
-    """Compose and validate every run the command line describes; returns how many are valid."""
-    combos = overrides_expand(overrides) if multirun else [[o for o in overrides if not o.startswith("hydra")]]
+    """Compose and validate every run the command line describes; returns how many checks passed.
+
+    A single run is composed and validated as is. A sweep is composed once per combination of its
+    config-group axes (``profile=a,b``, ``portfolio=equal,inverse_vol``); every distinct value of a
+    value axis (``ranking.top_n=range(1,100)``) is then validated once on that composition, which
+    costs a pydantic validation, not a Hydra compose. A combination that is invalid only through two
+    axes together fails as its own job, with one line in its error.txt.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides_expand(overrides)  # parse errors, empty keys and empty sweeps as one line
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    hydra_ov = [t for o, t in zip(parsed, overrides, strict=True) if o.key_or_group.startswith("hydra")]
+    plain = [(o, t) for o, t in zip(parsed, overrides, strict=True) if not o.key_or_group.startswith("hydra")]
     if not multirun:
-        overrides_expand(combos[0])  # parse errors as one line before Hydra sees them
+        combo = [t for _, t in plain]
+        cfg, _ = config_compose(combo)
+        _config_check(cfg)
+        hydra_overrides_validate(combo, hydra_ov)
+        return 1
+    fixed: list[str] = []
+    group_axes: list[list[str]] = []
+    value_axes: list[tuple[str, list[Any], list[str]]] = []
+    for o, text in plain:
+        if not o.is_sweep_override():
+            fixed.append(text)
+            continue
+        key = o.get_key_element()
+        strings = list(o.sweep_string_iterator())
+        values = list(o.sweep_iterator())
+        if _is_group(o.key_or_group) or any(isinstance(v, str) and "${" in v for v in values):
+            group_axes.append([f"{key}={v}" for v in strings])
+        else:
+            value_axes.append((key, values, strings))
+    n_values = sum(len(v) for _, v, _ in value_axes)
+    n_groups = math.prod(len(a) for a in group_axes)
+    if n_values * n_groups > 1000:
+        keys = ", ".join(k for k, _, _ in value_axes)
+        print(f"validating {n_values * n_groups} swept values of {keys} before the sweep starts", file=sys.stderr)
     errors: list[str] = []
-    for combo in combos[:MAX_VALIDATED_COMBOS]:
+    checks = 0
+    first_ok: list[str] | None = None
+    for groups in itertools.product(*group_axes):
+        base = [*fixed, *groups]
+        if not value_axes:
+            checks += 1
+            try:
+                cfg, _ = config_compose(base)
+                _config_check(cfg)
+                first_ok = first_ok or base
+            except ConfigError as exc:
+                errors.append(str(exc))
+            continue
         try:
-            cfg, _ = config_compose(combo)
-            if cfg.task == "grid":
-                grid_combos(cfg)
+            raw = _raw_compose(base)
         except ConfigError as exc:
-            if not multirun:
-                raise
-            errors.append(str(exc))
-    if errors and len(errors) == len(combos):
-        msg = f"all {len(combos)} sweep combinations are invalid, e.g. {errors[0]}"
+            checks += n_values
+            errors.extend([str(exc)] * n_values)
+            continue
+        for key, values, strings in value_axes:
+            for value, text in zip(values, strings, strict=True):
+                checks += 1
+                try:
+                    changed = _raw_with(raw, key.lstrip("+"), value)
+                    if changed is None:  # a key the base config lacks: Hydra says what is wrong
+                        cfg, _ = config_compose([*base, f"{key}={text}"])
+                    else:
+                        cfg = config_validate(changed)
+                    _config_check(cfg)
+                    first_ok = first_ok or [*base, f"{key}={text}"]
+                except ConfigError as exc:
+                    errors.append(str(exc))
+    if errors and len(errors) == checks:
+        msg = f"all {checks} sweep values checked are invalid, e.g. {errors[0]}"
         raise ConfigError(msg)
     if errors:
-        msg = (
-            f"{len(errors)} of {len(combos)} sweep combinations are invalid, e.g. {errors[0]}: fix or drop those values"
-        )
+        msg = f"{len(errors)} of {checks} sweep values checked are invalid, e.g. {errors[0]}: fix or drop those values"
         raise ConfigError(msg)
-    return len(combos)
+    hydra_overrides_validate(first_ok or fixed, hydra_ov)
+    return checks
+
+
+def _raw_compose(overrides: list[str]) -> dict[str, Any]:
+    """The composed config of ``overrides`` as a plain dict (errors of composition as one line)."""
+    return config_compose(overrides, validate=False)[1]
+
+
+def _output_folder_check(overrides: list[str], multirun: bool) -> None:
+    """The folders a run will write into can be created: no file in their path, writable."""
+    import os
+
+    given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if "=" in o}
+    hydra_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    checks = [(hydra_key, given.get(hydra_key, "outputs/sweeps/" if multirun else "outputs/runs/"))]
+    if given.get("paths.output_dir", "null") not in ("null", "None", ""):
+        checks.append(("paths.output_dir", given["paths.output_dir"]))
+    if given.get("paths.lakehouse_dir"):
+        checks.append(("paths.lakehouse_dir", given["paths.lakehouse_dir"]))
+    for key, text in checks:
+        prefix = text.split("${")[0]
+        if "${" in text and not prefix.endswith("/"):
+            prefix = os.path.dirname(prefix)
+        path = Path(prefix or ".").expanduser()
+        for candidate in [path, *path.parents]:
+            if not candidate.exists():
+                continue
+            where = candidate.resolve()
+            if not candidate.is_dir():
+                msg = f"the folder {text} ({key}) cannot be created: {where} is a file, not a folder: set {key} to another folder"
+                raise ConfigError(msg)
+            if not os.access(candidate, os.W_OK | os.X_OK):
+                msg = f"the folder {text} ({key}) cannot be written: permission denied on the folder {where}: run from a writable folder or set {key} to one"
+                raise ConfigError(msg)
+            break
+
+
+def _data_fix(source: str) -> str:
+    """What to do about an unreadable file of the lakehouse, by data source."""
+    if source == "synthetic":
+        return "delete the file it names and rerun (the run regenerates it)"
+    if source == "ccxt":
+        return "delete the file it names and rerun `python -m engine task=ingest data=ccxt ...` to refetch it"
+    return "delete the file it names and rerun `python -m engine task=ingest data=files ...` to re-import it from your files"
 
 
 @contextlib.contextmanager
-def data_errors(lakehouse: str) -> Iterator[None]:
+def data_errors(lakehouse: str, source: str = "synthetic") -> Iterator[None]:
     """Turn a reader's failure on a corrupt or foreign file into one line that says what to do."""
     import duckdb
     import polars.exceptions as plx
 
     try:
         yield
-    except (duckdb.Error, plx.PolarsError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    except PermissionError as exc:
+        where = exc.filename or lakehouse
         msg = (
-            f"unreadable data in the lakehouse {lakehouse} ({first}): delete the file it names "
-            "(the run refetches or regenerates it) and rerun"
+            f"permission denied on {where} (lakehouse {lakehouse}): the user running the engine needs read and "
+            "write access to the lakehouse (fix its owner or mode) or set paths.lakehouse_dir to a folder you own"
         )
         raise DataError(msg) from None
+    except (duckdb.Error, plx.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if "Permission denied" in first:
+            msg = (
+                f"permission denied reading the lakehouse {lakehouse} ({first}): the user running the engine "
+                "needs read and write access to it (fix its owner or mode) or set paths.lakehouse_dir to a folder you own"
+            )
+        else:
+            msg = f"unreadable data in the lakehouse {lakehouse} ({first}): {_data_fix(source)}"
+        raise DataError(msg) from None
+
+
+@contextlib.contextmanager
+def artefact_errors(out: Path) -> Iterator[None]:
+    """A run directory that cannot be written is one line, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or out
+        msg = f"cannot write the run's artefacts into {out}: {exc.strerror or exc} ({where}): choose a writable output folder"
+        raise EngineError(msg) from None
 
 
 def output_dir(cfg: RunConfig) -> Path:
@@ -182,18 +385,28 @@ def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     """Run a walk-forward backtest and write its artefacts into ``cfg.paths.output_dir``."""
     from engine.artefacts import artefacts_write
     from engine.backtest import BacktestEngine
+    from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     out = output_dir(cfg)
+    with artefact_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        run_dir_reset(out, keep=("params.json",))
     t0 = time.perf_counter()
-    with data_errors(cfg.paths.lakehouse_dir):
+    log.info("backtest: %s data, %s, lakehouse %s", cfg.data.source, cfg.ranking.weights, cfg.paths.lakehouse_dir)
+    with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
         engine = BacktestEngine(cfg)
         result = engine.run()
     t1 = time.perf_counter()
-    artefacts_write(out, cfg, result, config_yaml)
+    for stage, seconds in result.timings.items():
+        log.info("stage %s: %.2f s", stage, seconds)
     from engine.report import report_write
 
-    report_write(out, cfg, result)
+    with artefact_errors(out):
+        artefacts_write(out, cfg, result, config_yaml)
+        report_write(out, cfg, result)
+        run_complete(out, [n for n in ARTEFACTS if (out / n).is_file()])
     timings = {**result.timings, "artefacts": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    log.info("artefacts written to %s in %.2f s; total %.2f s", out, timings["artefacts"], timings["total"])
     return RunResult(out, result.metrics, timings)
 
 
@@ -218,25 +431,33 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     """
     from engine.artefacts import artefacts_write, metrics_write
     from engine.backtest import BacktestEngine
-    from engine.data.lakehouse import atomic_write_json
+    from engine.rundir import ARTEFACTS, json_write, run_complete, run_dir_reset
 
     out = output_dir(cfg)
     rules = grid_combos(cfg)
+    with artefact_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        run_dir_reset(out, keep=("params.json",))
     t0 = time.perf_counter()
-    with data_errors(cfg.paths.lakehouse_dir):
+    log.info("grid: %d exit-rule combinations in one walk-forward", len(rules))
+    with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
         engine = BacktestEngine(cfg, rules=rules)
         result = engine.run()
-    artefacts_write(out, cfg, result, config_yaml)
+    for stage, seconds in result.timings.items():
+        log.info("stage %s: %.2f s", stage, seconds)
     rows = []
-    for i, (r, metrics) in enumerate(zip(rules, engine.book_metrics, strict=True)):
-        job = out / "combos" / f"{i:03d}"
-        job.mkdir(parents=True, exist_ok=True)
-        values = (r or ExitRules()).model_dump()
-        atomic_write_json(job / "params.json", {f"exit_rules.{k}": json.dumps(v) for k, v in values.items()})
-        metrics_write(job / "metrics.json", metrics)
-        rows.append(
-            {"combo": i, **values, "sharpe": metrics.get("sharpe"), "total_return": metrics.get("total_return")}
-        )
+    with artefact_errors(out):
+        artefacts_write(out, cfg, result, config_yaml)
+        for i, (r, metrics) in enumerate(zip(rules, engine.book_metrics, strict=True)):
+            job = out / "combos" / f"{i:03d}"
+            job.mkdir(parents=True, exist_ok=True)
+            values = (r or ExitRules()).model_dump()
+            json_write(job / "params.json", {f"exit_rules.{k}": json.dumps(v) for k, v in values.items()})
+            metrics_write(job / "metrics.json", metrics)
+            rows.append(
+                {"combo": i, **values, "sharpe": metrics.get("sharpe"), "total_return": metrics.get("total_return")}
+            )
+        run_complete(out, [n for n in ARTEFACTS if (out / n).is_file()])
     timings = {**result.timings, "total": time.perf_counter() - t0}
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     from engine.sweep import summary_print, sweep_summarize
@@ -252,7 +473,8 @@ def ingest_run(cfg: RunConfig) -> None:
     """Ingest the daily universe from the configured source into its lakehouse namespace."""
     from engine.data.ingest import ingest_task
 
-    code = ingest_task(cfg)
+    with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
+        code = ingest_task(cfg)
     if code:
         raise SystemExit(code)
 
@@ -280,28 +502,52 @@ def params_write(out: Path) -> None:
     """``params.json``: the command-line overrides of this job, keyed by config path (for sweeps)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from engine.data.lakehouse import atomic_write_json
+    from engine.rundir import json_write
 
     params: dict[str, str] = {}
     for item in HydraConfig.get().overrides.task:
         key, _, value = item.partition("=")
         params[key.lstrip("+~")] = value
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "params.json", params)
+    json_write(out / "params.json", params)
 
 
 def error_write(message: str) -> None:
-    """``error.txt`` in the job's directory: why it failed, for the sweep summary."""
+    """``error.txt`` in the job's directory: why it failed, for the sweep summary (secrets redacted).
+
+    Best effort: when the directory itself cannot be written, the error on stderr is what is left,
+    and this write must not replace it with its own.
+    """
     from hydra.core.hydra_config import HydraConfig
 
     from engine.data.lakehouse import atomic_write_bytes
+    from engine.rundir import ERROR, redact
 
     try:
         out = Path(HydraConfig.get().runtime.output_dir)
     except ValueError:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "error.txt", (message + "\n").encode())
+    # into engine.log only: the console already gets the one-line error
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (redact(message),), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / ERROR, (redact(message) + "\n").encode())
+    except OSError:
+        pass
+
+
+def logging_setup() -> None:
+    """The run's ``engine.log`` (Hydra's file handler) gets INFO and up; the console only warnings."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in root.handlers:
+        handler.setLevel(logging.INFO if isinstance(handler, logging.FileHandler) else logging.WARNING)
+    for noisy in ("numba", "urllib3", "choreographer", "kaleido", "asyncio", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.captureWarnings(True)
 
 
 def task_run(dcfg: Any) -> float | None:
@@ -309,14 +555,25 @@ def task_run(dcfg: Any) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from engine.rundir import ARTEFACTS, hydra_files_redact, run_complete, run_dir_reset
+
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
     raw = _plain(dcfg)
     if raw.get("paths", {}).get("output_dir") is None:
-        raw.setdefault("paths", {})["output_dir"] = HydraConfig.get().runtime.output_dir
+        raw.setdefault("paths", {})["output_dir"] = str(hydra_dir)
     cfg = config_validate(raw)
-    logging.getLogger().setLevel(logging.WARNING)
-    params_write(Path(raw["paths"]["output_dir"]))
+    out = Path(raw["paths"]["output_dir"])
+    with artefact_errors(out):
+        hydra_files_redact(hydra_dir)
+        for folder in {hydra_dir, out}:
+            run_dir_reset(folder)
+        logging_setup()
+        params_write(out)
+    log.info("%s run into %s (engine %s)", cfg.task, out, ENGINE_VERSION)
     if cfg.task == "ingest":
         ingest_run(cfg)
+        with artefact_errors(out):
+            run_complete(out, [n for n in ARTEFACTS if (out / n).is_file()])
         return None
     if cfg.task == "grid":
         grid_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
@@ -348,7 +605,9 @@ def _hydra_entry() -> None:
             error_write(str(exc))
             if _in_multirun():
                 # one bad job must not stop the sweep: the summary lists it with this reason
-                print(f"error: job failed: {exc}", file=sys.stderr)
+                from engine.rundir import redact
+
+                print(f"error: job failed: {redact(str(exc))}", file=sys.stderr)
                 return None
             fail(str(exc), getattr(exc, "exit_code", 2))
         except Exception as exc:
@@ -374,11 +633,14 @@ def main(argv: list[str] | None = None) -> None:
     if argv is None:
         sys.argv[1:] = args  # Hydra reads sys.argv
     multirun = any(a in ("-m", "--multirun") for a in args)
-    passthrough = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+    # -m/--multirun and -r/--run take no value: every other flag (--cfg job, --info, -c, ...) is
+    # Hydra's own and the arguments after it are not all overrides, so Hydra handles those alone
+    passthrough = any(a.startswith("-") and a not in ("-m", "--multirun", "-r", "--run") for a in args)
     overrides = [a for a in args if not a.startswith("-")]
     if not passthrough:
         try:
             overrides_validate(overrides, multirun)
+            _output_folder_check(overrides, multirun)
         except EngineError as exc:
             fail(str(exc))
     _hydra_entry()

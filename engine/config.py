@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from collections.abc import Callable
 from datetime import date
@@ -49,8 +50,17 @@ def _each_checked(values: list[str], check: Callable[[str], object]) -> list[str
     return values
 
 
+# Upper bounds of the numeric settings: far beyond any sensible run, small enough that date and
+# integer arithmetic cannot overflow (a window of 10,000 days from year 2000 still ends before 2100).
+MAX_DAYS = 10_000
+MAX_MONEY = 1e15
+MAX_DURATION_NS = 100 * 365 * 86_400 * 10**9  # 100 years
+MAX_TP = 1000.0  # a take profit at +100,000 %
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: every float setting must be a finite number (inf/nan are user errors)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PathsConfig(_Model):
@@ -71,7 +81,7 @@ class SyntheticData(_Model):
     """The offline deterministic generator (the default source)."""
 
     source: Literal["synthetic"] = "synthetic"
-    seed: int = Field(default=7, ge=0)
+    seed: int = Field(default=7, ge=0, le=2**32 - 1)
     """Seed of the generator: the same seed gives byte-identical parquet."""
     n_symbols: int = Field(default=100, ge=2, le=20_000)
     """Number of symbols in the generated universe."""
@@ -83,7 +93,7 @@ class SyntheticData(_Model):
     @model_validator(mode="after")
     def _range(self) -> SyntheticData:
         if (self.end - self.start).days < 30:
-            msg = "data.end must be at least 30 days after data.start"
+            msg = f"data.end={self.end} must be at least 30 days after data.start={self.start}"
             raise ValueError(msg)
         return self
 
@@ -103,10 +113,10 @@ class CcxtData(_Model):
     """Bars per request page."""
     max_retries: int = Field(default=5, ge=0, le=20)
     """Retries after a 429, 5xx or timeout before the fetch fails."""
-    timeout_ms: int = Field(default=10_000, ge=100)
+    timeout_ms: int = Field(default=10_000, ge=100, le=3_600_000)
     api_url: str | None = None
     """Override the exchange's REST base URL (a mirror or a local test server)."""
-    rate_limit_ms: int | None = Field(default=None, ge=0)
+    rate_limit_ms: int | None = Field(default=None, ge=0, le=3_600_000)
     """Minimum delay between requests; null uses the exchange's own rate limit."""
 
 
@@ -149,7 +159,7 @@ class UniverseConfig(_Model):
 class RankingConfig(_Model):
     """Factors combined into one score per (ranking date, symbol); the top N are the winners."""
 
-    top_n: int = Field(default=10, ge=1)
+    top_n: int = Field(default=10, ge=1, le=20_000)
     """Winners held per window."""
     momentum_days: int = Field(default=30, ge=2, le=730)
     """Look-back of the momentum factor (close / close N days ago - 1)."""
@@ -157,15 +167,15 @@ class RankingConfig(_Model):
     """Window of daily log-return volatility used by vol-adjusted momentum."""
     liquidity_days: int = Field(default=30, ge=1, le=730)
     """Window of the median daily quote volume used by the liquidity filter."""
-    min_quote_volume: float | None = Field(default=None, ge=0.0)
+    min_quote_volume: float | None = Field(default=None, ge=0.0, le=MAX_MONEY)
     """Symbols whose median daily quote volume (close x volume, in the pair's quote currency) is
     below this are not ranked. null: 1e6 for USD-pegged quotes (USDT, USDC, ...), no floor for
     any other quote (BTC, ETH, EUR, ...), so a BTC-quoted universe is never emptied."""
-    min_dollar_volume: float | None = Field(default=None, ge=0.0)
+    min_dollar_volume: float | None = Field(default=None, ge=0.0, le=MAX_MONEY)
     """Deprecated alias of min_quote_volume (it always counted in the quote currency)."""
-    min_history_days: int = Field(default=60, ge=1)
+    min_history_days: int = Field(default=60, ge=1, le=MAX_DAYS)
     """Bars a symbol needs by the ranking date to be ranked (listing age)."""
-    weights: dict[Literal["momentum", "vol_adj_momentum"], float] = Field(
+    weights: dict[Literal["momentum", "vol_adj_momentum"], Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
         default_factory=lambda: {"momentum": 0.5, "vol_adj_momentum": 0.5}
     )
     """Weight of each factor's cross-sectional z-score in the score."""
@@ -193,10 +203,13 @@ class RankingConfig(_Model):
     def _history_covers_factors(self) -> RankingConfig:
         need = max(self.momentum_days, self.vol_days, self.liquidity_days) + 1
         if self.min_history_days < need:
-            msg = f"min_history_days must be >= {need} (the longest factor window + 1)"
+            msg = (
+                f"ranking.min_history_days={self.min_history_days} is too short: it must be >= {need} "
+                "(the longest factor window + 1)"
+            )
             raise ValueError(msg)
         if not any(w != 0 for w in self.weights.values()):
-            msg = "weights needs at least one non-zero factor weight"
+            msg = f"ranking.weights={dict(self.weights)} needs at least one non-zero factor weight"
             raise ValueError(msg)
         return self
 
@@ -208,13 +221,13 @@ class BacktestConfig(_Model):
     """First ranking date; null starts as soon as enough history exists."""
     end: date | None = None
     """Last day traded; null runs to the end of the data."""
-    hold_days: int = Field(default=7, ge=1)
+    hold_days: int = Field(default=7, ge=1, le=MAX_DAYS)
     """Days each window's winners are held before the next rebalance."""
-    step_days: int | None = Field(default=None, ge=1)
+    step_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
     """Days between ranking dates; null equals hold_days."""
     timeframes: list[str] = Field(default_factory=list)
     """Finer intervals loaded for the winners only (e.g. ["4h"]); stops run on the finest."""
-    init_cash: float = Field(default=100_000.0, gt=0.0)
+    init_cash: float = Field(default=100_000.0, gt=0.0, le=MAX_MONEY)
     vbt_engine: Literal["rust", "numba"] = "rust"
     """vectorbt engine: rust (no JIT at start-up) or numba (JIT, cached on disk)."""
 
@@ -222,6 +235,15 @@ class BacktestConfig(_Model):
     @classmethod
     def _intervals(cls, value: list[str]) -> list[str]:
         return _each_checked(value, interval_ms)
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> BacktestConfig:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            msg = (
+                f"backtest.start={self.start} is after backtest.end={self.end}: the start must be on or before the end"
+            )
+            raise ValueError(msg)
+        return self
 
     @property
     def step(self) -> int:
@@ -233,7 +255,7 @@ class PortfolioConfig(_Model):
     """How winners are weighted."""
 
     weighting: Literal["equal", "inverse_vol"] = "equal"
-    vol_days: int = Field(default=30, ge=2)
+    vol_days: int = Field(default=30, ge=2, le=730)
     """Volatility window of inverse-volatility weights."""
     gross_exposure: float = Field(default=1.0, gt=0.0, le=1.0)
     """Fraction of equity invested at each rebalance (no leverage)."""
@@ -256,6 +278,23 @@ class GridConfig(_Model):
     sl_trail: list[bool | float] = Field(default_factory=list)
     max_holding: list[str | None] = Field(default_factory=list)
 
+    @field_validator("tp_stop")
+    @classmethod
+    def _tp_bounded(cls, value: list[float | None]) -> list[float | None]:
+        if any(v is not None and v > MAX_TP for v in value):
+            msg = f"every take profit must be <= {MAX_TP:g} (+{MAX_TP:.0%})"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("max_holding")
+    @classmethod
+    def _holding_bounded(cls, value: list[str | None]) -> list[str | None]:
+        for v in value:
+            if v is not None and duration_to_ns(v) > MAX_DURATION_NS:
+                msg = f"{v!r} is longer than 100 years: give a duration such as '5d' or '2w'"
+                raise ValueError(msg)
+        return value
+
     def combos(self, base: ExitRules | None) -> tuple[list[dict[str, Any]], list[str]]:
         """Every combination as ExitRules field values, and the reasons of invalid ones."""
         axes = {k: v for k, v in self.model_dump().items() if v}
@@ -271,7 +310,8 @@ class GridConfig(_Model):
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(x) for x in err["loc"]) or "exit_rules"
-                invalid.append(f"{dict(zip(axes, values, strict=True))}: {where} {err['msg']}")
+                text = err["msg"].removeprefix("Value error, ")
+                invalid.append(f"{dict(zip(axes, values, strict=True))}: {where} {text}")
                 continue
             combos.append(combo)
         return combos, invalid
@@ -321,10 +361,66 @@ class RunConfig(_Model):
                 raise ConfigError(msg)
         return self
 
+    @model_validator(mode="after")
+    def _vol_window_within_history(self) -> RunConfig:
+        # a winner is ranked with min_history_days bars: a longer weight window has no volatility
+        # for it, and inverse-vol weights would silently fall back to equal weights
+        p, r = self.portfolio, self.ranking
+        if p.weighting == "inverse_vol" and p.vol_days + 1 > r.min_history_days:
+            msg = (
+                f"portfolio.vol_days={p.vol_days} needs {p.vol_days + 1} bars of history but "
+                f"ranking.min_history_days={r.min_history_days} ranks symbols with fewer: raise "
+                f"ranking.min_history_days to >= {p.vol_days + 1} or lower portfolio.vol_days"
+            )
+            raise ValueError(msg)
+        return self
+
+    @field_validator("signals", mode="before")
+    @classmethod
+    def _signal_windows_bounded(cls, value: Any) -> Any:
+        # TrendInTrend (engine/signals.py) bounds its windows from below only
+        if isinstance(value, dict):
+            for key in ("trend_days", "ema_bars"):
+                v = value.get(key)
+                if isinstance(v, int) and not isinstance(v, bool) and v > MAX_DAYS:
+                    msg = f"signals.{key}={v} is above {MAX_DAYS}: give a window such as 50"
+                    raise ValueError(msg)
+        return value
+
+    @field_validator("exit_rules", mode="before")
+    @classmethod
+    def _exit_rules_finite(cls, value: Any) -> Any:
+        # ExitRules (engine/exit_rules.py) accepts inf; a stop at an infinite distance is no stop
+        if isinstance(value, dict):
+            for key in ("sl_stop", "tp_stop", "sl_trail"):
+                v = value.get(key)
+                if isinstance(v, float) and not math.isfinite(v):
+                    msg = f"exit_rules.{key}={v} is not a finite number: give a fraction such as 0.05, or null for no rule"
+                    raise ValueError(msg)
+            tp = value.get("tp_stop")
+            if isinstance(tp, int | float) and not isinstance(tp, bool) and tp > MAX_TP:
+                msg = f"exit_rules.tp_stop={tp} is above {MAX_TP:g} (+{MAX_TP:.0%}): give a fraction such as 0.15"
+                raise ValueError(msg)
+            holding = value.get("max_holding")
+            if isinstance(holding, str):
+                try:
+                    ns = duration_to_ns(holding)
+                except ValueError as exc:
+                    raise ValueError(f"exit_rules.max_holding={holding!r}: {exc}") from None
+                if ns > MAX_DURATION_NS:
+                    msg = f"exit_rules.max_holding={holding!r} is longer than 100 years: give a duration such as '5d' or '2w'"
+                    raise ValueError(msg)
+        return value
+
     @field_validator("exit_rules")
     @classmethod
     def _inactive_is_none(cls, value: ExitRules | None) -> ExitRules | None:
         return value if value is not None and value.active else None
+
+
+def _num(x: Any) -> str:
+    """A bound as people write it: 1e+15, not 1000000000000000.0."""
+    return f"{x:g}" if isinstance(x, float) and abs(x) >= 1e6 else str(x)
 
 
 def _allowed(model: type[BaseModel], field: str) -> str:
@@ -335,19 +431,31 @@ def _allowed(model: type[BaseModel], field: str) -> str:
     bounds = []
     for meta in info.metadata:
         if isinstance(meta, Gt):
-            bounds.append(f"> {meta.gt}")
+            bounds.append(f"> {_num(meta.gt)}")
         elif isinstance(meta, Ge):
-            bounds.append(f">= {meta.ge}")
+            bounds.append(f">= {_num(meta.ge)}")
         elif isinstance(meta, Lt):
-            bounds.append(f"< {meta.lt}")
+            bounds.append(f"< {_num(meta.lt)}")
         elif isinstance(meta, Le):
-            bounds.append(f"<= {meta.le}")
+            bounds.append(f"<= {_num(meta.le)}")
     ann = info.annotation
     if getattr(ann, "__origin__", None) is Literal:
         return "one of " + ", ".join(repr(a) for a in ann.__args__)
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ""
     text = str(ann).replace("typing.", "").replace(" | None", "").replace("<class '", "").replace("'>", "")
-    text = {"float": "a number", "int": "an integer", "bool": "true or false"}.get(text, text)
-    return f"{text} {' and '.join(bounds)}".strip()
+    words = {
+        "float": "a finite number",
+        "int": "an integer",
+        "bool": "true or false",
+        "str": "a string",
+        "date": "a date (YYYY-MM-DD)",
+        "datetime.date": "a date (YYYY-MM-DD)",
+        "list[str]": "a list of strings",
+    }
+    if text not in words:
+        return ""  # a nested model, a union or a mapping: the message itself says what is wrong
+    return f"{words[text]} {' and '.join(bounds)}".strip()
 
 
 def _model_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str]:
@@ -373,9 +481,20 @@ def validation_message(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if p not in ("synthetic", "ccxt", "files"))
     key = ".".join(str(p) for p in loc) or "config"
-    if not err["loc"]:
-        return f"invalid config: {err['msg'].removeprefix('Value error, ')}"
+    text = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if err["type"] == "finite_number":
+        text = "not a finite number (inf and nan are not allowed)"
+    if not err["loc"] or (err["type"] == "value_error" and isinstance(err.get("input"), dict)):
+        # a model-level rule: its message names the keys and values itself
+        return f"invalid config: {text}"
     model, field = _model_at(tuple(err["loc"]))
+    if err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"invalid config value {key}.source={ctx.get('tag')!r}: allowed: one of {ctx.get('expected_tags')}"
+    if err["type"] == "dict_type":
+        return (
+            f"invalid config value {key}={err.get('input')!r}: {text} (allowed: a mapping such as {{name: value, ...}})"
+        )
     if err["type"] == "extra_forbidden":
         valid = sorted(model.model_fields) if model else []
         return f"unknown config key '{key}': valid keys here are {', '.join(valid)}"
@@ -383,7 +502,7 @@ def validation_message(exc: ValidationError) -> str:
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f"={value!r}"
     hint = f" (allowed: {allowed})" if allowed else ""
-    return f"invalid config value {key}{shown}: {err['msg']}{hint}"
+    return f"invalid config value {key}{shown}: {text}{hint}"
 
 
 def config_validate(raw: dict[str, Any]) -> RunConfig:

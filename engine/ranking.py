@@ -10,6 +10,7 @@ delisted later included.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from datetime import date
 
@@ -17,6 +18,8 @@ import numpy as np
 import polars as pl
 
 from engine.config import USD_QUOTES, PortfolioConfig, RankingConfig, UniverseConfig
+
+log = logging.getLogger(__name__)
 
 FACTORS = ("momentum", "vol_adj_momentum")
 
@@ -193,7 +196,19 @@ def weights_compute(selected: pl.DataFrame, portfolio: PortfolioConfig) -> dict[
     else:
         vols = selected.get_column("weight_vol").to_list()
         raw = [1.0 / v if v is not None and v > 0 and math.isfinite(v) else 0.0 for v in vols]
+        missing = [s for s, r in zip(symbols, raw, strict=True) if r == 0.0]
         if sum(raw) == 0:
+            log.warning(
+                "inverse_vol weights: no winner has a volatility over portfolio.vol_days=%d days (%s): equal weights used",
+                portfolio.vol_days,
+                ", ".join(symbols),
+            )
             raw = [1.0] * len(symbols)
+        elif missing:
+            log.warning(
+                "inverse_vol weights: %s have no volatility over portfolio.vol_days=%d days: weight 0",
+                ", ".join(missing),
+                portfolio.vol_days,
+            )
     total = sum(raw)
     return {s: portfolio.gross_exposure * r / total for s, r in zip(symbols, raw, strict=True)}

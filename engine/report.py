@@ -21,6 +21,7 @@ import polars as pl
 from engine.backtest import BacktestResult
 from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
+from engine.rundir import redact
 
 CHART_IDS = ("chart-equity", "chart-drawdown", "chart-exits", "chart-winners")
 """Div ids of the charts, in page order (fixed so the page is deterministic and testable)."""
@@ -561,7 +562,7 @@ def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _config_html(cfg: RunConfig) -> str:
-    rows = [[(k, ""), (json.dumps(v, sort_keys=True), "")] for k, v in _flatten(cfg.model_dump(mode="json"))]
+    rows = [[(k, ""), (redact(json.dumps(v, sort_keys=True)), "")] for k, v in _flatten(cfg.model_dump(mode="json"))]
     return f'<details id="config"><summary>Resolved config</summary>{_table(["Key", "Value"], rows)}</details>'
 
 

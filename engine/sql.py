@@ -1,21 +1,23 @@
-"""SQL lives in ``sql/NAME.sql``, loaded by name and run by DuckDB with bound parameters."""
+"""SQL lives in ``sql/NAME.sql``, loaded by name and run by DuckDB with bound parameters.
+
+The repository keeps ``sql/`` top-level; it is installed as the package ``engine.queries`` and read
+through :mod:`importlib.resources`, so an installed engine finds it from any working directory.
+"""
 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-
 
 @functools.cache
 def sql_load(name: str) -> str:
     """Text of ``sql/{name}.sql``."""
-    return (SQL_DIR / f"{name}.sql").read_text()
+    return resources.files("engine.queries").joinpath(f"{name}.sql").read_text(encoding="utf-8")
 
 
 def sql_arrow(name: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:

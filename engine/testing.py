@@ -2,31 +2,49 @@
 
 One generated daily series, an SMA-cross entry rule and the "enter only while flat" weights, so
 ``tests/test_crosscheck_backtesting.py`` and ``benchmarks/fig6_peer.py`` measure the same thing.
+
+It stays in the package (not under tests/) because ``python -m benchmarks`` ships in the wheel and
+needs the same fixture; it imports only numpy at import time (pandas and the simulator are imported
+by the functions that need them), so ``import engine`` never pays for it and it installs nothing.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from engine.exit_rules import ExitRules
-from engine.simulation.stops import find_stop_exits
-from engine.simulation.vbt import PriceBlock
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from engine.exit_rules import ExitRules
+    from engine.simulation.vbt import PriceBlock
 
 N_BARS = 1500
 
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
-    """Simple moving average, NaN for the first ``n - 1`` values (backtesting.py's ``self.I`` input)."""
-    out = np.full(len(x), np.nan)
-    c = np.cumsum(np.asarray(x, dtype=np.float64))
-    out[n - 1 :] = (c[n - 1 :] - np.concatenate([[0.0], c[:-n]])) / n
+    """Simple moving average, NaN for the first ``n - 1`` values (backtesting.py's ``self.I`` input).
+
+    Each window's mean is computed on its own (no running sum that drifts), as its first value plus
+    the mean of the exact differences to it: a window of equal closes averages to that close exactly,
+    so a close equal to its SMA is never a false strict crossover.
+    """
+    v = np.asarray(x, dtype=np.float64)
+    out = np.full(len(v), np.nan)
+    if n < 1 or len(v) < n:
+        return out
+    win = np.lib.stride_tricks.sliding_window_view(v, n)
+    first = win[:, :1]
+    out[n - 1 :] = first[:, 0] + (win - first).sum(axis=1) / n
     return out
 
 
 def crosscheck_ohlc(seed: int = 0, n_bars: int = N_BARS) -> pd.DataFrame:
     """Daily OHLC (backtesting.py's column names) with a few long-wicked bars, so that some bars
     hold both the stop loss and the take profit."""
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.02, n_bars)))
     open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.01, n_bars))
@@ -51,6 +69,8 @@ def entries_while_flat(prices: PriceBlock, signals: np.ndarray, rules: ExitRules
     One stop scan in the signal mode (``held_reweights="first_bar"``) finds them all: it drops an
     entry while the position is held and lets the next one through once a stop has closed it.
     """
+    from engine.simulation.stops import find_stop_exits
+
     n = prices.close.shape[0]
     w = np.full((n, 1), np.nan)
     bars = np.asarray(signals, dtype=np.int64) + 1

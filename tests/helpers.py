@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from engine.cli import config_compose
 from engine.config import RunConfig, config_validate
@@ -58,3 +61,21 @@ def random_ohlc(
     high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, wick, (n, k))))
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, wick, (n, k))))
     return open_, high, low, close
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def browser_or_skip() -> str:
+    """Path of a Chrome/Chromium for the browser tests (report rendering, heatmap PNG).
+
+    Without one they skip, saying how to enable them; ENGINE_REQUIRE_BROWSER=1 (set by .ci/run, which
+    installs Chromium) turns the skip into a failure, so CI cannot pass without running them.
+    """
+    found = os.environ.get("BROWSER_PATH") or next((p for b in BROWSERS if (p := shutil.which(b))), None)
+    if found:
+        return found
+    msg = "no Chrome/Chromium found: install one (e.g. `sudo apt-get install chromium`, as .ci/run does) or set BROWSER_PATH to run the browser tests"
+    if os.environ.get("ENGINE_REQUIRE_BROWSER") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)

@@ -109,7 +109,7 @@ def test_cli_bad_input_exit_2_one_line_no_artefacts(override: str, tmp_path: Pat
 def test_cli_sweep_with_all_invalid_values_fails_before_running(tmp_path: Path) -> None:
     proc = _cli(["-m", "+profile=crypto_rating", "exit_rules.sl_stop=1.0,1.5"], tmp_path)
     assert proc.returncode == 2
-    assert "all 2 sweep combinations are invalid" in proc.stderr
+    assert "all 2 sweep values checked are invalid" in proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 

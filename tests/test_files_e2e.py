@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import TINY_RANKING
 
 from engine.data.sources.synthetic import SyntheticSource
@@ -22,6 +23,7 @@ def _engine(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_ingest_files_then_backtest(tmp_path: Path) -> None:
     gen = SyntheticSource(3, 8, "2021-01-01", "2021-08-31")
     folder = tmp_path / "ohlcv"

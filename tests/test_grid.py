@@ -14,6 +14,7 @@ from engine.errors import ConfigError
 GRID = ["+profile=crypto_rating", "task=grid", "grid.sl_stop=[0.03,0.08]", "grid.tp_stop=[0.1,0.25]"]
 
 
+@pytest.mark.slow
 def test_each_combination_equals_its_single_run(lakehouse_dir: Path, tmp_path: Path) -> None:
     grid = grid_run(small_config(lakehouse_dir, tmp_path / "grid", *GRID))
     combos = grid.metrics["combinations"]

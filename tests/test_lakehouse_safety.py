@@ -80,6 +80,7 @@ def ingest_killed_after(root: Path, fetches: int) -> None:
     assert proc.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_sigkill_mid_ingest_leaves_readable_files_and_rerun_fetches_only_missing(tmp_path: Path) -> None:
     root = tmp_path / "lake"
     lake = Lakehouse(root)
@@ -109,6 +110,7 @@ def concurrent_worker(root: str, symbols: list[str], barrier: Any) -> None:
     service.fetch_mtf_for_candidates(symbols, ["1h", "4h"], START, END)
 
 
+@pytest.mark.slow
 def test_two_processes_fetching_the_same_symbols_leave_exact_rows(tmp_path: Path) -> None:
     symbols = GEN.symbols()[:8]
     ctx = multiprocessing.get_context("spawn")

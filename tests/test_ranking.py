@@ -102,6 +102,23 @@ def test_weights_equal_and_inverse_vol() -> None:
     assert w["B/USDT"] == pytest.approx(0.3)
 
 
+def test_inverse_vol_without_volatility_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """No silent fallback: a winner without a volatility (vol_days longer than its data) is named."""
+    inv = PortfolioConfig(weighting="inverse_vol", vol_days=40)
+    sel = pl.DataFrame(
+        {"symbol": ["A/USDT", "B/USDT"], "weight_vol": [None, None]},
+        schema={"symbol": pl.String, "weight_vol": pl.Float64},
+    )
+    with caplog.at_level("WARNING", logger="engine.ranking"):
+        assert weights_compute(sel, inv) == {"A/USDT": 0.5, "B/USDT": 0.5}
+    assert "equal weights used" in caplog.text and "portfolio.vol_days=40" in caplog.text
+    caplog.clear()
+    sel = pl.DataFrame({"symbol": ["A/USDT", "B/USDT"], "weight_vol": [0.02, None]})
+    with caplog.at_level("WARNING", logger="engine.ranking"):
+        assert weights_compute(sel, inv) == {"A/USDT": 1.0, "B/USDT": 0.0}
+    assert "B/USDT have no volatility" in caplog.text
+
+
 def test_duckdb_coverage_matches_polars(tmp_path: Path) -> None:
     src = SyntheticSource(seed=11, n_symbols=100, start="2021-01-01", end="2022-06-30")
     lh = Lakehouse(tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from helpers import browser_or_skip
 
 from engine.backtest import ORDER_SCHEMA, BacktestResult
 from engine.config import RunConfig
@@ -289,25 +289,16 @@ def test_report_empty_result(tmp_path: Path) -> None:
 # ---- browser ---------------------------------------------------------------------------------
 
 
-def chromium_path(fallback: Path = Path("/usr/bin/chromium")) -> str:
-    """Path of the Chromium binary (tests/conftest.py installs it); skip only when ENGINE_NO_BROWSER=1."""
-    found = shutil.which("chromium") or (str(fallback) if fallback.is_file() else None)
-    if found:
-        return found
-    if os.environ.get("ENGINE_NO_BROWSER") == "1":
-        pytest.skip("no chromium and ENGINE_NO_BROWSER=1")
-    pytest.fail("chromium not found: install it (`apt-get install -y chromium`) or set ENGINE_NO_BROWSER=1 to skip")
-
-
-def test_missing_browser_fails_unless_opted_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A browser test that silently passes without a browser would hide a broken report.
+def test_missing_browser_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    # locally a missing browser skips, saying how to enable the test; CI (.ci/run) requires it
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    monkeypatch.delenv("ENGINE_NO_BROWSER", raising=False)
-    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
-        chromium_path(tmp_path / "absent")
-    monkeypatch.setenv("ENGINE_NO_BROWSER", "1")
-    with pytest.raises(pytest.skip.Exception):
-        chromium_path(tmp_path / "absent")
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.delenv("ENGINE_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        browser_or_skip()
+    monkeypatch.setenv("ENGINE_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium"):
+        browser_or_skip()
 
 
 def chromium_cmd(binary: str, profile: Path, *args: str) -> list[str]:
@@ -329,8 +320,9 @@ def chromium_cmd(binary: str, profile: Path, *args: str) -> list[str]:
     ]
 
 
-def test_report_renders_in_chromium(tmp_path: Path) -> None:
-    binary = chromium_path()
+@pytest.mark.slow
+def test_report_renders_in_chromium(tmp_path: Path, browser: str) -> None:
+    binary = browser
     _write(tmp_path, True)
     page = tmp_path / "run" / "report.html"
     dom = subprocess.run(

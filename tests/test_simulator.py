@@ -15,7 +15,7 @@ from engine.simulation import PriceBlock, SimResult, VectorBTSimulator
 
 DAY_NS = 86_400 * 10**9
 NAN = math.nan
-ENGINES = ["rust", "numba"]
+ENGINES = ["rust", pytest.param("numba", marks=pytest.mark.slow)]  # numba: JIT compile on first use
 
 
 def _block(rows: list[tuple[float, float, float, float]] | np.ndarray, names: tuple[str, ...] = ("A",)) -> PriceBlock:
@@ -275,6 +275,7 @@ def test_inactive_rules_are_the_rebalance_mode() -> None:
     assert base.orders.height == 50
 
 
+@pytest.mark.slow
 def test_engines_agree() -> None:
     prices = _random_block(8, 200, 5)
     w = _weights_every(200, 5, 20)
@@ -374,7 +375,7 @@ def test_simulate_rejects_bad_inputs() -> None:
         VectorBTSimulator(engine="cuda")
 
 
-@pytest.mark.parametrize("engine", ["rust", "numba"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_direct_dispatch_equals_portfolio_from_orders(engine: str) -> None:
     """The simulator calls vectorbt's simulation without the Portfolio wrapper: same records."""
     n, k = 120, 4

@@ -55,8 +55,8 @@ def _grid_sharpe(i_sl: int, i_tp: int) -> float:
 
 
 @pytest.fixture
-def sweep(tmp_path: Path) -> Path:
-    """9 jobs on a 3x3 sl x tp grid (jobs 0..8) plus job 9 that failed with error.txt."""
+def sweep(tmp_path: Path, browser: str) -> Path:
+    """(Summaries render the heatmap PNG with a browser.) 9 jobs on a 3x3 sl x tp grid (jobs 0..8) plus job 9 that failed with error.txt."""
     root = tmp_path / "sweep"
     for i_sl, sl in enumerate(SL):
         for i_tp, tp in enumerate(TP):
@@ -73,6 +73,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_leaderboard_order_and_contents(sweep: Path) -> None:
     s = sweep_summarize(sweep)
     rows = _read_csv(sweep / "leaderboard.csv")
@@ -106,6 +107,7 @@ def test_leaderboard_order_and_contents(sweep: Path) -> None:
     assert md.count("\n| ") == 9 + 1 + 1 + 1  # header + 9 rows, failed-jobs header + 1 failed row
 
 
+@pytest.mark.slow
 def test_rank_by_other_metric_ascending(sweep: Path) -> None:
     s = sweep_summarize(sweep, metric="calmar", descending=False)
     assert s.leaderboard.get_column("job").to_list() == [str(i) for i in range(9)]
@@ -147,6 +149,7 @@ def test_dsr_single_trial_is_psr_against_zero() -> None:
     assert sr0 == 0.0 and dsr[0] == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))))
 
 
+@pytest.mark.slow
 def test_leaderboard_dsr_matches_formula(sweep: Path) -> None:
     s = sweep_summarize(sweep)
     sharpe = s.leaderboard.get_column("sharpe").to_numpy()
@@ -155,6 +158,7 @@ def test_leaderboard_dsr_matches_formula(sweep: Path) -> None:
     assert s.leaderboard.get_column("deflated_sharpe").to_numpy() == pytest.approx(dsr)
 
 
+@pytest.mark.slow
 def test_failed_jobs_listed(sweep: Path) -> None:
     # job 10: no error.txt, a Hydra log with the error; job 11: nothing at all
     d = _job(sweep, "10", {"exit_rules.sl_stop": "0.9", "exit_rules.tp_stop": "0.1"})
@@ -170,6 +174,7 @@ def test_failed_jobs_listed(sweep: Path) -> None:
     assert "3 failed jobs" in (sweep / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow
 def test_no_failed_csv_without_failures(sweep: Path) -> None:
     for f in (sweep / "9").iterdir():
         f.unlink()
@@ -178,6 +183,7 @@ def test_no_failed_csv_without_failures(sweep: Path) -> None:
     assert not (sweep / "failed.csv").exists()
 
 
+@pytest.mark.slow
 def test_version_mismatch(sweep: Path) -> None:
     path = sweep / "3" / "metrics.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "engine_version": "0.0.9"}))
@@ -202,12 +208,14 @@ def test_missing_and_empty_dir(tmp_path: Path) -> None:
         sweep_summarize(tmp_path)
 
 
+@pytest.mark.slow
 def test_unknown_metric(sweep: Path) -> None:
     with pytest.raises(EngineError, match=r"unknown metric 'sharp': valid metrics are .*sharpe") as info:
         sweep_summarize(sweep, metric="sharp")
     assert "exits_by_kind" not in str(info.value) and "engine_version" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_heatmap(sweep: Path) -> None:
     s = sweep_summarize(sweep)
     html = (sweep / "heatmap_sl_tp.html").read_text()
@@ -228,6 +236,7 @@ def test_no_heatmap_with_one_exit_key(tmp_path: Path) -> None:
     assert not (tmp_path / "heatmap_sl_tp.html").exists()
 
 
+@pytest.mark.slow
 def test_png_failure_is_an_error(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BROWSER_PATH", str(sweep / "no-such-chrome"))
     with pytest.raises(EngineError, match=r"heatmap_sl_tp\.png could not be rendered"):
@@ -241,6 +250,7 @@ def test_grid_layout(tmp_path: Path) -> None:
     assert s.leaderboard.get_column("job").to_list() == ["combos/c2", "combos/c1", "combos/c0"]
 
 
+@pytest.mark.slow
 def test_cli(sweep: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ok = subprocess.run([sys.executable, "-m", "engine.sweep", str(sweep)], capture_output=True, text=True, env=env)
@@ -254,7 +264,8 @@ def test_cli(sweep: Path) -> None:
     assert bad.stderr.count("\n") == 1
 
 
-def test_callback_on_real_multirun(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_callback_on_real_multirun(tmp_path: Path, browser: str) -> None:
     cmd = [
         sys.executable,
         "-m",

@@ -1,0 +1,105 @@
+"""What goes into a run directory, and how: strict JSON, redacted secrets, a completeness mark.
+
+- Every JSON artefact goes through :func:`json_dumps` (``allow_nan=False``): a NaN or an infinity
+  is a bug to report, never a bare ``NaN``/``Infinity`` that strict JSON readers reject.
+- Credentials in URLs (``http://user:pw@host``, ``?apikey=...``) are replaced by ``***`` in every
+  file and message a run writes (:func:`redact`); the run itself still uses them.
+- A run directory is complete when it holds ``_COMPLETE``, written last. A run first removes the
+  artefacts (and ``error.txt``) of an earlier run in the same directory, so a directory without
+  ``_COMPLETE`` is a run that failed (its reason in ``error.txt``) or was killed while writing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+COMPLETE = "_COMPLETE"
+ERROR = "error.txt"
+# files a run (re)writes at the top of its directory: removed before a run starts in it
+ARTEFACTS = (
+    COMPLETE,
+    ERROR,
+    "config.yaml",
+    "manifest.json",
+    "metrics.json",
+    "params.json",
+    "equity.parquet",
+    "orders.parquet",
+    "trades.parquet",
+    "winners.parquet",
+    "audit.jsonl",
+    "report.html",
+)
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|secret|api[_-]?secret|password|passwd|pw"
+    r"|signature|sig|auth|client[_-]?secret)=)[^&#\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with URL credentials (user:password@, secret query parameters) replaced by ``***``."""
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group('key')}***", text)
+
+
+def redact_obj(obj: Any) -> Any:
+    """:func:`redact` applied to every string of a JSON-like structure."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {k: redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact_obj(v) for v in obj]
+    return obj
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, dt.datetime | dt.date | Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    msg = f"{obj.__class__.__name__} is not JSON serialisable"
+    raise TypeError(msg)
+
+
+def json_dumps(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON (no NaN/Infinity: ``ValueError``), keys sorted, secrets redacted."""
+    return json.dumps(redact_obj(obj), indent=indent, sort_keys=True, allow_nan=False, default=_default)
+
+
+def json_write(path: Path, obj: Any) -> None:
+    """Write :func:`json_dumps` of ``obj`` atomically."""
+    from engine.data.lakehouse import atomic_write_bytes
+
+    atomic_write_bytes(path, (json_dumps(obj) + "\n").encode())
+
+
+def run_dir_reset(out: Path, keep: tuple[str, ...] = ()) -> None:
+    """Remove a previous run's artefacts from ``out`` (a reused run directory starts clean)."""
+    for name in ARTEFACTS:
+        if name not in keep:
+            (out / name).unlink(missing_ok=True)
+
+
+def run_complete(out: Path, files: list[str]) -> None:
+    """Write ``_COMPLETE`` (the last file of a run): the artefacts it vouches for."""
+    json_write(out / COMPLETE, {"status": "complete", "files": sorted(files)})
+
+
+def hydra_files_redact(out: Path) -> None:
+    """Redact the config copies Hydra wrote before the job started (``.hydra/*.yaml``, ``multirun.yaml``)."""
+    for path in [*out.glob(".hydra/*.yaml"), *out.parent.glob("multirun.yaml")]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        clean = redact(text)
+        if clean != text:
+            path.write_text(clean)

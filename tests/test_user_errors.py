@@ -1,0 +1,229 @@
+"""Every user error is one line on stderr, exit code 2, no traceback, and names the key and value."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli import artefact_errors, data_errors, main
+from engine.errors import DataError, EngineError
+from engine.rundir import COMPLETE, json_dumps, redact
+
+SMALL = ["data.n_symbols=10", "data.start=2021-01-01", "data.end=2021-06-30", "quiet=true"]
+
+
+def _cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CI": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert "engine.config" not in lines[0] and "Value error" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["=0.1"], ["'=0.1'", "key before '=' is missing"]),
+        (["backtest.hold_days=100000000"], ["backtest.hold_days=100000000", "<= 10000"]),
+        (["ranking.min_history_days=100000000"], ["ranking.min_history_days=100000000", "<= 10000"]),
+        (["exit_rules.max_holding=99999999999w"], ["exit_rules.max_holding='99999999999w'", "100 years"]),
+        (["backtest.init_cash=inf"], ["backtest.init_cash=inf", "finite"]),
+        (["ranking.weights={momentum:nan,vol_adj_momentum:0.5}"], ["ranking.weights.momentum=nan", "finite"]),
+        (["exit_rules.tp_stop=inf"], ["exit_rules.tp_stop=inf", "finite"]),
+        (["ranking.min_dollar_volume=inf"], ["ranking.min_dollar_volume=inf", "finite"]),
+        (
+            ["backtest.start=2021-05-01", "backtest.end=2021-04-01"],
+            ["backtest.start=2021-05-01 is after backtest.end=2021-04-01"],
+        ),
+        (
+            ["portfolio=inverse_vol", "portfolio.vol_days=400"],
+            ["portfolio.vol_days=400", "ranking.min_history_days=60"],
+        ),
+        (["ranking.min_history_days=20"], ["ranking.min_history_days=20", ">= 31"]),
+        (["hydra.run.dirr=x"], ["hydra.run.dirr"]),
+        (["-r", "ranking.top_nn=3"], ["ranking.top_nn"]),
+        (["--run", "hydra.job.chdirr=true"], ["hydra.job.chdirr"]),
+        (["data.source=foo"], ["data.source='foo'", "'synthetic', 'ccxt', 'files'"]),
+        (["ranking.weights={foo:1}"], ["ranking.weights={foo:1}", "momentum, vol_adj_momentum"]),
+        (["grid.sl_stop=[inf]"], ["grid.sl_stop", "finite"]),
+        (["exit_rules.tp_stop=1e300"], ["exit_rules.tp_stop=1e+300", "above 1000"]),
+    ],
+)
+def test_config_error_is_one_line(
+    args: list[str],
+    needles: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In process (``main`` is what ``python -m engine`` runs; test_cli_errors_in_a_subprocess runs a few for real)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["+profile=crypto_rating", *SMALL, *args])
+    out, err = capsys.readouterr()
+    line = _one_line(subprocess.CompletedProcess([], int(str(info.value.code)), out, err))
+    for needle in needles:
+        assert needle in line
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("args", [["=0.1"], ["backtest.init_cash=inf"], ["-r", "hydra.run.dirr=x"]])
+def test_cli_errors_in_a_subprocess(args: list[str], tmp_path: Path) -> None:
+    _one_line(_cli(["+profile=crypto_rating", *SMALL, *args], tmp_path))
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_output_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("x")
+    line = _one_line(_cli([*SMALL, f"hydra.run.dir={tmp_path / 'taken' / 'run'}"], tmp_path))
+    assert "is a file, not a folder" in line and "(hydra.run.dir)" in line
+    line = _one_line(_cli([*SMALL, f"paths.output_dir={tmp_path / 'taken'}"], tmp_path))
+    assert "paths.output_dir" in line
+    line = _one_line(_cli([*SMALL, f"paths.lakehouse_dir={tmp_path / 'taken'}"], tmp_path))
+    assert "(paths.lakehouse_dir)" in line and "is a file, not a folder" in line
+
+
+def test_unwritable_artefact_folder_is_one_engine_error(tmp_path: Path) -> None:
+    def deny() -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "run" / "metrics.json"))
+
+    with (
+        pytest.raises(EngineError, match=r"cannot write the run's artefacts into .*Permission denied"),
+        artefact_errors(tmp_path / "run"),
+    ):
+        deny()
+
+
+def test_lakehouse_permission_error_says_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info, data_errors(str(tmp_path), "files"):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "bars" / "x.parquet"))
+    assert "permission denied" in str(info.value) and "delete" not in str(info.value)
+    with pytest.raises(DataError, match="task=ingest data=files"), data_errors(str(tmp_path), "files"):
+        raise OSError("corrupt footer in x.parquet")
+
+
+def test_large_sweep_validates_each_value_once(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    proc = _cli(["-m", "+profile=crypto_rating", *SMALL, "ranking.top_n=range(0,5000)"], tmp_path)
+    assert time.perf_counter() - t0 < 120
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "validating 5000 swept values of ranking.top_n before the sweep starts"
+    assert lines[1].startswith(
+        "error: 1 of 5000 sweep values checked are invalid, e.g. invalid config value ranking.top_n=0"
+    )
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_redact() -> None:
+    assert redact("http://alice:pw@host:8080/x?apikey=SECRET&a=1") == "http://***@host:8080/x?apikey=***&a=1"
+    assert redact("https://host/api?token=abc") == "https://host/api?token=***"
+    assert redact("https://api.binance.com/api/v3") == "https://api.binance.com/api/v3"
+
+
+def test_strict_json() -> None:
+    with pytest.raises(ValueError, match="JSON compliant"):
+        json_dumps({"x": float("inf")})
+    assert json.loads(json_dumps({"u": "http://a:b@h"})) == {"u": "http://***@h"}
+
+
+def test_credentials_are_redacted_everywhere(tmp_path: Path) -> None:
+    url = "http://alice:s3cretpw@127.0.0.1:9/api?apikey=TOPSECRET&x=1"
+    proc = _cli(
+        [
+            "task=ingest",
+            "data=ccxt",
+            f'data.api_url="{url}"',
+            "data.symbols=[BTC/USDT]",
+            "data.max_retries=0",
+            "data.timeout_ms=500",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+    )
+    line = _one_line(proc)
+    assert "http://***@127.0.0.1:9/api?apikey=***" in line
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert {"error.txt", "params.json", "config.yaml", "hydra.yaml", "overrides.yaml"} <= {p.name for p in written}
+    for text in [proc.stdout, proc.stderr, *(p.read_text() for p in written)]:
+        assert "s3cretpw" not in text and "TOPSECRET" not in text
+
+
+@pytest.mark.slow
+def test_reused_run_dir_and_completeness_mark(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    ok = _cli([*SMALL, f"hydra.run.dir={run}"], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((run / COMPLETE).read_text())["status"] == "complete"
+    log = (run / "engine.log").read_text()
+    assert "stage simulation" in log and "artefacts written" in log
+    # a failed run in the same folder: no stale results, no completeness mark, the reason in error.txt
+    bad = _cli([*SMALL, "backtest.start=2030-01-01", f"hydra.run.dir={run}"], tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert (run / "error.txt").is_file()
+    assert not (run / COMPLETE).exists() and not (run / "metrics.json").exists()
+    assert "ERROR" in (run / "engine.log").read_text()
+    # and a good run after it leaves no stale error.txt
+    again = _cli([*SMALL, f"hydra.run.dir={run}"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert not (run / "error.txt").exists() and (run / COMPLETE).is_file()
+    texts = [(run / n).read_text() for n in ("manifest.json", "metrics.json", "params.json", COMPLETE)]
+    for text in [*texts, *(run / "audit.jsonl").read_text().splitlines()]:
+        json.loads(text, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> None:
+    pytest.fail(f"bare {name} in a JSON artefact")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as an unprivileged user"
+)
+def test_unwritable_working_folder_is_one_line(tmp_path: Path) -> None:
+    """Run as nobody from a folder it cannot write: the default run folder is refused up front."""
+    tmp_path.chmod(0o755)
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "engine", *SMALL]
+    env = {**os.environ, "HOME": str(tmp_path), "CI": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    line = _one_line(proc)
+    assert "cannot be written: permission denied" in line and "hydra.run.dir" in line
+
+
+def test_a_run_killed_while_writing_has_no_completeness_mark(
+    lakehouse_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is written after the other artefacts: dying there leaves metrics.json without _COMPLETE."""
+    from helpers import small_config
+
+    import engine.report
+    from engine.cli import run_backtest
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / COMPLETE).write_text("{}")  # a previous run's mark in a reused folder
+    (out / "error.txt").write_text("stale\n")
+
+    def killed(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.report, "report_write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_backtest(small_config(lakehouse_dir, out, "+profile=crypto_rating"))
+    assert (out / "metrics.json").is_file()
+    assert not (out / COMPLETE).exists() and not (out / "error.txt").exists()
