@@ -6,21 +6,14 @@ position is closed before the next rebalance. ``None`` (no rules) is the legacy 
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_DURATION = re.compile(r"^(\d+)([mhdw])$")
-_UNIT_NS = {"m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+from engine.units import duration_ms
 
 
 def duration_to_ns(text: str) -> int:
-    """Parse a duration such as ``"12h"`` or ``"5d"`` into nanoseconds."""
-    match = _DURATION.match(text)
-    if match is None or int(match.group(1)) <= 0:
-        msg = f"invalid duration {text!r}: use a positive integer followed by m, h, d or w (e.g. '5d')"
-        raise ValueError(msg)
-    return int(match.group(1)) * _UNIT_NS[match.group(2)]
+    """Parse a duration such as ``"12h"`` or ``"5d"`` into nanoseconds (see ``engine.units``)."""
+    return duration_ms(text) * 1_000_000
 
 
 class ExitRules(BaseModel):

@@ -7,11 +7,32 @@ from typing import Any
 
 import numpy as np
 
+from engine.trades import TRADE_KINDS
+
 YEAR_DAYS = 365.0
 
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def drawdown(values: np.ndarray, init_cash: float) -> np.ndarray:
+    """Fraction below the running peak, the peak starting at ``init_cash`` as in the metrics.
+
+    Parameters
+    ----------
+    values
+        Equity marks in time order.
+    init_cash
+        Starting capital: a run that loses from its first bar is under water from the start.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values / peak - 1`` (0 at a new high, negative below it).
+    """
+    peak = np.maximum.accumulate(np.concatenate(([init_cash], values)))[1:]
+    return values / peak - 1.0
 
 
 def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[str, float | None]:
@@ -34,8 +55,7 @@ def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[
     m2 = float(np.mean(centered**2)) if rets.size else 0.0
     skew = float(np.mean(centered**3)) / m2**1.5 if m2 > 0 else math.nan
     kurt = float(np.mean(centered**4)) / m2**2 if m2 > 0 else math.nan
-    peak = np.maximum.accumulate(values)
-    max_dd = float(np.min(values / peak - 1.0))
+    max_dd = float(min(0.0, np.min(drawdown(values[1:], init_cash), initial=0.0)))
     calmar = cagr / abs(max_dd) if max_dd < 0 else math.nan
     return {
         "total_return": _finite(total),
@@ -66,7 +86,6 @@ def trading_metrics(
     """
     mean_equity = float(np.mean(equity)) if equity.size else math.nan
     years = max(n_days, 1.0) / YEAR_DAYS
-    kinds = ("stop_loss", "take_profit", "trailing", "max_holding", "signal", "rebalance", "end", "delisted")
     return {
         "turnover": _finite(traded / mean_equity / years) if mean_equity > 0 else None,
         "exposure": _finite(float(np.mean(exposure))) if exposure.size else None,
@@ -74,5 +93,5 @@ def trading_metrics(
         "n_trades": int(returns.size),
         "win_rate": _finite(float(np.mean(returns > 0))) if returns.size else None,
         "avg_trade_return": _finite(float(np.mean(returns))) if returns.size else None,
-        "exits_by_kind": {k: int(by_kind.get(k, 0)) for k in kinds},
+        "exits_by_kind": {k: int(by_kind.get(k, 0)) for k in TRADE_KINDS},
     }

@@ -21,6 +21,7 @@ import polars as pl
 from engine.backtest import BacktestResult
 from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
+from engine.metrics import drawdown
 from engine.rundir import redact
 
 CHART_IDS = ("chart-equity", "chart-drawdown", "chart-exits", "chart-winners")
@@ -329,25 +330,6 @@ def _equity_figure(cfg: RunConfig, result: BacktestResult) -> go.Figure:
         updatemenus=[menu],
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0.13},
     )
-
-
-def drawdown(values: np.ndarray, init_cash: float) -> np.ndarray:
-    """Fraction below the running peak, the peak starting at ``init_cash`` as in the metrics.
-
-    Parameters
-    ----------
-    values
-        Equity marks in time order.
-    init_cash
-        Starting capital: a run that loses from its first bar is under water from the start.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``values / peak - 1`` (0 at a new high, negative below it).
-    """
-    peak = np.maximum.accumulate(np.concatenate(([init_cash], values)))[1:]
-    return values / peak - 1.0
 
 
 def _drawdown_figure(cfg: RunConfig, result: BacktestResult) -> go.Figure:

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-DAY_MS = 86_400_000
+from engine.units import DAY_MS
 
 __all__ = ["DAY_MS", "TrendInTrend", "daily_trend", "signals_compute", "weights_from_signals"]
 

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from vectorbt.portfolio.enums import order_dt
-from vectorbt.portfolio.nb import get_exit_trades_nb, get_positions_nb
-from vectorbt.records.nb import col_map_nb
 
-from engine.simulation.vbt import ORDER_REASONS
+from engine.simulation.stops import ORDER_REASONS
 
 END = len(ORDER_REASONS)
 TRADE_KINDS: tuple[str, ...] = (*ORDER_REASONS, "end")
@@ -75,6 +72,10 @@ def trades_from_orders(
         Columns of :data:`TRADE_SCHEMA` (times as int64 epoch ms, ``exit_kind`` as codes,
         ``status`` as bool ``open``), sorted by entry order, then symbol.
     """
+    from vectorbt.portfolio.enums import order_dt
+    from vectorbt.portfolio.nb import get_exit_trades_nb, get_positions_nb
+    from vectorbt.records.nb import col_map_nb
+
     n = len(orders["size"])
     if n == 0:
         return _empty()

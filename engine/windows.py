@@ -7,8 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from engine.config import BacktestConfig, RankingConfig
 from engine.errors import EngineError
-
-DAY_MS = 86_400_000
+from engine.units import DAY_MS
 
 
 def date_ms(day: date) -> int:

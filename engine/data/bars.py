@@ -12,6 +12,7 @@ import re
 import polars as pl
 
 from engine.errors import DataError, EngineError
+from engine.units import duration_ms
 
 BAR_SCHEMA: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("ms", "UTC"),
@@ -23,8 +24,6 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
 }
 PRICE_COLUMNS = ("open", "high", "low", "close")
 
-_INTERVAL = re.compile(r"^([1-9]\d*)([mhdw])$")
-_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 # BASE/QUOTE of upper-case letters and digits: nothing that can escape a path or a SQL string.
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
 _SYMBOL_DIR = re.compile(r"^[A-Z0-9]{1,20}_[A-Z0-9]{1,20}$")
@@ -36,11 +35,11 @@ def interval_ms(interval: str) -> int:
     >>> interval_ms("4h")
     14400000
     """
-    match = _INTERVAL.match(interval)
-    if match is None:
+    try:
+        return duration_ms(interval)
+    except ValueError:
         msg = f"malformed interval {interval!r}: use a count and a unit m/h/d/w, e.g. '1h', '4h', '1d'"
-        raise EngineError(msg)
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+        raise EngineError(msg) from None
 
 
 def symbol_check(symbol: str) -> str:

@@ -19,12 +19,12 @@ from engine.data.lakehouse import Lakehouse, ranges_missing, store_open
 from engine.data.sources.base import DataSource
 from engine.errors import DataError
 from engine.progress import progress_iter
+from engine.units import DAY_MS
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
     from engine.data.sources.files import FilesSource
 
-DAY_MS = 86_400_000
 
 log = logging.getLogger(__name__)
 

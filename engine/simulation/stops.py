@@ -81,7 +81,27 @@ EXIT_KIND_NAMES: dict[int, str] = {
 }
 """Name of each exit kind code, as used in the ``reason`` and ``kind`` columns of results."""
 
+ORDER_REASONS: tuple[str, ...] = (
+    "rebalance",
+    *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES)),
+    "signal",
+    "delisted",
+)
+"""Reason of an order by code: 0 a rebalance, 1-4 the exit kinds; the walk-forward engine labels a
+rebalance-mode order placed by a signal (5) and the sale of a delisted symbol (6)."""
+ORDER_SIDES = ("buy", "sell")  # vectorbt's OrderSide codes
+
 Ambiguity = Literal["pessimistic", "optimistic"]
+
+
+def ambiguity_check(value: object) -> Ambiguity:
+    """``value`` if it is an ambiguity policy (which exit wins a bar holding both SL and TP)."""
+    if value not in ("pessimistic", "optimistic"):
+        msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {value!r}"
+        raise ValueError(msg)
+    return value  # type: ignore[return-value]
+
+
 HeldReweights = Literal["all", "first_bar"]
 
 
@@ -590,9 +610,7 @@ def find_stop_exits_grid(
     interact in the scan). ``state`` holds each book's positions before the first bar; ``topup``
     gets and returns grid-wide arrays (all books' columns).
     """
-    if ambiguity not in ("pessimistic", "optimistic"):
-        msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {ambiguity!r}"
-        raise ValueError(msg)
+    ambiguity_check(ambiguity)
     if held_reweights not in ("all", "first_bar"):
         msg = f"held_reweights must be 'all' or 'first_bar', got {held_reweights!r}"
         raise ValueError(msg)

@@ -39,12 +39,14 @@ from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
 from engine.exit_rules import ExitRules
 from engine.simulation.stops import (
-    EXIT_KIND_NAMES,
+    ORDER_REASONS,
+    ORDER_SIDES,
     Ambiguity,
     FillWalk,
     HeldReweights,
     StopExits,
     StopState,
+    ambiguity_check,
     scan_grid,
     split_books,
 )
@@ -54,11 +56,6 @@ TOPUP_FILLS = "numba"
 """Where the fills of a top-up row come from while the stops are scanned: ``"numba"`` (the
 restatement in :mod:`engine.simulation.fills`, checked against the vectorbt call afterwards) or
 ``"vectorbt"`` (a vectorbt call per top-up row; tests compare both)."""
-
-# Index = reason code of an order: 0 is a rebalance, 1-4 the exit kinds; the walk-forward engine
-# relabels rebalance-mode orders placed by a signal (5) and the sale of a delisted symbol (6).
-ORDER_REASONS = ("rebalance", *(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES)), "signal", "delisted")
-ORDER_SIDES = ("buy", "sell")  # vectorbt's OrderSide codes
 
 
 @dataclass(frozen=True)
@@ -182,7 +179,7 @@ class SimResult:
         return pl.DataFrame(
             {
                 "bar": pl.Series(bar, dtype=pl.Int64),
-                "timestamp": pl.Series(self.prices.index[bar]).dt.replace_time_zone("UTC"),
+                "timestamp": pl.Series(self.prices.index[bar]).dt.replace_time_zone("UTC").dt.cast_time_unit("ms"),
                 "column": _labels(self.prices.columns, rec["col"]),
                 "side": _labels(ORDER_SIDES, rec["side"]),
                 "size": rec["size"],
@@ -211,7 +208,9 @@ class SimResult:
         return pl.DataFrame(
             {
                 "bar": pl.Series(exits.bar, dtype=pl.Int64),
-                "timestamp": pl.Series(self.prices.index[exits.bar]).dt.replace_time_zone("UTC"),
+                "timestamp": pl.Series(self.prices.index[exits.bar])
+                .dt.replace_time_zone("UTC")
+                .dt.cast_time_unit("ms"),
                 "column": _labels(self.prices.columns, exits.col),
                 "kind": _labels(ORDER_REASONS, exits.kind),
                 "price": exits.price,
@@ -247,9 +246,7 @@ class VectorBTSimulator:
         if engine not in ENGINES:
             msg = f"engine must be one of {ENGINES}, got {engine!r}"
             raise ValueError(msg)
-        if ambiguity not in ("pessimistic", "optimistic"):
-            msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {ambiguity!r}"
-            raise ValueError(msg)
+        ambiguity_check(ambiguity)
         if not (np.isfinite(fees) and fees >= 0 and np.isfinite(slippage) and 0 <= slippage < 1):
             msg = f"fees must be >= 0 and 0 <= slippage < 1, got fees={fees}, slippage={slippage}"
             raise ValueError(msg)
@@ -842,7 +839,8 @@ def _check_carry_fill(records: np.ndarray, shares: np.ndarray) -> None:
         raise RuntimeError(msg)
 
 
-_TS_TYPE = pl.Datetime("ns", "UTC")
+_TS_TYPE = pl.Datetime("ms", "UTC")
+"""Timestamps of orders and exits: epoch milliseconds, as in orders.parquet and trades.parquet."""
 
 
 def _labels(names: tuple[str, ...], codes: np.ndarray) -> pl.Series:

@@ -32,7 +32,6 @@ from engine.errors import DataError, EngineError
 
 log = logging.getLogger(__name__)
 
-DAY_MS = 86_400_000
 # ccxt splits its errors in two: OperationFailed (the request failed in transit or on the
 # exchange's side; the same request may succeed later) and ExchangeError (the exchange rejected
 # it; repeating cannot help). NetworkError and its 429/418/5xx/timeout subclasses sit under the first.

@@ -45,6 +45,7 @@ from engine.config import FilesData
 from engine.data.bars import BAR_SCHEMA, bars_validate, interval_ms
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError
+from engine.units import UNIT_MS
 
 SUFFIXES = (".csv", ".parquet", ".feather", ".json")
 TIME_COLUMNS = ("date", "timestamp", "time", "open_time")
@@ -331,7 +332,7 @@ def _interval_infer(raw: pl.DataFrame) -> str:
         msg = "too few bars to read its interval from; name it BASE_QUOTE-tf.ext (e.g. BTC_USDT-1h.csv)"
         raise DataError(msg)
     step = int(ts.min())  # type: ignore[arg-type]
-    for unit, ms in (("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+    for unit, ms in sorted(UNIT_MS.items(), key=lambda u: -u[1]):
         if step % ms == 0:
             return f"{step // ms}{unit}"
     msg = f"bars {step} ms apart are not on a minute grid; name the file BASE_QUOTE-tf.ext"

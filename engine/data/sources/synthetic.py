@@ -21,9 +21,8 @@ from scipy.signal import lfilter
 from engine.data.bars import interval_ms, symbol_check
 from engine.data.sources.base import DataSource
 from engine.errors import EngineError
+from engine.units import DAY_MS, HOUR_MS
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 _T_DF = 4.0
 _MAJORS = ("BTC", "ETH", "SOL", "BNB", "XRP")
 GENERATOR_VERSION = 2

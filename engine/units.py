@@ -1,0 +1,28 @@
+"""Time units and durations, defined once: epoch milliseconds and ``"<count><m|h|d|w>"`` text."""
+
+from __future__ import annotations
+
+import re
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+WEEK_MS = 7 * DAY_MS
+UNIT_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": WEEK_MS}
+"""Milliseconds of each duration unit."""
+
+_DURATION = re.compile(r"^([1-9]\d*)([mhdw])$")
+
+
+def duration_ms(text: str) -> int:
+    """A duration such as ``"12h"``, ``"5d"`` or ``"1w"`` in milliseconds (a positive count and a
+    unit m, h, d or w); ``ValueError`` with the allowed form otherwise.
+
+    >>> duration_ms("4h")
+    14400000
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        msg = f"invalid duration {text!r}: use a positive integer followed by m, h, d or w (e.g. '5d')"
+        raise ValueError(msg)
+    return int(match.group(1)) * UNIT_MS[match.group(2)]
