@@ -340,7 +340,7 @@ def stop_exits_nb(
                 if kind == 0:
                     need = True
                     break
-            if need and fills:
+            if need:
                 r = off + 2 * i
                 for c in range(n_cols):  # exits at the open come before the bar's orders
                     done[c] = False
@@ -352,10 +352,13 @@ def stop_exits_nb(
                     )  # fmt: skip
                     if kind != 0:
                         k = _emit(out, k, i, c, kind, price, False, True)
-                        basis[c] = np.nan
-                        done[c] = True
-                        size_w[r, c] = 0.0
-                        price_w[r, c] = price
+                        if fills:
+                            basis[c] = np.nan
+                            done[c] = True
+                            size_w[r, c] = 0.0
+                            price_w[r, c] = price
+                if not fills:  # the caller gets the top-up fills and scans again from this bar
+                    return k, nd, i
                 q, v, before = taken[0][i], taken[1][i], np.zeros(n_cols)
                 w0 = walked[0]
                 rows_nb(
@@ -368,17 +371,6 @@ def stop_exits_nb(
                     if q[c] > 0 and not np.isnan(basis[c]):
                         basis[c] = (before[c] * basis[c] + v[c]) / (before[c] + q[c])
                 topped = True
-            elif need:
-                for c in range(n_cols):
-                    if np.isnan(basis[c]):
-                        continue
-                    kind, price = _open_exit(
-                        open_[i, c], weights[i, c], t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c],
-                        trail[c], max_holding_ns[c],
-                    )  # fmt: skip
-                    if kind != 0:
-                        k = _emit(out, k, i, c, kind, price, False, True)
-                return k, nd, i
         for c in range(n_cols):
             w = weights[i, c]
             o = open_[i, c]
