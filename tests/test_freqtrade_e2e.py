@@ -4,6 +4,7 @@ an unrelated file: ingest -> daily ranking -> stops on 5m bars -> report, end to
 from __future__ import annotations
 
 import json
+import logging
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -189,7 +190,13 @@ def test_min_dollar_volume_is_a_deprecated_alias(caplog: pytest.LogCaptureFixtur
     import engine.config
 
     engine.config._warned.clear()
+    # an in-process Hydra run of an earlier test may have reconfigured logging: listen on the logger
+    logger = logging.getLogger("engine")
+    logger.disabled = False
+    caplog.set_level(logging.WARNING, logger="engine")
+    logger.addHandler(caplog.handler)
     old = config_validate(config_compose(["ranking.min_dollar_volume=250000"])[1])
+    logger.removeHandler(caplog.handler)
     assert old.ranking.min_quote_volume == 250_000.0 and old.ranking.min_dollar_volume is None
     warned = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
     assert warned == [

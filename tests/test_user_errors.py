@@ -46,7 +46,8 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
         (["backtest.init_cash=inf"], ["backtest.init_cash=inf", "finite"]),
         (["ranking.weights={momentum:nan,vol_adj_momentum:0.5}"], ["ranking.weights.momentum=nan", "finite"]),
         (["exit_rules.tp_stop=inf"], ["exit_rules.tp_stop=inf", "finite"]),
-        (["ranking.min_dollar_volume=inf"], ["ranking.min_dollar_volume=inf", "finite"]),
+        (["ranking.min_quote_volume=inf"], ["ranking.min_quote_volume=inf", "finite"]),
+        (["ranking.min_dollar_volume=inf"], ["min_quote_volume=inf", "finite"]),
         (
             ["backtest.start=2021-05-01", "backtest.end=2021-04-01"],
             ["backtest.start=2021-05-01 is after backtest.end=2021-04-01"],
