@@ -198,7 +198,7 @@ def test_min_dollar_volume_is_a_deprecated_alias(caplog: pytest.LogCaptureFixtur
     old = config_validate(config_compose(["ranking.min_dollar_volume=250000"])[1])
     logger.removeHandler(caplog.handler)
     assert old.ranking.min_quote_volume == 250_000.0 and old.ranking.min_dollar_volume is None
-    warned = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    warned = sorted({r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()})
     assert warned == [
         "ranking.min_dollar_volume is deprecated: it counts in the quote currency; use ranking.min_quote_volume"
     ]
