@@ -136,8 +136,12 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
     for combo in combos[:MAX_VALIDATED_COMBOS]:
         try:
             cfg, _ = config_compose(combo)
-            if cfg.task == "grid":
+            if cfg.task in ("grid", "wfo"):
                 grid_combos(cfg)
+            if cfg.task == "wfo":
+                from engine.wfo import windows_precheck
+
+                windows_precheck(cfg)
         except ConfigError as exc:
             if not multirun:
                 raise
@@ -238,6 +242,7 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
             {"combo": i, **values, "sharpe": metrics.get("sharpe"), "total_return": metrics.get("total_return")}
         )
     timings = {**result.timings, "total": time.perf_counter() - t0}
+    grid_ledger_record(cfg, out, rules, engine.book_metrics)
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     from engine.sweep import summary_print, sweep_summarize
 
@@ -246,6 +251,40 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     except EngineError as exc:  # the combinations are written; the summary can be rerun alone
         print(f"sweep summary skipped: {exc} (rerun: python -m engine.sweep {out / 'combos'})", file=sys.stderr)
     return RunResult(out, {"combinations": rows}, timings)
+
+
+def grid_ledger_record(cfg: RunConfig, out: Path, rules: list[ExitRules | None], metrics: list[dict[str, Any]]) -> None:
+    """One ``grid_combo`` row per combination in the trial ledger (``paths.ledger``; failures warn)."""
+    if cfg.paths.ledger is None:
+        return
+    from engine.ledger import Trial, ledger_append_or_warn
+    from engine.wfo import combo_config_hash
+
+    try:
+        fp = json.loads((out / "manifest.json").read_text())["data"]["fingerprint"]
+        rows = [
+            Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, m, label=f"{out}/combos/{i:03d}")
+            for i, (r, m) in enumerate(zip(rules, metrics, strict=True))
+        ]
+    except Exception as exc:
+        print(f"warning: trial ledger {cfg.paths.ledger} not updated: {exc}".splitlines()[0], file=sys.stderr)
+        return
+    ledger_append_or_warn(rows, cfg.paths.ledger)
+
+
+def run_ledger_record(cfg: RunConfig, out: Path) -> None:
+    """The finished run's row in the trial ledger: ``sweep_job`` in a multirun, else ``run``."""
+    if cfg.paths.ledger is None:
+        return
+    from engine.ledger import ledger_append_or_warn, trial_from_run_dir
+
+    kind = "sweep_job" if _in_multirun() else "run"
+    try:
+        trial = trial_from_run_dir(out, kind, label=str(out))
+    except Exception as exc:
+        print(f"warning: trial ledger {cfg.paths.ledger} not updated: {exc}".splitlines()[0], file=sys.stderr)
+        return
+    ledger_append_or_warn(trial, cfg.paths.ledger)
 
 
 def ingest_run(cfg: RunConfig) -> None:
@@ -321,7 +360,13 @@ def task_run(dcfg: Any) -> float | None:
     if cfg.task == "grid":
         grid_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
         return None
+    if cfg.task == "wfo":  # walk-forward optimisation over the grid (engine/wfo.py)
+        from engine.wfo import wfo_run
+
+        summary_print(wfo_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True)))
+        return None
     result = run_backtest(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
+    run_ledger_record(cfg, result.output_dir)
     summary_print(result)
     sharpe = result.metrics.get("sharpe")
     return float(sharpe) if sharpe is not None else None

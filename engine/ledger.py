@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -108,11 +109,12 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-NOT_TRIAL_KEYS = ("task", "quiet", "paths", "grid")
+NOT_TRIAL_KEYS = ("task", "quiet", "paths", "grid", "wfo")
 """Top-level config keys that do not change what a trial computes: the task that ran it (a grid combo
 and a single run of the same settings are one trial), progress display, where the run wrote (every
-run has its own ``paths.output_dir``) and the grid definition (a combo's own settings are elsewhere in
-the config). Where the data came from is the data fingerprint's business."""
+run has its own ``paths.output_dir``), the grid definition (a combo's own settings are elsewhere in
+the config) and the walk-forward optimisation's settings (a wfo choice is the trial of the combination
+it chose). Where the data came from is the data fingerprint's business."""
 
 
 def trial_config_hash(config: Mapping[str, Any], exclude: Sequence[str] = NOT_TRIAL_KEYS) -> str:
@@ -384,3 +386,18 @@ def ledger_read(fingerprint: str, path: Path | str = DEFAULT_LEDGER, timeout_s: 
     """Every row for a data fingerprint, oldest first, as dicts keyed by :data:`COLUMNS`."""
     sql = f"SELECT {', '.join(COLUMNS)} FROM trials WHERE data_fingerprint = ? ORDER BY recorded_at, trial_id"
     return [dict(zip(COLUMNS, r, strict=True)) for r in _read(Path(path), sql, [fingerprint], timeout_s)]
+
+
+def ledger_append_or_warn(trials: Trial | Sequence[Trial], path: Path | str | None) -> bool:
+    """:func:`ledger_append`, for a finished run: a failure (lock timeout, unreadable file, a bad row)
+    is one warning line on stderr, never an exception. ``path`` None (no ledger configured) does
+    nothing. Returns whether the rows were appended."""
+    if path is None:
+        return False
+    try:
+        ledger_append(trials, path)
+    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        print(f"warning: trial ledger {path} not updated: {first}", file=sys.stderr)
+        return False
+    return True
