@@ -38,6 +38,7 @@ FIGURES = {
     "5": ("scaling with the universe (full only)", fig5_scaling, False),
     "6": ("peer: backtesting.py", fig6_peer, True),
     "7": ("sweeps: configurations per second", fig7_sweeps, True),
+    "8": ("walk-forward optimisation vs grid", __import__("benchmarks.fig8_wfo", fromlist=["run"]), True),
 }
 RESULTS = REPO / "benchmarks" / "results"
 
