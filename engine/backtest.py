@@ -738,14 +738,19 @@ class BacktestEngine:
     def _run(self) -> BacktestResult:
         self.data_prepare()
         self.ranks_prepare()
-        return self._walk(self.rules)[1]
+        result = self._walk(self.rules)[1]
+        assert result is not None
+        return result
 
     def _walk(
-        self, rules: list[ExitRules | None], schedules: list[list[ExitRules | None] | None] | None = None
-    ) -> tuple[PassState, BacktestResult]:
+        self,
+        rules: list[ExitRules | None],
+        schedules: list[list[ExitRules | None] | None] | None = None,
+        assemble: bool = True,
+    ) -> tuple[PassState, BacktestResult | None]:
         """The passes over the planned windows for ``rules`` (one book each; ``schedules``: a
         book's rules per window), the metrics of every book (``self.book_metrics``) and the first
-        book's result."""
+        book's result (None unless ``assemble``)."""
         main = self._fold(PassSpec("pessimistic", self.interval), rules, schedules=schedules)
         every = [
             r for i, r0 in enumerate(rules) for r in (schedules[i] if schedules and schedules[i] is not None else [r0])
@@ -788,7 +793,7 @@ class BacktestEngine:
             if i == 0:
                 first = (_orders_frame(orders), trades)
         assert first is not None
-        result = self._result(main.books[0].out, first[0], first[1], self.book_metrics[0])
+        result = self._result(main.books[0].out, first[0], first[1], self.book_metrics[0]) if assemble else None
         self._timed("metrics", t0)
         return main, result
 
@@ -821,7 +826,7 @@ class BacktestEngine:
             self.ranks_prepare()
             if windows_check is not None:
                 windows_check(len(self.windows))
-            grid, _ = self._walk(self.rules)
+            grid, _ = self._walk(self.rules, assemble=False)
             grid_metrics = self.book_metrics
             returns = np.column_stack([window_returns(b.out, self.cfg.backtest.init_cash) for b in grid.books])
             choices = np.asarray(choose(returns), dtype=np.int64)
@@ -835,6 +840,7 @@ class BacktestEngine:
             del grid
             self.windows_from(k0)
             oos_state, result = self._walk([schedule[0]], [schedule])
+            assert result is not None
             oos = window_returns(oos_state.books[0].out, self.cfg.backtest.init_cash)
         finally:
             gc.unfreeze()

@@ -253,3 +253,41 @@ def test_ledger_failure_is_a_warning(lakehouse_dir: Path, tmp_path: Path, capsys
     assert len([e for e in err if "warning: trial ledger" in e]) == 1
     assert m["n_trials"] == 1 and "unavailable" in m["wfo"]["n_trials_source"]
     assert (tmp_path / "w" / "report.html").is_file()
+
+
+def test_grid_ledger_and_sweep_summary_count_every_trial_on_the_data(lakehouse_dir: Path, tmp_path: Path) -> None:
+    from engine.cli import grid_run
+    from engine.ledger import ledger_read
+    from engine.sweep import sweep_summarize
+
+    ledger = tmp_path / "ledger.duckdb"
+    grid = ["+profile=crypto_rating", "task=grid", "grid.tp_stop=[0.1,0.25]"]
+    grid_run(small_config(lakehouse_dir, tmp_path / "g1", *grid, "grid.sl_stop=[0.03,0.08]", paths__ledger=str(ledger)))
+    first = sweep_summarize(tmp_path / "g1" / "combos")
+    assert first.dsr_trials == 4 and "ledger" in first.dsr_trials_source
+    grid_run(small_config(lakehouse_dir, tmp_path / "g2", *grid, "grid.sl_stop=[0.03,0.12]", paths__ledger=str(ledger)))
+    second = sweep_summarize(tmp_path / "g2" / "combos")
+    assert second.n_trials == 4 and second.dsr_trials == 6  # sl 3 % is the same trial in both grids
+    assert "Deflated with 6 trials" in (tmp_path / "g2" / "combos" / "leaderboard.md").read_text()
+    fp = json.loads((tmp_path / "g2" / "manifest.json").read_text())["data"]["fingerprint"]
+    assert [r["kind"] for r in ledger_read(fp, ledger)] == ["grid_combo"] * 8
+    # no ledger configured: the sweep's own trials, said so
+    grid_run(small_config(lakehouse_dir, tmp_path / "g3", *grid, "grid.sl_stop=[0.05]"))
+    third = sweep_summarize(tmp_path / "g3" / "combos")
+    assert third.dsr_trials == 2 and "no ledger" in third.dsr_trials_source
+
+
+def test_a_cli_run_appends_a_run_row(tmp_path: Path) -> None:
+    from engine.ledger import ledger_read
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [
+        sys.executable, "-m", "engine", "+profile=crypto_rating", "quiet=true", "data.n_symbols=30",
+        "data.start=2021-01-01", "data.end=2021-06-30", "ranking.top_n=5", f"paths.lakehouse_dir={tmp_path / 'lake'}",
+    ]  # fmt: skip
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = list((tmp_path / "outputs" / "runs").glob("*/*"))
+    fp = json.loads((run_dir / "manifest.json").read_text())["data"]["fingerprint"]
+    rows = ledger_read(fp, tmp_path / "outputs" / "ledger.duckdb")
+    assert [r["kind"] for r in rows] == ["run"] and rows[0]["label"] == str(run_dir)
