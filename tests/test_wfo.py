@@ -291,3 +291,27 @@ def test_a_cli_run_appends_a_run_row(tmp_path: Path) -> None:
     fp = json.loads((run_dir / "manifest.json").read_text())["data"]["fingerprint"]
     rows = ledger_read(fp, tmp_path / "outputs" / "ledger.duckdb")
     assert [r["kind"] for r in rows] == ["run"] and rows[0]["label"] == str(run_dir)
+
+
+def test_wfo_report_renders_in_chromium(lakehouse_dir: Path, tmp_path: Path) -> None:
+    import re
+
+    from test_report import chromium_cmd, chromium_path
+
+    from engine.report import WFO_CHART_IDS
+
+    binary = chromium_path()
+    wfo_run(small_config(lakehouse_dir, tmp_path / "w", *GRID3))
+    page = tmp_path / "w" / "report.html"
+    dom = subprocess.run(
+        chromium_cmd(binary, tmp_path / "profile", "--dump-dom", page.as_uri()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    for div_id in WFO_CHART_IDS:
+        match = re.search(rf'<div id="{div_id}"(.*?)</script>', dom, re.S)
+        assert match, f"{div_id} missing from the rendered DOM"
+        assert 'class="main-svg"' in match.group(1), f"{div_id} was not rendered by plotly.js"
+    assert "Walk-forward optimisation" in dom and "CPCV" in dom
