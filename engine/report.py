@@ -591,6 +591,25 @@ def _daily_comparison_html(result: BacktestResult) -> str:
     return f'<section id="daily-vs-fine"><h2>Stops on daily vs {_esc(interval)} bars</h2>{table}<p class="note">{_esc(note)}</p></section>'
 
 
+def rules_label(rules_json: str | None) -> str:
+    """A grid combination's exit rules, short: ``SL 2% / TP 30% / trailing`` (``none``: no rules)."""
+    if rules_json is None:
+        return "-"
+    r = json.loads(rules_json)
+    if not r:
+        return "none (rebalance only)"
+    parts = []
+    if r.get("sl_stop") is not None:
+        parts.append(("trailing SL " if r.get("sl_trail") is True else "SL ") + _pct(r["sl_stop"]).replace(".00", ""))
+    if r.get("tp_stop") is not None:
+        parts.append("TP " + _pct(r["tp_stop"]).replace(".00", ""))
+    if not isinstance(r.get("sl_trail"), bool) and r.get("sl_trail") is not None:
+        parts.append("trail " + _pct(r["sl_trail"]).replace(".00", ""))
+    if r.get("max_holding") is not None:
+        parts.append(f"hold {r['max_holding']}")
+    return " / ".join(parts) or "none"
+
+
 def _wfo_html(result: BacktestResult) -> str:
     """task=wfo: in-sample vs out-of-sample equity, the chosen combination per window, the CPCV
     distribution of out-of-sample Sharpe ratios, and the statistics (empty for other tasks)."""
@@ -638,7 +657,7 @@ def _wfo_html(result: BacktestResult) -> str:
     _layout(
         fig2,
         280,
-        yaxis={"title": "combination", "dtick": 1 if len(rules) <= 30 else None},
+        yaxis={"title": "combination", "dtick": 1 if len(rules) <= 10 else None, "rangemode": "tozero"},
         xaxis={"title": "window end"},
     )
     paths = result.metrics.get("wfo", {}).get("cpcv_path_sharpe")
@@ -683,7 +702,7 @@ def _wfo_html(result: BacktestResult) -> str:
                 (str(r["window"]), "n"),
                 (_when(r["rank_date"].isoformat()), "d"),
                 (str(r["combo"]), "n"),
-                (_esc(r["exit_rules"]), ""),
+                (rules_label(r["exit_rules"]), ""),
                 (_num(r["is_objective"]), "n"),
                 (_pct(r["oos_return"]), _sign(r["oos_return"])),
                 (f"{r['oos_rank']} of {r['n_combinations']}", "n"),
@@ -712,7 +731,10 @@ def _wfo_html(result: BacktestResult) -> str:
         '<p class="note">Growth of 1 per window: the grid\'s best combination in hindsight (what a grid reports) against '
         "the book that traded each window's choice made on the previous windows only (from the dotted line).</p>"
         f"<h2>Chosen combination per window</h2>{_figure_html(fig2, WFO_CHART_IDS[1], first=False)}"
-        f'<h2>Last {LAST_WINDOWS} choices</h2><div class="scroll">{choices_table}</div>'
+        f"<h2>Last {LAST_WINDOWS} choices</h2>"
+        f'<p class="note">Windows here count over the whole walk-forward, training included; the other tables '
+        f"of this page count the out-of-sample windows from {_esc(m.get('oos_start'))} (their window 0 is window {k0} here).</p>"
+        f'<div class="scroll">{choices_table}</div>'
         f"<h2>CPCV: out-of-sample Sharpe ratio per path</h2>{_figure_html(fig3, WFO_CHART_IDS[2], first=False)}"
         + (f'<p class="note">{_esc(cpcv_note)}</p>' if cpcv_note else "")
         + "</section>"
