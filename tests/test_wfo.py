@@ -315,3 +315,24 @@ def test_wfo_report_renders_in_chromium(lakehouse_dir: Path, tmp_path: Path) -> 
         assert match, f"{div_id} missing from the rendered DOM"
         assert 'class="main-svg"' in match.group(1), f"{div_id} was not rendered by plotly.js"
     assert "Walk-forward optimisation" in dom and "CPCV" in dom
+
+
+def test_oos_book_optimistic_pass_follows_the_schedule(lakehouse_dir: Path, tmp_path: Path) -> None:
+    """The out-of-sample book's take-profit-first return (a light pass resumed at its first
+    ambiguous window, rules switching) equals a full optimistic walk of the same schedule."""
+    from engine.backtest import BacktestEngine, PassSpec
+    from engine.cli import grid_combos
+
+    cfg = small_config(lakehouse_dir, tmp_path / "o", *GRID3, "grid.tp_stop=[0.06,0.1]")
+    rules = grid_combos(cfg)
+    eng = BacktestEngine(cfg, rules=rules)
+    result, grid = eng.run_wfo(lambda r: wfo_choices(r, 6).choices)
+    choices = grid["choices"]
+    schedule = [rules[int(c)] for c in choices[choices >= 0]]
+    assert len({id(r) for r in schedule}) > 1  # the choice changes
+    m = result.metrics
+    assert m["n_ambiguous_exits"] > 0
+    full = eng._fold(PassSpec("optimistic", eng.interval), [schedule[0]], schedules=[schedule])
+    want = full.books[0].out.final_equity / cfg.backtest.init_cash - 1.0
+    assert m["total_return_optimistic"] == pytest.approx(want, rel=1e-12)
+    assert m["total_return_optimistic"] != m["total_return"]
