@@ -242,7 +242,9 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
             {"combo": i, **values, "sharpe": metrics.get("sharpe"), "total_return": metrics.get("total_return")}
         )
     timings = {**result.timings, "total": time.perf_counter() - t0}
-    grid_ledger_record(cfg, out, rules, engine.book_metrics)
+    from engine.ledger import ledger_record_grid
+
+    ledger_record_grid(cfg, out, rules, engine.book_metrics)  # the trial ledger (paths.ledger); failures warn
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     from engine.sweep import summary_print, sweep_summarize
 
@@ -251,40 +253,6 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     except EngineError as exc:  # the combinations are written; the summary can be rerun alone
         print(f"sweep summary skipped: {exc} (rerun: python -m engine.sweep {out / 'combos'})", file=sys.stderr)
     return RunResult(out, {"combinations": rows}, timings)
-
-
-def grid_ledger_record(cfg: RunConfig, out: Path, rules: list[ExitRules | None], metrics: list[dict[str, Any]]) -> None:
-    """One ``grid_combo`` row per combination in the trial ledger (``paths.ledger``; failures warn)."""
-    if cfg.paths.ledger is None:
-        return
-    from engine.ledger import Trial, ledger_append_or_warn
-    from engine.wfo import combo_config_hash
-
-    try:
-        fp = json.loads((out / "manifest.json").read_text())["data"]["fingerprint"]
-        rows = [
-            Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, m, label=f"{out}/combos/{i:03d}")
-            for i, (r, m) in enumerate(zip(rules, metrics, strict=True))
-        ]
-    except Exception as exc:
-        print(f"warning: trial ledger {cfg.paths.ledger} not updated: {exc}".splitlines()[0], file=sys.stderr)
-        return
-    ledger_append_or_warn(rows, cfg.paths.ledger)
-
-
-def run_ledger_record(cfg: RunConfig, out: Path) -> None:
-    """The finished run's row in the trial ledger: ``sweep_job`` in a multirun, else ``run``."""
-    if cfg.paths.ledger is None:
-        return
-    from engine.ledger import ledger_append_or_warn, trial_from_run_dir
-
-    kind = "sweep_job" if _in_multirun() else "run"
-    try:
-        trial = trial_from_run_dir(out, kind, label=str(out))
-    except Exception as exc:
-        print(f"warning: trial ledger {cfg.paths.ledger} not updated: {exc}".splitlines()[0], file=sys.stderr)
-        return
-    ledger_append_or_warn(trial, cfg.paths.ledger)
 
 
 def ingest_run(cfg: RunConfig) -> None:
@@ -366,7 +334,9 @@ def task_run(dcfg: Any) -> float | None:
         summary_print(wfo_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True)))
         return None
     result = run_backtest(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
-    run_ledger_record(cfg, result.output_dir)
+    from engine.ledger import ledger_record_run
+
+    ledger_record_run(cfg, result.output_dir, "sweep_job" if _in_multirun() else "run")  # failures warn
     summary_print(result)
     sharpe = result.metrics.get("sharpe")
     return float(sharpe) if sharpe is not None else None

@@ -397,7 +397,50 @@ def ledger_append_or_warn(trials: Trial | Sequence[Trial], path: Path | str | No
     try:
         ledger_append(trials, path)
     except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        print(f"warning: trial ledger {path} not updated: {first}", file=sys.stderr)
+        _warn(path, exc)
         return False
     return True
+
+
+def combo_config_hash(cfg: Any, rules: Any) -> str:
+    """The trial hash of one exit-rule combination of a grid (``task=grid`` / ``task=wfo``): the
+    run's validated config (a ``RunConfig``) with ``exit_rules`` set to the combination's (an
+    ``ExitRules`` or None), which is what a single run of that combination records."""
+    raw = cfg.model_dump(mode="json")
+    raw["exit_rules"] = None if rules is None else rules.model_dump(mode="json")
+    return trial_config_hash(raw)
+
+
+def _warn(path: Any, exc: Exception) -> None:
+    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    print(f"warning: trial ledger {path} not updated: {first}", file=sys.stderr)
+
+
+def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
+    """A finished run's row (``run`` or ``sweep_job``) in ``cfg.paths.ledger``, from its manifest
+    and metrics; nothing when no ledger is configured; a failure is one warning line."""
+    if cfg.paths.ledger is None:
+        return False
+    try:
+        trial = trial_from_run_dir(run_dir, kind, label=str(run_dir))
+    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
+        _warn(cfg.paths.ledger, exc)
+        return False
+    return ledger_append_or_warn(trial, cfg.paths.ledger)
+
+
+def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: Sequence[Mapping[str, Any]]) -> bool:
+    """One ``grid_combo`` row per combination of a finished ``task=grid`` run (its manifest gives the
+    data fingerprint); nothing when no ledger is configured; a failure is one warning line."""
+    if cfg.paths.ledger is None:
+        return False
+    try:
+        fp = json.loads((Path(run_dir) / "manifest.json").read_text())["data"]["fingerprint"]
+        rows = [
+            Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, m, label=f"{run_dir}/combos/{i:03d}")
+            for i, (r, m) in enumerate(zip(rules, metrics, strict=True))
+        ]
+    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
+        _warn(cfg.paths.ledger, exc)
+        return False
+    return ledger_append_or_warn(rows, cfg.paths.ledger)

@@ -212,16 +212,6 @@ def _rules_json(r: ExitRules | None) -> str:
     return json.dumps(None if r is None else r.model_dump(mode="json"), sort_keys=True)
 
 
-def combo_config_hash(cfg: RunConfig, rules: ExitRules | None) -> str:
-    """The ledger's config hash of one combination: the run's config with its exit rules (what a
-    single run of that combination, or its grid book, records)."""
-    from engine.ledger import trial_config_hash
-
-    raw = cfg.model_dump(mode="json")
-    raw["exit_rules"] = None if rules is None else rules.model_dump(mode="json")
-    return trial_config_hash(raw)
-
-
 def ledger_trials_count(
     cfg: RunConfig, trials: list[Any], fingerprint: str, fallback: int, what: str
 ) -> tuple[int, str]:
@@ -255,7 +245,7 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     from engine.backtest import BacktestEngine
     from engine.cli import RunResult, data_errors, grid_combos, output_dir
     from engine.data.lakehouse import parquet_write_atomic
-    from engine.ledger import Trial
+    from engine.ledger import Trial, combo_config_hash
     from engine.report import report_write
 
     out = output_dir(cfg)

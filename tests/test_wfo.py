@@ -336,3 +336,23 @@ def test_oos_book_optimistic_pass_follows_the_schedule(lakehouse_dir: Path, tmp_
     want = full.books[0].out.final_equity / cfg.backtest.init_cash - 1.0
     assert m["total_return_optimistic"] == pytest.approx(want, rel=1e-12)
     assert m["total_return_optimistic"] != m["total_return"]
+
+
+def test_run_and_grid_ledger_failures_are_one_warning_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from engine.ledger import ledger_record_grid, ledger_record_run
+
+    bad = tmp_path / "bad.duckdb"
+    bad.write_text("not a duckdb file")
+    cfg = SimpleNamespace(paths=SimpleNamespace(ledger=str(bad)))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert ledger_record_run(cfg, run_dir, "run") is False  # no manifest: not a finished run
+    (run_dir / "manifest.json").write_text(json.dumps({"config": {"a": 1}, "data": {"fingerprint": "f"}}))
+    (run_dir / "metrics.json").write_text(json.dumps({"sharpe": 1.0}))
+    assert ledger_record_run(cfg, run_dir, "run") is False  # not a ledger file
+    assert ledger_record_grid(cfg, run_dir, [], []) is True  # nothing to append
+    err = [e for e in capsys.readouterr().err.splitlines() if e.strip()]
+    assert len(err) == 2 and all(e.startswith("warning: trial ledger") for e in err)
+    assert ledger_record_run(SimpleNamespace(paths=SimpleNamespace(ledger=None)), run_dir, "run") is False
