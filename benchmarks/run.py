@@ -42,6 +42,7 @@ FIGURES = {
     "5": ("scaling with the universe", fig5_scaling, True),
     "6": ("peer: backtesting.py", fig6_peer, True),
     "7": ("sweeps: configurations per second", fig7_sweeps, True),
+    "8": ("walk-forward optimisation vs grid", __import__("benchmarks.fig8_wfo", fromlist=["run"]), True),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

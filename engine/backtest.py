@@ -107,9 +107,15 @@ class BookState:
     """The book's part of every audit line: its mode and exit rules."""
 
     def __post_init__(self) -> None:
+        self.rules_set(self.rules)
+
+    def rules_set(self, rules: ExitRules | None) -> None:
+        """Switch the book's exit rules (a walk-forward optimisation's book at a window boundary):
+        its cash and positions, with their cost basis, peak and clock, carry unchanged."""
+        self.rules = rules
         self.audit_rules = {
-            "mode": "rebalance" if self.rules is None else "exit_rules",
-            "exit_rules": None if self.rules is None else self.rules.model_dump(),
+            "mode": "rebalance" if rules is None else "exit_rules",
+            "exit_rules": None if rules is None else rules.model_dump(),
         }
 
 
@@ -170,6 +176,8 @@ class BacktestResult:
     timings: dict[str, float]
     data_files: list[str]
     benchmark: pl.DataFrame
+    wfo: dict[str, Any] | None = None
+    """task=wfo: the per-window choices (``frame``), the grid's per-window returns and rules."""
 
 
 def _ffill_rows(a: np.ndarray) -> np.ndarray:
@@ -424,20 +432,38 @@ class BacktestEngine:
 
     # ---- walk-forward ------------------------------------------------------------------------
 
-    def _fold(self, spec: PassSpec, rules: list[ExitRules | None], resume: PassState | None = None) -> PassState:
+    def _fold(
+        self,
+        spec: PassSpec,
+        rules: list[ExitRules | None],
+        resume: PassState | None = None,
+        schedules: list[list[ExitRules | None] | None] | None = None,
+    ) -> PassState:
         """One pass: the windows folded over a fresh state (or, for a light pass, over the state of
-        ``resume`` at its first window with an ambiguous exit, as earlier windows cannot differ)."""
+        ``resume`` at its first window with an ambiguous exit, as earlier windows cannot differ).
+
+        ``schedules`` (one per book, None = fixed rules) gives a book's exit rules per window
+        (``task=wfo``): they are switched at the window's start, before its first bar; the book's
+        cash and positions (quantity, cost basis, peak, opening time) carry as they are.
+        """
         state = PassState(spec, [BookState(r, self.cfg.backtest.init_cash) for r in rules])
         first = 0
         if resume is not None:
             first = min((w for b in resume.books for w in b.out.ambiguous_windows[:1]), default=len(self.plans))
             first = min(first, len(self.plans) - 1)
             state.restore(resume.snapshots[first])
-        for plan in progress_iter(
-            self.plans[first:], f"walk-forward ({spec.ambiguity}, {spec.interval})", quiet=self.cfg.quiet
+        for i, plan in enumerate(
+            progress_iter(
+                self.plans[first:], f"walk-forward ({spec.ambiguity}, {spec.interval})", quiet=self.cfg.quiet
+            ),
+            start=first,
         ):
             if not spec.light:
                 state.snapshots.append(state.snapshot())
+            if schedules is not None:
+                for book, schedule in zip(state.books, schedules, strict=True):
+                    if schedule is not None and schedule[i] is not book.rules:
+                        book.rules_set(schedule[i])
             self._run_window_step(state, plan)
         return state
 
@@ -729,8 +755,24 @@ class BacktestEngine:
     def _run(self) -> BacktestResult:
         self.data_prepare()
         self.ranks_prepare()
-        main = self._fold(PassSpec("pessimistic", self.interval), self.rules)
-        active = any(r is not None for r in self.rules)
+        result = self._walk(self.rules)[1]
+        assert result is not None
+        return result
+
+    def _walk(
+        self,
+        rules: list[ExitRules | None],
+        schedules: list[list[ExitRules | None] | None] | None = None,
+        assemble: bool = True,
+    ) -> tuple[PassState, BacktestResult | None]:
+        """The passes over the planned windows for ``rules`` (one book each; ``schedules``: a
+        book's rules per window), the metrics of every book (``self.book_metrics``) and the first
+        book's result (None unless ``assemble``)."""
+        main = self._fold(PassSpec("pessimistic", self.interval), rules, schedules=schedules)
+        every = [
+            r for i, r0 in enumerate(rules) for r in (schedules[i] if schedules and schedules[i] is not None else [r0])
+        ]
+        active = any(r is not None for r in every)
         # the optimistic (take-profit-first) pass runs only the books that met an ambiguous bar,
         # from the first window with one; the others would repeat their pessimistic pass exactly
         ambiguous = [i for i, b in enumerate(main.books) if b.out.n_ambiguous]
@@ -739,20 +781,25 @@ class BacktestEngine:
             resume = PassState(main.spec, [main.books[i] for i in ambiguous], snapshots=[])
             resume.snapshots = [([snap[0][i] for i in ambiguous], snap[1]) for snap in main.snapshots]
             alt = self._fold(
-                PassSpec("optimistic", self.interval, light=True), [self.rules[i] for i in ambiguous], resume
+                PassSpec("optimistic", self.interval, light=True),
+                [rules[i] for i in ambiguous],
+                resume,
+                None if schedules is None else [schedules[i] for i in ambiguous],
             )
             optimistic = {i: b.out for i, b in zip(ambiguous, alt.books, strict=True)}
         daily = None
         if active and self.interval != "1d":
-            daily = self._fold(PassSpec("pessimistic", "1d"), self.rules)
+            daily = self._fold(PassSpec("pessimistic", "1d"), rules, schedules=schedules)
         t0 = time.perf_counter()
         self.book_metrics = []
         first: tuple[pl.DataFrame, dict[str, np.ndarray]] | None = None
-        for i, (rules, book) in enumerate(zip(self.rules, main.books, strict=True)):
+        for i, (rules_i, book) in enumerate(zip(rules, main.books, strict=True)):
+            sched = schedules[i] if schedules is not None else None
+            book_active = rules_i is not None if sched is None else any(r is not None for r in sched)
             orders = _orders_columns(book.out.orders)
             trades = trades_from_orders(orders, main.last_price, main.last_bar_ms, self.windows[-1].index)
-            extra: dict[str, Any] = {"mode": "rebalance" if rules is None else "exit_rules", "daily_bars": None}
-            if rules is not None:
+            extra: dict[str, Any] = {"mode": "exit_rules" if book_active else "rebalance", "daily_bars": None}
+            if book_active:
                 final = optimistic[i].final_equity if i in optimistic else book.out.final_equity
                 extra["total_return_optimistic"] = float(final / self.cfg.backtest.init_cash - 1.0)
                 if daily is not None:
@@ -763,9 +810,64 @@ class BacktestEngine:
             if i == 0:
                 first = (_orders_frame(orders), trades)
         assert first is not None
-        result = self._result(main.books[0].out, first[0], first[1], self.book_metrics[0])
+        result = self._result(main.books[0].out, first[0], first[1], self.book_metrics[0]) if assemble else None
         self._timed("metrics", t0)
-        return result
+        return main, result
+
+    def windows_from(self, k0: int) -> None:
+        """Keep the windows from ``k0`` on, renumbered from 0, with their plans: the engine then
+        walks forward exactly as a run with ``backtest.start`` = window ``k0``'s ranking date."""
+        from dataclasses import replace
+
+        windows, plans = [], []
+        for i, plan in enumerate(self.plans[k0:]):
+            w = replace(plan.window, index=i)
+            windows.append(w)
+            plans.append(WindowPlan(w, plan.selection.model_copy(update={"window": i}), plan.allocation))
+        self.windows, self.plans = windows, plans
+
+    def run_wfo(self, choose: Any, windows_check: Any = None) -> tuple[BacktestResult, dict[str, Any]]:
+        """Walk-forward optimisation: every book of ``self.rules`` walks forward in one pass (as
+        ``task=grid``), ``choose(returns)`` maps their (windows x books) matrix of per-window
+        returns to one chosen book per window (-1: a training window), then one out-of-sample
+        book walks the windows from the first choice, its exit rules switched at each window
+        start to the chosen book's (cash and positions carry). Returns the out-of-sample book's
+        result and the grid's part: ``returns``, ``choices``, ``grid_metrics``, ``windows``
+        (every window of the grid, before the out-of-sample cut) and ``oos_returns``.
+        ``windows_check(n_windows)`` may refuse the run once the windows are known (before any
+        simulation).
+        """
+        gc.freeze()
+        try:
+            self.data_prepare()
+            self.ranks_prepare()
+            if windows_check is not None:
+                windows_check(len(self.windows))
+            grid, _ = self._walk(self.rules, assemble=False)
+            grid_metrics = self.book_metrics
+            returns = np.column_stack([window_returns(b.out, self.cfg.backtest.init_cash) for b in grid.books])
+            choices = np.asarray(choose(returns), dtype=np.int64)
+            chosen = np.flatnonzero(choices >= 0)
+            all_windows = list(self.windows)
+            if not chosen.size:
+                msg = "no window is left to trade after the training windows"
+                raise EngineError(msg)
+            k0 = int(chosen[0])
+            schedule = [self.rules[int(c)] for c in choices[k0:]]
+            del grid
+            self.windows_from(k0)
+            oos_state, result = self._walk([schedule[0]], [schedule])
+            assert result is not None
+            oos = window_returns(oos_state.books[0].out, self.cfg.backtest.init_cash)
+        finally:
+            gc.unfreeze()
+        return result, {
+            "returns": returns,
+            "choices": choices,
+            "grid_metrics": grid_metrics,
+            "windows": all_windows,
+            "oos_returns": oos,
+        }
 
     def _pass_metrics(
         self, out: BookOutput, orders: dict[str, np.ndarray], trades: dict[str, np.ndarray], extra: dict[str, Any]
@@ -872,3 +974,15 @@ def _positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:
         else:
             out[columns[j]] = Position(float(q[j]), np.nan, np.nan, 0)
     return out
+
+
+def window_returns(out: BookOutput, init_cash: float) -> np.ndarray:
+    """A book's return in each window: its equity at the window's last close over the one before
+    (the carry row moves positions at the previous close without costs, so a window starts at the
+    equity the last one ended with)."""
+    ends, last = np.empty(len(out.equity)), init_cash
+    for i, e in enumerate(out.equity):  # a window without bars keeps the equity it started with
+        last = float(e[-1]) if e.size else last
+        ends[i] = last
+    starts = np.concatenate(([init_cash], ends[:-1]))
+    return ends / starts - 1.0

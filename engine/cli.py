@@ -183,8 +183,13 @@ def _raw_with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any] | Non
 
 
 def _config_check(cfg: RunConfig) -> None:
-    if cfg.task == "grid":
+    """Checks beyond the model's: the grid's combinations, a walk-forward optimisation's windows."""
+    if cfg.task in ("grid", "wfo"):
         grid_combos(cfg)
+    if cfg.task == "wfo":
+        from engine.wfo import windows_precheck
+
+        windows_precheck(cfg)
 
 
 def hydra_overrides_validate(overrides: list[str], hydra_overrides: list[str]) -> None:
@@ -459,6 +464,9 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
             )
         run_complete(out, [n for n in ARTEFACTS if (out / n).is_file()])
     timings = {**result.timings, "total": time.perf_counter() - t0}
+    from engine.ledger import ledger_record_grid
+
+    ledger_record_grid(cfg, out, rules, engine.book_metrics)  # the trial ledger (paths.ledger); failures warn
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     from engine.sweep import summary_print, sweep_summarize
 
@@ -578,7 +586,15 @@ def task_run(dcfg: Any) -> float | None:
     if cfg.task == "grid":
         grid_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
         return None
+    if cfg.task == "wfo":  # walk-forward optimisation over the grid (engine/wfo.py)
+        from engine.wfo import wfo_run
+
+        summary_print(wfo_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True)))
+        return None
     result = run_backtest(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
+    from engine.ledger import ledger_record_run
+
+    ledger_record_run(cfg, result.output_dir, "sweep_job" if _in_multirun() else "run")  # failures warn
     summary_print(result)
     sharpe = result.metrics.get("sharpe")
     return float(sharpe) if sharpe is not None else None

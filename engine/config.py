@@ -70,8 +70,11 @@ class PathsConfig(_Model):
     """Root of the Hive-partitioned parquet store (relative to the working directory)."""
     output_dir: str | None = None
     """Run directory; filled from Hydra's runtime output dir when null."""
+    ledger: str | None = None
+    """Trial ledger (DuckDB) every run, sweep job, grid combination and wfo choice is appended to;
+    conf/paths/default.yaml sets outputs/ledger.duckdb; null: no ledger."""
 
-    @field_validator("lakehouse_dir", "output_dir")
+    @field_validator("lakehouse_dir", "output_dir", "ledger")
     @classmethod
     def _expand(cls, value: str | None) -> str | None:
         return path_expand(value)
@@ -317,10 +320,21 @@ class GridConfig(_Model):
         return combos, invalid
 
 
+class WfoConfig(_Model):
+    """Walk-forward optimisation of ``task=wfo`` over the exit-rule grid (docs/VALIDATION.md)."""
+
+    objective: Literal["sharpe", "sortino", "calmar", "total_return"] = "sharpe"
+    """What a combination is chosen by, over its per-window returns in the training windows."""
+    train_windows: int = Field(default=12, ge=1)
+    """Windows before each traded window that a choice looks at (all earlier ones when anchored)."""
+    anchored: bool = False
+    """true: train on every window since the first (expanding); false: the last train_windows."""
+
+
 class RunConfig(_Model):
     """The whole validated configuration of one run."""
 
-    task: Literal["backtest", "ingest", "grid"] = "backtest"
+    task: Literal["backtest", "ingest", "grid", "wfo"] = "backtest"
     quiet: bool = False
     """Hide progress bars (they hide themselves when not on a terminal)."""
     paths: PathsConfig = PathsConfig()
@@ -333,7 +347,9 @@ class RunConfig(_Model):
     exit_rules: ExitRules | None = None
     """Stops between rebalances; null (or all rules null) is the rebalance mode."""
     grid: GridConfig = GridConfig()
-    """Exit-rule grid simulated by ``task=grid``."""
+    """Exit-rule grid simulated by ``task=grid`` (and chosen from by ``task=wfo``)."""
+    wfo: WfoConfig = WfoConfig()
+    """Walk-forward optimisation settings of ``task=wfo``."""
     signals: TrendInTrend | None = None
     """Multi-timeframe entries/exits for the winners (trend_in_trend); null: enter at the rebalance."""
 

@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -108,11 +109,12 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-NOT_TRIAL_KEYS = ("task", "quiet", "paths", "grid")
+NOT_TRIAL_KEYS = ("task", "quiet", "paths", "grid", "wfo")
 """Top-level config keys that do not change what a trial computes: the task that ran it (a grid combo
 and a single run of the same settings are one trial), progress display, where the run wrote (every
-run has its own ``paths.output_dir``) and the grid definition (a combo's own settings are elsewhere in
-the config). Where the data came from is the data fingerprint's business."""
+run has its own ``paths.output_dir``), the grid definition (a combo's own settings are elsewhere in
+the config) and the walk-forward optimisation's settings (a wfo choice is the trial of the combination
+it chose). Where the data came from is the data fingerprint's business."""
 
 
 def trial_config_hash(config: Mapping[str, Any], exclude: Sequence[str] = NOT_TRIAL_KEYS) -> str:
@@ -384,3 +386,61 @@ def ledger_read(fingerprint: str, path: Path | str = DEFAULT_LEDGER, timeout_s: 
     """Every row for a data fingerprint, oldest first, as dicts keyed by :data:`COLUMNS`."""
     sql = f"SELECT {', '.join(COLUMNS)} FROM trials WHERE data_fingerprint = ? ORDER BY recorded_at, trial_id"
     return [dict(zip(COLUMNS, r, strict=True)) for r in _read(Path(path), sql, [fingerprint], timeout_s)]
+
+
+def ledger_append_or_warn(trials: Trial | Sequence[Trial], path: Path | str | None) -> bool:
+    """:func:`ledger_append`, for a finished run: a failure (lock timeout, unreadable file, a bad row)
+    is one warning line on stderr, never an exception. ``path`` None (no ledger configured) does
+    nothing. Returns whether the rows were appended."""
+    if path is None:
+        return False
+    try:
+        ledger_append(trials, path)
+    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
+        _warn(path, exc)
+        return False
+    return True
+
+
+def combo_config_hash(cfg: Any, rules: Any) -> str:
+    """The trial hash of one exit-rule combination of a grid (``task=grid`` / ``task=wfo``): the
+    run's validated config (a ``RunConfig``) with ``exit_rules`` set to the combination's (an
+    ``ExitRules`` or None), which is what a single run of that combination records."""
+    raw = cfg.model_dump(mode="json")
+    raw["exit_rules"] = None if rules is None else rules.model_dump(mode="json")
+    return trial_config_hash(raw)
+
+
+def _warn(path: Any, exc: Exception) -> None:
+    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    print(f"warning: trial ledger {path} not updated: {first}", file=sys.stderr)
+
+
+def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
+    """A finished run's row (``run`` or ``sweep_job``) in ``cfg.paths.ledger``, from its manifest
+    and metrics; nothing when no ledger is configured; a failure is one warning line."""
+    if cfg.paths.ledger is None:
+        return False
+    try:
+        trial = trial_from_run_dir(run_dir, kind, label=str(run_dir))
+    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
+        _warn(cfg.paths.ledger, exc)
+        return False
+    return ledger_append_or_warn(trial, cfg.paths.ledger)
+
+
+def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: Sequence[Mapping[str, Any]]) -> bool:
+    """One ``grid_combo`` row per combination of a finished ``task=grid`` run (its manifest gives the
+    data fingerprint); nothing when no ledger is configured; a failure is one warning line."""
+    if cfg.paths.ledger is None:
+        return False
+    try:
+        fp = json.loads((Path(run_dir) / "manifest.json").read_text())["data"]["fingerprint"]
+        rows = [
+            Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, m, label=f"{run_dir}/combos/{i:03d}")
+            for i, (r, m) in enumerate(zip(rules, metrics, strict=True))
+        ]
+    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
+        _warn(cfg.paths.ledger, exc)
+        return False
+    return ledger_append_or_warn(rows, cfg.paths.ledger)

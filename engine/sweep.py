@@ -76,6 +76,11 @@ class SweepSummary:
     failed: pl.DataFrame
     sr0: float
     files: dict[str, Path] = field(default_factory=dict)
+    dsr_trials: int = 0
+    """N of the deflated Sharpe ratio: the ledger's distinct trials on this data fingerprint (at
+    least the jobs here), or the jobs here when no ledger is available."""
+    dsr_trials_source: str = ""
+    """Where ``dsr_trials`` came from, as a sentence for the leaderboard."""
 
     @property
     def n_trials(self) -> int:
@@ -118,6 +123,42 @@ def sweep_dsr(
 
 
 # ---- reading the sweep -----------------------------------------------------------------------
+
+
+def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[int | None, str]:
+    """The trial ledger's count of distinct trials on the sweep's data fingerprint.
+
+    The fingerprint and the ledger path (``paths.ledger``) come from the jobs' ``manifest.json``
+    (a grid's combos: the grid run's, one level up). None with the reason when there is no ledger,
+    no manifest, the jobs ran on different data, or the ledger cannot be read (one warning line).
+    """
+    manifests = [d / "manifest.json" for d in jobs if (d / "manifest.json").is_file()]
+    if not manifests and (sweep_dir.parent / "manifest.json").is_file():
+        manifests = [sweep_dir.parent / "manifest.json"]
+    if not manifests:
+        return None, f"{n_jobs} trials: the jobs here (no manifest.json names a ledger)"
+    fps, ledgers = set(), set()
+    for path in manifests:
+        try:
+            man = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        fps.add((man.get("data") or {}).get("fingerprint"))
+        ledgers.add(((man.get("config") or {}).get("paths") or {}).get("ledger"))
+    if len(fps) != 1 or None in fps or len(ledgers) != 1 or None in ledgers:
+        why = "no ledger configured" if None in ledgers else "the jobs ran on different data or ledgers"
+        return None, f"{n_jobs} trials: the jobs here ({why})"
+    from engine.ledger import n_trials
+
+    ledger, fp = ledgers.pop(), fps.pop()
+    try:
+        n = n_trials(fp, ledger)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        print(f"warning: trial ledger {ledger} not read ({first}); counting the jobs here", file=sys.stderr)
+        return None, f"{n_jobs} trials: the jobs here (ledger unreadable)"
+    n = max(n, n_jobs)
+    return n, f"{n} trials: the distinct configurations the ledger {ledger} holds for this data fingerprint"
 
 
 def _is_job_dir(path: Path) -> bool:
@@ -247,11 +288,15 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
         msg = f"unknown metric '{metric}': valid metrics are {', '.join(valid)}"
         raise EngineError(msg)
 
+    sharpe = rows.get_column("sharpe").cast(pl.Float64).fill_null(np.nan).to_numpy()
+    n_valid = max(int(np.isfinite(sharpe).sum()), 1)
+    n_ledger, source = ledger_trial_count(sweep_dir, done, n_valid)
     dsr, sr0 = sweep_dsr(
-        rows.get_column("sharpe").cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        sharpe,
         rows.get_column("n_returns").cast(pl.Float64).fill_null(np.nan).to_numpy(),
         rows.get_column("skewness").cast(pl.Float64).fill_null(np.nan).to_numpy(),
         rows.get_column("kurtosis").cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        n_trials=n_ledger,
     )
     swept, parsed = _swept_params(rows.get_column("params").to_list())
     param_cols = [pl.Series(k, [p.get(k) for p in parsed], dtype=pl.String) for k in swept]
@@ -260,7 +305,17 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
         "rank", "job", *swept, *metric_cols, *HEADLINE, "deflated_sharpe"
     )
 
-    summary = SweepSummary(sweep_dir, metric, descending, board, swept, failed, sr0)
+    summary = SweepSummary(
+        sweep_dir,
+        metric,
+        descending,
+        board,
+        swept,
+        failed,
+        sr0,
+        dsr_trials=n_ledger or n_valid,
+        dsr_trials_source=source,
+    )
     _write_tables(summary)
     if SL_KEY in swept and TP_KEY in swept:
         _write_heatmap(summary)
@@ -293,9 +348,11 @@ def _write_tables(s: SweepSummary) -> None:
         f"{s.n_trials} trials, {n_failed} failed job{'s' if n_failed != 1 else ''}, ranked by {s.metric} ({order}).",
         "",
         "`deflated_sharpe` (Bailey & López de Prado, 2014) is the probability that a trial's true Sharpe "
-        f"ratio beats the best one {s.n_trials} unskilled trials would show by luck "
+        f"ratio beats the best one {s.dsr_trials} unskilled trials would show by luck "
         f"(SR0 = {s.sr0 * math.sqrt(YEAR_DAYS):.3f} annualised), given its track-record length, skewness and "
         "kurtosis; below 0.95 the trial's edge is not significant at 5 %.",
+        "",
+        f"Deflated with {s.dsr_trials_source}.",
         "",
         "| " + " | ".join(s.leaderboard.columns) + " |",
         "|" + "|".join("---:" if dt.is_numeric() else "---" for dt in s.leaderboard.dtypes) + "|",
@@ -410,6 +467,7 @@ def summary_print(s: SweepSummary, n: int = 5) -> None:
     ):
         print(f"sweep summary: {s.n_trials} trials, {s.failed.height} failed, ranked by {s.metric}")
         print(top)
+    print(f"deflated Sharpe with {s.dsr_trials_source}")
     print(f"leaderboard: {s.files['leaderboard.md']}")
 
 

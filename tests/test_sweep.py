@@ -289,3 +289,11 @@ def test_callback_on_real_multirun(tmp_path: Path, browser: str) -> None:
     assert len(_read_csv(boards[0])) == 4
     assert "sweep summary: 4 trials" in run.stdout and f"leaderboard: {boards[0].with_suffix('.md')}" in run.stdout
     assert (boards[0].parent / "heatmap_sl_tp.png").is_file()
+    # every job appended a sweep_job row to the default ledger; the summary deflated with its count
+    from engine.ledger import ledger_read
+
+    job = next(boards[0].parent.glob("*/manifest.json"))
+    fp = json.loads(job.read_text())["data"]["fingerprint"]
+    rows = ledger_read(fp, tmp_path / "outputs" / "ledger.duckdb")
+    assert [r["kind"] for r in rows] == ["sweep_job"] * 4
+    assert "deflated Sharpe with 4 trials: the distinct configurations the ledger" in run.stdout
