@@ -263,6 +263,7 @@ def stop_exits_nb(
     drop_col: np.ndarray,
     k: int,
     nd: int,
+    ask: bool,
     fills: bool,
     size_w: np.ndarray,
     price_w: np.ndarray,
@@ -302,6 +303,9 @@ def stop_exits_nb(
         Output buffers ``(bar, col, kind, price, ambiguous, at_open)`` of ``n_bars * n_cols``
         exits (a column exits at most once per bar), written from index ``k``; ``drop_bar`` and
         ``drop_col`` the same for dropped orders, from index ``nd``.
+    ask : bool
+        Stop at a top-up bar for the caller to supply the new basis (``need``); False (and no
+        ``fills``): a top-up keeps the basis, as no fills are known.
     fills : bool
         Get top-up fills here (no ``need`` returned): the exits are also written into the order
         arrays ``size_w`` / ``price_w`` (rows ``off + 2 * bar`` at the open, ``+ 1`` inside the
@@ -327,7 +331,7 @@ def stop_exits_nb(
     for i in range(start, n_bars):
         t = index_ns[i]
         topped = False
-        if i != topup_bar and not (first_only and i > 0):
+        if (ask or fills) and i != topup_bar and not (first_only and i > 0):
             need = False
             for c in range(n_cols):
                 w = weights[i, c]
@@ -656,7 +660,8 @@ def scan_grid(
         np.empty(cap, dtype=np.bool_),
         np.empty(cap, dtype=np.bool_),
     )
-    drop_bar, drop_col = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64)
+    n_drop = cap if held_reweights == "first_bar" else 0  # only the signal mode drops orders
+    drop_bar, drop_col = np.empty(n_drop, dtype=np.int64), np.empty(n_drop, dtype=np.int64)
     walk = _NO_WALK if fills is None else fills.args()
     start, topup_bar, topup_basis = 0, -1, np.full(g * k, np.nan)
     n_exits = n_drops = since = 0  # ``since``: first exit of the bars from the last top-up bar on
@@ -664,7 +669,7 @@ def scan_grid(
         end, n_drops, need = stop_exits_nb(
             o, h, lo, index_ns, w, float(slippage), *rules, ambiguity == "pessimistic",
             held_reweights == "first_bar", start, st.basis, st.peak, st.opened_ns, topup_bar, topup_basis,
-            out, drop_bar, drop_col, n_exits, n_drops, *walk,
+            out, drop_bar, drop_col, n_exits, n_drops, topup is not None, *walk,
         )  # fmt: skip
         if need < 0:
             n_exits = end
