@@ -99,7 +99,7 @@ def ambiguity_check(value: object) -> Ambiguity:
     if value not in ("pessimistic", "optimistic"):
         msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {value!r}"
         raise ValueError(msg)
-    return value  # type: ignore[return-value]
+    return value
 
 
 HeldReweights = Literal["all", "first_bar"]
@@ -443,6 +443,20 @@ def stop_exits_nb(
     return k, nd, -1
 
 
+WalkArgs = tuple[
+    bool,
+    np.ndarray,
+    np.ndarray,
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    np.ndarray,
+    np.ndarray,
+    int,
+    np.ndarray,
+    tuple[np.ndarray, np.ndarray, np.ndarray],
+]
+"""The trailing arguments of ``stop_exits_nb`` from ``fills`` on (see :meth:`FillWalk.args`)."""
+
+
 @dataclass
 class FillWalk:
     """The order arrays and portfolio state a scan walks to get top-up fills itself (see
@@ -463,7 +477,7 @@ class FillWalk:
     taken: np.ndarray
     walked: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
 
-    def args(self) -> tuple[object, ...]:
+    def args(self) -> WalkArgs:
         """The kernel's trailing arguments."""
         return (
             True,
@@ -479,7 +493,7 @@ class FillWalk:
 
 
 _E2 = np.empty((1, 1))
-_NO_WALK = (
+_NO_WALK: WalkArgs = (
     False,
     _E2,
     _E2,
@@ -566,7 +580,7 @@ def find_stop_exits(
     )[0]
 
 
-def _rule_arrays(exit_rules: list[ExitRules | None], k: int) -> tuple[np.ndarray, ...]:
+def _rule_arrays(exit_rules: list[ExitRules | None], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-column rule arrays of books side by side (NaN / -1 where a rule is not set)."""
 
     def per_col(values: list[float | int | None], fill: float | int, dtype: type) -> np.ndarray:
@@ -646,7 +660,7 @@ def scan_grid(
     o, h, lo = (tile(np.ascontiguousarray(a, dtype=np.float64)) for a in (open_, high, low))
     index_ns = np.asarray(index, dtype="datetime64[ns]").view(np.int64)
     w = np.ascontiguousarray(weights, dtype=np.float64)
-    rules = _rule_arrays(exit_rules, k)
+    fixed_sl, tp_stop, trail, max_holding_ns = _rule_arrays(exit_rules, k)
     cap = np.shape(w)[0] * g * k  # a column exits at most once per bar
     out = (
         np.empty(cap, dtype=np.int64),
@@ -662,7 +676,7 @@ def scan_grid(
     n_exits = n_drops = since = 0  # ``since``: first exit of the bars from the last top-up bar on
     while True:
         end, n_drops, need = stop_exits_nb(
-            o, h, lo, index_ns, w, float(slippage), *rules, ambiguity == "pessimistic",
+            o, h, lo, index_ns, w, float(slippage), fixed_sl, tp_stop, trail, max_holding_ns, ambiguity == "pessimistic",
             held_reweights == "first_bar", start, st.basis, st.peak, st.opened_ns, topup_bar, topup_basis,
             out, drop_bar, drop_col, n_exits, n_drops, *walk,
         )  # fmt: skip
@@ -670,12 +684,21 @@ def scan_grid(
             n_exits = end
             break
         if topup is not None:  # the exits from the previous top-up bar on, this bar's at its open included
-            recent = StopExits(*(a[since:end] for a in out))
+            recent = StopExits(*_cut(out, since, end))
             topup_basis = np.asarray(topup(need, recent, st.basis.copy()), dtype=np.float64)
         # the bar's exits at the open are found again by the next scan, which writes over them
         n_exits = since = since + int(np.searchsorted(out[0][since:end], need))
         start, topup_bar = need, need
-    return StopExits(*(a[:n_exits] for a in out), drop_bar[:n_drops], drop_col[:n_drops], st)
+    return StopExits(*_cut(out, 0, n_exits), drop_bar[:n_drops], drop_col[:n_drops], st)
+
+
+_ExitBuffers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _cut(out: _ExitBuffers, lo: int, hi: int) -> _ExitBuffers:
+    """Rows ``lo:hi`` of each of the kernel's exit buffers (views)."""
+    bar, col, kind, price, ambiguous, at_open = out
+    return bar[lo:hi], col[lo:hi], kind[lo:hi], price[lo:hi], ambiguous[lo:hi], at_open[lo:hi]
 
 
 def split_books(e: StopExits, g: int, k: int) -> list[StopExits]:

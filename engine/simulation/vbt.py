@@ -38,9 +38,11 @@ from vectorbt.portfolio import nb as portfolio_nb
 from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
 from engine.exit_rules import ExitRules
+
+# re-exported: the order frames' labels (engine.backtest imports them from here)
+from engine.simulation.stops import ORDER_REASONS as ORDER_REASONS
+from engine.simulation.stops import ORDER_SIDES as ORDER_SIDES
 from engine.simulation.stops import (
-    ORDER_REASONS,
-    ORDER_SIDES,
     Ambiguity,
     FillWalk,
     HeldReweights,
@@ -117,7 +119,7 @@ class PriceBlock:
     @property
     def shape(self) -> tuple[int, int]:
         """``(n_bars, n_cols)``."""
-        return self.open.shape  # type: ignore[return-value]
+        return self.open.shape
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,7 @@ class VectorBTSimulator:
 
         policy = self.ambiguity if ambiguity is None else ambiguity
         found: list[StopExits | None] = [None] * g
-        states = [None] * g if carry_state is None else list(carry_state)
+        states: list[StopState | None] = [None] * g if carry_state is None else list(carry_state)
         if len(states) != g:
             msg = "simulate_grid needs one carry state (or None) per book"
             raise ValueError(msg)
@@ -442,7 +444,7 @@ class VectorBTSimulator:
         per_row = [
             np.broadcast_to(np.asarray(a, dtype=float).reshape(-1), (n_rows,)) for a in (size_type, fees, slippage)
         ]
-        chain = {"row": 0, "cash": init.copy(), "pos": np.zeros(g * k)}
+        chain: dict[str, Any] = {"row": 0, "cash": init.copy(), "pos": np.zeros(g * k)}
         taken: list[tuple[int, np.ndarray, np.ndarray]] = []
 
         def topup(bar: int, so_far: StopExits, basis: np.ndarray) -> np.ndarray:
@@ -473,7 +475,7 @@ class VectorBTSimulator:
         grid = scan_grid(
             prices.open, prices.high, prices.low, prices.index, w_tracked,
             [exit_rules[b] for b in tracked], self.slippage, policy,
-            StopState.concat([StopState.flat(k) if states[b] is None else states[b].take(slice(None)) for b in tracked]),
+            StopState.concat([StopState.flat(k) if (carried := states[b]) is None else carried.take(slice(None)) for b in tracked]),
             topup, held_reweights, walk,
         )  # fmt: skip
         if walk is not None:
@@ -482,6 +484,7 @@ class VectorBTSimulator:
                 q, v = np.zeros(g * k), np.zeros(g * k)
                 q[lut], v[lut] = walk.taken_q[bar], walk.taken_v[bar]
                 taken.append((off + 2 * int(bar), q, v))
+        assert grid.dropped_bar is not None  # scan_grid always reports its dropped orders
         if not (len(grid) or len(grid.dropped_bar)):
             return grid, arrays, None, None, taken
         # stop fills differ from the row's close value, so the order prices need their own array
@@ -591,8 +594,8 @@ class VectorBTSimulator:
             first = mine["idx"] == 0
             got = np.zeros((g, k))
             got[owner[first], mine["col"][first]] = mine["size"][first]
-            for b in np.flatnonzero((got != shares).any(axis=1)):
-                _check_carry_fill(mine[owner == b], shares[b])
+            for bad in np.flatnonzero((got != shares).any(axis=1)):
+                _check_carry_fill(mine[owner == bad], shares[bad])
             keep = mine["idx"] >= off
             mine, owner = mine[keep], owner[keep]
         codes = np.zeros(len(mine), dtype=np.int8) if reason is None else reason[mine["idx"], mine["col"] + owner * k]
