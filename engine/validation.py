@@ -229,7 +229,7 @@ class CPCVResult:
         out: dict[str, float | int | None] = {"n_paths": self.cv.n_paths}
         sr = self.path_sharpe
         finite = sr[np.isfinite(sr)] if sr is not None else np.array([])
-        stats = {
+        stats: dict[str, Callable[[np.ndarray], float]] = {
             "mean": lambda x: float(np.mean(x)),
             "std": lambda x: float(np.std(x, ddof=1)) if x.size > 1 else math.nan,
             "median": lambda x: float(np.median(x)),

@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -218,22 +219,22 @@ class Lakehouse:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _coverage_record(self, kind: str, interval: str, symbol: str) -> dict[str, object] | None:
+    def _coverage_record(self, kind: str, interval: str, symbol: str) -> dict[str, Any] | None:
         path = self.partition(kind, interval, symbol) / COVERAGE_FILE
         if not path.is_file() or not path.with_name(DATA_FILE).is_file():
             return None  # a deleted data file voids its coverage, so the next run refetches it
         try:
-            record = json.loads(path.read_text())
+            record: dict[str, Any] = json.loads(path.read_text())
             [(int(a), int(b)) for a, b in record["ranges"]]
         except (ValueError, KeyError, TypeError) as exc:
             msg = f"corrupt coverage record {path}: delete it and the run refetches that partition"
             raise DataError(msg) from exc
-        return record  # type: ignore[no-any-return]
+        return record
 
     def coverage(self, kind: str, interval: str, symbol: str) -> list[tuple[int, int]]:
         """Fetched ``[start_ms, end_ms)`` ranges of a partition (empty if none)."""
         record = self._coverage_record(kind, interval, symbol)
-        return [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]  # type: ignore[union-attr]
+        return [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]
 
     def origin(self, kind: str, interval: str, symbol: str) -> object:
         """The source file's fingerprint the partition was built from (None if not recorded)."""

@@ -285,9 +285,13 @@ class CcxtSource(DataSource):
         empties = 0
         while since < stop:
             limit = min(self.cfg.limit, -(-(stop - since) // step))
+
+            def fetch_page(s: int = since, n: int = limit) -> Any:
+                return self.exchange.fetch_ohlcv(symbol, interval, s, n)
+
             page = self._call(
                 f"fetch_ohlcv since {since}",
-                lambda s=since, n=limit: self.exchange.fetch_ohlcv(symbol, interval, s, n),
+                fetch_page,
                 symbol,
                 interval,
             )

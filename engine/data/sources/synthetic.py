@@ -58,7 +58,8 @@ def _date_ms(text: str) -> int:
 
 
 def _student_t(rng: np.random.Generator, n: int) -> np.ndarray:
-    return rng.standard_t(_T_DF, n) / np.sqrt(_T_DF / (_T_DF - 2.0))
+    draws: np.ndarray = rng.standard_t(_T_DF, n) / np.sqrt(_T_DF / (_T_DF - 2.0))
+    return draws
 
 
 def _regimes(rng: np.random.Generator, n_days: int, mean_days: float) -> np.ndarray:
@@ -123,7 +124,8 @@ class SyntheticSource(DataSource):
         drift_daily = rng.normal(0.0, 0.002, size=regime.max() + 1)[regime]
         logvol = lfilter([1.0], [1.0, -0.995], rng.normal(0.0, 0.05, self.n_hours))
         sigma = 0.0055 * np.exp(logvol - 0.5 * 0.25)
-        return np.repeat(drift_daily / 24.0, 24) + sigma * _student_t(rng, self.n_hours)
+        returns: np.ndarray = np.repeat(drift_daily / 24.0, 24) + sigma * _student_t(rng, self.n_hours)
+        return returns
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - the source lives for one run; bounded cache
     def path(self, symbol: str) -> SymbolPath:
@@ -179,13 +181,14 @@ class SyntheticSource(DataSource):
 
         def agg(a: np.ndarray, fn: str) -> np.ndarray:
             m = a[:usable].reshape(rows, k)
-            return {
+            by_fn: dict[str, np.ndarray] = {
                 "first": m[:, 0],
                 "last": m[:, -1],
                 "max": m.max(axis=1),
                 "min": m.min(axis=1),
                 "sum": m.sum(axis=1),
-            }[fn]
+            }
+            return by_fn[fn]
 
         frame = pl.DataFrame(
             {
