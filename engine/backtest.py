@@ -18,7 +18,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -48,7 +48,7 @@ SIGNAL = ORDER_REASONS.index("signal")
 DELISTED = ORDER_REASONS.index("delisted")
 MS_NS = 1_000_000
 
-ORDER_SCHEMA = {
+ORDER_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "window": pl.Int64,
     "timestamp": pl.Datetime("ms", "UTC"),
     "symbol": pl.String,
@@ -254,7 +254,9 @@ class BacktestEngine:
         t0 = time.perf_counter()
         data = self.cfg.data
         if data.source == "synthetic":
-            src = self.source
+            from engine.data.sources.synthetic import SyntheticSource
+
+            src = cast(SyntheticSource, self.source)  # the source of a synthetic config
             self.ingestion.fetch_universe(src.symbols(), src.start_ms, src.end_ms)
         elif data.source == "files":  # local files: imported (or re-imported if changed) here
             from engine.data.ingest import universe_ingest
@@ -558,7 +560,7 @@ class BacktestEngine:
             low=block["low"],
             close=block["close"],
             index=ts.astype("datetime64[ms]").astype("datetime64[ns]"),
-            columns=columns,
+            columns=tuple(columns),
         )
         signals = self.cfg.signals is not None
         placed = self._signal_weights(winners, ts, allocation.weights, spec.interval) if signals else None

@@ -115,6 +115,7 @@ def overrides_expand(overrides: list[str]) -> list[list[str]]:
                 raise ConfigError(msg)
             axes.append([f"{key}={v}" for v in values])
         else:
+            assert o.input_line is not None  # the parser keeps every override's text
             axes.append([o.input_line])
     return [list(c) for c in itertools.product(*axes)]
 

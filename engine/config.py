@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -156,6 +156,11 @@ class UniverseConfig(_Model):
         return _each_checked(value, symbol_check)
 
 
+def _equal_weights() -> dict[Literal["momentum", "vol_adj_momentum"], float]:
+    """Return the default factor weights: half each."""
+    return {"momentum": 0.5, "vol_adj_momentum": 0.5}
+
+
 class RankingConfig(_Model):
     """Factors combined into one score per (ranking date, symbol); the top N are the winners."""
 
@@ -176,7 +181,7 @@ class RankingConfig(_Model):
     min_history_days: int = Field(default=60, ge=1, le=MAX_DAYS)
     """Bars a symbol needs by the ranking date to be ranked (listing age)."""
     weights: dict[Literal["momentum", "vol_adj_momentum"], Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
-        default_factory=lambda: {"momentum": 0.5, "vol_adj_momentum": 0.5}
+        default_factory=_equal_weights
     )
     """Weight of each factor's cross-sectional z-score in the score."""
 
@@ -440,7 +445,7 @@ def _allowed(model: type[BaseModel], field: str) -> str:
             bounds.append(f"<= {_num(meta.le)}")
     ann = info.annotation
     if getattr(ann, "__origin__", None) is Literal:
-        return "one of " + ", ".join(repr(a) for a in ann.__args__)
+        return "one of " + ", ".join(repr(a) for a in get_args(ann))
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ""
     text = str(ann).replace("typing.", "").replace(" | None", "").replace("<class '", "").replace("'>", "")

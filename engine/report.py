@@ -445,9 +445,10 @@ def _winners_figure(cfg: RunConfig, result: BacktestResult) -> tuple[go.Figure, 
 
 
 def _figure_html(fig: go.Figure, div_id: str, first: bool) -> str:
-    return fig.to_html(
+    html: str = fig.to_html(
         full_html=False, include_plotlyjs="inline" if first else False, div_id=div_id, config=_PLOTLY_CONFIG
     )
+    return html
 
 
 # ---- tables ----------------------------------------------------------------------------------

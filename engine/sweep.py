@@ -318,8 +318,10 @@ def _axis_order(values: list[str | None]) -> list[str | None]:
     """Axis labels in numeric order where they parse as numbers (``null``/text after them)."""
 
     def key(v: str | None) -> tuple[int, float, str]:
+        if v is None:
+            return (2, 0.0, "")
         try:
-            return (0, float(v), "") if v is not None else (2, 0.0, "")
+            return (0, float(v), "")
         except ValueError:
             return (1, 0.0, v)
 

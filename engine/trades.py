@@ -32,7 +32,7 @@ TRADE_KINDS: tuple[str, ...] = (*ORDER_REASONS, "end")
 STOP_KINDS = ("stop_loss", "take_profit", "trailing", "max_holding")
 """The exit kinds of the exit rules (``n_stop_exits`` counts trades closed by one of them)."""
 
-TRADE_SCHEMA = {
+TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "symbol": pl.String,
     "entry_window": pl.Int64,
     "entry_time": pl.Datetime("ms", "UTC"),
