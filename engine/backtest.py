@@ -127,7 +127,8 @@ class PassSpec:
 @dataclass
 class PassState:
     """The state a pass folds the windows over: every book's cash and positions, the last close of
-    every symbol seen (carry prices), and snapshots at each window start (to resume a pass)."""
+    every symbol seen (carry prices), and snapshots at each window start (to resume a pass).
+    """
 
     spec: PassSpec
     books: list[BookState]
@@ -137,7 +138,7 @@ class PassState:
     snapshots: list[tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]] = field(default_factory=list)
 
     def snapshot(self) -> tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]:
-        """The books' (cash, positions) and the last prices, as they are now (copies)."""
+        """Return the books' (cash, positions) and the last prices, as they are now (copies)."""
         return [(b.cash, dict(b.positions)) for b in self.books], dict(self.last_price)
 
     def restore(self, snap: tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]) -> None:
@@ -179,7 +180,7 @@ def _ffill_rows(a: np.ndarray) -> np.ndarray:
 
 
 def _orders_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """A book's orders of all windows as concatenated columns (simulation order)."""
+    """Return a book's orders of all windows as concatenated columns (simulation order)."""
     if not parts:
         return {
             "window": np.empty(0, dtype=np.int64),
@@ -196,7 +197,7 @@ def _orders_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
 
 
 def _orders_frame(cols: dict[str, np.ndarray]) -> pl.DataFrame:
-    """A book's orders as one polars frame (built once, at the end)."""
+    """Return a book's orders as one polars frame (built once, at the end)."""
     return pl.DataFrame(
         {
             "window": cols["window"],
@@ -238,7 +239,7 @@ class BacktestEngine:
     # ---- preparation -------------------------------------------------------------------------
 
     def _sim_interval(self) -> str:
-        """The finest loaded interval: stops and fills run on it."""
+        """Return the finest loaded interval: stops and fills run on it."""
         tfs = self.cfg.backtest.timeframes
         if not tfs:
             return "1d"
@@ -388,7 +389,7 @@ class BacktestEngine:
         self._timed("windows", t0)
 
     def _signals_prepare(self, spans: dict[str, list[tuple[int, int]]]) -> None:
-        """The trend-in-trend signals of every winner, computed once per run on its finer bars.
+        """Compute the trend-in-trend signals of every winner, once per run on its finer bars.
 
         A symbol's finer bars are loaded per merged span of the windows it won (each with the EMA
         warm-up before it); each span is one series, so the EMA and the trigger state run on
@@ -428,7 +429,8 @@ class BacktestEngine:
 
     def _fold(self, spec: PassSpec, rules: list[ExitRules | None], resume: PassState | None = None) -> PassState:
         """One pass: the windows folded over a fresh state (or, for a light pass, over the state of
-        ``resume`` at its first window with an ambiguous exit, as earlier windows cannot differ)."""
+        ``resume`` at its first window with an ambiguous exit, as earlier windows cannot differ).
+        """
         state = PassState(spec, [BookState(r, self.cfg.backtest.init_cash) for r in rules])
         first = 0
         if resume is not None:
@@ -535,7 +537,8 @@ class BacktestEngine:
     def _run_simulation(self, state: PassState, plan: WindowPlan) -> None:
         """Simulate one window for every book of the pass (one vectorbt call) from the state the
         pass carries, and leave the new state: cash, and per symbol held the quantity and the risk
-        state (cost basis, trailing peak, opening time) the stops go on from next window."""
+        state (cost basis, trailing peak, opening time) the stops go on from next window.
+        """
         t0 = time.perf_counter()
         w, selection, allocation = plan.window, plan.selection, plan.allocation
         spec = state.spec
@@ -632,7 +635,7 @@ class BacktestEngine:
     def _audit(
         self, w: Window, selection: SelectionContext, allocation: AllocationContext, book: BookState
     ) -> dict[str, Any]:
-        """The window's audit line of a book (its exits are added by the result assembler)."""
+        """Return the window's audit line of a book (its exits are added by the result assembler)."""
         return {
             **w.as_dict(),
             "winners": selection.winners,
@@ -699,7 +702,7 @@ class BacktestEngine:
             out.audit.append(audit)
 
     def _daily_comparison(self, main: BookOutput, daily: BookOutput) -> dict[str, Any]:
-        """The same winners and rules with stops on daily bars only: what daily simulation misstates."""
+        """Return the same winners and rules with stops on daily bars only: what daily simulation misstates."""
         ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
         m = equity_metrics(eq[(ts % DAY_MS) == 0], self.cfg.backtest.init_cash, n_days)
@@ -860,7 +863,7 @@ class BacktestEngine:
 
 
 def _positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:
-    """The positions a window leaves: quantity from the simulation, risk state from the stops."""
+    """Return the positions a window leaves: quantity from the simulation, risk state from the stops."""
     q = res.shares_end
     held = np.flatnonzero(q)
     end = res.end_state

@@ -199,7 +199,7 @@ class RankingConfig(_Model):
         return data
 
     def quote_volume_floor(self, quote: str) -> float:
-        """The liquidity floor of pairs quoted in ``quote`` (see ``min_quote_volume``)."""
+        """Return the liquidity floor of pairs quoted in ``quote`` (see ``min_quote_volume``)."""
         if self.min_quote_volume is not None:
             return self.min_quote_volume
         return DEFAULT_MIN_QUOTE_VOLUME_USD if quote in USD_QUOTES else 0.0
@@ -351,8 +351,10 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _holding_at_least_one_bar(self) -> RunConfig:
-        """A holding limit shorter than one simulated bar could only close a position at the very
-        bar after its entry, whatever its value: refuse it rather than round it up silently."""
+        """Refuse a holding limit shorter than one simulated bar rather than round it up silently.
+
+        Such a limit could only close a position at the very bar after its entry, whatever its value.
+        """
         bar = min((interval_ms(tf) for tf in self.backtest.timeframes), default=interval_ms("1d"))
         name = next((tf for tf in self.backtest.timeframes if interval_ms(tf) == bar), "1d")
         limits = [("exit_rules.max_holding", self.exit_rules.max_holding if self.exit_rules else None)]
@@ -424,7 +426,7 @@ class RunConfig(_Model):
 
 
 def _num(x: Any) -> str:
-    """A bound as people write it: 1e+15, not 1000000000000000.0."""
+    """Return a bound as people write it: 1e+15, not 1000000000000000.0."""
     return f"{x:g}" if isinstance(x, float) and abs(x) >= 1e6 else str(x)
 
 
@@ -464,7 +466,7 @@ def _allowed(model: type[BaseModel], field: str) -> str:
 
 
 def _model_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str]:
-    """The pydantic model that owns the field at ``loc`` and the field's name."""
+    """Return the pydantic model that owns the field at ``loc`` and the field's name."""
     model: type[BaseModel] | None = RunConfig
     for part in loc[:-1]:
         if model is None:

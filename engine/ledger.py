@@ -157,9 +157,10 @@ def returns_summary(returns: np.ndarray | Sequence[float]) -> dict[str, float | 
 
 
 def summary_from_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | None]:
-    """The :func:`returns_summary` of a run recovered from its metrics.json (``equity_metrics``):
+    """Return the :func:`returns_summary` of a run recovered from its metrics.json (``equity_metrics``):
     ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
-    ``mean = sharpe / sqrt(365) * std``, skew and kurtosis as they are (the same moments)."""
+    ``mean = sharpe / sqrt(365) * std``, skew and kurtosis as they are (the same moments).
+    """
     vol, sharpe = _num(metrics.get("annual_volatility")), _num(metrics.get("sharpe"))
     std = vol / math.sqrt(YEAR_DAYS) if vol is not None else None
     mean = sharpe / math.sqrt(YEAR_DAYS) * std if sharpe is not None and std is not None else None
@@ -212,7 +213,7 @@ class Trial:
         label: str | None = None,
         engine_version: str = ENGINE_VERSION,
     ) -> Trial:
-        """A row from a metrics.json dict (total_return, sharpe, sortino, max_drawdown, n_trades).
+        """Return a row from a metrics.json dict (total_return, sharpe, sortino, max_drawdown, n_trades).
 
         The returns summary is :func:`returns_summary` of ``daily_returns`` when given; otherwise it is
         recovered from the metrics themselves (:func:`summary_from_metrics`), so a grid combination
@@ -332,7 +333,7 @@ def _read(path: Path, sql: str, params: list[Any], timeout_s: float) -> list[tup
 
 
 def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None) -> Trial:
-    """A ledger row from a finished run's directory: ``manifest.json`` and ``metrics.json`` only.
+    """Return a ledger row from a finished run's directory: ``manifest.json`` and ``metrics.json`` only.
 
     The config hash is :func:`trial_config_hash` of the manifest's validated ``config``, the fingerprint
     its ``data.fingerprint``, the engine version its ``engine_version``. The returns summary is

@@ -83,7 +83,7 @@ class SweepSummary:
         return self.leaderboard.height
 
     def top(self, n: int = 5) -> pl.DataFrame:
-        """The ``n`` best-ranked rows."""
+        """Return the ``n`` best-ranked rows."""
         return self.leaderboard.head(n)
 
 
@@ -329,7 +329,7 @@ def _axis_order(values: list[str | None]) -> list[str | None]:
 
 
 def browser_path() -> str:
-    """The Chrome/Chromium kaleido renders with: ``$BROWSER_PATH``, else chromium/chrome on PATH.
+    """Return the Chrome/Chromium kaleido renders with: ``$BROWSER_PATH``, else chromium/chrome on PATH.
 
     kaleido 1.x ships no browser; it drives an installed one through choreographer. Passing the
     path explicitly makes the failure message name the binary instead of choreographer's search.

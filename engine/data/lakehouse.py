@@ -49,7 +49,7 @@ def identity_key(identity: dict[str, object]) -> str:
 
 
 def identity_read(root: Path) -> dict[str, object] | None:
-    """The identity recorded in a namespace (None if it has none yet); a corrupt file is one error line."""
+    """Return the identity recorded in a namespace (None if it has none yet); a corrupt file is one error line."""
     path = root / IDENTITY_FILE
     if not path.is_file():
         return None
@@ -67,7 +67,7 @@ def identity_read(root: Path) -> dict[str, object] | None:
 
 
 def store_open(lakehouse_dir: str | Path, identity: dict[str, object]) -> Lakehouse:
-    """The store of one data identity under ``lakehouse_dir`` (created on its first write).
+    """Return the store of one data identity under ``lakehouse_dir`` (created on its first write).
 
     Examples
     --------
@@ -232,12 +232,12 @@ class Lakehouse:
         return record
 
     def coverage(self, kind: str, interval: str, symbol: str) -> list[tuple[int, int]]:
-        """Fetched ``[start_ms, end_ms)`` ranges of a partition (empty if none)."""
+        """Return the fetched ``[start_ms, end_ms)`` ranges of a partition (empty if none)."""
         record = self._coverage_record(kind, interval, symbol)
         return [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]
 
     def origin(self, kind: str, interval: str, symbol: str) -> object:
-        """The source file's fingerprint the partition was built from (None if not recorded)."""
+        """Return the source file's fingerprint the partition was built from (None if not recorded)."""
         record = self._coverage_record(kind, interval, symbol)
         return None if record is None else record.get("origin")
 

@@ -138,11 +138,11 @@ class StopState:
         )
 
     def take(self, cols: slice) -> StopState:
-        """The state of some columns (copies)."""
+        """Return the state of some columns (copies)."""
         return StopState(self.basis[cols].copy(), self.peak[cols].copy(), self.opened_ns[cols].copy())
 
     def view(self, cols: slice) -> StopState:
-        """The state of some columns (views: for a finished scan's state)."""
+        """Return the state of some columns (views: for a finished scan's state)."""
         return StopState(self.basis[cols], self.peak[cols], self.opened_ns[cols])
 
 
@@ -204,7 +204,7 @@ def _levels(basis: float, peak: float, fixed_sl: float, tp_stop: float, trail: f
 def _open_exit(
     o: float, w: float, t: int, basis: float, peak: float, opened: int, sl: float, tp: float, trail: float, hold: int
 ) -> tuple[int, float]:
-    """Steps 1-2 of a held column's bar: (kind, fill) of an exit at the open, or (0, nan)."""
+    """Apply steps 1-2 of a held column's bar: (kind, fill) of an exit at the open, or (0, nan)."""
     if hold >= 0 and t - opened >= hold:
         return MAX_HOLDING, o
     if np.isnan(w):
@@ -461,7 +461,8 @@ WalkArgs = tuple[
 class FillWalk:
     """The order arrays and portfolio state a scan walks to get top-up fills itself (see
     ``stop_exits_nb``'s ``fills``): columns are the scanned (grid) columns, rows the simulator's
-    two-rows-per-bar grid with ``off`` leading carry rows."""
+    two-rows-per-bar grid with ``off`` leading carry rows.
+    """
 
     size: np.ndarray
     price: np.ndarray
@@ -478,7 +479,7 @@ class FillWalk:
     walked: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
 
     def args(self) -> WalkArgs:
-        """The kernel's trailing arguments."""
+        """Return the kernel's trailing arguments."""
         return (
             True,
             self.size,
@@ -608,7 +609,7 @@ def find_stop_exits_grid(
     topup: TopUp | None = None,
     held_reweights: HeldReweights = "all",
 ) -> list[StopExits]:
-    """The stop exits of several books on the same prices, in one kernel scan.
+    """Return the stop exits of several books on the same prices, in one kernel scan.
 
     ``weights`` is (n_bars, n_books * n_cols): book after book, each with the columns of the
     (n_bars, n_cols) prices and its own ``exit_rules`` (None: no rule, only the positions are
@@ -652,9 +653,10 @@ def scan_grid(
     held_reweights: HeldReweights,
     fills: FillWalk | None = None,
 ) -> StopExits:
-    """The scan of :func:`find_stop_exits_grid` over all books' columns side by side, as one
+    """Return the scan of :func:`find_stop_exits_grid` over all books' columns side by side, as one
     :class:`StopExits` (``col`` indexes the grid; ``st``, the grid's state, is updated in place).
-    With ``fills`` the top-up fills are walked inside the scan (``topup`` is not called)."""
+    With ``fills`` the top-up fills are walked inside the scan (``topup`` is not called).
+    """
     g, k = len(exit_rules), np.shape(open_)[1]
     tile = (lambda a: a) if g == 1 else (lambda a: np.tile(a, (1, g)))
     o, h, lo = (tile(np.ascontiguousarray(a, dtype=np.float64)) for a in (open_, high, low))
@@ -702,7 +704,7 @@ def _cut(out: _ExitBuffers, lo: int, hi: int) -> _ExitBuffers:
 
 
 def split_books(e: StopExits, g: int, k: int) -> list[StopExits]:
-    """A grid scan's exits and state, book by book (columns renumbered from 0 in each)."""
+    """Return a grid scan's exits and state, book by book (columns renumbered from 0 in each)."""
     if g == 1:
         return [e]
     assert e.dropped_col is not None and e.dropped_bar is not None and e.at_open is not None and e.end is not None

@@ -428,7 +428,7 @@ class VectorBTSimulator:
     ) -> tuple[
         StopExits, tuple[Any, ...], np.ndarray | None, np.ndarray | None, list[tuple[int, np.ndarray, np.ndarray]]
     ]:
-        """The stop scan of the tracked books and the order arrays with its exits written in.
+        """Return the stop scan of the tracked books and the order arrays with its exits written in.
 
         A top-up needs the fills of its row: the rows up to it are walked once, segment after
         segment (each from the cash and positions the last one left), by :func:`rows_nb` or, with
@@ -511,7 +511,8 @@ class VectorBTSimulator:
         group_lens: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows ``lo..r`` through vectorbt, from the chain's cash and positions (a carry row buys
-        them back first); returns the buys of row ``r`` (quantity, value) and the positions before it."""
+        them back first); returns the buys of row ``r`` (quantity, value) and the positions before it.
+        """
         _, _, size_type, _, fees, slippage = arrays
         if lo == 0:
             seg = (seg_close, seg_size, _rows(size_type, 0, r + 1), seg_price, _rows(fees, 0, r + 1))
@@ -678,7 +679,8 @@ def _apply_exits(
     """Write stop exits (of one book, or of the books ``books`` side by side in ``e.col``) into the
     order arrays: a target-0 order at the exit's price, in the bar's open row for exits at the
     open, else in the rest-of-bar row; dropped orders become no order. ``off`` is the row of bar
-    0 in the arrays (rows outside them are skipped)."""
+    0 in the arrays (rows outside them are skipped).
+    """
     if len(books) == 1:
         shift = books[0] * k
         cols, dcols = e.col + shift, (e.dropped_col if e.dropped_col is not None else e.col[:0]) + shift
@@ -713,7 +715,7 @@ def _orders_simulate(
     group_lens: np.ndarray,
     engine: str,
 ) -> np.ndarray:
-    """vectorbt's ``from_orders`` simulation without building a ``Portfolio`` around it.
+    """Run vectorbt's ``from_orders`` simulation without building a ``Portfolio`` around it.
 
     The same call ``Portfolio.from_orders(close, size, size_type=..., price=price, val_price=price,
     fees=..., slippage=..., init_cash=..., cash_sharing=True, group_by=True, call_seq="auto")``
@@ -801,7 +803,8 @@ def _carry_arrays(
     carry_shares: list[np.ndarray | None], carry_price: np.ndarray | None, n_cols: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate every book's carry-in; return the (n_books, n_cols) shares (0 where a book carries
-    nothing) and the carry price, None when no book carries any share."""
+    nothing) and the carry price, None when no book carries any share.
+    """
     shares = np.zeros((len(carry_shares), n_cols))
     for b, cs in enumerate(carry_shares):
         if cs is not None:

@@ -129,7 +129,7 @@ class SyntheticSource(DataSource):
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - the source lives for one run; bounded cache
     def path(self, symbol: str) -> SymbolPath:
-        """The symbol's 1h bars over its listed life (deterministic in seed and symbol)."""
+        """Return the symbol's 1h bars over its listed life (deterministic in seed and symbol)."""
         i = self._index.get(symbol_check(symbol))
         if i is None:
             msg = f"unknown symbol {symbol!r}: the synthetic universe has {self._names[0]} .. {self._names[-1]}"
