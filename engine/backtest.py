@@ -107,6 +107,7 @@ class BookState:
     """The book's part of every audit line: its mode and exit rules."""
 
     def __post_init__(self) -> None:
+        """Build the book's part of the audit lines from its rules."""
         self.audit_rules = {
             "mode": "rebalance" if self.rules is None else "exit_rules",
             "exit_rules": None if self.rules is None else self.rules.model_dump(),
@@ -126,8 +127,10 @@ class PassSpec:
 
 @dataclass
 class PassState:
-    """The state a pass folds the windows over: every book's cash and positions, the last close of
-    every symbol seen (carry prices), and snapshots at each window start (to resume a pass).
+    """The state a pass folds the windows over.
+
+    Every book's cash and positions, the last close of every symbol seen (carry prices), and
+    snapshots at each window start (to resume a pass).
     """
 
     spec: PassSpec
@@ -317,8 +320,10 @@ class BacktestEngine:
             self._timed("signals", t0)
 
     def _mtf_prefetch(self, symbols: list[str]) -> dict[str, list[tuple[int, int]]]:
-        """Fetch the finer bars of every window's winners (only theirs, only their windows, only what
-        is missing), then read them with one DuckDB winner-slice query per interval.
+        """Fetch the finer bars of every window's winners, then read them per interval.
+
+        Only the winners' bars, only in their windows, only what is missing are fetched; they are
+        read with one DuckDB winner-slice query per interval.
 
         Winners do not depend on the simulation, so the fetches of all windows can be merged per
         symbol; ``_run_window_step`` still asks for its window's bars, which are then covered.
@@ -428,8 +433,10 @@ class BacktestEngine:
     # ---- walk-forward ------------------------------------------------------------------------
 
     def _fold(self, spec: PassSpec, rules: list[ExitRules | None], resume: PassState | None = None) -> PassState:
-        """One pass: the windows folded over a fresh state (or, for a light pass, over the state of
-        ``resume`` at its first window with an ambiguous exit, as earlier windows cannot differ).
+        """Run one pass: fold the windows over a fresh state.
+
+        A light pass folds over the state of ``resume`` at its first window with an ambiguous exit
+        instead, as earlier windows cannot differ.
         """
         state = PassState(spec, [BookState(r, self.cfg.backtest.init_cash) for r in rules])
         first = 0
@@ -464,8 +471,10 @@ class BacktestEngine:
     def _signal_weights(
         self, winners: list[str], ts: np.ndarray, targets: dict[str, float], interval: str
     ) -> np.ndarray:
-        """Entries and trend exits of the precomputed signals on the simulation grid, as a
-        (n_bars, n_winners) weight array (NaN = no order); the same for every book of the window.
+        """Return the entries and trend exits of the precomputed signals on the simulation grid.
+
+        The result is a (n_bars, n_winners) weight array (NaN = no order), the same for every book
+        of the window.
 
         A signal of the bar opened at T (signal interval) acts at the open of the grid bar that
         opens at T + interval (exactly on a grid as fine as the signal's, at the first bar at or
@@ -535,9 +544,11 @@ class BacktestEngine:
         return ts, block, delist
 
     def _run_simulation(self, state: PassState, plan: WindowPlan) -> None:
-        """Simulate one window for every book of the pass (one vectorbt call) from the state the
-        pass carries, and leave the new state: cash, and per symbol held the quantity and the risk
-        state (cost basis, trailing peak, opening time) the stops go on from next window.
+        """Simulate one window for every book of the pass (one vectorbt call).
+
+        The simulation starts from the state the pass carries and leaves the new state: cash, and
+        per symbol held the quantity and the risk state (cost basis, trailing peak, opening time)
+        the stops go on from next window.
         """
         t0 = time.perf_counter()
         w, selection, allocation = plan.window, plan.selection, plan.allocation

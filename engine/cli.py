@@ -424,8 +424,10 @@ def grid_combos(cfg: RunConfig) -> list[ExitRules | None]:
 
 
 def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
-    """Simulate every exit-rule combination of ``cfg.grid`` in one walk-forward (one vectorbt call
-    per window) and write one metrics row per combination under ``combos/NNN/``.
+    """Simulate every exit-rule combination of ``cfg.grid`` in one walk-forward.
+
+    One vectorbt call per window; one metrics row per combination is written under
+    ``combos/NNN/``.
 
     The first combination's full artefacts go to the run directory itself; every combination gets
     ``metrics.json`` and ``params.json`` (the sweep summary reads them like multirun jobs).
@@ -620,8 +622,10 @@ def _hydra_entry() -> None:
 
 
 def _tilde_quote(arg: str) -> str:
-    """``key=~/dir`` as ``key='~/dir'``: Hydra's grammar rejects a bare ``~`` in a value (the
-    config then expands it, like environment variables, in every path setting).
+    """Quote ``key=~/dir`` as ``key='~/dir'``.
+
+    Hydra's grammar rejects a bare ``~`` in a value (the config then expands it, like environment
+    variables, in every path setting).
     """
     key, sep, value = arg.partition("=")
     if sep and value.startswith("~") and not key.startswith("-") and "'" not in value:

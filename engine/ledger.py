@@ -157,8 +157,9 @@ def returns_summary(returns: np.ndarray | Sequence[float]) -> dict[str, float | 
 
 
 def summary_from_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | None]:
-    """Return the :func:`returns_summary` of a run recovered from its metrics.json (``equity_metrics``):
-    ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
+    """Return the :func:`returns_summary` of a run recovered from its metrics.json.
+
+    From ``equity_metrics``: ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
     ``mean = sharpe / sqrt(365) * std``, skew and kurtosis as they are (the same moments).
     """
     vol, sharpe = _num(metrics.get("annual_volatility")), _num(metrics.get("sharpe"))
@@ -197,6 +198,7 @@ class Trial:
     trial_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
+        """Check the trial's kind and its identifying fields."""
         if self.kind not in KINDS:
             raise LedgerError(f"unknown trial kind '{self.kind}': use one of {', '.join(KINDS)}")
         if not self.config_hash or not self.data_fingerprint:
@@ -236,6 +238,7 @@ class Trial:
         )
 
     def row(self) -> tuple[Any, ...]:
+        """Return the trial as a row of the ledger table, in ``COLUMNS`` order."""
         d = asdict(self)
         return tuple(d[c] for c in COLUMNS)
 

@@ -113,9 +113,11 @@ def eligibility_diagnose(
     portfolio: PortfolioConfig,
     universe: UniverseConfig,
 ) -> str:
-    """Which eligibility filter leaves no symbol on any ranking date, in words (for the error of a
-    run in which every window is empty): the filters are applied one after another and the first
-    that removes every remaining (symbol, date) is named, with the value that would pass.
+    """Name the eligibility filter that leaves no symbol on any ranking date, in words.
+
+    For the error of a run in which every window is empty: the filters are applied one after
+    another and the first that removes every remaining (symbol, date) is named, with the value that
+    would pass.
     """
     feats = _universe_features(bars, rank_dates, ranking, portfolio, universe)
     factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])

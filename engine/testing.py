@@ -41,8 +41,9 @@ def sma(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def crosscheck_ohlc(seed: int = 0, n_bars: int = N_BARS) -> pd.DataFrame:
-    """Daily OHLC (backtesting.py's column names) with a few long-wicked bars, so that some bars
-    hold both the stop loss and the take profit.
+    """Return daily OHLC (backtesting.py's column names) with a few long-wicked bars.
+
+    Some bars hold both the stop loss and the take profit.
     """
     import pandas as pd
 

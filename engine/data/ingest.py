@@ -133,8 +133,10 @@ class UniversePlan:
 
 
 def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> UniversePlan:
-    """Read and validate every file that serves the universe; the range comes from the config or,
-    when ``data.start``/``data.end`` are null, from the files themselves.
+    """Read and validate every file that serves the universe.
+
+    The range comes from the config or, when ``data.start``/``data.end`` are null, from the files
+    themselves.
 
     A file that cannot be read or breaks the bar contract is left out and its message kept in
     ``bad`` (the caller decides: the ingest task imports the rest and exits 1, a run stops).

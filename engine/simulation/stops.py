@@ -459,8 +459,9 @@ WalkArgs = tuple[
 
 @dataclass
 class FillWalk:
-    """The order arrays and portfolio state a scan walks to get top-up fills itself (see
-    ``stop_exits_nb``'s ``fills``): columns are the scanned (grid) columns, rows the simulator's
+    """The order arrays and portfolio state a scan walks to get top-up fills itself.
+
+    See ``stop_exits_nb``'s ``fills``: columns are the scanned (grid) columns, rows the simulator's
     two-rows-per-bar grid with ``off`` leading carry rows.
     """
 
@@ -653,8 +654,9 @@ def scan_grid(
     held_reweights: HeldReweights,
     fills: FillWalk | None = None,
 ) -> StopExits:
-    """Return the scan of :func:`find_stop_exits_grid` over all books' columns side by side, as one
-    :class:`StopExits` (``col`` indexes the grid; ``st``, the grid's state, is updated in place).
+    """Scan all books' columns side by side for :func:`find_stop_exits_grid`.
+
+    Returns one :class:`StopExits` (``col`` indexes the grid; ``st``, the grid's state, is updated in place).
     With ``fills`` the top-up fills are walked inside the scan (``topup`` is not called).
     """
     g, k = len(exit_rules), np.shape(open_)[1]

@@ -510,8 +510,10 @@ class VectorBTSimulator:
         k: int,
         group_lens: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows ``lo..r`` through vectorbt, from the chain's cash and positions (a carry row buys
-        them back first); returns the buys of row ``r`` (quantity, value) and the positions before it.
+        """Run rows ``lo..r`` through vectorbt, from the chain's cash and positions.
+
+        A carry row buys the positions back first. Returns the buys of row ``r`` (quantity, value)
+        and the positions before it.
         """
         _, _, size_type, _, fees, slippage = arrays
         if lo == 0:
@@ -676,8 +678,10 @@ def _apply_exits(
     k: int,
     books: list[int],
 ) -> None:
-    """Write stop exits (of one book, or of the books ``books`` side by side in ``e.col``) into the
-    order arrays: a target-0 order at the exit's price, in the bar's open row for exits at the
+    """Write stop exits into the order arrays.
+
+    The exits are of one book, or of the books ``books`` side by side in ``e.col``: a target-0
+    order at the exit's price, in the bar's open row for exits at the
     open, else in the rest-of-bar row; dropped orders become no order. ``off`` is the row of bar
     0 in the arrays (rows outside them are skipped).
     """
@@ -802,8 +806,10 @@ def _rust_from_orders() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
 def _carry_arrays(
     carry_shares: list[np.ndarray | None], carry_price: np.ndarray | None, n_cols: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate every book's carry-in; return the (n_books, n_cols) shares (0 where a book carries
-    nothing) and the carry price, None when no book carries any share.
+    """Validate every book's carry-in.
+
+    Returns the (n_books, n_cols) shares (0 where a book carries nothing) and the carry price,
+    None when no book carries any share.
     """
     shares = np.zeros((len(carry_shares), n_cols))
     for b, cs in enumerate(carry_shares):

@@ -155,9 +155,11 @@ class CcxtSource(DataSource):
         self.exchange.close()
 
     def __enter__(self) -> CcxtSource:
+        """Return the source itself (its HTTP session is closed on exit)."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the HTTP session."""
         self.close()
 
     def _label(self, symbol: str | None = None, interval: str | None = None) -> str:

@@ -35,8 +35,10 @@ def _letters(k: int, width: int) -> str:
 
 
 def universe_names(n_symbols: int, quote: str = "USDT") -> list[str]:
-    """Symbol names of a generated universe: the majors, then ``AAA``, ``AAB``, ... ``ZZZ``,
-    ``AAAA``, ... skipping the majors' names, so every name is distinct for any ``n_symbols``.
+    """Return the symbol names of a generated universe.
+
+    The majors, then ``AAA``, ``AAB``, ... ``ZZZ``, ``AAAA``, ... skipping the majors' names, so
+    every name is distinct for any ``n_symbols``.
 
     >>> universe_names(7)
     ['BTC/USDT', 'ETH/USDT', 'SOL/USDT', 'BNB/USDT', 'XRP/USDT', 'AAA/USDT', 'AAB/USDT']
@@ -100,6 +102,7 @@ class SyntheticSource(DataSource):
         self._market = self._market_draw()
 
     def symbols(self) -> list[str]:
+        """Return the generated universe's symbols, as ``BASE/QUOTE``."""
         return list(self._names)
 
     def identity(self) -> dict[str, object]:
@@ -115,6 +118,7 @@ class SyntheticSource(DataSource):
         }
 
     def intervals(self) -> tuple[str, ...]:
+        """Return the intervals built from the hourly paths, finest first."""
         return ("1h", "2h", "4h", "6h", "8h", "12h", "1d")
 
     def _market_draw(self) -> np.ndarray:
@@ -170,6 +174,7 @@ class SyntheticSource(DataSource):
         return SymbolPath(ts[life], open_[life], high[life], low[life], close[life], volume[life])
 
     def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
+        """Return the bars of ``symbol`` whose open time lies in ``[start_ms, end_ms)``."""
         step = interval_ms(interval)
         if step % HOUR_MS or (DAY_MS % step and step % DAY_MS):
             msg = f"interval {interval!r} is not served by the synthetic source: use one of {self.intervals()}"
