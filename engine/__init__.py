@@ -1,0 +1,1 @@
+"""quant-engine: a dataframe-native walk-forward backtester (see the README)."""

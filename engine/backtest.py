@@ -18,7 +18,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -48,7 +48,7 @@ SIGNAL = ORDER_REASONS.index("signal")
 DELISTED = ORDER_REASONS.index("delisted")
 MS_NS = 1_000_000
 
-ORDER_SCHEMA = {
+ORDER_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "window": pl.Int64,
     "timestamp": pl.Datetime("ms", "UTC"),
     "symbol": pl.String,
@@ -107,11 +107,14 @@ class BookState:
     """The book's part of every audit line: its mode and exit rules."""
 
     def __post_init__(self) -> None:
+        """Build the book's part of the audit lines from its rules."""
         self.rules_set(self.rules)
 
     def rules_set(self, rules: ExitRules | None) -> None:
-        """Switch the book's exit rules (a walk-forward optimisation's book at a window boundary):
-        its cash and positions, with their cost basis, peak and clock, carry unchanged."""
+        """Switch the book's exit rules (a walk-forward optimisation's book at a window boundary).
+
+        Its cash and positions, with their cost basis, peak and clock, carry unchanged.
+        """
         self.rules = rules
         self.audit_rules = {
             "mode": "rebalance" if rules is None else "exit_rules",
@@ -132,8 +135,11 @@ class PassSpec:
 
 @dataclass
 class PassState:
-    """The state a pass folds the windows over: every book's cash and positions, the last close of
-    every symbol seen (carry prices), and snapshots at each window start (to resume a pass)."""
+    """The state a pass folds the windows over.
+
+    Every book's cash and positions, the last close of every symbol seen (carry prices), and
+    snapshots at each window start (to resume a pass).
+    """
 
     spec: PassSpec
     books: list[BookState]
@@ -143,7 +149,7 @@ class PassState:
     snapshots: list[tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]] = field(default_factory=list)
 
     def snapshot(self) -> tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]:
-        """The books' (cash, positions) and the last prices, as they are now (copies)."""
+        """Return the books' (cash, positions) and the last prices, as they are now (copies)."""
         return [(b.cash, dict(b.positions)) for b in self.books], dict(self.last_price)
 
     def restore(self, snap: tuple[list[tuple[float, dict[str, Position]]], dict[str, float]]) -> None:
@@ -187,7 +193,7 @@ def _ffill_rows(a: np.ndarray) -> np.ndarray:
 
 
 def _orders_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """A book's orders of all windows as concatenated columns (simulation order)."""
+    """Return a book's orders of all windows as concatenated columns (simulation order)."""
     if not parts:
         return {
             "window": np.empty(0, dtype=np.int64),
@@ -204,7 +210,7 @@ def _orders_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
 
 
 def _orders_frame(cols: dict[str, np.ndarray]) -> pl.DataFrame:
-    """A book's orders as one polars frame (built once, at the end)."""
+    """Return a book's orders as one polars frame (built once, at the end)."""
     return pl.DataFrame(
         {
             "window": cols["window"],
@@ -246,7 +252,7 @@ class BacktestEngine:
     # ---- preparation -------------------------------------------------------------------------
 
     def _sim_interval(self) -> str:
-        """The finest loaded interval: stops and fills run on it."""
+        """Return the finest loaded interval: stops and fills run on it."""
         tfs = self.cfg.backtest.timeframes
         if not tfs:
             return "1d"
@@ -262,7 +268,9 @@ class BacktestEngine:
         t0 = time.perf_counter()
         data = self.cfg.data
         if data.source == "synthetic":
-            src = self.source
+            from engine.data.sources.synthetic import SyntheticSource
+
+            src = cast(SyntheticSource, self.source)  # the source of a synthetic config
             self.ingestion.fetch_universe(src.symbols(), src.start_ms, src.end_ms)
         elif data.source == "files":  # local files: imported (or re-imported if changed) here
             from engine.data.ingest import universe_ingest
@@ -322,8 +330,10 @@ class BacktestEngine:
             self._timed("signals", t0)
 
     def _mtf_prefetch(self, symbols: list[str]) -> dict[str, list[tuple[int, int]]]:
-        """Fetch the finer bars of every window's winners (only theirs, only their windows, only what
-        is missing), then read them with one DuckDB winner-slice query per interval.
+        """Fetch the finer bars of every window's winners, then read them per interval.
+
+        Only the winners' bars, only in their windows, only what is missing are fetched; they are
+        read with one DuckDB winner-slice query per interval.
 
         Winners do not depend on the simulation, so the fetches of all windows can be merged per
         symbol; ``_run_window_step`` still asks for its window's bars, which are then covered.
@@ -394,7 +404,7 @@ class BacktestEngine:
         self._timed("windows", t0)
 
     def _signals_prepare(self, spans: dict[str, list[tuple[int, int]]]) -> None:
-        """The trend-in-trend signals of every winner, computed once per run on its finer bars.
+        """Compute the trend-in-trend signals of every winner, once per run on its finer bars.
 
         A symbol's finer bars are loaded per merged span of the windows it won (each with the EMA
         warm-up before it); each span is one series, so the EMA and the trigger state run on
@@ -439,12 +449,13 @@ class BacktestEngine:
         resume: PassState | None = None,
         schedules: list[list[ExitRules | None] | None] | None = None,
     ) -> PassState:
-        """One pass: the windows folded over a fresh state (or, for a light pass, over the state of
-        ``resume`` at its first window with an ambiguous exit, as earlier windows cannot differ).
+        """Run one pass: fold the windows over a fresh state.
 
-        ``schedules`` (one per book, None = fixed rules) gives a book's exit rules per window
-        (``task=wfo``): they are switched at the window's start, before its first bar; the book's
-        cash and positions (quantity, cost basis, peak, opening time) carry as they are.
+        A light pass folds over the state of ``resume`` at its first window with an ambiguous exit
+        instead, as earlier windows cannot differ. ``schedules`` (one per book, None = fixed rules)
+        gives a book's exit rules per window (``task=wfo``): they are switched at the window's
+        start, before its first bar; the book's cash and positions (quantity, cost basis, peak,
+        opening time) carry as they are.
         """
         state = PassState(spec, [BookState(r, self.cfg.backtest.init_cash) for r in rules])
         first = 0
@@ -486,8 +497,10 @@ class BacktestEngine:
     def _signal_weights(
         self, winners: list[str], ts: np.ndarray, targets: dict[str, float], interval: str
     ) -> np.ndarray:
-        """Entries and trend exits of the precomputed signals on the simulation grid, as a
-        (n_bars, n_winners) weight array (NaN = no order); the same for every book of the window.
+        """Return the entries and trend exits of the precomputed signals on the simulation grid.
+
+        The result is a (n_bars, n_winners) weight array (NaN = no order), the same for every book
+        of the window.
 
         A signal of the bar opened at T (signal interval) acts at the open of the grid bar that
         opens at T + interval (exactly on a grid as fine as the signal's, at the first bar at or
@@ -557,9 +570,12 @@ class BacktestEngine:
         return ts, block, delist
 
     def _run_simulation(self, state: PassState, plan: WindowPlan) -> None:
-        """Simulate one window for every book of the pass (one vectorbt call) from the state the
-        pass carries, and leave the new state: cash, and per symbol held the quantity and the risk
-        state (cost basis, trailing peak, opening time) the stops go on from next window."""
+        """Simulate one window for every book of the pass (one vectorbt call).
+
+        The simulation starts from the state the pass carries and leaves the new state: cash, and
+        per symbol held the quantity and the risk state (cost basis, trailing peak, opening time)
+        the stops go on from next window.
+        """
         t0 = time.perf_counter()
         w, selection, allocation = plan.window, plan.selection, plan.allocation
         spec = state.spec
@@ -584,7 +600,7 @@ class BacktestEngine:
             low=block["low"],
             close=block["close"],
             index=ts.astype("datetime64[ms]").astype("datetime64[ns]"),
-            columns=columns,
+            columns=tuple(columns),
         )
         signals = self.cfg.signals is not None
         placed = self._signal_weights(winners, ts, allocation.weights, spec.interval) if signals else None
@@ -656,7 +672,7 @@ class BacktestEngine:
     def _audit(
         self, w: Window, selection: SelectionContext, allocation: AllocationContext, book: BookState
     ) -> dict[str, Any]:
-        """The window's audit line of a book (its exits are added by the result assembler)."""
+        """Return the window's audit line of a book (its exits are added by the result assembler)."""
         return {
             **w.as_dict(),
             "winners": selection.winners,
@@ -723,7 +739,7 @@ class BacktestEngine:
             out.audit.append(audit)
 
     def _daily_comparison(self, main: BookOutput, daily: BookOutput) -> dict[str, Any]:
-        """The same winners and rules with stops on daily bars only: what daily simulation misstates."""
+        """Return the same winners and rules with stops on daily bars only: what daily simulation misstates."""
         ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
         n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
         m = equity_metrics(eq[(ts % DAY_MS) == 0], self.cfg.backtest.init_cash, n_days)
@@ -767,7 +783,8 @@ class BacktestEngine:
     ) -> tuple[PassState, BacktestResult | None]:
         """The passes over the planned windows for ``rules`` (one book each; ``schedules``: a
         book's rules per window), the metrics of every book (``self.book_metrics``) and the first
-        book's result (None unless ``assemble``)."""
+        book's result (None unless ``assemble``).
+        """
         main = self._fold(PassSpec("pessimistic", self.interval), rules, schedules=schedules)
         every = [
             r for i, r0 in enumerate(rules) for r in (schedules[i] if schedules and schedules[i] is not None else [r0])
@@ -816,7 +833,8 @@ class BacktestEngine:
 
     def windows_from(self, k0: int) -> None:
         """Keep the windows from ``k0`` on, renumbered from 0, with their plans: the engine then
-        walks forward exactly as a run with ``backtest.start`` = window ``k0``'s ranking date."""
+        walks forward exactly as a run with ``backtest.start`` = window ``k0``'s ranking date.
+        """
         from dataclasses import replace
 
         windows, plans = [], []
@@ -960,7 +978,7 @@ class BacktestEngine:
 
 
 def _positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:
-    """The positions a window leaves: quantity from the simulation, risk state from the stops."""
+    """Return the positions a window leaves: quantity from the simulation, risk state from the stops."""
     q = res.shares_end
     held = np.flatnonzero(q)
     end = res.end_state
@@ -979,7 +997,8 @@ def _positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:
 def window_returns(out: BookOutput, init_cash: float) -> np.ndarray:
     """A book's return in each window: its equity at the window's last close over the one before
     (the carry row moves positions at the previous close without costs, so a window starts at the
-    equity the last one ended with)."""
+    equity the last one ended with).
+    """
     ends, last = np.empty(len(out.equity)), init_cash
     for i, e in enumerate(out.equity):  # a window without bars keeps the equity it started with
         last = float(e[-1]) if e.size else last

@@ -28,7 +28,7 @@ log = logging.getLogger("engine")
 
 
 def _conf_dir() -> Path:
-    """The Hydra config folder: the repository's top-level conf/, installed as ``engine.conf``."""
+    """Return the Hydra config folder: the repository's top-level conf/, installed as ``engine.conf``."""
     from importlib import resources
 
     found = resources.files("engine.conf")
@@ -115,6 +115,7 @@ def overrides_expand(overrides: list[str]) -> list[list[str]]:
                 raise ConfigError(msg)
             axes.append([f"{key}={v}" for v in values])
         else:
+            assert o.input_line is not None  # the parser keeps every override's text
             axes.append([o.input_line])
     return [list(c) for c in itertools.product(*axes)]
 
@@ -166,7 +167,7 @@ def _is_group(key: str) -> bool:
 
 
 def _raw_with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any] | None:
-    """A copy of ``raw`` with ``key`` (dotted) set to ``value``; None when the key is not there."""
+    """Return a copy of ``raw`` with ``key`` (dotted) set to ``value``; None when the key is not there."""
     import copy
 
     out = copy.deepcopy(raw)
@@ -298,12 +299,12 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
 
 
 def _raw_compose(overrides: list[str]) -> dict[str, Any]:
-    """The composed config of ``overrides`` as a plain dict (errors of composition as one line)."""
+    """Return the composed config of ``overrides`` as a plain dict (errors of composition as one line)."""
     return config_compose(overrides, validate=False)[1]
 
 
 def _output_folder_check(overrides: list[str], multirun: bool) -> None:
-    """The folders a run will write into can be created: no file in their path, writable."""
+    """Check that the folders a run will write into can be created: no file in their path, writable."""
     import os
 
     given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if "=" in o}
@@ -332,7 +333,7 @@ def _output_folder_check(overrides: list[str], multirun: bool) -> None:
 
 
 def _data_fix(source: str) -> str:
-    """What to do about an unreadable file of the lakehouse, by data source."""
+    """Return what to do about an unreadable file of the lakehouse, by data source."""
     if source == "synthetic":
         return "delete the file it names and rerun (the run regenerates it)"
     if source == "ccxt":
@@ -369,7 +370,7 @@ def data_errors(lakehouse: str, source: str = "synthetic") -> Iterator[None]:
 
 @contextlib.contextmanager
 def artefact_errors(out: Path) -> Iterator[None]:
-    """A run directory that cannot be written is one line, not a traceback."""
+    """Report a run directory that cannot be written as one line, not a traceback."""
     try:
         yield
     except OSError as exc:
@@ -379,7 +380,7 @@ def artefact_errors(out: Path) -> Iterator[None]:
 
 
 def output_dir(cfg: RunConfig) -> Path:
-    """The run's artefact directory (set by Hydra, or by the caller of the plain functions)."""
+    """Return the run's artefact directory (set by Hydra, or by the caller of the plain functions)."""
     if cfg.paths.output_dir is None:
         msg = "paths.output_dir is not set: pass paths.output_dir=DIR or run through `python -m engine`"
         raise ConfigError(msg)
@@ -416,7 +417,7 @@ def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
 
 
 def grid_combos(cfg: RunConfig) -> list[ExitRules | None]:
-    """The valid exit rules of ``cfg.grid`` (invalid combinations are reported and skipped)."""
+    """Return the valid exit rules of ``cfg.grid`` (invalid combinations are reported and skipped)."""
     combos, invalid = cfg.grid.combos(cfg.exit_rules)
     if not combos:
         msg = f"the exit-rule grid yields 0 valid combinations ({len(invalid)} invalid, e.g. {invalid[0]}): fix the grid values"
@@ -428,8 +429,10 @@ def grid_combos(cfg: RunConfig) -> list[ExitRules | None]:
 
 
 def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
-    """Simulate every exit-rule combination of ``cfg.grid`` in one walk-forward (one vectorbt call
-    per window) and write one metrics row per combination under ``combos/NNN/``.
+    """Simulate every exit-rule combination of ``cfg.grid`` in one walk-forward.
+
+    One vectorbt call per window; one metrics row per combination is written under
+    ``combos/NNN/``.
 
     The first combination's full artefacts go to the run directory itself; every combination gets
     ``metrics.json`` and ``params.json`` (the sweep summary reads them like multirun jobs).
@@ -488,7 +491,7 @@ def ingest_run(cfg: RunConfig) -> None:
 
 
 def summary_print(result: RunResult) -> None:
-    """The console's closing lines: a short metrics table and the output path."""
+    """Print the console's closing lines: a short metrics table and the output path."""
     m = result.metrics
     rows = [
         ("total return", m.get("total_return"), "{:+.2%}"),
@@ -548,7 +551,7 @@ def error_write(message: str) -> None:
 
 
 def logging_setup() -> None:
-    """The run's ``engine.log`` (Hydra's file handler) gets INFO and up; the console only warnings."""
+    """Send INFO and up to the run's ``engine.log`` (Hydra's file handler), only warnings to the console."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in root.handlers:
@@ -559,7 +562,7 @@ def logging_setup() -> None:
 
 
 def task_run(dcfg: Any) -> float | None:
-    """The Hydra job: validate, dispatch on ``task``, return the Sharpe ratio for sweepers."""
+    """Run the Hydra job: validate, dispatch on ``task``, return the Sharpe ratio for sweepers."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -635,8 +638,11 @@ def _hydra_entry() -> None:
 
 
 def _tilde_quote(arg: str) -> str:
-    """``key=~/dir`` as ``key='~/dir'``: Hydra's grammar rejects a bare ``~`` in a value (the
-    config then expands it, like environment variables, in every path setting)."""
+    """Quote ``key=~/dir`` as ``key='~/dir'``.
+
+    Hydra's grammar rejects a bare ``~`` in a value (the config then expands it, like environment
+    variables, in every path setting).
+    """
     key, sep, value = arg.partition("=")
     if sep and value.startswith("~") and not key.startswith("-") and "'" not in value:
         return f"{key}='{value}'"

@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -159,6 +159,11 @@ class UniverseConfig(_Model):
         return _each_checked(value, symbol_check)
 
 
+def _equal_weights() -> dict[Literal["momentum", "vol_adj_momentum"], float]:
+    """Return the default factor weights: half each."""
+    return {"momentum": 0.5, "vol_adj_momentum": 0.5}
+
+
 class RankingConfig(_Model):
     """Factors combined into one score per (ranking date, symbol); the top N are the winners."""
 
@@ -179,7 +184,7 @@ class RankingConfig(_Model):
     min_history_days: int = Field(default=60, ge=1, le=MAX_DAYS)
     """Bars a symbol needs by the ranking date to be ranked (listing age)."""
     weights: dict[Literal["momentum", "vol_adj_momentum"], Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
-        default_factory=lambda: {"momentum": 0.5, "vol_adj_momentum": 0.5}
+        default_factory=_equal_weights
     )
     """Weight of each factor's cross-sectional z-score in the score."""
 
@@ -197,7 +202,7 @@ class RankingConfig(_Model):
         return data
 
     def quote_volume_floor(self, quote: str) -> float:
-        """The liquidity floor of pairs quoted in ``quote`` (see ``min_quote_volume``)."""
+        """Return the liquidity floor of pairs quoted in ``quote`` (see ``min_quote_volume``)."""
         if self.min_quote_volume is not None:
             return self.min_quote_volume
         return DEFAULT_MIN_QUOTE_VOLUME_USD if quote in USD_QUOTES else 0.0
@@ -362,8 +367,10 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _holding_at_least_one_bar(self) -> RunConfig:
-        """A holding limit shorter than one simulated bar could only close a position at the very
-        bar after its entry, whatever its value: refuse it rather than round it up silently."""
+        """Refuse a holding limit shorter than one simulated bar rather than round it up silently.
+
+        Such a limit could only close a position at the very bar after its entry, whatever its value.
+        """
         bar = min((interval_ms(tf) for tf in self.backtest.timeframes), default=interval_ms("1d"))
         name = next((tf for tf in self.backtest.timeframes if interval_ms(tf) == bar), "1d")
         limits = [("exit_rules.max_holding", self.exit_rules.max_holding if self.exit_rules else None)]
@@ -435,7 +442,7 @@ class RunConfig(_Model):
 
 
 def _num(x: Any) -> str:
-    """A bound as people write it: 1e+15, not 1000000000000000.0."""
+    """Return a bound as people write it: 1e+15, not 1000000000000000.0."""
     return f"{x:g}" if isinstance(x, float) and abs(x) >= 1e6 else str(x)
 
 
@@ -456,7 +463,7 @@ def _allowed(model: type[BaseModel], field: str) -> str:
             bounds.append(f"<= {_num(meta.le)}")
     ann = info.annotation
     if getattr(ann, "__origin__", None) is Literal:
-        return "one of " + ", ".join(repr(a) for a in ann.__args__)
+        return "one of " + ", ".join(repr(a) for a in get_args(ann))
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ""
     text = str(ann).replace("typing.", "").replace(" | None", "").replace("<class '", "").replace("'>", "")
@@ -475,7 +482,7 @@ def _allowed(model: type[BaseModel], field: str) -> str:
 
 
 def _model_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str]:
-    """The pydantic model that owns the field at ``loc`` and the field's name."""
+    """Return the pydantic model that owns the field at ``loc`` and the field's name."""
     model: type[BaseModel] | None = RunConfig
     for part in loc[:-1]:
         if model is None:

@@ -159,9 +159,11 @@ def returns_summary(returns: np.ndarray | Sequence[float]) -> dict[str, float | 
 
 
 def summary_from_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | None]:
-    """The :func:`returns_summary` of a run recovered from its metrics.json (``equity_metrics``):
-    ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
-    ``mean = sharpe / sqrt(365) * std``, skew and kurtosis as they are (the same moments)."""
+    """Return the :func:`returns_summary` of a run recovered from its metrics.json.
+
+    From ``equity_metrics``: ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
+    ``mean = sharpe / sqrt(365) * std``, skew and kurtosis as they are (the same moments).
+    """
     vol, sharpe = _num(metrics.get("annual_volatility")), _num(metrics.get("sharpe"))
     std = vol / math.sqrt(YEAR_DAYS) if vol is not None else None
     mean = sharpe / math.sqrt(YEAR_DAYS) * std if sharpe is not None and std is not None else None
@@ -198,6 +200,7 @@ class Trial:
     trial_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
+        """Check the trial's kind and its identifying fields."""
         if self.kind not in KINDS:
             raise LedgerError(f"unknown trial kind '{self.kind}': use one of {', '.join(KINDS)}")
         if not self.config_hash or not self.data_fingerprint:
@@ -214,7 +217,7 @@ class Trial:
         label: str | None = None,
         engine_version: str = ENGINE_VERSION,
     ) -> Trial:
-        """A row from a metrics.json dict (total_return, sharpe, sortino, max_drawdown, n_trades).
+        """Return a row from a metrics.json dict (total_return, sharpe, sortino, max_drawdown, n_trades).
 
         The returns summary is :func:`returns_summary` of ``daily_returns`` when given; otherwise it is
         recovered from the metrics themselves (:func:`summary_from_metrics`), so a grid combination
@@ -237,6 +240,7 @@ class Trial:
         )
 
     def row(self) -> tuple[Any, ...]:
+        """Return the trial as a row of the ledger table, in ``COLUMNS`` order."""
         d = asdict(self)
         return tuple(d[c] for c in COLUMNS)
 
@@ -334,7 +338,7 @@ def _read(path: Path, sql: str, params: list[Any], timeout_s: float) -> list[tup
 
 
 def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None) -> Trial:
-    """A ledger row from a finished run's directory: ``manifest.json`` and ``metrics.json`` only.
+    """Return a ledger row from a finished run's directory: ``manifest.json`` and ``metrics.json`` only.
 
     The config hash is :func:`trial_config_hash` of the manifest's validated ``config``, the fingerprint
     its ``data.fingerprint``, the engine version its ``engine_version``. The returns summary is
@@ -391,7 +395,8 @@ def ledger_read(fingerprint: str, path: Path | str = DEFAULT_LEDGER, timeout_s: 
 def ledger_append_or_warn(trials: Trial | Sequence[Trial], path: Path | str | None) -> bool:
     """:func:`ledger_append`, for a finished run: a failure (lock timeout, unreadable file, a bad row)
     is one warning line on stderr, never an exception. ``path`` None (no ledger configured) does
-    nothing. Returns whether the rows were appended."""
+    nothing. Returns whether the rows were appended.
+    """
     if path is None:
         return False
     try:
@@ -405,7 +410,8 @@ def ledger_append_or_warn(trials: Trial | Sequence[Trial], path: Path | str | No
 def combo_config_hash(cfg: Any, rules: Any) -> str:
     """The trial hash of one exit-rule combination of a grid (``task=grid`` / ``task=wfo``): the
     run's validated config (a ``RunConfig``) with ``exit_rules`` set to the combination's (an
-    ``ExitRules`` or None), which is what a single run of that combination records."""
+    ``ExitRules`` or None), which is what a single run of that combination records.
+    """
     raw = cfg.model_dump(mode="json")
     raw["exit_rules"] = None if rules is None else rules.model_dump(mode="json")
     return trial_config_hash(raw)
@@ -418,7 +424,8 @@ def _warn(path: Any, exc: Exception) -> None:
 
 def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
     """A finished run's row (``run`` or ``sweep_job``) in ``cfg.paths.ledger``, from its manifest
-    and metrics; nothing when no ledger is configured; a failure is one warning line."""
+    and metrics; nothing when no ledger is configured; a failure is one warning line.
+    """
     if cfg.paths.ledger is None:
         return False
     try:
@@ -431,7 +438,8 @@ def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
 
 def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: Sequence[Mapping[str, Any]]) -> bool:
     """One ``grid_combo`` row per combination of a finished ``task=grid`` run (its manifest gives the
-    data fingerprint); nothing when no ledger is configured; a failure is one warning line."""
+    data fingerprint); nothing when no ledger is configured; a failure is one warning line.
+    """
     if cfg.paths.ledger is None:
         return False
     try:

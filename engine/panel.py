@@ -42,7 +42,7 @@ class Panel:
 
 
 def panel_load(lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str], start_ms: int, end_ms: int) -> Panel:
-    """The winner slice of ``symbols`` over ``[start_ms, end_ms)`` as a dense panel.
+    """Return the winner slice of ``symbols`` over ``[start_ms, end_ms)`` as a dense panel.
 
     Only the requested symbols' partition files are handed to DuckDB (``sql/winner_slice.sql``),
     so the cost follows the winners, not the universe.

@@ -68,7 +68,7 @@ def _universe_features(
     portfolio: PortfolioConfig,
     universe: UniverseConfig,
 ) -> pl.LazyFrame:
-    """The features of the universe's symbols on the ranking dates."""
+    """Return the features of the universe's symbols on the ranking dates."""
     feats = features_compute(bars, ranking, portfolio).filter(pl.col("date").is_in(rank_dates))
     if universe.symbols:
         feats = feats.filter(pl.col("symbol").is_in(universe.symbols))
@@ -113,9 +113,12 @@ def eligibility_diagnose(
     portfolio: PortfolioConfig,
     universe: UniverseConfig,
 ) -> str:
-    """Which eligibility filter leaves no symbol on any ranking date, in words (for the error of a
-    run in which every window is empty): the filters are applied one after another and the first
-    that removes every remaining (symbol, date) is named, with the value that would pass."""
+    """Name the eligibility filter that leaves no symbol on any ranking date, in words.
+
+    For the error of a run in which every window is empty: the filters are applied one after
+    another and the first that removes every remaining (symbol, date) is named, with the value that
+    would pass.
+    """
     feats = _universe_features(bars, rank_dates, ranking, portfolio, universe)
     factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
     f = feats.select(

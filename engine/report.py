@@ -76,17 +76,17 @@ def _missing(x: Any) -> bool:
 
 
 def _pct(x: Any) -> str:
-    """A fraction as a percentage with 2 decimals; ``n/a`` when missing."""
+    """Return a fraction as a percentage with 2 decimals; ``n/a`` when missing."""
     return "n/a" if _missing(x) else f"{float(x) * 100:.2f}%"
 
 
 def _num(x: Any) -> str:
-    """A number with thousands separators and 2 decimals; ``n/a`` when missing."""
+    """Return a number with thousands separators and 2 decimals; ``n/a`` when missing."""
     return "n/a" if _missing(x) else f"{float(x):,.2f}"
 
 
 def _price(x: Any) -> str:
-    """A price with enough digits for sub-dollar coins (2 decimals would show 0.15 for 0.1537)."""
+    """Return a price with enough digits for sub-dollar coins (2 decimals would show 0.15 for 0.1537)."""
     if _missing(x):
         return "n/a"
     v = float(x)
@@ -105,7 +105,7 @@ def _sign(x: Any) -> str:
 
 
 def _when(text: Any) -> str:
-    """An ISO timestamp shortened to the date when it is midnight (daily runs)."""
+    """Return an ISO timestamp shortened to the date when it is midnight (daily runs)."""
     if text is None:
         return "n/a"
     try:
@@ -120,7 +120,7 @@ def _esc(x: Any) -> str:
 
 
 def _table(head: list[str], rows: list[list[tuple[str, str]]], numeric: set[int] | None = None) -> str:
-    """An HTML table; each cell is (text, css class), text escaped here."""
+    """Return an HTML table; each cell is (text, css class), text escaped here."""
     numeric = numeric or set()
     th = "".join(f'<th class="n">{_esc(h)}</th>' if i in numeric else f"<th>{_esc(h)}</th>" for i, h in enumerate(head))
     body = "".join(
@@ -141,7 +141,7 @@ def _ts_strings(s: pl.Series) -> list[str]:
 
 
 def exit_rules_text(cfg: RunConfig) -> str:
-    """The active exit rules in words, or a statement that there are none.
+    """Return the active exit rules in words, or a statement that there are none.
 
     Parameters
     ----------
@@ -169,7 +169,7 @@ def exit_rules_text(cfg: RunConfig) -> str:
 
 
 def ambiguity_sentence(metrics: dict[str, Any]) -> str:
-    """The ambiguous-exit line: how much the SL-first assumption costs against TP-first.
+    """Return the ambiguous-exit line: how much the SL-first assumption costs against TP-first.
 
     Parameters
     ----------
@@ -447,9 +447,10 @@ def _winners_figure(cfg: RunConfig, result: BacktestResult) -> tuple[go.Figure, 
 
 
 def _figure_html(fig: go.Figure, div_id: str, first: bool) -> str:
-    return fig.to_html(
+    html: str = fig.to_html(
         full_html=False, include_plotlyjs="inline" if first else False, div_id=div_id, config=_PLOTLY_CONFIG
     )
+    return html
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -484,7 +485,7 @@ def _windows_table(result: BacktestResult) -> str:
 
 
 def _windows(first: int, last: int) -> str:
-    """A trade's windows: ``3`` or ``3-5`` (a position held across rebalances is one trade)."""
+    """Return a trade's windows: ``3`` or ``3-5`` (a position held across rebalances is one trade)."""
     return str(first) if first == last else f"{first}\u2013{last}"
 
 
@@ -554,7 +555,7 @@ def _config_html(cfg: RunConfig) -> str:
 
 
 def _daily_comparison_html(result: BacktestResult) -> str:
-    """Stops on daily bars vs on the finer bars, same winners and rules (empty if not run)."""
+    """Return the HTML comparing stops on daily bars with the finer bars, same winners and rules (empty if not run)."""
     m = result.metrics
     daily = m.get("daily_bars")
     if not daily:
@@ -595,7 +596,8 @@ def rules_label(rules_json: str | None) -> str:
 
 def _wfo_html(result: BacktestResult) -> str:
     """task=wfo: in-sample vs out-of-sample equity, the chosen combination per window, the CPCV
-    distribution of out-of-sample Sharpe ratios, and the statistics (empty for other tasks)."""
+    distribution of out-of-sample Sharpe ratios, and the statistics (empty for other tasks).
+    """
     if result.wfo is None:
         return ""
     m, wfo = result.metrics, result.metrics.get("wfo") or {}
@@ -725,7 +727,7 @@ def _wfo_html(result: BacktestResult) -> str:
 
 
 def report_html(cfg: RunConfig, result: BacktestResult) -> str:
-    """The whole report page as a string (deterministic for identical inputs).
+    """Return the whole report page as a string (deterministic for identical inputs).
 
     Parameters
     ----------

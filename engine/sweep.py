@@ -88,7 +88,7 @@ class SweepSummary:
         return self.leaderboard.height
 
     def top(self, n: int = 5) -> pl.DataFrame:
-        """The ``n`` best-ranked rows."""
+        """Return the ``n`` best-ranked rows."""
         return self.leaderboard.head(n)
 
 
@@ -375,8 +375,10 @@ def _axis_order(values: list[str | None]) -> list[str | None]:
     """Axis labels in numeric order where they parse as numbers (``null``/text after them)."""
 
     def key(v: str | None) -> tuple[int, float, str]:
+        if v is None:
+            return (2, 0.0, "")
         try:
-            return (0, float(v), "") if v is not None else (2, 0.0, "")
+            return (0, float(v), "")
         except ValueError:
             return (1, 0.0, v)
 
@@ -384,7 +386,7 @@ def _axis_order(values: list[str | None]) -> list[str | None]:
 
 
 def browser_path() -> str:
-    """The Chrome/Chromium kaleido renders with: ``$BROWSER_PATH``, else chromium/chrome on PATH.
+    """Return the Chrome/Chromium kaleido renders with: ``$BROWSER_PATH``, else chromium/chrome on PATH.
 
     kaleido 1.x ships no browser; it drives an installed one through choreographer. Passing the
     path explicitly makes the failure message name the binary instead of choreographer's search.

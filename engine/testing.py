@@ -24,7 +24,7 @@ N_BARS = 1500
 
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
-    """Simple moving average, NaN for the first ``n - 1`` values (backtesting.py's ``self.I`` input).
+    """Return the simple moving average, NaN for the first ``n - 1`` values (backtesting.py's ``self.I`` input).
 
     Each window's mean is computed on its own (no running sum that drifts), as its first value plus
     the mean of the exact differences to it: a window of equal closes averages to that close exactly,
@@ -41,8 +41,10 @@ def sma(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def crosscheck_ohlc(seed: int = 0, n_bars: int = N_BARS) -> pd.DataFrame:
-    """Daily OHLC (backtesting.py's column names) with a few long-wicked bars, so that some bars
-    hold both the stop loss and the take profit."""
+    """Return daily OHLC (backtesting.py's column names) with a few long-wicked bars.
+
+    Some bars hold both the stop loss and the take profit.
+    """
     import pandas as pd
 
     rng = np.random.default_rng(seed)

@@ -32,7 +32,7 @@ TRADE_KINDS: tuple[str, ...] = (*ORDER_REASONS, "end")
 STOP_KINDS = ("stop_loss", "take_profit", "trailing", "max_holding")
 """The exit kinds of the exit rules (``n_stop_exits`` counts trades closed by one of them)."""
 
-TRADE_SCHEMA = {
+TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "symbol": pl.String,
     "entry_window": pl.Int64,
     "entry_time": pl.Datetime("ms", "UTC"),
@@ -53,7 +53,7 @@ TRADE_SCHEMA = {
 def trades_from_orders(
     orders: dict[str, np.ndarray], marks: dict[str, float], end_ms: int, end_window: int
 ) -> dict[str, np.ndarray]:
-    """The round-trip trades of one book's fills.
+    """Return the round-trip trades of one book's fills.
 
     Parameters
     ----------
@@ -139,7 +139,7 @@ def _empty() -> dict[str, np.ndarray]:
 
 
 def trades_frame(t: dict[str, np.ndarray]) -> pl.DataFrame:
-    """The trades as a polars frame of :data:`TRADE_SCHEMA`, sorted by entry time, then symbol."""
+    """Return the trades as a polars frame of :data:`TRADE_SCHEMA`, sorted by entry time, then symbol."""
     order = np.lexsort((t["symbol"].astype(str), t["entry_time"])) if len(t["size"]) else np.empty(0, dtype=np.int64)
     return pl.DataFrame(
         {
@@ -163,6 +163,6 @@ def trades_frame(t: dict[str, np.ndarray]) -> pl.DataFrame:
 
 
 def kind_counts(kinds: np.ndarray) -> dict[str, int]:
-    """Number of trades per exit kind (every kind of ``TRADE_KINDS``, 0 where none)."""
+    """Return the number of trades per exit kind (every kind of ``TRADE_KINDS``, 0 where none)."""
     counts = np.bincount(kinds.astype(np.int64), minlength=len(TRADE_KINDS))
     return {name: int(c) for name, c in zip(TRADE_KINDS, counts, strict=True)}

@@ -15,8 +15,10 @@ _DURATION = re.compile(r"^([1-9]\d*)([mhdw])$")
 
 
 def duration_ms(text: str) -> int:
-    """A duration such as ``"12h"``, ``"5d"`` or ``"1w"`` in milliseconds (a positive count and a
-    unit m, h, d or w); ``ValueError`` with the allowed form otherwise.
+    """Return a duration such as ``"12h"``, ``"5d"`` or ``"1w"`` in milliseconds.
+
+    The text is a positive count and a unit m, h, d or w; ``ValueError`` with the allowed form
+    otherwise.
 
     >>> duration_ms("4h")
     14400000

@@ -229,7 +229,7 @@ class CPCVResult:
         out: dict[str, float | int | None] = {"n_paths": self.cv.n_paths}
         sr = self.path_sharpe
         finite = sr[np.isfinite(sr)] if sr is not None else np.array([])
-        stats = {
+        stats: dict[str, Callable[[np.ndarray], float]] = {
             "mean": lambda x: float(np.mean(x)),
             "std": lambda x: float(np.std(x, ddof=1)) if x.size > 1 else math.nan,
             "median": lambda x: float(np.median(x)),
@@ -506,7 +506,7 @@ def oos_report(
 
 
 def expected_max_sharpe(n_trials: int, var_sr: float) -> float:
-    """Expected maximum Sharpe ratio of ``n_trials`` unskilled trials (Bailey & López de Prado, 2014).
+    """Return the expected maximum Sharpe ratio of ``n_trials`` unskilled trials (Bailey & López de Prado, 2014).
 
     ``SR0 = sqrt(V[SR]) * ((1 - γ) * Z^-1(1 - 1/N) + γ * Z^-1(1 - 1/(N e)))`` with γ the
     Euler–Mascheroni constant and Z^-1 the standard normal quantile.

@@ -167,7 +167,8 @@ def wfo_choices(
 def oos_ranks(returns: np.ndarray, choices: np.ndarray) -> np.ndarray:
     """Rank (1 = best of the row) the chosen combination's return had among all combinations in
     its window: 1 + the number of combinations that did strictly better (NaN returns count as
-    worst); 0 for a training window."""
+    worst); 0 for a training window.
+    """
     r = np.where(np.isfinite(returns), returns, -np.inf)
     out = np.zeros(len(choices), dtype=np.int64)
     for k, c in enumerate(choices):
@@ -189,7 +190,8 @@ def windows_needed_message(train_windows: int, n_windows: int) -> str:
 def windows_precheck(cfg: RunConfig) -> None:
     """Refuse ``wfo.train_windows`` >= the windows the configured data range gives, before any
     run directory exists (synthetic and ccxt data know their range from the config; files data
-    are checked once their coverage is read)."""
+    are checked once their coverage is read).
+    """
     from engine.windows import DAY_MS, date_ms, windows_build
 
     data = cfg.data
@@ -240,7 +242,8 @@ def ledger_trials_count(
 
 def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     """``task=wfo``: walk the grid forward, choose per window, trade the choices out of sample, and
-    write the usual artefacts of the out-of-sample book plus ``wfo.parquet``."""
+    write the usual artefacts of the out-of-sample book plus ``wfo.parquet``.
+    """
     from engine.artefacts import artefacts_write, data_fingerprint
     from engine.backtest import BacktestEngine
     from engine.cli import RunResult, data_errors, grid_combos, output_dir

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from engine.config import BacktestConfig, RankingConfig
 from engine.errors import EngineError
-from engine.units import DAY_MS
+from engine.units import DAY_MS as DAY_MS  # re-exported for the windows' users
 
 
 def date_ms(day: date) -> int:

@@ -119,7 +119,7 @@ def bars_validate(df: pl.DataFrame, symbol: str, interval: str) -> pl.DataFrame:
 
 
 def bars_gaps(df: pl.DataFrame, interval: str) -> int:
-    """Number of missing bars between the first and last timestamp (reported, not an error)."""
+    """Return the number of missing bars between the first and last timestamp (reported, not an error)."""
     if df.height < 2:
         return 0
     ts = df.get_column("timestamp").dt.epoch("ms")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from engine.data.bars import bars_gaps, interval_ms
 from engine.data.lakehouse import Lakehouse, ranges_missing, store_open
@@ -133,8 +133,10 @@ class UniversePlan:
 
 
 def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> UniversePlan:
-    """Read and validate every file that serves the universe; the range comes from the config or,
-    when ``data.start``/``data.end`` are null, from the files themselves.
+    """Read and validate every file that serves the universe.
+
+    The range comes from the config or, when ``data.start``/``data.end`` are null, from the files
+    themselves.
 
     A file that cannot be read or breaks the bar contract is left out and its message kept in
     ``bad`` (the caller decides: the ingest task imports the rest and exits 1, a run stops).
@@ -144,7 +146,8 @@ def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> Uni
         raise DataError(problem)
     symbols = list(cfg.universe.symbols) or source.symbols()
     good, bad = [], []
-    lo, hi = None, None
+    lo: int | None = None
+    hi: int | None = None
     for symbol in symbols:
         try:
             frame = source.load(symbol, interval)
@@ -153,11 +156,12 @@ def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> Uni
             continue
         good.append(symbol)
         if frame.height:
-            first = frame.get_column("timestamp").dt.epoch("ms").min()
-            last = frame.get_column("timestamp").dt.epoch("ms").max()
-            lo = first if lo is None else min(lo, first)  # type: ignore[type-var]
-            hi = last if hi is None else max(hi, last)  # type: ignore[type-var]
-    span = (int(lo), int(hi)) if lo is not None and hi is not None else None  # type: ignore[call-overload]
+            # a loaded frame met the bar contract: its timestamps are non-null
+            first = cast(int, frame.get_column("timestamp").dt.epoch("ms").min())
+            last = cast(int, frame.get_column("timestamp").dt.epoch("ms").max())
+            lo = first if lo is None else min(lo, first)
+            hi = last if hi is None else max(hi, last)
+    span = (int(lo), int(hi)) if lo is not None and hi is not None else None
     data = cfg.data
     start = _date_ms(data.start) if data.start is not None else (span[0] // DAY_MS * DAY_MS if span else 0)
     end = _date_ms(data.end) + DAY_MS if data.end is not None else (span[1] // DAY_MS * DAY_MS + DAY_MS if span else 0)
@@ -209,8 +213,8 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
             raise NothingRead(_nothing_read(cfg, plan))  # before anything is written
     else:
         data = cfg.data
-        start_ms = getattr(source, "start_ms", None) or _date_ms(data.start)  # type: ignore[union-attr]
-        end_ms = getattr(source, "end_ms", None) or _date_ms(data.end) + DAY_MS  # type: ignore[union-attr]
+        start_ms = getattr(source, "start_ms", None) or _date_ms(data.start)
+        end_ms = getattr(source, "end_ms", None) or _date_ms(data.end) + DAY_MS
         plan = UniversePlan(list(cfg.universe.symbols) or source.symbols(), int(start_ms), int(end_ms))
     if not plan.symbols:
         return IngestReport(), plan

@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -48,7 +49,7 @@ def identity_key(identity: dict[str, object]) -> str:
 
 
 def identity_read(root: Path) -> dict[str, object] | None:
-    """The identity recorded in a namespace (None if it has none yet); a corrupt file is one error line."""
+    """Return the identity recorded in a namespace (None if it has none yet); a corrupt file is one error line."""
     path = root / IDENTITY_FILE
     if not path.is_file():
         return None
@@ -66,7 +67,7 @@ def identity_read(root: Path) -> dict[str, object] | None:
 
 
 def store_open(lakehouse_dir: str | Path, identity: dict[str, object]) -> Lakehouse:
-    """The store of one data identity under ``lakehouse_dir`` (created on its first write).
+    """Return the store of one data identity under ``lakehouse_dir`` (created on its first write).
 
     Examples
     --------
@@ -218,25 +219,25 @@ class Lakehouse:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _coverage_record(self, kind: str, interval: str, symbol: str) -> dict[str, object] | None:
+    def _coverage_record(self, kind: str, interval: str, symbol: str) -> dict[str, Any] | None:
         path = self.partition(kind, interval, symbol) / COVERAGE_FILE
         if not path.is_file() or not path.with_name(DATA_FILE).is_file():
             return None  # a deleted data file voids its coverage, so the next run refetches it
         try:
-            record = json.loads(path.read_text())
+            record: dict[str, Any] = json.loads(path.read_text())
             [(int(a), int(b)) for a, b in record["ranges"]]
         except (ValueError, KeyError, TypeError) as exc:
             msg = f"corrupt coverage record {path}: delete it and the run refetches that partition"
             raise DataError(msg) from exc
-        return record  # type: ignore[no-any-return]
+        return record
 
     def coverage(self, kind: str, interval: str, symbol: str) -> list[tuple[int, int]]:
-        """Fetched ``[start_ms, end_ms)`` ranges of a partition (empty if none)."""
+        """Return the fetched ``[start_ms, end_ms)`` ranges of a partition (empty if none)."""
         record = self._coverage_record(kind, interval, symbol)
-        return [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]  # type: ignore[union-attr]
+        return [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]
 
     def origin(self, kind: str, interval: str, symbol: str) -> object:
-        """The source file's fingerprint the partition was built from (None if not recorded)."""
+        """Return the source file's fingerprint the partition was built from (None if not recorded)."""
         record = self._coverage_record(kind, interval, symbol)
         return None if record is None else record.get("origin")
 

@@ -64,11 +64,13 @@ def rows_nb(
     buy_v: np.ndarray,
     held_before: np.ndarray,
 ) -> None:
-    """Walk the rows of ``size`` (NaN = no order) as vectorbt's from_orders would, with cash sharing
-    per group and ``price`` as order and valuation price; ``cash`` (per group) and ``position`` (per
+    """Walk the rows of ``size`` (NaN = no order) as vectorbt's from_orders would.
+
+    Cash is shared per group and ``price`` is the order and valuation price; ``cash`` (per group) and ``position`` (per
     column) are updated in place. At row ``want`` the buys of each column (quantity and value) and
     the positions before the row are written to ``buy_q``, ``buy_v``, ``held_before``.
-    ``size_type``, ``fees``, ``slippage`` are per row."""
+    ``size_type``, ``fees``, ``slippage`` are per row.
+    """
     n_rows = size.shape[0]
     n_groups = group_lens.shape[0]
     max_len = 0

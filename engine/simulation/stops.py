@@ -99,7 +99,7 @@ def ambiguity_check(value: object) -> Ambiguity:
     if value not in ("pessimistic", "optimistic"):
         msg = f"ambiguity must be 'pessimistic' or 'optimistic', got {value!r}"
         raise ValueError(msg)
-    return value  # type: ignore[return-value]
+    return value
 
 
 HeldReweights = Literal["all", "first_bar"]
@@ -138,11 +138,11 @@ class StopState:
         )
 
     def take(self, cols: slice) -> StopState:
-        """The state of some columns (copies)."""
+        """Return the state of some columns (copies)."""
         return StopState(self.basis[cols].copy(), self.peak[cols].copy(), self.opened_ns[cols].copy())
 
     def view(self, cols: slice) -> StopState:
-        """The state of some columns (views: for a finished scan's state)."""
+        """Return the state of some columns (views: for a finished scan's state)."""
         return StopState(self.basis[cols], self.peak[cols], self.opened_ns[cols])
 
 
@@ -204,7 +204,7 @@ def _levels(basis: float, peak: float, fixed_sl: float, tp_stop: float, trail: f
 def _open_exit(
     o: float, w: float, t: int, basis: float, peak: float, opened: int, sl: float, tp: float, trail: float, hold: int
 ) -> tuple[int, float]:
-    """Steps 1-2 of a held column's bar: (kind, fill) of an exit at the open, or (0, nan)."""
+    """Apply steps 1-2 of a held column's bar: (kind, fill) of an exit at the open, or (0, nan)."""
     if hold >= 0 and t - opened >= hold:
         return MAX_HOLDING, o
     if np.isnan(w):
@@ -447,11 +447,27 @@ def stop_exits_nb(
     return k, nd, -1
 
 
+WalkArgs = tuple[
+    bool,
+    np.ndarray,
+    np.ndarray,
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    np.ndarray,
+    np.ndarray,
+    int,
+    np.ndarray,
+    tuple[np.ndarray, np.ndarray, np.ndarray],
+]
+"""The trailing arguments of ``stop_exits_nb`` from ``fills`` on (see :meth:`FillWalk.args`)."""
+
+
 @dataclass
 class FillWalk:
-    """The order arrays and portfolio state a scan walks to get top-up fills itself (see
-    ``stop_exits_nb``'s ``fills``): columns are the scanned (grid) columns, rows the simulator's
-    two-rows-per-bar grid with ``off`` leading carry rows."""
+    """The order arrays and portfolio state a scan walks to get top-up fills itself.
+
+    See ``stop_exits_nb``'s ``fills``: columns are the scanned (grid) columns, rows the simulator's
+    two-rows-per-bar grid with ``off`` leading carry rows.
+    """
 
     size: np.ndarray
     price: np.ndarray
@@ -467,8 +483,8 @@ class FillWalk:
     taken: np.ndarray
     walked: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
 
-    def args(self) -> tuple[object, ...]:
-        """The kernel's trailing arguments."""
+    def args(self) -> WalkArgs:
+        """Return the kernel's trailing arguments."""
         return (
             True,
             self.size,
@@ -483,7 +499,7 @@ class FillWalk:
 
 
 _E2 = np.empty((1, 1))
-_NO_WALK = (
+_NO_WALK: WalkArgs = (
     False,
     _E2,
     _E2,
@@ -570,7 +586,7 @@ def find_stop_exits(
     )[0]
 
 
-def _rule_arrays(exit_rules: list[ExitRules | None], k: int) -> tuple[np.ndarray, ...]:
+def _rule_arrays(exit_rules: list[ExitRules | None], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-column rule arrays of books side by side (NaN / -1 where a rule is not set)."""
 
     def per_col(values: list[float | int | None], fill: float | int, dtype: type) -> np.ndarray:
@@ -598,7 +614,7 @@ def find_stop_exits_grid(
     topup: TopUp | None = None,
     held_reweights: HeldReweights = "all",
 ) -> list[StopExits]:
-    """The stop exits of several books on the same prices, in one kernel scan.
+    """Return the stop exits of several books on the same prices, in one kernel scan.
 
     ``weights`` is (n_bars, n_books * n_cols): book after book, each with the columns of the
     (n_bars, n_cols) prices and its own ``exit_rules`` (None: no rule, only the positions are
@@ -642,15 +658,17 @@ def scan_grid(
     held_reweights: HeldReweights,
     fills: FillWalk | None = None,
 ) -> StopExits:
-    """The scan of :func:`find_stop_exits_grid` over all books' columns side by side, as one
-    :class:`StopExits` (``col`` indexes the grid; ``st``, the grid's state, is updated in place).
-    With ``fills`` the top-up fills are walked inside the scan (``topup`` is not called)."""
+    """Scan all books' columns side by side for :func:`find_stop_exits_grid`.
+
+    Returns one :class:`StopExits` (``col`` indexes the grid; ``st``, the grid's state, is updated in place).
+    With ``fills`` the top-up fills are walked inside the scan (``topup`` is not called).
+    """
     g, k = len(exit_rules), np.shape(open_)[1]
     tile = (lambda a: a) if g == 1 else (lambda a: np.tile(a, (1, g)))
     o, h, lo = (tile(np.ascontiguousarray(a, dtype=np.float64)) for a in (open_, high, low))
     index_ns = np.asarray(index, dtype="datetime64[ns]").view(np.int64)
     w = np.ascontiguousarray(weights, dtype=np.float64)
-    rules = _rule_arrays(exit_rules, k)
+    fixed_sl, tp_stop, trail, max_holding_ns = _rule_arrays(exit_rules, k)
     cap = np.shape(w)[0] * g * k  # a column exits at most once per bar
     out = (
         np.empty(cap, dtype=np.int64),
@@ -667,7 +685,7 @@ def scan_grid(
     n_exits = n_drops = since = 0  # ``since``: first exit of the bars from the last top-up bar on
     while True:
         end, n_drops, need = stop_exits_nb(
-            o, h, lo, index_ns, w, float(slippage), *rules, ambiguity == "pessimistic",
+            o, h, lo, index_ns, w, float(slippage), fixed_sl, tp_stop, trail, max_holding_ns, ambiguity == "pessimistic",
             held_reweights == "first_bar", start, st.basis, st.peak, st.opened_ns, topup_bar, topup_basis,
             out, drop_bar, drop_col, n_exits, n_drops, topup is not None, *walk,
         )  # fmt: skip
@@ -675,16 +693,25 @@ def scan_grid(
             n_exits = end
             break
         if topup is not None:  # the exits from the previous top-up bar on, this bar's at its open included
-            recent = StopExits(*(a[since:end] for a in out))
+            recent = StopExits(*_cut(out, since, end))
             topup_basis = np.asarray(topup(need, recent, st.basis.copy()), dtype=np.float64)
         # the bar's exits at the open are found again by the next scan, which writes over them
         n_exits = since = since + int(np.searchsorted(out[0][since:end], need))
         start, topup_bar = need, need
-    return StopExits(*(a[:n_exits] for a in out), drop_bar[:n_drops], drop_col[:n_drops], st)
+    return StopExits(*_cut(out, 0, n_exits), drop_bar[:n_drops], drop_col[:n_drops], st)
+
+
+_ExitBuffers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _cut(out: _ExitBuffers, lo: int, hi: int) -> _ExitBuffers:
+    """Rows ``lo:hi`` of each of the kernel's exit buffers (views)."""
+    bar, col, kind, price, ambiguous, at_open = out
+    return bar[lo:hi], col[lo:hi], kind[lo:hi], price[lo:hi], ambiguous[lo:hi], at_open[lo:hi]
 
 
 def split_books(e: StopExits, g: int, k: int) -> list[StopExits]:
-    """A grid scan's exits and state, book by book (columns renumbered from 0 in each)."""
+    """Return a grid scan's exits and state, book by book (columns renumbered from 0 in each)."""
     if g == 1:
         return [e]
     assert e.dropped_col is not None and e.dropped_bar is not None and e.at_open is not None and e.end is not None

@@ -38,9 +38,11 @@ from vectorbt.portfolio import nb as portfolio_nb
 from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
 from engine.exit_rules import ExitRules
+
+# re-exported: the order frames' labels (engine.backtest imports them from here)
+from engine.simulation.stops import ORDER_REASONS as ORDER_REASONS
+from engine.simulation.stops import ORDER_SIDES as ORDER_SIDES
 from engine.simulation.stops import (
-    ORDER_REASONS,
-    ORDER_SIDES,
     Ambiguity,
     FillWalk,
     HeldReweights,
@@ -117,7 +119,7 @@ class PriceBlock:
     @property
     def shape(self) -> tuple[int, int]:
         """``(n_bars, n_cols)``."""
-        return self.open.shape  # type: ignore[return-value]
+        return self.open.shape
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,7 @@ class VectorBTSimulator:
 
         policy = self.ambiguity if ambiguity is None else ambiguity
         found: list[StopExits | None] = [None] * g
-        states = [None] * g if carry_state is None else list(carry_state)
+        states: list[StopState | None] = [None] * g if carry_state is None else list(carry_state)
         if len(states) != g:
             msg = "simulate_grid needs one carry state (or None) per book"
             raise ValueError(msg)
@@ -426,7 +428,7 @@ class VectorBTSimulator:
     ) -> tuple[
         StopExits, tuple[Any, ...], np.ndarray | None, np.ndarray | None, list[tuple[int, np.ndarray, np.ndarray]]
     ]:
-        """The stop scan of the tracked books and the order arrays with its exits written in.
+        """Return the stop scan of the tracked books and the order arrays with its exits written in.
 
         A top-up needs the fills of its row: the rows up to it are walked once, segment after
         segment (each from the cash and positions the last one left), by :func:`rows_nb` or, with
@@ -442,7 +444,7 @@ class VectorBTSimulator:
         per_row = [
             np.broadcast_to(np.asarray(a, dtype=float).reshape(-1), (n_rows,)) for a in (size_type, fees, slippage)
         ]
-        chain = {"row": 0, "cash": init.copy(), "pos": np.zeros(g * k)}
+        chain: dict[str, Any] = {"row": 0, "cash": init.copy(), "pos": np.zeros(g * k)}
         taken: list[tuple[int, np.ndarray, np.ndarray]] = []
 
         def topup(bar: int, so_far: StopExits, basis: np.ndarray) -> np.ndarray:
@@ -473,7 +475,7 @@ class VectorBTSimulator:
         grid = scan_grid(
             prices.open, prices.high, prices.low, prices.index, w_tracked,
             [exit_rules[b] for b in tracked], self.slippage, policy,
-            StopState.concat([StopState.flat(k) if states[b] is None else states[b].take(slice(None)) for b in tracked]),
+            StopState.concat([StopState.flat(k) if (carried := states[b]) is None else carried.take(slice(None)) for b in tracked]),
             topup, held_reweights, walk,
         )  # fmt: skip
         if walk is not None:
@@ -482,6 +484,7 @@ class VectorBTSimulator:
                 q, v = np.zeros(g * k), np.zeros(g * k)
                 q[lut], v[lut] = walk.taken_q[bar], walk.taken_v[bar]
                 taken.append((off + 2 * int(bar), q, v))
+        assert grid.dropped_bar is not None  # scan_grid always reports its dropped orders
         if not (len(grid) or len(grid.dropped_bar)):
             return grid, arrays, None, None, taken
         # stop fills differ from the row's close value, so the order prices need their own array
@@ -507,8 +510,11 @@ class VectorBTSimulator:
         k: int,
         group_lens: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows ``lo..r`` through vectorbt, from the chain's cash and positions (a carry row buys
-        them back first); returns the buys of row ``r`` (quantity, value) and the positions before it."""
+        """Run rows ``lo..r`` through vectorbt, from the chain's cash and positions.
+
+        A carry row buys the positions back first. Returns the buys of row ``r`` (quantity, value)
+        and the positions before it.
+        """
         _, _, size_type, _, fees, slippage = arrays
         if lo == 0:
             seg = (seg_close, seg_size, _rows(size_type, 0, r + 1), seg_price, _rows(fees, 0, r + 1))
@@ -591,8 +597,8 @@ class VectorBTSimulator:
             first = mine["idx"] == 0
             got = np.zeros((g, k))
             got[owner[first], mine["col"][first]] = mine["size"][first]
-            for b in np.flatnonzero((got != shares).any(axis=1)):
-                _check_carry_fill(mine[owner == b], shares[b])
+            for bad in np.flatnonzero((got != shares).any(axis=1)):
+                _check_carry_fill(mine[owner == bad], shares[bad])
             keep = mine["idx"] >= off
             mine, owner = mine[keep], owner[keep]
         codes = np.zeros(len(mine), dtype=np.int8) if reason is None else reason[mine["idx"], mine["col"] + owner * k]
@@ -672,10 +678,13 @@ def _apply_exits(
     k: int,
     books: list[int],
 ) -> None:
-    """Write stop exits (of one book, or of the books ``books`` side by side in ``e.col``) into the
-    order arrays: a target-0 order at the exit's price, in the bar's open row for exits at the
+    """Write stop exits into the order arrays.
+
+    The exits are of one book, or of the books ``books`` side by side in ``e.col``: a target-0
+    order at the exit's price, in the bar's open row for exits at the
     open, else in the rest-of-bar row; dropped orders become no order. ``off`` is the row of bar
-    0 in the arrays (rows outside them are skipped)."""
+    0 in the arrays (rows outside them are skipped).
+    """
     if len(books) == 1:
         shift = books[0] * k
         cols, dcols = e.col + shift, (e.dropped_col if e.dropped_col is not None else e.col[:0]) + shift
@@ -710,7 +719,7 @@ def _orders_simulate(
     group_lens: np.ndarray,
     engine: str,
 ) -> np.ndarray:
-    """vectorbt's ``from_orders`` simulation without building a ``Portfolio`` around it.
+    """Run vectorbt's ``from_orders`` simulation without building a ``Portfolio`` around it.
 
     The same call ``Portfolio.from_orders(close, size, size_type=..., price=price, val_price=price,
     fees=..., slippage=..., init_cash=..., cash_sharing=True, group_by=True, call_seq="auto")``
@@ -797,8 +806,11 @@ def _rust_from_orders() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
 def _carry_arrays(
     carry_shares: list[np.ndarray | None], carry_price: np.ndarray | None, n_cols: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate every book's carry-in; return the (n_books, n_cols) shares (0 where a book carries
-    nothing) and the carry price, None when no book carries any share."""
+    """Validate every book's carry-in.
+
+    Returns the (n_books, n_cols) shares (0 where a book carries nothing) and the carry price,
+    None when no book carries any share.
+    """
     shares = np.zeros((len(carry_shares), n_cols))
     for b, cs in enumerate(carry_shares):
         if cs is not None:

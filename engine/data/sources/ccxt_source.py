@@ -39,7 +39,7 @@ RETRYABLE: tuple[type[Exception], ...] = (ccxt.OperationFailed,)
 
 
 def exchange_create(cfg: CcxtData) -> ccxt.Exchange:
-    """A synchronous ccxt exchange for public spot data, configured from ``cfg``."""
+    """Return a synchronous ccxt exchange for public spot data, configured from ``cfg``."""
     klass = getattr(ccxt, cfg.exchange, None)
     if cfg.exchange not in ccxt.exchanges or not isinstance(klass, type):
         msg = f"unknown ccxt exchange {cfg.exchange!r}: set data.exchange to a ccxt id such as binance, kraken, okx"
@@ -155,9 +155,11 @@ class CcxtSource(DataSource):
         self.exchange.close()
 
     def __enter__(self) -> CcxtSource:
+        """Return the source itself (its HTTP session is closed on exit)."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the HTTP session."""
         self.close()
 
     def _label(self, symbol: str | None = None, interval: str | None = None) -> str:
@@ -220,7 +222,7 @@ class CcxtSource(DataSource):
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def markets(self) -> dict[str, Any]:
-        """The exchange's spot markets by unified symbol (loaded once)."""
+        """Return the exchange's spot markets by unified symbol (loaded once)."""
         if self._markets is None:
             self._markets = self._call("load_markets", self.exchange.load_markets)
         return self._markets
@@ -235,7 +237,7 @@ class CcxtSource(DataSource):
             raise DataError(msg)
 
     def symbols(self) -> list[str]:
-        """The configured symbols (each checked to exist), else active spot markets in ``quote``."""
+        """Return the configured symbols (each checked to exist), else active spot markets in ``quote``."""
         if self.cfg.symbols:
             for s in self.cfg.symbols:
                 self._market_check(s)
@@ -253,7 +255,7 @@ class CcxtSource(DataSource):
         return sorted(found)
 
     def intervals(self) -> tuple[str, ...]:
-        """The exchange's timeframes that the bar contract supports (m/h/d/w), finest first."""
+        """Return the exchange's timeframes that the bar contract supports (m/h/d/w), finest first."""
         usable = []
         for tf in self.exchange.timeframes or {}:
             try:
@@ -267,7 +269,7 @@ class CcxtSource(DataSource):
         return self.clock_ms() // step * step
 
     def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
-        """Closed bars of ``symbol`` with open time in ``[start_ms, end_ms)``.
+        """Return the closed bars of ``symbol`` with open time in ``[start_ms, end_ms)``.
 
         Duplicated timestamps (pages overlapping, or an exchange resending a bar) keep the copy
         served last: a later answer reflects the exchange's later, corrected state of that bar.
@@ -285,9 +287,13 @@ class CcxtSource(DataSource):
         empties = 0
         while since < stop:
             limit = min(self.cfg.limit, -(-(stop - since) // step))
+
+            def fetch_page(s: int = since, n: int = limit) -> Any:
+                return self.exchange.fetch_ohlcv(symbol, interval, s, n)
+
             page = self._call(
                 f"fetch_ohlcv since {since}",
-                lambda s=since, n=limit: self.exchange.fetch_ohlcv(symbol, interval, s, n),
+                fetch_page,
                 symbol,
                 interval,
             )
@@ -319,7 +325,7 @@ def _cause(exc: Exception) -> str:
 
 
 def _bars_frame(rows: list[list[Any]]) -> pl.DataFrame:
-    """ccxt OHLCV rows ``[ts, o, h, l, c, v]`` in served order -> sorted bars, last copy wins."""
+    """Turn ccxt OHLCV rows ``[ts, o, h, l, c, v]`` in served order into sorted bars, last copy wins."""
     if not rows:
         return pl.DataFrame(schema=BAR_SCHEMA)
     cols = list(BAR_SCHEMA)

@@ -84,7 +84,7 @@ def _tv_interval(resolution: str) -> str:
 
 
 def name_parse(path: Path) -> FileEntry | str:
-    """The file's pair and interval from its name, or the reason it is not imported."""
+    """Return the file's pair and interval from its name, or the reason it is not imported."""
     stem, suffix = path.stem, path.suffix
     if path.name.startswith("."):
         return "hidden file"
@@ -139,7 +139,7 @@ class FilesSource(DataSource):
     # ---- the folder -------------------------------------------------------------------------
 
     def _scan(self) -> dict[tuple[str, str], FileEntry]:
-        """Importable files of every quote by ``(symbol, interval)``; two files for one key is an error."""
+        """Return the importable files of every quote by ``(symbol, interval)``; two files for one key is an error."""
         if self._entries is not None:
             return self._entries
         if self.root.is_file():
@@ -204,7 +204,7 @@ class FilesSource(DataSource):
         return self._quote
 
     def files(self) -> dict[tuple[str, str], Path]:
-        """Importable files in the chosen quote by ``(symbol, interval)``."""
+        """Return the importable files in the chosen quote by ``(symbol, interval)``."""
         quote = self.quote
         return {k: e.path for k, e in self._scan().items() if k[0].endswith("/" + quote)}
 
@@ -219,7 +219,7 @@ class FilesSource(DataSource):
         return sorted(self._skipped + other)
 
     def identity(self) -> dict[str, object]:
-        """The folder's resolved path and the quote read from it."""
+        """Return the folder's resolved path and the quote read from it."""
         return {"source": "files", "path": str(self.root.resolve()), "quote": self.quote}
 
     def symbols(self) -> list[str]:
@@ -246,7 +246,7 @@ class FilesSource(DataSource):
         return None
 
     def _entry_for(self, symbol: str, interval: str) -> FileEntry | None:
-        """The file that serves ``(symbol, interval)``: its own, else the coarsest one it divides."""
+        """Return the file that serves ``(symbol, interval)``: its own, else the coarsest one it divides."""
         step = interval_ms(interval)
         files = {k: e for k, e in self._scan().items() if k[0] == symbol}
         if (symbol, interval) in files:
@@ -325,7 +325,7 @@ def bars_resample(bars: pl.DataFrame, src: str, dst: str) -> pl.DataFrame:
 
 
 def _interval_infer(raw: pl.DataFrame) -> str:
-    """The interval of a file whose name has none: the smallest step between consecutive bars."""
+    """Return the interval of a file whose name has none: the smallest step between consecutive bars."""
     ts = raw.get_column("timestamp").dt.epoch("ms").sort().diff().drop_nulls()
     ts = ts.filter(ts > 0)
     if ts.len() == 0:
@@ -354,7 +354,7 @@ def _read(path: Path) -> pl.DataFrame:
 
 
 def _timestamps(col: pl.Series, path: Path) -> pl.Series:
-    """A time column of any supported encoding as UTC ms datetimes."""
+    """Return a time column of any supported encoding as UTC ms datetimes."""
     dtype = col.dtype
     if dtype == pl.String:
         parsed = col.str.strip_chars().str.to_datetime(time_unit="ms", strict=True)

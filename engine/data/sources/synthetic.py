@@ -35,8 +35,10 @@ def _letters(k: int, width: int) -> str:
 
 
 def universe_names(n_symbols: int, quote: str = "USDT") -> list[str]:
-    """Symbol names of a generated universe: the majors, then ``AAA``, ``AAB``, ... ``ZZZ``,
-    ``AAAA``, ... skipping the majors' names, so every name is distinct for any ``n_symbols``.
+    """Return the symbol names of a generated universe.
+
+    The majors, then ``AAA``, ``AAB``, ... ``ZZZ``, ``AAAA``, ... skipping the majors' names, so
+    every name is distinct for any ``n_symbols``.
 
     >>> universe_names(7)
     ['BTC/USDT', 'ETH/USDT', 'SOL/USDT', 'BNB/USDT', 'XRP/USDT', 'AAA/USDT', 'AAB/USDT']
@@ -58,7 +60,8 @@ def _date_ms(text: str) -> int:
 
 
 def _student_t(rng: np.random.Generator, n: int) -> np.ndarray:
-    return rng.standard_t(_T_DF, n) / np.sqrt(_T_DF / (_T_DF - 2.0))
+    draws: np.ndarray = rng.standard_t(_T_DF, n) / np.sqrt(_T_DF / (_T_DF - 2.0))
+    return draws
 
 
 def _regimes(rng: np.random.Generator, n_days: int, mean_days: float) -> np.ndarray:
@@ -99,6 +102,7 @@ class SyntheticSource(DataSource):
         self._market = self._market_draw()
 
     def symbols(self) -> list[str]:
+        """Return the generated universe's symbols, as ``BASE/QUOTE``."""
         return list(self._names)
 
     def identity(self) -> dict[str, object]:
@@ -114,6 +118,7 @@ class SyntheticSource(DataSource):
         }
 
     def intervals(self) -> tuple[str, ...]:
+        """Return the intervals built from the hourly paths, finest first."""
         return ("1h", "2h", "4h", "6h", "8h", "12h", "1d")
 
     def _market_draw(self) -> np.ndarray:
@@ -123,11 +128,12 @@ class SyntheticSource(DataSource):
         drift_daily = rng.normal(0.0, 0.002, size=regime.max() + 1)[regime]
         logvol = lfilter([1.0], [1.0, -0.995], rng.normal(0.0, 0.05, self.n_hours))
         sigma = 0.0055 * np.exp(logvol - 0.5 * 0.25)
-        return np.repeat(drift_daily / 24.0, 24) + sigma * _student_t(rng, self.n_hours)
+        returns: np.ndarray = np.repeat(drift_daily / 24.0, 24) + sigma * _student_t(rng, self.n_hours)
+        return returns
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - the source lives for one run; bounded cache
     def path(self, symbol: str) -> SymbolPath:
-        """The symbol's 1h bars over its listed life (deterministic in seed and symbol)."""
+        """Return the symbol's 1h bars over its listed life (deterministic in seed and symbol)."""
         i = self._index.get(symbol_check(symbol))
         if i is None:
             msg = f"unknown symbol {symbol!r}: the synthetic universe has {self._names[0]} .. {self._names[-1]}"
@@ -168,6 +174,7 @@ class SyntheticSource(DataSource):
         return SymbolPath(ts[life], open_[life], high[life], low[life], close[life], volume[life])
 
     def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
+        """Return the bars of ``symbol`` whose open time lies in ``[start_ms, end_ms)``."""
         step = interval_ms(interval)
         if step % HOUR_MS or (DAY_MS % step and step % DAY_MS):
             msg = f"interval {interval!r} is not served by the synthetic source: use one of {self.intervals()}"
@@ -179,13 +186,14 @@ class SyntheticSource(DataSource):
 
         def agg(a: np.ndarray, fn: str) -> np.ndarray:
             m = a[:usable].reshape(rows, k)
-            return {
+            by_fn: dict[str, np.ndarray] = {
                 "first": m[:, 0],
                 "last": m[:, -1],
                 "max": m.max(axis=1),
                 "min": m.min(axis=1),
                 "sum": m.sum(axis=1),
-            }[fn]
+            }
+            return by_fn[fn]
 
         frame = pl.DataFrame(
             {
