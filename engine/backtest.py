@@ -781,14 +781,17 @@ class BacktestEngine:
         schedules: list[list[ExitRules | None] | None] | None = None,
         assemble: bool = True,
     ) -> tuple[PassState, BacktestResult | None]:
-        """The passes over the planned windows for ``rules`` (one book each; ``schedules``: a
-        book's rules per window), the metrics of every book (``self.book_metrics``) and the first
-        book's result (None unless ``assemble``).
+        """Run the passes over the planned windows for ``rules``, one book each.
+
+        ``schedules`` gives a book's rules per window. Sets the metrics of every book
+        (``self.book_metrics``) and returns the pass state with the first book's result
+        (None unless ``assemble``).
         """
         main = self._fold(PassSpec("pessimistic", self.interval), rules, schedules=schedules)
-        every = [
-            r for i, r0 in enumerate(rules) for r in (schedules[i] if schedules and schedules[i] is not None else [r0])
-        ]
+        every: list[ExitRules | None] = []
+        for i, r0 in enumerate(rules):
+            schedule = schedules[i] if schedules else None
+            every.extend(schedule if schedule is not None else [r0])
         active = any(r is not None for r in every)
         # the optimistic (take-profit-first) pass runs only the books that met an ambiguous bar,
         # from the first window with one; the others would repeat their pessimistic pass exactly
@@ -832,8 +835,10 @@ class BacktestEngine:
         return main, result
 
     def windows_from(self, k0: int) -> None:
-        """Keep the windows from ``k0`` on, renumbered from 0, with their plans: the engine then
-        walks forward exactly as a run with ``backtest.start`` = window ``k0``'s ranking date.
+        """Keep the windows from ``k0`` on, renumbered from 0, with their plans.
+
+        The engine then walks forward exactly as a run with ``backtest.start`` = window ``k0``'s
+        ranking date.
         """
         from dataclasses import replace
 
@@ -845,11 +850,13 @@ class BacktestEngine:
         self.windows, self.plans = windows, plans
 
     def run_wfo(self, choose: Any, windows_check: Any = None) -> tuple[BacktestResult, dict[str, Any]]:
-        """Walk-forward optimisation: every book of ``self.rules`` walks forward in one pass (as
-        ``task=grid``), ``choose(returns)`` maps their (windows x books) matrix of per-window
-        returns to one chosen book per window (-1: a training window), then one out-of-sample
-        book walks the windows from the first choice, its exit rules switched at each window
-        start to the chosen book's (cash and positions carry). Returns the out-of-sample book's
+        """Run a walk-forward optimisation of the books of ``self.rules``.
+
+        Every book walks forward in one pass (as ``task=grid``), ``choose(returns)`` maps their
+        (windows x books) matrix of per-window returns to one chosen book per window (-1: a
+        training window), then one out-of-sample book walks the windows from the first choice, its
+        exit rules switched at each window start to the chosen book's (cash and positions carry).
+        Returns the out-of-sample book's
         result and the grid's part: ``returns``, ``choices``, ``grid_metrics``, ``windows``
         (every window of the grid, before the out-of-sample cut) and ``oos_returns``.
         ``windows_check(n_windows)`` may refuse the run once the windows are known (before any
@@ -995,9 +1002,10 @@ def _positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:
 
 
 def window_returns(out: BookOutput, init_cash: float) -> np.ndarray:
-    """A book's return in each window: its equity at the window's last close over the one before
-    (the carry row moves positions at the previous close without costs, so a window starts at the
-    equity the last one ended with).
+    """Return a book's return in each window.
+
+    Its equity at the window's last close over the one before (the carry row moves positions at
+    the previous close without costs, so a window starts at the equity the last one ended with).
     """
     ends, last = np.empty(len(out.equity)), init_cash
     for i, e in enumerate(out.equity):  # a window without bars keeps the equity it started with

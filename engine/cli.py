@@ -184,7 +184,7 @@ def _raw_with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any] | Non
 
 
 def _config_check(cfg: RunConfig) -> None:
-    """Checks beyond the model's: the grid's combinations, a walk-forward optimisation's windows."""
+    """Check beyond the model's checks: the grid's combinations, a walk-forward optimisation's windows."""
     if cfg.task in ("grid", "wfo"):
         grid_combos(cfg)
     if cfg.task == "wfo":

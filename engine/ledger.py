@@ -393,9 +393,11 @@ def ledger_read(fingerprint: str, path: Path | str = DEFAULT_LEDGER, timeout_s: 
 
 
 def ledger_append_or_warn(trials: Trial | Sequence[Trial], path: Path | str | None) -> bool:
-    """:func:`ledger_append`, for a finished run: a failure (lock timeout, unreadable file, a bad row)
-    is one warning line on stderr, never an exception. ``path`` None (no ledger configured) does
-    nothing. Returns whether the rows were appended.
+    """Append a finished run's rows with :func:`ledger_append`, warning instead of raising.
+
+    A failure (lock timeout, unreadable file, a bad row) is one warning line on stderr, never an
+    exception. ``path`` None (no ledger configured) does nothing. Returns whether the rows were
+    appended.
     """
     if path is None:
         return False
@@ -408,9 +410,11 @@ def ledger_append_or_warn(trials: Trial | Sequence[Trial], path: Path | str | No
 
 
 def combo_config_hash(cfg: Any, rules: Any) -> str:
-    """The trial hash of one exit-rule combination of a grid (``task=grid`` / ``task=wfo``): the
-    run's validated config (a ``RunConfig``) with ``exit_rules`` set to the combination's (an
-    ``ExitRules`` or None), which is what a single run of that combination records.
+    """Return the trial hash of one exit-rule combination of a grid (``task=grid`` / ``task=wfo``).
+
+    It hashes the run's validated config (a ``RunConfig``) with ``exit_rules`` set to the
+    combination's (an ``ExitRules`` or None), which is what a single run of that combination
+    records.
     """
     raw = cfg.model_dump(mode="json")
     raw["exit_rules"] = None if rules is None else rules.model_dump(mode="json")
@@ -423,8 +427,10 @@ def _warn(path: Any, exc: Exception) -> None:
 
 
 def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
-    """A finished run's row (``run`` or ``sweep_job``) in ``cfg.paths.ledger``, from its manifest
-    and metrics; nothing when no ledger is configured; a failure is one warning line.
+    """Record a finished run's row (``run`` or ``sweep_job``) in ``cfg.paths.ledger``.
+
+    The row comes from the run's manifest and metrics; nothing is recorded when no ledger is
+    configured; a failure is one warning line.
     """
     if cfg.paths.ledger is None:
         return False
@@ -437,8 +443,10 @@ def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
 
 
 def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: Sequence[Mapping[str, Any]]) -> bool:
-    """One ``grid_combo`` row per combination of a finished ``task=grid`` run (its manifest gives the
-    data fingerprint); nothing when no ledger is configured; a failure is one warning line.
+    """Record one ``grid_combo`` row per combination of a finished ``task=grid`` run.
+
+    The run's manifest gives the data fingerprint; nothing is recorded when no ledger is
+    configured; a failure is one warning line.
     """
     if cfg.paths.ledger is None:
         return False

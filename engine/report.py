@@ -576,7 +576,7 @@ def _daily_comparison_html(result: BacktestResult) -> str:
 
 
 def rules_label(rules_json: str | None) -> str:
-    """A grid combination's exit rules, short: ``SL 2% / TP 30% / trailing`` (``none``: no rules)."""
+    """Label a grid combination's exit rules, short: ``SL 2% / TP 30% / trailing`` (``none``: no rules)."""
     if rules_json is None:
         return "-"
     r = json.loads(rules_json)
@@ -595,8 +595,10 @@ def rules_label(rules_json: str | None) -> str:
 
 
 def _wfo_html(result: BacktestResult) -> str:
-    """task=wfo: in-sample vs out-of-sample equity, the chosen combination per window, the CPCV
-    distribution of out-of-sample Sharpe ratios, and the statistics (empty for other tasks).
+    """Render the ``task=wfo`` section of the report (empty for other tasks).
+
+    In-sample vs out-of-sample equity, the chosen combination per window, the CPCV distribution
+    of out-of-sample Sharpe ratios, and the statistics.
     """
     if result.wfo is None:
         return ""

@@ -126,7 +126,7 @@ def sweep_dsr(
 
 
 def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[int | None, str]:
-    """The trial ledger's count of distinct trials on the sweep's data fingerprint.
+    """Count the trial ledger's distinct trials on the sweep's data fingerprint.
 
     The fingerprint and the ledger path (``paths.ledger``) come from the jobs' ``manifest.json``
     (a grid's combos: the grid run's, one level up). None with the reason when there is no ledger,
@@ -137,7 +137,8 @@ def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[
         manifests = [sweep_dir.parent / "manifest.json"]
     if not manifests:
         return None, f"{n_jobs} trials: the jobs here (no manifest.json names a ledger)"
-    fps, ledgers = set(), set()
+    fps: set[str | None] = set()
+    ledgers: set[str | None] = set()
     for path in manifests:
         try:
             man = json.loads(path.read_text())
@@ -145,12 +146,14 @@ def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[
             continue
         fps.add((man.get("data") or {}).get("fingerprint"))
         ledgers.add(((man.get("config") or {}).get("paths") or {}).get("ledger"))
-    if len(fps) != 1 or None in fps or len(ledgers) != 1 or None in ledgers:
+    # one fingerprint and one ledger, neither None (else None: a set of several or none)
+    fp = next(iter(fps)) if len(fps) == 1 else None
+    ledger = next(iter(ledgers)) if len(ledgers) == 1 else None
+    if fp is None or ledger is None:
         why = "no ledger configured" if None in ledgers else "the jobs ran on different data or ledgers"
         return None, f"{n_jobs} trials: the jobs here ({why})"
     from engine.ledger import n_trials
 
-    ledger, fp = ledgers.pop(), fps.pop()
     try:
         n = n_trials(fp, ledger)
     except Exception as exc:

@@ -49,7 +49,7 @@ log = logging.getLogger("engine")
 
 OBJECTIVES = ("sharpe", "sortino", "calmar", "total_return")
 
-WFO_SCHEMA = {
+WFO_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "window": pl.Int64,
     "rank_date": pl.Date,
     "start": pl.Datetime("ms", "UTC"),
@@ -70,7 +70,7 @@ WFO_SCHEMA = {
 
 
 def objective_columns(returns: np.ndarray, objective: str) -> np.ndarray:
-    """The objective of each column of a (rows x combinations) block of per-window returns.
+    """Compute the objective of each column of a (rows x combinations) block of per-window returns.
 
     NaN (undefined, ranked last) where a column has a non-finite return, never moved (all returns
     exactly 0: it held nothing, e.g. no trades), or the objective has no value: sharpe (mean / std,
@@ -140,9 +140,11 @@ class WfoChoices:
 def wfo_choices(
     returns: np.ndarray, train_windows: int, anchored: bool = False, objective: str = "sharpe"
 ) -> WfoChoices:
-    """For each window k >= ``train_windows``, the combination with the best ``objective`` over
-    rows ``[k - train_windows, k)`` (``anchored``: ``[0, k)``) of ``returns`` (T x M per-window
-    returns). Reads only rows < k for the choice at k; windows < ``train_windows`` only train.
+    """Choose, for each window k >= ``train_windows``, the combination with the best ``objective``.
+
+    The objective is taken over rows ``[k - train_windows, k)`` (``anchored``: ``[0, k)``) of
+    ``returns`` (T x M per-window returns). Reads only rows < k for the choice at k; windows
+    < ``train_windows`` only train.
     """
     r = np.asarray(returns, dtype=np.float64)
     if r.ndim != 2 or r.shape[1] < 1:
@@ -165,8 +167,9 @@ def wfo_choices(
 
 
 def oos_ranks(returns: np.ndarray, choices: np.ndarray) -> np.ndarray:
-    """Rank (1 = best of the row) the chosen combination's return had among all combinations in
-    its window: 1 + the number of combinations that did strictly better (NaN returns count as
+    """Rank the chosen combination's return among all combinations in its window (1 = best).
+
+    The rank is 1 + the number of combinations that did strictly better (NaN returns count as
     worst); 0 for a training window.
     """
     r = np.where(np.isfinite(returns), returns, -np.inf)
@@ -188,9 +191,10 @@ def windows_needed_message(train_windows: int, n_windows: int) -> str:
 
 
 def windows_precheck(cfg: RunConfig) -> None:
-    """Refuse ``wfo.train_windows`` >= the windows the configured data range gives, before any
-    run directory exists (synthetic and ccxt data know their range from the config; files data
-    are checked once their coverage is read).
+    """Refuse ``wfo.train_windows`` >= the windows the configured data range gives.
+
+    The check runs before any run directory exists (synthetic and ccxt data know their range from
+    the config; files data are checked once their coverage is read).
     """
     from engine.windows import DAY_MS, date_ms, windows_build
 
@@ -241,8 +245,9 @@ def ledger_trials_count(
 
 
 def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
-    """``task=wfo``: walk the grid forward, choose per window, trade the choices out of sample, and
-    write the usual artefacts of the out-of-sample book plus ``wfo.parquet``.
+    """Run ``task=wfo``: walk the grid forward, choose per window, and trade the choices out of sample.
+
+    Writes the usual artefacts of the out-of-sample book plus ``wfo.parquet``.
     """
     from engine.artefacts import artefacts_write, data_fingerprint
     from engine.backtest import BacktestEngine
