@@ -293,14 +293,16 @@ def test_a_cli_run_appends_a_run_row(tmp_path: Path) -> None:
     assert [r["kind"] for r in rows] == ["run"] and rows[0]["label"] == str(run_dir)
 
 
+@pytest.mark.slow
 def test_wfo_report_renders_in_chromium(lakehouse_dir: Path, tmp_path: Path) -> None:
     import re
 
-    from test_report import chromium_cmd, chromium_path
+    from helpers import browser_or_skip
+    from test_report import chromium_cmd
 
     from engine.report import WFO_CHART_IDS
 
-    binary = chromium_path()
+    binary = browser_or_skip()
     wfo_run(small_config(lakehouse_dir, tmp_path / "w", *GRID3))
     page = tmp_path / "w" / "report.html"
     dom = subprocess.run(
