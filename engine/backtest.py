@@ -804,7 +804,7 @@ class BacktestEngine:
         files = sorted(
             str(p.relative_to(self.lakehouse.root.parent))  # namespace/bars/...: relative to paths.lakehouse_dir
             for kind in ("bars", "mtf")
-            for p in (self.lakehouse.root / kind).glob("interval=*/symbol=*/data.parquet")
+            for p in self.lakehouse.data_files(kind)
             if (kind == "bars" and p.parent.parent.name == "interval=1d") or (kind == "mtf" and p.parent.name in traded)
         )
         return BacktestResult(
