@@ -12,16 +12,19 @@ from typing import Any
 from engine.backtest import BacktestResult
 from engine.config import ENGINE_VERSION, RunConfig
 from engine.data.lakehouse import atomic_write_bytes, atomic_write_json, parquet_write_atomic
+from engine.data.storage import storage_for
 
 PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra-core", "pyarrow")
 
 
-def data_fingerprint(root: Path, files: list[str]) -> str:
-    """SHA-256 over the relative paths and bytes of the data files a run read."""
+def data_fingerprint(root: str | Path, files: list[str]) -> str:
+    """SHA-256 over the relative paths and bytes of the data files a run read (``root``: a local
+    folder or ``s3://bucket/prefix``, read through :mod:`engine.data.storage`)."""
+    storage = storage_for(root)
     digest = hashlib.sha256()
     for rel in files:
         digest.update(rel.encode())
-        digest.update(hashlib.sha256((root / rel).read_bytes()).digest())
+        digest.update(hashlib.sha256(storage.read_bytes(storage.root / rel)).digest())
     return digest.hexdigest()
 
 
@@ -44,7 +47,7 @@ def metrics_write(path: Path, metrics: dict[str, Any]) -> None:
 def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_yaml: str) -> None:
     """config.yaml, manifest.json, metrics.json, equity/orders/trades/winners parquet, audit.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
-    root = Path(cfg.paths.lakehouse_dir)
+    root = cfg.paths.lakehouse_dir
     versions = package_versions()
     manifest = {
         "engine_version": ENGINE_VERSION,

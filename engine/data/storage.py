@@ -348,7 +348,7 @@ class S3Storage(Storage):
 
     def polars_options(self) -> dict[str, Any]:
         s = self.settings
-        opts: dict[str, str] = {}
+        opts: dict[str, object] = {}
         if s.key and s.secret:
             opts.update(aws_access_key_id=s.key, aws_secret_access_key=s.secret)
             if s.token:
@@ -359,7 +359,8 @@ class S3Storage(Storage):
             opts["aws_endpoint_url"] = s.endpoint
             if s.endpoint.startswith("http://"):
                 opts["aws_allow_http"] = "true"
-        return {"storage_options": opts, "retries": RETRIES - 1}
+        opts["max_retries"] = RETRIES - 1  # type: ignore[assignment]
+        return {"storage_options": opts}
 
     def duckdb_prepare(self, con: Any) -> None:
         """DuckDB ``httpfs`` with a temporary (in-memory, never persisted) secret of these settings.
