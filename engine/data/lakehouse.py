@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
@@ -35,6 +36,7 @@ KINDS = ("bars", "mtf")
 DATA_FILE = "data.parquet"
 COVERAGE_FILE = "_coverage.json"  # the sidecar of stores written before the record moved into the footer
 COVERAGE_KEY = "engine.coverage"  # parquet key-value metadata of data.parquet: the coverage record
+READ_ATTEMPTS = 4  # reads of one object that met a concurrent replacement half-way (S3)
 WRITE_ATTEMPTS = 4  # merges of one write when concurrent writers (no lock, on S3) keep replacing it
 IDENTITY_FILE = "_identity.json"
 log = logging.getLogger(__name__)
@@ -258,21 +260,8 @@ class Lakehouse:
             yield part
 
     def _coverage_record(self, kind: str, interval: str, symbol: str) -> dict[str, object] | None:
-        part = self.partition(kind, interval, symbol)
-        path = part / DATA_FILE
-        if not self.storage.exists(path):
-            return None  # a deleted data file voids its coverage, so the next run refetches it
-        try:
-            meta = pq.read_metadata(self.storage.parquet_file(path)).metadata or {}
-        except FileNotFoundError:
-            return None
-        except Exception as exc:
-            msg = self._corrupt(path, exc)
-            raise DataError(self.storage.redact(msg)) from None
-        raw = meta.get(COVERAGE_KEY.encode())
-        if raw is None:
-            return self._coverage_record_of(part)
-        return self._record_parse(raw, f"the footer of {self.url(path)}", part)
+        # a deleted data file voids its coverage, so the next run refetches it
+        return self._load(self.partition(kind, interval, symbol), bars=False)[1]
 
     def _corrupt(self, path: PurePath, exc: BaseException) -> str:
         return (
@@ -284,19 +273,27 @@ class Lakehouse:
     def _locking(self) -> bool:
         return isinstance(self.storage, LocalStorage)
 
-    def _load(self, part: PurePath) -> tuple[pl.DataFrame, dict[str, object] | None]:
-        """A partition's bars and coverage record from one read of its object."""
+    def _load(self, part: PurePath, *, bars: bool = True) -> tuple[pl.DataFrame, dict[str, object] | None]:
+        """A partition's bars and coverage record from one read of its object.
+
+        Without a lock (S3) a read can meet a concurrent replacement half-way (a reader's ranged
+        GETs of two versions): such a read does not parse and is retried, a few times at most.
+        """
         path = part / DATA_FILE
-        try:
-            payload = self.storage.read_bytes(path)
-        except FileNotFoundError:
-            return pl.DataFrame(schema=BAR_SCHEMA), None
-        try:
-            df = pl.read_parquet(io.BytesIO(payload))
-            meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
-        except Exception as exc:
-            msg = self._corrupt(path, exc)
-            raise DataError(self.storage.redact(msg)) from exc
+        empty = pl.DataFrame(schema=BAR_SCHEMA)
+        for attempt in range(1 if self._locking else READ_ATTEMPTS):
+            try:
+                payload = self.storage.read_bytes(path)
+            except FileNotFoundError:
+                return empty, None
+            try:
+                meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
+                df = pl.read_parquet(io.BytesIO(payload)) if bars else empty
+                break
+            except Exception as exc:
+                if attempt + 1 >= (1 if self._locking else READ_ATTEMPTS):
+                    raise DataError(self.storage.redact(self._corrupt(path, exc))) from exc
+                time.sleep(0.05 * (attempt + 1))
         raw = meta.get(COVERAGE_KEY.encode())
         if raw is None:
             return df, self._coverage_record_of(part)
@@ -329,14 +326,7 @@ class Lakehouse:
 
     def read(self, kind: str, interval: str, symbol: str) -> pl.DataFrame:
         """All bars of one partition (an empty frame with the bar schema if none)."""
-        path = self.partition(kind, interval, symbol) / DATA_FILE
-        if not self.storage.exists(path):
-            return pl.DataFrame(schema=BAR_SCHEMA)
-        try:
-            return pl.read_parquet(io.BytesIO(self.storage.read_bytes(path)))
-        except Exception as exc:
-            msg = self._corrupt(path, exc)
-            raise DataError(self.storage.redact(msg)) from exc
+        return self._load(self.partition(kind, interval, symbol))[0]
 
     def write(
         self,

@@ -330,14 +330,14 @@ class S3Storage(Storage):
             self.fs.get_file_info(pafs.FileSelector(str(self.root), allow_not_found=True, recursive=False))
         except OSError as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            low = detail.lower()
-            if "access denied" in low or "forbidden" in low or "signature" in low or "invalidaccesskeyid" in low:
+            low = detail.lower().replace("_", "").replace(" ", "")
+            if any(k in low for k in ("accessdenied", "forbidden", "signature", "invalidaccesskeyid", "invalidtoken")):
                 hint = "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
-            elif "nosuchbucket" in low or "bucket does not exist" in low:
+            elif "nosuchbucket" in low or "bucketdoesnotexist" in low:
                 hint = f"bucket {self.bucket!r} does not exist: create it or fix paths.lakehouse_dir"
             else:
-                hint = "the endpoint cannot be reached: check AWS_ENDPOINT_URL / the network"
-            msg = f"cannot use the lakehouse {self.where()} after {RETRIES} attempts: {hint} ({detail})"
+                hint = f"the endpoint cannot be reached after {RETRIES} attempts: check AWS_ENDPOINT_URL / the network"
+            msg = f"cannot use the lakehouse {self.where()}: {hint} ({detail})"
             raise DataError(self.redact(msg)) from None
 
     def parquet_file(self, path: PurePath) -> Any:
