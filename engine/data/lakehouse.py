@@ -295,8 +295,8 @@ class Lakehouse:
                     raise DataError(self.storage.redact(self._corrupt(path, exc))) from exc
                 time.sleep(0.05 * (attempt + 1))
         raw = meta.get(COVERAGE_KEY.encode())
-        if raw is None:
-            return df, self._coverage_record_of(part)
+        if raw is None:  # a local store written before the record moved into the footer (never on S3)
+            return df, self._coverage_record_of(part) if self._locking else None
         return df, self._record_parse(raw, f"the footer of {self.url(path)}", part)
 
     def _record_parse(self, raw: bytes | str, where: str, part: PurePath) -> dict[str, object]:
@@ -371,7 +371,7 @@ class Lakehouse:
                     new["origin"] = keep_origin
                 meta = {COVERAGE_KEY: json.dumps(new, sort_keys=True)}
                 self.storage.write_bytes(part / DATA_FILE, parquet_bytes(merged, meta))
-                if attempt == 0 and self.storage.exists(part / COVERAGE_FILE):  # the old sidecar: superseded
+                if attempt == 0 and self._locking and self.storage.exists(part / COVERAGE_FILE):  # the old sidecar: superseded
                     self.storage.delete(part / COVERAGE_FILE)
                 # read back: without a lock (S3) another writer may have replaced the object meanwhile
                 if self._locking or not ranges_missing_any(self.coverage(kind, interval, symbol), covered):
