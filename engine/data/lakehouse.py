@@ -371,7 +371,8 @@ class Lakehouse:
                     new["origin"] = keep_origin
                 meta = {COVERAGE_KEY: json.dumps(new, sort_keys=True)}
                 self.storage.write_bytes(part / DATA_FILE, parquet_bytes(merged, meta))
-                if attempt == 0 and self._locking and self.storage.exists(part / COVERAGE_FILE):  # the old sidecar: superseded
+                # the old sidecar (local stores written before the record moved into the footer)
+                if attempt == 0 and self._locking and self.storage.exists(part / COVERAGE_FILE):
                     self.storage.delete(part / COVERAGE_FILE)
                 # read back: without a lock (S3) another writer may have replaced the object meanwhile
                 if self._locking or not ranges_missing_any(self.coverage(kind, interval, symbol), covered):
