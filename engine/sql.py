@@ -75,7 +75,7 @@ def _arrow_read(storage: Any, value: str | list[str]) -> pa.Table:
                 found = [f / n for f in found for n in storage.listdir(f) if fnmatch.fnmatchcase(n, part)]
             else:
                 found = [f / part for f in found]
-        paths.extend(p for p in found if storage.exists(p))
+        paths.extend(found)  # listed, or named by a caller that checked them
     tables = []
     for p in paths:
         table = pq.read_table(storage.parquet_file(p))

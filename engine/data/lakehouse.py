@@ -233,24 +233,24 @@ class Lakehouse:
         return self.storage.scan_url(self.root / kind / f"interval={interval}" / "symbol=*" / DATA_FILE)
 
     def symbols(self, kind: str, interval: str) -> list[str]:
-        """Symbols with a data file, sorted (one listing, plus one check per symbol on S3)."""
+        """Symbols with a data file, sorted (one listing)."""
         base = self.root / kind / f"interval={interval}"
         return sorted(
-            symbol_from_dir(name.removeprefix("symbol="))
-            for name in self.storage.listdir(base)
-            if name.startswith("symbol=") and self.storage.exists(base / name / DATA_FILE)
+            symbol_from_dir(p.parent.name.removeprefix("symbol="))
+            for p in self.storage.find(base, DATA_FILE)
+            if p.parent.parent == base and p.parent.name.startswith("symbol=")
         )
 
     def data_files(self, kind: str) -> list[PurePath]:
-        """Every committed ``data.parquet`` of one kind (every interval), sorted."""
+        """Every committed ``data.parquet`` of one kind (every interval), sorted (one listing)."""
         base = self.root / kind
-        return sorted(
-            base / i / s / DATA_FILE
-            for i in self.storage.listdir(base)
-            if i.startswith("interval=")
-            for s in self.storage.listdir(base / i)
-            if s.startswith("symbol=") and self.storage.exists(base / i / s / DATA_FILE)
-        )
+        return [
+            p
+            for p in self.storage.find(base, DATA_FILE)
+            if p.parent.parent.parent == base
+            and p.parent.parent.name.startswith("interval=")
+            and p.parent.name.startswith("symbol=")
+        ]
 
     @contextlib.contextmanager
     def locked(self, kind: str, interval: str, symbol: str) -> Iterator[PurePath]:

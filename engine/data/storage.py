@@ -136,6 +136,10 @@ class Storage:
         """Names of the entries directly under ``path`` (empty if none)."""
         raise NotImplementedError
 
+    def find(self, path: PurePath, name: str) -> list[PurePath]:
+        """Every file called ``name`` anywhere below ``path``, sorted (one recursive listing on S3)."""
+        raise NotImplementedError
+
     def delete(self, path: PurePath) -> None:
         raise NotImplementedError
 
@@ -191,6 +195,9 @@ class LocalStorage(Storage):
     def listdir(self, path: PurePath) -> list[str]:
         p = Path(path)
         return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
+
+    def find(self, path: PurePath, name: str) -> list[PurePath]:
+        return sorted(p for p in Path(path).rglob(name) if p.is_file())
 
     def delete(self, path: PurePath) -> None:
         Path(path).unlink(missing_ok=True)
@@ -313,6 +320,17 @@ class S3Storage(Storage):
         except OSError as exc:
             raise self._error(exc, f"listing {self.url(path)}") from None
         return sorted(PurePosixPath(i.path).name for i in infos)
+
+    def find(self, path: PurePath, name: str) -> list[PurePath]:
+        from pyarrow import fs as pafs
+
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(str(path), allow_not_found=True, recursive=True))
+        except OSError as exc:
+            raise self._error(exc, f"listing {self.url(path)}") from None
+        return sorted(
+            PurePosixPath(i.path) for i in infos if i.type == pafs.FileType.File and PurePosixPath(i.path).name == name
+        )
 
     def delete(self, path: PurePath) -> None:
         with contextlib.suppress(FileNotFoundError):
