@@ -167,7 +167,9 @@ def data_errors(lakehouse: str) -> Iterator[None]:
             f"unreadable data in the lakehouse {lakehouse} ({first}): delete the file it names "
             "(the run refetches or regenerates it) and rerun"
         )
-        raise DataError(msg) from None
+        from engine.data.storage import redact  # issue 16: no AWS key or secret in a message
+
+        raise DataError(redact(msg)) from None
 
 
 def output_dir(cfg: RunConfig) -> Path:

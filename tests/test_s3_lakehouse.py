@@ -331,3 +331,18 @@ def test_settings_come_from_a_profile_file(s3_env: S3Server, tmp_path: Path, mon
     lake = store_open(f"s3://{BUCKET}/profile", src.identity())
     IngestionService(lake, src).fetch_universe(src.symbols(), src.start_ms, src.end_ms)
     assert lake.scan("bars", "1d").collect().height > 0
+
+
+def test_credentials_in_the_url_stop_the_command_line_before_anything_is_written(
+    s3_env: S3Server, tmp_path: Path
+) -> None:
+    proc = _engine(
+        [*TINY, f"paths.lakehouse_dir=s3://{KEY_ID}:{SECRET}@{BUCKET}/lh", f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+        s3_env.env(),
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "carries credentials in the URL" in proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout and KEY_ID not in proc.stderr + proc.stdout
+    assert not (tmp_path / "run").exists()
+    assert _keys(s3_env, "lh/") == []

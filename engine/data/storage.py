@@ -105,6 +105,13 @@ def s3_settings() -> S3Settings:
     return S3Settings(key, secret, token, region, endpoint.rstrip("/") if endpoint else None)
 
 
+def redact(text: str) -> str:
+    """``text`` without the key, secret or token of the current AWS settings."""
+    for secret in s3_settings().secrets():
+        text = text.replace(secret, "***")
+    return text
+
+
 class Storage:
     """The operations the lakehouse needs; see :class:`LocalStorage` and :class:`S3Storage`."""
 
