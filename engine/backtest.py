@@ -262,7 +262,7 @@ class BacktestEngine:
             universe_ingest(self.ingestion, self.cfg, strict=True)
         elif not self.lakehouse.symbols("bars", "1d"):
             msg = (
-                f"no daily bars for this data ({self.source.identity()}) in {self.lakehouse.root}: ingest "
+                f"no daily bars for this data ({self.source.identity()}) in {self.lakehouse.url()}: ingest "
                 f"them first with the same data settings, e.g. `python -m engine task=ingest data={data.source}`"
             )
             raise DataError(msg)

@@ -2,7 +2,7 @@
 
 ``ray.cluster_utils.Cluster`` starts a head node and a second node on this machine, each a raylet
 of its own with one CPU and its own resource and environment; the sweep (``python -m engine -m
-hydra/launcher=ray hydra.launcher.ray.init.address=HEAD``) joins it as a driver. Every job logs
+hydra/launcher=ray_cluster hydra.launcher.ray.init.address=HEAD``) joins it as a driver. Every job logs
 the node it ran on (``QE_NODE``, set per raylet, read through Hydra's ``oc.env`` resolver in the
 job's own process). The leaderboard must equal the sequential sweep's, and no Ray process of this
 cluster may be left.
@@ -144,11 +144,8 @@ def test_sweep_on_a_two_node_ray_cluster_with_the_lakehouse_in_s3(s3: object, tm
         proc = _engine(
             [
                 "-m",
-                "hydra/launcher=ray",
+                "hydra/launcher=ray_cluster",  # conf/hydra/launcher/ray_cluster.yaml: join, no object_store_memory
                 f"hydra.launcher.ray.init.address={cluster.address}",
-                # the launcher sets object_store_memory unless given; ray.init refuses it when joining a cluster
-                "+hydra.launcher.ray.init.object_store_memory=null",
-                "+hydra.launcher.ray.remote.num_cpus=1",
                 *TINY,
                 f"paths.lakehouse_dir={lakehouse}",
                 *AXES,

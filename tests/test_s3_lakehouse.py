@@ -302,7 +302,7 @@ def test_bad_object_storage_input_is_one_line_and_writes_nothing(s3_env: S3Serve
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and expect in lines[0], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    assert lakehouse.split("/")[2] in lines[0]  # names the bucket
+    assert f"s3://{lakehouse.split('/')[2]}/" in lines[0]  # names the location by its URL
     for secret in (SECRET, KEY_ID):
         assert secret not in proc.stderr + proc.stdout
     assert took < 90
