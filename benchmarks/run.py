@@ -38,6 +38,7 @@ FIGURES = {
     "5": ("scaling with the universe (full only)", fig5_scaling, False),
     "6": ("peer: backtesting.py", fig6_peer, True),
     "7": ("sweeps: configurations per second", fig7_sweeps, True),
+    "9": ("object storage: S3 (moto) vs local disk, full only", __import__("benchmarks.fig9_s3").fig9_s3, False),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -205,6 +205,11 @@ class Lakehouse:
             self.storage.root if storage is None else root if isinstance(root, PurePath) else Path(root)
         )
         self.identity = identity
+        self._seen: dict[PurePath, dict[str, object] | None] = {}
+        """S3 only: the coverage record of each partition this process last read or wrote. A
+        record only grows (or is replaced by a re-import in this process), so a stale one at worst
+        makes a request fetch again what another job already added: it saves a run the
+        per-window coverage reads of its winners."""
         """Identity of the data in this store; recorded in ``_identity.json`` on the first write."""
 
     def url(self, path: PurePath | None = None) -> str:
@@ -261,7 +266,10 @@ class Lakehouse:
 
     def _coverage_record(self, kind: str, interval: str, symbol: str) -> dict[str, object] | None:
         # a deleted data file voids its coverage, so the next run refetches it
-        return self._load(self.partition(kind, interval, symbol), bars=False)[1]
+        part = self.partition(kind, interval, symbol)
+        if not self._locking and self._seen.get(part) is not None:
+            return self._seen[part]
+        return self._load(part, bars=False)[1]
 
     def _corrupt(self, path: PurePath, exc: BaseException) -> str:
         return (
@@ -285,6 +293,7 @@ class Lakehouse:
             try:
                 payload = self.storage.read_bytes(path)
             except FileNotFoundError:
+                self._seen.pop(part, None)
                 return empty, None
             try:
                 meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
@@ -297,7 +306,10 @@ class Lakehouse:
         raw = meta.get(COVERAGE_KEY.encode())
         if raw is None:  # a local store written before the record moved into the footer (never on S3)
             return df, self._coverage_record_of(part) if self._locking else None
-        return df, self._record_parse(raw, f"the footer of {self.url(path)}", part)
+        record = self._record_parse(raw, f"the footer of {self.url(path)}", part)
+        if not self._locking:
+            self._seen[part] = record
+        return df, record
 
     def _record_parse(self, raw: bytes | str, where: str, part: PurePath) -> dict[str, object]:
         try:
@@ -375,7 +387,10 @@ class Lakehouse:
                 if attempt == 0 and self._locking and self.storage.exists(part / COVERAGE_FILE):
                     self.storage.delete(part / COVERAGE_FILE)
                 # read back: without a lock (S3) another writer may have replaced the object meanwhile
-                if self._locking or not ranges_missing_any(self.coverage(kind, interval, symbol), covered):
+                if self._locking:
+                    break
+                back = self._load(part, bars=False)[1]  # from the store, never the remembered record
+                if not ranges_missing_any([] if back is None else _ranges(back), covered):
                     break
                 log.info("%s: replaced by a concurrent writer; merging again", self.url(part))
         return added
@@ -391,6 +406,10 @@ class Lakehouse:
         return pl.scan_parquet(
             self.glob(kind, interval), hive_partitioning=True, **self.storage.polars_options()
         ).with_columns(pl.col("symbol").cast(pl.String).str.replace("_", "/", literal=True))
+
+
+def _ranges(record: dict[str, object]) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in record["ranges"]]  # type: ignore[attr-defined]
 
 
 def ranges_missing_any(have: list[tuple[int, int]], wanted: list[tuple[int, int]]) -> bool:
