@@ -346,3 +346,50 @@ def test_credentials_in_the_url_stop_the_command_line_before_anything_is_written
     assert SECRET not in proc.stderr + proc.stdout and KEY_ID not in proc.stderr + proc.stdout
     assert not (tmp_path / "run").exists()
     assert _keys(s3_env, "lh/") == []
+
+
+def _httpfs_loads() -> bool:
+    import duckdb
+
+    try:
+        duckdb.connect().execute("LOAD httpfs")
+    except duckdb.Error:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("reader", ["httpfs", "pyarrow"])
+def test_winner_slice_reads_the_bucket_through_duckdb(
+    s3_env: S3Server, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB httpfs with the secret of the AWS settings where the extension loads; else (this
+    DuckDB build has none, or no access to DuckDB's extension repository) the same query on the
+    files read by pyarrow. Both give the bars of the local partition."""
+    import engine.sql as esql
+    from engine.data.storage import S3Storage
+    from engine.panel import panel_load
+
+    if reader == "httpfs" and not _httpfs_loads():
+        pytest.skip("DuckDB's httpfs extension is not installed for this DuckDB build")
+    if reader == "pyarrow":
+
+        def no_httpfs(self: S3Storage, con: object) -> None:
+            import duckdb
+
+            raise duckdb.IOException("httpfs not installed (forced by the test)")
+
+        monkeypatch.setattr(S3Storage, "duckdb_prepare", no_httpfs)
+    src = SyntheticSource(9, 5, "2024-01-01", "2024-02-29")
+    lake = Lakehouse(f"s3://{BUCKET}/slice-{reader}/ns")
+    for s in src.symbols():
+        lake.write("mtf", "4h", s, src.ohlcv_fetch(s, "4h", src.start_ms, src.end_ms), [(src.start_ms, src.end_ms)])
+    winners = src.symbols()[1:3]
+    mark = s3_env.mark()
+    panel = panel_load(lake, "mtf", "4h", winners, src.start_ms, src.end_ms)
+    touched = {p for r in s3_env.since(mark) for p in r.path.split("/") if p.startswith("symbol=")}
+    assert touched == {f"symbol={s.replace('/', '_')}" for s in winners}
+    for j, s in enumerate(winners):
+        want = lake.read("mtf", "4h", s).get_column("close").to_numpy()
+        assert (panel.close[:, j] == want).all()
+    cov = pl.from_arrow(esql.sql_arrow("coverage", {"glob": lake.glob("mtf", "4h")}))
+    assert cov.get_column("symbol").to_list() == sorted(src.symbols())
