@@ -205,6 +205,7 @@ class Lakehouse:
             self.storage.root if storage is None else root if isinstance(root, PurePath) else Path(root)
         )
         self.identity = identity
+        self._identity_done = False
         self._seen: dict[PurePath, dict[str, object] | None] = {}
         """S3 only: the coverage record of each partition this process last read or wrote. A
         record only grows (or is replaced by a re-import in this process), so a stale one at worst
@@ -217,9 +218,11 @@ class Lakehouse:
         return self.storage.url(self.root if path is None else path)
 
     def _identity_commit(self) -> None:
-        if self.identity is None or self.storage.exists(self.root / IDENTITY_FILE):
+        if self.identity is None or self._identity_done or self.storage.exists(self.root / IDENTITY_FILE):
+            self._identity_done = True
             return
         self.storage.write_bytes(self.root / IDENTITY_FILE, _json_bytes(self.identity))
+        self._identity_done = True
 
     def partition(self, kind: str, interval: str, symbol: str) -> PurePath:
         """Directory of one (kind, interval, symbol) partition."""
