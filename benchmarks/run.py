@@ -43,6 +43,11 @@ FIGURES = {
     "6": ("peer: backtesting.py", fig6_peer, True),
     "7": ("sweeps: configurations per second", fig7_sweeps, True),
     "8": ("walk-forward optimisation vs grid", __import__("benchmarks.fig8_wfo", fromlist=["run"]), True),
+    "9": (
+        "object storage: S3 (moto) vs local disk, full only",
+        __import__("benchmarks.fig9_s3", fromlist=["run"]),
+        False,
+    ),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

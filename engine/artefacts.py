@@ -11,17 +11,21 @@ from typing import Any
 from engine.backtest import BacktestResult
 from engine.config import ENGINE_VERSION, RunConfig
 from engine.data.lakehouse import atomic_write_bytes, parquet_write_atomic
+from engine.data.storage import storage_for
 from engine.rundir import json_dumps, json_write, redact
 
 PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra-core", "pyarrow")
 
 
-def data_fingerprint(root: Path, files: list[str]) -> str:
-    """SHA-256 over the relative paths and bytes of the data files a run read."""
+def data_fingerprint(root: str | Path, files: list[str]) -> str:
+    """SHA-256 over the relative paths and bytes of the data files a run read (``root``: a local
+    folder or ``s3://bucket/prefix``, read through :mod:`engine.data.storage`).
+    """
+    storage = storage_for(root)
     digest = hashlib.sha256()
     for rel in files:
         digest.update(rel.encode())
-        digest.update(hashlib.sha256((root / rel).read_bytes()).digest())
+        digest.update(hashlib.sha256(storage.read_bytes(storage.root / rel)).digest())
     return digest.hexdigest()
 
 
@@ -47,7 +51,7 @@ def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_ya
     JSON is strict (no NaN/Infinity) and secrets in URLs are redacted (:mod:`engine.rundir`).
     """
     out.mkdir(parents=True, exist_ok=True)
-    root = Path(cfg.paths.lakehouse_dir)
+    root = cfg.paths.lakehouse_dir
     versions = package_versions()
     manifest = {
         "engine_version": ENGINE_VERSION,

@@ -278,7 +278,7 @@ class BacktestEngine:
             universe_ingest(self.ingestion, self.cfg, strict=True)
         elif not self.lakehouse.symbols("bars", "1d"):
             msg = (
-                f"no daily bars for this data ({self.source.identity()}) in {self.lakehouse.root}: ingest "
+                f"no daily bars for this data ({self.source.identity()}) in {self.lakehouse.url()}: ingest "
                 f"them first with the same data settings, e.g. `python -m engine task=ingest data={data.source}`"
             )
             raise DataError(msg)
@@ -949,7 +949,7 @@ class BacktestEngine:
         files = sorted(
             str(p.relative_to(self.lakehouse.root.parent))  # namespace/bars/...: relative to paths.lakehouse_dir
             for kind in ("bars", "mtf")
-            for p in (self.lakehouse.root / kind).glob("interval=*/symbol=*/data.parquet")
+            for p in self.lakehouse.data_files(kind)
             if (kind == "bars" and p.parent.parent.name == "interval=1d") or (kind == "mtf" and p.parent.name in traded)
         )
         return BacktestResult(

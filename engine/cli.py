@@ -365,7 +365,9 @@ def data_errors(lakehouse: str, source: str = "synthetic") -> Iterator[None]:
             )
         else:
             msg = f"unreadable data in the lakehouse {lakehouse} ({first}): {_data_fix(source)}"
-        raise DataError(msg) from None
+        from engine.data.storage import redact as storage_redact  # no AWS key or secret in a message
+
+        raise DataError(storage_redact(msg)) from None
 
 
 @contextlib.contextmanager

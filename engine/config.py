@@ -67,7 +67,8 @@ class PathsConfig(_Model):
     """Where data lives and where a run writes its artefacts."""
 
     lakehouse_dir: str = "lakehouse"
-    """Root of the Hive-partitioned parquet store (relative to the working directory)."""
+    """Root of the Hive-partitioned parquet store: a folder (relative to the working directory) or
+    ``s3://bucket/prefix`` (docs/OBJECT_STORAGE.md; credentials only from the AWS settings)."""
     output_dir: str | None = None
     """Run directory; filled from Hydra's runtime output dir when null."""
     ledger: str | None = None
@@ -78,6 +79,20 @@ class PathsConfig(_Model):
     @classmethod
     def _expand(cls, value: str | None) -> str | None:
         return path_expand(value)
+
+    # -- object storage (issue 16): refuse credentials in an s3:// URL before anything is written --
+    @field_validator("lakehouse_dir")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        if value.startswith("s3://") and "@" in value.removeprefix("s3://").split("/")[0]:
+            bucket = value.removeprefix("s3://").split("/")[0].rsplit("@", 1)[1]
+            rest = value.removeprefix("s3://").split("/", 1)[1:] or [""]
+            msg = (
+                f"s3://***@{bucket}/{rest[0]} carries credentials in the URL: remove them and use the "
+                "standard AWS settings (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+            )
+            raise ValueError(msg)
+        return value
 
 
 class SyntheticData(_Model):
@@ -524,6 +539,8 @@ def validation_message(exc: ValidationError) -> str:
     allowed = _allowed(model, field) if model else ""
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f"={value!r}"
+    if isinstance(value, str) and value.startswith("s3://") and "@" in value.split("/")[2]:
+        shown = ""  # issue 16: never echo credentials typed into an s3:// URL
     hint = f" (allowed: {allowed})" if allowed else ""
     return f"invalid config value {key}{shown}: {text}{hint}"
 

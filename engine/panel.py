@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -52,7 +51,10 @@ def panel_load(lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str
     grid = np.arange(lo, end_ms, step, dtype=np.int64)
     shape = (grid.size, len(symbols))
     arrays = {f: np.full(shape, np.nan) for f in FIELDS}
-    files = [str(p) for s in symbols if (p := Path(lakehouse.partition(kind, interval, s)) / DATA_FILE).is_file()]
+    storage = lakehouse.storage
+    files = [
+        storage.scan_url(p) for s in symbols if storage.exists(p := lakehouse.partition(kind, interval, s) / DATA_FILE)
+    ]
     if files and grid.size:
         table = sql_arrow("winner_slice", {"files": files, "symbols": symbols, "start": int(lo), "end": int(end_ms)})
         if table.num_rows:

@@ -252,6 +252,6 @@ def ingest_task(cfg: RunConfig) -> int:
     done = "; nothing new (already covered)" if not report.fetched else ""
     print(
         f"ingested {report.rows_written} daily bars for {len(plan.symbols)} symbols "
-        f"({_day(plan.start_ms)} .. {_day(plan.end_ms)}{done}) into {lake.root}"
+        f"({_day(plan.start_ms)} .. {_day(plan.end_ms)}{done}) into {lake.url()}"
     )
     return 1 if plan.bad else 0

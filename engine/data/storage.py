@@ -1,0 +1,436 @@
+"""Where the lakehouse's bytes live: a local folder or an S3 (or S3-compatible) bucket.
+
+:func:`storage_for` turns ``paths.lakehouse_dir`` into a :class:`Storage`: a local path gives
+:class:`LocalStorage`, ``s3://bucket/prefix`` gives :class:`S3Storage`. The lakehouse only calls
+the few operations below (exists, read, write one object whole, list a folder, the readers'
+options); it never branches on the backend itself.
+
+Paths inside a storage are :class:`~pathlib.PurePath` objects joined with ``/``: a local
+:class:`~pathlib.Path`, or ``PurePosixPath("bucket/prefix/...")`` on S3 (pyarrow's path form);
+:meth:`Storage.url` gives the user-facing name (``s3://bucket/prefix/...``, never a credential).
+
+S3 is reached through :class:`pyarrow.fs.S3FileSystem`: pyarrow is already a dependency (no
+second S3 client, no botocore/aiobotocore pins), it is maintained by Apache Arrow on the AWS SDK
+for C++ (the standard credential chain, retries, timeouts), and its paths are the ones
+``pyarrow.parquet`` reads. The readers use their own S3 clients with the same settings:
+polars ``scan_parquet(storage_options=...)`` and DuckDB ``httpfs`` with a secret
+(:meth:`S3Storage.duckdb_prepare`).
+
+Settings come only from the standard AWS chain (:func:`s3_settings`): ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` / ``AWS_DEFAULT_REGION``,
+``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, Ceph, R2, moto), else the profile files
+(``AWS_PROFILE``, ``AWS_SHARED_CREDENTIALS_FILE``, ``AWS_CONFIG_FILE``). They are held in memory
+only; every message that leaves this module goes through :meth:`Storage.redact`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from engine.errors import DataError
+
+log = logging.getLogger(__name__)
+
+RETRIES = 3
+"""Attempts per S3 request (the first one included): bounded, so a dead endpoint fails in seconds."""
+CONNECT_TIMEOUT_S = 3.0
+REQUEST_TIMEOUT_S = 20.0
+
+
+def is_url(location: str | os.PathLike[str]) -> bool:
+    """True for an ``s3://`` location."""
+    return str(location).startswith("s3://")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """The resolved standard AWS settings (never written anywhere; ``repr`` hides the secrets)."""
+
+    key: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    endpoint: str | None = None
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.key, self.secret, self.token) if s]
+
+
+def _profile_files() -> tuple[dict[str, str], dict[str, str]]:
+    """(credentials, config) of ``AWS_PROFILE`` (default ``default``) from the profile files."""
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+    creds_file = Path(os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")).expanduser()
+    config_file = Path(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")).expanduser()
+    creds: dict[str, str] = {}
+    config: dict[str, str] = {}
+    for path, section, out in (
+        (creds_file, profile, creds),
+        (config_file, profile if profile == "default" else f"profile {profile}", config),
+    ):
+        if not path.is_file():
+            continue
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        if parser.has_section(section):
+            out.update(parser[section])
+    return creds, config
+
+
+def s3_settings() -> S3Settings:
+    """The standard AWS settings: environment variables first, then the profile files."""
+    env = os.environ
+    creds, config = _profile_files()
+    key = env.get("AWS_ACCESS_KEY_ID") or creds.get("aws_access_key_id") or config.get("aws_access_key_id")
+    secret = (
+        env.get("AWS_SECRET_ACCESS_KEY") or creds.get("aws_secret_access_key") or config.get("aws_secret_access_key")
+    )
+    token = env.get("AWS_SESSION_TOKEN") or creds.get("aws_session_token") or config.get("aws_session_token")
+    if env.get("AWS_ACCESS_KEY_ID"):  # a key from the environment pairs with the environment's secret only
+        secret, token = env.get("AWS_SECRET_ACCESS_KEY"), env.get("AWS_SESSION_TOKEN")
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or config.get("region")
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or config.get("endpoint_url")
+    return S3Settings(key, secret, token, region, endpoint.rstrip("/") if endpoint else None)
+
+
+def redact(text: str) -> str:
+    """``text`` without the key, secret or token of the current AWS settings."""
+    for secret in s3_settings().secrets():
+        text = text.replace(secret, "***")
+    return text
+
+
+class Storage:
+    """The operations the lakehouse needs; see :class:`LocalStorage` and :class:`S3Storage`."""
+
+    root: PurePath
+    """The location given (``paths.lakehouse_dir``) in this storage's path form."""
+
+    def url(self, path: PurePath) -> str:
+        """User-facing name of ``path`` (no credentials)."""
+        return str(path)
+
+    def redact(self, text: str) -> str:
+        """``text`` without any credential."""
+        return text
+
+    def exists(self, path: PurePath) -> bool:
+        raise NotImplementedError
+
+    def is_dir(self, path: PurePath) -> bool:
+        raise NotImplementedError
+
+    def read_bytes(self, path: PurePath) -> bytes:
+        raise NotImplementedError
+
+    def write_bytes(self, path: PurePath, payload: bytes) -> None:
+        """Write one object whole: a reader sees the old bytes or the new ones, never a part."""
+        raise NotImplementedError
+
+    def listdir(self, path: PurePath) -> list[str]:
+        """Names of the entries directly under ``path`` (empty if none)."""
+        raise NotImplementedError
+
+    def find(self, path: PurePath, name: str) -> list[PurePath]:
+        """Every file called ``name`` anywhere below ``path``, sorted (one recursive listing on S3)."""
+        raise NotImplementedError
+
+    def delete(self, path: PurePath) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def locked(self, path: PurePath) -> Iterator[None]:
+        """Serialise writers of the folder ``path`` where the storage can (a no-op on S3)."""
+        yield
+
+    def check(self) -> None:
+        """Fail with one line if the location cannot be used (unreachable, no bucket, refused)."""
+
+    def parquet_file(self, path: PurePath) -> Any:
+        """What ``pyarrow.parquet`` opens for ``path``."""
+        raise NotImplementedError
+
+    def scan_url(self, path: PurePath) -> str:
+        """``path`` as polars and DuckDB name it."""
+        return str(path)
+
+    def polars_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``pl.scan_parquet`` / ``pl.read_parquet``."""
+        return {}
+
+    def duckdb_prepare(self, con: Any) -> None:
+        """Make ``con`` able to read this storage's paths."""
+
+
+class LocalStorage(Storage):
+    """A folder on this machine: atomic writes by temp file + ``os.replace``, ``fcntl`` locks."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def exists(self, path: PurePath) -> bool:
+        return Path(path).is_file()
+
+    def is_dir(self, path: PurePath) -> bool:
+        return Path(path).is_dir()
+
+    def read_bytes(self, path: PurePath) -> bytes:
+        return Path(path).read_bytes()
+
+    def write_bytes(self, path: PurePath, payload: bytes) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with tmp.open("wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def listdir(self, path: PurePath) -> list[str]:
+        p = Path(path)
+        return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
+
+    def find(self, path: PurePath, name: str) -> list[PurePath]:
+        return sorted(p for p in Path(path).rglob(name) if p.is_file())
+
+    def delete(self, path: PurePath) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, path: PurePath) -> Iterator[None]:
+        part = Path(path)
+        part.mkdir(parents=True, exist_ok=True)
+        with (part / ".lock").open("a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                for stale in part.glob(".*.tmp-*"):  # left by a process killed mid-write
+                    stale.unlink(missing_ok=True)
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def parquet_file(self, path: PurePath) -> Any:
+        return str(path)
+
+
+class S3Storage(Storage):
+    """An S3 or S3-compatible bucket, ``s3://bucket/prefix``, through ``pyarrow.fs.S3FileSystem``.
+
+    A PUT is atomic (the object appears whole or not at all; an upload cut short is never listed),
+    so each object is written in one request. There is no lock: see the lakehouse's write rule.
+    """
+
+    def __init__(self, location: str, settings: S3Settings | None = None) -> None:
+        parts = urlsplit(location)
+        self.settings = settings or s3_settings()
+        if parts.username or parts.password or "@" in parts.netloc:
+            msg = (
+                f"paths.lakehouse_dir s3://{parts.hostname or ''}{parts.path} carries credentials in the URL: "
+                "remove them and use the standard AWS settings (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)"
+            )
+            raise DataError(self.redact(msg).replace(parts.username or "\0", "***"))
+        if not parts.netloc or not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", parts.netloc):
+            msg = f"paths.lakehouse_dir={location!r} names no valid bucket: use s3://BUCKET/PREFIX"
+            raise DataError(msg)
+        self.bucket = parts.netloc
+        self.root = PurePosixPath(self.bucket, *[p for p in parts.path.split("/") if p])
+        self._fs: Any = None
+
+    # ---- names and secrets ----------------------------------------------------------------------
+
+    def url(self, path: PurePath) -> str:
+        return f"s3://{path}"
+
+    def where(self) -> str:
+        """The location and endpoint, for messages."""
+        endpoint = self.settings.endpoint or "AWS S3"
+        return f"{self.url(self.root)} (endpoint {_endpoint_redacted(endpoint)})"
+
+    def redact(self, text: str) -> str:
+        for secret in self.settings.secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    # ---- the file system ------------------------------------------------------------------------
+
+    @property
+    def fs(self) -> Any:
+        if self._fs is None:
+            from pyarrow import fs as pafs
+
+            s = self.settings
+            kwargs: dict[str, Any] = {
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "request_timeout": REQUEST_TIMEOUT_S,
+                "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=RETRIES),
+            }
+            if s.key and s.secret:
+                kwargs.update(access_key=s.key, secret_key=s.secret, session_token=s.token)
+            if s.region:
+                kwargs["region"] = s.region
+            if s.endpoint:
+                ep = urlsplit(s.endpoint)
+                kwargs["endpoint_override"] = ep.netloc or s.endpoint
+                kwargs["scheme"] = ep.scheme or "https"
+            self._fs = pafs.S3FileSystem(**kwargs)
+        return self._fs
+
+    def _error(self, exc: BaseException, what: str) -> DataError:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        return DataError(self.redact(f"{what} on {self.where()} failed: {detail}"))
+
+    def exists(self, path: PurePath) -> bool:
+        from pyarrow import fs as pafs
+
+        try:
+            return bool(self.fs.get_file_info(str(path)).type == pafs.FileType.File)
+        except OSError as exc:
+            raise self._error(exc, f"reading {self.url(path)}") from None
+
+    def is_dir(self, path: PurePath) -> bool:
+        return bool(self.listdir(path))
+
+    def read_bytes(self, path: PurePath) -> bytes:
+        try:
+            with self.fs.open_input_stream(str(path)) as fh:
+                return bytes(fh.read())
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise self._error(exc, f"reading {self.url(path)}") from None
+
+    def write_bytes(self, path: PurePath, payload: bytes) -> None:
+        try:
+            with self.fs.open_output_stream(str(path)) as fh:  # one PUT when closed (small objects)
+                fh.write(payload)
+        except OSError as exc:
+            raise self._error(exc, f"writing {self.url(path)}") from None
+
+    def listdir(self, path: PurePath) -> list[str]:
+        from pyarrow import fs as pafs
+
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(str(path), allow_not_found=True, recursive=False))
+        except OSError as exc:
+            raise self._error(exc, f"listing {self.url(path)}") from None
+        return sorted(PurePosixPath(i.path).name for i in infos)
+
+    def find(self, path: PurePath, name: str) -> list[PurePath]:
+        from pyarrow import fs as pafs
+
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(str(path), allow_not_found=True, recursive=True))
+        except OSError as exc:
+            raise self._error(exc, f"listing {self.url(path)}") from None
+        return sorted(
+            PurePosixPath(i.path) for i in infos if i.type == pafs.FileType.File and PurePosixPath(i.path).name == name
+        )
+
+    def delete(self, path: PurePath) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(str(path))
+
+    def check(self) -> None:
+        """One request: the bucket exists and these settings may list it."""
+        from pyarrow import fs as pafs
+
+        try:
+            info = self.fs.get_file_info(self.bucket)
+            if info.type == pafs.FileType.NotFound:
+                msg = f"bucket {self.bucket!r} does not exist at {self.where()}: create it or fix paths.lakehouse_dir"
+                raise DataError(msg)
+            self.fs.get_file_info(pafs.FileSelector(str(self.root), allow_not_found=True, recursive=False))
+        except OSError as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            low = detail.lower().replace("_", "").replace(" ", "")
+            if any(k in low for k in ("accessdenied", "forbidden", "signature", "invalidaccesskeyid", "invalidtoken")):
+                hint = "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            elif "nosuchbucket" in low or "bucketdoesnotexist" in low:
+                hint = f"bucket {self.bucket!r} does not exist: create it or fix paths.lakehouse_dir"
+            else:
+                hint = f"the endpoint cannot be reached after {RETRIES} attempts: check AWS_ENDPOINT_URL / the network"
+            msg = f"cannot use the lakehouse {self.where()}: {hint} ({detail})"
+            raise DataError(self.redact(msg)) from None
+
+    def parquet_file(self, path: PurePath) -> Any:
+        return self.fs.open_input_file(str(path))
+
+    def scan_url(self, path: PurePath) -> str:
+        return self.url(path)
+
+    def polars_options(self) -> dict[str, Any]:
+        s = self.settings
+        opts: dict[str, object] = {}
+        if s.key and s.secret:
+            opts.update(aws_access_key_id=s.key, aws_secret_access_key=s.secret)
+            if s.token:
+                opts["aws_session_token"] = s.token
+        if s.region:
+            opts["aws_region"] = s.region
+        if s.endpoint:
+            opts["aws_endpoint_url"] = s.endpoint
+            if s.endpoint.startswith("http://"):
+                opts["aws_allow_http"] = "true"
+        opts["max_retries"] = RETRIES - 1  # type: ignore[assignment]
+        return {"storage_options": opts}
+
+    def duckdb_prepare(self, con: Any) -> None:
+        """DuckDB ``httpfs`` with a temporary (in-memory, never persisted) secret of these settings.
+
+        Raises ``duckdb.Error`` when the httpfs extension cannot be loaded (not installed and no
+        access to DuckDB's extension repository); :func:`engine.sql.sql_arrow` then reads the
+        files through this storage instead.
+        """
+        con.execute("LOAD httpfs")
+        s = self.settings
+        fields = ["TYPE s3"]
+        params: list[str] = []
+        if s.key and s.secret:
+            fields += ["KEY_ID ?", "SECRET ?"]
+            params += [s.key, s.secret]
+            if s.token:
+                fields.append("SESSION_TOKEN ?")
+                params.append(s.token)
+        else:
+            fields.append("PROVIDER credential_chain")
+        if s.region:
+            fields.append("REGION ?")
+            params.append(s.region)
+        if s.endpoint:
+            ep = urlsplit(s.endpoint)
+            fields += ["ENDPOINT ?", "URL_STYLE 'path'", f"USE_SSL {'false' if ep.scheme == 'http' else 'true'}"]
+            params.append(ep.netloc or s.endpoint)
+        # CREATE SECRET takes no prepared parameters: values are quoted literals, never logged
+        sql = "CREATE OR REPLACE TEMPORARY SECRET qe_lakehouse (" + ", ".join(fields) + ")"
+        for value in params:
+            sql = sql.replace("?", "'" + value.replace("'", "''") + "'", 1)
+        try:
+            con.execute(sql)
+        except Exception as exc:  # the statement holds the secret: never let it into a message
+            raise DataError(self.redact(f"DuckDB refused the S3 settings for {self.where()}: {exc}")) from None
+        con.execute(f"SET http_retries = {RETRIES - 1}")
+
+
+def _endpoint_redacted(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    if parts.username or parts.password:
+        return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    return endpoint
+
+
+def storage_for(location: str | os.PathLike[str]) -> Storage:
+    """The storage of ``paths.lakehouse_dir``: ``s3://bucket/prefix`` or a local folder."""
+    return S3Storage(str(location)) if is_url(location) else LocalStorage(location)
