@@ -18,8 +18,9 @@ PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra
 
 
 def data_fingerprint(root: str | Path, files: list[str]) -> str:
-    """SHA-256 over the relative paths and bytes of the data files a run read (``root``: a local
-    folder or ``s3://bucket/prefix``, read through :mod:`engine.data.storage`).
+    """Hash the relative paths and bytes of the data files a run read (SHA-256).
+
+    ``root`` is a local folder or ``s3://bucket/prefix``, read through :mod:`engine.data.storage`.
     """
     storage = storage_for(root)
     digest = hashlib.sha256()

@@ -66,7 +66,10 @@ def sql_arrow(name: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection 
 
 
 def _arrow_read(storage: Any, value: str | list[str]) -> pa.Table:
-    """The parquet files ``value`` names (globs in one path component allowed), hive columns added."""
+    """Read the parquet files ``value`` names into one table, hive columns added.
+
+    Globs are allowed in one path component.
+    """
     import pyarrow.parquet as pq
 
     paths: list[PurePosixPath] = []

@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path, PurePath
+from typing import NotRequired, TypedDict
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -43,6 +44,15 @@ log = logging.getLogger(__name__)
 _LEGACY_WARNED: set[str] = set()
 
 
+class CoverageRecord(TypedDict):
+    """A partition's coverage record, as JSON in the footer of its ``data.parquet``."""
+
+    ranges: list[list[int]]
+    """Fetched ``[start_ms, end_ms)`` ranges (JSON arrays of two integers)."""
+    origin: NotRequired[object]
+    """Fingerprint of the source file the partition was built from, if recorded."""
+
+
 def identity_key(identity: dict[str, object]) -> str:
     """Namespace directory of a data identity: ``{source}-{first 16 hex of sha256(canonical json)}``."""
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
@@ -56,7 +66,10 @@ def _json_bytes(obj: object) -> bytes:
 
 
 def identity_read(root: PurePath, storage: Storage | None = None) -> dict[str, object] | None:
-    """The identity recorded in a namespace (None if it has none yet); a corrupt file is one error line."""
+    """Return the identity recorded in a namespace (None if it has none yet).
+
+    A corrupt identity file raises a one-line :class:`~engine.errors.DataError`.
+    """
     storage = storage or LocalStorage(root)
     path = root / IDENTITY_FILE
     if not storage.exists(path):
@@ -75,7 +88,7 @@ def identity_read(root: PurePath, storage: Storage | None = None) -> dict[str, o
 
 
 def store_open(lakehouse_dir: str | Path, identity: dict[str, object]) -> Lakehouse:
-    """The store of one data identity under ``lakehouse_dir`` (created on its first write).
+    """Open the store of one data identity under ``lakehouse_dir`` (created on its first write).
 
     Examples
     --------
@@ -206,7 +219,7 @@ class Lakehouse:
         )
         self.identity = identity
         self._identity_done = False
-        self._seen: dict[PurePath, dict[str, object] | None] = {}
+        self._seen: dict[PurePath, CoverageRecord | None] = {}
         """S3 only: the coverage record of each partition this process last read or wrote. A
         record only grows (or is replaced by a re-import in this process), so a stale one at worst
         makes a request fetch again what another job already added: it saves a run the
@@ -267,7 +280,7 @@ class Lakehouse:
         with self.storage.locked(part):
             yield part
 
-    def _coverage_record(self, kind: str, interval: str, symbol: str) -> dict[str, object] | None:
+    def _coverage_record(self, kind: str, interval: str, symbol: str) -> CoverageRecord | None:
         # a deleted data file voids its coverage, so the next run refetches it
         part = self.partition(kind, interval, symbol)
         if not self._locking and self._seen.get(part) is not None:
@@ -284,8 +297,8 @@ class Lakehouse:
     def _locking(self) -> bool:
         return isinstance(self.storage, LocalStorage)
 
-    def _load(self, part: PurePath, *, bars: bool = True) -> tuple[pl.DataFrame, dict[str, object] | None]:
-        """A partition's bars and coverage record from one read of its object.
+    def _load(self, part: PurePath, *, bars: bool = True) -> tuple[pl.DataFrame, CoverageRecord | None]:
+        """Read a partition's bars and coverage record from one read of its object.
 
         Without a lock (S3) a read can meet a concurrent replacement half-way (a reader's ranged
         GETs of two versions): such a read does not parse and is retried, a few times at most.
@@ -314,28 +327,28 @@ class Lakehouse:
             self._seen[part] = record
         return df, record
 
-    def _record_parse(self, raw: bytes | str, where: str, part: PurePath) -> dict[str, object]:
+    def _record_parse(self, raw: bytes | str, where: str, part: PurePath) -> CoverageRecord:
         try:
-            record = json.loads(raw)
+            record: CoverageRecord = json.loads(raw)
             [(int(a), int(b)) for a, b in record["ranges"]]
         except (ValueError, KeyError, TypeError) as exc:
             msg = f"corrupt coverage record in {where}: delete {self.url(part / DATA_FILE)} and the run refetches that partition"
             raise DataError(msg) from exc
-        return record  # type: ignore[no-any-return]
+        return record
 
-    def _coverage_record_of(self, part: PurePath) -> dict[str, object] | None:
-        """The sidecar record of a store written before the record moved into the footer."""
+    def _coverage_record_of(self, part: PurePath) -> CoverageRecord | None:
+        """Return the sidecar record of a store written before the record moved into the footer."""
         if not self.storage.exists(part / COVERAGE_FILE):
             return None
         return self._record_parse(self.storage.read_bytes(part / COVERAGE_FILE), self.url(part / COVERAGE_FILE), part)
 
     def coverage(self, kind: str, interval: str, symbol: str) -> list[tuple[int, int]]:
-        """Fetched ``[start_ms, end_ms)`` ranges of a partition (empty if none)."""
+        """Return the fetched ``[start_ms, end_ms)`` ranges of a partition (empty if none)."""
         record = self._coverage_record(kind, interval, symbol)
-        return [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]  # type: ignore[union-attr]
+        return [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]
 
     def origin(self, kind: str, interval: str, symbol: str) -> object:
-        """The source file's fingerprint the partition was built from (None if not recorded)."""
+        """Return the fingerprint of the source file the partition was built from (None if not recorded)."""
         record = self._coverage_record(kind, interval, symbol)
         return None if record is None else record.get("origin")
 
@@ -375,7 +388,7 @@ class Lakehouse:
                     .sort("timestamp")
                 )
                 added = max(added, merged.height - old.height)
-                have = [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]  # type: ignore[union-attr]
+                have = [] if record is None else [(int(a), int(b)) for a, b in record["ranges"]]
                 ranges = ranges_merge(have + covered)
                 before = None if record is None else record.get("origin")
                 keep_origin = origin if origin is not None else before
@@ -411,10 +424,10 @@ class Lakehouse:
         ).with_columns(pl.col("symbol").cast(pl.String).str.replace("_", "/", literal=True))
 
 
-def _ranges(record: dict[str, object]) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in record["ranges"]]  # type: ignore[attr-defined]
+def _ranges(record: CoverageRecord) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in record["ranges"]]
 
 
 def ranges_missing_any(have: list[tuple[int, int]], wanted: list[tuple[int, int]]) -> bool:
-    """True if any part of ``wanted`` is not covered by ``have`` (merged)."""
+    """Return True if any part of ``wanted`` is not covered by ``have`` (merged)."""
     return any(ranges_missing(have, a, b) for a, b in wanted if b > a)

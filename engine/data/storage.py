@@ -48,7 +48,7 @@ REQUEST_TIMEOUT_S = 20.0
 
 
 def is_url(location: str | os.PathLike[str]) -> bool:
-    """True for an ``s3://`` location."""
+    """Return True for an ``s3://`` location."""
     return str(location).startswith("s3://")
 
 
@@ -63,6 +63,7 @@ class S3Settings:
     endpoint: str | None = None
 
     def secrets(self) -> list[str]:
+        """Return the key, secret and token that are set (what :func:`redact` hides)."""
         return [s for s in (self.key, self.secret, self.token) if s]
 
 
@@ -90,7 +91,7 @@ def _profile_files() -> tuple[dict[str, str], dict[str, str]]:
 
 
 def s3_settings() -> S3Settings:
-    """The standard AWS settings: environment variables first, then the profile files."""
+    """Resolve the standard AWS settings: environment variables first, then the profile files."""
     env = os.environ
     creds, config = _profile_files()
     key = env.get("AWS_ACCESS_KEY_ID") or creds.get("aws_access_key_id") or config.get("aws_access_key_id")
@@ -127,12 +128,15 @@ class Storage:
         return text
 
     def exists(self, path: PurePath) -> bool:
+        """Return True if ``path`` is an existing file (object)."""
         raise NotImplementedError
 
     def is_dir(self, path: PurePath) -> bool:
+        """Return True if ``path`` is a folder (on S3: a prefix with at least one entry)."""
         raise NotImplementedError
 
     def read_bytes(self, path: PurePath) -> bytes:
+        """Return the bytes of the file ``path``; raise :class:`FileNotFoundError` if it is missing."""
         raise NotImplementedError
 
     def write_bytes(self, path: PurePath, payload: bytes) -> None:
@@ -148,6 +152,7 @@ class Storage:
         raise NotImplementedError
 
     def delete(self, path: PurePath) -> None:
+        """Delete the file ``path`` (nothing happens if it is missing)."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -159,7 +164,7 @@ class Storage:
         """Fail with one line if the location cannot be used (unreachable, no bucket, refused)."""
 
     def parquet_file(self, path: PurePath) -> Any:
-        """What ``pyarrow.parquet`` opens for ``path``."""
+        """Return what ``pyarrow.parquet`` opens for ``path``."""
         raise NotImplementedError
 
     def scan_url(self, path: PurePath) -> str:
@@ -181,15 +186,19 @@ class LocalStorage(Storage):
         self.root = Path(root)
 
     def exists(self, path: PurePath) -> bool:
+        """Return True if ``path`` is an existing file."""
         return Path(path).is_file()
 
     def is_dir(self, path: PurePath) -> bool:
+        """Return True if ``path`` is an existing folder."""
         return Path(path).is_dir()
 
     def read_bytes(self, path: PurePath) -> bytes:
+        """Return the bytes of the file ``path``."""
         return Path(path).read_bytes()
 
     def write_bytes(self, path: PurePath, payload: bytes) -> None:
+        """Write the file ``path`` whole: a temp file beside it, fsynced, then ``os.replace``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -200,17 +209,21 @@ class LocalStorage(Storage):
         os.replace(tmp, path)
 
     def listdir(self, path: PurePath) -> list[str]:
+        """Return the sorted names of the entries directly under ``path`` (empty if none)."""
         p = Path(path)
         return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
 
     def find(self, path: PurePath, name: str) -> list[PurePath]:
+        """Return every file called ``name`` anywhere below ``path``, sorted."""
         return sorted(p for p in Path(path).rglob(name) if p.is_file())
 
     def delete(self, path: PurePath) -> None:
+        """Delete the file ``path`` (nothing happens if it is missing)."""
         Path(path).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def locked(self, path: PurePath) -> Iterator[None]:
+        """Hold an exclusive ``fcntl`` lock on ``path/.lock``, removing stale temp files once held."""
         part = Path(path)
         part.mkdir(parents=True, exist_ok=True)
         with (part / ".lock").open("a") as fh:
@@ -223,6 +236,7 @@ class LocalStorage(Storage):
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def parquet_file(self, path: PurePath) -> Any:
+        """Return ``path`` as a string (``pyarrow.parquet`` opens local files by name)."""
         return str(path)
 
 
@@ -252,14 +266,16 @@ class S3Storage(Storage):
     # ---- names and secrets ----------------------------------------------------------------------
 
     def url(self, path: PurePath) -> str:
+        """Return ``path`` as ``s3://bucket/key``."""
         return f"s3://{path}"
 
     def where(self) -> str:
-        """The location and endpoint, for messages."""
+        """Return the location and endpoint, for messages."""
         endpoint = self.settings.endpoint or "AWS S3"
         return f"{self.url(self.root)} (endpoint {_endpoint_redacted(endpoint)})"
 
     def redact(self, text: str) -> str:
+        """Return ``text`` with the key, secret and token of these settings replaced by ``***``."""
         for secret in self.settings.secrets():
             text = text.replace(secret, "***")
         return text
@@ -268,6 +284,7 @@ class S3Storage(Storage):
 
     @property
     def fs(self) -> Any:
+        """Return the ``pyarrow.fs.S3FileSystem`` of these settings (created on first use)."""
         if self._fs is None:
             from pyarrow import fs as pafs
 
@@ -293,6 +310,7 @@ class S3Storage(Storage):
         return DataError(self.redact(f"{what} on {self.where()} failed: {detail}"))
 
     def exists(self, path: PurePath) -> bool:
+        """Return True if the object ``path`` exists."""
         from pyarrow import fs as pafs
 
         try:
@@ -301,9 +319,11 @@ class S3Storage(Storage):
             raise self._error(exc, f"reading {self.url(path)}") from None
 
     def is_dir(self, path: PurePath) -> bool:
+        """Return True if the prefix ``path`` holds at least one entry."""
         return bool(self.listdir(path))
 
     def read_bytes(self, path: PurePath) -> bytes:
+        """Return the bytes of the object ``path`` (one GET stream)."""
         try:
             with self.fs.open_input_stream(str(path)) as fh:
                 return bytes(fh.read())
@@ -313,6 +333,7 @@ class S3Storage(Storage):
             raise self._error(exc, f"reading {self.url(path)}") from None
 
     def write_bytes(self, path: PurePath, payload: bytes) -> None:
+        """Write the object ``path`` whole in one PUT."""
         try:
             with self.fs.open_output_stream(str(path)) as fh:  # one PUT when closed (small objects)
                 fh.write(payload)
@@ -320,6 +341,7 @@ class S3Storage(Storage):
             raise self._error(exc, f"writing {self.url(path)}") from None
 
     def listdir(self, path: PurePath) -> list[str]:
+        """Return the sorted names of the entries directly under the prefix ``path``."""
         from pyarrow import fs as pafs
 
         try:
@@ -329,6 +351,7 @@ class S3Storage(Storage):
         return sorted(PurePosixPath(i.path).name for i in infos)
 
     def find(self, path: PurePath, name: str) -> list[PurePath]:
+        """Return every object called ``name`` anywhere below ``path``, sorted (one recursive listing)."""
         from pyarrow import fs as pafs
 
         try:
@@ -340,6 +363,7 @@ class S3Storage(Storage):
         )
 
     def delete(self, path: PurePath) -> None:
+        """Delete the object ``path`` (nothing happens if it is missing)."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(str(path))
 
@@ -366,12 +390,15 @@ class S3Storage(Storage):
             raise DataError(self.redact(msg)) from None
 
     def parquet_file(self, path: PurePath) -> Any:
+        """Return the object ``path`` opened as a random-access file for ``pyarrow.parquet``."""
         return self.fs.open_input_file(str(path))
 
     def scan_url(self, path: PurePath) -> str:
+        """Return ``path`` as ``s3://bucket/key``, the form polars and DuckDB read."""
         return self.url(path)
 
     def polars_options(self) -> dict[str, Any]:
+        """Return the S3 ``storage_options`` for polars, from these settings."""
         s = self.settings
         opts: dict[str, object] = {}
         if s.key and s.secret:
@@ -384,7 +411,7 @@ class S3Storage(Storage):
             opts["aws_endpoint_url"] = s.endpoint
             if s.endpoint.startswith("http://"):
                 opts["aws_allow_http"] = "true"
-        opts["max_retries"] = RETRIES - 1  # type: ignore[assignment]
+        opts["max_retries"] = RETRIES - 1
         return {"storage_options": opts}
 
     def duckdb_prepare(self, con: Any) -> None:
@@ -432,5 +459,5 @@ def _endpoint_redacted(endpoint: str) -> str:
 
 
 def storage_for(location: str | os.PathLike[str]) -> Storage:
-    """The storage of ``paths.lakehouse_dir``: ``s3://bucket/prefix`` or a local folder."""
+    """Return the storage of ``paths.lakehouse_dir``: ``s3://bucket/prefix`` or a local folder."""
     return S3Storage(str(location)) if is_url(location) else LocalStorage(location)
