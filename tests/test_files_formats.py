@@ -317,3 +317,14 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
     assert two.stderr.strip().splitlines() == [
         f"error: the files in {folder} are quoted in BTC, USDT: choose one with data.quote=..."
     ]
+
+
+def test_a_column_twice_in_two_cases_is_named(tmp_path: Path) -> None:
+    """``close`` and ``Close`` in one file: one line naming the file and both columns."""
+    from engine.data.sources.files import ohlcv_read
+    from engine.errors import DataError
+
+    path = tmp_path / "BTC_USDT-1d.csv"
+    path.write_text("date,open,high,low,close,Close,volume\n2024-01-01,1,2,0.5,1.5,1.5,10\n")
+    with pytest.raises(DataError, match=r"has both 'close' and 'Close' columns"):
+        ohlcv_read(path)

@@ -388,6 +388,14 @@ def ohlcv_read(path: Path) -> pl.DataFrame:
             f"{path.suffix.lstrip('.')} or remove it from {path.parent}"
         )
         raise DataError(msg) from exc
+    names: dict[str, list[str]] = {}
+    for c in raw.columns:
+        names.setdefault(c.strip().lower(), []).append(c)
+    twins = [v for v in names.values() if len(v) > 1]
+    if twins:
+        shown = " and ".join(repr(c) for c in twins[0])
+        msg = f"{path} has both {shown} columns (names are case-insensitive): keep one of them in the file"
+        raise DataError(msg)
     raw = raw.rename({c: c.strip().lower() for c in raw.columns})
     time_col = next((c for c in TIME_COLUMNS if c in raw.columns), None)
     missing = [c for c in BAR_SCHEMA if c != "timestamp" and c not in raw.columns]
