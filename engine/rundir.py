@@ -33,6 +33,7 @@ ARTEFACTS = (
     "winners.parquet",
     "audit.jsonl",
     "report.html",
+    "wfo.parquet",
 )
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")

@@ -251,12 +251,16 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     """
     from engine.artefacts import artefacts_write, data_fingerprint
     from engine.backtest import BacktestEngine
-    from engine.cli import RunResult, data_errors, grid_combos, output_dir
+    from engine.cli import RunResult, artefact_errors, data_errors, grid_combos, output_dir
     from engine.data.lakehouse import parquet_write_atomic
     from engine.ledger import Trial, combo_config_hash
     from engine.report import report_write
+    from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     out = output_dir(cfg)
+    with artefact_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        run_dir_reset(out, keep=("params.json",))
     rules = grid_combos(cfg)
     w = cfg.wfo
     t0 = time.perf_counter()
@@ -380,9 +384,11 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
         }
     )
     result.wfo = {"frame": frame, "returns": returns, "rules": [_rules_json(r) for r in rules]}
-    artefacts_write(out, cfg, result, config_yaml)
-    parquet_write_atomic(frame, out / "wfo.parquet")
-    report_write(out, cfg, result)
+    with artefact_errors(out):
+        artefacts_write(out, cfg, result, config_yaml)
+        parquet_write_atomic(frame, out / "wfo.parquet")
+        report_write(out, cfg, result)
+        run_complete(out, [n for n in ARTEFACTS if (out / n).is_file()])
     timings = {**result.timings, "simulation_total": t_sim, "total": time.perf_counter() - t0}
     print(
         f"walk-forward optimisation: {m} combinations, {k0} training windows, "

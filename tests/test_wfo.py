@@ -141,6 +141,9 @@ def test_one_combination_equals_the_run_started_at_oos_start(lakehouse_dir: Path
     assert frame.filter(pl.col("phase") == "train").height == 5
     assert frame.filter(pl.col("phase") == "oos").get_column("oos_rank").to_list() == [1] * (frame.height - 5)
     assert str(frame.filter(pl.col("phase") == "oos").get_column("rank_date")[0]) == start
+    # written last, _COMPLETE vouches for every artefact of the walk-forward run, wfo.parquet included
+    done = json.loads((tmp_path / "w" / "_COMPLETE").read_text())
+    assert "wfo.parquet" in done["files"] and "report.html" in done["files"]
 
 
 def test_grid_wfo_choices_ignore_later_data(lakehouse_dir: Path, tmp_path: Path) -> None:
