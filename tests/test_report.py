@@ -320,22 +320,28 @@ def chromium_cmd(binary: str, profile: Path, *args: str) -> list[str]:
     ]
 
 
-@pytest.mark.slow
-def test_report_renders_in_chromium(tmp_path: Path, browser: str) -> None:
-    binary = browser
-    _write(tmp_path, True)
-    page = tmp_path / "run" / "report.html"
+def rendered_dom(binary: str, page: Path, profile: Path, chart_ids: tuple[str, ...]) -> str:
+    """The page's DOM as Chromium renders it, after checking plotly.js drew every chart."""
     dom = subprocess.run(
-        chromium_cmd(binary, tmp_path / "profile", "--dump-dom", page.as_uri()),
+        chromium_cmd(binary, profile, "--dump-dom", page.as_uri()),
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     ).stdout
-    for div_id in CHART_IDS:
+    for div_id in chart_ids:
         match = re.search(rf'<div id="{div_id}"(.*?)</script>', dom, re.S)
         assert match, f"{div_id} missing from the rendered DOM"
         assert 'class="main-svg"' in match.group(1), f"{div_id} was not rendered by plotly.js"
+    return dom
+
+
+@pytest.mark.slow
+def test_report_renders_in_chromium(tmp_path: Path, browser: str) -> None:
+    binary = browser
+    _write(tmp_path, True)
+    page = tmp_path / "run" / "report.html"
+    rendered_dom(binary, page, tmp_path / "profile", CHART_IDS)
     shot = tmp_path / "shot.png"
     subprocess.run(
         chromium_cmd(binary, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri()),

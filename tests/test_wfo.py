@@ -298,27 +298,14 @@ def test_a_cli_run_appends_a_run_row(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_wfo_report_renders_in_chromium(lakehouse_dir: Path, tmp_path: Path) -> None:
-    import re
-
     from helpers import browser_or_skip
-    from test_report import chromium_cmd
+    from test_report import rendered_dom
 
     from engine.report import WFO_CHART_IDS
 
     binary = browser_or_skip()
     wfo_run(small_config(lakehouse_dir, tmp_path / "w", *GRID3))
-    page = tmp_path / "w" / "report.html"
-    dom = subprocess.run(
-        chromium_cmd(binary, tmp_path / "profile", "--dump-dom", page.as_uri()),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    for div_id in WFO_CHART_IDS:
-        match = re.search(rf'<div id="{div_id}"(.*?)</script>', dom, re.S)
-        assert match, f"{div_id} missing from the rendered DOM"
-        assert 'class="main-svg"' in match.group(1), f"{div_id} was not rendered by plotly.js"
+    dom = rendered_dom(binary, tmp_path / "w" / "report.html", tmp_path / "profile", WFO_CHART_IDS)
     assert "Walk-forward optimisation" in dom and "CPCV" in dom
 
 
