@@ -14,12 +14,16 @@ it flat again, across as many windows as it lasts:
   ``end`` and status ``open``;
 - every time is the open time of the bar the fill happened in (docs/EXIT_RULES.md, "Timestamps").
 
-The arithmetic is vectorbt's own (``get_exit_trades_nb`` then ``get_positions_nb``, the records
-behind ``Portfolio.positions``) over the book's orders concatenated across windows; this module
-maps the records back to symbols, windows, times and exit reasons.
+The ledger is numpy over the book's orders concatenated across windows, not vectorbt's
+``get_exit_trades_nb`` / ``get_positions_nb`` (the records behind ``Portfolio.positions``): those
+cost ~3.8 s of numba JIT in the first process on a machine, more than a whole warm run, and carry
+no exit reasons or windows. ``tests/test_trades.py`` holds this ledger equal to vectorbt's
+positions on random fills, and to a by-hand rebuild from orders.parquet in ``tests/test_backtest.py``.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import polars as pl
@@ -53,7 +57,7 @@ TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 def trades_from_orders(
     orders: dict[str, np.ndarray], marks: dict[str, float], end_ms: int, end_window: int
 ) -> dict[str, np.ndarray]:
-    """Return the round-trip trades of one book's fills.
+    """Build the round-trip trades of one book's fills.
 
     Parameters
     ----------
@@ -70,51 +74,62 @@ def trades_from_orders(
     -------
     dict of np.ndarray
         Columns of :data:`TRADE_SCHEMA` (times as int64 epoch ms, ``exit_kind`` as codes,
-        ``status`` as bool ``open``), sorted by entry order, then symbol.
+        ``status`` as bool ``open``), in order of symbol, then opening.
     """
-    from vectorbt.portfolio.enums import order_dt
-    from vectorbt.portfolio.nb import get_exit_trades_nb, get_positions_nb
-    from vectorbt.records.nb import col_map_nb
-
     n = len(orders["size"])
     if n == 0:
         return _empty()
     names, col = np.unique(np.asarray(orders["symbol"], dtype=object).astype(str), return_inverse=True)
-    rec = np.empty(n, dtype=order_dt)
-    rec["id"] = np.arange(n)
-    rec["col"] = col
-    rec["idx"] = np.arange(n)  # fills in simulation order: their sequence is their time
-    rec["size"] = orders["size"]
-    rec["price"] = orders["price"]
-    rec["fees"] = orders["fees"]
-    rec["side"] = orders["side"]
-    close = np.full((n + 1, len(names)), np.nan)  # only the last row (the marks) is ever read
-    close[n] = [marks.get(s, np.nan) for s in names]
-    trades = get_exit_trades_nb(rec, close, col_map_nb(rec["col"], len(names)))
-    pos = get_positions_nb(trades, col_map_nb(trades["col"], len(names)))
-    is_open = pos["status"] == 0
-    closing = np.minimum(pos["exit_idx"], n - 1)  # an open position's exit_idx is the marks row
-    entry_value = pos["size"] * pos["entry_price"]
-    kind = np.where(is_open, END, np.asarray(orders["reason"])[closing]).astype(np.int8)
-    if np.isnan(pos["exit_price"][is_open]).any():
-        missing = sorted({str(names[c]) for c in pos["col"][is_open & np.isnan(pos["exit_price"])]})
+    order = np.argsort(col, kind="stable")  # grouped by symbol, in simulation order within each
+    col = col[order]
+    side, size, price, fees = (np.asarray(orders[k])[order] for k in ("side", "size", "price", "fees"))
+    buy = side == 0
+    signed = np.where(buy, size, -size)
+    closes = np.zeros(n, dtype=np.bool_)
+    bounds = np.flatnonzero(np.r_[True, col[1:] != col[:-1], True])
+    for lo, hi in itertools.pairwise(bounds):
+        held = np.cumsum(signed[lo:hi])  # the position after each fill
+        before = held + size[lo:hi] * ~buy[lo:hi]
+        # flat again: a sell that leaves (relatively) nothing, as vectorbt's is_close judges it
+        closes[lo:hi] = ~buy[lo:hi] & (np.abs(held) <= np.maximum(1e-9 * np.abs(before), 1e-12))
+    # a trade is the run of a symbol's fills up to and including a fill that makes it flat
+    new_symbol = np.r_[True, col[1:] != col[:-1]]
+    starts = new_symbol | np.r_[False, closes[:-1]]
+    trade = np.cumsum(starts) - 1
+    m = int(trade[-1]) + 1
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], n] - 1
+    buy_q = np.bincount(trade, weights=np.where(buy, size, 0.0), minlength=m)
+    buy_v = np.bincount(trade, weights=np.where(buy, size * price, 0.0), minlength=m)
+    sell_q = np.bincount(trade, weights=np.where(buy, 0.0, size), minlength=m)
+    sell_v = np.bincount(trade, weights=np.where(buy, 0.0, size * price), minlength=m)
+    fee = np.bincount(trade, weights=fees, minlength=m)
+    closed = closes[last]
+    sym = col[first]
+    mark = np.array([marks.get(str(names[c]), np.nan) for c in sym])
+    left = np.where(closed, 0.0, buy_q - sell_q)
+    if np.isnan(mark[~closed]).any():
+        missing = sorted({str(names[c]) for c in sym[~closed & np.isnan(mark)]})
         msg = f"no last close to mark the open position(s) of {missing}; report this as an engine bug"
         raise RuntimeError(msg)
+    exit_v = sell_v + np.where(closed, 0.0, left * np.nan_to_num(mark))
+    pnl = exit_v - buy_v - fee
+    src = order[first], order[last]  # rows of the opening and the closing fill in ``orders``
     return {
-        "symbol": names[pos["col"]],
-        "entry_window": np.asarray(orders["window"])[pos["entry_idx"]],
-        "entry_time": np.asarray(orders["timestamp"])[pos["entry_idx"]],
-        "entry_price": pos["entry_price"],
-        "exit_window": np.where(is_open, end_window, np.asarray(orders["window"])[closing]),
-        "exit_time": np.where(is_open, end_ms, np.asarray(orders["timestamp"])[closing]),
-        "exit_price": pos["exit_price"],
-        "size": pos["size"],
-        "fees": pos["entry_fees"] + pos["exit_fees"],
-        "pnl": pos["pnl"],
-        "return": pos["pnl"] / entry_value,
-        "exit_kind": kind,
-        "ambiguous": np.where(is_open, False, np.asarray(orders["ambiguous"])[closing]),
-        "status": is_open,
+        "symbol": names[sym],
+        "entry_window": np.asarray(orders["window"])[src[0]],
+        "entry_time": np.asarray(orders["timestamp"])[src[0]],
+        "entry_price": buy_v / buy_q,
+        "exit_window": np.where(closed, np.asarray(orders["window"])[src[1]], end_window),
+        "exit_time": np.where(closed, np.asarray(orders["timestamp"])[src[1]], end_ms),
+        "exit_price": exit_v / buy_q,
+        "size": buy_q,
+        "fees": fee,
+        "pnl": pnl,
+        "return": pnl / buy_v,
+        "exit_kind": np.where(closed, np.asarray(orders["reason"])[src[1]], END).astype(np.int8),
+        "ambiguous": np.where(closed, np.asarray(orders["ambiguous"])[src[1]], False),
+        "status": ~closed,
     }
 
 

@@ -85,3 +85,63 @@ def test_every_order_reason_is_a_trade_kind() -> None:
 def test_no_orders_no_trades() -> None:
     empty = {k: v[:0] for k, v in _orders(ROWS).items()}
     assert trades_frame(trades_from_orders(empty, {}, 0, 0)).height == 0
+
+
+def _vectorbt_positions(orders: dict[str, np.ndarray], marks: dict[str, float]) -> list[tuple]:
+    """The same fills through vectorbt's own position records (get_exit_trades_nb -> get_positions_nb)."""
+    from vectorbt.portfolio.enums import order_dt
+    from vectorbt.portfolio.nb import get_exit_trades_nb, get_positions_nb
+    from vectorbt.records.nb import col_map_nb
+
+    n = len(orders["size"])
+    names, col = np.unique(orders["symbol"].astype(str), return_inverse=True)
+    rec = np.empty(n, dtype=order_dt)
+    rec["id"], rec["col"], rec["idx"] = np.arange(n), col, np.arange(n)
+    rec["size"], rec["price"], rec["fees"], rec["side"] = (
+        orders["size"],
+        orders["price"],
+        orders["fees"],
+        orders["side"],
+    )
+    close = np.full((n + 1, len(names)), np.nan)
+    close[n] = [marks[s] for s in names]
+    trades = get_exit_trades_nb(rec, close, col_map_nb(rec["col"], len(names)))
+    pos = get_positions_nb(trades, col_map_nb(trades["col"], len(names)))
+    return sorted(
+        (str(names[p["col"]]), int(p["entry_idx"]), p["entry_price"], p["exit_price"], p["size"], p["pnl"], p["return"])
+        for p in pos
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ledger_equals_vectorbt_positions(seed: int) -> None:
+    """Random fills of three symbols (opening buys, top-ups, partial and full sells, positions left
+    open) give the same round trips as vectorbt's position records."""
+    rng = np.random.default_rng(seed)
+    rows, held = [], {"A/X": 0.0, "B/X": 0.0, "C/X": 0.0}
+    for t in range(300):
+        s = str(rng.choice(list(held)))
+        p = float(rng.uniform(50, 150))
+        if held[s] == 0 or rng.random() < 0.4:
+            q = float(rng.uniform(0.1, 5))
+            rows.append((t // 10, t, s, BUY, q, p, q * p * 0.001, REB, False))
+            held[s] += q
+        else:
+            q = held[s] if rng.random() < 0.5 else float(held[s] * rng.uniform(0.1, 0.9))
+            rows.append((t // 10, t, s, SELL, q, p, q * p * 0.001, SL, False))
+            held[s] -= q
+    orders = _orders(rows)
+    marks = {"A/X": 101.0, "B/X": 99.0, "C/X": 100.0}
+    ours = trades_from_orders(orders, marks, 10_000, 99)
+    got = sorted(
+        (s, int(et), ep, xp, q, pnl, r)
+        for s, et, ep, xp, q, pnl, r in zip(
+            ours["symbol"], ours["entry_time"], ours["entry_price"], ours["exit_price"], ours["size"], ours["pnl"],
+            ours["return"], strict=True,
+        )
+    )  # fmt: skip
+    want = _vectorbt_positions(orders, marks)
+    assert len(got) == len(want) > 10
+    for g, w in zip(got, want, strict=True):
+        assert g[:2] == w[:2]
+        np.testing.assert_allclose(g[2:], w[2:], rtol=1e-9)

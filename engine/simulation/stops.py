@@ -59,7 +59,7 @@ Intrabar fill rules, in this order
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -239,6 +239,141 @@ def _emit(
 
 
 @njit(cache=True)
+def _needs_topup(
+    i: int, t: int, open_: np.ndarray, weights: np.ndarray, basis: np.ndarray, peak: np.ndarray,
+    opened_ns: np.ndarray, fixed_sl: np.ndarray, tp_stop: np.ndarray, trail: np.ndarray, max_holding_ns: np.ndarray,
+) -> bool:  # fmt: skip
+    """Tell whether bar ``i`` re-weights a held column that no exit at the open closes first."""
+    for c in range(weights.shape[1]):
+        w = weights[i, c]
+        if np.isnan(basis[c]) or np.isnan(w) or w <= 0.0:
+            continue
+        kind, _ = _open_exit(
+            open_[i, c], w, t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c], max_holding_ns[c]
+        )
+        if kind == 0:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _open_exits_at(
+    i: int, t: int, open_: np.ndarray, weights: np.ndarray, basis: np.ndarray, peak: np.ndarray,
+    opened_ns: np.ndarray, fixed_sl: np.ndarray, tp_stop: np.ndarray, trail: np.ndarray, max_holding_ns: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], k: int, done: np.ndarray,
+    close: bool, size_w: np.ndarray, price_w: np.ndarray, off: int,
+) -> int:  # fmt: skip
+    """Write the exits at bar ``i``'s open of the held columns (they come before the bar's orders).
+
+    With ``close`` the positions are closed and the exits written into the order arrays too.
+    """
+    r = off + 2 * i
+    for c in range(weights.shape[1]):
+        done[c] = False
+        if np.isnan(basis[c]):
+            continue
+        kind, price = _open_exit(
+            open_[i, c], weights[i, c], t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c],
+            max_holding_ns[c],
+        )  # fmt: skip
+        if kind != 0:
+            k = _emit(out, k, i, c, kind, price, False, True)
+            if close:
+                basis[c] = np.nan
+                done[c] = True
+                size_w[r, c] = 0.0
+                price_w[r, c] = price
+    return k
+
+
+@njit(cache=True)
+def _bar_nb(
+    i: int, t: int, topped: bool, open_: np.ndarray, high: np.ndarray, low: np.ndarray, weights: np.ndarray,
+    slippage: float, fixed_sl: np.ndarray, tp_stop: np.ndarray, trail: np.ndarray, max_holding_ns: np.ndarray,
+    pessimistic: bool, first_only: bool, basis: np.ndarray, peak: np.ndarray, opened_ns: np.ndarray,
+    topup_bar: int, topup_basis: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    drop_bar: np.ndarray, drop_col: np.ndarray, k: int, nd: int, done: np.ndarray,
+    fills: bool, size_w: np.ndarray, price_w: np.ndarray, off: int,
+) -> tuple[int, int]:  # fmt: skip
+    """Scan the columns of bar ``i`` by the rules of the module docstring.
+
+    Returns the new ends of the exits and drops written.
+    """
+    n_cols = weights.shape[1]
+    for c in range(n_cols):
+        w = weights[i, c]
+        o = open_[i, c]
+        if topped and done[c]:
+            continue  # closed at this bar's open before its top-ups were walked
+        if not np.isnan(basis[c]):
+            kind, price = _open_exit(
+                o, w, t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c], max_holding_ns[c]
+            )
+            if kind != 0:
+                k = _emit(out, k, i, c, kind, price, False, True)
+                basis[c] = np.nan
+                if fills:
+                    size_w[off + 2 * i, c] = 0.0
+                    price_w[off + 2 * i, c] = price
+                continue
+            if not np.isnan(w):
+                if w == 0.0:
+                    basis[c] = np.nan
+                    continue
+                if first_only and i > 0:
+                    drop_bar[nd] = i
+                    drop_col[nd] = c
+                    nd += 1
+                    if fills:
+                        size_w[off + 2 * i, c] = np.nan
+                elif i == topup_bar and not topped and not np.isnan(topup_basis[c]):
+                    basis[c] = topup_basis[c]
+        elif not np.isnan(w) and w > 0.0:
+            basis[c] = o * (1.0 + slippage)
+            peak[c] = basis[c]
+            opened_ns[c] = t
+        else:
+            continue
+        sl_level, sl_kind, tp_level = _levels(basis[c], peak[c], fixed_sl[c], tp_stop[c], trail[c])
+        kind = 0
+        price = np.nan
+        amb = False
+        if o <= sl_level:
+            kind = sl_kind
+            price = o
+        elif o >= tp_level:
+            kind = TAKE_PROFIT
+            price = o
+        else:
+            hit_sl = low[i, c] <= sl_level
+            hit_tp = high[i, c] >= tp_level
+            if hit_sl and hit_tp:
+                amb = True
+                if pessimistic:
+                    kind = sl_kind
+                    price = sl_level
+                else:
+                    kind = TAKE_PROFIT
+                    price = tp_level
+            elif hit_sl:
+                kind = sl_kind
+                price = sl_level
+            elif hit_tp:
+                kind = TAKE_PROFIT
+                price = tp_level
+        if kind != 0:
+            k = _emit(out, k, i, c, kind, price, amb, False)
+            basis[c] = np.nan
+            if fills:
+                size_w[off + 2 * i + 1, c] = 0.0
+                price_w[off + 2 * i + 1, c] = price
+        elif high[i, c] > peak[c]:
+            peak[c] = high[i, c]
+    return k, nd
+
+
+@njit(cache=True)
 def stop_exits_nb(
     open_: np.ndarray,
     high: np.ndarray,
@@ -264,15 +399,6 @@ def stop_exits_nb(
     k: int,
     nd: int,
     ask: bool,
-    fills: bool,
-    size_w: np.ndarray,
-    price_w: np.ndarray,
-    row_args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    cash: np.ndarray,
-    position: np.ndarray,
-    off: int,
-    walked: np.ndarray,
-    taken: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[int, int, int]:
     """Scan the columns from bar ``start`` and write their stop exits (see the module docstring).
 
@@ -304,17 +430,8 @@ def stop_exits_nb(
         exits (a column exits at most once per bar), written from index ``k``; ``drop_bar`` and
         ``drop_col`` the same for dropped orders, from index ``nd``.
     ask : bool
-        Stop at a top-up bar for the caller to supply the new basis (``need``); False (and no
-        ``fills``): a top-up keeps the basis, as no fills are known.
-    fills : bool
-        Get top-up fills here (no ``need`` returned): the exits are also written into the order
-        arrays ``size_w`` / ``price_w`` (rows ``off + 2 * bar`` at the open, ``+ 1`` inside the
-        bar), and at a bar that re-weights a held column the rows not yet walked up to its open
-        are walked by :func:`engine.simulation.fills.rows_nb` (``row_args``: per-row size types,
-        fees, slippage and the group lengths; ``cash`` per group and ``position`` per column carry
-        its state; ``walked[0]`` is the first row not walked). ``taken`` receives, per bar, the
-        buys (quantity, value) of a top-up bar and a flag, for the caller to check against
-        vectorbt's fills.
+        Stop at a top-up bar for the caller to supply the new basis (``need``); False: a top-up
+        keeps the basis, as no fills are known. (:func:`stop_exits_walk_nb` walks the fills itself.)
 
     Returns
     -------
@@ -327,124 +444,94 @@ def stop_exits_nb(
     """
     n_bars, n_cols = weights.shape
     done = np.zeros(n_cols, dtype=np.bool_)
+    no_w = np.empty((1, 1))  # no order arrays: this scan writes its exits only to ``out``
+    rules = (fixed_sl, tp_stop, trail, max_holding_ns)
     # Bars outer, columns inner: the arrays are row-major, so this walks memory in order.
     for i in range(start, n_bars):
         t = index_ns[i]
-        topped = False
-        if (ask or fills) and i != topup_bar and not (first_only and i > 0):
-            need = False
-            for c in range(n_cols):
-                w = weights[i, c]
-                if np.isnan(basis[c]) or np.isnan(w) or w <= 0.0:
-                    continue
-                kind, _ = _open_exit(
-                    open_[i, c], w, t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c],
-                    max_holding_ns[c],
-                )  # fmt: skip
-                if kind == 0:
-                    need = True
-                    break
-            if need:
-                r = off + 2 * i
-                for c in range(n_cols):  # exits at the open come before the bar's orders
-                    done[c] = False
-                    if np.isnan(basis[c]):
-                        continue
-                    kind, price = _open_exit(
-                        open_[i, c], weights[i, c], t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c],
-                        trail[c], max_holding_ns[c],
-                    )  # fmt: skip
-                    if kind != 0:
-                        k = _emit(out, k, i, c, kind, price, False, True)
-                        if fills:
-                            basis[c] = np.nan
-                            done[c] = True
-                            size_w[r, c] = 0.0
-                            price_w[r, c] = price
-                if not fills:  # the caller gets the top-up fills and scans again from this bar
-                    return k, nd, i
-                q, v, before = taken[0][i], taken[1][i], np.zeros(n_cols)
-                w0 = walked[0]
-                rows_nb(
-                    size_w[w0 : r + 1], price_w[w0 : r + 1], row_args[0][w0 : r + 1], row_args[1][w0 : r + 1],
-                    row_args[2][w0 : r + 1], row_args[3], 1e-8, cash, position, r - w0, q, v, before,
-                )  # fmt: skip
-                walked[0] = r + 1
-                taken[2][i] = True
-                for c in range(n_cols):
-                    if q[c] > 0 and not np.isnan(basis[c]):
-                        basis[c] = (before[c] * basis[c] + v[c]) / (before[c] + q[c])
-                topped = True
-        for c in range(n_cols):
-            w = weights[i, c]
-            o = open_[i, c]
-            if topped and done[c]:
-                continue  # closed at this bar's open before its top-ups were walked
-            if not np.isnan(basis[c]):
-                kind, price = _open_exit(
-                    o, w, t, basis[c], peak[c], opened_ns[c], fixed_sl[c], tp_stop[c], trail[c], max_holding_ns[c]
-                )
-                if kind != 0:
-                    k = _emit(out, k, i, c, kind, price, False, True)
-                    basis[c] = np.nan
-                    if fills:
-                        size_w[off + 2 * i, c] = 0.0
-                        price_w[off + 2 * i, c] = price
-                    continue
-                if not np.isnan(w):
-                    if w == 0.0:
-                        basis[c] = np.nan
-                        continue
-                    if first_only and i > 0:
-                        drop_bar[nd] = i
-                        drop_col[nd] = c
-                        nd += 1
-                        if fills:
-                            size_w[off + 2 * i, c] = np.nan
-                    elif i == topup_bar and not topped and not np.isnan(topup_basis[c]):
-                        basis[c] = topup_basis[c]
-            elif not np.isnan(w) and w > 0.0:
-                basis[c] = o * (1.0 + slippage)
-                peak[c] = basis[c]
-                opened_ns[c] = t
-            else:
-                continue
-            sl_level, sl_kind, tp_level = _levels(basis[c], peak[c], fixed_sl[c], tp_stop[c], trail[c])
-            kind = 0
-            price = np.nan
-            amb = False
-            if o <= sl_level:
-                kind = sl_kind
-                price = o
-            elif o >= tp_level:
-                kind = TAKE_PROFIT
-                price = o
-            else:
-                hit_sl = low[i, c] <= sl_level
-                hit_tp = high[i, c] >= tp_level
-                if hit_sl and hit_tp:
-                    amb = True
-                    if pessimistic:
-                        kind = sl_kind
-                        price = sl_level
-                    else:
-                        kind = TAKE_PROFIT
-                        price = tp_level
-                elif hit_sl:
-                    kind = sl_kind
-                    price = sl_level
-                elif hit_tp:
-                    kind = TAKE_PROFIT
-                    price = tp_level
-            if kind != 0:
-                k = _emit(out, k, i, c, kind, price, amb, False)
-                basis[c] = np.nan
-                if fills:
-                    size_w[off + 2 * i + 1, c] = 0.0
-                    price_w[off + 2 * i + 1, c] = price
-            elif high[i, c] > peak[c]:
-                peak[c] = high[i, c]
+        if (
+            ask
+            and i != topup_bar
+            and not (first_only and i > 0)
+            and _needs_topup(i, t, open_, weights, basis, peak, opened_ns, *rules)
+        ):
+            k = _open_exits_at(i, t, open_, weights, basis, peak, opened_ns, *rules, out, k, done, False, no_w, no_w, 0)
+            return k, nd, i  # the caller gets the top-up fills and scans again from this bar
+        k, nd = _bar_nb(
+            i, t, False, open_, high, low, weights, slippage, *rules, pessimistic, first_only, basis, peak,
+            opened_ns, topup_bar, topup_basis, out, drop_bar, drop_col, k, nd, done, False, no_w, no_w, 0,
+        )  # fmt: skip
     return k, nd, -1
+
+
+@njit(cache=True)
+def stop_exits_walk_nb(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    index_ns: np.ndarray,
+    weights: np.ndarray,
+    slippage: float,
+    fixed_sl: np.ndarray,
+    tp_stop: np.ndarray,
+    trail: np.ndarray,
+    max_holding_ns: np.ndarray,
+    pessimistic: bool,
+    first_only: bool,
+    basis: np.ndarray,
+    peak: np.ndarray,
+    opened_ns: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    drop_bar: np.ndarray,
+    drop_col: np.ndarray,
+    size_w: np.ndarray,
+    price_w: np.ndarray,
+    row_args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    cash: np.ndarray,
+    position: np.ndarray,
+    off: int,
+    taken: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[int, int]:
+    """Scan like :func:`stop_exits_nb` from bar 0, getting the top-up fills itself.
+
+    The exits are also written into the order arrays ``size_w`` / ``price_w`` (rows ``off + 2 *
+    bar`` at the open, ``+ 1`` inside the bar), and at a bar that re-weights a held column the rows
+    not yet walked up to its open are walked by :func:`engine.simulation.fills.rows_nb`
+    (``row_args``: per-row size types, fees, slippage and the group lengths; ``cash`` per group and
+    ``position`` per column carry its state). ``taken`` receives, per bar, the buys (quantity,
+    value) of a top-up bar and a flag, for the caller to check against vectorbt's fills. Returns
+    the ends of the exits and drops written.
+    """
+    n_bars, n_cols = weights.shape
+    done = np.zeros(n_cols, dtype=np.bool_)
+    rules = (fixed_sl, tp_stop, trail, max_holding_ns)
+    no_topup = np.full(n_cols, np.nan)
+    k = nd = walked = 0
+    for i in range(n_bars):
+        t = index_ns[i]
+        topped = False
+        if not (first_only and i > 0) and _needs_topup(i, t, open_, weights, basis, peak, opened_ns, *rules):
+            r = off + 2 * i
+            k = _open_exits_at(
+                i, t, open_, weights, basis, peak, opened_ns, *rules, out, k, done, True, size_w, price_w, off
+            )
+            q, v, before = taken[0][i], taken[1][i], np.zeros(n_cols)
+            rows_nb(
+                size_w[walked : r + 1], price_w[walked : r + 1], row_args[0][walked : r + 1],
+                row_args[1][walked : r + 1], row_args[2][walked : r + 1], row_args[3], 1e-8, cash, position,
+                r - walked, q, v, before,
+            )  # fmt: skip
+            walked = r + 1
+            taken[2][i] = True
+            for c in range(n_cols):
+                if q[c] > 0 and not np.isnan(basis[c]):
+                    basis[c] = (before[c] * basis[c] + v[c]) / (before[c] + q[c])
+            topped = True
+        k, nd = _bar_nb(
+            i, t, topped, open_, high, low, weights, slippage, *rules, pessimistic, first_only, basis, peak,
+            opened_ns, -1, no_topup, out, drop_bar, drop_col, k, nd, done, True, size_w, price_w, off,
+        )  # fmt: skip
+    return k, nd
 
 
 WalkArgs = tuple[
@@ -481,35 +568,7 @@ class FillWalk:
     taken_q: np.ndarray
     taken_v: np.ndarray
     taken: np.ndarray
-    walked: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
 
-    def args(self) -> WalkArgs:
-        """Return the kernel's trailing arguments."""
-        return (
-            True,
-            self.size,
-            self.price,
-            (self.size_type, self.fees, self.slippage, self.group_lens),
-            self.cash,
-            self.position,
-            self.off,
-            self.walked,
-            (self.taken_q, self.taken_v, self.taken),
-        )
-
-
-_E2 = np.empty((1, 1))
-_NO_WALK: WalkArgs = (
-    False,
-    _E2,
-    _E2,
-    (np.zeros(1, dtype=np.int64), np.zeros(1), np.zeros(1), np.ones(1, dtype=np.int64)),
-    np.zeros(1),
-    np.zeros(1),
-    0,
-    np.zeros(1, dtype=np.int64),
-    (_E2, _E2, np.zeros(1, dtype=np.bool_)),
-)
 
 TopUp = Callable[[int, StopExits, np.ndarray], np.ndarray]
 """``topup(bar, exits, basis)``: the cost basis of every (grid) column after the buys of ``bar``'s
@@ -680,14 +739,22 @@ def scan_grid(
     )
     n_drop = cap if held_reweights == "first_bar" else 0  # only the signal mode drops orders
     drop_bar, drop_col = np.empty(n_drop, dtype=np.int64), np.empty(n_drop, dtype=np.int64)
-    walk = _NO_WALK if fills is None else fills.args()
+    pessimistic, first_only = ambiguity == "pessimistic", held_reweights == "first_bar"
+    if fills is not None:  # one scan that walks its top-up fills itself
+        n_exits, n_drops = stop_exits_walk_nb(
+            o, h, lo, index_ns, w, float(slippage), fixed_sl, tp_stop, trail, max_holding_ns, pessimistic,
+            first_only, st.basis, st.peak, st.opened_ns, out, drop_bar, drop_col, fills.size, fills.price,
+            (fills.size_type, fills.fees, fills.slippage, fills.group_lens), fills.cash, fills.position, fills.off,
+            (fills.taken_q, fills.taken_v, fills.taken),
+        )  # fmt: skip
+        return StopExits(*_cut(out, 0, n_exits), drop_bar[:n_drops], drop_col[:n_drops], st)
     start, topup_bar, topup_basis = 0, -1, np.full(g * k, np.nan)
     n_exits = n_drops = since = 0  # ``since``: first exit of the bars from the last top-up bar on
     while True:
         end, n_drops, need = stop_exits_nb(
-            o, h, lo, index_ns, w, float(slippage), fixed_sl, tp_stop, trail, max_holding_ns, ambiguity == "pessimistic",
-            held_reweights == "first_bar", start, st.basis, st.peak, st.opened_ns, topup_bar, topup_basis,
-            out, drop_bar, drop_col, n_exits, n_drops, topup is not None, *walk,
+            o, h, lo, index_ns, w, float(slippage), fixed_sl, tp_stop, trail, max_holding_ns, pessimistic,
+            first_only, start, st.basis, st.peak, st.opened_ns, topup_bar, topup_basis,
+            out, drop_bar, drop_col, n_exits, n_drops, topup is not None,
         )  # fmt: skip
         if need < 0:
             n_exits = end

@@ -463,7 +463,10 @@ class VectorBTSimulator:
             return new
 
         walk = None
-        if not exact:  # the scan walks the rows to its top-up bars itself (numba)
+        # a walk-forward window re-weights only at its first bar: one vectorbt segment of two rows
+        # gives those fills; a call that re-weights held columns again later walks them in numba
+        later_buys = held_reweights == "all" and bool((w_tracked[1:] > 0).any())
+        if not exact and later_buys:  # the scan walks the rows to its top-up bars itself (numba)
             n_bars = prices.shape[0]
             walk = FillWalk(
                 size0[:, cols_of].copy(), close[:, cols_of].copy(), per_row[0].astype(np.int64),
