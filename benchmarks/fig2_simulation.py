@@ -59,18 +59,22 @@ def weights_every(n_bars: int, n_cols: int, every: int) -> np.ndarray:
 
 
 def order_rows(
-    prices: Any, weights: np.ndarray, rules: Any, carry: np.ndarray | None = None, init_cash: float = INIT_CASH
+    prices: Any,
+    weights: np.ndarray,
+    exits: Any,
+    carry: np.ndarray | None = None,
+    init_cash: float = INIT_CASH,
 ) -> dict[str, Any]:
-    """The order rows ``simulate`` hands to vectorbt, built here independently of the simulator.
+    """The order rows ``simulate`` hands to vectorbt, built here apart from the simulator.
 
     The full two-row grid (docs/EXIT_RULES.md), a carry row first when shares are carried in
     (bought back at the first open, no fees or slippage, initial cash raised by their value), the
-    stop exits from the same kernel at their rows; then only the rows holding an order. ``rows``
-    maps the sliced arrays' row index back to the full grid.
+    stop exits at their rows (``exits``: the ones the simulator's scan found, as they depend on
+    top-up fills that only a simulation knows; exits at the open in the bar's open row, the others
+    in its rest-of-bar row); then only the rows holding an order. ``rows`` maps the sliced arrays'
+    row index back to the full grid.
     """
     from vectorbt.portfolio.enums import SizeType
-
-    from engine.simulation.stops import MAX_HOLDING, find_stop_exits
 
     n, k = prices.shape
     off = int(carry is not None)
@@ -80,11 +84,10 @@ def order_rows(
     size = np.full((2 * n + off, k), np.nan)
     size[off::2] = weights
     price = close.copy()
-    if rules is not None:
-        ex = find_stop_exits(prices.open, prices.high, prices.low, prices.index, weights, rules, SLIP)
-        rows = off + 2 * ex.bar + np.where(ex.kind == MAX_HOLDING, 0, 1)
-        price[rows, ex.col] = ex.price
-        size[rows, ex.col] = 0.0
+    if exits is not None:
+        rows = off + 2 * exits.bar + np.where(exits.at_open, 0, 1)
+        price[rows, exits.col] = exits.price
+        size[rows, exits.col] = 0.0
     size_type = np.full((2 * n + off, 1), SizeType.TargetPercent, dtype=np.int64)
     fees = np.full((2 * n + off, 1), FEES)
     slippage = np.full((2 * n + off, 1), SLIP)
@@ -219,7 +222,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             kw: dict[str, Any] = {"init_cash": INIT_CASH}
             if cs is not None:
                 kw.update(carry_shares=cs, carry_price=p.open[0])
-            a = order_rows(p, wt, r, cs)
+            a = order_rows(p, wt, sim.simulate(p, wt, r, **kw).stop_exits, cs)
             # simulate and from_orders alternately: the ratio of each pair, its median and range
             ts, tv = paired_times(
                 lambda sim=sim, p=p, wt=wt, r=r, kw=kw: sim.simulate(p, wt, r, **kw),
