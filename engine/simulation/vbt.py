@@ -426,7 +426,11 @@ class VectorBTSimulator:
         *,
         exact: bool,
     ) -> tuple[
-        StopExits, tuple[Any, ...], np.ndarray | None, np.ndarray | None, list[tuple[int, np.ndarray, np.ndarray]]
+        StopExits,
+        tuple[Any, ...],
+        np.ndarray | None,
+        np.ndarray | None,
+        list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     ]:
         """Return the stop scan of the tracked books and the order arrays with its exits written in.
 
@@ -445,7 +449,7 @@ class VectorBTSimulator:
             np.broadcast_to(np.asarray(a, dtype=float).reshape(-1), (n_rows,)) for a in (size_type, fees, slippage)
         ]
         chain: dict[str, Any] = {"row": 0, "cash": init.copy(), "pos": np.zeros(g * k)}
-        taken: list[tuple[int, np.ndarray, np.ndarray]] = []
+        taken: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
         def topup(bar: int, so_far: StopExits, basis: np.ndarray) -> np.ndarray:
             """Cost basis after the buys of ``bar``'s open, from the fills of that row."""
@@ -455,7 +459,7 @@ class VectorBTSimulator:
             q, v, before = self._segment_vbt(
                 chain, seg_size, seg_price, close[lo : r + 1], arrays, lo, r, g, k, group_lens
             )
-            taken.append((r, q.copy(), v.copy()))
+            taken.append((np.array([r]), q[None, :].copy(), v[None, :].copy()))
             q, v, before = q[cols_of], v[cols_of], before[cols_of]
             new = np.full(basis.shape, np.nan)
             bought = (q > 0) & np.isfinite(basis)
@@ -482,11 +486,11 @@ class VectorBTSimulator:
             topup, held_reweights, walk,
         )  # fmt: skip
         if walk is not None:
+            bars = np.flatnonzero(walk.taken)
             lut = np.asarray(cols_of) if sub else np.arange(g * k)
-            for bar in np.flatnonzero(walk.taken):
-                q, v = np.zeros(g * k), np.zeros(g * k)
-                q[lut], v[lut] = walk.taken_q[bar], walk.taken_v[bar]
-                taken.append((off + 2 * int(bar), q, v))
+            got_q, got_v = np.zeros((len(bars), g * k)), np.zeros((len(bars), g * k))
+            got_q[:, lut], got_v[:, lut] = walk.taken_q[bars], walk.taken_v[bars]
+            taken.append((off + 2 * bars, got_q, got_v))
         assert grid.dropped_bar is not None  # scan_grid always reports its dropped orders
         if not (len(grid) or len(grid.dropped_bar)):
             return grid, arrays, None, None, taken
@@ -651,12 +655,15 @@ class VectorBTSimulator:
         return results
 
 
-def _fills_agree(records: np.ndarray, taken: list[tuple[int, np.ndarray, np.ndarray]], n_cols: int) -> bool:
-    """Whether the buys of every top-up row in ``records`` are the ones the scan was given."""
-    if not taken:
+def _fills_agree(records: np.ndarray, taken: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_cols: int) -> bool:
+    """Whether the buys of every top-up row in ``records`` are the ones the scan was given.
+
+    ``taken`` holds blocks of (rows, bought quantities, bought values), rows increasing.
+    """
+    if not taken or not sum(len(t[0]) for t in taken):
         return True
-    rows = np.array([t[0] for t in taken])  # increasing
-    want_q, want_v = np.stack([t[1] for t in taken]), np.stack([t[2] for t in taken])
+    rows = np.concatenate([t[0] for t in taken])
+    want_q, want_v = np.vstack([t[1] for t in taken]), np.vstack([t[2] for t in taken])
     slot = np.minimum(np.searchsorted(rows, records["idx"]), len(rows) - 1)
     sel = (rows[slot] == records["idx"]) & (records["side"] == 0)
     key = slot[sel] * n_cols + records["col"][sel]
