@@ -258,9 +258,9 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     out = output_dir(cfg)
-    with artefact_errors(out):
-        out.mkdir(parents=True, exist_ok=True)
-        run_dir_reset(out, keep=("params.json",))
+    if out.is_dir():  # a reused run dir loses the last run's artefacts; a new one is made at the end
+        with artefact_errors(out):
+            run_dir_reset(out, keep=("params.json",))
     rules = grid_combos(cfg)
     w = cfg.wfo
     t0 = time.perf_counter()
@@ -385,6 +385,7 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     )
     result.wfo = {"frame": frame, "returns": returns, "rules": [_rules_json(r) for r in rules]}
     with artefact_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
         artefacts_write(out, cfg, result, config_yaml)
         parquet_write_atomic(frame, out / "wfo.parquet")
         report_write(out, cfg, result)
