@@ -42,6 +42,7 @@ def test_no_winner_in_any_window_names_the_filter(
         run_backtest(cfg)
 
 
+@pytest.mark.slow
 def test_no_winner_is_one_line_exit_1(lakehouse_dir: Path, tmp_path: Path) -> None:
     run_backtest(small_config(lakehouse_dir, tmp_path / "warm", "+profile=crypto_rating"))  # the store exists
     proc = subprocess.run(

@@ -267,6 +267,7 @@ def _engine(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
     )
 
 
+@pytest.mark.slow
 def test_readme_tilde_path_and_env_vars_work(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / "ohlcv").mkdir(parents=True)
@@ -298,6 +299,7 @@ def test_readme_tilde_path_and_env_vars_work(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
     folder = tmp_path / "f"
     folder.mkdir()

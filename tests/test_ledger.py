@@ -114,6 +114,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_no_row(tmp_path: Path) -> None:
     """Four processes (three appending row by row, one in batches of 5) write into one ledger at once."""
     path, start = tmp_path / "ledger.duckdb", tmp_path / "start"
@@ -150,6 +151,7 @@ def test_not_a_ledger_is_one_clear_error(tmp_path: Path) -> None:
         n_trials("fp-a", path)
 
 
+@pytest.mark.slow
 def test_a_killed_lock_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     """The OS drops an fcntl lock when its process dies: a crashed writer blocks nobody."""
     path = tmp_path / "ledger.duckdb"

@@ -30,6 +30,9 @@ from engine.errors import DataError
 from tests.helpers import small_config
 from tests.s3_server import KEY_ID, SECRET, S3Server
 
+# every test here starts a moto S3 server on 127.0.0.1: the full set (.ci/run) runs them
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "qe-lake"
 
@@ -191,6 +194,7 @@ KILLED = """
 import os, sys
 from engine.data.lakehouse import parquet_bytes, Lakehouse
 from engine.data.sources.synthetic import SyntheticSource
+
 url = sys.argv[1]
 lake = Lakehouse(url)
 src = SyntheticSource(5, 4, "2024-01-01", "2024-03-31")

@@ -144,6 +144,7 @@ def test_strict_json() -> None:
     assert json.loads(json_dumps({"u": "http://a:b@h"})) == {"u": "http://***@h"}
 
 
+@pytest.mark.slow
 def test_credentials_are_redacted_everywhere(tmp_path: Path) -> None:
     url = "http://alice:s3cretpw@127.0.0.1:9/api?apikey=TOPSECRET&x=1"
     proc = _cli(

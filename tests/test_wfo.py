@@ -199,6 +199,7 @@ def test_rules_switch_while_positions_carry(lakehouse_dir: Path, tmp_path: Path)
     assert across.any()  # a position opened under the old rules is still the same trade after the switch
 
 
+@pytest.mark.slow
 def test_train_windows_beyond_the_data_is_one_line_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [
@@ -258,6 +259,7 @@ def test_ledger_failure_is_a_warning(lakehouse_dir: Path, tmp_path: Path, capsys
     assert (tmp_path / "w" / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_grid_ledger_and_sweep_summary_count_every_trial_on_the_data(lakehouse_dir: Path, tmp_path: Path) -> None:
     from engine.cli import grid_run
     from engine.ledger import ledger_read
@@ -280,6 +282,7 @@ def test_grid_ledger_and_sweep_summary_count_every_trial_on_the_data(lakehouse_d
     assert third.dsr_trials == 2 and "no ledger" in third.dsr_trials_source
 
 
+@pytest.mark.slow
 def test_a_cli_run_appends_a_run_row(tmp_path: Path) -> None:
     from engine.ledger import ledger_read
 
