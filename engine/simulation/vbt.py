@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import vectorbt as vbt
-from vectorbt.portfolio import dispatch
 from vectorbt.portfolio import nb as portfolio_nb
 from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
@@ -768,29 +767,13 @@ def _orders_simulate(
             auto_call_seq=True, ffill_val_price=True, update_value=False, max_orders=shape[0] * shape[1],
             max_logs=1, init_temp_records=False, seed=None, flex_2d=True,
         )  # fmt: skip
-    else:
-        records, _ = dispatch.simulate_from_orders(
-            shape,
-            group_lens,
-            init,
-            call_seq,
-            size=size,
-            price=price,
-            size_type=size_type,
-            direction=_DIRECTION,
-            fees=fees,
-            slippage=slippage,
-            min_size=_MIN_SIZE,
-            val_price=price,
-            close=close,
-            auto_call_seq=True,
-            ffill_val_price=True,
-            update_value=False,
-            max_orders=shape[0] * shape[1],
-            max_logs=1,
-            flex_2d=True,
-            engine=engine,
-        )
+    else:  # the numba engine, likewise without the dispatch layer
+        records, _ = portfolio_nb.simulate_from_orders_nb(
+            shape, group_lens, init, call_seq, size, price, size_type, _DIRECTION, fees, _ZERO, slippage,
+            _MIN_SIZE, _INF, _NAN, _ZERO, _FALSE, _TRUE, _FALSE, _FALSE, price, close,
+            auto_call_seq=True, ffill_val_price=True, update_value=False, max_orders=shape[0] * shape[1],
+            max_logs=1, flex_2d=True,
+        )  # fmt: skip
     if len(rows) < n_rows:
         records["idx"] = rows[records["idx"]]
     return records
