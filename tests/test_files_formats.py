@@ -330,3 +330,23 @@ def test_a_column_twice_in_two_cases_is_named(tmp_path: Path) -> None:
     path.write_text("date,open,high,low,close,Close,volume\n2024-01-01,1,2,0.5,1.5,1.5,10\n")
     with pytest.raises(DataError, match=r"has both 'close' and 'Close' columns"):
         ohlcv_read(path)
+
+
+def test_a_pair_named_file_that_cannot_be_read_is_bad_not_skipped(tmp_path: Path) -> None:
+    """``QQQ_USDT.csv`` (a pair's bars by its name, interval read from the bars) holding no bars is
+    an unreadable file: named, left out of the plan, so the ingest task exits 1 and a run stops."""
+    from engine.cli import config_compose
+    from engine.config import config_validate
+    from engine.data.ingest import files_plan
+    from engine.data.sources.files import FilesSource
+
+    good = "date,open,high,low,close,volume\n" + "".join(f"2024-01-{d:02d},1,2,0.5,1.5,10\n" for d in range(1, 11))
+    (tmp_path / "BTC_USDT.csv").write_text(good)
+    (tmp_path / "QQQ_USDT.csv").write_text("garbage\n")
+    cfg = config_validate(config_compose(["data=files", f"data.path={tmp_path}"])[1])
+    source = FilesSource(cfg.data)
+    assert [p.name for p, _ in source.unreadable()] == ["QQQ_USDT.csv"]
+    assert all(p.name != "QQQ_USDT.csv" for p, _ in source.skipped())
+    plan = files_plan(source, cfg)
+    assert plan.symbols == ["BTC/USDT"]
+    assert len(plan.bad) == 1 and "QQQ_USDT.csv" in plan.bad[0] and "missing column" in plan.bad[0]

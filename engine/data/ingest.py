@@ -145,7 +145,8 @@ def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> Uni
     if problem is not None:
         raise DataError(problem)
     symbols = list(cfg.universe.symbols) or source.symbols()
-    good, bad = [], []
+    good: list[str] = []
+    bad = [why if str(path) in why else f"{path}: {why}" for path, why in source.unreadable()]
     lo: int | None = None
     hi: int | None = None
     for symbol in symbols:

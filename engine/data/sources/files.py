@@ -134,6 +134,7 @@ class FilesSource(DataSource):
         self._frames: dict[Path, pl.DataFrame] = {}
         self._entries: dict[tuple[str, str], FileEntry] | None = None
         self._skipped: list[tuple[Path, str]] = []
+        self._unreadable: list[tuple[Path, str]] = []
         self._quote: str | None = None
 
     # ---- the folder -------------------------------------------------------------------------
@@ -150,6 +151,7 @@ class FilesSource(DataSource):
             raise DataError(msg)
         found: dict[tuple[str, str], FileEntry] = {}
         skipped: list[tuple[Path, str]] = []
+        unreadable: list[tuple[Path, str]] = []
         for path in sorted(self.root.iterdir()):
             if path.is_dir():
                 skipped.append((path, "a folder (files are read from data.path itself, not its subfolders)"))
@@ -161,8 +163,8 @@ class FilesSource(DataSource):
             if entry.interval is None:
                 try:
                     entry = FileEntry(entry.path, entry.symbol, _interval_infer(self._load_raw(entry)), entry.layout)
-                except DataError as exc:
-                    skipped.append((path, str(exc)))
+                except DataError as exc:  # named as a pair's bars but unreadable: a bad file, not a stray one
+                    unreadable.append((path, str(exc)))
                     continue
             key = (entry.symbol, str(entry.interval))
             if key in found:
@@ -172,7 +174,7 @@ class FilesSource(DataSource):
                 )
                 raise DataError(msg)
             found[key] = entry
-        self._entries, self._skipped = found, skipped
+        self._entries, self._skipped, self._unreadable = found, skipped, unreadable
         return found
 
     def quotes(self) -> list[str]:
@@ -217,6 +219,11 @@ class FilesSource(DataSource):
             if not k[0].endswith("/" + quote)
         ]
         return sorted(self._skipped + other)
+
+    def unreadable(self) -> list[tuple[Path, str]]:
+        """Files named as a pair's bars (no interval in the name) whose bars could not be read."""
+        self._scan()
+        return list(self._unreadable)
 
     def identity(self) -> dict[str, object]:
         """Return the folder's resolved path and the quote read from it."""
