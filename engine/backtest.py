@@ -30,7 +30,7 @@ from engine.data.lakehouse import Lakehouse, ranges_merge, store_open
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError, NoWinnersError
 from engine.exit_rules import ExitRules
-from engine.metrics import equity_metrics, trading_metrics
+from engine.metrics import YEAR_DAYS, equity_metrics, trading_metrics
 from engine.panel import Panel, panel_load
 from engine.progress import progress_iter
 from engine.ranking import eligibility_diagnose, ranks_compute, weights_compute
@@ -246,6 +246,9 @@ class BacktestEngine:
         self.ingestion = IngestionService(self.lakehouse, source, quiet=cfg.quiet)
         self.stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
         self.timings: dict[str, float] = {}
+        self.base = cfg.backtest.interval
+        """Base bar of ranking and rebalancing (``backtest.interval``)."""
+        self.base_ms = interval_ms(self.base)
         self.interval = self._sim_interval()
         self.signals: dict[str, dict[str, np.ndarray]] = {}
 
@@ -255,31 +258,34 @@ class BacktestEngine:
         """Return the finest loaded interval: stops and fills run on it."""
         tfs = self.cfg.backtest.timeframes
         if not tfs:
-            return "1d"
+            return self.base
         for tf in tfs:
-            self.ingestion.interval_check(tf)
+            self.ingestion.interval_check(tf, self.base)
         return min(tfs, key=interval_ms)
 
     def _timed(self, name: str, start: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     def data_prepare(self) -> None:
-        """Make sure the daily universe is in the lakehouse (generated on first use if synthetic)."""
+        """Make sure the universe's base bars are in the lakehouse (generated on first use if synthetic)."""
         t0 = time.perf_counter()
         data = self.cfg.data
         if data.source == "synthetic":
             from engine.data.sources.synthetic import SyntheticSource
 
             src = cast(SyntheticSource, self.source)  # the source of a synthetic config
-            self.ingestion.fetch_universe(src.symbols(), src.start_ms, src.end_ms)
+            self.ingestion.fetch_universe(src.symbols(), src.start_ms, src.end_ms, self.base)
         elif data.source == "files":  # local files: imported (or re-imported if changed) here
             from engine.data.ingest import universe_ingest
 
             universe_ingest(self.ingestion, self.cfg, strict=True)
-        elif not self.lakehouse.symbols("bars", "1d"):
+        elif not self.lakehouse.symbols("bars", self.base):
             msg = (
-                f"no daily bars for this data ({self.source.identity()}) in {self.lakehouse.url()}: ingest "
-                f"them first with the same data settings, e.g. `python -m engine task=ingest data={data.source}`"
+                f"no {'daily' if self.base == '1d' else self.base} bars for this data ({self.source.identity()}) in "
+                f"{self.lakehouse.url()}: ingest "
+                f"them first with the same data settings, e.g. `python -m engine task=ingest data={data.source}"
+                + ("" if self.base == "1d" else f" backtest.interval={self.base}")
+                + "`"
             )
             raise DataError(msg)
         self._timed("data", t0)
@@ -287,7 +293,7 @@ class BacktestEngine:
     def ranks_prepare(self) -> None:
         """Coverage (DuckDB), windows and the ranks of every window (one polars collect)."""
         t0 = time.perf_counter()
-        cov = pl.from_arrow(sql_arrow("coverage", {"glob": self.lakehouse.glob("bars", "1d")}))
+        cov = pl.from_arrow(sql_arrow("coverage", {"glob": self.lakehouse.glob("bars", self.base)}))
         assert isinstance(cov, pl.DataFrame)
         self.coverage = {r["symbol"]: (r["first_ms"], r["last_ms"]) for r in cov.iter_rows(named=True)}
         universe = self.cfg.universe
@@ -300,25 +306,26 @@ class BacktestEngine:
             msg = f"ranking.top_n={self.cfg.ranking.top_n} exceeds the universe of {n_universe} symbols: use 1 <= top_n <= {n_universe}"
             raise EngineError(msg)
         first = min(a for a, _ in self.coverage.values())
-        end = max(b for _, b in self.coverage.values()) + DAY_MS
+        end = max(b for _, b in self.coverage.values()) + self.base_ms
         self.windows = windows_build(first, end, self.cfg.backtest, self.cfg.ranking)
         self._timed("data", t0)
         t0 = time.perf_counter()
         self.ranks = ranks_compute(
-            self.lakehouse.scan("bars", "1d"),
-            [w.rank_date for w in self.windows],
+            self.lakehouse.scan("bars", self.base),
+            [w.rank_ms for w in self.windows],
             self.cfg.ranking,
             self.cfg.portfolio,
             universe,
+            self.base,
         )
         top = self.ranks.filter(pl.col("rank") <= self.cfg.ranking.top_n)
-        self.selected = top.partition_by("rank_date", as_dict=True)
+        self.selected = top.partition_by("rank_ms", as_dict=True)
         self._timed("ranking", t0)
         t0 = time.perf_counter()
         symbols = sorted(set(top.get_column("symbol").to_list()))
         history = 0 if self.cfg.signals is None else (self.cfg.signals.trend_days + 2) * DAY_MS + self._warmup_ms()
-        self.daily = panel_load(
-            self.lakehouse, "bars", "1d", symbols, self.windows[0].start_ms - history, self.windows[-1].end_ms
+        self.base_bars = panel_load(
+            self.lakehouse, "bars", self.base, symbols, self.windows[0].start_ms - history, self.windows[-1].end_ms
         )
         self._timed("windows", t0)
         self.mtf: dict[str, Panel] = {}
@@ -343,7 +350,7 @@ class BacktestEngine:
         warm = self._warmup_ms()
         spans: dict[str, list[tuple[int, int]]] = {}
         for w in self.windows:
-            for s in self.selected.get((w.rank_date,), pl.DataFrame(schema=self.ranks.schema)).get_column("symbol"):
+            for s in self.selected.get((w.rank_ms,), pl.DataFrame(schema=self.ranks.schema)).get_column("symbol"):
                 spans.setdefault(s, []).append((w.start_ms - warm, w.end_ms))
         tfs = self.cfg.backtest.timeframes
         for s in progress_iter(sorted(spans), "fetch MTF bars of the winners", quiet=self.cfg.quiet):
@@ -365,12 +372,13 @@ class BacktestEngine:
         self.plans: list[WindowPlan] = []
         empty = pl.DataFrame(schema=self.ranks.schema)
         for w in self.windows:
-            top = self.selected.get((w.rank_date,), empty)
-            start_row = self.daily.rows(w.start_ms, w.end_ms).start
+            top = self.selected.get((w.rank_ms,), empty)
+            start_row = self.base_bars.rows(w.start_ms, w.end_ms).start
             tradable = [
                 s
                 for s in top.get_column("symbol").to_list()
-                if start_row < self.daily.ts_ms.size and np.isfinite(self.daily.open[start_row, self.daily.col(s)])
+                if start_row < self.base_bars.ts_ms.size
+                and np.isfinite(self.base_bars.open[start_row, self.base_bars.col(s)])
             ]
             skipped = sorted(set(top.get_column("symbol").to_list()) - set(tradable))
             if skipped:
@@ -387,11 +395,12 @@ class BacktestEngine:
         self.empty_windows = sum(not p.selection.winners for p in self.plans)
         if self.empty_windows == len(self.plans):
             why = eligibility_diagnose(
-                self.lakehouse.scan("bars", "1d"),
-                [w.rank_date for w in self.windows],
+                self.lakehouse.scan("bars", self.base),
+                [w.rank_ms for w in self.windows],
                 self.cfg.ranking,
                 self.cfg.portfolio,
                 self.cfg.universe,
+                self.base,
             )
             msg = f"every one of the {len(self.plans)} walk-forward windows has no winner: {why}"
             raise NoWinnersError(msg)
@@ -415,7 +424,7 @@ class BacktestEngine:
         p = self.cfg.signals
         assert p is not None
         step = interval_ms(self.cfg.backtest.timeframes[0])
-        fine, daily = self.mtf[self.cfg.backtest.timeframes[0]], self.daily
+        fine, daily = self.mtf[self.cfg.backtest.timeframes[0]], self.base_bars
         fines, days = [], []
         for s in sorted(spans):
             d = daily.col(s)
@@ -528,11 +537,11 @@ class BacktestEngine:
         self, w: Window, winners: list[str], carried: list[str], interval: str, last_price: dict[str, float]
     ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """OHLC of the window's columns on the simulation grid, gaps filled flat, plus a delist mask."""
-        if interval == "1d":
-            rows = self.daily.rows(w.start_ms, w.end_ms)
-            ts = self.daily.ts_ms[rows]
-            cols = [self.daily.col(s) for s in winners]
-            raw = {f: getattr(self.daily, f)[rows][:, cols] for f in ("open", "high", "low", "close")}
+        if interval == self.base:
+            rows = self.base_bars.rows(w.start_ms, w.end_ms)
+            ts = self.base_bars.ts_ms[rows]
+            cols = [self.base_bars.col(s) for s in winners]
+            raw = {f: getattr(self.base_bars, f)[rows][:, cols] for f in ("open", "high", "low", "close")}
         else:
             panel = self.mtf[interval]
             rows = panel.rows(w.start_ms, w.end_ms)
@@ -544,11 +553,11 @@ class BacktestEngine:
                 raise DataError(msg)
         n = ts.size
         flat = np.empty((n, len(carried)))
-        start_row = self.daily.rows(w.start_ms, w.end_ms).start
+        start_row = self.base_bars.rows(w.start_ms, w.end_ms).start
         for j, s in enumerate(carried):
             p = (
-                self.daily.open[start_row, self.daily.col(s)]
-                if s in self.daily.symbols and start_row < self.daily.ts_ms.size
+                self.base_bars.open[start_row, self.base_bars.col(s)]
+                if s in self.base_bars.symbols and start_row < self.base_bars.ts_ms.size
                 else np.nan
             )
             flat[:, j] = p if np.isfinite(p) else last_price[s]
@@ -565,7 +574,7 @@ class BacktestEngine:
         for j, s in enumerate(winners):
             valid = np.flatnonzero(np.isfinite(raw["close"][:, j]))
             last_ms = self.coverage[s][1]
-            if valid.size and valid[-1] < n - 1 and last_ms + DAY_MS <= int(ts[-1]):
+            if valid.size and valid[-1] < n - 1 and last_ms + self.base_ms <= int(ts[-1]):
                 delist[valid[-1] + 1, j] = True
         return ts, block, delist
 
@@ -584,13 +593,13 @@ class BacktestEngine:
         carried = sorted(held - set(winners))
         columns = winners + carried
         if not columns:
-            ts = self.daily.ts_ms[self.daily.rows(w.start_ms, w.end_ms)]
+            ts = self.base_bars.ts_ms[self.base_bars.rows(w.start_ms, w.end_ms)]
             if ts.size:
                 state.last_bar_ms = int(ts[-1])
             for book in state.books:
                 book.out.final_equity = book.cash
                 if not spec.light:
-                    self._collect_flat(book, ts + DAY_MS, self._audit(w, selection, allocation, book))
+                    self._collect_flat(book, ts + self.base_ms, self._audit(w, selection, allocation, book))
             self._timed("simulation", t0)
             return
         ts, block, delist = self._window_block(w, winners, carried, spec.interval, state.last_price)
@@ -739,11 +748,14 @@ class BacktestEngine:
             out.audit.append(audit)
 
     def _daily_comparison(self, main: BookOutput, daily: BookOutput) -> dict[str, Any]:
-        """Return the same winners and rules with stops on daily bars only: what daily simulation misstates."""
+        """Return the same winners and rules with stops on the base bars only: what they misstate.
+
+        Kept under ``daily_bars`` in metrics.json (its ``interval`` says which bars: daily by default).
+        """
         ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
-        n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
-        m = equity_metrics(eq[(ts % DAY_MS) == 0], self.cfg.backtest.init_cash, n_days)
+        m = equity_metrics(eq[(ts % self.base_ms) == 0], self.cfg.backtest.init_cash, *self._span(ts))
         return {
+            "interval": self.base,
             "total_return": m["total_return"],
             "max_drawdown": m["max_drawdown"],
             "n_stop_exits": int(sum(daily.stop_exits[TRADE_KINDS.index(k)] for k in STOP_KINDS)),
@@ -808,8 +820,8 @@ class BacktestEngine:
             )
             optimistic = {i: b.out for i, b in zip(ambiguous, alt.books, strict=True)}
         daily = None
-        if active and self.interval != "1d":
-            daily = self._fold(PassSpec("pessimistic", "1d"), rules, schedules=schedules)
+        if active and self.interval != self.base:
+            daily = self._fold(PassSpec("pessimistic", self.base), rules, schedules=schedules)
         t0 = time.perf_counter()
         self.book_metrics = []
         first: tuple[pl.DataFrame, dict[str, np.ndarray]] | None = None
@@ -898,14 +910,14 @@ class BacktestEngine:
         self, out: BookOutput, orders: dict[str, np.ndarray], trades: dict[str, np.ndarray], extra: dict[str, Any]
     ) -> dict[str, Any]:
         ts, equity, exposure = np.concatenate(out.equity_ts), np.concatenate(out.equity), np.concatenate(out.exposure)
-        daily = (ts % DAY_MS) == 0
-        n_days = (int(ts[-1]) - self.windows[0].start_ms) / DAY_MS
+        marks = (ts % self.base_ms) == 0  # the base bars' closes
+        n_days, per_year = self._span(ts)
         traded = float(np.sum(orders["size"] * orders["price"]))
         by_kind = kind_counts(trades["exit_kind"])
         return {
-            **equity_metrics(equity[daily], self.cfg.backtest.init_cash, n_days),
+            **equity_metrics(equity[marks], self.cfg.backtest.init_cash, n_days, per_year),
             **trading_metrics(
-                len(orders["size"]), traded, trades["return"], by_kind, equity[daily], exposure[daily], n_days
+                len(orders["size"]), traded, trades["return"], by_kind, equity[marks], exposure[marks], n_days
             ),
             "final_equity": float(equity[-1]),
             "n_windows": len(self.windows),
@@ -913,10 +925,16 @@ class BacktestEngine:
             "start": self.windows[0].as_dict()["start"],
             "end": self.windows[-1].as_dict()["end"],
             "interval": self.interval,
+            "base_interval": self.base,
+            "periods_per_year": per_year,
             "n_ambiguous_exits": out.n_ambiguous,
             "n_stop_exits": sum(by_kind[k] for k in STOP_KINDS),
             **extra,
         }
+
+    def _span(self, close_ts: np.ndarray) -> tuple[float, float]:
+        """Days from the first window's start to the last equity mark, and base bars per year (365 days)."""
+        return (int(close_ts[-1]) - self.windows[0].start_ms) / DAY_MS, YEAR_DAYS * DAY_MS / self.base_ms
 
     def _result(
         self, out: BookOutput, orders: pl.DataFrame, trades: dict[str, np.ndarray], metrics: dict[str, Any]
@@ -937,31 +955,47 @@ class BacktestEngine:
         equity_df = pl.DataFrame({"timestamp": ts, "equity": equity, "exposure": exposure}).with_columns(
             pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
         )
-        winners = self.ranks.join(
-            pl.DataFrame([{"rank_date": w.rank_date, "window": w.index} for w in self.windows]), on="rank_date"
-        ).with_columns((pl.col("rank") <= self.cfg.ranking.top_n).alias("selected"))
+        winners = (
+            self.ranks.join(
+                pl.DataFrame(
+                    {"rank_ms": [w.rank_ms for w in self.windows], "window": [w.index for w in self.windows]},
+                    schema={"rank_ms": pl.Int64, "window": pl.Int64},
+                ),
+                on="rank_ms",
+            )
+            .with_columns(
+                (pl.col("rank") <= self.cfg.ranking.top_n).alias("selected"),
+                pl.col("rank_ms").cast(pl.Datetime("ms", "UTC")).alias("rank_time"),
+            )
+            .drop("rank_ms")
+        )
         weights = pl.DataFrame(
             [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
             schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
         )
-        winners = winners.join(weights, on=["window", "symbol"], how="left").sort(["window", "rank"])
+        winners = (
+            winners.join(weights, on=["window", "symbol"], how="left")
+            .sort(["window", "rank"])
+            .select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
+        )
         traded = {f"symbol={s.replace('/', '_')}" for s in set(trades_df.get_column("symbol").to_list())}
         files = sorted(
             str(p.relative_to(self.lakehouse.root.parent))  # namespace/bars/...: relative to paths.lakehouse_dir
             for kind in ("bars", "mtf")
             for p in self.lakehouse.data_files(kind)
-            if (kind == "bars" and p.parent.parent.name == "interval=1d") or (kind == "mtf" and p.parent.name in traded)
+            if (kind == "bars" and p.parent.parent.name == f"interval={self.base}")
+            or (kind == "mtf" and p.parent.name in traded)
         )
         return BacktestResult(
             metrics, equity_df, orders, trades_df, winners, out.audit, dict(self.timings), files, self._benchmark()
         )
 
     def _benchmark(self) -> pl.DataFrame:
-        """Equal-weight universe (rebalanced daily) and BTC buy-and-hold, marked at daily closes."""
+        """Equal-weight universe (rebalanced every base bar) and BTC buy-and-hold, marked at the base bars' closes."""
         start, end = self.windows[0].start_ms, self.windows[-1].end_ms
         init = self.cfg.backtest.init_cash
         rets = (
-            self.lakehouse.scan("bars", "1d")
+            self.lakehouse.scan("bars", self.base)
             .select("symbol", "timestamp", "close")
             .with_columns(
                 (pl.col("close") / pl.col("close").shift(1) - 1.0).over("symbol", order_by="timestamp").alias("ret")
@@ -981,7 +1015,7 @@ class BacktestEngine:
         if btc.height:
             bh = btc.select("timestamp", (init * (1.0 + pl.col("ret").fill_null(0.0)).cum_prod()).alias("btc_buy_hold"))
             ew = ew.join(bh, on="timestamp", how="left")
-        return ew.with_columns(pl.col("timestamp") + pl.duration(days=1)).sort("timestamp")
+        return ew.with_columns(pl.col("timestamp") + pl.duration(milliseconds=self.base_ms)).sort("timestamp")
 
 
 def _positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:

@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +21,7 @@ from engine.data.bars import interval_ms, symbol_check
 from engine.errors import ConfigError, EngineError
 from engine.exit_rules import ExitRules, duration_to_ns
 from engine.signals import TrendInTrend
+from engine.units import DAY_MS, UNIT_MS, duration_ms
 
 ENGINE_VERSION = "0.1.0"
 USD_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD")
@@ -56,6 +57,88 @@ MAX_DAYS = 10_000
 MAX_MONEY = 1e15
 MAX_DURATION_NS = 100 * 365 * 86_400 * 10**9  # 100 years
 MAX_TP = 1000.0  # a take profit at +100,000 %
+
+
+class FactorBars(NamedTuple):
+    """The ranking's windows in bars of the base interval."""
+
+    momentum: int
+    vol: int
+    liquidity: int
+    min_history: int
+
+
+_ALIASES = {
+    "hold": ("hold_days", MAX_DAYS),
+    "step": ("step_days", MAX_DAYS),
+    "momentum_window": ("momentum_days", 730),
+    "vol_window": ("vol_days", 730),
+    "liquidity_window": ("liquidity_days", 730),
+    "min_history": ("min_history_days", MAX_DAYS),
+}
+"""Duration settings with a day-count alias: setting -> (alias, largest day count)."""
+
+
+def _day_aliases(data: Any, names: tuple[str, ...]) -> Any:
+    """Map day-count aliases (``hold_days: 7``) onto their duration settings (``hold: 7d``).
+
+    An alias that is set wins over its setting's value (the settings always carry the group's
+    default) and stays set, so messages can name the key the user wrote. An alias out of its
+    range is left for the field's own validation to name.
+    """
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name in names:
+        alias, most = _ALIASES[name]
+        days = out.get(alias)
+        if isinstance(days, int) and not isinstance(days, bool) and 1 <= days <= most:
+            out[name] = f"{days}d"
+    return out
+
+
+def _setting(model: BaseModel, section: str, name: str) -> str:
+    """Return ``section.key=value`` of a duration setting as the user gave it (its alias if set)."""
+    alias = _ALIASES.get(name, (None, 0))[0]
+    days = getattr(model, alias, None) if alias else None
+    return f"{section}.{alias}={days}" if days is not None else f"{section}.{name}={getattr(model, name)!r}"
+
+
+def _duration_checked(value: str, max_days: int) -> str:
+    """Return a duration setting as given, or raise the ValueError pydantic reports."""
+    try:
+        ms = duration_ms(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    if ms > max_days * DAY_MS:
+        msg = f"{value!r} is longer than {max_days} days: give a duration such as '30d'"
+        raise ValueError(msg)
+    return value
+
+
+def _duration_text(ms: int) -> str:
+    """Shortest ``<count><unit>`` text of a duration in milliseconds (``86400000`` -> ``'1d'``)."""
+    for unit in ("w", "d", "h", "m"):
+        if ms % UNIT_MS[unit] == 0:
+            return f"{ms // UNIT_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+def _bars_of(label: str, value: str, iv: int, interval: str, least: int) -> int:
+    """Return a duration setting in bars of the base interval; ``ConfigError`` naming ``label`` otherwise."""
+    ms = duration_ms(value)
+    if ms % iv:
+        lo, hi = ms // iv * iv, (ms // iv + 1) * iv
+        near = " or ".join(f"'{_duration_text(x)}'" for x in (lo, hi) if x > 0)
+        msg = (
+            f"{label} is not a whole number of backtest.interval={interval} bars: use a multiple of "
+            f"{interval}, e.g. {near}"
+        )
+        raise ConfigError(msg)
+    if ms // iv < least:
+        msg = f"{label} is {ms // iv} {interval} bar(s): it needs at least {least}, e.g. '{_duration_text(least * iv)}'"
+        raise ConfigError(msg)
+    return ms // iv
 
 
 class _Model(BaseModel):
@@ -184,20 +267,29 @@ class RankingConfig(_Model):
 
     top_n: int = Field(default=10, ge=1, le=20_000)
     """Winners held per window."""
-    momentum_days: int = Field(default=30, ge=2, le=730)
-    """Look-back of the momentum factor (close / close N days ago - 1)."""
-    vol_days: int = Field(default=30, ge=2, le=730)
-    """Window of daily log-return volatility used by vol-adjusted momentum."""
-    liquidity_days: int = Field(default=30, ge=1, le=730)
-    """Window of the median daily quote volume used by the liquidity filter."""
+    momentum_window: str = "30d"
+    """Look-back of the momentum factor: close / close one window earlier - 1 (a duration, e.g. '30d', '3d',
+    '36h'; a whole number of base bars)."""
+    vol_window: str = "30d"
+    """Window of the base bars' log-return volatility used by vol-adjusted momentum."""
+    liquidity_window: str = "30d"
+    """Window of the median quote volume used by the liquidity filter."""
+    momentum_days: int | None = Field(default=None, ge=1, le=730)
+    """Alias of momentum_window in days (``momentum_days=20`` is ``momentum_window=20d``)."""
+    vol_days: int | None = Field(default=None, ge=1, le=730)
+    """Alias of vol_window in days."""
+    liquidity_days: int | None = Field(default=None, ge=1, le=730)
+    """Alias of liquidity_window in days."""
     min_quote_volume: float | None = Field(default=None, ge=0.0, le=MAX_MONEY)
     """Symbols whose median daily quote volume (close x volume, in the pair's quote currency) is
     below this are not ranked. null: 1e6 for USD-pegged quotes (USDT, USDC, ...), no floor for
     any other quote (BTC, ETH, EUR, ...), so a BTC-quoted universe is never emptied."""
     min_dollar_volume: float | None = Field(default=None, ge=0.0, le=MAX_MONEY)
     """Deprecated alias of min_quote_volume (it always counted in the quote currency)."""
-    min_history_days: int = Field(default=60, ge=1, le=MAX_DAYS)
-    """Bars a symbol needs by the ranking date to be ranked (listing age)."""
+    min_history: str = "60d"
+    """Listing age a symbol needs by the ranking bar to be ranked (its bars at the base interval)."""
+    min_history_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
+    """Alias of min_history in days."""
     weights: dict[Literal["momentum", "vol_adj_momentum"], Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
         default_factory=_equal_weights
     )
@@ -206,6 +298,7 @@ class RankingConfig(_Model):
     @model_validator(mode="before")
     @classmethod
     def _deprecated_alias(cls, data: Any) -> Any:
+        data = _day_aliases(data, ("momentum_window", "vol_window", "liquidity_window", "min_history"))
         if isinstance(data, dict) and data.get("min_dollar_volume") is not None:
             if data.get("min_quote_volume") is not None:
                 msg = "set ranking.min_quote_volume only (ranking.min_dollar_volume is its deprecated alias)"
@@ -222,19 +315,37 @@ class RankingConfig(_Model):
             return self.min_quote_volume
         return DEFAULT_MIN_QUOTE_VOLUME_USD if quote in USD_QUOTES else 0.0
 
+    @field_validator("momentum_window", "vol_window", "liquidity_window", "min_history")
+    @classmethod
+    def _window_durations(cls, value: str) -> str:
+        return _duration_checked(value, MAX_DAYS)
+
     @model_validator(mode="after")
-    def _history_covers_factors(self) -> RankingConfig:
-        need = max(self.momentum_days, self.vol_days, self.liquidity_days) + 1
-        if self.min_history_days < need:
-            msg = (
-                f"ranking.min_history_days={self.min_history_days} is too short: it must be >= {need} "
-                "(the longest factor window + 1)"
-            )
-            raise ValueError(msg)
+    def _weights_not_all_zero(self) -> RankingConfig:
         if not any(w != 0 for w in self.weights.values()):
             msg = f"ranking.weights={dict(self.weights)} needs at least one non-zero factor weight"
             raise ValueError(msg)
         return self
+
+    def bars(self, interval: str) -> FactorBars:
+        """Return the factor windows and the listing age in bars of the base ``interval``.
+
+        ``ConfigError`` naming the setting when one is not a whole number of bars, is too short
+        for its factor, or the listing age does not cover the longest factor window.
+        """
+        iv = interval_ms(interval)
+        out = {}
+        for key, least in (("momentum_window", 2), ("vol_window", 2), ("liquidity_window", 1), ("min_history", 1)):
+            out[key] = _bars_of(_setting(self, "ranking", key), getattr(self, key), iv, interval, least)
+        need = max(out["momentum_window"], out["vol_window"], out["liquidity_window"]) + 1
+        if out["min_history"] < need:
+            msg = (
+                f"{_setting(self, 'ranking', 'min_history')} is {out['min_history']} {interval} bars, too short: it "
+                f"must be >= {need} bars (the longest factor window + 1 bar), e.g. "
+                f"'{_duration_text(need * iv)}'"
+            )
+            raise ConfigError(msg)
+        return FactorBars(out["momentum_window"], out["vol_window"], out["liquidity_window"], out["min_history"])
 
 
 class BacktestConfig(_Model):
@@ -244,20 +355,64 @@ class BacktestConfig(_Model):
     """First ranking date; null starts as soon as enough history exists."""
     end: date | None = None
     """Last day traded; null runs to the end of the data."""
-    hold_days: int = Field(default=7, ge=1, le=MAX_DAYS)
-    """Days each window's winners are held before the next rebalance."""
+    interval: str = "1d"
+    """Base bar of ranking and rebalancing (1d, 4h, 1h, 15m, 5m, ...; it divides a day): factors are
+    computed on it, windows rank at one of its closes and trade from the next bar's open."""
+    hold: str = "7d"
+    """How long each window's winners are held before the next rebalance (a duration, e.g. '7d', '12h')."""
+    step: str | None = None
+    """Time between ranking bars; null equals hold."""
+    hold_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
+    """Alias of hold in days (``hold_days=7`` is ``hold=7d``)."""
     step_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
-    """Days between ranking dates; null equals hold_days."""
+    """Alias of step in days."""
     timeframes: list[str] = Field(default_factory=list)
     """Finer intervals loaded for the winners only (e.g. ["4h"]); stops run on the finest."""
     init_cash: float = Field(default=100_000.0, gt=0.0, le=MAX_MONEY)
     vbt_engine: Literal["rust", "numba"] = "rust"
     """vectorbt engine: rust (no JIT at start-up) or numba (JIT, cached on disk)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        return _day_aliases(data, ("hold", "step"))
+
     @field_validator("timeframes")
     @classmethod
     def _intervals(cls, value: list[str]) -> list[str]:
         return _each_checked(value, interval_ms)
+
+    @field_validator("interval")
+    @classmethod
+    def _base_interval(cls, value: str) -> str:
+        _each_checked([value], interval_ms)
+        iv = interval_ms(value)
+        if DAY_MS % iv:
+            msg = f"{value!r} does not divide a day: the base interval is one of 1d, 12h, 8h, 6h, 4h, 2h, 1h, 30m, 15m, 5m, 1m"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("hold", "step")
+    @classmethod
+    def _window_durations(cls, value: str | None) -> str | None:
+        return None if value is None else _duration_checked(value, MAX_DAYS)
+
+    @property
+    def hold_ms(self) -> int:
+        """Milliseconds each window lasts."""
+        return duration_ms(self.hold)
+
+    @property
+    def step_ms(self) -> int:
+        """Milliseconds between ranking bars."""
+        return duration_ms(self.step or self.hold)
+
+    def window_bars(self) -> tuple[int, int]:
+        """Return hold and step in base bars; ``ConfigError`` when one is not a whole number of them."""
+        iv = interval_ms(self.interval)
+        hold = _bars_of(_setting(self, "backtest", "hold"), self.hold, iv, self.interval, 1)
+        step = _bars_of(_setting(self, "backtest", "step"), self.step or self.hold, iv, self.interval, 1)
+        return hold, step
 
     @model_validator(mode="after")
     def _start_before_end(self) -> BacktestConfig:
@@ -268,20 +423,41 @@ class BacktestConfig(_Model):
             raise ValueError(msg)
         return self
 
-    @property
-    def step(self) -> int:
-        """Days between ranking dates."""
-        return self.step_days or self.hold_days
-
 
 class PortfolioConfig(_Model):
     """How winners are weighted."""
 
     weighting: Literal["equal", "inverse_vol"] = "equal"
-    vol_days: int = Field(default=30, ge=2, le=730)
-    """Volatility window of inverse-volatility weights."""
+    vol_window: str = "30d"
+    """Volatility window of inverse-volatility weights (base bars' log returns)."""
+    vol_days: int | None = Field(default=None, ge=1, le=730)
+    """Alias of vol_window in days."""
     gross_exposure: float = Field(default=1.0, gt=0.0, le=1.0)
     """Fraction of equity invested at each rebalance (no leverage)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("vol_days"), int) and 1 <= data["vol_days"] <= 730:
+            data = {**data, "vol_window": f"{data['vol_days']}d"}
+        return data
+
+    @field_validator("vol_window")
+    @classmethod
+    def _window_duration(cls, value: str) -> str:
+        return _duration_checked(value, 730)
+
+    def vol_bars(self, interval: str) -> int:
+        """Return the weights' volatility window in bars of the base ``interval``."""
+        return _bars_of(self.vol_label(), self.vol_window, interval_ms(interval), interval, 2)
+
+    def vol_label(self) -> str:
+        """Return ``portfolio.<key>=<value>`` of the volatility window as the user gave it."""
+        return (
+            f"portfolio.vol_days={self.vol_days}"
+            if self.vol_days is not None
+            else f"portfolio.vol_window={self.vol_window!r}"
+        )
 
 
 class CostsConfig(_Model):
@@ -386,8 +562,9 @@ class RunConfig(_Model):
 
         Such a limit could only close a position at the very bar after its entry, whatever its value.
         """
-        bar = min((interval_ms(tf) for tf in self.backtest.timeframes), default=interval_ms("1d"))
-        name = next((tf for tf in self.backtest.timeframes if interval_ms(tf) == bar), "1d")
+        base = self.backtest.interval
+        bar = min((interval_ms(tf) for tf in self.backtest.timeframes), default=interval_ms(base))
+        name = next((tf for tf in self.backtest.timeframes if interval_ms(tf) == bar), base)
         limits = [("exit_rules.max_holding", self.exit_rules.max_holding if self.exit_rules else None)]
         limits += [("grid.max_holding", v) for v in self.grid.max_holding]
         for key, value in limits:
@@ -400,17 +577,40 @@ class RunConfig(_Model):
         return self
 
     @model_validator(mode="after")
-    def _vol_window_within_history(self) -> RunConfig:
-        # a winner is ranked with min_history_days bars: a longer weight window has no volatility
-        # for it, and inverse-vol weights would silently fall back to equal weights
-        p, r = self.portfolio, self.ranking
-        if p.weighting == "inverse_vol" and p.vol_days + 1 > r.min_history_days:
+    def _cadence(self) -> RunConfig:
+        """Every window a whole number of base bars; finer bars finer than the base; signals on a daily base.
+
+        Raises ``ConfigError`` (one line, exit 2) naming the setting.
+        """
+        bt, base = self.backtest, self.backtest.interval
+        bt.window_bars()
+        factors = self.ranking.bars(base)
+        for tf in bt.timeframes:
+            if interval_ms(tf) > interval_ms(base):
+                msg = (
+                    f"backtest.timeframes={list(bt.timeframes)}: {tf!r} is coarser than the base bars "
+                    f"backtest.interval={base}; finer bars must be finer than the base, e.g. a fraction of {base}"
+                )
+                raise ConfigError(msg)
+        if self.signals is not None and base != "1d":
             msg = (
-                f"portfolio.vol_days={p.vol_days} needs {p.vol_days + 1} bars of history but "
-                f"ranking.min_history_days={r.min_history_days} ranks symbols with fewer: raise "
-                f"ranking.min_history_days to >= {p.vol_days + 1} or lower portfolio.vol_days"
+                f"signals=trend_in_trend reads a daily trend and needs backtest.interval=1d (it is {base}): "
+                "use backtest.interval=1d, or signals=none"
             )
-            raise ValueError(msg)
+            raise ConfigError(msg)
+        # a winner is ranked with min_history bars: a longer weight window has no volatility for it,
+        # and inverse-vol weights would silently fall back to equal weights
+        p = self.portfolio
+        if p.weighting == "inverse_vol":
+            vol = p.vol_bars(base)
+            if vol + 1 > factors.min_history:
+                msg = (
+                    f"{p.vol_label()} needs {vol + 1} {base} bars of history but "
+                    f"{_setting(self.ranking, 'ranking', 'min_history')} ranks symbols with {factors.min_history}: "
+                    f"raise ranking.min_history to >= '{_duration_text((vol + 1) * interval_ms(base))}' or shorten "
+                    "portfolio.vol_window"
+                )
+                raise ConfigError(msg)
         return self
 
     @field_validator("signals", mode="before")

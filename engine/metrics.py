@@ -1,4 +1,4 @@
-"""Performance metrics of an equity curve and its orders/trades. Annualisation: 365 days (crypto)."""
+"""Performance metrics of an equity curve and its orders/trades. Annualisation: 365 days (crypto), by the base bar."""
 
 from __future__ import annotations
 
@@ -35,11 +35,16 @@ def drawdown(values: np.ndarray, init_cash: float) -> np.ndarray:
     return values / peak - 1.0
 
 
-def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[str, float | None]:
-    """Return, risk and drawdown figures of a daily equity series that starts from ``init_cash``.
+def equity_metrics(
+    equity: np.ndarray, init_cash: float, n_days: float, periods_per_year: float = YEAR_DAYS
+) -> dict[str, float | None]:
+    """Return, risk and drawdown figures of an equity series that starts from ``init_cash``.
 
-    ``skewness`` and ``kurtosis`` (non-excess: 3 for a normal) of the daily returns and their count
-    ``n_returns`` are what the deflated Sharpe ratio of a sweep needs.
+    ``equity`` holds one mark per period (a base bar's close: a day by default), ``n_days`` the
+    calendar days it spans and ``periods_per_year`` the marks in 365 days (365 for daily marks,
+    8,760 for hourly): volatility, Sharpe and Sortino are annualised by its square root, the CAGR
+    by ``n_days``. ``skewness`` and ``kurtosis`` (non-excess: 3 for a normal) of the per-period
+    returns and their count ``n_returns`` are what the deflated Sharpe ratio of a sweep needs.
     """
     values = np.concatenate(([init_cash], equity.astype(np.float64)))
     rets = values[1:] / values[:-1] - 1.0
@@ -47,10 +52,10 @@ def equity_metrics(equity: np.ndarray, init_cash: float, n_days: float) -> dict[
     years = max(n_days, 1.0) / YEAR_DAYS
     cagr = (values[-1] / init_cash) ** (1.0 / years) - 1.0 if values[-1] > 0 else -1.0
     std = rets.std(ddof=1) if rets.size > 1 else 0.0
-    ann_vol = std * math.sqrt(YEAR_DAYS)
-    sharpe = rets.mean() / std * math.sqrt(YEAR_DAYS) if std > 0 else math.nan
+    ann_vol = std * math.sqrt(periods_per_year)
+    sharpe = rets.mean() / std * math.sqrt(periods_per_year) if std > 0 else math.nan
     downside = np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2)) if rets.size else 0.0
-    sortino = rets.mean() / downside * math.sqrt(YEAR_DAYS) if downside > 0 else math.nan
+    sortino = rets.mean() / downside * math.sqrt(periods_per_year) if downside > 0 else math.nan
     centered = rets - rets.mean() if rets.size else rets
     m2 = float(np.mean(centered**2)) if rets.size else 0.0
     skew = float(np.mean(centered**3)) / m2**1.5 if m2 > 0 else math.nan

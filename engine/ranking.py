@@ -1,9 +1,10 @@
 """Features and ranking: a polars lazy pipeline over the daily bars of the whole universe.
 
-Every feature at date ``d`` uses only bars with open time <= ``d`` (rolling windows look back),
-so a window ranked at ``d`` cannot see the future. A symbol is ranked on ``d`` only if it has a
-bar on ``d`` (still trading), at least ``min_history_days`` bars (listed long enough), a median
-dollar volume above the floor and finite factors: point-in-time and survivorship-safe, symbols
+The bars are the base interval's (``backtest.interval``, daily by default). Every feature at the
+bar opened at ``t`` uses only bars with open time <= ``t`` (rolling windows look back), so a window
+ranked at ``t``'s close cannot see the future. A symbol is ranked at ``t`` only if it has a bar at
+``t`` (still trading), at least ``ranking.min_history`` of bars (listed long enough), a median quote
+volume per day above the floor and finite factors: point-in-time and survivorship-safe, symbols
 delisted later included.
 """
 
@@ -12,35 +13,45 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from datetime import date
 
 import numpy as np
 import polars as pl
 
 from engine.config import USD_QUOTES, PortfolioConfig, RankingConfig, UniverseConfig
+from engine.data.bars import interval_ms
+from engine.units import DAY_MS
 
 log = logging.getLogger(__name__)
 
 FACTORS = ("momentum", "vol_adj_momentum")
 
 
-def features_compute(bars: pl.LazyFrame, ranking: RankingConfig, portfolio: PortfolioConfig) -> pl.LazyFrame:
-    """Per (symbol, day) factor values from daily bars. LazyFrame in, LazyFrame out."""
-    n_mom = ranking.momentum_days
+def features_compute(
+    bars: pl.LazyFrame, ranking: RankingConfig, portfolio: PortfolioConfig, interval: str = "1d"
+) -> pl.LazyFrame:
+    """Per (symbol, bar) factor values from the base bars. LazyFrame in, LazyFrame out.
+
+    Windows are counted in bars of ``interval`` (``RankingConfig.bars``). ``dollar_volume`` is the
+    median quote volume (close x volume) per bar over the liquidity window, scaled to one day
+    (x bars per day), so the liquidity floor means the same at every base interval.
+    """
+    fb = ranking.bars(interval)
+    n_mom = fb.momentum
+    per_day = DAY_MS / interval_ms(interval)
     logret = (pl.col("close") / pl.col("close").shift(1)).log()
+    quote_volume = (
+        (pl.col("close") * pl.col("volume")).rolling_median(fb.liquidity).over("symbol", order_by="timestamp")
+    )
     return (
         bars.select("symbol", "timestamp", "close", "volume")
         .with_columns(
-            pl.col("timestamp").dt.date().alias("date"),
+            pl.col("timestamp").dt.epoch("ms").alias("rank_ms"),
             (pl.col("close") / pl.col("close").shift(n_mom) - 1.0)
             .over("symbol", order_by="timestamp")
             .alias("momentum"),
-            logret.rolling_std(ranking.vol_days).over("symbol", order_by="timestamp").alias("vol"),
-            logret.rolling_std(portfolio.vol_days).over("symbol", order_by="timestamp").alias("weight_vol"),
-            (pl.col("close") * pl.col("volume"))
-            .rolling_median(ranking.liquidity_days)
-            .over("symbol", order_by="timestamp")
-            .alias("dollar_volume"),
+            logret.rolling_std(fb.vol).over("symbol", order_by="timestamp").alias("vol"),
+            logret.rolling_std(portfolio.vol_bars(interval)).over("symbol", order_by="timestamp").alias("weight_vol"),
+            (quote_volume if per_day == 1.0 else quote_volume * per_day).alias("dollar_volume"),
             pl.int_range(1, pl.len() + 1).over("symbol", order_by="timestamp").alias("history"),
         )
         .with_columns(
@@ -63,13 +74,14 @@ def _quote_volume_floor(ranking: RankingConfig) -> pl.Expr:
 
 def _universe_features(
     bars: pl.LazyFrame,
-    rank_dates: list[date],
+    rank_ms: list[int],
     ranking: RankingConfig,
     portfolio: PortfolioConfig,
     universe: UniverseConfig,
+    interval: str,
 ) -> pl.LazyFrame:
-    """Return the features of the universe's symbols on the ranking dates."""
-    feats = features_compute(bars, ranking, portfolio).filter(pl.col("date").is_in(rank_dates))
+    """Return the features of the universe's symbols on the ranking bars (open times in ms)."""
+    feats = features_compute(bars, ranking, portfolio, interval).filter(pl.col("rank_ms").is_in(rank_ms))
     if universe.symbols:
         feats = feats.filter(pl.col("symbol").is_in(universe.symbols))
     if universe.exclude:
@@ -79,28 +91,31 @@ def _universe_features(
 
 def ranks_compute(
     bars: pl.LazyFrame,
-    rank_dates: list[date],
+    rank_ms: list[int],
     ranking: RankingConfig,
     portfolio: PortfolioConfig,
     universe: UniverseConfig,
+    interval: str = "1d",
 ) -> pl.DataFrame:
-    """Ranked eligible symbols on each ranking date: one collect for all windows.
+    """Ranked eligible symbols at each ranking bar: one collect for all windows.
 
-    Returns ``rank_date, symbol, score, rank`` (1 = best; ties broken by symbol name) plus the
+    ``rank_ms`` holds the open times of the ranking bars (base ``interval``). Returns
+    ``rank_ms, rank_date, symbol, score, rank`` (1 = best; ties broken by symbol name) plus the
     factor values and ``weight_vol``.
     """
-    feats = _universe_features(bars, rank_dates, ranking, portfolio, universe)
+    feats = _universe_features(bars, rank_ms, ranking, portfolio, universe, interval)
     factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
+    min_history = ranking.bars(interval).min_history
     eligible = feats.filter(
-        (pl.col("history") >= ranking.min_history_days)
+        (pl.col("history") >= min_history)
         & (pl.col("dollar_volume") >= _quote_volume_floor(ranking))
         & factor_ok
         & (pl.col("vol") > 0)
     )
 
     frame = (
-        eligible.select("date", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
-        .sort(["date", "symbol"])
+        eligible.select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
+        .sort(["rank_ms", "symbol"])
         .collect()
     )
     return _scores_rank(frame, ranking)
@@ -108,10 +123,11 @@ def ranks_compute(
 
 def eligibility_diagnose(
     bars: pl.LazyFrame,
-    rank_dates: list[date],
+    rank_ms: list[int],
     ranking: RankingConfig,
     portfolio: PortfolioConfig,
     universe: UniverseConfig,
+    interval: str = "1d",
 ) -> str:
     """Name the eligibility filter that leaves no symbol on any ranking date, in words.
 
@@ -119,18 +135,19 @@ def eligibility_diagnose(
     another and the first that removes every remaining (symbol, date) is named, with the value that
     would pass.
     """
-    feats = _universe_features(bars, rank_dates, ranking, portfolio, universe)
+    feats = _universe_features(bars, rank_ms, ranking, portfolio, universe, interval)
     factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
+    min_history = ranking.bars(interval).min_history
     f = feats.select(
         pl.len().alias("listed"),
         pl.col("history").max().alias("max_history"),
-        (pl.col("history") >= ranking.min_history_days).sum().alias("history_ok"),
-        (pl.col("dollar_volume").filter(pl.col("history") >= ranking.min_history_days)).max().alias("max_volume"),
-        ((pl.col("history") >= ranking.min_history_days) & (pl.col("dollar_volume") >= _quote_volume_floor(ranking)))
+        (pl.col("history") >= min_history).sum().alias("history_ok"),
+        (pl.col("dollar_volume").filter(pl.col("history") >= min_history)).max().alias("max_volume"),
+        ((pl.col("history") >= min_history) & (pl.col("dollar_volume") >= _quote_volume_floor(ranking)))
         .sum()
         .alias("volume_ok"),
         (
-            (pl.col("history") >= ranking.min_history_days)
+            (pl.col("history") >= min_history)
             & (pl.col("dollar_volume") >= _quote_volume_floor(ranking))
             & factor_ok
             & (pl.col("vol") > 0)
@@ -143,19 +160,20 @@ def eligibility_diagnose(
         return "no symbol of the universe (universe.symbols / universe.exclude) has a bar on any ranking date"
     if not r["history_ok"]:
         return (
-            f"ranking.min_history_days={ranking.min_history_days} removes every symbol: the longest history on a "
-            f"ranking date is {r['max_history']} bars; lower it or extend the data"
+            f"ranking.min_history={ranking.min_history!r} ({min_history} {interval} bars) removes every symbol: the "
+            f"longest history at a ranking bar is {r['max_history']} bars; shorten it or extend the data"
         )
     if not r["volume_ok"]:
         which = "ranking.min_quote_volume" if ranking.min_quote_volume is not None else "the default liquidity floor"
         return (
-            f"{which} removes every symbol: the largest {ranking.liquidity_days}-day median volume in the quote "
-            f"currency is {r['max_volume']:.6g}; lower ranking.min_quote_volume (it counts in the pair's quote)"
+            f"{which} removes every symbol: the largest median volume per day over ranking.liquidity_window="
+            f"{ranking.liquidity_window} in the quote currency is {r['max_volume']:.6g}; lower "
+            "ranking.min_quote_volume (it counts in the pair's quote)"
         )
     if not r["factors_ok"]:
         return (
-            f"no symbol has finite factors: ranking.momentum_days={ranking.momentum_days} or "
-            f"ranking.vol_days={ranking.vol_days} needs more bars than the data has before a ranking date"
+            f"no symbol has finite factors: ranking.momentum_window={ranking.momentum_window} or "
+            f"ranking.vol_window={ranking.vol_window} needs more bars than the data has before a ranking bar"
         )
     return "no ranked symbol has a bar at its window's first open"
 
@@ -166,7 +184,7 @@ def _scores_rank(frame: pl.DataFrame, ranking: RankingConfig) -> pl.DataFrame:
     Done in numpy over rows sorted by (date, symbol): polars' grouped means may sum in a
     thread-dependent order, and bit-identical scores run to run matter more than speed here.
     """
-    dates = frame.get_column("date").to_numpy()
+    dates = frame.get_column("rank_ms").to_numpy()
     bounds = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1], True])
     score = np.zeros(frame.height)
     for name, weight in ranking.weights.items():
@@ -181,10 +199,18 @@ def _scores_rank(frame: pl.DataFrame, ranking: RankingConfig) -> pl.DataFrame:
         score += weight * z
     return (
         frame.with_columns(pl.Series("score", score))
-        .sort(["date", "score", "symbol"], descending=[False, True, False])
-        .with_columns(pl.int_range(1, pl.len() + 1).over("date").alias("rank"))
+        .sort(["rank_ms", "score", "symbol"], descending=[False, True, False])
+        .with_columns(pl.int_range(1, pl.len() + 1).over("rank_ms").alias("rank"))
         .select(
-            pl.col("date").alias("rank_date"), "symbol", "score", "rank", *FACTORS, "vol", "weight_vol", "dollar_volume"
+            "rank_ms",
+            pl.col("rank_ms").cast(pl.Datetime("ms", "UTC")).dt.date().alias("rank_date"),
+            "symbol",
+            "score",
+            "rank",
+            *FACTORS,
+            "vol",
+            "weight_vol",
+            "dollar_volume",
         )
     )
 
@@ -202,16 +228,16 @@ def weights_compute(selected: pl.DataFrame, portfolio: PortfolioConfig) -> dict[
         missing = [s for s, r in zip(symbols, raw, strict=True) if r == 0.0]
         if sum(raw) == 0:
             log.warning(
-                "inverse_vol weights: no winner has a volatility over portfolio.vol_days=%d days (%s): equal weights used",
-                portfolio.vol_days,
+                "inverse_vol weights: no winner has a volatility over %s (%s): equal weights used",
+                portfolio.vol_label(),
                 ", ".join(symbols),
             )
             raw = [1.0] * len(symbols)
         elif missing:
             log.warning(
-                "inverse_vol weights: %s have no volatility over portfolio.vol_days=%d days: weight 0",
+                "inverse_vol weights: %s have no volatility over %s: weight 0",
                 ", ".join(missing),
-                portfolio.vol_days,
+                portfolio.vol_label(),
             )
     total = sum(raw)
     return {s: portfolio.gross_exposure * r / total for s, r in zip(symbols, raw, strict=True)}

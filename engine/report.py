@@ -216,7 +216,11 @@ def _header(cfg: RunConfig, result: BacktestResult) -> str:
         ("Period", f"{_when(m.get('start'))} to {_when(m.get('end'))}"),
         ("Interval", str(m.get("interval") or "n/a")),
         ("Windows", _int(m.get("n_windows"))),
-        ("Rebalance", f"every {cfg.backtest.step} days, top {cfg.ranking.top_n}, {cfg.portfolio.weighting} weights"),
+        (
+            "Rebalance",
+            f"every {cfg.backtest.step or cfg.backtest.hold} on {cfg.backtest.interval} bars, top "
+            f"{cfg.ranking.top_n}, {cfg.portfolio.weighting} weights",
+        ),
         ("Exit rules", exit_rules_text(cfg)),
         ("Costs", f"fees {_pct(cfg.costs.fees)}, slippage {_pct(cfg.costs.slippage)} per fill"),
     ]

@@ -79,6 +79,8 @@ class SweepSummary:
     dsr_trials: int = 0
     """N of the deflated Sharpe ratio: the ledger's distinct trials on this data fingerprint (at
     least the jobs here), or the jobs here when no ledger is available."""
+    periods_per_year: float = YEAR_DAYS
+    """Equity marks per year of the jobs (365 on daily bars): SR0 is annualised with it."""
     dsr_trials_source: str = ""
     """Where ``dsr_trials`` came from, as a sentence for the leaderboard."""
 
@@ -101,20 +103,22 @@ def sweep_dsr(
     skew: np.ndarray,
     kurt: np.ndarray,
     n_trials: int | None = None,
+    periods_per_year: np.ndarray | float = YEAR_DAYS,
 ) -> tuple[np.ndarray, float]:
-    """Deflated Sharpe ratio of every trial of a sweep, from annualised (365-day) Sharpe ratios.
+    """Deflated Sharpe ratio of every trial of a sweep, from annualised Sharpe ratios.
 
     The trials are the jobs with a finite Sharpe ratio: N is their count (unless ``n_trials`` gives
     it, e.g. the ledger's count for the same data fingerprint) and V[SR] the sample variance
-    (ddof=1) of their per-period Sharpe ratios ``sharpe / sqrt(365)``. The DSR compares per-period
-    figures because T, skewness and kurtosis are those of daily returns.
+    (ddof=1) of their per-period Sharpe ratios ``sharpe / sqrt(periods_per_year)`` (365 on daily
+    bars, 8,760 on hourly). The DSR compares per-period figures because T, skewness and kurtosis
+    are those of the per-bar returns.
 
     Returns
     -------
     tuple[np.ndarray, float]
         The DSR of each row (NaN for rows that are not valid trials) and SR0 (per period).
     """
-    sr = np.asarray(sharpe_annual, dtype=np.float64) / math.sqrt(YEAR_DAYS)
+    sr = np.asarray(sharpe_annual, dtype=np.float64) / np.sqrt(periods_per_year)
     valid = sr[np.isfinite(sr)]
     var_sr = float(np.var(valid, ddof=1)) if valid.size > 1 else 0.0
     n = max(int(valid.size) if n_trials is None else int(n_trials), 1)
@@ -300,6 +304,7 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
         rows.get_column("skewness").cast(pl.Float64).fill_null(np.nan).to_numpy(),
         rows.get_column("kurtosis").cast(pl.Float64).fill_null(np.nan).to_numpy(),
         n_trials=n_ledger,
+        periods_per_year=rows.get_column("periods_per_year").to_numpy(),
     )
     swept, parsed = _swept_params(rows.get_column("params").to_list())
     param_cols = [pl.Series(k, [p.get(k) for p in parsed], dtype=pl.String) for k in swept]
@@ -317,6 +322,7 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
         failed,
         sr0,
         dsr_trials=n_ledger or n_valid,
+        periods_per_year=float(np.nanmax(rows.get_column("periods_per_year").to_numpy())),
         dsr_trials_source=source,
     )
     _write_tables(summary)
@@ -352,7 +358,7 @@ def _write_tables(s: SweepSummary) -> None:
         "",
         "`deflated_sharpe` (Bailey & López de Prado, 2014) is the probability that a trial's true Sharpe "
         f"ratio beats the best one {s.dsr_trials} unskilled trials would show by luck "
-        f"(SR0 = {s.sr0 * math.sqrt(YEAR_DAYS):.3f} annualised), given its track-record length, skewness and "
+        f"(SR0 = {s.sr0 * math.sqrt(s.periods_per_year):.3f} annualised), given its track-record length, skewness and "
         "kurtosis; below 0.95 the trial's edge is not significant at 5 %.",
         "",
         f"Deflated with {s.dsr_trials_source}.",

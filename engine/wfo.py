@@ -43,6 +43,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.exit_rules import ExitRules
 from engine.metrics import YEAR_DAYS
+from engine.units import DAY_MS
 from engine.validation import deflated_sharpe, oos_report, sharpe_columns
 
 log = logging.getLogger("engine")
@@ -52,6 +53,7 @@ OBJECTIVES = ("sharpe", "sortino", "calmar", "total_return")
 WFO_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "window": pl.Int64,
     "rank_date": pl.Date,
+    "rank_time": pl.Datetime("ms", "UTC"),
     "start": pl.Datetime("ms", "UTC"),
     "end": pl.Datetime("ms", "UTC"),
     "phase": pl.String,
@@ -186,7 +188,7 @@ def oos_ranks(returns: np.ndarray, choices: np.ndarray) -> np.ndarray:
 def windows_needed_message(train_windows: int, n_windows: int) -> str:
     return (
         f"wfo.train_windows={train_windows} leaves no window to trade: the data give {n_windows} walk-forward "
-        f"window(s); use wfo.train_windows <= {max(n_windows - 1, 0)} (or more data, or a shorter backtest.hold_days)"
+        f"window(s); use wfo.train_windows <= {max(n_windows - 1, 0)} (or more data, or a shorter backtest.hold)"
     )
 
 
@@ -196,7 +198,7 @@ def windows_precheck(cfg: RunConfig) -> None:
     The check runs before any run directory exists (synthetic and ccxt data know their range from
     the config; files data are checked once their coverage is read).
     """
-    from engine.windows import DAY_MS, date_ms, windows_build
+    from engine.windows import date_ms, windows_build
 
     data = cfg.data
     if data.source not in ("synthetic", "ccxt") or data.start is None or data.end is None:
@@ -209,7 +211,7 @@ def windows_precheck(cfg: RunConfig) -> None:
         raise ConfigError(windows_needed_message(cfg.wfo.train_windows, n))
 
 
-def _annual(x: float, step_days: int) -> float | None:
+def _annual(x: float, step_days: float) -> float | None:
     v = x * math.sqrt(YEAR_DAYS / step_days)
     return float(v) if math.isfinite(v) else None
 
@@ -281,7 +283,7 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     sel = decided["c"]
     returns, windows = grid["returns"], grid["windows"]
     k0, m = sel.first, returns.shape[1]
-    step = cfg.backtest.step
+    step = cfg.backtest.step_ms / DAY_MS
     oos_returns = np.full(len(windows), np.nan)
     oos_returns[k0:] = grid["oos_returns"]
     ranks = oos_ranks(returns, sel.choices)
@@ -292,6 +294,7 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
             {
                 "window": win.index,
                 "rank_date": win.rank_date,
+                "rank_time": win.rank_ms,
                 "start": win.start_ms,
                 "end": win.end_ms,
                 "phase": "oos" if c >= 0 else "train",
@@ -305,9 +308,9 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
                 "n_undefined": int(sel.n_undefined[k]),
             }
         )
-    frame = pl.DataFrame(rows, schema={**WFO_SCHEMA, "start": pl.Int64, "end": pl.Int64}).with_columns(
-        pl.col("start").cast(pl.Datetime("ms", "UTC")), pl.col("end").cast(pl.Datetime("ms", "UTC"))
-    )
+    frame = pl.DataFrame(
+        rows, schema={**WFO_SCHEMA, "rank_time": pl.Int64, "start": pl.Int64, "end": pl.Int64}
+    ).with_columns(pl.col(c).cast(pl.Datetime("ms", "UTC")) for c in ("rank_time", "start", "end"))
 
     # in-sample: the Sharpe ratio each chosen combination showed over its training windows
     is_sr = [
@@ -337,7 +340,8 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
         for k in range(k0, len(windows))
     ]
     n_trials, n_source = ledger_trials_count(cfg, trials, fp, m, "grid's combinations")
-    grid_sr = np.array([g.get("sharpe") for g in grid["grid_metrics"]], dtype=np.float64) / math.sqrt(YEAR_DAYS)
+    per_year = float(grid["grid_metrics"][0].get("periods_per_year") or YEAR_DAYS)
+    grid_sr = np.array([g.get("sharpe") for g in grid["grid_metrics"]], dtype=np.float64) / math.sqrt(per_year)
     grid_sr = grid_sr[np.isfinite(grid_sr)]
     var_sr = float(np.var(grid_sr, ddof=1)) if grid_sr.size > 1 else 0.0
     mt = result.metrics
@@ -345,7 +349,7 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     if mt.get("sharpe") is not None:
         dsr = float(
             deflated_sharpe(
-                mt["sharpe"] / math.sqrt(YEAR_DAYS),
+                mt["sharpe"] / math.sqrt(per_year),
                 n_trials,
                 var_sr,
                 mt.get("n_returns") or 0,
@@ -372,7 +376,7 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
                 "n_windows_oos": len(windows) - k0,
                 "n_switches": n_switch,
                 "n_undefined_objectives": int(sel.n_undefined.sum()),
-                "sharpe_units": "is_sharpe and oos_sharpe: per-window returns, annualised by sqrt(365 / step days)",
+                "sharpe_units": "is_sharpe and oos_sharpe: per-window returns, annualised by sqrt(365 / step in days)",
                 "n_trials_source": n_source,
                 "pbo_reason": report["pbo_reason"],
                 "pbo_n_submatrices": report["pbo_n_submatrices"],

@@ -1,11 +1,12 @@
-"""Walk-forward windows: rank at a day's close, hold from the next day's open for ``hold_days``."""
+"""Walk-forward windows: rank at a base bar's close, hold from the next bar's open for ``backtest.hold``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from engine.config import BacktestConfig, RankingConfig
+from engine.data.bars import interval_ms
 from engine.errors import EngineError
 from engine.units import DAY_MS as DAY_MS  # re-exported for the windows' users
 
@@ -20,52 +21,71 @@ def ms_date(ms: int) -> date:
     return datetime.fromtimestamp(ms / 1000, UTC).date()
 
 
+def ms_iso(ms: int) -> str:
+    """ISO 8601 text of an epoch-millisecond timestamp (UTC)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
 @dataclass(frozen=True)
 class Window:
     """One walk-forward step.
 
-    ``rank_date`` is the last daily bar the ranking may see (known at its close, which is the
-    open of ``start_ms``); trades happen on bars with open time in ``[start_ms, end_ms)``.
+    ``rank_ms`` is the open time of the last base bar the ranking may see (known at its close,
+    which is ``start_ms``, the open of the window's first bar); trades happen on bars with open
+    time in ``[start_ms, end_ms)``.
     """
 
     index: int
-    rank_date: date
+    rank_ms: int
     start_ms: int
     end_ms: int
 
+    @property
+    def rank_date(self) -> date:
+        """UTC date of the ranking bar."""
+        return ms_date(self.rank_ms)
+
     def as_dict(self) -> dict[str, object]:
-        """JSON-friendly bounds."""
+        """JSON-friendly bounds: ``rank_date`` (the ranking bar's day) and ``rank_time`` (its open)."""
         return {
             "window": self.index,
             "rank_date": self.rank_date.isoformat(),
-            "start": datetime.fromtimestamp(self.start_ms / 1000, UTC).isoformat(),
-            "end": datetime.fromtimestamp(self.end_ms / 1000, UTC).isoformat(),
+            "rank_time": ms_iso(self.rank_ms),
+            "start": ms_iso(self.start_ms),
+            "end": ms_iso(self.end_ms),
         }
 
 
 def windows_build(data_first_ms: int, data_end_ms: int, bt: BacktestConfig, ranking: RankingConfig) -> list[Window]:
-    """Ranking dates every ``step`` days from the first date with enough history.
+    """Ranking bars every ``backtest.step`` from the first bar with enough history.
 
-    ``data_end_ms`` is exclusive (the open time after the last daily bar). The last window is cut
-    at the data's (or ``backtest.end``'s) end.
+    Bars are the base interval's (``backtest.interval``). ``data_end_ms`` is exclusive (the open
+    time after the last base bar). A symbol needs ``ranking.min_history`` bars, so the first
+    ranking bar is the data's first bar plus that many bars minus one; the first window's start
+    is then moved to the next multiple of ``step`` (of a day when step is longer) counted from
+    00:00 UTC, so a daily rebalance on hourly bars trades at midnight, a 12h one at 00:00 / 12:00.
+    ``backtest.start`` (a date) makes the first ranking bar no earlier than that day's first bar;
+    ``backtest.end`` (a date) ends the last window at the end of that day. The last window is cut
+    at the data's end.
     """
-    first_rank = ms_date(data_first_ms) + timedelta(days=ranking.min_history_days - 1)
+    iv = interval_ms(bt.interval)
+    step, hold = bt.step_ms, bt.hold_ms
+    first_rank = data_first_ms // iv * iv + (ranking.bars(bt.interval).min_history - 1) * iv
     if bt.start is not None:
-        first_rank = max(first_rank, bt.start)
+        first_rank = max(first_rank, date_ms(bt.start))
+    align = step if DAY_MS % step == 0 else DAY_MS
+    first_start = -(-(first_rank + iv) // align) * align
     end_ms = data_end_ms if bt.end is None else min(data_end_ms, date_ms(bt.end) + DAY_MS)
     windows: list[Window] = []
-    rank = first_rank
-    while True:
-        start = date_ms(rank) + DAY_MS
-        if start >= end_ms:
-            break
-        windows.append(Window(len(windows), rank, start, min(start + bt.hold_days * DAY_MS, end_ms)))
-        rank += timedelta(days=bt.step)
+    start = first_start
+    while start < end_ms:
+        windows.append(Window(len(windows), start - iv, start, min(start + hold, end_ms)))
+        start += step
     if not windows:
         msg = (
-            f"no walk-forward window fits the data ({ms_date(data_first_ms)} .. {ms_date(data_end_ms - 1)}): "
-            f"ranking needs {ranking.min_history_days} days of history before the first trade; "
-            "lower ranking.min_history_days or extend the data range"
+            f"no walk-forward window fits the data ({ms_iso(data_first_ms)} .. {ms_iso(data_end_ms - 1)}): "
+            f"ranking needs ranking.min_history={ranking.min_history} of {bt.interval} bars before the first "
+            "trade; shorten ranking.min_history or extend the data range"
         )
         raise EngineError(msg)
     return windows

@@ -25,6 +25,8 @@ jobs AS (
         TRY_CAST(json_extract_string(m, 'skewness') AS DOUBLE) AS skewness,
         TRY_CAST(json_extract_string(m, 'kurtosis') AS DOUBLE) AS kurtosis,
         TRY_CAST(json_extract_string(m, 'n_returns') AS BIGINT) AS n_returns,
+        -- equity marks per year (365 on daily bars; jobs of older engines: 365)
+        coalesce(TRY_CAST(json_extract_string(m, 'periods_per_year') AS DOUBLE), 365.0) AS periods_per_year,
         -- the keys a leaderboard can be ranked by: numbers, or null in this job
         list_filter(
             json_keys(m), lambda k: json_type(m, k) IN ('DOUBLE', 'BIGINT', 'UBIGINT', 'NULL')

@@ -179,7 +179,11 @@ def test_default_liquidity_floor_keeps_a_btc_quoted_universe(folder: Path, tmp_p
     for floor in (None, 0.0, 1.0e6, 1.0e12):
         ranking = config_validate({**base, "ranking": {**base["ranking"], "min_quote_volume": floor}})
         ranks[floor] = ranks_compute(
-            lake.scan("bars", "1d"), dates, ranking.ranking, ranking.portfolio, ranking.universe
+            lake.scan("bars", "1d"),
+            [GEN.start_ms + (d - date(2024, 1, 1)).days * DAY for d in dates],
+            ranking.ranking,
+            ranking.portfolio,
+            ranking.universe,
         )
     assert ranks[None].height == 241 and ranks[None].equals(ranks[0.0])
     assert ranks[1.0e6].height == 187  # the old USD-sized default, counted in BTC, drops 54 rankings

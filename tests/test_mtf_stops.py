@@ -81,14 +81,13 @@ def test_4h_ambiguity_resolved_by_1h_bars() -> None:
     ("timeframes", "needle"),
     [
         ("[1m]", "'1m' is not available from the synthetic source"),
-        ("[1w]", "'1w' is not available"),
+        ("[1w]", "'1w' is coarser than the base bars backtest.interval=1d"),  # refused by the config
         ("[3h]", "'3h' is not available"),
     ],
 )
 def test_unservable_interval_is_a_clear_error(timeframes: str, needle: str, tmp_path: Path) -> None:
-    cfg = small_config(tmp_path / "lh", tmp_path / "o", f"backtest.timeframes={timeframes}")
     with pytest.raises(EngineError, match=needle):
-        BacktestEngine(cfg)
+        BacktestEngine(small_config(tmp_path / "lh", tmp_path / "o", f"backtest.timeframes={timeframes}"))
 
 
 def test_coarser_than_daily_is_rejected(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def one_symbol(lakehouse_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def _single_call_exit(eng: BacktestEngine, entry_ms: int, rules: ExitRules) -> tuple[int, float, str]:
     """The first exit of one ``simulate`` call started at ``entry_ms`` on the symbol's daily bars."""
-    d = eng.daily
+    d = eng.base_bars
     j = d.col("BNB/USDT")
     rows = d.rows(entry_ms, eng.windows[-1].end_ms)
     prices = PriceBlock(
@@ -114,7 +114,7 @@ def test_holding_limit_longer_than_a_window_fires(one_symbol: dict) -> None:
     assert trades.filter(pl.col("status") == "closed").height == held.height
     assert ((held["exit_time"] - held["entry_time"]) == timedelta(days=20)).all()
     assert ((held["exit_window"] - held["entry_window"]) == 2).all()
-    d, j = eng.daily, eng.daily.col("BNB/USDT")
+    d, j = eng.base_bars, eng.base_bars.col("BNB/USDT")
     for t in held.iter_rows(named=True):
         b = int(np.searchsorted(d.ts_ms, int(t["exit_time"].timestamp() * 1000)))
         assert t["exit_price"] == pytest.approx(d.open[b, j] * (1 - eng.cfg.costs.slippage), rel=1e-12)
@@ -127,7 +127,7 @@ def test_trailing_stop_set_in_one_window_fires_weeks_later(one_symbol: dict) -> 
     """A trailing exit at the level computed by hand from the bars since the entry: 10 % below the
     highest high before the exit bar (or the open, on a gap), two and more windows after the entry."""
     eng = one_symbol[("trail_hold", 7)]
-    d, j = eng.daily, eng.daily.col("BNB/USDT")
+    d, j = eng.base_bars, eng.base_bars.col("BNB/USDT")
     trail = eng.result.trades.filter(pl.col("exit_kind") == "trailing")
     later = trail.filter(pl.col("exit_window") - pl.col("entry_window") >= 2)
     assert later.height > 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +29,12 @@ def bars(tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
     return lh.scan("bars", "1d").collect()
 
 
+def _ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
 def _ranks(bars: pl.DataFrame, dates: list[date]) -> pl.DataFrame:
-    return ranks_compute(bars.lazy(), dates, RANKING, PortfolioConfig(), UniverseConfig())
+    return ranks_compute(bars.lazy(), [_ms(d) for d in dates], RANKING, PortfolioConfig(), UniverseConfig())
 
 
 def test_changing_bars_after_the_ranking_date_leaves_winners_unchanged(bars: pl.DataFrame) -> None:
@@ -77,7 +81,9 @@ def test_point_in_time_listing_and_delisting(bars: pl.DataFrame) -> None:
     checked_late = checked_delisted = 0
     for symbol, first, last in life.iter_rows():
         ranked = set(ranks.filter(pl.col("symbol") == symbol).get_column("rank_date").to_list())
-        eligible = {d for d in dates if first.date() + timedelta(days=RANKING.min_history_days - 1) <= d <= last.date()}
+        eligible = {
+            d for d in dates if first.date() + timedelta(days=RANKING.bars("1d").min_history - 1) <= d <= last.date()
+        }
         assert ranked == eligible, symbol
         checked_late += first.date() > date(2021, 1, 1)
         checked_delisted += last.date() < date(2022, 6, 30) and bool(ranked)

@@ -54,7 +54,7 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
         ),
         (
             ["portfolio=inverse_vol", "portfolio.vol_days=400"],
-            ["portfolio.vol_days=400", "ranking.min_history_days=60"],
+            ["portfolio.vol_days=400", "ranking.min_history='60d'"],
         ),
         (["ranking.min_history_days=20"], ["ranking.min_history_days=20", ">= 31"]),
         (["hydra.run.dirr=x"], ["hydra.run.dirr"]),

@@ -188,14 +188,20 @@ def _nothing_read(cfg: RunConfig, plan: UniversePlan) -> str:
             f"removes every bar (the files span {_day(plan.span[0])} .. {_day(plan.span[1])}); "
             "widen the dates or drop them (null: the files' own range)"
         )
+    base = cfg.backtest.interval
+    if base == "1d":
+        return (
+            "0 daily bars read: no file holds a complete day (a day bar needs every finer bar of the day); "
+            "give files that cover whole days"
+        )
     return (
-        "0 daily bars read: no file holds a complete day (a day bar needs every finer bar of the day); "
-        "give files that cover whole days"
+        f"0 {base} bars read: no file holds a complete {base} bar (it needs every finer bar inside it); "
+        f"give files at {base} or finer"
     )
 
 
 def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) -> tuple[IngestReport, UniversePlan]:
-    """Ingest the daily universe of ``cfg.data`` through ``service`` (coverage-aware).
+    """Ingest the universe's base bars (``backtest.interval``) of ``cfg.data`` through ``service`` (coverage-aware).
 
     ``strict``: any unreadable or invalid file is an error (a run); otherwise the good files are
     imported and the bad ones returned in the plan (the ingest task names them and exits 1).
@@ -204,7 +210,7 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
 
     source = service.source
     if isinstance(source, FilesSource):
-        plan = files_plan(source, cfg)
+        plan = files_plan(source, cfg, cfg.backtest.interval)
         if strict:  # a run: the ingest task prints these itself
             for path, why in source.skipped():
                 log.warning("skipped %s: %s", path.name, why)
@@ -219,14 +225,14 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
         plan = UniversePlan(list(cfg.universe.symbols) or source.symbols(), int(start_ms), int(end_ms))
     if not plan.symbols:
         return IngestReport(), plan
-    report = service.fetch_universe(plan.symbols, plan.start_ms, plan.end_ms)
-    if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", "1d"):
+    report = service.fetch_universe(plan.symbols, plan.start_ms, plan.end_ms, cfg.backtest.interval)
+    if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", cfg.backtest.interval):
         raise NothingRead(_nothing_read(cfg, plan))
     return report, plan
 
 
 def ingest_task(cfg: RunConfig) -> int:
-    """``task=ingest``: the daily universe of ``cfg.data`` into its own lakehouse namespace.
+    """``task=ingest``: the universe's base bars (daily unless ``backtest.interval``) into its own namespace.
 
     Prints every file that is not imported with its reason; returns the exit code: 0, or 1 when a
     file could not be imported (the good ones are) or nothing at all was read.
@@ -252,7 +258,7 @@ def ingest_task(cfg: RunConfig) -> int:
         return 1
     done = "; nothing new (already covered)" if not report.fetched else ""
     print(
-        f"ingested {report.rows_written} daily bars for {len(plan.symbols)} symbols "
+        f"ingested {report.rows_written} {'daily' if cfg.backtest.interval == '1d' else cfg.backtest.interval} bars for {len(plan.symbols)} symbols "
         f"({_day(plan.start_ms)} .. {_day(plan.end_ms)}{done}) into {lake.url()}"
     )
     return 1 if plan.bad else 0
