@@ -417,7 +417,7 @@ def _winners_figure(cfg: RunConfig, result: BacktestResult) -> tuple[go.Figure, 
         weight = _pct(r["weight"]) if has_weight and r["weight"] is not None else "not traded"
         # plotly renders hover text as pseudo-HTML, so names are escaped like the rest of the page.
         text[i][j] = (
-            f"window {r['window']} (ranked {_esc(r['rank_date'])})<br>"
+            f"window {r['window']} (ranked {_esc(_when(r['rank_time'].isoformat()) if r.get('rank_time') else r['rank_date'])})<br>"
             f"{_esc(r['symbol'])}: rank {r['rank']}, weight {weight}"
         )
     fig.add_trace(
@@ -478,7 +478,7 @@ def _windows_table(result: BacktestResult) -> str:
         rows.append(
             [
                 (str(a.get("window", "")), "n"),
-                (_when(a.get("rank_date")), "d"),
+                (_when(a.get("rank_time") or a.get("rank_date")), "d"),
                 (f"{_when(a.get('start'))} to {_when(a.get('end'))}", "d"),
                 (names or "none (cash)", ""),
                 (exit_text or "-", ""),
@@ -691,7 +691,7 @@ def _wfo_html(result: BacktestResult) -> str:
         table_rows.append(
             [
                 (str(r["window"]), "n"),
-                (_when(r["rank_date"].isoformat()), "d"),
+                (_when((r.get("rank_time") or r["rank_date"]).isoformat()), "d"),
                 (str(r["combo"]), "n"),
                 (rules_label(r["exit_rules"]), ""),
                 (_num(r["is_objective"]), "n"),
