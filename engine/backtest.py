@@ -979,12 +979,13 @@ class BacktestEngine:
             .select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
         )
         traded = {f"symbol={s.replace('/', '_')}" for s in set(trades_df.get_column("symbol").to_list())}
+        fine = {f"interval={tf}" for tf in self.cfg.backtest.timeframes}  # other runs' finer bars were not read
         files = sorted(
             str(p.relative_to(self.lakehouse.root.parent))  # namespace/bars/...: relative to paths.lakehouse_dir
             for kind in ("bars", "mtf")
             for p in self.lakehouse.data_files(kind)
             if (kind == "bars" and p.parent.parent.name == f"interval={self.base}")
-            or (kind == "mtf" and p.parent.name in traded)
+            or (kind == "mtf" and p.parent.parent.name in fine and p.parent.name in traded)
         )
         return BacktestResult(
             metrics, equity_df, orders, trades_df, winners, out.audit, dict(self.timings), files, self._benchmark()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -238,9 +239,10 @@ def test_ccxt_api_url_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatc
 
 # ---- the workspace: a working directory, a home with the user's files, the exchange ---------------
 
-# the user's own files: 1h freqtrade feather files, BASE_USDT-1h.feather, in ~/ohlcv (more pairs than
-# the profile's top 10)
-FILES_GEN = SyntheticSource(5, 12, "2023-01-01", "2023-12-31")
+# the user's own files: 5m freqtrade feather files, BASE_USDT-5m.feather, in ~/ohlcv (more pairs than
+# the profile's top 10; five months: enough for the daily profile's 60 days of history and weekly
+# windows, and for the intraday profile's hourly ranking)
+FILES_GEN = SyntheticSource(5, 12, "2023-01-01", "2023-05-31")
 # the exchange serves the generator over the ccxt config's default dates, with few symbols
 CCXT_GEN = SyntheticSource(3, 3, "2021-01-01", "2024-12-31")
 
@@ -251,18 +253,39 @@ class Workspace:
     home: Path
     env: dict[str, str]
     server: ExchangeServer
-    files: dict[str, pl.DataFrame]  # the 1h bars written to ~/ohlcv, by symbol
+    files: dict[str, pl.DataFrame]  # the 5m bars written to ~/ohlcv, by symbol
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _five_minute(hourly: pl.DataFrame) -> pl.DataFrame:
+    """12 five-minute bars per hour: a straight path from the hour's open to its close, its high in
+    the 4th bar and its low in the 8th, the volume split evenly."""
+    o, hi, lo, c, v = (hourly.get_column(k).to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    path = o[:, None] + (c - o)[:, None] * (np.arange(13) / 12.0)[None, :]
+    op, cl = path[:, :-1], path[:, 1:]
+    high, low = np.maximum(op, cl), np.minimum(op, cl)
+    high[:, 3], low[:, 7] = hi, lo
+    ts = hourly.get_column("timestamp").dt.epoch("ms").to_numpy()[:, None] + np.arange(12)[None, :] * 300_000
+    return pl.DataFrame(
+        {
+            "timestamp": ts.ravel(),
+            "open": op.ravel(),
+            "high": high.ravel(),
+            "low": low.ravel(),
+            "close": cl.ravel(),
+            "volume": np.repeat(v / 12.0, 12),
+        }
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
 
 
 def _freqtrade_folder(folder: Path) -> dict[str, pl.DataFrame]:
     folder.mkdir(parents=True)
     written = {}
     for symbol in FILES_GEN.symbols():
-        bars = FILES_GEN.ohlcv_fetch(symbol, "1h", FILES_GEN.start_ms, FILES_GEN.end_ms)
+        bars = _five_minute(FILES_GEN.ohlcv_fetch(symbol, "1h", FILES_GEN.start_ms, FILES_GEN.end_ms))
         frame = bars.rename({"timestamp": "date"}).to_pandas()
         frame["date"] = frame["date"].dt.as_unit("ns")
-        frame.to_feather(folder / f"{symbol.replace('/', '_')}-1h.feather", compression="lz4")
+        frame.to_feather(folder / f"{symbol.replace('/', '_')}-5m.feather", compression="lz4")
         written[symbol] = bars
     return written
 
@@ -375,8 +398,9 @@ def _backtest_checks(run: Path, cfg: Any) -> dict[str, Any]:
     assert math.isfinite(metrics["total_return"]) and metrics["final_equity"] > 0
     stops = cfg.exit_rules is not None and cfg.exit_rules.active
     assert metrics["mode"] == ("exit_rules" if stops else "rebalance")
-    finest = min(cfg.backtest.timeframes, key=lambda tf: _ms(tf), default="1d")
-    assert metrics["interval"] == finest
+    finest = min(cfg.backtest.timeframes, key=lambda tf: _ms(tf), default=cfg.backtest.interval)
+    assert metrics["interval"] == finest and metrics["base_interval"] == cfg.backtest.interval
+    assert metrics["periods_per_year"] == 365 * 86_400_000 / _ms(cfg.backtest.interval)
     winners = pl.read_parquet(run / "winners.parquet")
     held = winners.filter(pl.col("weight").is_not_null()).group_by("window").len()
     assert held.height > 0 and held.get_column("len").max() <= cfg.ranking.top_n
@@ -431,9 +455,9 @@ def _ccxt_ingest_checks(out: str, ws: Workspace) -> None:
 
 
 def _files_days(ws: Workspace) -> dict[str, int]:
-    """Complete days (24 hourly bars) per symbol of ~/ohlcv, counted here, not by the engine."""
+    """Complete days (288 five-minute bars) per symbol of ~/ohlcv, counted here, not by the engine."""
     return {
-        s: f.group_by(pl.col("timestamp").dt.truncate("1d")).len().filter(pl.col("len") == 24).height
+        s: f.group_by(pl.col("timestamp").dt.truncate("1d")).len().filter(pl.col("len") == 288).height
         for s, f in ws.files.items()
     }
 
@@ -466,7 +490,11 @@ def _files_run_checks(run: Path, metrics: dict[str, Any], ws: Workspace) -> None
     assert first <= start < end <= last + HOUR_MS
     winners = pl.read_parquet(run / "winners.parquet")
     assert set(winners.get_column("symbol").to_list()) <= set(ws.files)
-    assert json.loads((run / "manifest.json").read_text())["data"]["files"] == len(ws.files)
+    # the data read: the base bars of every file's pair, and the finer bars of the pairs traded
+    manifest = json.loads((run / "manifest.json").read_text())
+    traded = pl.read_parquet(run / "trades.parquet").get_column("symbol").n_unique()
+    fine = traded if manifest["config"]["backtest"]["timeframes"] else 0
+    assert manifest["data"]["files"] == len(ws.files) + fine
 
 
 @pytest.mark.slow
