@@ -222,8 +222,9 @@ def test_annualisation_follows_the_periods_per_year() -> None:
 def five_min_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ft5m") / "binance"
     root.mkdir()
-    for pair in PAIRS:
+    for pair in PAIRS:  # with a gap in SOL/BTC and XRP/BTC ending early (04:50 on day 31)
         _write_feather(five_minute(pair), root / f"{pair.replace('/', '_')}-5m.feather")
+    (root / "ETH_BTC-trades.feather").write_bytes(b"freqtrade trades, not candles")
     return root
 
 
@@ -253,7 +254,10 @@ def test_intraday_profile_on_5m_freqtrade_files(five_min_folder: Path, tmp_path:
     proc = _cli([*args, "hydra.run.dir=run"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "run"
-    assert (run / "_COMPLETE").is_file()
+    assert (run / "_COMPLETE").is_file() and (run / "report.html").stat().st_size > 10_000
+    said = proc.stdout + proc.stderr
+    assert "skipped ETH_BTC-trades.feather: freqtrade trades file, not OHLCV bars" in said
+    assert "SOL/BTC 1h: 2 missing bar(s)" in said  # the 2-hour gap, named
     m = json.loads((run / "metrics.json").read_text())
     assert (m["base_interval"], m["interval"], m["periods_per_year"]) == ("1h", "5m", 8760.0)
     # 45 days of files, 4 days of hourly history: daily windows from day 5 to the files' end
@@ -304,6 +308,9 @@ def test_intraday_profile_on_5m_freqtrade_files(five_min_folder: Path, tmp_path:
         )
         np.testing.assert_allclose(stored.get_column("volume"), ref.get_column("volume"), rtol=1e-12)
     assert store.symbols("bars", "1d") == []  # an hourly base needs no daily bars
+    # the pair that ends early is ranked up to its last complete hour (03:00 on day 31), then not
+    xrp = winners.filter(pl.col("symbol") == "XRP/BTC").get_column("rank_time").dt.epoch("ms")
+    assert xrp.max() == GEN.start_ms + 29 * DAY + 23 * HOUR  # its last full day's 23:00 bar
     held = set(winners.filter(pl.col("weight").is_not_null()).get_column("symbol").to_list())
     assert set(store.symbols("mtf", "5m")) == held
 
@@ -418,3 +425,45 @@ def test_equity_and_final_marks_stop_at_the_last_real_bar(
     assert trades.get_column("exit_time").dt.epoch("ms").max() <= last_bar
     orders = pl.read_parquet(run / "orders.parquet").get_column("timestamp").dt.epoch("ms")
     assert orders.max() <= last_bar
+
+
+# ---- an exchange and a folder of files with the same hourly bars give the same run -----------
+
+
+@pytest.mark.slow
+def test_hourly_base_from_ccxt_equals_the_same_bars_from_files(tmp_path: Path) -> None:
+    from exchange_server import ExchangeServer
+
+    from engine.cli import run_backtest
+    from engine.data.ingest import ingest_task
+    from engine.data.sources.synthetic import SyntheticSource
+
+    gen = SyntheticSource(9, 7, "2024-01-01", "2024-02-29")
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for s in gen.symbols():
+        _write_feather(gen.ohlcv_fetch(s, "1h", gen.start_ms, gen.end_ms), folder / f"{s.replace('/', '_')}-1h.feather")
+    with ExchangeServer(gen) as server:
+        ccxt = [
+            "data=ccxt",
+            f"data.api_url={server.api_url}",
+            "data.start=2024-01-01",
+            "data.end=2024-02-29",
+            "data.rate_limit_ms=0",
+        ]
+        metrics = {}
+        for name, data in (("ccxt", ccxt), ("files", ["data=files", f"data.path={folder}"])):
+            raw = config_compose(["+profile=crypto_rating_intraday", *data, "quiet=true"])[1]
+            raw["paths"] = {"lakehouse_dir": str(tmp_path / "lh"), "output_dir": str(tmp_path / name)}
+            if name == "ccxt":
+                assert ingest_task(config_validate({**raw, "task": "ingest"})) == 0
+                assert {r.params["interval"] for r in server.klines()} == {"1h"}  # the base bars, no daily
+            metrics[name] = run_backtest(config_validate(raw)).metrics
+    a, b = metrics["ccxt"], metrics["files"]
+    assert a["base_interval"] == "1h" and a["n_windows"] == 56 and a["n_trades"] > 0
+    for key in ("total_return", "sharpe", "max_drawdown", "n_orders", "n_trades", "final_equity", "start", "end"):
+        assert a[key] == b[key], key
+    for f in ("orders", "trades", "equity", "winners"):
+        assert pl.read_parquet(tmp_path / "ccxt" / f"{f}.parquet").equals(
+            pl.read_parquet(tmp_path / "files" / f"{f}.parquet")
+        )
