@@ -361,7 +361,7 @@ class BacktestConfig(_Model):
     hold: str = "7d"
     """How long each window's winners are held before the next rebalance (a duration, e.g. '7d', '12h')."""
     step: str | None = None
-    """Time between ranking bars; null equals hold."""
+    """Time between ranking bars; null (or a duration equal to hold): each window trades until the next starts."""
     hold_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
     """Alias of hold in days (``hold_days=7`` is ``hold=7d``)."""
     step_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
@@ -396,6 +396,19 @@ class BacktestConfig(_Model):
     @classmethod
     def _window_durations(cls, value: str | None) -> str | None:
         return None if value is None else _duration_checked(value, MAX_DAYS)
+
+    @model_validator(mode="after")
+    def _step_is_the_hold(self) -> BacktestConfig:
+        # a window trades until the next one starts: a shorter step would simulate bars twice
+        # (overlapping windows), a longer one would carry positions through bars never simulated
+        if self.step is not None and duration_ms(self.step) != duration_ms(self.hold):
+            msg = (
+                f"{_setting(self, 'backtest', 'step')} differs from {_setting(self, 'backtest', 'hold')}: windows "
+                "that overlap (step < hold) or leave gaps no bar is simulated in (step > hold) are not supported; "
+                "set backtest.step=null (it follows the hold)"
+            )
+            raise ValueError(msg)
+        return self
 
     @property
     def hold_ms(self) -> int:

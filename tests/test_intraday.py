@@ -62,7 +62,9 @@ def test_day_count_aliases_equal_their_durations() -> None:
     [
         (["backtest.interval=7h"], ["backtest.interval", "'7h' does not divide a day"]),
         (["backtest.interval=1h", "backtest.hold=90m"], ["backtest.hold='90m'", "whole number", "'1h' or '2h'"]),
-        (["backtest.interval=4h", "backtest.step=6h"], ["backtest.step='6h'", "backtest.interval=4h"]),
+        (["backtest.interval=4h", "backtest.hold=6h"], ["backtest.hold='6h'", "backtest.interval=4h"]),
+        (["backtest.hold=1d", "backtest.step=2d"], ["backtest.step='2d' differs from backtest.hold='1d'", "step=null"]),
+        (["backtest.hold_days=7", "backtest.step_days=3"], ["backtest.step_days=3 differs from backtest.hold_days=7"]),
         (["backtest.interval=1h", "ranking.momentum_window=30m"], ["ranking.momentum_window='30m'"]),
         (["backtest.interval=4h", "backtest.timeframes=[1d]"], ["'1d' is coarser than the base bars"]),
         (["ranking.min_history_days=20"], ["ranking.min_history_days=20", ">= 31"]),
