@@ -108,7 +108,7 @@ def test_hourly_windows_rank_at_23h_and_trade_from_midnight() -> None:
     assert ws[0].as_dict()["rank_time"] == "2024-01-05T23:00:00+00:00"
     assert ws[0].as_dict()["rank_date"] == "2024-01-05"
 
-    half, _ = config_compose(["+profile=crypto_rating_intraday", "backtest.hold=12h", "backtest.step=12h"])
+    half, _ = config_compose(["+profile=crypto_rating_intraday", "backtest.hold=12h"])
     ws = windows_build(first, end, half.backtest, half.ranking)
     # 12h steps aligned to 00:00 / 12:00: the 04:00 bar closes at 05:00, so the first start is 12:00
     assert ws[0].start_ms == GEN.start_ms + 4 * DAY + 12 * HOUR
