@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 
 from engine.cli import config_compose
@@ -79,3 +82,40 @@ def browser_or_skip() -> str:
     if os.environ.get("ENGINE_REQUIRE_BROWSER") == "1":
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+def five_minute_bars(hourly: pl.DataFrame) -> pl.DataFrame:
+    """12 five-minute bars per hourly bar: a straight path from the hour's open to its close, the
+    hour's high reached in the 4th bar and its low in the 8th, the volume split evenly (so complete
+    hours resample back to the hourly bars exactly)."""
+    o, hi, lo, c, v = (hourly.get_column(k).to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    path = o[:, None] + (c - o)[:, None] * (np.arange(13) / 12.0)[None, :]
+    op, cl = path[:, :-1], path[:, 1:]
+    high, low = np.maximum(op, cl), np.minimum(op, cl)
+    high[:, 3], low[:, 7] = hi, lo
+    ts = hourly.get_column("timestamp").dt.epoch("ms").to_numpy()[:, None] + np.arange(12)[None, :] * 300_000
+    return pl.DataFrame(
+        {
+            "timestamp": ts.ravel(),
+            "open": op.ravel(),
+            "high": high.ravel(),
+            "low": low.ravel(),
+            "close": cl.ravel(),
+            "volume": np.repeat(v / 12.0, 12),
+        }
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
+
+
+def feather_write(bars: pl.DataFrame, path: Path) -> None:
+    """Write bars as freqtrade writes its candles: a feather file with a ``date`` column in ns."""
+    frame = bars.rename({"timestamp": "date"}).to_pandas()
+    frame["date"] = frame["date"].dt.as_unit("ns")
+    frame.to_feather(path, compression="lz4")
+
+
+def engine_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m engine ARGS`` in ``cwd`` as a user would (not on a terminal: CI=1)."""
+    env = {**os.environ, "CI": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

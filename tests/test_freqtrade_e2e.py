@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from helpers import feather_write, five_minute_bars
 from polars.testing import assert_frame_equal
 
 from engine.cli import config_compose, run_backtest
@@ -37,26 +38,9 @@ RANKING = [
 
 
 def five_minute(symbol: str) -> pl.DataFrame:
-    """12 five-minute bars per generated hour: a straight path from the hour's open to its close,
-    the hour's high reached in the 4th bar and its low in the 8th; the volume split evenly."""
-    h = GEN.ohlcv_fetch(symbol.replace("/BTC", "/USDT"), "1h", GEN.start_ms, GEN.end_ms)
-    o, hi, lo, c, v = (h.get_column(k).to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    j = np.arange(13) / 12.0
-    path = o[:, None] + (c - o)[:, None] * j[None, :]
-    op, cl = path[:, :-1], path[:, 1:]
-    high, low = np.maximum(op, cl), np.minimum(op, cl)
-    high[:, 3], low[:, 7] = hi, lo
-    ts = h.get_column("timestamp").dt.epoch("ms").to_numpy()[:, None] + np.arange(12)[None, :] * FIVE
-    frame = pl.DataFrame(
-        {
-            "timestamp": ts.ravel(),
-            "open": op.ravel(),
-            "high": high.ravel(),
-            "low": low.ravel(),
-            "close": cl.ravel(),
-            "volume": np.repeat(v / 12.0, 12),
-        }
-    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
+    """The generator's hourly bars of ``symbol`` as 5m bars (``helpers.five_minute_bars``), with the
+    gap and the early end of the two odd pairs."""
+    frame = five_minute_bars(GEN.ohlcv_fetch(symbol.replace("/BTC", "/USDT"), "1h", GEN.start_ms, GEN.end_ms))
     ms = pl.col("timestamp").dt.epoch("ms")
     if symbol == GAP_PAIR:
         frame = frame.filter((ms < GAP_FROM) | (ms >= GAP_FROM + GAP_HOURS * HOUR))
@@ -92,9 +76,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("freqtrade") / "binance"
     root.mkdir()
     for pair in PAIRS:
-        frame = five_minute(pair).rename({"timestamp": "date"}).to_pandas()
-        frame["date"] = frame["date"].dt.as_unit("ns")
-        frame.to_feather(root / f"{pair.replace('/', '_')}-5m.feather", compression="lz4")
+        feather_write(five_minute(pair), root / f"{pair.replace('/', '_')}-5m.feather")
     (root / "ETH_BTC-trades.feather").write_bytes(b"freqtrade trades, not candles")
     return root
 

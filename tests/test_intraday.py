@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from test_freqtrade_e2e import DAY, GEN, HOUR, PAIRS, five_minute
+from helpers import engine_cli, feather_write
+from test_freqtrade_e2e import DAY, GEN, HOUR, PAIRS, RANKING, five_minute
 
 from engine.cli import config_compose
 from engine.config import PortfolioConfig, RankingConfig, UniverseConfig, config_validate
@@ -29,19 +27,6 @@ from engine.ranking import ranks_compute
 from engine.windows import windows_build
 
 FIVE_MIN = 300_000
-
-
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CI": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-def _write_feather(frame: pl.DataFrame, path: Path) -> None:
-    pdf = frame.rename({"timestamp": "date"}).to_pandas()
-    pdf["date"] = pdf["date"].dt.as_unit("ns")
-    pdf.to_feather(path, compression="lz4")
 
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -85,7 +70,7 @@ def test_bad_cadence_is_one_line_naming_the_key(overrides: list[str], needles: l
 
 
 def test_bad_cadence_from_the_command_line_exits_2(tmp_path: Path) -> None:
-    proc = _cli(["+profile=crypto_rating_intraday", "backtest.hold=90m"], tmp_path)
+    proc = engine_cli(["+profile=crypto_rating_intraday", "backtest.hold=90m"], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "backtest.hold='90m' is not a whole number of backtest.interval=1h bars" in proc.stderr
@@ -225,7 +210,7 @@ def five_min_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ft5m") / "binance"
     root.mkdir()
     for pair in PAIRS:  # with a gap in SOL/BTC and XRP/BTC ending early (04:50 on day 31)
-        _write_feather(five_minute(pair), root / f"{pair.replace('/', '_')}-5m.feather")
+        feather_write(five_minute(pair), root / f"{pair.replace('/', '_')}-5m.feather")
     (root / "ETH_BTC-trades.feather").write_bytes(b"freqtrade trades, not candles")
     return root
 
@@ -253,7 +238,7 @@ def _hourly_reference(five: pl.DataFrame) -> pl.DataFrame:
 @pytest.mark.slow
 def test_intraday_profile_on_5m_freqtrade_files(five_min_folder: Path, tmp_path: Path) -> None:
     args = ["+profile=crypto_rating_intraday", "data=files", f"data.path={five_min_folder}", "backtest.timeframes=[5m]"]
-    proc = _cli([*args, "hydra.run.dir=run"], tmp_path)
+    proc = engine_cli([*args, "hydra.run.dir=run"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "run"
     assert (run / "_COMPLETE").is_file() and (run / "report.html").stat().st_size > 10_000
@@ -330,7 +315,7 @@ def _hourly_folder(root: Path, cut_ms: int | None, seed: int = 5) -> Path:
             later = (h.get_column("timestamp").dt.epoch("ms") >= cut_ms).to_numpy()
             scale = np.where(later, rng.uniform(0.5, 2.0, h.height), 1.0)
             h = h.with_columns([pl.col(c) * scale for c in ("open", "high", "low", "close", "volume")])
-        _write_feather(h, root / f"{pair.replace('/', '_')}-1h.feather")
+        feather_write(h, root / f"{pair.replace('/', '_')}-1h.feather")
     return root
 
 
@@ -340,7 +325,7 @@ def test_a_later_bar_never_changes_an_earlier_decision_at_an_hourly_base(tmp_pat
     runs = {}
     for name, c in (("plain", None), ("perturbed", cut)):
         folder = _hourly_folder(tmp_path / name / "data", c)
-        proc = _cli(
+        proc = engine_cli(
             [
                 "+profile=crypto_rating_intraday",
                 "data=files",
@@ -382,15 +367,7 @@ def test_a_later_bar_never_changes_an_earlier_decision_at_an_hourly_base(tmp_pat
     [
         # daily base: the last complete day is day 40; its 5m bars end at 23:55
         (
-            [
-                "+profile=crypto_rating",
-                "ranking.top_n=3",
-                "ranking.min_history_days=11",
-                "ranking.momentum_days=10",
-                "ranking.vol_days=10",
-                "ranking.liquidity_days=10",
-                "backtest.hold_days=5",
-            ],
+            ["+profile=crypto_rating", *RANKING],
             GEN.start_ms + 40 * DAY,
             GEN.start_ms + 40 * DAY - FIVE_MIN,
         ),
@@ -411,9 +388,9 @@ def test_equity_and_final_marks_stop_at_the_last_real_bar(
     folder.mkdir()
     for pair in PAIRS:
         five = five_minute(pair).filter(pl.col("timestamp").dt.epoch("ms") < end)
-        _write_feather(five, folder / f"{pair.replace('/', '_')}-5m.feather")
+        feather_write(five, folder / f"{pair.replace('/', '_')}-5m.feather")
     args = [*profile, "data=files", f"data.path={folder}", "backtest.timeframes=[5m]", "exit_rules.tp_stop=null"]
-    proc = _cli([*args, "exit_rules.sl_stop=0.5", "hydra.run.dir=run", "quiet=true"], tmp_path)
+    proc = engine_cli([*args, "exit_rules.sl_stop=0.5", "hydra.run.dir=run", "quiet=true"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "run"
     eq = pl.read_parquet(run / "equity.parquet").get_column("timestamp").dt.epoch("ms").to_numpy()
@@ -444,7 +421,7 @@ def test_hourly_base_from_ccxt_equals_the_same_bars_from_files(tmp_path: Path) -
     folder = tmp_path / "files"
     folder.mkdir()
     for s in gen.symbols():
-        _write_feather(gen.ohlcv_fetch(s, "1h", gen.start_ms, gen.end_ms), folder / f"{s.replace('/', '_')}-1h.feather")
+        feather_write(gen.ohlcv_fetch(s, "1h", gen.start_ms, gen.end_ms), folder / f"{s.replace('/', '_')}-1h.feather")
     with ExchangeServer(gen) as server:
         ccxt = [
             "data=ccxt",

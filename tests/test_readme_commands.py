@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import polars as pl
 import pytest
 import yaml
 from exchange_server import ExchangeServer
+from helpers import feather_write, five_minute_bars
 
 from engine.data.sources.synthetic import SyntheticSource
 from engine.units import DAY_MS, HOUR_MS
@@ -257,35 +257,12 @@ class Workspace:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _five_minute(hourly: pl.DataFrame) -> pl.DataFrame:
-    """12 five-minute bars per hour: a straight path from the hour's open to its close, its high in
-    the 4th bar and its low in the 8th, the volume split evenly."""
-    o, hi, lo, c, v = (hourly.get_column(k).to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    path = o[:, None] + (c - o)[:, None] * (np.arange(13) / 12.0)[None, :]
-    op, cl = path[:, :-1], path[:, 1:]
-    high, low = np.maximum(op, cl), np.minimum(op, cl)
-    high[:, 3], low[:, 7] = hi, lo
-    ts = hourly.get_column("timestamp").dt.epoch("ms").to_numpy()[:, None] + np.arange(12)[None, :] * 300_000
-    return pl.DataFrame(
-        {
-            "timestamp": ts.ravel(),
-            "open": op.ravel(),
-            "high": high.ravel(),
-            "low": low.ravel(),
-            "close": cl.ravel(),
-            "volume": np.repeat(v / 12.0, 12),
-        }
-    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
-
-
 def _freqtrade_folder(folder: Path) -> dict[str, pl.DataFrame]:
     folder.mkdir(parents=True)
     written = {}
     for symbol in FILES_GEN.symbols():
-        bars = _five_minute(FILES_GEN.ohlcv_fetch(symbol, "1h", FILES_GEN.start_ms, FILES_GEN.end_ms))
-        frame = bars.rename({"timestamp": "date"}).to_pandas()
-        frame["date"] = frame["date"].dt.as_unit("ns")
-        frame.to_feather(folder / f"{symbol.replace('/', '_')}-5m.feather", compression="lz4")
+        bars = five_minute_bars(FILES_GEN.ohlcv_fetch(symbol, "1h", FILES_GEN.start_ms, FILES_GEN.end_ms))
+        feather_write(bars, folder / f"{symbol.replace('/', '_')}-5m.feather")
         written[symbol] = bars
     return written
 
@@ -359,18 +336,23 @@ def _config_matches(manifest: dict[str, Any], cfg: Any) -> None:
     assert got == want
 
 
-README_ARTEFACTS = (
-    "config.yaml",
-    "manifest.json",
-    "metrics.json",
-    "equity.parquet",
-    "orders.parquet",
-    "trades.parquet",
-    "winners.parquet",
-    "audit.jsonl",
-    "report.html",
-    "engine.log",
-)
+def readme_artefacts(text: str) -> tuple[str, ...]:
+    """The files the README says every run writes: the backticked names of its "Each run writes" paragraph."""
+    paragraph = text[text.index("Each run writes") :].split("\n\n", 1)[0].split("`task=wfo` adds", 1)[0]
+    names = re.findall(r"`([\w.]+\.(?:yaml|json|parquet|jsonl|html|log))`", paragraph)
+    return tuple(dict.fromkeys(names))
+
+
+README_ARTEFACTS = readme_artefacts(README.read_text())
+
+
+def test_the_readme_lists_what_a_run_writes() -> None:
+    """The README's list is the engine's own (``engine.rundir.ARTEFACTS``, less the sweep job's
+    params.json, task=wfo's wfo.parquet and the completion markers, named apart) plus the log."""
+    from engine.rundir import ARTEFACTS, COMPLETE, ERROR
+
+    apart = {"params.json", "wfo.parquet", COMPLETE, ERROR}  # named in their own sentences
+    assert set(README_ARTEFACTS) == (set(ARTEFACTS) - apart) | {"engine.log"}
 
 
 def _complete(run: Path) -> dict[str, Any]:
