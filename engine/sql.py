@@ -4,10 +4,12 @@ The repository keeps ``sql/`` top-level; it is installed as the package ``engine
 through :mod:`importlib.resources`, so an installed engine finds it from any working directory.
 
 Parameters naming ``s3://`` objects are read through DuckDB's ``httpfs`` with a temporary secret
-built from the standard AWS settings (:meth:`engine.data.storage.S3Storage.duckdb_prepare`). Where
-``httpfs`` cannot be loaded (not installed, and DuckDB's extension repository out of reach), those
-parquet files are read by pyarrow through the same storage and DuckDB runs the same query on the
-Arrow table (hive columns taken from the paths, as ``hive_partitioning`` does).
+built from the standard AWS settings (:meth:`engine.data.storage.S3Storage.duckdb_prepare`); the
+extension comes from the pip package built for this DuckDB where one is installed
+(:func:`engine.data.storage.extension_load`). Where ``httpfs`` cannot be loaded (no such package, none
+installed by DuckDB, and DuckDB's extension repository out of reach), those parquet files are read
+by pyarrow through the same storage and DuckDB runs the same query on the Arrow table (hive columns
+taken from the paths, as ``hive_partitioning`` does).
 """
 
 from __future__ import annotations

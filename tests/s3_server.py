@@ -22,6 +22,7 @@ class Request:
     method: str
     path: str
     query: str
+    agent: str = ""  # the client's User-Agent: tells DuckDB httpfs from pyarrow's AWS SDK
 
 
 @dataclass
@@ -44,6 +45,7 @@ class S3Server(ThreadedMotoServer):
                         environ["REQUEST_METHOD"],
                         unquote(environ.get("PATH_INFO", "")),
                         environ.get("QUERY_STRING", ""),
+                        environ.get("HTTP_USER_AGENT", ""),
                     )
                 )
             return app(environ, start_response)

@@ -14,7 +14,8 @@ second S3 client, no botocore/aiobotocore pins), it is maintained by Apache Arro
 for C++ (the standard credential chain, retries, timeouts), and its paths are the ones
 ``pyarrow.parquet`` reads. The readers use their own S3 clients with the same settings:
 polars ``scan_parquet(storage_options=...)`` and DuckDB ``httpfs`` with a secret
-(:meth:`S3Storage.duckdb_prepare`).
+(:meth:`S3Storage.duckdb_prepare`; the extension from the pip package built for the running DuckDB
+where one is installed, :func:`extension_file`).
 
 Settings come only from the standard AWS chain (:func:`s3_settings`): ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` / ``AWS_DEFAULT_REGION``,
@@ -28,6 +29,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -417,11 +419,14 @@ class S3Storage(Storage):
     def duckdb_prepare(self, con: Any) -> None:
         """DuckDB ``httpfs`` with a temporary (in-memory, never persisted) secret of these settings.
 
-        Raises ``duckdb.Error`` when the httpfs extension cannot be loaded (not installed and no
-        access to DuckDB's extension repository); :func:`engine.sql.sql_arrow` then reads the
-        files through this storage instead.
+        The extension is loaded by :func:`extension_load`: from the pip package built for this
+        DuckDB where one is installed (``duckdb-ext-httpfs``), else DuckDB's own ``LOAD httpfs``.
+        Without a key in the settings, DuckDB's credential chain needs its ``aws`` extension too,
+        loaded the same way. Raises ``duckdb.Error`` when one cannot be loaded (no package, not
+        installed, no access to DuckDB's extension repository); :func:`engine.sql.sql_arrow` then
+        reads the files through this storage instead (pyarrow follows the same chain).
         """
-        con.execute("LOAD httpfs")
+        extension_load(con, "httpfs")
         s = self.settings
         fields = ["TYPE s3"]
         params: list[str] = []
@@ -432,6 +437,7 @@ class S3Storage(Storage):
                 fields.append("SESSION_TOKEN ?")
                 params.append(s.token)
         else:
+            extension_load(con, "aws")  # before the secret: a failure here is a duckdb.Error (the fallback)
             fields.append("PROVIDER credential_chain")
         if s.region:
             fields.append("REGION ?")
@@ -449,6 +455,53 @@ class S3Storage(Storage):
         except Exception as exc:  # the statement holds the secret: never let it into a message
             raise DataError(self.redact(f"DuckDB refused the S3 settings for {self.where()}: {exc}")) from None
         con.execute(f"SET http_retries = {RETRIES - 1}")
+
+
+EXTENSION_PACKAGES = ("duckdb-ext-{name}", "duckdb-extension-{name}")
+"""PyPI packages that ship ``{name}.duckdb_extension`` for one DuckDB release (each pins ``duckdb==``
+that release), e.g. ``duckdb-ext-httpfs`` (``duckdb_ext/extensions/vX.Y.Z/PLATFORM/``) and
+``duckdb-extension-httpfs`` (``duckdb_extension_httpfs/extensions/vX.Y.Z/``)."""
+
+
+@functools.cache
+def extension_file(name: str, version: str | None = None) -> Path | None:
+    """Return the ``{name}.duckdb_extension`` a pip package installed for this DuckDB, or None.
+
+    Only a file under a ``v{version}`` folder counts (an extension loads only into the DuckDB
+    release it was built for); ``version`` defaults to the running ``duckdb.__version__``.
+    """
+    from importlib import metadata
+
+    if version is None:
+        import duckdb
+
+        version = duckdb.__version__
+    for package in EXTENSION_PACKAGES:
+        try:
+            dist = metadata.distribution(package.format(name=name))
+        except metadata.PackageNotFoundError:
+            continue
+        for file in dist.files or []:
+            if file.name == f"{name}.duckdb_extension" and f"v{version}" in file.parts:
+                path = Path(str(file.locate()))
+                if path.is_file():
+                    return path
+    return None
+
+
+def extension_load(con: Any, name: str) -> str:
+    """Load the DuckDB extension ``name`` into ``con``; return where it came from (a file, or ``"duckdb"``).
+
+    The pip package built for this DuckDB (:func:`extension_file`) is loaded by its path, with no
+    download; without one, ``LOAD name`` takes an extension installed in DuckDB's own extension
+    directory. Raises ``duckdb.Error`` if neither works.
+    """
+    path = extension_file(name)
+    if path is None:
+        con.execute(f"LOAD {name}")
+        return "duckdb"
+    con.execute("LOAD '" + str(path).replace("'", "''") + "'")
+    return str(path)
 
 
 def _endpoint_redacted(endpoint: str) -> str:

@@ -1,0 +1,76 @@
+"""DuckDB extensions from pip packages: found for the running DuckDB only, loaded by path, and a
+missing one is a ``duckdb.Error`` (the pyarrow fallback), never a failed run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from engine.data.storage import S3Settings, S3Storage, extension_file, extension_load
+
+
+@pytest.fixture(autouse=True)
+def _fresh_lookup() -> Iterator[None]:
+    extension_file.cache_clear()
+    yield
+    extension_file.cache_clear()
+
+
+def _fake_package(site: Path, version: str) -> Path:
+    """A pip-installed ``duckdb-ext-qefake`` laid out as duckdb-ext-httpfs is (dist-info with a RECORD)."""
+    rel = f"duckdb_ext/extensions/v{version}/linux_amd64/qefake.duckdb_extension"
+    (site / rel).parent.mkdir(parents=True)
+    (site / rel).write_bytes(b"not really an extension")
+    info = site / "duckdb_ext_qefake-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: duckdb-ext-qefake\nVersion: 1.0\n")
+    (info / "RECORD").write_text(f"{rel},,\nduckdb_ext_qefake-1.0.dist-info/METADATA,,\n")
+    return site / rel
+
+
+def test_an_extension_package_counts_only_for_the_duckdb_it_was_built_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _fake_package(tmp_path, duckdb.__version__)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert extension_file("qefake") == path
+    assert extension_file("qefake", "0.9.0") is None
+    assert extension_file("qe_no_such_extension") is None
+
+
+def test_a_package_for_another_duckdb_is_not_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_package(tmp_path, "0.9.0")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert extension_file("qefake") is None
+    with pytest.raises(duckdb.Error):  # LOAD qefake: DuckDB's own folder has none either
+        extension_load(duckdb.connect(), "qefake")
+
+
+def test_httpfs_from_its_package_is_loaded_by_path() -> None:
+    path = extension_file("httpfs")
+    if path is None:
+        pytest.skip(f"no httpfs package for DuckDB {duckdb.__version__}")
+    con = duckdb.connect()
+    assert extension_load(con, "httpfs") == str(path)
+    loaded = con.sql("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchall()
+    assert loaded == [(True,)]
+
+
+def test_settings_without_a_key_need_the_aws_extension_or_fall_back() -> None:
+    """No key: DuckDB's credential chain is its ``aws`` extension. Where that (or httpfs) does not
+    load, preparing the connection is a ``duckdb.Error``, the signal for the pyarrow reader, not the
+    one-line ``DataError`` that stops a run."""
+    con = duckdb.connect()
+    try:
+        extension_load(con, "httpfs")
+        extension_load(con, "aws")
+    except duckdb.Error:
+        pass
+    else:
+        pytest.skip("httpfs and aws both load here: DuckDB's credential chain is available")
+    storage = S3Storage("s3://qe-lake/x", S3Settings(region="us-east-1", endpoint="http://127.0.0.1:9"))
+    with pytest.raises(duckdb.Error):
+        storage.duckdb_prepare(duckdb.connect())
