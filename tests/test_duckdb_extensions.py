@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from engine.data.storage import S3Settings, S3Storage, extension_file, extension_load
+from engine.errors import DataError
 
 
 @pytest.fixture(autouse=True)
@@ -59,18 +60,35 @@ def test_httpfs_from_its_package_is_loaded_by_path() -> None:
     assert loaded == [(True,)]
 
 
-def test_settings_without_a_key_need_the_aws_extension_or_fall_back() -> None:
-    """No key: DuckDB's credential chain is its ``aws`` extension. Where that (or httpfs) does not
-    load, preparing the connection is a ``duckdb.Error``, the signal for the pyarrow reader, not the
-    one-line ``DataError`` that stops a run."""
+def test_no_credentials_anywhere_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No key in the settings: DuckDB's credential chain (its ``aws`` extension, from the s3 extra)
+    is asked; when it finds nothing either, one line says where credentials come from."""
+    if extension_file("httpfs") is None or extension_file("aws") is None:
+        pytest.skip(f"no httpfs / aws packages for DuckDB {duckdb.__version__} (the s3 extra installs them)")
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup from a test
+    storage = S3Storage("s3://qe-lake/x", S3Settings(region="us-east-1", endpoint="http://127.0.0.1:9"))
+    with pytest.raises(DataError) as info:
+        storage.duckdb_prepare(duckdb.connect())
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("no AWS credentials for s3://qe-lake/x") and "AWS_ACCESS_KEY_ID" in message
+
+
+def test_without_the_aws_extension_a_keyless_read_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Where ``aws`` does not load, preparing the connection is a ``duckdb.Error``, the signal for
+    the pyarrow reader, not the one-line ``DataError`` that stops a run."""
+    import engine.data.storage as storage_module
+
+    real = storage_module.extension_file
+    monkeypatch.setattr(storage_module, "extension_file", lambda name: None if name == "aws" else real(name))
     con = duckdb.connect()
-    try:
-        extension_load(con, "httpfs")
-        extension_load(con, "aws")
-    except duckdb.Error:
-        pass
-    else:
-        pytest.skip("httpfs and aws both load here: DuckDB's credential chain is available")
+    con.execute(f"SET extension_directory='{tmp_path}'")  # no aws installed there
+    con.execute("SET autoinstall_known_extensions=false")  # and none fetched
     storage = S3Storage("s3://qe-lake/x", S3Settings(region="us-east-1", endpoint="http://127.0.0.1:9"))
     with pytest.raises(duckdb.Error):
-        storage.duckdb_prepare(duckdb.connect())
+        storage.duckdb_prepare(con)

@@ -453,7 +453,15 @@ class S3Storage(Storage):
         try:
             con.execute(sql)
         except Exception as exc:  # the statement holds the secret: never let it into a message
-            raise DataError(self.redact(f"DuckDB refused the S3 settings for {self.where()}: {exc}")) from None
+            if not (s.key and s.secret) and "Validation Failure" in str(exc):
+                msg = (
+                    f"no AWS credentials for {self.where()}: neither the AWS_* settings, the profile files nor "
+                    "DuckDB's credential chain (SSO, container or instance role) has any; set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+                )
+                raise DataError(msg) from None
+            first = " ".join(str(exc).split())  # one line
+            raise DataError(self.redact(f"DuckDB refused the S3 settings for {self.where()}: {first}")) from None
         con.execute(f"SET http_retries = {RETRIES - 1}")
 
 
