@@ -6,7 +6,7 @@
    positions with their risk state: quantity, cost basis, trailing peak, opening time). A window
    step (``_run_window_step``) fetches the winners' finer bars and simulates the window
    (``_run_simulation``) from the state, then leaves the new state. The pessimistic pass, the
-   optimistic (take-profit-first) pass and the daily-bars comparison are each one call of
+   optimistic (take-profit-first) pass and the base-bars comparison are each one call of
    :meth:`BacktestEngine._fold` with a ``PassSpec`` and a state of their own.
 3. The result assembler turns a pass's output into orders, round-trip trades (``engine.trades``),
    equity, audit lines and metrics.
@@ -728,11 +728,15 @@ class BacktestEngine:
                 plain = reason == 0
                 if signals:
                     reason[plain & (bar > 0)] = SIGNAL
-                reason[plain & delist[bar, rec["col"]]] = DELISTED
+                gone = plain & delist[bar, rec["col"]]
+                reason[gone] = DELISTED
+                # sold at the last close of a symbol whose bars ended: stamped with its last bar
+                # (the bar before the delist row), like a position marked at the end of the data
+                stamp = np.where(gone, ts[np.maximum(bar - 1, 0)], ts[bar])
                 out.orders.append(
                     {
                         "window": np.full(len(rec), plan.window.index, dtype=np.int64),
-                        "timestamp": ts[bar],
+                        "timestamp": stamp,
                         "symbol": names[rec["col"]],
                         "side": rec["side"].astype(np.int64),
                         "size": rec["size"],
@@ -750,7 +754,7 @@ class BacktestEngine:
     def _daily_comparison(self, main: BookOutput, daily: BookOutput) -> dict[str, Any]:
         """Return the same winners and rules with stops on the base bars only: what they misstate.
 
-        Kept under ``daily_bars`` in metrics.json (its ``interval`` says which bars: daily by default).
+        Kept under ``base_bars`` in metrics.json (its ``interval`` says which bars: daily by default).
         """
         ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
         m = equity_metrics(eq[(ts % self.base_ms) == 0], self.cfg.backtest.init_cash, *self._span(ts))
@@ -830,12 +834,12 @@ class BacktestEngine:
             book_active = rules_i is not None if sched is None else any(r is not None for r in sched)
             orders = _orders_columns(book.out.orders)
             trades = trades_from_orders(orders, main.last_price, main.last_bar_ms, self.windows[-1].index)
-            extra: dict[str, Any] = {"mode": "exit_rules" if book_active else "rebalance", "daily_bars": None}
+            extra: dict[str, Any] = {"mode": "exit_rules" if book_active else "rebalance", "base_bars": None}
             if book_active:
                 final = optimistic[i].final_equity if i in optimistic else book.out.final_equity
                 extra["total_return_optimistic"] = float(final / self.cfg.backtest.init_cash - 1.0)
                 if daily is not None:
-                    extra["daily_bars"] = self._daily_comparison(book.out, daily.books[i].out)
+                    extra["base_bars"] = self._daily_comparison(book.out, daily.books[i].out)
             else:
                 extra["total_return_optimistic"] = None
             self.book_metrics.append(self._pass_metrics(book.out, orders, trades, extra))

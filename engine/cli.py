@@ -456,6 +456,14 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     for stage, seconds in result.timings.items():
         log.info("stage %s: %.2f s", stage, seconds)
     rows = []
+    # the run directory's own artefacts are the first combination's: say so where they are read
+    result.metrics = {**result.metrics}  # a copy: combos/000 keeps its own metrics as they are
+    result.metrics["grid_combination"] = {
+        "combo": 0,
+        "exit_rules": None if rules[0] is None else rules[0].model_dump(),
+        "note": "metrics, equity, orders and trades here are combination 000's; every combination's metrics "
+        "are in combos/NNN/metrics.json, ranked in combos/leaderboard.md",
+    }
     with artefact_errors(out):
         artefacts_write(out, cfg, result, config_yaml)
         for i, (r, metrics) in enumerate(zip(rules, engine.book_metrics, strict=True)):
@@ -473,6 +481,7 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
 
     ledger_record_grid(cfg, out, rules, engine.book_metrics)  # the trial ledger (paths.ledger); failures warn
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
+    print(f"the run directory's own artefacts are combination 000's; all {len(rules)} are ranked below")
     from engine.sweep import summary_print, sweep_summarize
 
     try:

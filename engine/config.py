@@ -754,6 +754,10 @@ def validation_message(exc: ValidationError) -> str:
     shown = "" if isinstance(value, dict) else f"={value!r}"
     if isinstance(value, str) and value.startswith("s3://") and "@" in value.split("/")[2]:
         shown = ""  # issue 16: never echo credentials typed into an s3:// URL
+    if err["type"] == "value_error":  # a validator's own message says what is allowed
+        allowed = ""
+    if err["type"] == "list_type" and isinstance(value, str):
+        text = f"a list is needed: write '{key}=[{value}]'"
     hint = f" (allowed: {allowed})" if allowed else ""
     return f"invalid config value {key}{shown}: {text}{hint}"
 

@@ -1,4 +1,4 @@
-"""Features and ranking: a polars lazy pipeline over the daily bars of the whole universe.
+"""Features and ranking: a polars lazy pipeline over the base bars of the whole universe.
 
 The bars are the base interval's (``backtest.interval``, daily by default). Every feature at the
 bar opened at ``t`` uses only bars with open time <= ``t`` (rolling windows look back), so a window

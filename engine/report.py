@@ -264,7 +264,7 @@ def _header(cfg: RunConfig, result: BacktestResult) -> str:
         f"<h1>{_esc(title)}</h1>"
         f'<section><table class="metrics">{info_html}</table>{warn}</section>'
         f"<section><h2>Key metrics</h2>{metrics_html}"
-        '<p class="note">Returns and ratios from daily marks, annualised over 365 days; '
+        f'<p class="note">{_esc(_marks_sentence(m))}; '
         "turnover is traded value per year over mean equity.</p></section>"
     )
 
@@ -558,25 +558,37 @@ def _config_html(cfg: RunConfig) -> str:
 # ---- page ------------------------------------------------------------------------------------
 
 
+def _marks_sentence(m: dict[str, Any]) -> str:
+    """Say which equity marks the returns and ratios come from and how they are annualised."""
+    base = str(m.get("base_interval") or "1d")
+    per_year = m.get("periods_per_year") or 365.0
+    marks = "daily marks" if base == "1d" else f"the {base} bars' closes"
+    return f"Returns and ratios from {marks}, annualised over 365 days ({per_year:,.0f} periods a year)"
+
+
 def _daily_comparison_html(result: BacktestResult) -> str:
-    """Return the HTML comparing stops on daily bars with the finer bars, same winners and rules (empty if not run)."""
+    """Return the HTML comparing stops on the base bars with the finer bars, same winners and rules (empty if not run)."""
     m = result.metrics
-    daily = m.get("daily_bars")
+    daily = m.get("base_bars")
     if not daily:
         return ""
     interval = str(m.get("interval"))
+    base = str(daily.get("interval") or "1d")
+    word = "daily" if base == "1d" else base
     rows = [
         [("total return", ""), (_pct(daily.get("total_return")), "n"), (_pct(m.get("total_return")), "n")],
         [("max drawdown", ""), (_pct(daily.get("max_drawdown")), "n"), (_pct(m.get("max_drawdown")), "n")],
         [("stop exits", ""), (_int(daily.get("n_stop_exits")), "n"), (_int(m.get("n_stop_exits")), "n")],
         [("ambiguous exits", ""), (_int(daily.get("n_ambiguous_exits")), "n"), (_int(m.get("n_ambiguous_exits")), "n")],
     ]
-    table = _table(["", "stops on 1d bars", f"stops on {interval} bars"], rows, numeric={1, 2})
+    table = _table(["", f"stops on {base} bars", f"stops on {interval} bars"], rows, numeric={1, 2})
     note = (
-        f"The same winners, weights and exit rules, with stops checked on daily bars only and on {interval} bars: "
-        f"{_int(daily.get('ambiguous_resolved_by_finer_bars'))} daily-ambiguous exits were resolved by the finer bars."
+        f"The same winners, weights and exit rules, with stops checked on the {base} base bars only and on "
+        f"{interval} bars: {_int(daily.get('ambiguous_resolved_by_finer_bars'))} exits ambiguous on {base} bars "
+        "were resolved by the finer bars."
     )
-    return f'<section id="daily-vs-fine"><h2>Stops on daily vs {_esc(interval)} bars</h2>{table}<p class="note">{_esc(note)}</p></section>'
+    head = f"Stops on {word} vs {interval} bars"
+    return f'<section id="daily-vs-fine"><h2>{_esc(head)}</h2>{table}<p class="note">{_esc(note)}</p></section>'
 
 
 def rules_label(rules_json: str | None) -> str:

@@ -82,10 +82,14 @@ def windows_build(data_first_ms: int, data_end_ms: int, bt: BacktestConfig, rank
         windows.append(Window(len(windows), start - iv, start, min(start + hold, end_ms)))
         start += step
     if not windows:
+        fb = ranking.bars(bt.interval)
+        have = (data_end_ms - data_first_ms) // iv
         msg = (
-            f"no walk-forward window fits the data ({ms_iso(data_first_ms)} .. {ms_iso(data_end_ms - 1)}): "
-            f"ranking needs ranking.min_history={ranking.min_history} of {bt.interval} bars before the first "
-            "trade; shorten ranking.min_history or extend the data range"
+            f"no walk-forward window fits the data: {have} {bt.interval} bars ({ms_iso(data_first_ms)} .. last bar "
+            f"{ms_iso(data_end_ms - iv)}), and the first window needs ranking.min_history={ranking.min_history} "
+            f"({fb.min_history} bars) of history plus a bar to trade; give more data, or shorten ranking.min_history "
+            f"with the factor windows it must exceed (momentum_window={ranking.momentum_window}, "
+            f"vol_window={ranking.vol_window}, liquidity_window={ranking.liquidity_window})"
         )
         raise EngineError(msg)
     return windows

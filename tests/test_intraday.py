@@ -446,3 +446,27 @@ def test_hourly_base_from_ccxt_equals_the_same_bars_from_files(tmp_path: Path) -
         assert pl.read_parquet(tmp_path / "ccxt" / f"{f}.parquet").equals(
             pl.read_parquet(tmp_path / "files" / f"{f}.parquet")
         )
+
+
+@pytest.mark.slow
+def test_a_pair_whose_files_end_early_is_sold_at_its_last_bar(five_min_folder: Path, tmp_path: Path) -> None:
+    """XRP/BTC's 5m bars end at 04:50 on day 31; held (top 8 of 8 pairs), it is sold at that bar's
+    close and the fill is stamped with that bar, not with a bar it does not have."""
+    from test_freqtrade_e2e import EARLY_END, EARLY_PAIR
+
+    args = ["+profile=crypto_rating_intraday", "data=files", f"data.path={five_min_folder}", "ranking.top_n=8"]
+    proc = engine_cli(
+        [*args, "backtest.timeframes=[5m]", "exit_rules.sl_stop=0.9", "exit_rules.tp_stop=null"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    trades = pl.read_parquet(run / "trades.parquet").filter(pl.col("symbol") == EARLY_PAIR)
+    gone = trades.filter(pl.col("exit_kind") == "delisted")
+    assert gone.height == 1
+    last_bar = EARLY_END - FIVE_MIN  # 04:50
+    assert gone.get_column("exit_time").dt.epoch("ms").item() == last_bar
+    orders = pl.read_parquet(run / "orders.parquet").filter(pl.col("symbol") == EARLY_PAIR)
+    assert orders.get_column("timestamp").dt.epoch("ms").max() == last_bar
+    sale = orders.filter(pl.col("reason") == "delisted")
+    last_close = five_minute(EARLY_PAIR).get_column("close")[-1]
+    assert sale.get_column("price").item() == pytest.approx(last_close * (1 - 0.0005), rel=1e-12)  # less slippage

@@ -108,7 +108,7 @@ def test_mtf_run_reports_daily_comparison(lakehouse_dir: Path, tmp_path: Path) -
     cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating", "backtest.timeframes=[4h]")
     m = BacktestEngine(cfg).run().metrics
     assert m["interval"] == "4h"
-    daily = m["daily_bars"]
+    daily = m["base_bars"]
     assert daily["n_stop_exits"] > 0
     assert daily["ambiguous_resolved_by_finer_bars"] == daily["n_ambiguous_exits"] - m["n_ambiguous_exits"]
 
@@ -128,6 +128,6 @@ def test_trend_in_trend_run_compares_with_daily_only_simulation(lakehouse_dir: P
     m = BacktestEngine(cfg).run().metrics
     assert m["interval"] == "4h"
     assert m["exits_by_kind"]["signal"] + m["n_stop_exits"] > 0
-    daily = m["daily_bars"]
+    daily = m["base_bars"]
     assert daily["n_stop_exits"] > 0
     assert daily["total_return"] != m["total_return"]  # entries move to the next daily open
