@@ -514,10 +514,25 @@ def summary_print(result: RunResult) -> None:
         ("ambiguous exits", m.get("n_ambiguous_exits"), "{}"),
     ]
     width = max(len(r[0]) for r in rows)
+    days = _span_days(m)
     for name, value, fmt in rows:
         shown = "n/a" if value is None else fmt.format(value)
+        if name == "CAGR" and value is not None and days is not None and days < 365:
+            shown += f"  (extrapolated from {days:.0f} days)"
         print(f"  {name:<{width}}  {shown}")
     print(f"artefacts: {result.output_dir}")
+
+
+def _span_days(m: dict[str, Any]) -> float | None:
+    """Return the calendar days from a run's start to its end (metrics.json's ISO times), or None."""
+    from datetime import datetime
+
+    try:
+        return (
+            datetime.fromisoformat(str(m["end"])) - datetime.fromisoformat(str(m["start"]))
+        ).total_seconds() / 86_400
+    except (KeyError, ValueError):
+        return None
 
 
 def params_write(out: Path) -> None:

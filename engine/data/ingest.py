@@ -92,7 +92,12 @@ class IngestionService:
             if gaps:
                 report.gaps[(symbol, interval)] = gaps
         for (symbol, interval), n in report.gaps.items():
-            log.warning("%s %s: %d missing bar(s) inside the fetched range", symbol, interval, n)
+            log.warning(
+                "%s %s: %d missing bar(s) inside the range read (a bar built from finer ones needs all of them)",
+                symbol,
+                interval,
+                n,
+            )
         return report
 
     def fetch_universe(self, symbols: Sequence[str], start_ms: int, end_ms: int, interval: str = "1d") -> IngestReport:
