@@ -352,3 +352,28 @@ def test_report_renders_in_chromium(tmp_path: Path, browser: str) -> None:
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 50_000
+
+
+def test_an_intraday_report_names_its_base_bars() -> None:
+    """On an hourly base the ratios come from the hourly closes (8,760 a year) and the stop
+    comparison is against the 1h base bars, not 'daily' ones."""
+    from engine.report import _daily_comparison_html, _marks_sentence
+
+    daily = _metrics(True)
+    assert (
+        _marks_sentence(daily) == "Returns and ratios from daily marks, annualised over 365 days (365 periods a year)"
+    )
+    hourly = {**daily, "base_interval": "1h", "periods_per_year": 8760.0, "interval": "5m"}
+    assert "from the 1h bars' closes" in _marks_sentence(hourly) and "8,760 periods a year" in _marks_sentence(hourly)
+    hourly["base_bars"] = {
+        "interval": "1h",
+        "total_return": 0.1,
+        "max_drawdown": -0.05,
+        "n_stop_exits": 4,
+        "n_ambiguous_exits": 1,
+        "ambiguous_resolved_by_finer_bars": 1,
+    }
+    result = dataclasses.replace(synthetic_result(True), metrics=hourly)
+    html = _daily_comparison_html(result)
+    text = re.sub(r"<[^>]+>", " ", html)  # what a reader sees (the section id stays daily-vs-fine)
+    assert "Stops on 1h vs 5m bars" in text and "stops on 1h bars" in text and "daily" not in text
