@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -288,3 +289,27 @@ def backtest_subprocess(
     res["startup_s"] = res["start_epoch"] - t_launch
     res["process_wall_s"] = wall
     return res
+
+
+def engine_cli(cwd: Path, args: list[str], timeout: float = 3600) -> tuple[float, float, str]:
+    """``python -m engine ARGS`` from ``cwd``; returns (wall s, CPU s, stdout); raises on failure."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:])
+        msg = f"python -m engine failed (exit {proc.returncode}) with {args}:\n{tail}"
+        raise RuntimeError(msg)
+    return wall, cpu, proc.stdout

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, Row, check_interval, median_interval
+from benchmarks.common import REPO, Row, check_interval, engine_cli, median_interval
 
 FIG = "7 sweeps"
 TARGET_GRID = 0.05  # vectorised grid per combination <= 1/20 of sequential multirun's
@@ -98,30 +97,6 @@ def sizes(quick: bool) -> dict[str, Any]:
         "launcher_n_jobs": 2,
         "pairs": {SEQ: 1 if quick else 2, JOBLIB: 1, VEC: 3 if quick else 5},
     }
-
-
-def _engine(cwd: Path, args: list[str], timeout: float = 3600) -> tuple[float, float, str]:
-    """``python -m engine ARGS`` from ``cwd``; returns (wall s, CPU s, stdout); raises on failure."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    wall = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:])
-        msg = f"python -m engine failed (exit {proc.returncode}) with {args}:\n{tail}"
-        raise RuntimeError(msg)
-    return wall, cpu, proc.stdout
 
 
 def _summary_files(directory: Path) -> dict[str, bool]:
@@ -170,8 +145,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         return ["-m", *common, *sweep, *launcher]
 
     # untimed: generate the lakehouse; in full mode one timed single run (existing lakehouse) for reference
-    t_gen, _, _ = _engine(tmp / "gen", common)
-    t_single = None if quick else _engine(tmp / "single", common)[0]
+    t_gen, _, _ = engine_cli(tmp / "gen", common)
+    t_single = None if quick else engine_cli(tmp / "single", common)[0]
 
     ways: dict[str, dict[str, Any]] = {}
     for name in size["ways"]:
@@ -182,7 +157,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             for label, g, count in (("small", SMALL_GRID, n_small), ("large", large, n_large)):
                 cwd = tmp / f"{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}_{label}_{rep}"
                 args = way_args(name, g)
-                wall, cpu, stdout = _engine(cwd, args)
+                wall, cpu, stdout = engine_cli(cwd, args)
                 pattern = (
                     "outputs/runs/*/*/combos/*/metrics.json"
                     if args[0] == "task=grid"
@@ -247,23 +222,16 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             spread = f"interval {e['low_s'] * 1e3:.0f}..{e['high_s'] * 1e3:.0f} ms" + (
                 f" over {reps} pairs" if reps > 1 else " (one pair +- the grid pairs' spread)"
             )
+            measure = f"{name}: per combination, {label} (slope {n_small} -> {w['n_large']})"
             if name == SEQ:
-                rows.append(
-                    Row(
-                        FIG,
-                        f"{name}: per combination, {label} (slope {n_small} -> {w['n_large']})",
-                        e["estimate_s"] * 1e3,
-                        "ms",
-                        note=spread,
-                    )
-                )
+                rows.append(Row(FIG, measure, e["estimate_s"] * 1e3, "ms", note=spread))
                 continue
             ratio, lo, hi, verdict = ratio_verdict(e, seq[kind], TARGET_GRID)
             is_target = name == VEC
             rows.append(
                 Row(
                     FIG,
-                    f"{name}: per combination, {label} (slope {n_small} -> {w['n_large']})",
+                    measure,
                     e["estimate_s"] * 1e3,
                     "ms",
                     seq[kind]["estimate_s"] * 1e3,

@@ -26,15 +26,12 @@ from the target is inside the noise.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, Row, run_config
+from benchmarks.common import Row, engine_cli, run_config
 
 FIG = "8 wfo"
 TARGET = 1.5
@@ -71,26 +68,6 @@ def verdict(ratios: list[float], target: float = TARGET) -> str:
     return "inconclusive"
 
 
-def _engine_cli(cwd: Path, args: list[str]) -> float:
-    cwd.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:])
-        msg = f"python -m engine failed (exit {proc.returncode}) with {args}:\n{tail}"
-        raise RuntimeError(msg)
-    return wall
-
-
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     from engine.backtest import BacktestEngine
     from engine.cli import grid_combos
@@ -101,7 +78,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     data = QUICK_DATA if quick else []
     train = size["train_windows"]
     common = ["+profile=crypto_rating", "grid=sl_tp_27", f"wfo.train_windows={train}", *data]
-    _engine_cli(tmp / "gen", ["+profile=crypto_rating", f"paths.lakehouse_dir={lake}", "quiet=true", *data])
+    engine_cli(tmp / "gen", ["+profile=crypto_rating", f"paths.lakehouse_dir={lake}", "quiet=true", *data])
 
     cfg = run_config(lake, tmp / "engine_out", ["task=wfo", *common])
     rules = grid_combos(cfg)
@@ -124,8 +101,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     cli_pairs = []
     for rep in range(size["cli_pairs"]):
         base = [f"paths.lakehouse_dir={lake}", "quiet=true", *common]
-        g = _engine_cli(tmp / f"grid_{rep}", ["task=grid", *base])
-        w = _engine_cli(tmp / f"wfo_{rep}", ["task=wfo", *base])
+        g = engine_cli(tmp / f"grid_{rep}", ["task=grid", *base])[0]
+        w = engine_cli(tmp / f"wfo_{rep}", ["task=wfo", *base])[0]
         cli_pairs.append((g, w))
 
     rows: list[Row] = []

@@ -1,6 +1,6 @@
 """The walk-forward backtest, as data flowing through state.
 
-1. Preparation, once per run: the daily universe, the windows, every window's ranking, winners
+1. Preparation, once per run: the universe's base bars, the windows, every window's ranking, winners
    and weights (``WindowPlan``), the winners' finer bars and, with ``signals``, the signal table.
 2. A pass folds the windows over a state it owns (``PassState``: per book, cash and the open
    positions with their risk state: quantity, cost basis, trailing peak, opening time). A window
@@ -751,20 +751,20 @@ class BacktestEngine:
             audit["ambiguous"] = int(res.n_ambiguous)
             out.audit.append(audit)
 
-    def _daily_comparison(self, main: BookOutput, daily: BookOutput) -> dict[str, Any]:
+    def _base_comparison(self, main: BookOutput, base: BookOutput) -> dict[str, Any]:
         """Return the same winners and rules with stops on the base bars only: what they misstate.
 
         Kept under ``base_bars`` in metrics.json (its ``interval`` says which bars: daily by default).
         """
-        ts, eq = np.concatenate(daily.equity_ts), np.concatenate(daily.equity)
+        ts, eq = np.concatenate(base.equity_ts), np.concatenate(base.equity)
         m = equity_metrics(eq[(ts % self.base_ms) == 0], self.cfg.backtest.init_cash, *self._span(ts))
         return {
             "interval": self.base,
             "total_return": m["total_return"],
             "max_drawdown": m["max_drawdown"],
-            "n_stop_exits": int(sum(daily.stop_exits[TRADE_KINDS.index(k)] for k in STOP_KINDS)),
-            "n_ambiguous_exits": daily.n_ambiguous,
-            "ambiguous_resolved_by_finer_bars": max(daily.n_ambiguous - main.n_ambiguous, 0),
+            "n_stop_exits": int(sum(base.stop_exits[TRADE_KINDS.index(k)] for k in STOP_KINDS)),
+            "n_ambiguous_exits": base.n_ambiguous,
+            "ambiguous_resolved_by_finer_bars": max(base.n_ambiguous - main.n_ambiguous, 0),
         }
 
     # ---- the run -----------------------------------------------------------------------------
@@ -823,9 +823,9 @@ class BacktestEngine:
                 None if schedules is None else [schedules[i] for i in ambiguous],
             )
             optimistic = {i: b.out for i, b in zip(ambiguous, alt.books, strict=True)}
-        daily = None
+        on_base = None  # the same books with stops on the base bars only, to compare with the finer bars
         if active and self.interval != self.base:
-            daily = self._fold(PassSpec("pessimistic", self.base), rules, schedules=schedules)
+            on_base = self._fold(PassSpec("pessimistic", self.base), rules, schedules=schedules)
         t0 = time.perf_counter()
         self.book_metrics = []
         first: tuple[pl.DataFrame, dict[str, np.ndarray]] | None = None
@@ -838,8 +838,8 @@ class BacktestEngine:
             if book_active:
                 final = optimistic[i].final_equity if i in optimistic else book.out.final_equity
                 extra["total_return_optimistic"] = float(final / self.cfg.backtest.init_cash - 1.0)
-                if daily is not None:
-                    extra["base_bars"] = self._daily_comparison(book.out, daily.books[i].out)
+                if on_base is not None:
+                    extra["base_bars"] = self._base_comparison(book.out, on_base.books[i].out)
             else:
                 extra["total_return_optimistic"] = None
             self.book_metrics.append(self._pass_metrics(book.out, orders, trades, extra))

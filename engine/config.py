@@ -451,9 +451,7 @@ class PortfolioConfig(_Model):
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("vol_days"), int) and 1 <= data["vol_days"] <= 730:
-            data = {**data, "vol_window": f"{data['vol_days']}d"}
-        return data
+        return _day_aliases(data, ("vol_window",))
 
     @field_validator("vol_window")
     @classmethod
@@ -466,11 +464,7 @@ class PortfolioConfig(_Model):
 
     def vol_label(self) -> str:
         """Return ``portfolio.<key>=<value>`` of the volatility window as the user gave it."""
-        return (
-            f"portfolio.vol_days={self.vol_days}"
-            if self.vol_days is not None
-            else f"portfolio.vol_window={self.vol_window!r}"
-        )
+        return _setting(self, "portfolio", "vol_window")
 
 
 class CostsConfig(_Model):

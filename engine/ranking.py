@@ -89,6 +89,18 @@ def _universe_features(
     return feats
 
 
+def _eligibility(ranking: RankingConfig, interval: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """Return the eligibility filters, each including the ones before it.
+
+    Listed long enough (history), then liquid enough, then finite factors with a positive
+    volatility: the last is eligibility itself.
+    """
+    history = pl.col("history") >= ranking.bars(interval).min_history
+    volume = history & (pl.col("dollar_volume") >= _quote_volume_floor(ranking))
+    factors = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
+    return history, volume, volume & factors & (pl.col("vol") > 0)
+
+
 def ranks_compute(
     bars: pl.LazyFrame,
     rank_ms: list[int],
@@ -104,14 +116,7 @@ def ranks_compute(
     factor values and ``weight_vol``.
     """
     feats = _universe_features(bars, rank_ms, ranking, portfolio, universe, interval)
-    factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
-    min_history = ranking.bars(interval).min_history
-    eligible = feats.filter(
-        (pl.col("history") >= min_history)
-        & (pl.col("dollar_volume") >= _quote_volume_floor(ranking))
-        & factor_ok
-        & (pl.col("vol") > 0)
-    )
+    eligible = feats.filter(_eligibility(ranking, interval)[-1])
 
     frame = (
         eligible.select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
@@ -136,24 +141,15 @@ def eligibility_diagnose(
     would pass.
     """
     feats = _universe_features(bars, rank_ms, ranking, portfolio, universe, interval)
-    factor_ok = pl.all_horizontal([pl.col(f).is_not_null() & pl.col(f).is_finite() for f in FACTORS])
     min_history = ranking.bars(interval).min_history
+    history_ok, volume_ok, factors_ok = _eligibility(ranking, interval)
     f = feats.select(
         pl.len().alias("listed"),
         pl.col("history").max().alias("max_history"),
-        (pl.col("history") >= min_history).sum().alias("history_ok"),
-        (pl.col("dollar_volume").filter(pl.col("history") >= min_history)).max().alias("max_volume"),
-        ((pl.col("history") >= min_history) & (pl.col("dollar_volume") >= _quote_volume_floor(ranking)))
-        .sum()
-        .alias("volume_ok"),
-        (
-            (pl.col("history") >= min_history)
-            & (pl.col("dollar_volume") >= _quote_volume_floor(ranking))
-            & factor_ok
-            & (pl.col("vol") > 0)
-        )
-        .sum()
-        .alias("factors_ok"),
+        history_ok.sum().alias("history_ok"),
+        pl.col("dollar_volume").filter(history_ok).max().alias("max_volume"),
+        volume_ok.sum().alias("volume_ok"),
+        factors_ok.sum().alias("factors_ok"),
     ).collect()
     r = f.row(0, named=True)
     if not r["listed"]:

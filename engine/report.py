@@ -566,25 +566,29 @@ def _marks_sentence(m: dict[str, Any]) -> str:
     return f"Returns and ratios from {marks}, annualised over 365 days ({per_year:,.0f} periods a year)"
 
 
-def _daily_comparison_html(result: BacktestResult) -> str:
+def _base_comparison_html(result: BacktestResult) -> str:
     """Return the HTML comparing stops on the base bars with the finer bars, same winners and rules (empty if not run)."""
     m = result.metrics
-    daily = m.get("base_bars")
-    if not daily:
+    base_bars = m.get("base_bars")
+    if not base_bars:
         return ""
     interval = str(m.get("interval"))
-    base = str(daily.get("interval") or "1d")
+    base = str(base_bars.get("interval") or "1d")
     word = "daily" if base == "1d" else base
     rows = [
-        [("total return", ""), (_pct(daily.get("total_return")), "n"), (_pct(m.get("total_return")), "n")],
-        [("max drawdown", ""), (_pct(daily.get("max_drawdown")), "n"), (_pct(m.get("max_drawdown")), "n")],
-        [("stop exits", ""), (_int(daily.get("n_stop_exits")), "n"), (_int(m.get("n_stop_exits")), "n")],
-        [("ambiguous exits", ""), (_int(daily.get("n_ambiguous_exits")), "n"), (_int(m.get("n_ambiguous_exits")), "n")],
+        [("total return", ""), (_pct(base_bars.get("total_return")), "n"), (_pct(m.get("total_return")), "n")],
+        [("max drawdown", ""), (_pct(base_bars.get("max_drawdown")), "n"), (_pct(m.get("max_drawdown")), "n")],
+        [("stop exits", ""), (_int(base_bars.get("n_stop_exits")), "n"), (_int(m.get("n_stop_exits")), "n")],
+        [
+            ("ambiguous exits", ""),
+            (_int(base_bars.get("n_ambiguous_exits")), "n"),
+            (_int(m.get("n_ambiguous_exits")), "n"),
+        ],
     ]
     table = _table(["", f"stops on {base} bars", f"stops on {interval} bars"], rows, numeric={1, 2})
     note = (
         f"The same winners, weights and exit rules, with stops checked on the {base} base bars only and on "
-        f"{interval} bars: {_int(daily.get('ambiguous_resolved_by_finer_bars'))} exits ambiguous on {base} bars "
+        f"{interval} bars: {_int(base_bars.get('ambiguous_resolved_by_finer_bars'))} exits ambiguous on {base} bars "
         "were resolved by the finer bars."
     )
     head = f"Stops on {word} vs {interval} bars"
@@ -781,7 +785,7 @@ def report_html(cfg: RunConfig, result: BacktestResult) -> str:
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body><main>"
         f"{_header(cfg, result)}"
         f"{''.join(charts)}"
-        f"{_daily_comparison_html(result)}"
+        f"{_base_comparison_html(result)}"
         f"{_wfo_html(result)}"
         f"<section><h2>Trades</h2>{_trades_table(result)}</section>"
         f"<section>{_config_html(cfg)}</section>"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -83,3 +85,16 @@ class S3Server(ThreadedMotoServer):
     def since(self, mark: int) -> list[Request]:
         with self._lock:
             return list(self.requests[mark:])
+
+
+@contextlib.contextmanager
+def s3_serving(bucket: str) -> Iterator[S3Server]:
+    """A started server holding an empty ``bucket``, stopped on exit (werkzeug's request lines silenced)."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = S3Server()
+    server.start()
+    server.bucket_create(bucket)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import processes_mentioning
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["data.n_symbols=20", "data.end=2021-09-30", "ranking.top_n=3", "quiet=true"]
@@ -184,21 +185,6 @@ def test_joblib_sweep_fails_when_a_job_fails(sweep_lakehouse: Path, tmp_path: Pa
     assert not list((tmp_path / "sweep").glob("*/metrics.json"))
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (the Ray instance's private temp dir)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.skipif(
     importlib.util.find_spec("ray") is None or importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
     reason="hydra-ray-launcher is not installed (optional: pip install 'hydra-ray-launcher>=1.2.2')",
@@ -232,7 +218,7 @@ def test_ray_sweep_on_a_private_local_instance(sweep_lakehouse: Path, tmp_path: 
     finally:
         # the sweep's driver shuts Ray down at exit; give its processes a moment to go
         deadline = time.monotonic() + 20
-        while (leftovers := _processes_mentioning(str(ray_tmp))) and time.monotonic() < deadline:
+        while (leftovers := processes_mentioning(str(ray_tmp))) and time.monotonic() < deadline:
             time.sleep(0.5)
         for pid in leftovers:  # only processes of this test's own Ray instance
             with contextlib.suppress(ProcessLookupError):

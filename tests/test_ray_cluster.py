@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import logging
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import processes_mentioning
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,32 +51,12 @@ NODE_LINE = re.compile(r"^node=(\w+) pid=\d+ hydra\.experimental\.callbacks\.Log
 TIMEOUT = 420
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[object]:
-    from tests.s3_server import S3Server
+    from tests.s3_server import s3_serving
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = S3Server()
-    server.start()
-    server.bucket_create(BUCKET)
-    try:
+    with s3_serving(BUCKET) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _engine(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -174,7 +154,7 @@ def test_sweep_on_a_two_node_ray_cluster_with_the_lakehouse_in_s3(s3: object, tm
             else:
                 os.environ[key] = value
         deadline = time.monotonic() + 30
-        while (leftovers := _processes_mentioning(str(ray_tmp))) and time.monotonic() < deadline:
+        while (leftovers := processes_mentioning(str(ray_tmp))) and time.monotonic() < deadline:
             time.sleep(0.5)
         for pid in leftovers:  # only processes of this test's own cluster
             with contextlib.suppress(ProcessLookupError):

@@ -357,7 +357,7 @@ def test_report_renders_in_chromium(tmp_path: Path, browser: str) -> None:
 def test_an_intraday_report_names_its_base_bars() -> None:
     """On an hourly base the ratios come from the hourly closes (8,760 a year) and the stop
     comparison is against the 1h base bars, not 'daily' ones."""
-    from engine.report import _daily_comparison_html, _marks_sentence
+    from engine.report import _base_comparison_html, _marks_sentence
 
     daily = _metrics(True)
     assert (
@@ -374,6 +374,6 @@ def test_an_intraday_report_names_its_base_bars() -> None:
         "ambiguous_resolved_by_finer_bars": 1,
     }
     result = dataclasses.replace(synthetic_result(True), metrics=hourly)
-    html = _daily_comparison_html(result)
+    html = _base_comparison_html(result)
     text = re.sub(r"<[^>]+>", " ", html)  # what a reader sees (the section id stays daily-vs-fine)
     assert "Stops on 1h vs 5m bars" in text and "stops on 1h bars" in text and "daily" not in text

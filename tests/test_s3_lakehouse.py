@@ -8,7 +8,6 @@ partition without a lock, a writer killed mid-upload, the secret in no artefact,
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from engine.data.lakehouse import Lakehouse, store_open
 from engine.data.sources.synthetic import SyntheticSource
 from engine.errors import DataError
 from tests.helpers import small_config
-from tests.s3_server import KEY_ID, SECRET, S3Server
+from tests.s3_server import KEY_ID, SECRET, Request, S3Server, s3_serving
 
 # every test here starts a moto S3 server on 127.0.0.1: the full set (.ci/run) runs them
 pytestmark = pytest.mark.slow
@@ -40,14 +39,8 @@ BUCKET = "qe-lake"
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = S3Server()
-    server.start()
-    server.bucket_create(BUCKET)
-    try:
+    with s3_serving(BUCKET) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -93,6 +86,17 @@ def test_generation_into_the_bucket_and_a_second_fetch_writes_nothing(s3_env: S3
     assert not [r for r in s3_env.since(mark) if r.method in ("PUT", "POST", "DELETE")]
 
 
+def _symbols_requested(requests: list[Request], partitions: str) -> set[str]:
+    """The symbols (``BASE_QUOTE``) of the partitions under ``partitions`` that the requests touched."""
+    return {
+        part.removeprefix("symbol=")
+        for r in requests
+        if partitions in r.path
+        for part in r.path.split("/")
+        if part.startswith("symbol=")
+    }
+
+
 def test_backtest_with_4h_bars_on_s3_equals_local_and_fetches_finer_bars_for_winners_only(
     s3_env: S3Server, tmp_path: Path
 ) -> None:
@@ -109,20 +113,8 @@ def test_backtest_with_4h_bars_on_s3_equals_local_and_fetches_finer_bars_for_win
     winners = pl.read_parquet(tmp_path / "s3" / "winners.parquet").filter(pl.col("selected"))
     won = {s.replace("/", "_") for s in winners.get_column("symbol").unique().to_list()}
     requests = s3_env.since(mark)
-    touched_mtf = {
-        part.removeprefix("symbol=")
-        for r in requests
-        if "/mtf/interval=4h/" in r.path
-        for part in r.path.split("/")
-        if part.startswith("symbol=")
-    }
-    touched_bars = {
-        part.removeprefix("symbol=")
-        for r in requests
-        if "/bars/interval=1d/" in r.path
-        for part in r.path.split("/")
-        if part.startswith("symbol=")
-    }
+    touched_mtf = _symbols_requested(requests, "/mtf/interval=4h/")
+    touched_bars = _symbols_requested(requests, "/bars/interval=1d/")
     assert len(touched_bars) == 30  # the daily universe
     assert touched_mtf and touched_mtf <= won, touched_mtf - won
     assert len(touched_mtf) < len(touched_bars)

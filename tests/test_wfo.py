@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GRID3 = ["+profile=crypto_rating", "task=wfo", "grid.sl_stop=[0.03,0.05,0.1]", "wfo.train_windows=6"]
 
 
+ONE_COMBO = ["+profile=crypto_rating", "task=wfo", "grid.sl_stop=[0.05]"]
+"""A walk-forward optimisation over a grid of one combination (it is chosen in every window)."""
+
+
 # ---- the selection, a pure function of the matrix ------------------------------------------------
 
 
@@ -101,9 +105,7 @@ def test_one_combination_equals_the_run_started_at_oos_start(lakehouse_dir: Path
         small_config(
             lakehouse_dir,
             tmp_path / "w",
-            "+profile=crypto_rating",
-            "task=wfo",
-            "grid.sl_stop=[0.05]",
+            *ONE_COMBO,
             "wfo.train_windows=5",
         )
     )
@@ -217,9 +219,7 @@ def test_train_windows_beyond_the_windows_fails_before_writing(lakehouse_dir: Pa
     cfg = small_config(
         lakehouse_dir,
         tmp_path / "x",
-        "+profile=crypto_rating",
-        "task=wfo",
-        "grid.sl_stop=[0.05]",
+        *ONE_COMBO,
         "wfo.train_windows=500",
     )
     with pytest.raises(ConfigError, match="leaves no window to trade"):
@@ -246,9 +246,7 @@ def test_ledger_failure_is_a_warning(lakehouse_dir: Path, tmp_path: Path, capsys
     cfg = small_config(
         lakehouse_dir,
         tmp_path / "w",
-        "+profile=crypto_rating",
-        "task=wfo",
-        "grid.sl_stop=[0.05]",
+        *ONE_COMBO,
         "wfo.train_windows=5",
         paths__ledger=str(bad),
     )
