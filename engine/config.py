@@ -15,7 +15,7 @@ from datetime import date
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from engine.data.bars import interval_ms, symbol_check
 from engine.errors import ConfigError, EngineError
@@ -317,8 +317,9 @@ class RankingConfig(_Model):
 
     @field_validator("momentum_window", "vol_window", "liquidity_window", "min_history")
     @classmethod
-    def _window_durations(cls, value: str) -> str:
-        return _duration_checked(value, MAX_DAYS)
+    def _window_durations(cls, value: str, info: ValidationInfo) -> str:
+        # the bound of the day-count alias: 730 days for a factor window, MAX_DAYS for the listing age
+        return _duration_checked(value, _ALIASES[str(info.field_name)][1])
 
     @model_validator(mode="after")
     def _weights_not_all_zero(self) -> RankingConfig:
@@ -394,8 +395,8 @@ class BacktestConfig(_Model):
 
     @field_validator("hold", "step")
     @classmethod
-    def _window_durations(cls, value: str | None) -> str | None:
-        return None if value is None else _duration_checked(value, MAX_DAYS)
+    def _window_durations(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _duration_checked(value, _ALIASES[str(info.field_name)][1])
 
     @model_validator(mode="after")
     def _step_is_the_hold(self) -> BacktestConfig:
@@ -455,8 +456,8 @@ class PortfolioConfig(_Model):
 
     @field_validator("vol_window")
     @classmethod
-    def _window_duration(cls, value: str) -> str:
-        return _duration_checked(value, 730)
+    def _window_duration(cls, value: str, info: ValidationInfo) -> str:
+        return _duration_checked(value, _ALIASES[str(info.field_name)][1])
 
     def vol_bars(self, interval: str) -> int:
         """Return the weights' volatility window in bars of the base ``interval``."""

@@ -54,6 +54,8 @@ def test_day_count_aliases_equal_their_durations() -> None:
         (["backtest.interval=4h", "backtest.timeframes=[1d]"], ["'1d' is coarser than the base bars"]),
         (["ranking.min_history_days=20"], ["ranking.min_history_days=20", ">= 31"]),
         (["backtest.hold=7days"], ["backtest.hold", "m, h, d or w"]),
+        (["ranking.momentum_window=1000d"], ["ranking.momentum_window='1000d'", "longer than 730 days"]),
+        (["portfolio.vol_window=731d"], ["portfolio.vol_window='731d'", "longer than 730 days"]),
         (
             ["+profile=crypto_rating_mtf", "backtest.interval=4h", "backtest.timeframes=[1h]"],
             ["signals=trend_in_trend", "backtest.interval=1d"],

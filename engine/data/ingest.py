@@ -93,7 +93,7 @@ class IngestionService:
                 report.gaps[(symbol, interval)] = gaps
         for (symbol, interval), n in report.gaps.items():
             log.warning(
-                "%s %s: %d missing bar(s) inside the range read (a bar built from finer ones needs all of them)",
+                "%s %s: %d missing bar(s) inside the range read (a bar resampled from finer ones needs all of them)",
                 symbol,
                 interval,
                 n,
