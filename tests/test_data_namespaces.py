@@ -4,6 +4,7 @@ rejects inf; the generator's names are distinct for any universe size."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -144,6 +145,18 @@ def test_inf_is_not_a_bar(column: str) -> None:
     neg = bars.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(-math.inf).otherwise(pl.col("low")).alias("low"))
     with pytest.raises(DataError, match=r"infinite price or volume at 2021-01-04"):
         bars_validate(neg, "ETH/USDT", "1d")
+
+
+def test_identical_duplicate_bars_are_dropped_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    src = SyntheticSource(5, 2, "2021-01-01", "2021-03-31")
+    bars = src.ohlcv_fetch("ETH/USDT", "1d", src.start_ms, src.end_ms)
+    with caplog.at_level(logging.WARNING):
+        kept = bars_validate(pl.concat([bars, bars.tail(5)]), "ETH/USDT", "1d")
+    assert kept.equals(bars)
+    assert "ETH/USDT 1d: 5 identical duplicate bar(s) dropped" in caplog.text
+    caplog.clear()
+    bars_validate(bars, "ETH/USDT", "1d")
+    assert "duplicate" not in caplog.text
 
 
 @pytest.mark.parametrize("n", [1021, 2000, 17_577, 20_000])

@@ -7,6 +7,7 @@ strictly increasing in time.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import polars as pl
@@ -87,7 +88,12 @@ def bars_validate(df: pl.DataFrame, symbol: str, interval: str) -> pl.DataFrame:
     Policy: nothing is repaired silently. Duplicate rows that are identical are dropped (exchanges
     resend pages); any other violation is rejected.
     """
-    df = bars_conform(df).unique(maintain_order=True).sort("timestamp")
+    conformed = bars_conform(df)
+    df = conformed.unique(maintain_order=True).sort("timestamp")
+    if df.height < conformed.height:  # said, not silent: the numbers are the same either way
+        logging.getLogger(__name__).warning(
+            "%s %s: %d identical duplicate bar(s) dropped", symbol, interval, conformed.height - df.height
+        )
 
     def fail(problem: str, mask: pl.Expr) -> None:
         bad = df.filter(mask)
