@@ -200,8 +200,12 @@ def _no_constant(name: str) -> None:
 def test_unwritable_working_folder_is_one_line(tmp_path: Path) -> None:
     """Run as nobody from a folder it cannot write: the default run folder is refused up front."""
     tmp_path.chmod(0o755)
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "engine", *SMALL]
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
     env = {**os.environ, "HOME": str(tmp_path), "CI": "1"}
+    probe = subprocess.run([*nobody, "-c", "import engine"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    if probe.returncode != 0:  # e.g. a checkout or venv under a 0700 folder such as mktemp -d makes
+        pytest.skip("user 65534 cannot import this install (a parent folder is not readable by others)")
+    cmd = [*nobody, "-m", "engine", *SMALL]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     line = _one_line(proc)
     assert "cannot be written: permission denied" in line and "hydra.run.dir" in line
