@@ -479,6 +479,61 @@ def _files_run_checks(run: Path, metrics: dict[str, Any], ws: Workspace) -> None
     assert manifest["data"]["files"] == len(ws.files) + fine
 
 
+# ---- behaviour unchanged: the artefacts of every command against the recorded golden digests --------
+
+GOLDEN = REPO / "tests" / "golden" / "readme_artefacts.json"
+# the artefacts whose numbers a refactor must not move (the run's own files and a grid's combinations)
+GOLDEN_NAMES = ("metrics.json", "equity.parquet", "orders.parquet", "trades.parquet", "winners.parquet", "wfo.parquet")
+
+
+def artefact_digests(root: Path) -> dict[str, str]:
+    """sha256 of every golden artefact below ``root``, by path relative to it.
+
+    metrics.json by its bytes; a parquet file by its content (schema, then every value by ``repr``,
+    exact for floats), so a newer parquet writer that lays out the same values differently still
+    matches, while any value that moves by one ulp does not.
+    """
+    import hashlib
+
+    out: dict[str, str] = {}
+    for path in sorted(p for p in root.rglob("*") if p.name in GOLDEN_NAMES):
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+            text = repr(list(frame.schema.items())) + "\n" + "\n".join(repr(c.to_list()) for c in frame.get_columns())
+            data = text.encode()
+        else:
+            data = path.read_bytes()
+        out[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def golden_check(command: str, roots: list[Path]) -> None:
+    """The command's artefacts equal the recorded ones; ``ENGINE_GOLDEN_RECORD=1`` records them instead.
+
+    The record is made once, before a change that must not move a number, and committed: a test that
+    passes only after re-recording is a change of behaviour, to be said in its commit.
+    """
+    import fcntl
+
+    got: dict[str, str] = {}
+    for i, root in enumerate(roots):
+        got.update({f"{i}/{k}": v for k, v in artefact_digests(root).items()})
+    if not got:
+        return
+    if os.environ.get("ENGINE_GOLDEN_RECORD") == "1":  # parallel workers record one at a time
+        GOLDEN.parent.mkdir(exist_ok=True)
+        with open(GOLDEN.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+            golden[command] = got
+            GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+        return
+    golden = json.loads(GOLDEN.read_text())
+    assert command in golden, f"no golden artefacts for {command!r}: record them with ENGINE_GOLDEN_RECORD=1"
+    moved = sorted(k for k in golden[command].keys() | got.keys() if golden[command].get(k) != got.get(k))
+    assert not moved, f"{command}: artefacts differ from the recorded golden ones: {moved}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ENGINE_COMMANDS)
 def test_readme_command(command: str, workspace: Workspace) -> None:
@@ -495,6 +550,7 @@ def test_readme_command(command: str, workspace: Workspace) -> None:
     assert proc.returncode == 0, f"{command} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
     runs = sorted(_dirs("outputs/runs/*/*", ws.cwd) - runs_before)
     sweeps = sorted(_dirs("outputs/sweeps/*/*", ws.cwd) - sweeps_before)
+    golden_check(command, runs + sweeps)
     secret = ws.env["ENGINE_CCXT_API_URL"].split("//")[1].split("@")[0]
     assert secret not in proc.stdout + proc.stderr
 
@@ -568,3 +624,25 @@ def test_readme_command(command: str, workspace: Workspace) -> None:
     for path in written:
         if path.is_file() and path.suffix in (".json", ".yaml", ".log", ".jsonl", ".txt", ".html", ".md", ".csv"):
             assert secret not in path.read_text(errors="replace"), path
+
+
+# profiles the README runs only on other data: run here on the built-in data, for their golden artefacts
+PROFILES_BUILT_IN = sorted(
+    f"+profile={p.stem}"
+    for p in (REPO / "conf" / "profile").glob("*.yaml")
+    if not any(_argv(c)[3:] == (f"+profile={p.stem}",) for c in ENGINE_COMMANDS)
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES_BUILT_IN)
+def test_profile_on_built_in_data(profile: str, workspace: Workspace) -> None:
+    ws = workspace
+    before = _dirs("outputs/runs/*/*", ws.cwd)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", profile], cwd=ws.cwd, env=ws.env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, f"{profile} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    (run,) = sorted(_dirs("outputs/runs/*/*", ws.cwd) - before)
+    _backtest_checks(run, _expected([profile], ws))
+    golden_check(f"python -m engine {profile}", [run])
