@@ -33,6 +33,7 @@ interval, timestamp and file even if it lies outside the requested range.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -59,6 +60,24 @@ _NOT_BARS = re.compile(r"-(trades|mark|funding_rate|index|premiumIndex)$")
 TV_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "EUR", "TRY", "USD", "DAI", "BTC", "ETH", "BNB")
 # Epoch magnitude thresholds: 1e11 s is the year 5138, 1e11 ms is 1973, and so on per unit.
 _EPOCH_UNITS = ((1e11, 1000), (1e14, 1), (1e17, 1e-3))
+HASH_CHUNK = 1 << 20  # bytes read per step when a file's content is hashed
+
+
+def file_digest(path: Path) -> str:
+    """Return the blake2b-128 hex digest of a file's bytes, streamed in 1 MiB chunks.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as fh:
+    ...     file_digest(Path(fh.name))
+    'cae66941d9efbd404e4d88758ea67670'
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -132,6 +151,7 @@ class FilesSource(DataSource):
         self.cfg = cfg
         self.root = expand_path(cfg.path)
         self._frames: dict[Path, pl.DataFrame] = {}
+        self._digests: dict[Path, str] = {}
         self._entries: dict[tuple[str, str], FileEntry] | None = None
         self._skipped: list[tuple[Path, str]] = []
         self._unreadable: list[tuple[Path, str]] = []
@@ -261,13 +281,26 @@ class FilesSource(DataSource):
         usable = [e for (_, i), e in files.items() if step % interval_ms(i) == 0]
         return max(usable, key=lambda e: interval_ms(str(e.interval))) if usable else None
 
+    def _digest(self, path: Path) -> str:
+        """Content hash of ``path``, taken once per source and before its bars are first read.
+
+        Hashing first means a file rewritten between the two steps is recorded with its older
+        hash, so the next run sees a change and re-imports it (never the reverse).
+        """
+        if path not in self._digests:
+            self._digests[path] = file_digest(path)
+        return self._digests[path]
+
     def origin(self, symbol: str, interval: str) -> object:
-        """Name, size and mtime of the file serving ``(symbol, interval)``: a change re-imports it."""
+        """Name, size and content hash of the file serving ``(symbol, interval)``: a change re-imports it.
+
+        The content is hashed, not only stat'ed: a file rewritten in place with its size and
+        modification time kept (``touch -r``) is still noticed.
+        """
         entry = self._entry_for(symbol, interval)
         if entry is None:
             return None
-        st = entry.path.stat()
-        return {"file": entry.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"file": entry.path.name, "size": entry.path.stat().st_size, "blake2b": self._digest(entry.path)}
 
     # ---- bars -------------------------------------------------------------------------------
 
@@ -283,6 +316,7 @@ class FilesSource(DataSource):
             raise DataError(msg)
         frame = self._frames.get(entry.path)
         if frame is None:
+            self._digest(entry.path)  # before the read: see _digest
             frame = self._frames[entry.path] = ohlcv_load(entry.path, symbol, str(entry.interval))
         return frame
 
