@@ -39,11 +39,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
 from engine.config import FilesData
-from engine.data.bars import BAR_SCHEMA, bars_validate, interval_ms
+from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_validate, interval_ms
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError
 from engine.units import UNIT_MS
@@ -317,7 +318,7 @@ class FilesSource(DataSource):
         frame = self._frames.get(entry.path)
         if frame is None:
             self._digest(entry.path)  # before the read: see _digest
-            frame = self._frames[entry.path] = ohlcv_load(entry.path, symbol, str(entry.interval))
+            frame = self._frames[entry.path] = ohlcv_load(entry.path, symbol, str(entry.interval), self.cfg.implausible)
         return frame
 
     def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
@@ -458,11 +459,18 @@ def ohlcv_read(path: Path) -> pl.DataFrame:
         raise DataError(msg) from exc
 
 
-def ohlcv_load(path: Path, symbol: str, interval: str) -> pl.DataFrame:
-    """Read, normalise and validate one file; every failure names the file and the fix."""
+def ohlcv_load(path: Path, symbol: str, interval: str, implausible: Literal["error", "drop"] = "error") -> pl.DataFrame:
+    """Read, normalise and validate one file; every failure names the file and the fix.
+
+    ``implausible`` (``data.implausible``): what to do with bars priced implausibly far from
+    their neighbours (:func:`engine.data.bars.bars_implausible`): refuse the file, or drop them.
+    """
     frame = ohlcv_read(path)
     try:
-        return bars_validate(frame, symbol, interval)
+        return bars_validate(frame, symbol, interval, implausible)
+    except ImplausibleBars as exc:
+        msg = f"{exc}, or set data.implausible=drop to drop them (file {path})"
+        raise DataError(msg) from exc
     except EngineError as exc:
         msg = f"{exc} (file {path})"
         raise DataError(msg) from exc
