@@ -48,6 +48,7 @@ FIGURES = {
         __import__("benchmarks.fig9_s3", fromlist=["run"]),
         False,
     ),
+    "10": ("fingerprinting 1,000 user files by content", __import__("benchmarks.fig10_files", fromlist=["run"]), True),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

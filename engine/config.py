@@ -233,6 +233,9 @@ class FilesData(_Model):
     """First day to ingest; null: the first bar in the files."""
     end: date | None = None
     """Last day to ingest, inclusive; null: the last bar in the files."""
+    implausible: Literal["error", "drop"] = "error"
+    """A bar priced over 1000x or under 1/1000 of its neighbours' median close: refuse the file
+    (error, naming the bar) or drop such bars with a warning (drop); docs/DATA.md."""
 
     @field_validator("path")
     @classmethod

@@ -3,6 +3,7 @@ names, defaults from the data, changed files re-imported, and bad input as one l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -208,6 +209,47 @@ def test_changed_or_extended_file_is_reimported(tmp_path: Path, capsys: pytest.C
     csv_ms(corrected, path)
     assert ingest_task(ingest_cfg(lh, folder, start="2024-01-01", end="2024-03-31")) == 0
     assert lake.read("bars", "1d", "BTC/USDT").get_column("close")[5] == corrected.get_column("close")[5]
+
+
+def test_file_rewritten_with_size_and_mtime_kept_is_reimported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file corrected in place and ``touch -r``'d (same size, same mtime) is known by its content."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    path = folder / "BTC_USDT-1d.csv"
+    full = bars("BTC/USDT", "1d").with_columns(pl.col("timestamp").dt.epoch("ms"))
+    full.write_csv(path, float_precision=4)
+    stamp = path.stat()
+    lh = tmp_path / "lh"
+    cfg = ingest_cfg(lh, folder, start="2024-01-01", end="2024-03-31")
+    assert ingest_task(cfg) == 0
+    lake = store_of(lh, folder)
+    assert lake.read("bars", "1d", "BTC/USDT").get_column("close")[5] == round(full.get_column("close")[5], 4)
+
+    # the close of day 5 down by a thousandth, printed with the same digits: same bytes count
+    old = round(full.get_column("close")[5], 4)
+    new = round(old * 0.999, 4)
+    assert len(f"{old:.4f}") == len(f"{new:.4f}")
+    lines = path.read_text().splitlines(keepends=True)
+    fields = lines[6].split(",")  # the header, then day 0 .. day 5
+    assert fields[4] == f"{old:.4f}"
+    lines[6] = ",".join([*fields[:4], f"{new:.4f}", *fields[5:]])
+    path.write_text("".join(lines))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # touch -r
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stamp.st_size, stamp.st_mtime_ns)
+
+    with caplog.at_level("WARNING"):
+        assert ingest_task(cfg) == 0
+    assert "BTC/USDT 1d: its source file changed since the last import; re-importing it" in caplog.text
+    stored = lake.read("bars", "1d", "BTC/USDT")
+    assert stored.height == 91
+    assert stored.get_column("close")[5] == new
+    assert lake.origin("bars", "1d", "BTC/USDT") == {
+        "file": "BTC_USDT-1d.csv",
+        "size": stamp.st_size,
+        "blake2b": hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest(),
+    }
 
 
 # ---- bad input -----------------------------------------------------------------------------------

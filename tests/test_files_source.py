@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from helpers import engine_cli, random_ohlc
 from polars.testing import assert_frame_equal
 
 from engine.config import FilesData
+from engine.data.bars import interval_ms
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, parquet_bytes
 from engine.data.sources.files import FilesSource
@@ -201,3 +204,84 @@ def test_missing_file_for_a_requested_market(tmp_path: Path) -> None:
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"does not exist: create it or set data\.path"):
         source_make(tmp_path / "nope").symbols()
+
+
+# ---- implausible prices ------------------------------------------------------------------------
+
+IMPLAUSIBLE = "implausible price (open, high, low or close over 1000x or under 1/1000 of the median close of the 21 bars around it)"
+
+
+def _small_price_bars(interval: str, price: float, n: int = 60) -> pl.DataFrame:
+    """``n`` random-walk bars near ``price`` (0.05 USDT, 0.00002 BTC), bar 10 a real wick: its low
+    at a tenth of its close (-90 % and back within the bar)."""
+    o, h, lo, c = (a[:, 0] * price / 100 for a in random_ohlc(np.random.default_rng(20), n, 1))
+    lo[10] = 0.1 * c[10]
+    step = interval_ms(interval)
+    ts = pl.Series("timestamp", START + np.arange(n) * step).cast(pl.Datetime("ms", "UTC"))
+    return pl.DataFrame({"timestamp": ts, "open": o, "high": h, "low": lo, "close": c, "volume": np.full(n, 5.0)})
+
+
+@pytest.mark.parametrize("fmt", ["csv_ms", "feather"])
+@pytest.mark.parametrize(("interval", "quote", "price"), [("1d", "USDT", 0.05), ("1h", "BTC", 0.00002)])
+def test_an_implausible_price_is_refused_or_dropped_and_a_wick_passes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fmt: str, interval: str, quote: str, price: float
+) -> None:
+    symbol = f"XYZ/{quote}"
+    clean = _small_price_bars(interval, price)
+    folder = tmp_path / "import"
+    folder.mkdir()
+    path = folder / stem(symbol, interval)
+    WRITERS[fmt](clean, path)
+    path = path.with_suffix(".csv" if fmt == "csv_ms" else ".feather")
+    # the wick (low = 0.1 x close) is a real bar: kept as it is
+    loaded = FilesSource(FilesData(path=str(folder))).load(symbol, interval)
+    assert_frame_equal(loaded, clean)
+    assert loaded.get_column("low")[10] == pytest.approx(0.1 * loaded.get_column("close")[10], rel=1e-12)
+
+    bad = _set(clean, 30, open=1e300, high=1e300, low=1e300, close=1e300)
+    WRITERS[fmt](bad, path.with_suffix(""))
+    when = clean.get_column("timestamp")[30]
+    with pytest.raises(DataError) as info:
+        FilesSource(FilesData(path=str(folder))).load(symbol, interval)
+    assert str(info.value) == (
+        f"{symbol} {interval}: {IMPLAUSIBLE} at {when} (1 bar(s)); fix or remove these bars, "
+        f"or set data.implausible=drop to drop them (file {path})"
+    )
+    with caplog.at_level("WARNING"):
+        dropped = FilesSource(FilesData(path=str(folder), implausible="drop")).load(symbol, interval)
+    assert_frame_equal(dropped, clean.filter(pl.int_range(pl.len()) != 30))
+    assert f"{symbol} {interval}: 1 bar(s) with an implausible price dropped (data.implausible=drop): {when}" in (
+        caplog.text
+    )
+
+    # one high print (a wick up to 1e300) is implausible too; a high 900x its close is not
+    for high, refused in ((1e300, True), (900 * float(clean["close"][30]), False)):
+        WRITERS[fmt](_set(clean, 30, high=high), path.with_suffix(""))
+        src = FilesSource(FilesData(path=str(folder)))
+        if refused:
+            with pytest.raises(DataError, match="implausible price"):
+                src.load(symbol, interval)
+        else:
+            assert src.load(symbol, interval).get_column("high")[30] == pytest.approx(high, rel=1e-12)
+
+
+def test_a_run_on_an_implausible_file_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "import"
+    folder.mkdir()
+    clean = _small_price_bars("1d", 0.05)
+    write_csv_ms(_set(clean, 30, open=1e300, high=1e300, low=1e300, close=1e300), folder / "XYZ_USDT-1d")
+    write_csv_ms(clean, folder / "ABC_USDT-1d")
+    lh = tmp_path / "lh"
+    proc = engine_cli(
+        ["data=files", f"data.path={folder}", f"paths.lakehouse_dir={lh}", f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        f"error: XYZ/USDT 1d: {IMPLAUSIBLE} at {clean['timestamp'][30]} (1 bar(s)); fix or remove these bars, "
+        f"or set data.implausible=drop to drop them (file {folder / 'XYZ_USDT-1d.csv'})"
+    ]
+    assert not list(lh.rglob("*.parquet"))
+    assert not (tmp_path / "run" / "metrics.json").exists()

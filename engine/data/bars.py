@@ -2,13 +2,16 @@
 
 A bar is ``timestamp`` (UTC bar open time, ms precision on disk), ``open, high, low, close,
 volume`` (float64) with ``low <= open, close <= high``, finite prices > 0 and a finite volume >= 0,
-strictly increasing in time.
+strictly increasing in time, and plausible prices: no open, high, low or close more than
+:data:`IMPLAUSIBLE_FACTOR` times above or below the median close of the :data:`IMPLAUSIBLE_WINDOW`
+bars centred on it (see :func:`bars_implausible`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Literal
 
 import polars as pl
 
@@ -24,6 +27,14 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
     "volume": pl.Float64(),
 }
 PRICE_COLUMNS = ("open", "high", "low", "close")
+IMPLAUSIBLE_FACTOR = 1000.0
+"""A price more than this many times above, or below 1/this of, its neighbours' median close is implausible."""
+IMPLAUSIBLE_WINDOW = 21
+"""Bars of the centred window whose median close a bar's prices are compared with (the bar included)."""
+IMPLAUSIBLE_PROBLEM = (
+    f"implausible price (open, high, low or close over {IMPLAUSIBLE_FACTOR:g}x or under 1/{IMPLAUSIBLE_FACTOR:g} "
+    f"of the median close of the {IMPLAUSIBLE_WINDOW} bars around it)"
+)
 
 # BASE/QUOTE of upper-case letters and digits: nothing that can escape a path or a SQL string.
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
@@ -82,11 +93,40 @@ def bars_conform(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(ts.alias("timestamp")).select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()])
 
 
-def bars_validate(df: pl.DataFrame, symbol: str, interval: str) -> pl.DataFrame:
+class ImplausibleBars(DataError):
+    """Bars priced implausibly far from their neighbours (see :func:`bars_implausible`)."""
+
+
+def bars_implausible(df: pl.DataFrame) -> pl.Series:
+    """Return the mask of bars with an implausible price, in ``df``'s row order (sorted by time).
+
+    A bar is implausible when its open, high, low or close is more than
+    :data:`IMPLAUSIBLE_FACTOR` times, or less than 1/:data:`IMPLAUSIBLE_FACTOR` of, the median
+    close of the :data:`IMPLAUSIBLE_WINDOW` bars centred on it, the bar itself included (fewer at
+    the ends of the series). The median holds while fewer than half of a window's bars are
+    implausible, so one bad print (a price of 1e300 among 0.05) is caught, while a real wick
+    (a low at a tenth of the close) passes. Expects positive finite prices.
+
+    Examples
+    --------
+    >>> bars = pl.DataFrame({c: [0.05, 0.05, 5e300, 0.05] for c in PRICE_COLUMNS})
+    >>> bars_implausible(bars).to_list()
+    [False, False, True, False]
+    """
+    median = pl.col("close").rolling_median(window_size=IMPLAUSIBLE_WINDOW, center=True, min_samples=1)
+    far = [(pl.col(c) > median * IMPLAUSIBLE_FACTOR) | (pl.col(c) < median / IMPLAUSIBLE_FACTOR) for c in PRICE_COLUMNS]
+    return df.select(pl.any_horizontal(far).alias("implausible")).get_column("implausible")
+
+
+def bars_validate(
+    df: pl.DataFrame, symbol: str, interval: str, implausible: Literal["error", "drop"] = "error"
+) -> pl.DataFrame:
     """Check the bar contract; raise :class:`DataError` naming symbol, interval and timestamp.
 
     Policy: nothing is repaired silently. Duplicate rows that are identical are dropped (exchanges
-    resend pages); any other violation is rejected.
+    resend pages); any other violation is rejected. Bars with an implausible price
+    (:func:`bars_implausible`) raise :class:`ImplausibleBars`, or with ``implausible="drop"`` are
+    dropped with a warning naming them and how many.
     """
     conformed = bars_conform(df)
     df = conformed.unique(maintain_order=True).sort("timestamp")
@@ -95,12 +135,12 @@ def bars_validate(df: pl.DataFrame, symbol: str, interval: str) -> pl.DataFrame:
             "%s %s: %d identical duplicate bar(s) dropped", symbol, interval, conformed.height - df.height
         )
 
-    def fail(problem: str, mask: pl.Expr) -> None:
+    def fail(problem: str, mask: pl.Expr | pl.Series, error: type[DataError] = DataError) -> None:
         bad = df.filter(mask)
         if bad.height:
             ts = bad.get_column("timestamp")[0]
             msg = f"{symbol} {interval}: {problem} at {ts} ({bad.height} bar(s)); fix or remove these bars"
-            raise DataError(msg)
+            raise error(msg)
 
     nan_any = pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_null() for c in BAR_SCHEMA if c != "timestamp"])
     fail("NaN or missing value", nan_any | pl.col("timestamp").is_null())
@@ -121,6 +161,20 @@ def bars_validate(df: pl.DataFrame, symbol: str, interval: str) -> pl.DataFrame:
         f"timestamp not aligned to the {interval} grid",
         (pl.col("timestamp").dt.epoch("ms") % step) != 0,
     )
+    far = bars_implausible(df)
+    if implausible == "error":
+        fail(IMPLAUSIBLE_PROBLEM, far, ImplausibleBars)
+    elif far.any():
+        times = df.filter(far).get_column("timestamp")
+        shown = ", ".join(str(t) for t in times.head(5)) + (", ..." if times.len() > 5 else "")
+        logging.getLogger(__name__).warning(
+            "%s %s: %d bar(s) with an implausible price dropped (data.implausible=drop): %s",
+            symbol,
+            interval,
+            times.len(),
+            shown,
+        )
+        df = df.filter(~far)
     return df
 
 

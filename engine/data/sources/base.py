@@ -48,7 +48,7 @@ class DataSource(ABC):
         return {"source": self.name}
 
     def origin(self, symbol: str, interval: str) -> object:
-        """Fingerprint of what serves ``(symbol, interval)`` (a file's size and mtime), or None.
+        """Fingerprint of what serves ``(symbol, interval)`` (a file's name, size and content hash), or None.
 
         When it differs from the one recorded in the store, the partition is re-imported whole.
         """

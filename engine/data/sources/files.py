@@ -33,16 +33,18 @@ interval, timestamp and file even if it lies outside the requested range.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
 from engine.config import FilesData
-from engine.data.bars import BAR_SCHEMA, bars_validate, interval_ms
+from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_validate, interval_ms
 from engine.data.sources.base import DataSource
 from engine.errors import DataError, EngineError
 from engine.units import UNIT_MS
@@ -59,6 +61,24 @@ _NOT_BARS = re.compile(r"-(trades|mark|funding_rate|index|premiumIndex)$")
 TV_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "EUR", "TRY", "USD", "DAI", "BTC", "ETH", "BNB")
 # Epoch magnitude thresholds: 1e11 s is the year 5138, 1e11 ms is 1973, and so on per unit.
 _EPOCH_UNITS = ((1e11, 1000), (1e14, 1), (1e17, 1e-3))
+HASH_CHUNK = 1 << 20  # bytes read per step when a file's content is hashed
+
+
+def file_digest(path: Path) -> str:
+    """Return the blake2b-128 hex digest of a file's bytes, streamed in 1 MiB chunks.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as fh:
+    ...     file_digest(Path(fh.name))
+    'cae66941d9efbd404e4d88758ea67670'
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,7 @@ class FilesSource(DataSource):
         self.cfg = cfg
         self.root = expand_path(cfg.path)
         self._frames: dict[Path, pl.DataFrame] = {}
+        self._digests: dict[Path, str] = {}
         self._entries: dict[tuple[str, str], FileEntry] | None = None
         self._skipped: list[tuple[Path, str]] = []
         self._unreadable: list[tuple[Path, str]] = []
@@ -261,13 +282,26 @@ class FilesSource(DataSource):
         usable = [e for (_, i), e in files.items() if step % interval_ms(i) == 0]
         return max(usable, key=lambda e: interval_ms(str(e.interval))) if usable else None
 
+    def _digest(self, path: Path) -> str:
+        """Content hash of ``path``, taken once per source and before its bars are first read.
+
+        Hashing first means a file rewritten between the two steps is recorded with its older
+        hash, so the next run sees a change and re-imports it (never the reverse).
+        """
+        if path not in self._digests:
+            self._digests[path] = file_digest(path)
+        return self._digests[path]
+
     def origin(self, symbol: str, interval: str) -> object:
-        """Name, size and mtime of the file serving ``(symbol, interval)``: a change re-imports it."""
+        """Name, size and content hash of the file serving ``(symbol, interval)``: a change re-imports it.
+
+        The content is hashed, not only stat'ed: a file rewritten in place with its size and
+        modification time kept (``touch -r``) is still noticed.
+        """
         entry = self._entry_for(symbol, interval)
         if entry is None:
             return None
-        st = entry.path.stat()
-        return {"file": entry.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"file": entry.path.name, "size": entry.path.stat().st_size, "blake2b": self._digest(entry.path)}
 
     # ---- bars -------------------------------------------------------------------------------
 
@@ -283,7 +317,8 @@ class FilesSource(DataSource):
             raise DataError(msg)
         frame = self._frames.get(entry.path)
         if frame is None:
-            frame = self._frames[entry.path] = ohlcv_load(entry.path, symbol, str(entry.interval))
+            self._digest(entry.path)  # before the read: see _digest
+            frame = self._frames[entry.path] = ohlcv_load(entry.path, symbol, str(entry.interval), self.cfg.implausible)
         return frame
 
     def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
@@ -424,11 +459,18 @@ def ohlcv_read(path: Path) -> pl.DataFrame:
         raise DataError(msg) from exc
 
 
-def ohlcv_load(path: Path, symbol: str, interval: str) -> pl.DataFrame:
-    """Read, normalise and validate one file; every failure names the file and the fix."""
+def ohlcv_load(path: Path, symbol: str, interval: str, implausible: Literal["error", "drop"] = "error") -> pl.DataFrame:
+    """Read, normalise and validate one file; every failure names the file and the fix.
+
+    ``implausible`` (``data.implausible``): what to do with bars priced implausibly far from
+    their neighbours (:func:`engine.data.bars.bars_implausible`): refuse the file, or drop them.
+    """
     frame = ohlcv_read(path)
     try:
-        return bars_validate(frame, symbol, interval)
+        return bars_validate(frame, symbol, interval, implausible)
+    except ImplausibleBars as exc:
+        msg = f"{exc}, or set data.implausible=drop to drop them (file {path})"
+        raise DataError(msg) from exc
     except EngineError as exc:
         msg = f"{exc} (file {path})"
         raise DataError(msg) from exc
