@@ -304,10 +304,11 @@ def _raw_compose(overrides: list[str]) -> dict[str, Any]:
 
 
 def _output_folder_check(overrides: list[str], multirun: bool) -> None:
-    """Check the folders a run will write into before Hydra starts.
+    """Check the folders a run will use before Hydra starts.
 
-    They must be creatable (no file in their path) and writable, and an existing run or output
-    folder must be empty or an earlier run's directory.
+    The run and output folders must be creatable (no file in their path) and writable, and an
+    existing one must be empty or an earlier run's directory. The lakehouse must only not be a
+    file: a read-only dataset is read without a write, and a run that would need one names it.
     """
     import os
 
@@ -334,7 +335,7 @@ def _output_folder_check(overrides: list[str], multirun: bool) -> None:
             if not candidate.is_dir():
                 msg = f"the folder {text} ({key}) cannot be created: {where} is a file, not a folder: set {key} to another folder"
                 raise ConfigError(msg)
-            if not os.access(candidate, os.W_OK | os.X_OK):
+            if key != "paths.lakehouse_dir" and not os.access(candidate, os.W_OK | os.X_OK):
                 msg = f"the folder {text} ({key}) cannot be written: permission denied on the folder {where}: run from a writable folder or set {key} to one"
                 raise ConfigError(msg)
             break

@@ -1,17 +1,22 @@
-"""A run never touches a folder it did not write, nor one another live run is writing."""
+"""A run never touches a folder it did not write, nor one another live run is writing; a
+read-only lakehouse is read without a write."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import engine_cli, small_config
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, DataError
 from engine.rundir import COMPLETE, MARKER, RunDirBusy, run_dir_check, run_dir_claim
 
 SMALL = ["data.n_symbols=10", "data.start=2021-01-01", "data.end=2021-06-30", "quiet=true"]
@@ -133,3 +138,87 @@ def test_output_dir_empty_reused_and_failed_runs(tmp_path: Path) -> None:
     again = engine_cli([*SMALL, f"paths.output_dir={out}", f"hydra.run.dir={tmp_path / 'h3'}"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert not (out / "error.txt").exists() and (out / COMPLETE).is_file()
+
+
+def test_an_unwritable_lakehouse_is_not_refused_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root can write anything: the check is probed with ``os.access`` saying no."""
+    from engine.cli import _output_folder_check
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == shared else real(p, mode))
+    _output_folder_check([f"paths.lakehouse_dir={shared}"], multirun=False)
+    with pytest.raises(ConfigError, match=r"\(paths.output_dir\) cannot be written"):
+        _output_folder_check([f"paths.output_dir={shared / 'run'}"], multirun=False)
+
+
+def test_a_missing_partition_in_a_read_only_lakehouse_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.data.ingest import IngestionService
+    from engine.data.lakehouse import Lakehouse
+    from engine.data.sources.synthetic import SyntheticSource
+    from engine.data.storage import LocalStorage
+
+    def denied(self: LocalStorage, path: Path, payload: bytes) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(LocalStorage, "write_bytes", denied)
+    src = SyntheticSource(5, 3, "2024-01-01", "2024-01-31")
+    with pytest.raises(DataError) as info:
+        IngestionService(Lakehouse(tmp_path / "lh"), src).fetch_universe(src.symbols(), src.start_ms, src.end_ms)
+    first = src.symbols()[0]
+    assert str(info.value).startswith(
+        f"cannot write the partition {tmp_path / 'lh' / 'bars' / 'interval=1d'}/symbol={first.replace('/', '_')} "
+        f"({first} 1d): it lacks 2024-01-01 00:00 to "
+    )
+    assert "read-only to this user (Permission denied:" in str(info.value)
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp folder every user can reach (pytest's own temp root is private to its user); removed after."""
+    with tempfile.TemporaryDirectory(prefix="engine-test-") as name:
+        folder = Path(name)
+        folder.chmod(0o777)
+        try:
+            yield folder
+        finally:
+            subprocess.run(["chmod", "-R", "u+w", name], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as an unprivileged user"
+)
+def test_a_read_only_lakehouse_runs(shared_tmp: Path) -> None:
+    """A complete lakehouse nobody may write: a run reads it, writes nothing into it, and matches."""
+    tmp = shared_tmp
+    # numba caches compiled code beside the sources, which this user cannot write in a root's checkout
+    env = {**os.environ, "HOME": str(tmp), "CI": "1", "NUMBA_CACHE_DIR": str(tmp / "numba")}
+    probe = subprocess.run([*NOBODY, "-c", "import engine"], cwd=tmp, env=env, capture_output=True, timeout=120)
+    if probe.returncode != 0:  # e.g. a checkout or venv under a 0700 folder such as mktemp -d makes
+        pytest.skip("user 65534 cannot import this install (a parent folder is not readable by others)")
+    lh, gap = tmp / "lh", tmp / "gap"
+    args = [*SMALL, "paths.ledger=null"]
+    ref = engine_cli([*args, f"paths.lakehouse_dir={lh}", f"hydra.run.dir={tmp / 'ref'}"], tmp)
+    assert ref.returncode == 0, ref.stderr  # as root: fills the lakehouse
+    shutil.copytree(lh, gap)
+    victim = sorted(gap.glob("*/bars/interval=*/symbol=*"))[0]
+    shutil.rmtree(victim)  # one partition the lakehouse lacks
+    subprocess.run(["chmod", "-R", "a-w", str(lh), str(gap)], check=True)
+    before = {"lh": _snapshot(lh), "gap": _snapshot(gap)}
+
+    def as_nobody(lakehouse: Path, run: str) -> subprocess.CompletedProcess[str]:
+        cmd = [*NOBODY, "-m", "engine", *args, f"paths.lakehouse_dir={lakehouse}", f"hydra.run.dir={tmp / run}"]
+        return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+
+    ro = as_nobody(lh, "ro")
+    assert ro.returncode == 0, ro.stderr
+    assert (tmp / "ro" / "metrics.json").read_bytes() == (tmp / "ref" / "metrics.json").read_bytes()
+    # a run that needs a partition the lakehouse lacks: one line naming it, nothing written
+    line = _one_line(as_nobody(gap, "gapped"))
+    assert f"cannot write the partition {victim} (" in line and "read-only to this user" in line
+    assert {"lh": _snapshot(lh), "gap": _snapshot(gap)} == before
