@@ -156,7 +156,8 @@ def run_dir_claim(out: Path, key: str = "paths.output_dir", ignore: tuple[str, .
     """Claim ``out`` for this run: :func:`run_dir_check`, then hold the run marker's exclusive lock.
 
     Re-entrant in one process (the command line claims the directory, the run function again).
-    A folder another live run holds is refused (:class:`RunDirBusy`).
+    A folder another live run holds is refused (:class:`RunDirBusy`). A run that fails before it
+    wrote anything into a folder it created leaves no folder behind.
     """
     where = out.resolve()
     if _HELD.get(where):
@@ -167,6 +168,7 @@ def run_dir_claim(out: Path, key: str = "paths.output_dir", ignore: tuple[str, .
             _HELD[where] -= 1
         return
     run_dir_check(out, key, ignore)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / MARKER, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -181,6 +183,11 @@ def run_dir_claim(out: Path, key: str = "paths.output_dir", ignore: tuple[str, .
         _HELD[where] = 1
         try:
             yield
+        except BaseException:
+            if created and [p.name for p in out.iterdir()] == [MARKER]:  # failed before writing: leave nothing
+                (out / MARKER).unlink()
+                out.rmdir()
+            raise
         finally:
             del _HELD[where]
     finally:
