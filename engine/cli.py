@@ -304,8 +304,15 @@ def _raw_compose(overrides: list[str]) -> dict[str, Any]:
 
 
 def _output_folder_check(overrides: list[str], multirun: bool) -> None:
-    """Check that the folders a run will write into can be created: no file in their path, writable."""
+    """Check the folders a run will use before Hydra starts.
+
+    The run and output folders must be creatable (no file in their path) and writable, and an
+    existing one must be empty or an earlier run's directory. The lakehouse must only not be a
+    file: a read-only dataset is read without a write, and a run that would need one names it.
+    """
     import os
+
+    from engine.rundir import run_dir_check
 
     given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if "=" in o}
     hydra_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -315,6 +322,8 @@ def _output_folder_check(overrides: list[str], multirun: bool) -> None:
     if given.get("paths.lakehouse_dir"):
         checks.append(("paths.lakehouse_dir", given["paths.lakehouse_dir"]))
     for key, text in checks:
+        if key in ("paths.output_dir", "hydra.run.dir") and key in given and "${" not in text:
+            run_dir_check(Path(text).expanduser(), key)  # a sweep's folder holds job folders, not a run
         prefix = text.split("${")[0]
         if "${" in text and not prefix.endswith("/"):
             prefix = os.path.dirname(prefix)
@@ -326,7 +335,7 @@ def _output_folder_check(overrides: list[str], multirun: bool) -> None:
             if not candidate.is_dir():
                 msg = f"the folder {text} ({key}) cannot be created: {where} is a file, not a folder: set {key} to another folder"
                 raise ConfigError(msg)
-            if not os.access(candidate, os.W_OK | os.X_OK):
+            if key != "paths.lakehouse_dir" and not os.access(candidate, os.W_OK | os.X_OK):
                 msg = f"the folder {text} ({key}) cannot be written: permission denied on the folder {where}: run from a writable folder or set {key} to one"
                 raise ConfigError(msg)
             break
@@ -390,14 +399,22 @@ def output_dir(cfg: RunConfig) -> Path:
 
 
 def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
-    """Run a walk-forward backtest and write its artefacts into ``cfg.paths.output_dir``."""
+    """Run a walk-forward backtest and write its artefacts into ``cfg.paths.output_dir`` (claimed first)."""
+    from engine.rundir import run_dir_claim
+
+    out = output_dir(cfg)
+    with contextlib.ExitStack() as claim:
+        with artefact_errors(out):
+            claim.enter_context(run_dir_claim(out))
+        return _backtest(cfg, out, config_yaml)
+
+
+def _backtest(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
     from engine.artefacts import artefacts_write
     from engine.backtest import BacktestEngine
     from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
-    out = output_dir(cfg)
     with artefact_errors(out):
-        out.mkdir(parents=True, exist_ok=True)
         run_dir_reset(out, keep=("params.json",))
     t0 = time.perf_counter()
     log.info("backtest: %s data, %s, lakehouse %s", cfg.data.source, cfg.ranking.weights, cfg.paths.lakehouse_dir)
@@ -439,14 +456,22 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     The first combination's full artefacts go to the run directory itself; every combination gets
     ``metrics.json`` and ``params.json`` (the sweep summary reads them like multirun jobs).
     """
+    from engine.rundir import run_dir_claim
+
+    out = output_dir(cfg)
+    rules = grid_combos(cfg)
+    with contextlib.ExitStack() as claim:
+        with artefact_errors(out):
+            claim.enter_context(run_dir_claim(out))
+        return _grid(cfg, out, rules, config_yaml)
+
+
+def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml: str) -> RunResult:
     from engine.artefacts import artefacts_write, metrics_write
     from engine.backtest import BacktestEngine
     from engine.rundir import ARTEFACTS, json_write, run_complete, run_dir_reset
 
-    out = output_dir(cfg)
-    rules = grid_combos(cfg)
     with artefact_errors(out):
-        out.mkdir(parents=True, exist_ok=True)
         run_dir_reset(out, keep=("params.json",))
     t0 = time.perf_counter()
     log.info("grid: %d exit-rule combinations in one walk-forward", len(rules))
@@ -549,24 +574,30 @@ def params_write(out: Path) -> None:
     json_write(out / "params.json", params)
 
 
-def error_write(message: str) -> None:
-    """``error.txt`` in the job's directory: why it failed, for the sweep summary (secrets redacted).
+def error_message(exc: BaseException) -> str:
+    """Return what ``error.txt`` says about ``exc``: a user error's line, else its class and text."""
+    return str(exc) if isinstance(exc, EngineError) else f"{exc.__class__.__name__}: {exc}"
 
-    Best effort: when the directory itself cannot be written, the error on stderr is what is left,
-    and this write must not replace it with its own.
+
+def error_write(message: str, out: Path | None = None, log_it: bool = True) -> None:
+    """``error.txt`` in ``out`` (default: the job's Hydra directory): why it failed (secrets redacted).
+
+    The sweep summary reads it. Best effort: when the directory itself cannot be written, the error
+    on stderr is what is left, and this write must not replace it with its own.
     """
     from hydra.core.hydra_config import HydraConfig
 
     from engine.data.lakehouse import atomic_write_bytes
     from engine.rundir import ERROR, redact
 
-    try:
-        out = Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:
-        return
+    if out is None:
+        try:
+            out = Path(HydraConfig.get().runtime.output_dir)
+        except ValueError:
+            return
     # into engine.log only: the console already gets the one-line error
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (redact(message),), None)
-    for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers if log_it else []:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
     try:
@@ -590,16 +621,35 @@ def logging_setup() -> None:
 def task_run(dcfg: Any) -> float | None:
     """Run the Hydra job: validate, dispatch on ``task``, return the Sharpe ratio for sweepers."""
     from hydra.core.hydra_config import HydraConfig
+
+    from engine.rundir import run_dir_claim
+
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    raw = _plain(dcfg)
+    own = raw.get("paths", {}).get("output_dir") is None  # the run directory Hydra made for this job
+    if own:
+        raw.setdefault("paths", {})["output_dir"] = str(hydra_dir)
+    cfg = config_validate(raw)
+    out = Path(raw["paths"]["output_dir"])
+    # Hydra wrote .hydra/ and the log into its own run directory before this job started
+    ignore = tuple(p.name for p in hydra_dir.iterdir()) if own and hydra_dir.is_dir() else ()
+    key = ("hydra.sweep.dir" if _in_multirun() else "hydra.run.dir") if own else "paths.output_dir"
+    with contextlib.ExitStack() as claim:
+        with artefact_errors(out):
+            claim.enter_context(run_dir_claim(out, key, ignore))
+        try:
+            return _task(dcfg, cfg, hydra_dir, out)
+        except Exception as exc:
+            if out.resolve() != hydra_dir.resolve():  # the job's Hydra directory gets it from the entry point
+                error_write(error_message(exc), out, log_it=False)
+            raise
+
+
+def _task(dcfg: Any, cfg: RunConfig, hydra_dir: Path, out: Path) -> float | None:
     from omegaconf import OmegaConf
 
     from engine.rundir import ARTEFACTS, hydra_files_redact, run_complete, run_dir_reset
 
-    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
-    raw = _plain(dcfg)
-    if raw.get("paths", {}).get("output_dir") is None:
-        raw.setdefault("paths", {})["output_dir"] = str(hydra_dir)
-    cfg = config_validate(raw)
-    out = Path(raw["paths"]["output_dir"])
     with artefact_errors(out):
         hydra_files_redact(hydra_dir)
         for folder in {hydra_dir, out}:
@@ -641,13 +691,18 @@ def _in_multirun() -> bool:
 
 def _hydra_entry() -> None:
     import hydra
+    from hydra.core.hydra_config import HydraConfig
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def entry(dcfg: Any) -> float | None:
+        from engine.rundir import RunDirBusy
+
         try:
             return task_run(dcfg)
         except EngineError as exc:
-            error_write(str(exc))
+            # a folder another live run holds is not this run's to write into, not even error.txt
+            if not isinstance(exc, RunDirBusy) or Path(HydraConfig.get().runtime.output_dir).resolve() != exc.folder:
+                error_write(str(exc))
             if _in_multirun():
                 # one bad job must not stop the sweep: the summary lists it with this reason
                 from engine.rundir import redact
@@ -656,7 +711,7 @@ def _hydra_entry() -> None:
                 return None
             fail(str(exc), getattr(exc, "exit_code", 2))
         except Exception as exc:
-            error_write(f"{exc.__class__.__name__}: {exc}")
+            error_write(error_message(exc))
             raise
         return None
 

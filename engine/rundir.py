@@ -7,18 +7,32 @@
 - A run directory is complete when it holds ``_COMPLETE``, written last. A run first removes the
   artefacts (and ``error.txt``) of an earlier run in the same directory, so a directory without
   ``_COMPLETE`` is a run that failed (its reason in ``error.txt``) or was killed while writing.
+- A run claims its directory first (:func:`run_dir_claim`): it refuses an existing folder that no
+  run wrote (it would replace or delete the user's files), and holds an exclusive ``fcntl`` lock on
+  the run marker ``.engine-run`` while it runs, so a second run into the same folder is refused
+  instead of replacing the first one's artefacts. The kernel drops the lock when the process dies
+  (even by ``kill -9``); the marker stays and names the folder a run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ConfigError
+
 COMPLETE = "_COMPLETE"
 ERROR = "error.txt"
+MARKER = ".engine-run"  # every run directory holds it; locked while a run writes there
+# what makes an existing folder an earlier run's directory (params.json: runs before the marker)
+RUN_MARKS = (MARKER, COMPLETE, "params.json")
 # files a run (re)writes at the top of its directory: removed before a run starts in it
 ARTEFACTS = (
     COMPLETE,
@@ -104,3 +118,82 @@ def hydra_files_redact(out: Path) -> None:
         clean = redact(text)
         if clean != text:
             path.write_text(clean)
+
+
+class RunDirBusy(ConfigError):
+    """Another live run holds the lock of the run directory (its files are not this run's to touch)."""
+
+    def __init__(self, message: str, folder: Path) -> None:
+        super().__init__(message)
+        self.folder = folder
+
+
+_HELD: dict[Path, int] = {}  # run directories this process holds the lock of: nesting depth
+
+
+def run_dir_check(out: Path, key: str = "paths.output_dir", ignore: tuple[str, ...] = ()) -> None:
+    """Refuse an existing, non-empty folder that is not an earlier run's directory (no run marker).
+
+    ``ignore``: entries someone else put there for this run (Hydra's ``.hydra`` and log).
+    """
+    try:
+        if not out.is_dir() or any((out / m).exists() for m in RUN_MARKS):
+            return
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ignore)
+    except OSError:  # not readable: the writability check (or the first write) reports it
+        return
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        msg = (
+            f"{key}={out} is an existing folder that no engine run wrote (it holds {shown}): a run would replace "
+            f"or delete files there; set {key} to a new or empty folder, or to an earlier run's directory"
+        )
+        raise ConfigError(msg)
+
+
+@contextlib.contextmanager
+def run_dir_claim(out: Path, key: str = "paths.output_dir", ignore: tuple[str, ...] = ()) -> Iterator[None]:
+    """Claim ``out`` for this run: :func:`run_dir_check`, then hold the run marker's exclusive lock.
+
+    Re-entrant in one process (the command line claims the directory, the run function again).
+    A folder another live run holds is refused (:class:`RunDirBusy`). A run that fails before it
+    wrote anything into a folder it created leaves no folder behind.
+    """
+    where = out.resolve()
+    if _HELD.get(where):
+        _HELD[where] += 1
+        try:
+            yield
+        finally:
+            _HELD[where] -= 1
+        return
+    run_dir_check(out, key, ignore)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / MARKER, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            msg = (
+                f"{key}={out} is in use by another run that is still writing there (it holds the lock on "
+                f"{out / MARKER}): wait for it to finish or set {key} to another folder"
+            )
+            raise RunDirBusy(msg, where) from None
+        _HELD[where] = 1
+        try:
+            yield
+        except BaseException:
+            if created and [p.name for p in out.iterdir()] == [MARKER]:  # failed before writing: leave nothing
+                (out / MARKER).unlink()
+                out.rmdir()
+            raise
+        finally:
+            del _HELD[where]
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def run_dir_held() -> list[Path]:
+    """Return the run directories this process holds (where a failing run writes its ``error.txt``)."""
+    return list(_HELD)

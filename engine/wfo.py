@@ -249,20 +249,32 @@ def ledger_trials_count(
 def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     """Run ``task=wfo``: walk the grid forward, choose per window, and trade the choices out of sample.
 
-    Writes the usual artefacts of the out-of-sample book plus ``wfo.parquet``.
+    Writes the usual artefacts of the out-of-sample book plus ``wfo.parquet`` (into the output
+    directory, claimed first: see :func:`engine.rundir.run_dir_claim`).
     """
+    import contextlib
+
+    from engine.cli import artefact_errors, output_dir
+    from engine.rundir import run_dir_claim
+
+    out = output_dir(cfg)
+    with contextlib.ExitStack() as claim:
+        with artefact_errors(out):
+            claim.enter_context(run_dir_claim(out))
+        return _wfo(cfg, out, config_yaml)
+
+
+def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
     from engine.artefacts import artefacts_write, data_fingerprint
     from engine.backtest import BacktestEngine
-    from engine.cli import RunResult, artefact_errors, data_errors, grid_combos, output_dir
+    from engine.cli import RunResult, artefact_errors, data_errors, grid_combos
     from engine.data.lakehouse import parquet_write_atomic
     from engine.ledger import Trial, combo_config_hash
     from engine.report import report_write
     from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
-    out = output_dir(cfg)
-    if out.is_dir():  # a reused run dir loses the last run's artefacts; a new one is made at the end
-        with artefact_errors(out):
-            run_dir_reset(out, keep=("params.json",))
+    with artefact_errors(out):  # a reused run dir loses the last run's artefacts
+        run_dir_reset(out, keep=("params.json",))
     rules = grid_combos(cfg)
     w = cfg.wfo
     t0 = time.perf_counter()

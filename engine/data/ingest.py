@@ -7,6 +7,7 @@ bars are fetched lazily, only for a window's winners, under ``mtf/``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from collections.abc import Iterable, Sequence
@@ -84,9 +85,21 @@ class IngestionService:
             stale.discard((symbol, interval))
             if replace:
                 log.warning("%s %s: its source file changed since the last import; re-importing it", symbol, interval)
-            report.rows_written += self.lakehouse.write(
-                kind, interval, symbol, bars, covered, replace=replace, origin=origins[(symbol, interval)]
-            )
+            try:
+                report.rows_written += self.lakehouse.write(
+                    kind, interval, symbol, bars, covered, replace=replace, origin=origins[(symbol, interval)]
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                part = self.lakehouse.url(self.lakehouse.partition(kind, interval, symbol))
+                why = "its source file changed" if replace else f"it lacks {_day(a)} to {_day(b)}, which this run needs"
+                msg = (
+                    f"cannot write the partition {part} ({symbol} {interval}): {why}, and the lakehouse is "
+                    f"read-only to this user ({exc.strerror}: {exc.filename}): add that data once as a user "
+                    "who can write the lakehouse, or set paths.lakehouse_dir to a folder you own"
+                )
+                raise DataError(msg) from None
             report.fetched.append((symbol, interval, a, b))
             gaps = bars_gaps(bars, interval) if bars.height else 0
             if gaps:
