@@ -588,15 +588,16 @@ def error_write(message: str, out: Path | None = None, log_it: bool = True) -> N
     from hydra.core.hydra_config import HydraConfig
 
     from engine.data.lakehouse import atomic_write_bytes
-    from engine.rundir import ERROR, redact
+    from engine.rundir import ERROR, log_redaction_install, redact
 
     if out is None:
         try:
             out = Path(HydraConfig.get().runtime.output_dir)
         except ValueError:
             return
-    # into engine.log only: the console already gets the one-line error
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (redact(message),), None)
+    log_redaction_install()  # the run may have failed before logging_setup
+    # into engine.log only (its handler redacts it): the console already gets the one-line error
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
     for handler in logging.getLogger().handlers if log_it else []:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
@@ -608,7 +609,13 @@ def error_write(message: str, out: Path | None = None, log_it: bool = True) -> N
 
 
 def logging_setup() -> None:
-    """Send INFO and up to the run's ``engine.log`` (Hydra's file handler), only warnings to the console."""
+    """Send INFO and up to the run's ``engine.log`` (Hydra's file handler), only warnings to the console.
+
+    Every handler redacts what it writes (:class:`engine.rundir.RedactFilter`): no secret of a URL
+    reaches a log, whichever call site logged it.
+    """
+    from engine.rundir import log_redaction_install
+
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in root.handlers:
@@ -616,6 +623,7 @@ def logging_setup() -> None:
     for noisy in ("numba", "urllib3", "choreographer", "kaleido", "asyncio", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.captureWarnings(True)
+    log_redaction_install(root)
 
 
 def task_run(dcfg: Any) -> float | None:

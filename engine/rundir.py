@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -62,6 +63,38 @@ def redact(text: str) -> str:
     """``text`` with URL credentials (user:password@, secret query parameters) replaced by ``***``."""
     text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
     return _QUERY_SECRET.sub(lambda m: f"{m.group('key')}***", text)
+
+
+class RedactFilter(logging.Filter):
+    """A handler filter that passes every record through :func:`redact`: message, arguments, exception text.
+
+    Installed once on the handlers (:func:`log_redaction_install`), so no call site has to remember
+    to redact what it logs: the record's message is formatted with its arguments and redacted (the
+    arguments then cleared), and its exception and stack text are formatted and redacted too.
+    """
+
+    _format = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact ``record`` in place; always keep it."""
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._format.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def log_redaction_install(logger: logging.Logger | None = None) -> None:
+    """Give every handler of ``logger`` (default: the root logger) one :class:`RedactFilter`."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactFilter) for f in handler.filters):
+            handler.addFilter(RedactFilter())
 
 
 def redact_obj(obj: Any) -> Any:

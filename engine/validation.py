@@ -24,7 +24,8 @@ docs/VALIDATION.md for the meaning of each statistic, its formulas and the paper
 Degenerate data never raises (invalid settings do, with a ValueError): a combination whose objective is undefined (no trades: all-zero
 returns; zero variance; fewer than two returns; a NaN return) ranks last and is still counted; a
 one-combination matrix has nothing to select, so PBO and the CPCV distribution are ``None`` with a
-``reason`` string.
+``reason`` string. Combinations identical in every window are one trial (:func:`distinct_columns`):
+two copies of one combination are a one-combination matrix, not a choice between two.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ Objective = Callable[[np.ndarray], np.ndarray]
 (higher is better; NaN = undefined, ranked last)."""
 
 ONE_COMBINATION = "one combination: there is no choice between combinations to validate, so the statistic is undefined"
+IDENTICAL_COMBINATIONS = (
+    "{m} combinations with identical returns in every window are one trial: there is no choice between "
+    "combinations to validate, so the statistic is undefined"
+)
 
 
 # ---- objective ---------------------------------------------------------------------------------
@@ -252,6 +257,27 @@ def _matrix(returns: np.ndarray) -> np.ndarray:
     return r
 
 
+def first_identical(returns: np.ndarray) -> np.ndarray:
+    """Return, for each column of a (T × M) matrix, the index of the first column identical to it.
+
+    Two combinations whose per-window returns are exactly equal in every window (NaN equal to NaN,
+    -0.0 to 0.0) are one trial, e.g. a grid that varies a setting the trading never reads, or the
+    same entry twice: PBO, the CPCV distribution and the deflated Sharpe ratio count them once.
+    """
+    r = _matrix(returns)
+    seen: dict[bytes, int] = {}
+    out = np.empty(r.shape[1], dtype=np.int64)
+    for j in range(r.shape[1]):
+        col = r[:, j]
+        out[j] = seen.setdefault((np.where(np.isnan(col), np.nan, col) + 0.0).tobytes(), j)
+    return out
+
+
+def distinct_columns(returns: np.ndarray) -> np.ndarray:
+    """Return the indices of the distinct columns: the first of each group of identical ones (:func:`first_identical`)."""
+    return np.unique(first_identical(returns))
+
+
 def cpcv_oos_sharpe(returns: np.ndarray, cv: CPCV, objective: Objective = sharpe_columns) -> CPCVResult:
     """Distribution of out-of-sample Sharpe ratios over the CPCV paths of a selection rule.
 
@@ -273,8 +299,9 @@ def cpcv_oos_sharpe(returns: np.ndarray, cv: CPCV, objective: Objective = sharpe
     Returns
     -------
     CPCVResult
-        With ``path_sharpe`` None and a ``reason`` when M = 1 (nothing is selected, so the paths
-        are all the one combination's own returns and say nothing about the selection).
+        With ``path_sharpe`` None and a ``reason`` when M = 1, or when the M combinations are
+        identical (:func:`distinct_columns`): nothing is selected, so the paths are all the one
+        combination's own returns and say nothing about the selection.
     """
     r = _matrix(returns)
     if r.shape[0] != cv.n_windows:
@@ -287,6 +314,8 @@ def cpcv_oos_sharpe(returns: np.ndarray, cv: CPCV, objective: Objective = sharpe
         is_obj[s] = values[chosen[s]] if np.isfinite(values[chosen[s]]) else np.nan
     if r.shape[1] == 1:
         return CPCVResult(cv, chosen, is_obj, None, None, ONE_COMBINATION)
+    if distinct_columns(r).size == 1:
+        return CPCVResult(cv, chosen, is_obj, None, None, IDENTICAL_COMBINATIONS.format(m=r.shape[1]))
     path_returns = np.empty((cv.n_windows, cv.n_paths))
     for p in range(cv.n_paths):
         for s, windows in cv.path_windows(p):
@@ -320,6 +349,9 @@ class PBOResult:
     is_perf, oos_perf : np.ndarray
         (C(S, S/2),) that combination's objective in sample and out of sample (NaN = undefined):
         their regression is the paper's "performance degradation".
+    n_duplicates : int
+        Combinations folded into an identical earlier one (:func:`distinct_columns`): M is the
+        number of columns minus this.
     """
 
     pbo: float | None
@@ -330,6 +362,7 @@ class PBOResult:
     is_best: np.ndarray
     is_perf: np.ndarray
     oos_perf: np.ndarray
+    n_duplicates: int = 0
 
     @property
     def prob_oos_loss(self) -> float | None:
@@ -392,7 +425,8 @@ def pbo_cscv(returns: np.ndarray, n_submatrices: int = 16, objective: Objective 
 
     ``PBO = #{λ <= 0} / C(S, S/2)``: how often the in-sample best is no better than the median out of
     sample. The rows keep their time order inside J and J̄ (the order does not matter to the Sharpe
-    ratio).
+    ratio). Combinations identical in every window are one trial (:func:`distinct_columns`): M counts
+    each group once, otherwise a copy of the best would tie with it and pull ω down to the median.
 
     Parameters
     ----------
@@ -406,9 +440,13 @@ def pbo_cscv(returns: np.ndarray, n_submatrices: int = 16, objective: Objective 
     Returns
     -------
     PBOResult
-        ``pbo`` None with a ``reason`` when M = 1 (ω is always 1/2: the statistic is meaningless).
+        ``pbo`` None with a ``reason`` when M = 1, or when every combination is identical (ω is
+        always 1/2: the statistic is meaningless). ``is_best`` indexes the columns of ``returns``.
     """
     r = _matrix(returns)
+    m_given = r.shape[1]
+    keep = distinct_columns(r)
+    r = r[:, keep]
     s = int(n_submatrices)
     if s < 2 or s % 2:
         raise ValueError(f"n_submatrices must be even and >= 2, got {s}")
@@ -437,10 +475,13 @@ def pbo_cscv(returns: np.ndarray, n_submatrices: int = 16, objective: Objective 
     is_perf, oos_perf = perf_is[rows, is_best], perf_oos[rows, is_best]
     is_perf[~np.isfinite(is_perf)] = np.nan
     oos_perf[~np.isfinite(oos_perf)] = np.nan
+    is_best = keep[is_best]
+    folded = m_given - m
     if m == 1:
-        return PBOResult(None, logits, ONE_COMBINATION, s, dropped, is_best, is_perf, oos_perf)
+        why = ONE_COMBINATION if m_given == 1 else IDENTICAL_COMBINATIONS.format(m=m_given)
+        return PBOResult(None, logits, why, s, dropped, is_best, is_perf, oos_perf, folded)
     pbo = float(np.mean(logits <= 0.0))
-    return PBOResult(pbo, logits, None, s, dropped, is_best, is_perf, oos_perf)
+    return PBOResult(pbo, logits, None, s, dropped, is_best, is_perf, oos_perf, folded)
 
 
 # ---- one JSON-able summary for metrics.json / the report ------------------------------------

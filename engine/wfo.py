@@ -44,7 +44,7 @@ from engine.errors import ConfigError
 from engine.exit_rules import ExitRules
 from engine.metrics import YEAR_DAYS
 from engine.units import DAY_MS
-from engine.validation import deflated_sharpe, oos_report, sharpe_columns
+from engine.validation import deflated_sharpe, first_identical, oos_report, sharpe_columns
 
 log = logging.getLogger("engine")
 
@@ -333,27 +333,50 @@ def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
     is_sr = [x for x in is_sr if math.isfinite(x)]
     oos_sr = float(sharpe_columns(grid["oos_returns"])[0]) if len(grid["oos_returns"]) > 1 else math.nan
     report = oos_report(returns)
+    # combinations identical in every window are one trial: for PBO, the CPCV, the deflated Sharpe
+    # and the ledger (a copy is recorded under the config hash of the combination it repeats)
+    rep = [int(i) for i in first_identical(returns)]
+    keep = sorted(set(rep))
+    n_distinct, n_folded = len(keep), m - len(keep)
     note = None
     if m == 1:
         note = "one combination: nothing is chosen between combinations, so pbo and the CPCV distribution are null"
+    elif n_distinct == 1:
+        note = (
+            f"{m} combinations with identical returns in every window are one trial: nothing is chosen "
+            "between combinations, so pbo and the CPCV distribution are null"
+        )
+    elif n_folded:
+        note = (
+            f"{n_folded} combination(s) identical in every window to an earlier one were folded into it: "
+            f"pbo, the CPCV and the deflated Sharpe count {n_distinct} distinct trials"
+        )
     fp = data_fingerprint(Path(cfg.paths.lakehouse_dir), result.data_files)
+    hashes = [combo_config_hash(cfg, r) for r in rules]
     trials = [
-        Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, gm, label=f"wfo {out} combo {i:03d}")
-        for i, (r, gm) in enumerate(zip(rules, grid["grid_metrics"], strict=True))
+        Trial.from_metrics(
+            "grid_combo",
+            hashes[rep[i]],
+            fp,
+            gm,
+            label=f"wfo {out} combo {i:03d}" + (f" (identical to combo {rep[i]:03d})" if rep[i] != i else ""),
+        )
+        for i, gm in enumerate(grid["grid_metrics"])
     ]
     trials += [
         Trial.from_metrics(
             "wfo_choice",
-            combo_config_hash(cfg, rules[int(sel.choices[k])]),
+            hashes[rep[int(sel.choices[k])]],
             fp,
             {"total_return": float(returns[k, int(sel.choices[k])])},
             label=f"wfo {out} window {windows[k].index} combo {int(sel.choices[k]):03d}",
         )
         for k in range(k0, len(windows))
     ]
-    n_trials, n_source = ledger_trials_count(cfg, trials, fp, m, "grid's combinations")
+    what = "grid's distinct combinations" if n_folded else "grid's combinations"
+    n_trials, n_source = ledger_trials_count(cfg, trials, fp, n_distinct, what)
     per_year = float(grid["grid_metrics"][0].get("periods_per_year") or YEAR_DAYS)
-    grid_sr = np.array([g.get("sharpe") for g in grid["grid_metrics"]], dtype=np.float64) / math.sqrt(per_year)
+    grid_sr = np.array([grid["grid_metrics"][j].get("sharpe") for j in keep], dtype=np.float64) / math.sqrt(per_year)
     grid_sr = grid_sr[np.isfinite(grid_sr)]
     var_sr = float(np.var(grid_sr, ddof=1)) if grid_sr.size > 1 else 0.0
     mt = result.metrics
@@ -399,6 +422,8 @@ def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
             },
         }
     )
+    if n_folded:  # only then: a grid without copies keeps its metrics.json as it was
+        mt["wfo"]["n_duplicate_combinations"] = n_folded
     result.wfo = {"frame": frame, "returns": returns, "rules": [_rules_json(r) for r in rules]}
     with artefact_errors(out):
         out.mkdir(parents=True, exist_ok=True)

@@ -289,3 +289,65 @@ def test_config_reaches_ccxt(server: ExchangeServer) -> None:
 def test_unknown_exchange_is_a_data_error() -> None:
     with pytest.raises(DataError, match="unknown ccxt exchange 'nosuchex'"):
         CcxtSource(CcxtData(exchange="nosuchex"))
+
+
+def _files_holding(root: Path, secrets: tuple[str, ...]) -> dict[str, list[str]]:
+    """Every file under ``root`` whose bytes contain one of ``secrets`` (binary files included)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        hits = [s for s in secrets if s.encode() in data]
+        if hits:
+            found[str(path.relative_to(root))] = hits
+    return found
+
+
+def test_no_secret_of_the_api_url_in_any_file_a_ccxt_ingest_writes(tmp_path: Path) -> None:
+    """A failing ingest (retried, then given up) and a successful one (retried, then served), both with
+    credentials in ``data.api_url``: the retry lines, the error, the configs Hydra copied, the
+    lakehouse's files, the console: none holds the user's password or API key."""
+    from helpers import engine_cli
+
+    secrets = ("secretpw", "SECRETKEY")
+    gen = SyntheticSource(3, 2, "2024-01-01", "2024-01-31")
+    with ExchangeServer(gen) as srv:
+        base = srv.api_url.replace("http://", "http://user:secretpw@")
+        common = [
+            "task=ingest",
+            "data=ccxt",
+            "data.start=2024-01-01",
+            "data.end=2024-01-31",
+            "data.rate_limit_ms=0",
+            "data.max_retries=1",
+            f"paths.lakehouse_dir={tmp_path / 'lh'}",
+            f"paths.ledger={tmp_path / 'ledger.duckdb'}",
+        ]
+        # 1. fails: every request answers 503 (ccxt's message then holds the URL), retried once, given
+        # up. The api key rides in the query, so the requests reach /api/v3 itself (endpoint "v3").
+        srv.fault("503", count=10, endpoint="v3")
+        failed = engine_cli(
+            [*common, f"data.api_url='{base}?apikey=SECRETKEY'", f"hydra.run.dir={tmp_path / 'out' / 'failed'}"],
+            cwd=tmp_path,
+        )
+        assert failed.returncode == 2, failed.stderr
+        assert "Traceback" not in failed.stderr
+        # 2. succeeds after a refused kline page
+        srv.clear()
+        with srv.state.lock:
+            srv.state.faults.clear()
+        srv.fault("503")
+        ok = engine_cli([*common, f"data.api_url={base}", f"hydra.run.dir={tmp_path / 'out' / 'ok'}"], cwd=tmp_path)
+        assert ok.returncode == 0, ok.stderr
+        assert len(srv.klines()) >= 3  # the refusal was retried
+    out = tmp_path / "out"
+    logs = {name: (out / name / "engine.log").read_text() for name in ("failed", "ok")}
+    # the retry lines are there, with the URL, its credentials masked
+    for name, text in logs.items():
+        assert "retry 1/1" in text, name
+        assert "http://***@127.0.0.1" in text, name
+    assert "apikey=***" in logs["failed"]
+    assert (out / "failed" / "error.txt").is_file()
+    assert (tmp_path / "lh").is_dir() and any((tmp_path / "lh").rglob("*.parquet"))
+    assert _files_holding(tmp_path, secrets) == {}
+    for proc in (failed, ok):
+        assert not any(s in proc.stdout + proc.stderr for s in secrets)

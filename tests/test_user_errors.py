@@ -145,6 +145,39 @@ def test_strict_json() -> None:
 
 
 @pytest.mark.slow
+def test_log_handlers_redact_message_arguments_and_exception_text() -> None:
+    """Once installed, the filter redacts whatever a call site logs: %-arguments and a traceback."""
+    import io
+    import logging
+
+    from engine.rundir import log_redaction_install
+
+    stream = io.StringIO()
+    logger = logging.getLogger("test_redaction")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    try:
+        log_redaction_install(logger)
+        log_redaction_install(logger)  # idempotent: one filter per handler
+        assert len(handler.filters) == 1
+        url = "http://alice:pw1@host/x?apikey=K3Y"
+        logger.warning("fetch %s failed", url)
+        try:
+            raise ValueError(f"GET {url}")
+        except ValueError:
+            logger.exception("retrying %s", "http://bob:pw2@h/y")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "fetch http://***@host/x?apikey=*** failed" in text
+    assert "retrying http://***@h/y" in text
+    assert "ValueError: GET http://***@host/x?apikey=***" in text  # the traceback's last line
+    for secret in ("pw1", "pw2", "K3Y", "alice", "bob"):
+        assert secret not in text
+
+
 def test_credentials_are_redacted_everywhere(tmp_path: Path) -> None:
     url = "http://alice:s3cretpw@127.0.0.1:9/api?apikey=TOPSECRET&x=1"
     proc = _cli(

@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 
 from engine.validation import (
+    IDENTICAL_COMBINATIONS,
     ONE_COMBINATION,
     best_index,
     cpcv,
     cpcv_oos_sharpe,
     deflated_sharpe,
     deflated_sharpe_ratio,
+    distinct_columns,
     expected_max_sharpe,
+    first_identical,
     pbo_cscv,
     relative_rank,
     sharpe_columns,
@@ -186,10 +189,14 @@ def test_cpcv_oos_sharpe_undefined_objective_ranks_last_never_crashes() -> None:
     r = np.column_stack([np.zeros(20), rng.normal(-0.01, 0.02, 20), np.full(20, np.nan)])
     res = cpcv_oos_sharpe(r, cpcv(20, 5, 2))
     assert (res.chosen == 1).all()  # the only defined objective, however bad
-    # all undefined: the first combination is taken, the objective is NaN, nothing raises
-    res = cpcv_oos_sharpe(np.zeros((20, 3)), cpcv(20, 5, 2))
+    # all undefined (never trades, constant, NaN): the first combination is taken, the objective is
+    # NaN, nothing raises
+    undefined = np.column_stack([np.zeros(20), np.full(20, 0.01), np.full(20, np.nan)])
+    res = cpcv_oos_sharpe(undefined, cpcv(20, 5, 2))
     assert (res.chosen == 0).all() and np.isnan(res.is_objective).all()
     assert res.path_sharpe is not None and np.isnan(res.path_sharpe).all()
+    # three identical never-trading combinations are one: no distribution, as with one
+    assert cpcv_oos_sharpe(np.zeros((20, 3)), cpcv(20, 5, 2)).path_sharpe is None
 
 
 # ---- PBO by CSCV -------------------------------------------------------------------------------
@@ -270,6 +277,26 @@ def test_pbo_one_combination_is_none_with_reason() -> None:
     assert res.logits.shape == (6,)
 
 
+def test_identical_combinations_are_one_trial() -> None:
+    """A copy of a combination (equal in every window) is folded into it: HAND's columns A, C, C, B
+    give HAND's own logits and PBO (4/6), not those of a four-way choice where C ties with itself."""
+    assert first_identical(np.array([[1.0, 1.0, -0.0, np.nan], [2.0, 2.0, 0.0, np.nan]])).tolist() == [0, 0, 2, 3]
+    assert first_identical(np.array([[np.nan, np.nan], [0.0, -0.0]])).tolist() == [0, 0]
+    dup = HAND[:, [0, 2, 2, 1]]
+    assert distinct_columns(dup).tolist() == [0, 1, 3]
+    res = pbo_cscv(dup, n_submatrices=4)
+    assert res.pbo == pytest.approx(4 / 6) and res.n_duplicates == 1
+    assert res.logits == pytest.approx([-LN3, LN3, -LN3, 0.0, LN3, 0.0], abs=1e-12)
+    assert res.is_best.tolist() == [0, 1, 3, 1, 1, 1]  # HAND's [0, 2, 1, 2, 2, 2] in dup's columns
+    # two copies of one combination: nothing to choose, as with one
+    twice = pbo_cscv(HAND[:, [0, 0]], n_submatrices=4)
+    assert twice.pbo is None and twice.reason == IDENTICAL_COMBINATIONS.format(m=2) and twice.n_duplicates == 1
+    assert pbo_cscv(HAND[:, [0]], n_submatrices=4).n_duplicates == 0
+    cv = cpcv(4, 4, 2)
+    assert cpcv_oos_sharpe(HAND[:, [0, 0]], cv).path_sharpe is None
+    assert cpcv_oos_sharpe(HAND[:, [0, 0]], cv).reason == IDENTICAL_COMBINATIONS.format(m=2)
+
+
 def test_pbo_undefined_combination_ranks_last_and_counts() -> None:
     # a never-trading combination (all zeros) added to the hand case: it ranks last everywhere, is
     # never chosen, and M = 4 changes every ω to rank / 5
@@ -280,8 +307,11 @@ def test_pbo_undefined_combination_ranks_last_and_counts() -> None:
     assert res.logits == pytest.approx([math.log(k / (5 - k)) for k in ranks])
     assert res.pbo == pytest.approx(2 / 6)
     # only undefined combinations: nothing raises, every split is a tie at the median
-    res = pbo_cscv(np.zeros((8, 3)), n_submatrices=4)
+    res = pbo_cscv(np.column_stack([np.zeros(8), np.full(8, 0.01), np.full(8, np.nan)]), n_submatrices=4)
     assert res.pbo == 1.0 and np.allclose(res.logits, 0.0)
+    # three identical never-trading combinations are one trial: undefined, not "certainly overfit"
+    res = pbo_cscv(np.zeros((8, 3)), n_submatrices=4)
+    assert res.pbo is None and res.reason == IDENTICAL_COMBINATIONS.format(m=3)
 
 
 @pytest.mark.parametrize("s", [0, 3, 10])

@@ -240,6 +240,41 @@ def test_ledger_rows_and_trial_count(lakehouse_dir: Path, tmp_path: Path) -> Non
     assert m["n_trials"] == 3 and "ledger" in m["wfo"]["n_trials_source"]  # choices are not new trials
 
 
+def test_identical_combinations_are_one_trial(lakehouse_dir: Path, tmp_path: Path) -> None:
+    """Two copies of one combination are one trial (PBO null, the deflated Sharpe of one combination, one
+    ledger trial); three combinations of which two are copies give the PBO of the two distinct ones."""
+    from engine.validation import IDENTICAL_COMBINATIONS
+
+    def run(name: str, grid: str) -> dict[str, object]:
+        cfg = small_config(
+            lakehouse_dir,
+            tmp_path / name,
+            "+profile=crypto_rating",
+            "task=wfo",
+            f"grid.sl_stop={grid}",
+            "wfo.train_windows=6",
+            paths__ledger=str(tmp_path / f"{name}.duckdb"),
+        )
+        return wfo_run(cfg).metrics
+
+    one, twice = run("one", "[0.05]"), run("twice", "[0.05,0.05]")
+    assert twice["pbo"] is None and one["pbo"] is None
+    assert twice["n_trials"] == one["n_trials"] == 1
+    assert twice["deflated_sharpe"] is not None and twice["deflated_sharpe"] == one["deflated_sharpe"]
+    assert twice["sharpe"] == one["sharpe"] and twice["wfo"]["cpcv_path_sharpe"] is None
+    assert twice["wfo"]["n_combinations"] == 2 and twice["wfo"]["n_duplicate_combinations"] == 1
+    assert "2 combinations with identical returns in every window are one trial" in twice["wfo"]["note"]
+    assert "n_duplicate_combinations" not in one["wfo"]  # a grid without copies: metrics.json as before
+    assert IDENTICAL_COMBINATIONS.format(m=2) == twice["wfo"]["pbo_reason"]
+    two, three = run("two", "[0.03,0.05]"), run("three", "[0.03,0.05,0.05]")
+    assert two["pbo"] is not None and three["pbo"] == two["pbo"]
+    assert three["n_trials"] == two["n_trials"] == 2 and three["deflated_sharpe"] == two["deflated_sharpe"]
+    assert three["wfo"]["cpcv"] == two["wfo"]["cpcv"]
+    assert three["wfo"]["n_duplicate_combinations"] == 1 and "folded" in three["wfo"]["note"]
+    w2, w3 = (pl.read_parquet(tmp_path / n / "wfo.parquet") for n in ("two", "three"))
+    assert w3.get_column("combo").to_list() == w2.get_column("combo").to_list()  # the copy is never chosen
+
+
 def test_ledger_failure_is_a_warning(lakehouse_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "not_a_db.duckdb"
     bad.write_text("this is not a duckdb file")
