@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 SIGNAL = ORDER_REASONS.index("signal")
 DELISTED = ORDER_REASONS.index("delisted")
 MS_NS = 1_000_000
+NO_ORDERS = (
+    "no order was placed: the run held its initial cash throughout and its metrics say nothing about "
+    "the strategy; check backtest.init_cash against the winners' prices, the ranking filters and the period"
+)
+"""metrics.json's ``warnings`` entry (and the console's warning) of a book that placed no order."""
 
 ORDER_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "window": pl.Int64,
@@ -843,6 +848,8 @@ class BacktestEngine:
             else:
                 extra["total_return_optimistic"] = None
             self.book_metrics.append(self._pass_metrics(book.out, orders, trades, extra))
+            if NO_ORDERS in self.book_metrics[-1].get("warnings", ()) and i == 0:
+                log.warning("%s", NO_ORDERS)
             if i == 0:
                 first = (_orders_frame(orders), trades)
         assert first is not None
@@ -918,7 +925,7 @@ class BacktestEngine:
         n_days, per_year = self._span(ts)
         traded = float(np.sum(orders["size"] * orders["price"]))
         by_kind = kind_counts(trades["exit_kind"])
-        return {
+        metrics = {
             **equity_metrics(equity[marks], self.cfg.backtest.init_cash, n_days, per_year),
             **trading_metrics(
                 len(orders["size"]), traded, trades["return"], by_kind, equity[marks], exposure[marks], n_days
@@ -935,6 +942,9 @@ class BacktestEngine:
             "n_stop_exits": sum(by_kind[k] for k in STOP_KINDS),
             **extra,
         }
+        if not len(orders["size"]):  # only then: an ordinary run's metrics.json keeps its keys
+            metrics["warnings"] = [NO_ORDERS]
+        return metrics
 
     def _span(self, close_ts: np.ndarray) -> tuple[float, float]:
         """Days from the first window's start to the last equity mark, and base bars per year (365 days)."""

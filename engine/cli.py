@@ -505,6 +505,9 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
     from engine.ledger import ledger_record_grid
 
     ledger_record_grid(cfg, out, rules, engine.book_metrics)  # the trial ledger (paths.ledger); failures warn
+    from engine.report import data_label
+
+    print(f"data: {data_label(cfg)}")
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     print(f"the run directory's own artefacts are combination 000's; all {len(rules)} are ranked below")
     from engine.sweep import summary_print, sweep_summarize
@@ -526,9 +529,12 @@ def ingest_run(cfg: RunConfig) -> None:
         raise SystemExit(code)
 
 
-def summary_print(result: RunResult) -> None:
-    """Print the console's closing lines: a short metrics table and the output path."""
+def summary_print(result: RunResult, cfg: RunConfig) -> None:
+    """Print the console's closing lines: the data source, a short metrics table and the output path."""
+    from engine.report import data_label
+
     m = result.metrics
+    print(f"data: {data_label(cfg)}")
     rows = [
         ("total return", m.get("total_return"), "{:+.2%}"),
         ("CAGR", m.get("cagr"), "{:+.2%}"),
@@ -544,6 +550,9 @@ def summary_print(result: RunResult) -> None:
         shown = "n/a" if value is None else fmt.format(value)
         if name == "CAGR" and value is not None and days is not None and days < 365:
             shown += f"  (extrapolated from {days:.0f} days)"
+        if name == "ambiguous exits" and m.get("total_return_optimistic") is not None:
+            # the bound metrics.json holds: the same exits taken take-profit first
+            shown += f"  (optimistic bound, TP first: total return {m['total_return_optimistic']:+.2%})"
         print(f"  {name:<{width}}  {shown}")
     print(f"artefacts: {result.output_dir}")
 
@@ -676,13 +685,13 @@ def _task(dcfg: Any, cfg: RunConfig, hydra_dir: Path, out: Path) -> float | None
     if cfg.task == "wfo":  # walk-forward optimisation over the grid (engine/wfo.py)
         from engine.wfo import wfo_run
 
-        summary_print(wfo_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True)))
+        summary_print(wfo_run(cfg, OmegaConf.to_yaml(dcfg, resolve=True)), cfg)
         return None
     result = run_backtest(cfg, OmegaConf.to_yaml(dcfg, resolve=True))
     from engine.ledger import ledger_record_run
 
     ledger_record_run(cfg, result.output_dir, "sweep_job" if _in_multirun() else "run")  # failures warn
-    summary_print(result)
+    summary_print(result, cfg)
     sharpe = result.metrics.get("sharpe")
     return float(sharpe) if sharpe is not None else None
 

@@ -55,6 +55,8 @@ def _each_checked(values: list[str], check: Callable[[str], object]) -> list[str
 # integer arithmetic cannot overflow (a window of 10,000 days from year 2000 still ends before 2100).
 MAX_DAYS = 10_000
 MAX_MONEY = 1e15
+MIN_CASH = 1.0
+"""Smallest ``backtest.init_cash`` (quote currency): one unit, e.g. 1 USDT."""
 MAX_DURATION_NS = 100 * 365 * 86_400 * 10**9  # 100 years
 MAX_TP = 1000.0  # a take profit at +100,000 %
 
@@ -372,7 +374,9 @@ class BacktestConfig(_Model):
     """Alias of step in days."""
     timeframes: list[str] = Field(default_factory=list)
     """Finer intervals loaded for the winners only (e.g. ["4h"]); stops run on the finest."""
-    init_cash: float = Field(default=100_000.0, gt=0.0, le=MAX_MONEY)
+    init_cash: float = Field(default=100_000.0, ge=MIN_CASH, le=MAX_MONEY)
+    """Starting cash in the quote currency (at least 1: below it the orders' sizes vanish and the
+    run would trade nothing)."""
     vbt_engine: Literal["rust", "numba"] = "rust"
     """vectorbt engine: rust (no JIT at start-up) or numba (JIT, cached on disk)."""
 

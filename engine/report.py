@@ -168,6 +168,29 @@ def exit_rules_text(cfg: RunConfig) -> str:
     return ", ".join(parts)
 
 
+def data_label(cfg: RunConfig) -> str:
+    """Return where a run's bars come from, in words (secrets in paths and URLs redacted).
+
+    Parameters
+    ----------
+    cfg
+        The run configuration; ``cfg.data`` names the source.
+
+    Returns
+    -------
+    str
+        E.g. ``"built-in synthetic universe (generated, not market data): 100 symbols, seed 7"``,
+        ``"your files in /data/ohlcv"`` or ``"ccxt exchange binance"``.
+    """
+    data = cfg.data
+    if data.source == "synthetic":
+        return f"built-in synthetic universe (generated, not market data): {data.n_symbols} symbols, seed {data.seed}"
+    if data.source == "files":
+        return redact(f"your files in {data.path}")
+    via = f" via {data.api_url}" if data.api_url else ""
+    return redact(f"ccxt exchange {data.exchange}{via}")
+
+
 def ambiguity_sentence(metrics: dict[str, Any]) -> str:
     """Return the ambiguous-exit line: how much the SL-first assumption costs against TP-first.
 
@@ -212,6 +235,7 @@ def _header(cfg: RunConfig, result: BacktestResult) -> str:
     init_cash = cfg.backtest.init_cash
     bench = _benchmark(result)
     info = [
+        ("Data", data_label(cfg)),
         ("Mode", "exit rules" if mode == "exit_rules" else "rebalance"),
         ("Period", f"{_when(m.get('start'))} to {_when(m.get('end'))}"),
         ("Interval", str(m.get("interval") or "n/a")),

@@ -5,7 +5,8 @@ vectorised grid's ``<grid_run_dir>/combos/<combo_id>/``). :func:`sweep_summarize
 ``metrics.json`` and ``params.json`` through DuckDB (``sql/sweep_metrics.sql``), ranks the jobs by a
 metric, adds the deflated Sharpe ratio of each trial, and writes ``leaderboard.csv``,
 ``leaderboard.md``, ``failed.csv`` (when jobs failed) and, when both ``exit_rules.sl_stop`` and
-``exit_rules.tp_stop`` were swept, ``heatmap_sl_tp.html`` and ``heatmap_sl_tp.png``.
+``exit_rules.tp_stop`` were swept, ``heatmap_sl_tp.html`` and ``heatmap_sl_tp.png``. The PNG alone
+needs a Chrome/Chromium: without one the summary is still written and one warning says how to get it.
 
 Use it as ``python -m engine.sweep SWEEP_DIR [--metric sharpe]``, or let Hydra run it at the end of
 every multirun with ``hydra/callbacks=sweep_summary`` (:class:`SweepSummaryCallback`).
@@ -83,6 +84,8 @@ class SweepSummary:
     """Equity marks per year of the jobs (365 on daily bars): SR0 is annualised with it."""
     dsr_trials_source: str = ""
     """Where ``dsr_trials`` came from, as a sentence for the leaderboard."""
+    warnings: list[str] = field(default_factory=list)
+    """What the summary could not make (the heatmap PNG without a browser), one line each."""
 
     @property
     def n_trials(self) -> int:
@@ -399,9 +402,17 @@ def browser_path() -> str:
 
     kaleido 1.x ships no browser; it drives an installed one through choreographer. Passing the
     path explicitly makes the failure message name the binary instead of choreographer's search.
+
+    Raises
+    ------
+    EngineError
+        ``$BROWSER_PATH`` names no file, or none of the browsers is on PATH.
     """
-    if os.environ.get("BROWSER_PATH"):
-        return os.environ["BROWSER_PATH"]
+    if given := os.environ.get("BROWSER_PATH"):
+        if Path(given).is_file():
+            return given
+        msg = f"no Chrome/Chromium found for the heatmap png (BROWSER_PATH={given} is not a file): point BROWSER_PATH at one or unset it"
+        raise EngineError(msg)
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
         if found := shutil.which(name):
             return found
@@ -449,7 +460,12 @@ def _write_heatmap(s: SweepSummary) -> None:
     atomic_write_bytes(html_path, page.encode())
     s.files["heatmap_sl_tp.html"] = html_path
 
-    browser = browser_path()
+    png_path = s.sweep_dir / "heatmap_sl_tp.png"
+    try:
+        browser = browser_path()
+    except EngineError as exc:
+        _png_skipped(s, png_path, str(exc))
+        return
     try:
         # mathjax=False: kaleido would fetch MathJax from a CDN, and the sweep must render offline
         png = kaleido.calc_fig_sync(
@@ -457,21 +473,30 @@ def _write_heatmap(s: SweepSummary) -> None:
         )
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        msg = (
-            f"heatmap_sl_tp.png could not be rendered by kaleido with {browser} ({first}): "
+        why = (
+            f"kaleido could not render it with {browser} ({first}): "
             "check that this Chrome/Chromium starts, or point BROWSER_PATH at a working one"
         )
-        raise EngineError(msg) from None
-    png_path = s.sweep_dir / "heatmap_sl_tp.png"
+        _png_skipped(s, png_path, why)
+        return
     atomic_write_bytes(png_path, bytes(png))
     s.files["heatmap_sl_tp.png"] = png_path
+
+
+def _png_skipped(s: SweepSummary, png_path: Path, why: str) -> None:
+    """Record why the heatmap PNG was not made, and remove an older one that no longer matches."""
+    png_path.unlink(missing_ok=True)
+    s.warnings.append(
+        f"heatmap_sl_tp.png not made: {why}, then rerun `python -m engine.sweep {s.sweep_dir}` "
+        "(the leaderboard and heatmap_sl_tp.html are written)"
+    )
 
 
 # ---- Hydra callback and command line ---------------------------------------------------------
 
 
 def summary_print(s: SweepSummary, n: int = 5) -> None:
-    """Top ``n`` rows of the leaderboard and where it was written."""
+    """Top ``n`` rows of the leaderboard, where it was written, and the summary's warnings (stderr)."""
     top = s.top(n)
     with pl.Config(
         tbl_rows=n, tbl_cols=-1, tbl_width_chars=240, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
@@ -480,6 +505,8 @@ def summary_print(s: SweepSummary, n: int = 5) -> None:
         print(top)
     print(f"deflated Sharpe with {s.dsr_trials_source}")
     print(f"leaderboard: {s.files['leaderboard.md']}")
+    for line in s.warnings:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 LAST_SWEEP: tuple[Path, int, int] | None = None

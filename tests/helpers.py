@@ -69,13 +69,22 @@ def random_ohlc(
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
+def browser_found() -> str | None:
+    """Path of a Chrome/Chromium: ``$BROWSER_PATH`` (one that names no file hides the browser, as
+    .ci/run's browser-hidden step does), else the first of :data:`BROWSERS` on PATH; None without."""
+    given = os.environ.get("BROWSER_PATH")
+    if given:
+        return given if Path(given).is_file() else None
+    return next((p for b in BROWSERS if (p := shutil.which(b))), None)
+
+
 def browser_or_skip() -> str:
     """Path of a Chrome/Chromium for the browser tests (report rendering, heatmap PNG).
 
     Without one they skip, saying how to enable them; ENGINE_REQUIRE_BROWSER=1 (set by .ci/run, which
     installs Chromium) turns the skip into a failure, so CI cannot pass without running them.
     """
-    found = os.environ.get("BROWSER_PATH") or next((p for b in BROWSERS if (p := shutil.which(b))), None)
+    found = browser_found()
     if found:
         return found
     msg = "no Chrome/Chromium found: install one (e.g. `sudo apt-get install chromium`, as .ci/run does) or set BROWSER_PATH to run the browser tests"

@@ -1,4 +1,5 @@
-"""Windows without winners: counted in metrics.json; a run with no winner at all is an error."""
+"""Windows without winners: counted in metrics.json; a run with no winner at all is an error; a run
+that places no order says so."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 from helpers import SMALL, small_config
 
+from engine.backtest import NO_ORDERS
 from engine.cli import run_backtest
-from engine.errors import NoWinnersError
+from engine.errors import ConfigError, NoWinnersError
 
 
 def test_some_empty_windows_are_counted(lakehouse_dir: Path, tmp_path: Path) -> None:
@@ -65,3 +67,23 @@ def test_no_winner_is_one_line_exit_1(lakehouse_dir: Path, tmp_path: Path) -> No
     assert len(errors) == 1 and "has no winner" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_run_without_orders_says_so(lakehouse_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = small_config(lakehouse_dir, tmp_path / "r", "+profile=crypto_rating")
+    base = run_backtest(cfg)
+    assert base.metrics["n_orders"] > 0 and "warnings" not in json.loads((tmp_path / "r" / "metrics.json").read_text())
+    with pytest.raises(ConfigError, match=r"backtest.init_cash=1e-300: .*greater than or equal to 1"):
+        small_config(lakehouse_dir, tmp_path / "x", "+profile=crypto_rating", backtest__init_cash=1e-300)
+    # the bound refuses it; past the bound, the orders' sizes vanish and nothing trades
+    tiny = cfg.model_copy(
+        update={
+            "backtest": cfg.backtest.model_copy(update={"init_cash": 1e-300}),
+            "paths": cfg.paths.model_copy(update={"output_dir": str(tmp_path / "t")}),
+        }
+    )
+    caplog.set_level("WARNING", logger="engine")
+    res = run_backtest(tiny)
+    assert res.metrics["n_orders"] == 0 and res.metrics["warnings"] == [NO_ORDERS]
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["warnings"] == [NO_ORDERS]
+    assert [r.getMessage() for r in caplog.records if "no order" in r.getMessage()] == [NO_ORDERS]

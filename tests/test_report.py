@@ -377,3 +377,48 @@ def test_an_intraday_report_names_its_base_bars() -> None:
     html = _base_comparison_html(result)
     text = re.sub(r"<[^>]+>", " ", html)  # what a reader sees (the section id stays daily-vs-fine)
     assert "Stops on 1h vs 5m bars" in text and "stops on 1h bars" in text and "daily" not in text
+
+
+# ---- the data source, in the report and on the console --------------------------------------
+
+SYNTHETIC_LABEL = "built-in synthetic universe (generated, not market data): 100 symbols, seed 7"
+
+
+@pytest.mark.parametrize(
+    ("data", "label"),
+    [
+        ({}, SYNTHETIC_LABEL),
+        ({"source": "files", "path": "/srv/ohlcv"}, "your files in /srv/ohlcv"),
+        ({"source": "ccxt", "exchange": "kraken"}, "ccxt exchange kraken"),
+        (
+            {"source": "ccxt", "exchange": "binance", "api_url": "http://user:s3cret@127.0.0.1:9/?apikey=k3y"},
+            "ccxt exchange binance via http://***@127.0.0.1:9/?apikey=***",
+        ),
+    ],
+)
+def test_report_names_the_data_source(tmp_path: Path, data: dict[str, Any], label: str) -> None:
+    cfg = _config(tmp_path, False)
+    if data:
+        cfg = RunConfig.model_validate({**cfg.model_dump(), "data": data})
+    report_write(tmp_path / "r", cfg, synthetic_result(False))
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert f'<tr><td class="k">Data</td><td>{label}</td></tr>' in page
+    assert "s3cret" not in page and "k3y" not in page
+
+
+@pytest.mark.parametrize("exit_rules", [True, False])
+def test_console_names_the_data_and_the_optimistic_bound(
+    tmp_path: Path, exit_rules: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import RunResult, summary_print
+
+    summary_print(RunResult(tmp_path, _metrics(exit_rules), {}), _config(tmp_path, exit_rules))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"data: {SYNTHETIC_LABEL}"
+    # metrics.json's total_return_optimistic (0.145678) beside the count, as the report's sentence has it
+    want = (
+        "  ambiguous exits  2  (optimistic bound, TP first: total return +14.57%)"
+        if exit_rules
+        else "  ambiguous exits  0"
+    )
+    assert want in lines

@@ -44,6 +44,7 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
         (["ranking.min_history_days=100000000"], ["ranking.min_history_days=100000000", "<= 10000"]),
         (["exit_rules.max_holding=99999999999w"], ["exit_rules.max_holding='99999999999w'", "100 years"]),
         (["backtest.init_cash=inf"], ["backtest.init_cash=inf", "finite"]),
+        (["backtest.init_cash=1e-300"], ["backtest.init_cash=1e-300", ">= 1.0"]),
         (["ranking.weights={momentum:nan,vol_adj_momentum:0.5}"], ["ranking.weights.momentum=nan", "finite"]),
         (["exit_rules.tp_stop=inf"], ["exit_rules.tp_stop=inf", "finite"]),
         (["ranking.min_quote_volume=inf"], ["ranking.min_quote_volume=inf", "finite"]),
