@@ -392,7 +392,7 @@ def output_dir(cfg: RunConfig) -> Path:
 def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     """Run a walk-forward backtest and write its artefacts into ``cfg.paths.output_dir``."""
     from engine.artefacts import artefacts_write
-    from engine.backtest import BacktestEngine
+    from engine.run import backtest_run
     from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     out = output_dir(cfg)
@@ -402,8 +402,8 @@ def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     t0 = time.perf_counter()
     log.info("backtest: %s data, %s, lakehouse %s", cfg.data.source, cfg.ranking.weights, cfg.paths.lakehouse_dir)
     with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
-        engine = BacktestEngine(cfg)
-        result = engine.run()
+        result = backtest_run(cfg).result
+        assert result is not None
     t1 = time.perf_counter()
     for stage, seconds in result.timings.items():
         log.info("stage %s: %.2f s", stage, seconds)
@@ -440,7 +440,7 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     ``metrics.json`` and ``params.json`` (the sweep summary reads them like multirun jobs).
     """
     from engine.artefacts import artefacts_write, metrics_write
-    from engine.backtest import BacktestEngine
+    from engine.run import backtest_run
     from engine.rundir import ARTEFACTS, json_write, run_complete, run_dir_reset
 
     out = output_dir(cfg)
@@ -451,8 +451,9 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     t0 = time.perf_counter()
     log.info("grid: %d exit-rule combinations in one walk-forward", len(rules))
     with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
-        engine = BacktestEngine(cfg, rules=rules)
-        result = engine.run()
+        books = backtest_run(cfg, rules)
+        result = books.result
+        assert result is not None
     for stage, seconds in result.timings.items():
         log.info("stage %s: %.2f s", stage, seconds)
     rows = []
@@ -466,7 +467,7 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     }
     with artefact_errors(out):
         artefacts_write(out, cfg, result, config_yaml)
-        for i, (r, metrics) in enumerate(zip(rules, engine.book_metrics, strict=True)):
+        for i, (r, metrics) in enumerate(zip(rules, books.book_metrics, strict=True)):
             job = out / "combos" / f"{i:03d}"
             job.mkdir(parents=True, exist_ok=True)
             values = (r or ExitRules()).model_dump()
@@ -479,7 +480,7 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     timings = {**result.timings, "total": time.perf_counter() - t0}
     from engine.ledger import ledger_record_grid
 
-    ledger_record_grid(cfg, out, rules, engine.book_metrics)  # the trial ledger (paths.ledger); failures warn
+    ledger_record_grid(cfg, out, rules, books.book_metrics)  # the trial ledger (paths.ledger); failures warn
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     print(f"the run directory's own artefacts are combination 000's; all {len(rules)} are ranked below")
     from engine.sweep import summary_print, sweep_summarize

@@ -252,11 +252,11 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     Writes the usual artefacts of the out-of-sample book plus ``wfo.parquet``.
     """
     from engine.artefacts import artefacts_write, data_fingerprint
-    from engine.backtest import BacktestEngine
     from engine.cli import RunResult, artefact_errors, data_errors, grid_combos, output_dir
     from engine.data.lakehouse import parquet_write_atomic
     from engine.ledger import Trial, combo_config_hash
     from engine.report import report_write
+    from engine.run import walk_chosen
     from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     out = output_dir(cfg)
@@ -277,15 +277,15 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
             raise ConfigError(windows_needed_message(w.train_windows, n_windows))
 
     with data_errors(cfg.paths.lakehouse_dir):
-        engine = BacktestEngine(cfg, rules=rules)
-        result, grid = engine.run_wfo(choose, check)
+        grid = walk_chosen(cfg, rules, choose, check)
+        result = grid.result
     t_sim = time.perf_counter() - t0
     sel = decided["c"]
-    returns, windows = grid["returns"], grid["windows"]
+    returns, windows = grid.returns, grid.windows
     k0, m = sel.first, returns.shape[1]
     step = cfg.backtest.step_ms / DAY_MS
     oos_returns = np.full(len(windows), np.nan)
-    oos_returns[k0:] = grid["oos_returns"]
+    oos_returns[k0:] = grid.oos_returns
     ranks = oos_ranks(returns, sel.choices)
     rows = []
     for k, win in enumerate(windows):
@@ -319,7 +319,7 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
         if sel.choices[k] >= 0
     ]
     is_sr = [x for x in is_sr if math.isfinite(x)]
-    oos_sr = float(sharpe_columns(grid["oos_returns"])[0]) if len(grid["oos_returns"]) > 1 else math.nan
+    oos_sr = float(sharpe_columns(grid.oos_returns)[0]) if len(grid.oos_returns) > 1 else math.nan
     report = oos_report(returns)
     note = None
     if m == 1:
@@ -327,7 +327,7 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
     fp = data_fingerprint(Path(cfg.paths.lakehouse_dir), result.data_files)
     trials = [
         Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, gm, label=f"wfo {out} combo {i:03d}")
-        for i, (r, gm) in enumerate(zip(rules, grid["grid_metrics"], strict=True))
+        for i, (r, gm) in enumerate(zip(rules, grid.grid_metrics, strict=True))
     ]
     trials += [
         Trial.from_metrics(
@@ -340,8 +340,8 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
         for k in range(k0, len(windows))
     ]
     n_trials, n_source = ledger_trials_count(cfg, trials, fp, m, "grid's combinations")
-    per_year = float(grid["grid_metrics"][0].get("periods_per_year") or YEAR_DAYS)
-    grid_sr = np.array([g.get("sharpe") for g in grid["grid_metrics"]], dtype=np.float64) / math.sqrt(per_year)
+    per_year = float(grid.grid_metrics[0].get("periods_per_year") or YEAR_DAYS)
+    grid_sr = np.array([g.get("sharpe") for g in grid.grid_metrics], dtype=np.float64) / math.sqrt(per_year)
     grid_sr = grid_sr[np.isfinite(grid_sr)]
     var_sr = float(np.var(grid_sr, ddof=1)) if grid_sr.size > 1 else 0.0
     mt = result.metrics
