@@ -10,8 +10,8 @@ only the chosen combination's out-of-sample book (one book) and the selection, P
 Two measures, each as pairs run back to back (grid, then wfo) so a slow spell of the shared
 machine hits both runs of a pair alike:
 
-- **engine**: in this process, after one untimed warm-up of each, ``BacktestEngine.run()`` with
-  the 27 rules (what task=grid simulates) against ``BacktestEngine.run_wfo`` (the same plus the
+- **engine**: in this process, after one untimed warm-up of each, ``engine.run.backtest_run`` with
+  the 27 rules (what task=grid simulates) against ``engine.run.walk_chosen`` (the same plus the
   choice and the out-of-sample book) — data and ranking included, artefacts excluded;
 - **end to end**: ``python -m engine task=grid ...`` against ``python -m engine task=wfo ...``,
   launch to exit, each from its own temp cwd (artefacts, report, the grid's leaderboard and
@@ -69,8 +69,8 @@ def verdict(ratios: list[float], target: float = TARGET) -> str:
 
 
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
-    from engine.backtest import BacktestEngine
     from engine.cli import grid_combos
+    from engine.run import backtest_run, walk_chosen
     from engine.wfo import wfo_choices
 
     size = sizes(quick)
@@ -85,13 +85,13 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
 
     def grid_once() -> float:
         t0 = time.perf_counter()
-        BacktestEngine(cfg, rules=rules).run()
+        backtest_run(cfg, rules)
         return time.perf_counter() - t0
 
     def wfo_once() -> float:
         t0 = time.perf_counter()
-        BacktestEngine(cfg, rules=rules).run_wfo(
-            lambda r: wfo_choices(r, cfg.wfo.train_windows, cfg.wfo.anchored, cfg.wfo.objective).choices
+        walk_chosen(
+            cfg, rules, lambda r: wfo_choices(r, cfg.wfo.train_windows, cfg.wfo.anchored, cfg.wfo.objective).choices
         )
         return time.perf_counter() - t0
 

@@ -8,10 +8,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from engine.backtest import BacktestResult
 from engine.config import ENGINE_VERSION, RunConfig
 from engine.data.lakehouse import atomic_write_bytes, parquet_write_atomic
 from engine.data.storage import storage_for
+from engine.run.result import BacktestResult
 from engine.rundir import json_dumps, json_write, redact
 
 PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra-core", "pyarrow")

@@ -411,7 +411,7 @@ def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
 
 def _backtest(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
     from engine.artefacts import artefacts_write
-    from engine.backtest import BacktestEngine
+    from engine.run import backtest_run
     from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     with artefact_errors(out):
@@ -419,8 +419,8 @@ def _backtest(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
     t0 = time.perf_counter()
     log.info("backtest: %s data, %s, lakehouse %s", cfg.data.source, cfg.ranking.weights, cfg.paths.lakehouse_dir)
     with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
-        engine = BacktestEngine(cfg)
-        result = engine.run()
+        result = backtest_run(cfg).result
+        assert result is not None
     t1 = time.perf_counter()
     for stage, seconds in result.timings.items():
         log.info("stage %s: %.2f s", stage, seconds)
@@ -468,7 +468,7 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
 
 def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml: str) -> RunResult:
     from engine.artefacts import artefacts_write, metrics_write
-    from engine.backtest import BacktestEngine
+    from engine.run import backtest_run
     from engine.rundir import ARTEFACTS, json_write, run_complete, run_dir_reset
 
     with artefact_errors(out):
@@ -476,8 +476,9 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
     t0 = time.perf_counter()
     log.info("grid: %d exit-rule combinations in one walk-forward", len(rules))
     with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
-        engine = BacktestEngine(cfg, rules=rules)
-        result = engine.run()
+        books = backtest_run(cfg, rules)
+        result = books.result
+        assert result is not None
     for stage, seconds in result.timings.items():
         log.info("stage %s: %.2f s", stage, seconds)
     rows = []
@@ -491,7 +492,7 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
     }
     with artefact_errors(out):
         artefacts_write(out, cfg, result, config_yaml)
-        for i, (r, metrics) in enumerate(zip(rules, engine.book_metrics, strict=True)):
+        for i, (r, metrics) in enumerate(zip(rules, books.book_metrics, strict=True)):
             job = out / "combos" / f"{i:03d}"
             job.mkdir(parents=True, exist_ok=True)
             values = (r or ExitRules()).model_dump()
@@ -504,7 +505,7 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
     timings = {**result.timings, "total": time.perf_counter() - t0}
     from engine.ledger import ledger_record_grid
 
-    ledger_record_grid(cfg, out, rules, engine.book_metrics)  # the trial ledger (paths.ledger); failures warn
+    ledger_record_grid(cfg, out, rules, books.book_metrics)  # the trial ledger (paths.ledger); failures warn
     from engine.report import data_label
 
     print(f"data: {data_label(cfg)}")

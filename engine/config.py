@@ -21,7 +21,7 @@ from engine.data.bars import interval_ms, symbol_check
 from engine.errors import ConfigError, EngineError
 from engine.exit_rules import ExitRules, duration_to_ns
 from engine.signals import TrendInTrend
-from engine.units import DAY_MS, UNIT_MS, duration_ms
+from engine.units import DAY_MS, MS_NS, UNIT_MS, duration_ms
 
 ENGINE_VERSION = "0.1.0"
 USD_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD")
@@ -583,7 +583,7 @@ class RunConfig(_Model):
         limits = [("exit_rules.max_holding", self.exit_rules.max_holding if self.exit_rules else None)]
         limits += [("grid.max_holding", v) for v in self.grid.max_holding]
         for key, value in limits:
-            if value is not None and duration_to_ns(value) < bar * 1_000_000:
+            if value is not None and duration_to_ns(value) < bar * MS_NS:
                 msg = (
                     f"{key}={value!r} is shorter than one bar of the simulation interval {name}: "
                     f"use a duration of at least one bar, a positive integer followed by m, h, d or w (e.g. '{name}' or '5d')"

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.units import duration_ms
+from engine.units import MS_NS, duration_ms
 
 
 def duration_to_ns(text: str) -> int:
     """Parse a duration such as ``"12h"`` or ``"5d"`` into nanoseconds (see ``engine.units``)."""
-    return duration_ms(text) * 1_000_000
+    return duration_ms(text) * MS_NS
 
 
 class ExitRules(BaseModel):

@@ -18,10 +18,10 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from engine.backtest import BacktestResult
 from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
 from engine.metrics import drawdown
+from engine.run.result import BacktestResult
 from engine.rundir import redact
 
 CHART_IDS = ("chart-equity", "chart-drawdown", "chart-exits", "chart-winners")

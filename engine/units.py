@@ -8,6 +8,8 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
+MS_NS = 1_000_000
+"""Nanoseconds per millisecond (numpy's datetime64[ns] against epoch milliseconds)."""
 UNIT_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": WEEK_MS}
 """Milliseconds of each duration unit."""
 

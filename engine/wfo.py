@@ -266,11 +266,11 @@ def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
 
 def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
     from engine.artefacts import artefacts_write, data_fingerprint
-    from engine.backtest import BacktestEngine
     from engine.cli import RunResult, artefact_errors, data_errors, grid_combos
     from engine.data.lakehouse import parquet_write_atomic
     from engine.ledger import Trial, combo_config_hash
     from engine.report import report_write
+    from engine.run import walk_chosen
     from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     with artefact_errors(out):  # a reused run dir loses the last run's artefacts
@@ -289,15 +289,15 @@ def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
             raise ConfigError(windows_needed_message(w.train_windows, n_windows))
 
     with data_errors(cfg.paths.lakehouse_dir):
-        engine = BacktestEngine(cfg, rules=rules)
-        result, grid = engine.run_wfo(choose, check)
+        grid = walk_chosen(cfg, rules, choose, check)
+        result = grid.result
     t_sim = time.perf_counter() - t0
     sel = decided["c"]
-    returns, windows = grid["returns"], grid["windows"]
+    returns, windows = grid.returns, grid.windows
     k0, m = sel.first, returns.shape[1]
     step = cfg.backtest.step_ms / DAY_MS
     oos_returns = np.full(len(windows), np.nan)
-    oos_returns[k0:] = grid["oos_returns"]
+    oos_returns[k0:] = grid.oos_returns
     ranks = oos_ranks(returns, sel.choices)
     rows = []
     for k, win in enumerate(windows):
@@ -331,7 +331,7 @@ def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
         if sel.choices[k] >= 0
     ]
     is_sr = [x for x in is_sr if math.isfinite(x)]
-    oos_sr = float(sharpe_columns(grid["oos_returns"])[0]) if len(grid["oos_returns"]) > 1 else math.nan
+    oos_sr = float(sharpe_columns(grid.oos_returns)[0]) if len(grid.oos_returns) > 1 else math.nan
     report = oos_report(returns)
     # combinations identical in every window are one trial: for PBO, the CPCV, the deflated Sharpe
     # and the ledger (a copy is recorded under the config hash of the combination it repeats)
@@ -361,7 +361,7 @@ def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
             gm,
             label=f"wfo {out} combo {i:03d}" + (f" (identical to combo {rep[i]:03d})" if rep[i] != i else ""),
         )
-        for i, gm in enumerate(grid["grid_metrics"])
+        for i, gm in enumerate(grid.grid_metrics)
     ]
     trials += [
         Trial.from_metrics(
@@ -375,8 +375,8 @@ def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
     ]
     what = "grid's distinct combinations" if n_folded else "grid's combinations"
     n_trials, n_source = ledger_trials_count(cfg, trials, fp, n_distinct, what)
-    per_year = float(grid["grid_metrics"][0].get("periods_per_year") or YEAR_DAYS)
-    grid_sr = np.array([grid["grid_metrics"][j].get("sharpe") for j in keep], dtype=np.float64) / math.sqrt(per_year)
+    per_year = float(grid.grid_metrics[0].get("periods_per_year") or YEAR_DAYS)
+    grid_sr = np.array([grid.grid_metrics[j].get("sharpe") for j in keep], dtype=np.float64) / math.sqrt(per_year)
     grid_sr = grid_sr[np.isfinite(grid_sr)]
     var_sr = float(np.var(grid_sr, ddof=1)) if grid_sr.size > 1 else 0.0
     mt = result.metrics

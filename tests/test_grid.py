@@ -52,24 +52,19 @@ def test_invalid_combinations_are_skipped(lakehouse_dir: Path, tmp_path: Path) -
 def test_optimistic_pass_equals_a_full_optimistic_walk_forward(lakehouse_dir: Path, tmp_path: Path) -> None:
     """The optimistic return comes from a light pass over the ambiguous books only, restarted at
     their first ambiguous window; it must equal a full take-profit-first walk-forward from window 0."""
-    from engine.backtest import BacktestEngine
     from engine.exit_rules import ExitRules
+    from engine.run import PassSpec, backtest_run, books_new, fold, run_plan
 
     cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating")
     rules = [ExitRules(sl_stop=0.05), ExitRules(sl_stop=0.03, tp_stop=0.1), ExitRules(sl_stop=0.05, tp_stop=0.15)]
-    eng = BacktestEngine(cfg, rules=rules)
-    eng.run()
-    got = [m["total_return_optimistic"] for m in eng.book_metrics]
-    ambiguous = [m["n_ambiguous_exits"] for m in eng.book_metrics]
+    book_metrics = backtest_run(cfg, rules).book_metrics
+    got = [m["total_return_optimistic"] for m in book_metrics]
+    ambiguous = [m["n_ambiguous_exits"] for m in book_metrics]
     assert ambiguous[0] == 0 and ambiguous[1] > 0 and ambiguous[2] > 0
-    assert got[0] == eng.book_metrics[0]["total_return"]  # nothing ambiguous: both policies agree
+    assert got[0] == book_metrics[0]["total_return"]  # nothing ambiguous: both policies agree
+    plan = run_plan(cfg)
     for i in (1, 2):
-        full = BacktestEngine(cfg, rules=[rules[i]])
-        full.data_prepare()
-        full.ranks_prepare()
-        from engine.backtest import PassSpec
-
-        state = full._fold(PassSpec("optimistic", full.interval), [rules[i]])
-        (book,) = state.books
-        assert got[i] == book.out.equity[-1][-1] / cfg.backtest.init_cash - 1.0
-        assert got[i] != eng.book_metrics[i]["total_return"]
+        full = fold(plan, PassSpec("optimistic", plan.interval), books_new(plan, [rules[i]]))
+        (out,) = full.outputs
+        assert got[i] == out.equity[-1][-1] / cfg.backtest.init_cash - 1.0
+        assert got[i] != book_metrics[i]["total_return"]

@@ -8,12 +8,12 @@ import polars as pl
 from exchange_server import ExchangeServer
 from helpers import TINY_RANKING, compose_raw
 
-from engine.backtest import BacktestEngine
 from engine.config import CcxtData, config_validate
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import store_open
 from engine.data.sources.ccxt_source import CcxtSource
 from engine.data.sources.synthetic import SyntheticSource
+from engine.run import backtest_run, run_plan
 
 GEN = SyntheticSource(5, 12, "2021-01-01", "2021-06-30")
 
@@ -41,8 +41,8 @@ def test_backtest_fetches_fine_bars_only_for_winners(tmp_path: Path) -> None:
         assert len(lakehouse.symbols("bars", "1d")) == 12
         server.clear()
 
-        engine = BacktestEngine(cfg, source=source)
-        result = engine.run()
+        result = backtest_run(cfg, source=source).result
+        assert result is not None
 
         winners = set(result.winners.filter(pl.col("weight").is_not_null()).get_column("symbol").to_list())
         assert 3 <= len(winners) < 12
@@ -52,7 +52,7 @@ def test_backtest_fetches_fine_bars_only_for_winners(tmp_path: Path) -> None:
         assert set(lakehouse.symbols("mtf", "4h")) == winners
         assert result.metrics["interval"] == "4h"
         # every stored fine bar lies inside a window in which its symbol was a winner
-        bounds = {w.index: (w.start_ms, w.end_ms) for w in engine.windows}
+        bounds = {w.index: (w.start_ms, w.end_ms) for w in run_plan(cfg, source).windows}
         spans = result.winners.filter(pl.col("weight").is_not_null()).select("window", "symbol")
         for symbol in winners:
             stored = lakehouse.read("mtf", "4h", symbol).get_column("timestamp").dt.epoch("ms").to_numpy()
@@ -62,5 +62,5 @@ def test_backtest_fetches_fine_bars_only_for_winners(tmp_path: Path) -> None:
 
         # a second identical run fetches nothing
         server.clear()
-        BacktestEngine(cfg, source=source).run()
+        backtest_run(cfg, source=source)
         assert server.klines() == []

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from helpers import small_config
 
-from engine.backtest import BacktestEngine
 from engine.errors import EngineError
 from engine.exit_rules import ExitRules
+from engine.run import backtest_run, run_plan
 from engine.simulation.vbt import PriceBlock, VectorBTSimulator
 
 H = 3_600_000_000_000  # one hour in ns
@@ -87,7 +87,7 @@ def test_4h_ambiguity_resolved_by_1h_bars() -> None:
 )
 def test_unservable_interval_is_a_clear_error(timeframes: str, needle: str, tmp_path: Path) -> None:
     with pytest.raises(EngineError, match=needle):
-        BacktestEngine(small_config(tmp_path / "lh", tmp_path / "o", f"backtest.timeframes={timeframes}"))
+        run_plan(small_config(tmp_path / "lh", tmp_path / "o", f"backtest.timeframes={timeframes}"))
 
 
 def test_coarser_than_daily_is_rejected(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_coarser_than_daily_is_rejected(tmp_path: Path) -> None:
 
 def test_mtf_run_reports_daily_comparison(lakehouse_dir: Path, tmp_path: Path) -> None:
     cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating", "backtest.timeframes=[4h]")
-    m = BacktestEngine(cfg).run().metrics
+    m = backtest_run(cfg).book_metrics[0]
     assert m["interval"] == "4h"
     daily = m["base_bars"]
     assert daily["n_stop_exits"] > 0
@@ -125,7 +125,7 @@ def test_report_shows_daily_vs_fine_comparison(lakehouse_dir: Path, tmp_path: Pa
 
 def test_trend_in_trend_run_compares_with_daily_only_simulation(lakehouse_dir: Path, tmp_path: Path) -> None:
     cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating_mtf", "signals.trend_days=20")
-    m = BacktestEngine(cfg).run().metrics
+    m = backtest_run(cfg).book_metrics[0]
     assert m["interval"] == "4h"
     assert m["exits_by_kind"]["signal"] + m["n_stop_exits"] > 0
     daily = m["base_bars"]

@@ -7,6 +7,7 @@ the stop) by the amount computed by hand; trailing stops and holding limits run 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,9 +16,12 @@ import polars as pl
 import pytest
 from helpers import small_config
 
-from engine.backtest import BacktestEngine
+from engine.config import RunConfig
 from engine.exit_rules import ExitRules
+from engine.panel import Panel
+from engine.run import BacktestResult, RunPlan, assemble, run_plan, walk
 from engine.simulation.vbt import PriceBlock, VectorBTSimulator
+from engine.windows import Window
 
 ONE = [
     "+profile=crypto_rating",
@@ -37,14 +41,35 @@ RULES = {
 }
 
 
-def _engine(lakehouse: Path, out: Path, *overrides: str) -> BacktestEngine:
-    eng = BacktestEngine(small_config(lakehouse, out, *overrides))
-    eng.result = eng.run()  # type: ignore[attr-defined]
-    return eng
+@dataclass(frozen=True)
+class Ran:
+    """A run's plan (its bars, windows, config) and its result."""
+
+    plan: RunPlan
+    result: BacktestResult
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.plan.cfg
+
+    @property
+    def base_bars(self) -> Panel:
+        return self.plan.base_bars
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        return self.plan.windows
+
+
+def _engine(lakehouse: Path, out: Path, *overrides: str) -> Ran:
+    plan = run_plan(small_config(lakehouse, out, *overrides))
+    result = assemble(plan, walk(plan, [plan.cfg.exit_rules])).result
+    assert result is not None
+    return Ran(plan, result)
 
 
 @pytest.fixture(scope="module")
-def one_symbol(lakehouse_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], BacktestEngine]:
+def one_symbol(lakehouse_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Ran]:
     out = tmp_path_factory.mktemp("one")
     return {
         (name, hold): _engine(lakehouse_dir, out / f"{name}{hold}", *ONE, *rules, f"backtest.hold_days={hold}")
@@ -53,7 +78,7 @@ def one_symbol(lakehouse_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     }
 
 
-def _single_call_exit(eng: BacktestEngine, entry_ms: int, rules: ExitRules) -> tuple[int, float, str]:
+def _single_call_exit(eng: Ran, entry_ms: int, rules: ExitRules) -> tuple[int, float, str]:
     """The first exit of one ``simulate`` call started at ``entry_ms`` on the symbol's daily bars."""
     d = eng.base_bars
     j = d.col("BNB/USDT")

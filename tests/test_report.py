@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 from helpers import browser_or_skip
 
-from engine.backtest import ORDER_SCHEMA, BacktestResult
 from engine.config import RunConfig
 from engine.exit_rules import ExitRules
 from engine.report import CHART_IDS, report_write
+from engine.run.result import ORDER_SCHEMA, BacktestResult
 from engine.trades import TRADE_SCHEMA
 
 T0 = datetime(2023, 1, 1, tzinfo=UTC)

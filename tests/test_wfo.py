@@ -172,31 +172,31 @@ def test_rules_switch_while_positions_carry(lakehouse_dir: Path, tmp_path: Path)
     """A book whose rules switch at window j: windows < j are the fixed-rules book's; its
     positions are not closed by the switch (trades span the boundary) and window j's audit line
     carries the new rules."""
-    from engine.backtest import BacktestEngine, PassSpec, window_returns
     from engine.exit_rules import ExitRules
+    from engine.run import PassSpec, books_new, fold, run_plan, window_returns
+    from engine.run.result import orders_columns
 
     cfg = small_config(lakehouse_dir, tmp_path / "c", "+profile=crypto_rating")
     a, b = ExitRules(sl_stop=0.2), ExitRules(sl_stop=0.03, tp_stop=0.1)
-    eng = BacktestEngine(cfg, rules=[a])
-    eng.data_prepare()
-    eng.ranks_prepare()
-    n = len(eng.plans)
+    plan = run_plan(cfg)
+    n = len(plan.plans)
     j = n // 2
-    fixed = eng._fold(PassSpec("pessimistic", eng.interval), [a])
-    switched = eng._fold(PassSpec("pessimistic", eng.interval), [a], schedules=[[a] * j + [b] * (n - j)])
-    ra = window_returns(fixed.books[0].out, cfg.backtest.init_cash)
-    rb = window_returns(switched.books[0].out, cfg.backtest.init_cash)
+    spec = PassSpec("pessimistic", plan.interval)
+    fixed = fold(plan, spec, books_new(plan, [a]))
+    switched = fold(plan, spec, books_new(plan, [a]), schedules=[[a] * j + [b] * (n - j)])
+    ra = window_returns(fixed.outputs[0], cfg.backtest.init_cash)
+    rb = window_returns(switched.outputs[0], cfg.backtest.init_cash)
     np.testing.assert_array_equal(ra[:j], rb[:j])
     assert not np.allclose(ra[j:], rb[j:])
-    assert switched.snapshots[j][0][0][1] == fixed.snapshots[j][0][0][1]  # positions at the switch
-    assert switched.snapshots[j][0][0][1]  # something is held across it
-    audit = switched.books[0].out.audit
+    assert switched.starts[j].books[0].positions == fixed.starts[j].books[0].positions  # positions at the switch
+    assert switched.starts[j].books[0].positions  # something is held across it
+    audit = switched.outputs[0].audit
     assert audit[j - 1]["exit_rules"]["sl_stop"] == 0.2 and audit[j]["exit_rules"]["sl_stop"] == 0.03
-    from engine.backtest import _orders_columns
     from engine.trades import trades_from_orders
 
-    orders = _orders_columns(switched.books[0].out.orders)
-    trades = trades_from_orders(orders, switched.last_price, switched.last_bar_ms, eng.windows[-1].index)
+    orders = orders_columns(switched.outputs[0].orders)
+    last = switched.state
+    trades = trades_from_orders(orders, dict(last.last_price), last.last_bar_ms, plan.windows[-1].index)
     across = (trades["entry_window"] < j) & (trades["exit_window"] >= j)
     assert across.any()  # a position opened under the old rules is still the same trade after the switch
 
@@ -348,20 +348,20 @@ def test_wfo_report_renders_in_chromium(lakehouse_dir: Path, tmp_path: Path) -> 
 def test_oos_book_optimistic_pass_follows_the_schedule(lakehouse_dir: Path, tmp_path: Path) -> None:
     """The out-of-sample book's take-profit-first return (a light pass resumed at its first
     ambiguous window, rules switching) equals a full optimistic walk of the same schedule."""
-    from engine.backtest import BacktestEngine, PassSpec
     from engine.cli import grid_combos
+    from engine.run import PassSpec, books_new, fold, plan_from, run_plan, walk_chosen
 
     cfg = small_config(lakehouse_dir, tmp_path / "o", *GRID3, "grid.tp_stop=[0.06,0.1]")
     rules = grid_combos(cfg)
-    eng = BacktestEngine(cfg, rules=rules)
-    result, grid = eng.run_wfo(lambda r: wfo_choices(r, 6).choices)
-    choices = grid["choices"]
+    grid = walk_chosen(cfg, rules, lambda r: wfo_choices(r, 6).choices)
+    result, choices = grid.result, grid.choices
     schedule = [rules[int(c)] for c in choices[choices >= 0]]
     assert len({id(r) for r in schedule}) > 1  # the choice changes
     m = result.metrics
     assert m["n_ambiguous_exits"] > 0
-    full = eng._fold(PassSpec("optimistic", eng.interval), [schedule[0]], schedules=[schedule])
-    want = full.books[0].out.final_equity / cfg.backtest.init_cash - 1.0
+    plan = plan_from(run_plan(cfg), int(np.flatnonzero(choices >= 0)[0]))
+    full = fold(plan, PassSpec("optimistic", plan.interval), books_new(plan, [schedule[0]]), [schedule])
+    want = full.outputs[0].final_equity / cfg.backtest.init_cash - 1.0
     assert m["total_return_optimistic"] == pytest.approx(want, rel=1e-12)
     assert m["total_return_optimistic"] != m["total_return"]
 

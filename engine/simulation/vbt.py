@@ -38,7 +38,7 @@ from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
 from engine.exit_rules import ExitRules
 
-# re-exported: the order frames' labels (engine.backtest imports them from here)
+# re-exported: the order frames' labels (engine.run imports them from here)
 from engine.simulation.stops import ORDER_REASONS as ORDER_REASONS
 from engine.simulation.stops import ORDER_SIDES as ORDER_SIDES
 from engine.simulation.stops import (
