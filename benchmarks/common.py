@@ -211,7 +211,7 @@ def machine_info() -> dict[str, Any]:
 
 def run_config(lakehouse: Path, output: Path, overrides: list[str]) -> Any:
     """A validated RunConfig like tests/helpers.py builds it: compose, set paths, validate."""
-    from engine.cli import config_compose
+    from engine.compose import config_compose
     from engine.config import config_validate
 
     raw = config_compose(["quiet=true", *overrides])[1]
@@ -225,7 +225,8 @@ CHILD = r"""
 import json, os, resource, sys, time
 t_start = time.time()
 args = json.loads(sys.argv[1])
-from engine.cli import config_compose, run_backtest
+from engine.compose import config_compose
+from engine.tasks import run_backtest
 from engine.config import config_validate
 raw = config_compose(["quiet=true", *args["overrides"]])[1]
 runs = []

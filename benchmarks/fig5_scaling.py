@@ -54,7 +54,7 @@ for m in mods:
         importlib.import_module(m)
     except BaseException:
         failed.append(m)
-from engine.cli import config_compose
+from engine.compose import config_compose
 config_compose(["quiet=true", "+profile=crypto_rating"])
 hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
 print("BENCH_JSON " + json.dumps({"maxrss_mb": hwm, "n_modules": len(mods), "failed": failed}))
@@ -109,7 +109,7 @@ def exponent_row(name: str, x: list[float], y: list[float], per_rep: list[float]
 
 
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
-    from engine.cli import run_backtest
+    from engine.tasks import run_backtest
 
     size = sizes(quick)
     ns = size["n_symbols"]

@@ -69,7 +69,7 @@ def verdict(ratios: list[float], target: float = TARGET) -> str:
 
 
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
-    from engine.cli import grid_combos
+    from engine.exit_rules import grid_combos
     from engine.run import backtest_run, walk_chosen
     from engine.wfo import wfo_choices
 

@@ -49,10 +49,10 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         from tests.s3_server import S3Server
     except ImportError as exc:  # moto[server] missing, or not run from the repository
         return [Row(FIG, "object storage (needs moto[server])", None, "", note=str(exc))], {"skipped": str(exc)}
-    from engine.cli import run_backtest
     from engine.data.lakehouse import store_open
     from engine.data.sources.synthetic import SyntheticSource
     from engine.panel import panel_load
+    from engine.tasks import run_backtest
 
     size = sizes(quick)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

@@ -6,9 +6,18 @@ position is closed before the next rebalance. ``None`` (no rules) is the legacy 
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.errors import ConfigError
 from engine.units import MS_NS, duration_ms
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 
 def duration_to_ns(text: str) -> int:
@@ -92,3 +101,15 @@ class ExitRules(BaseModel):
     def active(self) -> bool:
         """Whether any rule can close a position."""
         return any(x is not None for x in (self.fixed_sl, self.tp_stop, self.trail_fraction, self.max_holding))
+
+
+def grid_combos(cfg: RunConfig) -> list[ExitRules | None]:
+    """Return the valid exit rules of ``cfg.grid`` (invalid combinations are reported and skipped)."""
+    combos, invalid = cfg.grid.combos(cfg.exit_rules)
+    if not combos:
+        msg = f"the exit-rule grid yields 0 valid combinations ({len(invalid)} invalid, e.g. {invalid[0]}): fix the grid values"
+        raise ConfigError(msg)
+    for reason in invalid:
+        log.warning("grid combination skipped: %s", reason)
+    rules = [ExitRules.model_validate(c) for c in combos]
+    return [r if r.active else None for r in rules]

@@ -38,17 +38,19 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from engine.config import ENGINE_VERSION
 from engine.errors import EngineError
 from engine.metrics import YEAR_DAYS
+
+T = TypeVar("T")
 
 DEFAULT_LEDGER = Path("outputs") / "ledger.duckdb"
 """Default ledger path, relative to the working directory (the caller may pass any other)."""
@@ -392,21 +394,50 @@ def ledger_read(fingerprint: str, path: Path | str = DEFAULT_LEDGER, timeout_s: 
     return [dict(zip(COLUMNS, r, strict=True)) for r in _read(Path(path), sql, [fingerprint], timeout_s)]
 
 
+def _best_effort(path: Path | str, work: Callable[[], T]) -> tuple[bool, T | None]:
+    """Run a finished run's ledger ``work``: a failure is one warning line, never an exception.
+
+    The run's artefacts are written when its bookkeeping runs: a lock timeout, an unreadable file
+    or a bad row must not fail it. Returns whether the work succeeded, and its value.
+    """
+    try:
+        return True, work()
+    except Exception as exc:  # reported on stderr, never swallowed: the count falls back, the run stands
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        print(f"warning: trial ledger {path} not updated: {first}", file=sys.stderr)
+        return False, None
+
+
 def ledger_append_or_warn(trials: Trial | Sequence[Trial], path: Path | str | None) -> bool:
     """Append a finished run's rows with :func:`ledger_append`, warning instead of raising.
 
-    A failure (lock timeout, unreadable file, a bad row) is one warning line on stderr, never an
-    exception. ``path`` None (no ledger configured) does nothing. Returns whether the rows were
-    appended.
+    ``path`` None (no ledger configured) does nothing. Returns whether the rows were appended.
     """
     if path is None:
         return False
-    try:
+    return _best_effort(path, lambda: ledger_append(trials, path))[0]
+
+
+def ledger_trials_count(
+    path: Path | str | None, trials: list[Trial], fingerprint: str, fallback: int, what: str
+) -> tuple[int, str]:
+    """Append ``trials`` to the ledger ``path`` and count its trials on ``fingerprint``.
+
+    Never raises: without a ledger, or when it fails (one warning line), the count is ``fallback``
+    (the ``what`` alone). Returns the count and a sentence saying where it came from.
+    """
+    if path is None:
+        return fallback, f"{fallback} trials: the {what} alone (no ledger: paths.ledger is null)"
+
+    def work() -> int:
         ledger_append(trials, path)
-    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
-        _warn(path, exc)
-        return False
-    return True
+        return n_trials(fingerprint, path)
+
+    ok, n = _best_effort(path, work)
+    if not ok or n is None:
+        return fallback, f"{fallback} trials: the {what} alone (ledger unavailable)"
+    n = max(n, fallback)
+    return n, f"{n} trials: the distinct configurations the ledger {path} holds for this data fingerprint"
 
 
 def combo_config_hash(cfg: Any, rules: Any) -> str:
@@ -421,11 +452,6 @@ def combo_config_hash(cfg: Any, rules: Any) -> str:
     return trial_config_hash(raw)
 
 
-def _warn(path: Any, exc: Exception) -> None:
-    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-    print(f"warning: trial ledger {path} not updated: {first}", file=sys.stderr)
-
-
 def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
     """Record a finished run's row (``run`` or ``sweep_job``) in ``cfg.paths.ledger``.
 
@@ -434,12 +460,8 @@ def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
     """
     if cfg.paths.ledger is None:
         return False
-    try:
-        trial = trial_from_run_dir(run_dir, kind, label=str(run_dir))
-    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
-        _warn(cfg.paths.ledger, exc)
-        return False
-    return ledger_append_or_warn(trial, cfg.paths.ledger)
+    ok, trial = _best_effort(cfg.paths.ledger, lambda: trial_from_run_dir(run_dir, kind, label=str(run_dir)))
+    return ok and trial is not None and ledger_append_or_warn(trial, cfg.paths.ledger)
 
 
 def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: Sequence[Mapping[str, Any]]) -> bool:
@@ -450,13 +472,13 @@ def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: S
     """
     if cfg.paths.ledger is None:
         return False
-    try:
+
+    def rows() -> list[Trial]:
         fp = json.loads((Path(run_dir) / "manifest.json").read_text())["data"]["fingerprint"]
-        rows = [
+        return [
             Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, m, label=f"{run_dir}/combos/{i:03d}")
             for i, (r, m) in enumerate(zip(rules, metrics, strict=True))
         ]
-    except Exception as exc:  # the run's artefacts are written: its bookkeeping must not fail it
-        _warn(cfg.paths.ledger, exc)
-        return False
-    return ledger_append_or_warn(rows, cfg.paths.ledger)
+
+    ok, made = _best_effort(cfg.paths.ledger, rows)
+    return ok and made is not None and ledger_append_or_warn(made, cfg.paths.ledger)

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, EngineError
 
 COMPLETE = "_COMPLETE"
 ERROR = "error.txt"
@@ -230,3 +230,79 @@ def run_dir_claim(out: Path, key: str = "paths.output_dir", ignore: tuple[str, .
 def run_dir_held() -> list[Path]:
     """Return the run directories this process holds (where a failing run writes its ``error.txt``)."""
     return list(_HELD)
+
+
+# ---- the Hydra job: its parameters, its error, its log -------------------------------------------
+
+
+def params_write(out: Path) -> None:
+    """``params.json``: the command-line overrides of this job, keyed by config path (for sweeps)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    params: dict[str, str] = {}
+    for item in HydraConfig.get().overrides.task:
+        key, _, value = item.partition("=")
+        params[key.lstrip("+~")] = value
+    out.mkdir(parents=True, exist_ok=True)
+    json_write(out / "params.json", params)
+
+
+def error_message(exc: BaseException) -> str:
+    """Return what ``error.txt`` says about ``exc``: a user error's line, else its class and text."""
+    return str(exc) if isinstance(exc, EngineError) else f"{exc.__class__.__name__}: {exc}"
+
+
+def error_write(message: str, out: Path | None = None, log_it: bool = True) -> None:
+    """``error.txt`` in ``out`` (default: the job's Hydra directory): why it failed (secrets redacted).
+
+    The sweep summary reads it. Best effort: when the directory itself cannot be written, the error
+    on stderr is what is left, and this write must not replace it with its own.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from engine.data.lakehouse import atomic_write_bytes
+
+    if out is None:
+        try:
+            out = Path(HydraConfig.get().runtime.output_dir)
+        except ValueError:
+            return
+    log_redaction_install()  # the run may have failed before logging_setup
+    # into engine.log only (its handler redacts it): the console already gets the one-line error
+    log = logging.getLogger("engine")
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers if log_it else []:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / ERROR, (redact(message) + "\n").encode())
+    except OSError:
+        pass
+
+
+def logging_setup() -> None:
+    """Send INFO and up to the run's ``engine.log`` (Hydra's file handler), only warnings to the console.
+
+    Every handler redacts what it writes (:class:`engine.rundir.RedactFilter`): no secret of a URL
+    reaches a log, whichever call site logged it.
+    """
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in root.handlers:
+        handler.setLevel(logging.INFO if isinstance(handler, logging.FileHandler) else logging.WARNING)
+    for noisy in ("numba", "urllib3", "choreographer", "kaleido", "asyncio", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    log_redaction_install(root)
+
+
+@contextlib.contextmanager
+def artefact_errors(out: Path) -> Iterator[None]:
+    """Report a run directory that cannot be written as one line, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or out
+        msg = f"cannot write the run's artefacts into {out}: {exc.strerror or exc} ({where}): choose a writable output folder"
+        raise EngineError(msg) from None

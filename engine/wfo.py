@@ -27,24 +27,16 @@ runs (a ``-m`` sweep) instead.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
-from engine.errors import ConfigError
-from engine.exit_rules import ExitRules
-from engine.metrics import YEAR_DAYS
+from engine.errors import ConfigError, EngineError
 from engine.units import DAY_MS
-from engine.validation import deflated_sharpe, first_identical, oos_report, sharpe_columns
+from engine.validation import sharpe_columns
 
 log = logging.getLogger("engine")
 
@@ -182,10 +174,11 @@ def oos_ranks(returns: np.ndarray, choices: np.ndarray) -> np.ndarray:
     return out
 
 
-# ---- the task ----------------------------------------------------------------------------------
+# ---- the precheck: enough windows to train and trade --------------------------------------------
 
 
 def windows_needed_message(train_windows: int, n_windows: int) -> str:
+    """Say that ``wfo.train_windows`` leaves no window to trade, and what to use instead."""
     return (
         f"wfo.train_windows={train_windows} leaves no window to trade: the data give {n_windows} walk-forward "
         f"window(s); use wfo.train_windows <= {max(n_windows - 1, 0)} (or more data, or a shorter backtest.hold)"
@@ -205,239 +198,10 @@ def windows_precheck(cfg: RunConfig) -> None:
         return
     try:
         n = len(windows_build(date_ms(data.start), date_ms(data.end) + DAY_MS, cfg.backtest, cfg.ranking))
-    except Exception:  # no window at all: the run says so itself
+    except EngineError:  # no window at all: the run says so itself, with its own message
         return
     if cfg.wfo.train_windows >= n:
         raise ConfigError(windows_needed_message(cfg.wfo.train_windows, n))
-
-
-def _annual(x: float, step_days: float) -> float | None:
-    v = x * math.sqrt(YEAR_DAYS / step_days)
-    return float(v) if math.isfinite(v) else None
-
-
-def _rules_json(r: ExitRules | None) -> str:
-    return json.dumps(None if r is None else r.model_dump(mode="json"), sort_keys=True)
-
-
-def ledger_trials_count(
-    cfg: RunConfig, trials: list[Any], fingerprint: str, fallback: int, what: str
-) -> tuple[int, str]:
-    """Append ``trials`` to ``paths.ledger`` and count the ledger's trials on ``fingerprint``.
-
-    Never raises: a ledger failure is one warning line and the count falls back to ``fallback``.
-    Returns the count and a sentence saying where it came from.
-    """
-    from engine.ledger import ledger_append, n_trials
-
-    if cfg.paths.ledger is None:
-        return fallback, f"{fallback} trials: the {what} alone (no ledger: paths.ledger is null)"
-    try:
-        ledger_append(trials, cfg.paths.ledger)
-        n = n_trials(fingerprint, cfg.paths.ledger)
-    except Exception as exc:  # a finished run must not fail on its bookkeeping
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        print(
-            f"warning: trial ledger {cfg.paths.ledger} not updated ({first}); counting the {what} alone",
-            file=sys.stderr,
-        )
-        return fallback, f"{fallback} trials: the {what} alone (ledger unavailable)"
-    n = max(n, fallback)
-    return n, f"{n} trials: the distinct configurations the ledger {cfg.paths.ledger} holds for this data fingerprint"
-
-
-def wfo_run(cfg: RunConfig, config_yaml: str = "") -> Any:
-    """Run ``task=wfo``: walk the grid forward, choose per window, and trade the choices out of sample.
-
-    Writes the usual artefacts of the out-of-sample book plus ``wfo.parquet`` (into the output
-    directory, claimed first: see :func:`engine.rundir.run_dir_claim`).
-    """
-    import contextlib
-
-    from engine.cli import artefact_errors, output_dir
-    from engine.rundir import run_dir_claim
-
-    out = output_dir(cfg)
-    with contextlib.ExitStack() as claim:
-        with artefact_errors(out):
-            claim.enter_context(run_dir_claim(out))
-        return _wfo(cfg, out, config_yaml)
-
-
-def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> Any:
-    from engine.artefacts import artefacts_write, data_fingerprint
-    from engine.cli import RunResult, artefact_errors, data_errors, grid_combos
-    from engine.data.lakehouse import parquet_write_atomic
-    from engine.ledger import Trial, combo_config_hash
-    from engine.report import report_write
-    from engine.run import walk_chosen
-    from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
-
-    with artefact_errors(out):  # a reused run dir loses the last run's artefacts
-        run_dir_reset(out, keep=("params.json",))
-    rules = grid_combos(cfg)
-    w = cfg.wfo
-    t0 = time.perf_counter()
-    decided: dict[str, WfoChoices] = {}
-
-    def choose(returns: np.ndarray) -> np.ndarray:
-        decided["c"] = wfo_choices(returns, w.train_windows, w.anchored, w.objective)
-        return decided["c"].choices
-
-    def check(n_windows: int) -> None:
-        if w.train_windows >= n_windows:
-            raise ConfigError(windows_needed_message(w.train_windows, n_windows))
-
-    with data_errors(cfg.paths.lakehouse_dir):
-        grid = walk_chosen(cfg, rules, choose, check)
-        result = grid.result
-    t_sim = time.perf_counter() - t0
-    sel = decided["c"]
-    returns, windows = grid.returns, grid.windows
-    k0, m = sel.first, returns.shape[1]
-    step = cfg.backtest.step_ms / DAY_MS
-    oos_returns = np.full(len(windows), np.nan)
-    oos_returns[k0:] = grid.oos_returns
-    ranks = oos_ranks(returns, sel.choices)
-    rows = []
-    for k, win in enumerate(windows):
-        c = int(sel.choices[k])
-        rows.append(
-            {
-                "window": win.index,
-                "rank_date": win.rank_date,
-                "rank_time": win.rank_ms,
-                "start": win.start_ms,
-                "end": win.end_ms,
-                "phase": "oos" if c >= 0 else "train",
-                "combo": c if c >= 0 else None,
-                "exit_rules": _rules_json(rules[c]) if c >= 0 else None,
-                "is_objective": float(sel.is_objective[k]) if c >= 0 and math.isfinite(sel.is_objective[k]) else None,
-                "oos_return": float(returns[k, c]) if c >= 0 else None,
-                "oos_rank": int(ranks[k]) if c >= 0 else None,
-                "book_return": float(oos_returns[k]) if c >= 0 else None,
-                "n_combinations": m,
-                "n_undefined": int(sel.n_undefined[k]),
-            }
-        )
-    frame = pl.DataFrame(
-        rows, schema={**WFO_SCHEMA, "rank_time": pl.Int64, "start": pl.Int64, "end": pl.Int64}
-    ).with_columns(pl.col(c).cast(pl.Datetime("ms", "UTC")) for c in ("rank_time", "start", "end"))
-
-    # in-sample: the Sharpe ratio each chosen combination showed over its training windows
-    is_sr = [
-        float(sharpe_columns(returns[a:b, int(sel.choices[k])])[0])
-        for k, (a, b) in enumerate(sel.train)
-        if sel.choices[k] >= 0
-    ]
-    is_sr = [x for x in is_sr if math.isfinite(x)]
-    oos_sr = float(sharpe_columns(grid.oos_returns)[0]) if len(grid.oos_returns) > 1 else math.nan
-    report = oos_report(returns)
-    # combinations identical in every window are one trial: for PBO, the CPCV, the deflated Sharpe
-    # and the ledger (a copy is recorded under the config hash of the combination it repeats)
-    rep = [int(i) for i in first_identical(returns)]
-    keep = sorted(set(rep))
-    n_distinct, n_folded = len(keep), m - len(keep)
-    note = None
-    if m == 1:
-        note = "one combination: nothing is chosen between combinations, so pbo and the CPCV distribution are null"
-    elif n_distinct == 1:
-        note = (
-            f"{m} combinations with identical returns in every window are one trial: nothing is chosen "
-            "between combinations, so pbo and the CPCV distribution are null"
-        )
-    elif n_folded:
-        note = (
-            f"{n_folded} combination(s) identical in every window to an earlier one were folded into it: "
-            f"pbo, the CPCV and the deflated Sharpe count {n_distinct} distinct trials"
-        )
-    fp = data_fingerprint(Path(cfg.paths.lakehouse_dir), result.data_files)
-    hashes = [combo_config_hash(cfg, r) for r in rules]
-    trials = [
-        Trial.from_metrics(
-            "grid_combo",
-            hashes[rep[i]],
-            fp,
-            gm,
-            label=f"wfo {out} combo {i:03d}" + (f" (identical to combo {rep[i]:03d})" if rep[i] != i else ""),
-        )
-        for i, gm in enumerate(grid.grid_metrics)
-    ]
-    trials += [
-        Trial.from_metrics(
-            "wfo_choice",
-            hashes[rep[int(sel.choices[k])]],
-            fp,
-            {"total_return": float(returns[k, int(sel.choices[k])])},
-            label=f"wfo {out} window {windows[k].index} combo {int(sel.choices[k]):03d}",
-        )
-        for k in range(k0, len(windows))
-    ]
-    what = "grid's distinct combinations" if n_folded else "grid's combinations"
-    n_trials, n_source = ledger_trials_count(cfg, trials, fp, n_distinct, what)
-    per_year = float(grid.grid_metrics[0].get("periods_per_year") or YEAR_DAYS)
-    grid_sr = np.array([grid.grid_metrics[j].get("sharpe") for j in keep], dtype=np.float64) / math.sqrt(per_year)
-    grid_sr = grid_sr[np.isfinite(grid_sr)]
-    var_sr = float(np.var(grid_sr, ddof=1)) if grid_sr.size > 1 else 0.0
-    mt = result.metrics
-    dsr = math.nan
-    if mt.get("sharpe") is not None:
-        dsr = float(
-            deflated_sharpe(
-                mt["sharpe"] / math.sqrt(per_year),
-                n_trials,
-                var_sr,
-                mt.get("n_returns") or 0,
-                np.nan if mt.get("skewness") is None else mt["skewness"],
-                np.nan if mt.get("kurtosis") is None else mt["kurtosis"],
-            )
-        )
-    n_switch = int(np.sum(np.diff(sel.choices[k0:]) != 0)) if len(windows) - k0 > 1 else 0
-    mt.update(
-        {
-            "oos_start": windows[k0].rank_date.isoformat(),
-            "is_sharpe": _annual(float(np.mean(is_sr)), step) if is_sr else None,
-            "oos_sharpe": _annual(oos_sr, step),
-            "pbo": report["pbo"],
-            "n_trials": n_trials,
-            "deflated_sharpe": dsr if math.isfinite(dsr) else None,
-            "wfo": {
-                "objective": w.objective,
-                "train_windows": w.train_windows,
-                "anchored": w.anchored,
-                "n_combinations": m,
-                "n_windows": len(windows),
-                "n_windows_train_only": k0,
-                "n_windows_oos": len(windows) - k0,
-                "n_switches": n_switch,
-                "n_undefined_objectives": int(sel.n_undefined.sum()),
-                "sharpe_units": "is_sharpe and oos_sharpe: per-window returns, annualised by sqrt(365 / step in days)",
-                "n_trials_source": n_source,
-                "pbo_reason": report["pbo_reason"],
-                "pbo_n_submatrices": report["pbo_n_submatrices"],
-                "cpcv": report["cpcv"],
-                "cpcv_path_sharpe": report["cpcv_path_sharpe"],
-                "cpcv_reason": report["cpcv_reason"],
-                "note": note,
-            },
-        }
-    )
-    if n_folded:  # only then: a grid without copies keeps its metrics.json as it was
-        mt["wfo"]["n_duplicate_combinations"] = n_folded
-    result.wfo = {"frame": frame, "returns": returns, "rules": [_rules_json(r) for r in rules]}
-    with artefact_errors(out):
-        out.mkdir(parents=True, exist_ok=True)
-        artefacts_write(out, cfg, result, config_yaml)
-        parquet_write_atomic(frame, out / "wfo.parquet")
-        report_write(out, cfg, result)
-        run_complete(out, [n for n in ARTEFACTS if (out / n).is_file()])
-    timings = {**result.timings, "simulation_total": t_sim, "total": time.perf_counter() - t0}
-    print(
-        f"walk-forward optimisation: {m} combinations, {k0} training windows, "
-        f"{len(windows) - k0} out-of-sample windows from {mt['oos_start']} ({timings['total']:.1f} s)"
-    )
-    print(f"  deflated Sharpe with {n_source}")
-    return RunResult(out, mt, timings)
 
 
 __all__ = [
@@ -446,6 +210,5 @@ __all__ = [
     "objective_columns",
     "oos_ranks",
     "wfo_choices",
-    "wfo_run",
     "windows_precheck",
 ]

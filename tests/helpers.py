@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.cli import config_compose
+from engine.compose import config_compose
 from engine.config import RunConfig, config_validate
 
 SMALL = [
@@ -143,3 +143,11 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def ingest_task(cfg: RunConfig) -> int:
+    """``task=ingest`` as the command line runs it: the task, then its lines printed; the exit code."""
+    from engine.cli import ingest_print
+    from engine.tasks import ingest_run
+
+    return ingest_print(ingest_run(cfg))

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from helpers import small_config
 
-from engine.cli import run_backtest
 from engine.errors import EngineError
+from engine.tasks import run_backtest
 
 ARTEFACTS = (
     "config.yaml",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import CONF_DIR, config_compose, overrides_expand
+from engine.compose import CONF_DIR, config_compose, overrides_expand
 from engine.errors import ConfigError
 
 PROFILES = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import small_config
+from helpers import ingest_task, small_config
 
-from engine.cli import run_backtest
 from engine.config import RunConfig, config_validate
 from engine.data.bars import bars_validate
-from engine.data.ingest import IngestionService, ingest_task
+from engine.data.ingest import IngestionService
 from engine.data.lakehouse import identity_key, namespaces, store_open
 from engine.data.sources.registry import source_from_config
 from engine.data.sources.synthetic import GENERATOR_VERSION, SyntheticSource, universe_names
 from engine.errors import DataError
 from engine.sql import sql_arrow
+from engine.tasks import run_backtest
 
 
 def files_config(lh: Path, folder: Path, **data: object) -> RunConfig:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from helpers import SMALL, small_config
 
-from engine.cli import run_backtest
 from engine.errors import ConfigError, NoWinnersError
 from engine.run.result import NO_ORDERS
+from engine.tasks import run_backtest
 
 
 def test_some_empty_windows_are_counted(lakehouse_dir: Path, tmp_path: Path) -> None:

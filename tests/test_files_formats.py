@@ -12,10 +12,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import ingest_task
 from polars.testing import assert_frame_equal
 
 from engine.config import FilesData, RunConfig, config_validate
-from engine.data.ingest import IngestionService, ingest_task
+from engine.data.ingest import IngestionService
 from engine.data.lakehouse import namespaces, store_open
 from engine.data.sources.files import FilesSource, bars_resample
 from engine.data.sources.synthetic import SyntheticSource
@@ -377,7 +378,7 @@ def test_a_column_twice_in_two_cases_is_named(tmp_path: Path) -> None:
 def test_a_pair_named_file_that_cannot_be_read_is_bad_not_skipped(tmp_path: Path) -> None:
     """``QQQ_USDT.csv`` (a pair's bars by its name, interval read from the bars) holding no bars is
     an unreadable file: named, left out of the plan, so the ingest task exits 1 and a run stops."""
-    from engine.cli import config_compose
+    from engine.compose import config_compose
     from engine.config import config_validate
     from engine.data.ingest import files_plan
     from engine.data.sources.files import FilesSource

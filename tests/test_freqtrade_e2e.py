@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers import feather_write, five_minute_bars
+from helpers import feather_write, five_minute_bars, ingest_task
 from polars.testing import assert_frame_equal
 
-from engine.cli import config_compose, run_backtest
+from engine.compose import config_compose
 from engine.config import config_validate
-from engine.data.ingest import ingest_task
 from engine.data.lakehouse import namespaces, store_open
 from engine.data.sources.registry import source_from_config
 from engine.data.sources.synthetic import SyntheticSource
+from engine.tasks import run_backtest
 
 GEN = SyntheticSource(21, 9, "2024-01-01", "2024-02-14")  # 45 days
 FIVE = 300_000

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import small_config
 
-from engine.cli import grid_run, run_backtest
 from engine.errors import ConfigError
+from engine.tasks import grid_run, run_backtest
 
 GRID = ["+profile=crypto_rating", "task=grid", "grid.sl_stop=[0.03,0.08]", "grid.tp_stop=[0.1,0.25]"]
 

@@ -19,7 +19,7 @@ import pytest
 from helpers import engine_cli, feather_write
 from test_freqtrade_e2e import DAY, GEN, HOUR, PAIRS, RANKING, five_minute
 
-from engine.cli import config_compose
+from engine.compose import config_compose
 from engine.config import PortfolioConfig, RankingConfig, UniverseConfig, config_validate
 from engine.errors import ConfigError
 from engine.metrics import equity_metrics
@@ -414,10 +414,10 @@ def test_equity_and_final_marks_stop_at_the_last_real_bar(
 @pytest.mark.slow
 def test_hourly_base_from_ccxt_equals_the_same_bars_from_files(tmp_path: Path) -> None:
     from exchange_server import ExchangeServer
+    from helpers import ingest_task
 
-    from engine.cli import run_backtest
-    from engine.data.ingest import ingest_task
     from engine.data.sources.synthetic import SyntheticSource
+    from engine.tasks import run_backtest
 
     gen = SyntheticSource(9, 7, "2024-01-01", "2024-02-29")
     folder = tmp_path / "files"

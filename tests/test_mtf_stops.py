@@ -114,7 +114,7 @@ def test_mtf_run_reports_daily_comparison(lakehouse_dir: Path, tmp_path: Path) -
 
 
 def test_report_shows_daily_vs_fine_comparison(lakehouse_dir: Path, tmp_path: Path) -> None:
-    from engine.cli import run_backtest
+    from engine.tasks import run_backtest
 
     cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating", "backtest.timeframes=[4h]")
     run_backtest(cfg)

@@ -38,7 +38,7 @@ def test_every_engine_package_is_listed_in_pyproject() -> None:
 def test_conf_and_sql_are_found_through_the_package() -> None:
     from importlib import resources
 
-    from engine.cli import CONF_DIR
+    from engine.compose import CONF_DIR
     from engine.sql import sql_load
 
     assert (CONF_DIR / "config.yaml").is_file()
@@ -49,7 +49,7 @@ def test_conf_and_sql_are_found_through_the_package() -> None:
 def _run(where: Path, pythonpath: Path) -> tuple[dict[str, object], str]:
     where.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    code = "import engine, engine.cli; print(engine.__file__); print(engine.cli.CONF_DIR)"
+    code = "import engine, engine.compose; print(engine.__file__); print(engine.compose.CONF_DIR)"
     origin = subprocess.run(
         [sys.executable, "-c", code], cwd=where, env=env, capture_output=True, text=True, check=True
     )

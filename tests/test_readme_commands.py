@@ -219,7 +219,7 @@ def test_every_readme_command_is_run_or_excluded() -> None:
 
 
 def test_ccxt_api_url_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.cli import config_compose
+    from engine.compose import config_compose
     from engine.data.sources.ccxt_source import CcxtSource
     from engine.rundir import json_dumps
 
@@ -314,12 +314,12 @@ def _expected(overrides: list[str], ws: Workspace, printed: str | None = None) -
     """
     from omegaconf import OmegaConf
 
-    from engine.cli import _tilde_quote, config_compose
+    from engine.compose import config_compose, tilde_quote
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOME", str(ws.home))
         mp.setenv("ENGINE_CCXT_API_URL", ws.env["ENGINE_CCXT_API_URL"])
-        cfg, raw = config_compose([_tilde_quote(o) for o in overrides])
+        cfg, raw = config_compose([tilde_quote(o) for o in overrides])
         if printed is None:
             return cfg
         return OmegaConf.to_container(OmegaConf.create(printed), resolve=True), raw
@@ -563,7 +563,7 @@ def test_readme_command(command: str, workspace: Workspace) -> None:
         return
 
     if multirun:  # one job per combination, each a complete run, and a leaderboard
-        from engine.cli import overrides_expand
+        from engine.compose import overrides_expand
 
         combos = overrides_expand(overrides)
         assert runs == [] and len(sweeps) == 1
@@ -589,7 +589,7 @@ def test_readme_command(command: str, workspace: Workspace) -> None:
         else:
             assert INGESTED.search(proc.stdout), proc.stdout
     elif cfg.task == "grid":
-        from engine.cli import grid_combos
+        from engine.exit_rules import grid_combos
 
         n = len(grid_combos(cfg))
         assert f"simulated {n} exit-rule combinations in one walk-forward" in proc.stdout
@@ -603,7 +603,7 @@ def test_readme_command(command: str, workspace: Workspace) -> None:
         manifest = json.loads((run / "manifest.json").read_text())
         _config_matches(manifest, cfg)
     elif cfg.task == "wfo":
-        from engine.cli import grid_combos
+        from engine.exit_rules import grid_combos
 
         metrics = _backtest_checks(run, cfg)
         wfo = pl.read_parquet(run / "wfo.parquet")

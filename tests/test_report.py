@@ -410,9 +410,9 @@ def test_report_names_the_data_source(tmp_path: Path, data: dict[str, Any], labe
 def test_console_names_the_data_and_the_optimistic_bound(
     tmp_path: Path, exit_rules: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from engine.cli import RunResult, summary_print
+    from engine.console import summary_print
 
-    summary_print(RunResult(tmp_path, _metrics(exit_rules), {}), _config(tmp_path, exit_rules))
+    summary_print(_metrics(exit_rules), tmp_path, _config(tmp_path, exit_rules))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"data: {SYNTHETIC_LABEL}"
     # metrics.json's total_return_optimistic (0.145678) beside the count, as the report's sentence has it

@@ -67,8 +67,7 @@ def test_a_folder_no_run_wrote_is_refused_untouched(tmp_path: Path, key: str) ->
 
 
 def test_the_run_functions_refuse_a_foreign_folder(lakehouse_dir: Path, tmp_path: Path) -> None:
-    from engine.cli import grid_run, run_backtest
-    from engine.wfo import wfo_run
+    from engine.tasks import grid_run, run_backtest, wfo_run
 
     mine = _foreign(tmp_path)
     before = _snapshot(mine)
@@ -142,15 +141,15 @@ def test_output_dir_empty_reused_and_failed_runs(tmp_path: Path) -> None:
 
 def test_an_unwritable_lakehouse_is_not_refused_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Root can write anything: the check is probed with ``os.access`` saying no."""
-    from engine.cli import _output_folder_check
+    from engine.compose import output_folder_check
 
     shared = tmp_path / "shared"
     shared.mkdir()
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == shared else real(p, mode))
-    _output_folder_check([f"paths.lakehouse_dir={shared}"], multirun=False)
+    output_folder_check([f"paths.lakehouse_dir={shared}"], multirun=False)
     with pytest.raises(ConfigError, match=r"\(paths.output_dir\) cannot be written"):
-        _output_folder_check([f"paths.output_dir={shared / 'run'}"], multirun=False)
+        output_folder_check([f"paths.output_dir={shared / 'run'}"], multirun=False)
 
 
 def test_a_missing_partition_in_a_read_only_lakehouse_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,7 +100,7 @@ def _symbols_requested(requests: list[Request], partitions: str) -> set[str]:
 def test_backtest_with_4h_bars_on_s3_equals_local_and_fetches_finer_bars_for_winners_only(
     s3_env: S3Server, tmp_path: Path
 ) -> None:
-    from engine.cli import run_backtest
+    from engine.tasks import run_backtest
 
     local = run_backtest(small_config(tmp_path / "lh", tmp_path / "local", "backtest.timeframes=[4h]"))
     mark = s3_env.mark()

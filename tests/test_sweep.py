@@ -282,7 +282,7 @@ def test_grid_summary_without_browser(
 ) -> None:
     from helpers import small_config
 
-    from engine.cli import grid_run
+    from engine.tasks import grid_run
 
     _hide_browser(monkeypatch, tmp_path)
     grid = ["+profile=crypto_rating", "task=grid", "grid.sl_stop=[0.03,0.08]", "grid.tp_stop=[0.1,0.25]"]

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import artefact_errors, data_errors, main
+from engine.cli import main
 from engine.errors import DataError, EngineError
 from engine.rundir import COMPLETE, json_dumps, redact
+from engine.tasks import artefact_errors, data_errors
 
 SMALL = ["data.n_symbols=10", "data.start=2021-01-01", "data.end=2021-06-30", "quiet=true"]
 
@@ -252,7 +253,7 @@ def test_a_run_killed_while_writing_has_no_completeness_mark(
     from helpers import small_config
 
     import engine.report
-    from engine.cli import run_backtest
+    from engine.tasks import run_backtest
 
     out = tmp_path / "run"
     out.mkdir()

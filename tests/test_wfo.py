@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 from helpers import small_config
 
-from engine.cli import run_backtest
 from engine.errors import ConfigError
-from engine.wfo import OBJECTIVES, objective_columns, oos_ranks, wfo_choices, wfo_run
+from engine.tasks import run_backtest, wfo_run
+from engine.wfo import OBJECTIVES, objective_columns, oos_ranks, wfo_choices
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID3 = ["+profile=crypto_rating", "task=wfo", "grid.sl_stop=[0.03,0.05,0.1]", "wfo.train_windows=6"]
@@ -294,9 +294,9 @@ def test_ledger_failure_is_a_warning(lakehouse_dir: Path, tmp_path: Path, capsys
 
 @pytest.mark.slow
 def test_grid_ledger_and_sweep_summary_count_every_trial_on_the_data(lakehouse_dir: Path, tmp_path: Path) -> None:
-    from engine.cli import grid_run
     from engine.ledger import ledger_read
     from engine.sweep import sweep_summarize
+    from engine.tasks import grid_run
 
     ledger = tmp_path / "ledger.duckdb"
     grid = ["+profile=crypto_rating", "task=grid", "grid.tp_stop=[0.1,0.25]"]
@@ -348,7 +348,7 @@ def test_wfo_report_renders_in_chromium(lakehouse_dir: Path, tmp_path: Path) -> 
 def test_oos_book_optimistic_pass_follows_the_schedule(lakehouse_dir: Path, tmp_path: Path) -> None:
     """The out-of-sample book's take-profit-first return (a light pass resumed at its first
     ambiguous window, rules switching) equals a full optimistic walk of the same schedule."""
-    from engine.cli import grid_combos
+    from engine.exit_rules import grid_combos
     from engine.run import PassSpec, books_new, fold, plan_from, run_plan, walk_chosen
 
     cfg = small_config(lakehouse_dir, tmp_path / "o", *GRID3, "grid.tp_stop=[0.06,0.1]")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 from engine.data.bars import bars_gaps, interval_ms
-from engine.data.lakehouse import Lakehouse, ranges_missing, store_open
+from engine.data.lakehouse import Lakehouse, ranges_missing
 from engine.data.sources.base import DataSource
 from engine.errors import DataError
 from engine.progress import progress_iter
@@ -93,7 +92,11 @@ class IngestionService:
                 if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                     raise
                 part = self.lakehouse.url(self.lakehouse.partition(kind, interval, symbol))
-                why = "its source file changed" if replace else f"it lacks {_day(a)} to {_day(b)}, which this run needs"
+                why = (
+                    "its source file changed"
+                    if replace
+                    else f"it lacks {day_text(a)} to {day_text(b)}, which this run needs"
+                )
                 msg = (
                     f"cannot write the partition {part} ({symbol} {interval}): {why}, and the lakehouse is "
                     f"read-only to this user ({exc.strerror}: {exc.filename}): add that data once as a user "
@@ -127,7 +130,8 @@ class IngestionService:
         return self._fetch("mtf", candidates, intervals, start_ms, end_ms, "fetch MTF bars")
 
 
-def _day(ms: int) -> str:
+def day_text(ms: int) -> str:
+    """Return an epoch-ms time as ``YYYY-MM-DD HH:MM`` (UTC), as the ingest lines print it."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
@@ -187,7 +191,7 @@ def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> Uni
     return UniversePlan(good, start, end, bad, span)
 
 
-def _nothing_read(cfg: RunConfig, plan: UniversePlan) -> str:
+def nothing_read(cfg: RunConfig, plan: UniversePlan) -> str:
     """One line naming the filter that removed every bar."""
     data = cfg.data
     if data.source != "files":
@@ -203,7 +207,7 @@ def _nothing_read(cfg: RunConfig, plan: UniversePlan) -> str:
     if plan.span is not None and (getattr(data, "start", None) is not None or getattr(data, "end", None) is not None):
         return (
             f"0 bars read: data.start={getattr(data, 'start', None)} .. data.end={getattr(data, 'end', None)} "
-            f"removes every bar (the files span {_day(plan.span[0])} .. {_day(plan.span[1])}); "
+            f"removes every bar (the files span {day_text(plan.span[0])} .. {day_text(plan.span[1])}); "
             "widen the dates or drop them (null: the files' own range)"
         )
     base = cfg.backtest.interval
@@ -235,7 +239,7 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
         if strict and plan.bad:
             raise DataError(plan.bad[0])
         if plan.span is not None and (plan.span[1] < plan.start_ms or plan.span[0] >= plan.end_ms):
-            raise NothingRead(_nothing_read(cfg, plan))  # before anything is written
+            raise NothingRead(nothing_read(cfg, plan))  # before anything is written
     else:
         data = cfg.data
         start_ms = getattr(source, "start_ms", None) or _date_ms(data.start)
@@ -245,38 +249,5 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
         return IngestReport(), plan
     report = service.fetch_universe(plan.symbols, plan.start_ms, plan.end_ms, cfg.backtest.interval)
     if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", cfg.backtest.interval):
-        raise NothingRead(_nothing_read(cfg, plan))
+        raise NothingRead(nothing_read(cfg, plan))
     return report, plan
-
-
-def ingest_task(cfg: RunConfig) -> int:
-    """``task=ingest``: the universe's base bars (daily unless ``backtest.interval``) into its own namespace.
-
-    Prints every file that is not imported with its reason; returns the exit code: 0, or 1 when a
-    file could not be imported (the good ones are) or nothing at all was read.
-    """
-    from engine.data.sources.files import FilesSource
-    from engine.data.sources.registry import source_from_config
-
-    source = source_from_config(cfg.data)
-    lake = store_open(cfg.paths.lakehouse_dir, source.identity())
-    service = IngestionService(lake, source, quiet=cfg.quiet)
-    if isinstance(source, FilesSource):
-        for path, why in source.skipped():
-            print(f"skipped {path.name}: {why}")
-    try:
-        report, plan = universe_ingest(service, cfg, strict=False)
-    except NothingRead as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for problem in plan.bad:
-        print(f"error: not imported: {problem}", file=sys.stderr)
-    if not plan.symbols or (report.fetched and report.bars_read == 0):
-        print(f"error: {_nothing_read(cfg, plan)}", file=sys.stderr)
-        return 1
-    done = "; nothing new (already covered)" if not report.fetched else ""
-    print(
-        f"ingested {report.rows_written} {'daily' if cfg.backtest.interval == '1d' else cfg.backtest.interval} bars for {len(plan.symbols)} symbols "
-        f"({_day(plan.start_ms)} .. {_day(plan.end_ms)}{done}) into {lake.url()}"
-    )
-    return 1 if plan.bad else 0

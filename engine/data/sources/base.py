@@ -8,6 +8,7 @@ work (missing ranges, validation, atomic storage, coverage) lives once in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import polars as pl
 
@@ -53,6 +54,10 @@ class DataSource(ABC):
         When it differs from the one recorded in the store, the partition is re-imported whole.
         """
         return None
+
+    def skipped(self) -> list[tuple[Path, str]]:
+        """Files this source passed over (not a pair's bars), each with the reason; none for most sources."""
+        return []
 
     def covered_until(self, end_ms: int, interval: str) -> int:
         """Latest time up to which a fetch is final (live sources cap it at the last closed bar)."""

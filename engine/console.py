@@ -1,0 +1,49 @@
+"""The console's closing lines of a run: where its data came from, its headline numbers, where it wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.config import RunConfig
+
+
+def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None:
+    """Print the console's closing lines: the data source, a short metrics table and the output path."""
+    from engine.report import data_label
+
+    m = metrics
+    print(f"data: {data_label(cfg)}")
+    rows = [
+        ("total return", m.get("total_return"), "{:+.2%}"),
+        ("CAGR", m.get("cagr"), "{:+.2%}"),
+        ("Sharpe", m.get("sharpe"), "{:.2f}"),
+        ("max drawdown", m.get("max_drawdown"), "{:.2%}"),
+        ("orders", m.get("n_orders"), "{}"),
+        ("trades", m.get("n_trades"), "{}"),
+        ("ambiguous exits", m.get("n_ambiguous_exits"), "{}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    days = _span_days(m)
+    for name, value, fmt in rows:
+        shown = "n/a" if value is None else fmt.format(value)
+        if name == "CAGR" and value is not None and days is not None and days < 365:
+            shown += f"  (extrapolated from {days:.0f} days)"
+        if name == "ambiguous exits" and m.get("total_return_optimistic") is not None:
+            # the bound metrics.json holds: the same exits taken take-profit first
+            shown += f"  (optimistic bound, TP first: total return {m['total_return_optimistic']:+.2%})"
+        print(f"  {name:<{width}}  {shown}")
+    print(f"artefacts: {out}")
+
+
+def _span_days(m: Mapping[str, Any]) -> float | None:
+    """Return the calendar days from a run's start to its end (metrics.json's ISO times), or None."""
+    from datetime import datetime
+
+    try:
+        return (
+            datetime.fromisoformat(str(m["end"])) - datetime.fromisoformat(str(m["start"]))
+        ).total_seconds() / 86_400
+    except (KeyError, ValueError):
+        return None
