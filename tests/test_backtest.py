@@ -14,6 +14,9 @@ from helpers import small_config
 from engine.cli import run_backtest
 from engine.errors import EngineError
 
+# under pytest -n: one worker runs the module, so the five runs of the `runs` fixture run once
+pytestmark = pytest.mark.xdist_group("backtest_runs")
+
 ARTEFACTS = (
     "config.yaml",
     "manifest.json",
