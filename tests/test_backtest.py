@@ -14,6 +14,9 @@ from helpers import small_config
 from engine.errors import EngineError
 from engine.tasks import run_backtest
 
+# under pytest -n: one worker runs the module, so the five runs of the `runs` fixture run once
+pytestmark = pytest.mark.xdist_group("backtest_runs")
+
 ARTEFACTS = (
     "config.yaml",
     "manifest.json",

@@ -36,7 +36,10 @@ PID_LOGGING = [
 ]
 PID_LINE = re.compile(r"^pid=(\d+) hydra\.experimental\.callbacks\.LogJobReturnCallback Succeeded", re.MULTILINE)
 TIMEOUT = 600
-pytestmark = pytest.mark.slow  # real multi-process sweeps: tens of seconds each
+# real multi-process sweeps: tens of seconds each. Under pytest -n (with --dist loadgroup from
+# pyproject.toml) every test of this module runs on one worker, which generates sweep_lakehouse once,
+# and in the "ray" group: no two Ray instances of the run start at once (tests/test_ray_cluster.py)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -29,6 +29,8 @@ from helpers import processes_mentioning
 
 pytestmark = [
     pytest.mark.slow,
+    # under pytest -n, on the worker of tests/test_launchers.py's Ray sweep: one Ray instance at a time
+    pytest.mark.xdist_group("ray"),
     pytest.mark.skipif(
         importlib.util.find_spec("ray") is None
         or importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None

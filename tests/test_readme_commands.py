@@ -65,15 +65,17 @@ EXCLUDED: dict[str, Exclusion] = {
         "installs from the network; .ci/run installs the same package with the test extra (pip install -q -e '.[test]'); "
         "the engine command of the same README line is run here"
     ),
-    "python -m pytest -q": Exclusion("the test suite itself (would recurse); .ci/run runs it verbatim", ci=True),
-    'python -m pytest -q -m "not slow"': Exclusion(
-        "the test suite itself (would recurse): the fast subset of `python -m pytest -q`, which .ci/run runs"
+    "python -m pytest -q -n auto": Exclusion(
+        "the test suite itself (would recurse); .ci/run runs it verbatim", ci=True
+    ),
+    'python -m pytest -q -n auto -m "not slow"': Exclusion(
+        "the test suite itself (would recurse): the fast subset of `python -m pytest -q -n auto`, which .ci/run runs"
     ),
     "ruff check": Exclusion("prose naming the lint step's `ruff check .` (above), which .ci/run runs verbatim"),
     "ruff check .": Exclusion("the lint step: .ci/run runs it verbatim before the tests", ci=True),
     "ruff format --check .": Exclusion("the lint step: .ci/run runs it verbatim before the tests", ci=True),
     "mypy engine": Exclusion("the lint step: .ci/run runs it verbatim before the tests", ci=True),
-    "python -m benchmarks --quick": Exclusion("~3 min; .ci/run runs it verbatim after the tests", ci=True),
+    "python -m benchmarks --quick": Exclusion("~5 min; .ci/run runs it verbatim after the tests", ci=True),
     "python -m benchmarks": Exclusion(
         "every performance figure at full size: far longer than a test (docs/PERFORMANCE.md); the same code runs "
         "at smaller sizes in `python -m benchmarks --quick`, which .ci/run runs"
@@ -216,6 +218,20 @@ def test_every_readme_command_is_run_or_excluded() -> None:
     not_in_ci = [c for c, why in EXCLUDED.items() if why.ci and _argv(c) not in ci]
     assert not not_in_ci, f"excluded because .ci/run runs them, but .ci/run does not: {not_in_ci}"
     assert all(len(why.reason) > 20 for why in EXCLUDED.values())
+
+
+def test_the_test_command_spreads_the_full_set_over_xdist_workers() -> None:
+    """The README's test command runs the full set on pytest-xdist workers (-n auto), as .ci/run runs
+    it; the test extra installs what that needs, and pytest's addopts keep each xdist_group together."""
+    import tomllib
+
+    tests = [c for c in COMMANDS if _argv(c)[:3] == ("python", "-m", "pytest") and "-m" not in _argv(c)[3:]]
+    assert tests == ["python -m pytest -q -n auto"], tests
+    assert _argv(tests[0]) in ci_commands()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extra = {re.split(r"[<>=\[ ]", req)[0] for req in project["project"]["optional-dependencies"]["test"]}
+    assert {"pytest-xdist", "filelock"} <= extra
+    assert "--dist loadgroup" in project["tool"]["pytest"]["ini_options"]["addopts"]
 
 
 def test_ccxt_api_url_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
