@@ -182,7 +182,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def machine_info() -> dict[str, Any]:
     """CPU count, platform, python, package versions, memory and the git commit."""
-    from engine.artefacts import package_versions
+    from engine.outputs.artefacts import package_versions
 
     versions = package_versions(PACKAGES)
     info: dict[str, Any] = {

@@ -194,7 +194,7 @@ def sizes(quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
-    from engine.exit_rules import ExitRules
+    from engine.config.exit_rules import ExitRules
     from engine.simulation.stops import find_stop_exits
     from engine.simulation.vbt import VectorBTSimulator
 

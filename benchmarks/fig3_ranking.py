@@ -74,7 +74,7 @@ def _measure(
     df: pl.DataFrame, rank_ms: list[int], ranking: Any, portfolio: Any, interval: str, label: str
 ) -> tuple[list[Row], dict[str, Any]]:
     from engine.config import UniverseConfig
-    from engine.ranking import ranks_compute
+    from engine.strategy.ranking import ranks_compute
 
     universe_cfg = UniverseConfig()
     lf = df.lazy()

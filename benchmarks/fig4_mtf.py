@@ -32,8 +32,8 @@ def sizes(quick: bool) -> dict[str, Any]:
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     from engine.data.ingest import IngestionService
     from engine.data.lakehouse import Lakehouse
+    from engine.data.panel import panel_load
     from engine.data.sources.synthetic import SyntheticSource
-    from engine.panel import panel_load
 
     size = sizes(quick)
     n = size["n_symbols"]

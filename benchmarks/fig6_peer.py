@@ -92,7 +92,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     from backtesting import Backtest, Strategy
     from backtesting.lib import crossover
 
-    from engine.exit_rules import ExitRules
+    from engine.config.exit_rules import ExitRules
     from engine.simulation import PriceBlock, VectorBTSimulator
 
     size = sizes(quick)

@@ -69,9 +69,9 @@ def verdict(ratios: list[float], target: float = TARGET) -> str:
 
 
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
-    from engine.exit_rules import grid_combos
+    from engine.config.exit_rules import grid_combos
     from engine.run import backtest_run, walk_chosen
-    from engine.wfo import wfo_choices
+    from engine.run.selection import wfo_choices
 
     size = sizes(quick)
     lake = tmp / "lh"

@@ -50,8 +50,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     except ImportError as exc:  # moto[server] missing, or not run from the repository
         return [Row(FIG, "object storage (needs moto[server])", None, "", note=str(exc))], {"skipped": str(exc)}
     from engine.data.lakehouse import store_open
+    from engine.data.panel import panel_load
     from engine.data.sources.synthetic import SyntheticSource
-    from engine.panel import panel_load
     from engine.tasks import run_backtest
 
     size = sizes(quick)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.compose import CONF_DIR, output_folder_check, overrides_validate, plain, tilde_quote
 from engine.config import ENGINE_VERSION, RunConfig, config_validate
-from engine.errors import EngineError
+from engine.core.errors import EngineError
 
 if TYPE_CHECKING:
     from engine.tasks import IngestResult, RunResult
@@ -26,7 +26,7 @@ log = logging.getLogger("engine")
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line user error (secrets redacted) and exit without a traceback."""
-    from engine.rundir import redact
+    from engine.outputs.rundir import redact
 
     print(f"error: {' '.join(redact(message).splitlines())}", file=sys.stderr)
     raise SystemExit(code)
@@ -49,8 +49,8 @@ def _task(dcfg: Any, cfg: RunConfig, hydra_dir: Path, out: Path) -> float | None
     """Run the job's task in its prepared run directory; the Sharpe ratio of a backtest for sweepers."""
     from omegaconf import OmegaConf
 
-    from engine.console import summary_print
-    from engine.rundir import (
+    from engine.outputs.console import summary_print
+    from engine.outputs.rundir import (
         ARTEFACTS,
         artefact_errors,
         hydra_files_redact,
@@ -82,7 +82,7 @@ def _task(dcfg: Any, cfg: RunConfig, hydra_dir: Path, out: Path) -> float | None
         return None
     result: RunResult = (wfo_run if cfg.task == "wfo" else run_backtest)(cfg, config_yaml)
     if cfg.task == "backtest":
-        from engine.ledger import ledger_record_run
+        from engine.outputs.ledger import ledger_record_run
 
         ledger_record_run(cfg, result.output_dir, "sweep_job" if _in_multirun() else "run")  # failures warn
     summary_print(result.metrics, result.output_dir, cfg)
@@ -94,7 +94,7 @@ def task_run(dcfg: Any) -> float | None:
     """Run the Hydra job: validate, claim the output directory, dispatch on ``task``."""
     from hydra.core.hydra_config import HydraConfig
 
-    from engine.rundir import artefact_errors, error_message, error_write, run_dir_claim
+    from engine.outputs.rundir import artefact_errors, error_message, error_write, run_dir_claim
 
     hydra_dir = Path(HydraConfig.get().runtime.output_dir)
     raw = plain(dcfg)
@@ -133,7 +133,7 @@ def _hydra_entry() -> None:
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def entry(dcfg: Any) -> float | None:
-        from engine.rundir import RunDirBusy, error_message, error_write, redact
+        from engine.outputs.rundir import RunDirBusy, error_message, error_write, redact
 
         try:
             return task_run(dcfg)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             fail(str(exc))
     _hydra_entry()
     if multirun:
-        from engine import sweep
+        from engine.tasks import sweep
 
         if sweep.LAST_SWEEP is not None and sweep.LAST_SWEEP[1]:
             where, failed, total = sweep.LAST_SWEEP

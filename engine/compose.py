@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig, config_validate
-from engine.errors import ConfigError
-from engine.exit_rules import grid_combos
+from engine.config.exit_rules import grid_combos
+from engine.core.errors import ConfigError
 
 
 def _conf_dir() -> Path:
@@ -163,7 +163,7 @@ def _config_check(cfg: RunConfig) -> None:
     if cfg.task in ("grid", "wfo"):
         grid_combos(cfg)
     if cfg.task == "wfo":
-        from engine.wfo import windows_precheck
+        from engine.run.selection import windows_precheck
 
         windows_precheck(cfg)
 
@@ -287,7 +287,7 @@ def output_folder_check(overrides: list[str], multirun: bool) -> None:
     """
     import os
 
-    from engine.rundir import run_dir_check
+    from engine.outputs.rundir import run_dir_check
 
     given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if "=" in o}
     hydra_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"

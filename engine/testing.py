@@ -17,7 +17,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from engine.exit_rules import ExitRules
+    from engine.config.exit_rules import ExitRules
     from engine.simulation.vbt import PriceBlock
 
 N_BARS = 1500

@@ -1,1 +1,1 @@
-"""DuckDB queries loaded by :mod:`engine.sql`; shipped in the wheel as ``engine.queries``."""
+"""DuckDB queries loaded by :mod:`engine.data.sql`; shipped in the wheel as ``engine.queries``."""

@@ -20,7 +20,7 @@ def browser() -> str:
 
 def _seed(root: Path) -> None:
     """Ingest the daily bars of the small universe (helpers.SMALL) into ``root``, once."""
-    from engine.data.ingest import ingest_task
+    from helpers import ingest_task
 
     if not (root / SEEDED).exists():
         assert ingest_task(small_config(root, root.parent / "seed-run", "task=ingest")) == 0

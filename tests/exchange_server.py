@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import polars as pl
 
-from engine.data.bars import interval_ms
+from engine.core.units import interval_ms
 from engine.data.sources.synthetic import SyntheticSource
 
 API_PREFIX = "/api/v3"

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from helpers import small_config
 
-from engine.errors import EngineError
+from engine.core.errors import EngineError
 from engine.tasks import run_backtest
 
 # under pytest -n: one worker runs the module, so the five runs of the `runs` fixture run once
@@ -239,7 +239,7 @@ def test_missing_lakehouse_for_non_generator_source(tmp_path: Path) -> None:
 def test_corrupt_parquet_is_a_data_error_and_deleting_it_heals(lakehouse_dir: Path, tmp_path: Path) -> None:
     import shutil
 
-    from engine.errors import DataError
+    from engine.core.errors import DataError
 
     run_backtest(small_config(lakehouse_dir, tmp_path / "warm"))  # make sure the shared lakehouse exists
     lh = tmp_path / "lh"

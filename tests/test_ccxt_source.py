@@ -15,13 +15,13 @@ from exchange_server import ExchangeServer
 from polars.testing import assert_frame_equal
 
 from engine.config import CcxtData
-from engine.data.bars import interval_ms
+from engine.core.errors import DataError
+from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse
 from engine.data.sources.ccxt_source import CcxtSource
 from engine.data.sources.registry import source_from_config
 from engine.data.sources.synthetic import SyntheticSource
-from engine.errors import DataError
 
 GEN = SyntheticSource(7, 6, "2024-01-01", "2024-03-31")
 DAY = 86_400_000

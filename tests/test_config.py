@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.compose import CONF_DIR, config_compose, overrides_expand
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
 
 PROFILES = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
 
@@ -130,7 +130,7 @@ def test_cli_empty_sweep_value_list(tmp_path: Path) -> None:
 def test_progress_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from engine import progress
+    from engine.core import progress
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:

@@ -26,7 +26,7 @@ import pytest
 from backtesting import Backtest, Strategy
 from backtesting.lib import crossover
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation import PriceBlock, SimResult, VectorBTSimulator
 from engine.testing import N_BARS, crosscheck_ohlc, entries_while_flat, sma, sma_cross
 

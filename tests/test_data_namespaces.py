@@ -13,13 +13,13 @@ import pytest
 from helpers import ingest_task, small_config
 
 from engine.config import RunConfig, config_validate
+from engine.core.errors import DataError
 from engine.data.bars import bars_validate
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import identity_key, namespaces, store_open
 from engine.data.sources.registry import source_from_config
 from engine.data.sources.synthetic import GENERATOR_VERSION, SyntheticSource, universe_names
-from engine.errors import DataError
-from engine.sql import sql_arrow
+from engine.data.sql import sql_arrow
 from engine.tasks import run_backtest
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from engine.core.errors import DataError
 from engine.data.storage import S3Settings, S3Storage, extension_file, extension_load
-from engine.errors import DataError
 
 
 @pytest.fixture(autouse=True)

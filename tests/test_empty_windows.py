@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import SMALL, small_config
 
-from engine.errors import ConfigError, NoWinnersError
+from engine.core.errors import ConfigError, NoWinnersError
 from engine.run.result import NO_ORDERS
 from engine.tasks import run_backtest
 

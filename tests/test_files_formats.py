@@ -16,11 +16,11 @@ from helpers import ingest_task
 from polars.testing import assert_frame_equal
 
 from engine.config import FilesData, RunConfig, config_validate
+from engine.core.errors import DataError
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import namespaces, store_open
 from engine.data.sources.files import FilesSource, bars_resample
 from engine.data.sources.synthetic import SyntheticSource
-from engine.errors import DataError
 
 GEN = SyntheticSource(11, 4, "2024-01-01", "2024-03-31")
 DAY = 86_400_000
@@ -366,8 +366,8 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
 
 def test_a_column_twice_in_two_cases_is_named(tmp_path: Path) -> None:
     """``close`` and ``Close`` in one file: one line naming the file and both columns."""
+    from engine.core.errors import DataError
     from engine.data.sources.files import ohlcv_read
-    from engine.errors import DataError
 
     path = tmp_path / "BTC_USDT-1d.csv"
     path.write_text("date,open,high,low,close,Close,volume\n2024-01-01,1,2,0.5,1.5,1.5,10\n")

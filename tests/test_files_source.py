@@ -12,13 +12,13 @@ from helpers import engine_cli, random_ohlc
 from polars.testing import assert_frame_equal
 
 from engine.config import FilesData
-from engine.data.bars import interval_ms
+from engine.core.errors import DataError
+from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, parquet_bytes
 from engine.data.sources.files import FilesSource
 from engine.data.sources.registry import source_from_config
 from engine.data.sources.synthetic import SyntheticSource
-from engine.errors import DataError
 
 GEN = SyntheticSource(11, 3, "2024-01-01", "2024-03-31")
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]

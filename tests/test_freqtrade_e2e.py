@@ -150,7 +150,7 @@ def test_default_liquidity_floor_keeps_a_btc_quoted_universe(folder: Path, tmp_p
     quote, the same ranks as 0; a floor above every pair's median daily volume empties the ranks."""
     from engine.data.ingest import IngestionService
     from engine.data.sources.files import FilesSource
-    from engine.ranking import ranks_compute
+    from engine.strategy.ranking import ranks_compute
 
     src = FilesSource(config_validate({"data": {"source": "files", "path": str(folder)}}).data)  # type: ignore[arg-type]
     lake = store_open(tmp_path, src.identity())
@@ -173,9 +173,9 @@ def test_default_liquidity_floor_keeps_a_btc_quoted_universe(folder: Path, tmp_p
 
 
 def test_min_dollar_volume_is_a_deprecated_alias(caplog: pytest.LogCaptureFixture) -> None:
-    import engine.config
+    import engine.config.model
 
-    engine.config._warned.clear()
+    engine.config.model._warned.clear()
     # an in-process Hydra run of an earlier test may have reconfigured logging: listen on the logger
     logger = logging.getLogger("engine")
     logger.disabled = False

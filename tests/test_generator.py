@@ -108,7 +108,7 @@ def test_listing_and_delisting_present() -> None:
 
 
 def test_unknown_symbol_is_a_clear_error(source: SyntheticSource) -> None:
-    from engine.errors import EngineError
+    from engine.core.errors import EngineError
 
     with pytest.raises(EngineError, match="unknown symbol 'ZZZ/USDT'"):
         source.ohlcv_fetch("ZZZ/USDT", "1d", 0, 2**62)

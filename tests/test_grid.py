@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import small_config
 
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
 from engine.tasks import grid_run, run_backtest
 
 GRID = ["+profile=crypto_rating", "task=grid", "grid.sl_stop=[0.03,0.08]", "grid.tp_stop=[0.1,0.25]"]
@@ -52,7 +52,7 @@ def test_invalid_combinations_are_skipped(lakehouse_dir: Path, tmp_path: Path) -
 def test_optimistic_pass_equals_a_full_optimistic_walk_forward(lakehouse_dir: Path, tmp_path: Path) -> None:
     """The optimistic return comes from a light pass over the ambiguous books only, restarted at
     their first ambiguous window; it must equal a full take-profit-first walk-forward from window 0."""
-    from engine.exit_rules import ExitRules
+    from engine.config.exit_rules import ExitRules
     from engine.run import PassSpec, backtest_run, books_new, fold, run_plan
 
     cfg = small_config(lakehouse_dir, tmp_path / "o", "+profile=crypto_rating")

@@ -21,10 +21,10 @@ from test_freqtrade_e2e import DAY, GEN, HOUR, PAIRS, RANKING, five_minute
 
 from engine.compose import config_compose
 from engine.config import PortfolioConfig, RankingConfig, UniverseConfig, config_validate
-from engine.errors import ConfigError
-from engine.metrics import equity_metrics
-from engine.ranking import ranks_compute
-from engine.windows import windows_build
+from engine.core.errors import ConfigError
+from engine.run.metrics import equity_metrics
+from engine.strategy.ranking import ranks_compute
+from engine.strategy.windows import windows_build
 
 FIVE_MIN = 300_000
 

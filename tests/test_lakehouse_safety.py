@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine.data.bars import symbol_check
+from engine.core.errors import EngineError
+from engine.core.symbols import symbol_check
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse
 from engine.data.sources.synthetic import SyntheticSource
-from engine.errors import EngineError
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, N_SYMBOLS, FIRST, LAST = 5, 40, "2024-01-01", "2024-03-31"

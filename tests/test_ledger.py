@@ -1,4 +1,4 @@
-"""engine.ledger: the DuckDB trial ledger, its counts, and concurrent writers."""
+"""engine.outputs.ledger: the DuckDB trial ledger, its counts, and concurrent writers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from engine.config import ENGINE_VERSION
-from engine.ledger import (
+from engine.outputs.ledger import (
     KINDS,
     LedgerError,
     Trial,
@@ -24,7 +24,7 @@ from engine.ledger import (
     n_trials,
     returns_summary,
 )
-from engine.metrics import equity_metrics
+from engine.run.metrics import equity_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,7 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     import numpy as np
-    from engine.ledger import Trial, ledger_append
+    from engine.outputs.ledger import Trial, ledger_append
 
     path, worker, n, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     start = Path(sys.argv[5])
@@ -161,7 +161,7 @@ def test_a_killed_lock_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from engine.ledger import _locked\n"
+            "from engine.outputs.ledger import _locked\n"
             "with _locked(Path(sys.argv[1]), exclusive=True, timeout_s=5):\n"
             "    print('locked', flush=True)\n"
             "    time.sleep(60)\n",
@@ -184,7 +184,7 @@ def test_a_killed_lock_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 def test_trial_from_run_dir_recovers_the_returns_summary(tmp_path: Path) -> None:
     import json
 
-    from engine.ledger import trial_config_hash, trial_from_run_dir
+    from engine.outputs.ledger import trial_config_hash, trial_from_run_dir
 
     rets = np.random.default_rng(4).normal(0.001, 0.02, 300)
     equity = 1000.0 * np.cumprod(1 + rets)
@@ -208,7 +208,7 @@ def test_trial_from_run_dir_recovers_the_returns_summary(tmp_path: Path) -> None
 
 
 def test_trial_config_hash_ignores_where_and_how_a_trial_ran() -> None:
-    from engine.ledger import trial_config_hash
+    from engine.outputs.ledger import trial_config_hash
 
     base = {"task": "backtest", "quiet": False, "paths": {"output_dir": "outputs/runs/a"}, "exit_rules": {"sl": 0.05}}
     same = {**base, "task": "grid", "quiet": True, "paths": {"output_dir": "outputs/runs/b"}, "grid": {"sl": [1, 2]}}

@@ -1,4 +1,4 @@
-"""engine.metrics cross-checked against independent implementations: empyrical-reloaded (Sharpe,
+"""engine.run.metrics cross-checked against independent implementations: empyrical-reloaded (Sharpe,
 Sortino, CAGR, Calmar, max drawdown, volatility) and scipy.stats (skewness, kurtosis)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from engine.metrics import YEAR_DAYS, equity_metrics
+from engine.run.metrics import YEAR_DAYS, equity_metrics
 
 empyrical = pytest.importorskip("empyrical", reason="pip install -e '.[test]' installs empyrical-reloaded")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from helpers import small_config
 
-from engine.errors import EngineError
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
+from engine.core.errors import EngineError
 from engine.run import backtest_run, run_plan
 from engine.simulation.vbt import PriceBlock, VectorBTSimulator
 

@@ -7,7 +7,7 @@ from helpers import random_ohlc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation.stops import find_stop_exits
 from engine.simulation.vbt import PriceBlock, VectorBTSimulator
 

@@ -39,7 +39,7 @@ def test_conf_and_sql_are_found_through_the_package() -> None:
     from importlib import resources
 
     from engine.compose import CONF_DIR
-    from engine.sql import sql_load
+    from engine.data.sql import sql_load
 
     assert (CONF_DIR / "config.yaml").is_file()
     assert Path(str(resources.files("engine.conf"))) == CONF_DIR

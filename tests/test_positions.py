@@ -17,11 +17,11 @@ import pytest
 from helpers import small_config
 
 from engine.config import RunConfig
-from engine.exit_rules import ExitRules
-from engine.panel import Panel
+from engine.config.exit_rules import ExitRules
+from engine.data.panel import Panel
 from engine.run import BacktestResult, RunPlan, assemble, run_plan, walk
 from engine.simulation.vbt import PriceBlock, VectorBTSimulator
-from engine.windows import Window
+from engine.strategy.windows import Window
 
 ONE = [
     "+profile=crypto_rating",

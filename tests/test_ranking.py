@@ -13,8 +13,8 @@ from engine.config import PortfolioConfig, RankingConfig, UniverseConfig
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse
 from engine.data.sources.synthetic import SyntheticSource
-from engine.ranking import ranks_compute, weights_compute
-from engine.sql import sql_arrow
+from engine.data.sql import sql_arrow
+from engine.strategy.ranking import ranks_compute, weights_compute
 
 RANKING = RankingConfig(
     top_n=5, momentum_days=20, vol_days=20, liquidity_days=20, min_history_days=40, min_quote_volume=0.0
@@ -115,12 +115,12 @@ def test_inverse_vol_without_volatility_warns(caplog: pytest.LogCaptureFixture) 
         {"symbol": ["A/USDT", "B/USDT"], "weight_vol": [None, None]},
         schema={"symbol": pl.String, "weight_vol": pl.Float64},
     )
-    with caplog.at_level("WARNING", logger="engine.ranking"):
+    with caplog.at_level("WARNING", logger="engine.strategy.ranking"):
         assert weights_compute(sel, inv) == {"A/USDT": 0.5, "B/USDT": 0.5}
     assert "equal weights used" in caplog.text and "portfolio.vol_days=40" in caplog.text
     caplog.clear()
     sel = pl.DataFrame({"symbol": ["A/USDT", "B/USDT"], "weight_vol": [0.02, None]})
-    with caplog.at_level("WARNING", logger="engine.ranking"):
+    with caplog.at_level("WARNING", logger="engine.strategy.ranking"):
         assert weights_compute(sel, inv) == {"A/USDT": 1.0, "B/USDT": 0.0}
     assert "B/USDT have no volatility" in caplog.text
 

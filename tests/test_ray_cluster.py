@@ -88,7 +88,7 @@ def _metrics(sweep: Path) -> dict[str, dict[str, object]]:
 def test_sweep_on_a_two_node_ray_cluster_with_the_lakehouse_in_s3(s3: object, tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 
-    from engine.sweep import sweep_summarize
+    from engine.tasks.sweep import sweep_summarize
 
     env = s3.env()  # type: ignore[attr-defined]
     lakehouse = f"s3://{BUCKET}/lh"

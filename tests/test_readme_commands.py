@@ -36,8 +36,8 @@ import yaml
 from exchange_server import ExchangeServer
 from helpers import feather_write, five_minute_bars
 
+from engine.core.units import DAY_MS, HOUR_MS
 from engine.data.sources.synthetic import SyntheticSource
-from engine.units import DAY_MS, HOUR_MS
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -237,7 +237,7 @@ def test_the_test_command_spreads_the_full_set_over_xdist_workers() -> None:
 def test_ccxt_api_url_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from engine.compose import config_compose
     from engine.data.sources.ccxt_source import CcxtSource
-    from engine.rundir import json_dumps
+    from engine.outputs.rundir import json_dumps
 
     monkeypatch.delenv("ENGINE_CCXT_API_URL", raising=False)
     assert config_compose(["data=ccxt"])[0].data.api_url is None
@@ -343,7 +343,7 @@ def _expected(overrides: list[str], ws: Workspace, printed: str | None = None) -
 
 def _config_matches(manifest: dict[str, Any], cfg: Any) -> None:
     """The run's manifest holds the configuration its command line composes (secrets redacted)."""
-    from engine.rundir import json_dumps
+    from engine.outputs.rundir import json_dumps
 
     got = dict(manifest["config"])
     want = json.loads(json_dumps(cfg.model_dump(mode="json")))
@@ -363,9 +363,9 @@ README_ARTEFACTS = readme_artefacts(README.read_text())
 
 
 def test_the_readme_lists_what_a_run_writes() -> None:
-    """The README's list is the engine's own (``engine.rundir.ARTEFACTS``, less the sweep job's
+    """The README's list is the engine's own (``engine.outputs.rundir.ARTEFACTS``, less the sweep job's
     params.json, task=wfo's wfo.parquet and the completion markers, named apart) plus the log."""
-    from engine.rundir import ARTEFACTS, COMPLETE, ERROR
+    from engine.outputs.rundir import ARTEFACTS, COMPLETE, ERROR
 
     apart = {"params.json", "wfo.parquet", COMPLETE, ERROR}  # named in their own sentences
     assert set(README_ARTEFACTS) == (set(ARTEFACTS) - apart) | {"engine.log"}
@@ -414,7 +414,7 @@ def _backtest_checks(run: Path, cfg: Any) -> dict[str, Any]:
 
 
 def _ms(interval: str) -> int:
-    from engine.data.bars import interval_ms
+    from engine.core.units import interval_ms
 
     return interval_ms(interval)
 
@@ -605,7 +605,7 @@ def test_readme_command(command: str, workspace: Workspace) -> None:
         else:
             assert INGESTED.search(proc.stdout), proc.stdout
     elif cfg.task == "grid":
-        from engine.exit_rules import grid_combos
+        from engine.config.exit_rules import grid_combos
 
         n = len(grid_combos(cfg))
         assert f"simulated {n} exit-rule combinations in one walk-forward" in proc.stdout
@@ -619,7 +619,7 @@ def test_readme_command(command: str, workspace: Workspace) -> None:
         manifest = json.loads((run / "manifest.json").read_text())
         _config_matches(manifest, cfg)
     elif cfg.task == "wfo":
-        from engine.exit_rules import grid_combos
+        from engine.config.exit_rules import grid_combos
 
         metrics = _backtest_checks(run, cfg)
         wfo = pl.read_parquet(run / "wfo.parquet")

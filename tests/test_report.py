@@ -16,10 +16,10 @@ import pytest
 from helpers import browser_or_skip
 
 from engine.config import RunConfig
-from engine.exit_rules import ExitRules
-from engine.report import CHART_IDS, report_write
+from engine.config.exit_rules import ExitRules
+from engine.outputs.report import CHART_IDS, report_write
 from engine.run.result import ORDER_SCHEMA, BacktestResult
-from engine.trades import TRADE_SCHEMA
+from engine.run.trades import TRADE_SCHEMA
 
 T0 = datetime(2023, 1, 1, tzinfo=UTC)
 INIT_CASH = 100_000.0
@@ -357,7 +357,7 @@ def test_report_renders_in_chromium(tmp_path: Path, browser: str) -> None:
 def test_an_intraday_report_names_its_base_bars() -> None:
     """On an hourly base the ratios come from the hourly closes (8,760 a year) and the stop
     comparison is against the 1h base bars, not 'daily' ones."""
-    from engine.report import _base_comparison_html, _marks_sentence
+    from engine.outputs.report import _base_comparison_html, _marks_sentence
 
     daily = _metrics(True)
     assert (
@@ -410,7 +410,7 @@ def test_report_names_the_data_source(tmp_path: Path, data: dict[str, Any], labe
 def test_console_names_the_data_and_the_optimistic_bound(
     tmp_path: Path, exit_rules: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from engine.console import summary_print
+    from engine.outputs.console import summary_print
 
     summary_print(_metrics(exit_rules), tmp_path, _config(tmp_path, exit_rules))
     lines = capsys.readouterr().out.splitlines()

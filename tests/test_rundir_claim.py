@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import engine_cli, small_config
 
-from engine.errors import ConfigError, DataError
-from engine.rundir import COMPLETE, MARKER, RunDirBusy, run_dir_check, run_dir_claim
+from engine.core.errors import ConfigError, DataError
+from engine.outputs.rundir import COMPLETE, MARKER, RunDirBusy, run_dir_check, run_dir_claim
 
 SMALL = ["data.n_symbols=10", "data.start=2021-01-01", "data.end=2021-06-30", "quiet=true"]
 
@@ -25,7 +25,7 @@ SMALL = ["data.n_symbols=10", "data.start=2021-01-01", "data.end=2021-06-30", "q
 HOLDER = """
 import sys, time
 from pathlib import Path
-from engine.rundir import run_dir_claim
+from engine.outputs.rundir import run_dir_claim
 with run_dir_claim(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(600)

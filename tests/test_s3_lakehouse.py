@@ -22,11 +22,11 @@ import pytest
 
 pytest.importorskip("moto.server", reason="needs moto[server] (the test extra)")
 
-from engine.data.bars import interval_ms
+from engine.core.errors import DataError
+from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, store_open
 from engine.data.sources.synthetic import SyntheticSource
-from engine.errors import DataError
 from tests.helpers import small_config
 from tests.s3_server import KEY_ID, SECRET, Request, S3Server, s3_serving
 
@@ -358,7 +358,7 @@ def _httpfs_loads() -> bool:
 
 
 def _bits(panel: object) -> dict[str, bytes]:
-    from engine.panel import FIELDS
+    from engine.data.panel import FIELDS
 
     return {f: getattr(panel, f).tobytes() for f in ("ts_ms", *FIELDS)}
 
@@ -373,9 +373,9 @@ def test_winner_slice_reads_the_bucket_through_duckdb(
     lakehouse's panel bit for bit."""
     import duckdb
 
-    import engine.sql as esql
+    import engine.data.sql as esql
+    from engine.data.panel import panel_load
     from engine.data.storage import S3Storage
-    from engine.panel import panel_load
 
     if reader == "httpfs" and not _httpfs_loads():
         if os.environ.get("ENGINE_REQUIRE_HTTPFS"):

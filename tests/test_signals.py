@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from pydantic import ValidationError
 
-from engine.signals import DAY_MS, TrendInTrend, daily_trend, signals_compute, weights_from_signals
+from engine.strategy.signals import DAY_MS, TrendInTrend, daily_trend, signals_compute, weights_from_signals
 
 H4 = 4 * 3_600_000
 D0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)

@@ -10,7 +10,7 @@ import pytest
 from helpers import random_ohlc
 from polars.testing import assert_frame_equal
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation import PriceBlock, SimResult, VectorBTSimulator
 
 DAY_NS = 86_400 * 10**9

@@ -20,7 +20,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from engine.config import CostsConfig
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation.stage import (
     AllocationContext,
     GridBook,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import random_ohlc
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation import (
     EXIT_KIND_NAMES,
     MAX_HOLDING,

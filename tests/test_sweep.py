@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from engine.config import ENGINE_VERSION
-from engine.errors import EngineError
-from engine.sweep import deflated_sharpe_ratio, expected_max_sharpe, sweep_dsr, sweep_summarize
+from engine.core.errors import EngineError
+from engine.tasks.sweep import deflated_sharpe_ratio, expected_max_sharpe, sweep_dsr, sweep_summarize
 
 REPO = Path(__file__).resolve().parent.parent
 SL = ("0.02", "0.05", "0.1")
@@ -254,7 +254,7 @@ def test_no_browser_writes_the_summary_and_warns(
     assert "heatmap_sl_tp.png" not in s.files and not (sweep / "heatmap_sl_tp.png").exists()  # no stale png
     (warning,) = s.warnings
     assert "no-such-chrome is not a file" in warning and f"python -m engine.sweep {sweep}" in warning
-    from engine.sweep import summary_print
+    from engine.tasks.sweep import summary_print
 
     summary_print(s)
     out, err = capsys.readouterr()
@@ -352,7 +352,7 @@ def test_callback_on_real_multirun(tmp_path: Path) -> None:
     assert (boards[0].parent / "heatmap_sl_tp.png").is_file() == has_browser, run.stderr[-2000:]
     assert run.stderr.count("warning: heatmap_sl_tp.png not made") == (0 if has_browser else 1)
     # every job appended a sweep_job row to the default ledger; the summary deflated with its count
-    from engine.ledger import ledger_read
+    from engine.outputs.ledger import ledger_read
 
     job = next(boards[0].parent.glob("*/manifest.json"))
     fp = json.loads(job.read_text())["data"]["fingerprint"]

@@ -1,11 +1,11 @@
-"""Round-trip trades from fills (engine.trades): hand-computed cases across windows."""
+"""Round-trip trades from fills (engine.run.trades): hand-computed cases across windows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.trades import TRADE_KINDS, trades_frame, trades_from_orders
+from engine.run.trades import TRADE_KINDS, trades_frame, trades_from_orders
 
 REB, SL, TP, SIG, DEL = (TRADE_KINDS.index(k) for k in ("rebalance", "stop_loss", "take_profit", "signal", "delisted"))
 BUY, SELL = 0, 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from engine.exit_rules import ExitRules
-from engine.signals import TrendInTrend, signals_compute, weights_from_signals
+from engine.config.exit_rules import ExitRules
 from engine.simulation.vbt import PriceBlock, VectorBTSimulator
+from engine.strategy.signals import TrendInTrend, signals_compute, weights_from_signals
 
 H4 = 4 * 3_600_000
 DAY = 86_400_000

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.errors import DataError, EngineError
-from engine.rundir import COMPLETE, json_dumps, redact
+from engine.core.errors import DataError, EngineError
+from engine.outputs.rundir import COMPLETE, json_dumps, redact
 from engine.tasks import artefact_errors, data_errors
 
 SMALL = ["data.n_symbols=10", "data.start=2021-01-01", "data.end=2021-06-30", "quiet=true"]
@@ -152,7 +152,7 @@ def test_log_handlers_redact_message_arguments_and_exception_text() -> None:
     import io
     import logging
 
-    from engine.rundir import log_redaction_install
+    from engine.outputs.rundir import log_redaction_install
 
     stream = io.StringIO()
     logger = logging.getLogger("test_redaction")
@@ -252,7 +252,7 @@ def test_a_run_killed_while_writing_has_no_completeness_mark(
     """The report is written after the other artefacts: dying there leaves metrics.json without _COMPLETE."""
     from helpers import small_config
 
-    import engine.report
+    import engine.outputs.report
     from engine.tasks import run_backtest
 
     out = tmp_path / "run"
@@ -263,7 +263,7 @@ def test_a_run_killed_while_writing_has_no_completeness_mark(
     def killed(*_args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine.report, "report_write", killed)
+    monkeypatch.setattr(engine.outputs.report, "report_write", killed)
     with pytest.raises(KeyboardInterrupt):
         run_backtest(small_config(lakehouse_dir, out, "+profile=crypto_rating"))
     assert (out / "metrics.json").is_file()

@@ -1,4 +1,4 @@
-"""engine.validation: CPCV splits and paths, OOS Sharpe over CPCV paths, PBO by CSCV, deflated Sharpe."""
+"""engine.run.validation: CPCV splits and paths, OOS Sharpe over CPCV paths, PBO by CSCV, deflated Sharpe."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.validation import (
+from engine.run.validation import (
     IDENTICAL_COMBINATIONS,
     ONE_COMBINATION,
     best_index,
@@ -334,8 +334,8 @@ def test_deflated_sharpe_explicit_trials() -> None:
 
 
 def test_sweep_uses_the_one_definition() -> None:
-    import engine.sweep as sweep
-    import engine.validation as validation
+    import engine.run.validation as validation
+    import engine.tasks.sweep as sweep
 
     assert sweep.deflated_sharpe_ratio is validation.deflated_sharpe_ratio
     assert sweep.expected_max_sharpe is validation.expected_max_sharpe
@@ -405,7 +405,7 @@ def test_cpcv_oos_sharpe_of_noise_is_centred_on_zero() -> None:
 def test_oos_report_is_json_and_never_raises_on_small_grids() -> None:
     import json
 
-    from engine.validation import oos_report
+    from engine.run.validation import oos_report
 
     rng = np.random.default_rng(9)
     r = rng.normal(0.0, 0.02, size=(30, 6))

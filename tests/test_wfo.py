@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 from helpers import small_config
 
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
+from engine.run.selection import OBJECTIVES, objective_columns, oos_ranks, wfo_choices
 from engine.tasks import run_backtest, wfo_run
-from engine.wfo import OBJECTIVES, objective_columns, oos_ranks, wfo_choices
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID3 = ["+profile=crypto_rating", "task=wfo", "grid.sl_stop=[0.03,0.05,0.1]", "wfo.train_windows=6"]
@@ -172,7 +172,7 @@ def test_rules_switch_while_positions_carry(lakehouse_dir: Path, tmp_path: Path)
     """A book whose rules switch at window j: windows < j are the fixed-rules book's; its
     positions are not closed by the switch (trades span the boundary) and window j's audit line
     carries the new rules."""
-    from engine.exit_rules import ExitRules
+    from engine.config.exit_rules import ExitRules
     from engine.run import PassSpec, books_new, fold, run_plan, window_returns
     from engine.run.result import orders_columns
 
@@ -192,7 +192,7 @@ def test_rules_switch_while_positions_carry(lakehouse_dir: Path, tmp_path: Path)
     assert switched.starts[j].books[0].positions  # something is held across it
     audit = switched.outputs[0].audit
     assert audit[j - 1]["exit_rules"]["sl_stop"] == 0.2 and audit[j]["exit_rules"]["sl_stop"] == 0.03
-    from engine.trades import trades_from_orders
+    from engine.run.trades import trades_from_orders
 
     orders = orders_columns(switched.outputs[0].orders)
     last = switched.state
@@ -228,7 +228,7 @@ def test_train_windows_beyond_the_windows_fails_before_writing(lakehouse_dir: Pa
 
 
 def test_ledger_rows_and_trial_count(lakehouse_dir: Path, tmp_path: Path) -> None:
-    from engine.ledger import ledger_read
+    from engine.outputs.ledger import ledger_read
 
     ledger = tmp_path / "ledger.duckdb"
     cfg = small_config(lakehouse_dir, tmp_path / "w", *GRID3, paths__ledger=str(ledger))
@@ -243,7 +243,7 @@ def test_ledger_rows_and_trial_count(lakehouse_dir: Path, tmp_path: Path) -> Non
 def test_identical_combinations_are_one_trial(lakehouse_dir: Path, tmp_path: Path) -> None:
     """Two copies of one combination are one trial (PBO null, the deflated Sharpe of one combination, one
     ledger trial); three combinations of which two are copies give the PBO of the two distinct ones."""
-    from engine.validation import IDENTICAL_COMBINATIONS
+    from engine.run.validation import IDENTICAL_COMBINATIONS
 
     def run(name: str, grid: str) -> dict[str, object]:
         cfg = small_config(
@@ -294,9 +294,9 @@ def test_ledger_failure_is_a_warning(lakehouse_dir: Path, tmp_path: Path, capsys
 
 @pytest.mark.slow
 def test_grid_ledger_and_sweep_summary_count_every_trial_on_the_data(lakehouse_dir: Path, tmp_path: Path) -> None:
-    from engine.ledger import ledger_read
-    from engine.sweep import sweep_summarize
+    from engine.outputs.ledger import ledger_read
     from engine.tasks import grid_run
+    from engine.tasks.sweep import sweep_summarize
 
     ledger = tmp_path / "ledger.duckdb"
     grid = ["+profile=crypto_rating", "task=grid", "grid.tp_stop=[0.1,0.25]"]
@@ -317,7 +317,7 @@ def test_grid_ledger_and_sweep_summary_count_every_trial_on_the_data(lakehouse_d
 
 @pytest.mark.slow
 def test_a_cli_run_appends_a_run_row(tmp_path: Path) -> None:
-    from engine.ledger import ledger_read
+    from engine.outputs.ledger import ledger_read
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [
@@ -337,7 +337,7 @@ def test_wfo_report_renders_in_chromium(lakehouse_dir: Path, tmp_path: Path) -> 
     from helpers import browser_or_skip
     from test_report import rendered_dom
 
-    from engine.report import WFO_CHART_IDS
+    from engine.outputs.report import WFO_CHART_IDS
 
     binary = browser_or_skip()
     wfo_run(small_config(lakehouse_dir, tmp_path / "w", *GRID3))
@@ -348,7 +348,7 @@ def test_wfo_report_renders_in_chromium(lakehouse_dir: Path, tmp_path: Path) -> 
 def test_oos_book_optimistic_pass_follows_the_schedule(lakehouse_dir: Path, tmp_path: Path) -> None:
     """The out-of-sample book's take-profit-first return (a light pass resumed at its first
     ambiguous window, rules switching) equals a full optimistic walk of the same schedule."""
-    from engine.exit_rules import grid_combos
+    from engine.config.exit_rules import grid_combos
     from engine.run import PassSpec, books_new, fold, plan_from, run_plan, walk_chosen
 
     cfg = small_config(lakehouse_dir, tmp_path / "o", *GRID3, "grid.tp_stop=[0.06,0.1]")
@@ -369,7 +369,7 @@ def test_oos_book_optimistic_pass_follows_the_schedule(lakehouse_dir: Path, tmp_
 def test_run_and_grid_ledger_failures_are_one_warning_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from types import SimpleNamespace
 
-    from engine.ledger import ledger_record_grid, ledger_record_run
+    from engine.outputs.ledger import ledger_record_grid, ledger_record_run
 
     bad = tmp_path / "bad.duckdb"
     bad.write_text("not a duckdb file")

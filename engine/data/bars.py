@@ -10,13 +10,12 @@ bars centred on it (see :func:`bars_implausible`).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Literal
 
 import polars as pl
 
-from engine.errors import DataError, EngineError
-from engine.units import duration_ms
+from engine.core.errors import DataError
+from engine.core.units import interval_ms
 
 BAR_SCHEMA: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("ms", "UTC"),
@@ -35,44 +34,6 @@ IMPLAUSIBLE_PROBLEM = (
     f"implausible price (open, high, low or close over {IMPLAUSIBLE_FACTOR:g}x or under 1/{IMPLAUSIBLE_FACTOR:g} "
     f"of the median close of the {IMPLAUSIBLE_WINDOW} bars around it)"
 )
-
-# BASE/QUOTE of upper-case letters and digits: nothing that can escape a path or a SQL string.
-_SYMBOL = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
-_SYMBOL_DIR = re.compile(r"^[A-Z0-9]{1,20}_[A-Z0-9]{1,20}$")
-
-
-def interval_ms(interval: str) -> int:
-    """Length of an interval such as ``"4h"`` in milliseconds.
-
-    >>> interval_ms("4h")
-    14400000
-    """
-    try:
-        return duration_ms(interval)
-    except ValueError:
-        msg = f"malformed interval {interval!r}: use a count and a unit m/h/d/w, e.g. '1h', '4h', '1d'"
-        raise EngineError(msg) from None
-
-
-def symbol_check(symbol: str) -> str:
-    """Return ``symbol`` if it is a safe exchange symbol like ``BTC/USDT``, else raise."""
-    if not isinstance(symbol, str) or _SYMBOL.match(symbol) is None:
-        msg = f"invalid symbol {symbol!r}: symbols are BASE/QUOTE in upper-case letters and digits (e.g. 'BTC/USDT')"
-        raise EngineError(msg)
-    return symbol
-
-
-def symbol_to_dir(symbol: str) -> str:
-    """On-disk name of a symbol: ``BTC/USDT`` -> ``BTC_USDT``."""
-    return symbol_check(symbol).replace("/", "_")
-
-
-def symbol_from_dir(name: str) -> str:
-    """Inverse of :func:`symbol_to_dir`; rejects anything that is not ``BASE_QUOTE``."""
-    if _SYMBOL_DIR.match(name) is None:
-        msg = f"invalid symbol directory {name!r} in the lakehouse: expected BASE_QUOTE, e.g. BTC_USDT"
-        raise DataError(msg)
-    return name.replace("_", "/", 1)
 
 
 def bars_conform(df: pl.DataFrame) -> pl.DataFrame:

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
-from engine.data.bars import bars_gaps, interval_ms
+from engine.core.errors import DataError
+from engine.core.progress import progress_iter
+from engine.core.units import DAY_MS, interval_ms
+from engine.data.bars import bars_gaps
 from engine.data.lakehouse import Lakehouse, ranges_missing
 from engine.data.sources.base import DataSource
-from engine.errors import DataError
-from engine.progress import progress_iter
-from engine.units import DAY_MS
 
 if TYPE_CHECKING:
     from engine.config import RunConfig

@@ -29,9 +29,11 @@ from typing import NotRequired, TypedDict
 import polars as pl
 import pyarrow.parquet as pq
 
-from engine.data.bars import BAR_SCHEMA, bars_validate, interval_ms, symbol_from_dir, symbol_to_dir
+from engine.core.errors import DataError
+from engine.core.symbols import symbol_from_dir, symbol_to_dir
+from engine.core.units import interval_ms
+from engine.data.bars import BAR_SCHEMA, bars_validate
 from engine.data.storage import LocalStorage, Storage, storage_for
-from engine.errors import DataError
 
 KINDS = ("bars", "mtf")
 DATA_FILE = "data.parquet"
@@ -68,7 +70,7 @@ def _json_bytes(obj: object) -> bytes:
 def identity_read(root: PurePath, storage: Storage | None = None) -> dict[str, object] | None:
     """Return the identity recorded in a namespace (None if it has none yet).
 
-    A corrupt identity file raises a one-line :class:`~engine.errors.DataError`.
+    A corrupt identity file raises a one-line :class:`~engine.core.errors.DataError`.
     """
     storage = storage or LocalStorage(root)
     path = root / IDENTITY_FILE

@@ -39,7 +39,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.errors import DataError
+from engine.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +423,7 @@ class S3Storage(Storage):
         DuckDB where one is installed (``duckdb-ext-httpfs``), else DuckDB's own ``LOAD httpfs``.
         Without a key in the settings, DuckDB's credential chain needs its ``aws`` extension too,
         loaded the same way. Raises ``duckdb.Error`` when one cannot be loaded (no package, not
-        installed, no access to DuckDB's extension repository); :func:`engine.sql.sql_arrow` then
+        installed, no access to DuckDB's extension repository); :func:`engine.data.sql.sql_arrow` then
         reads the files through this storage instead (pyarrow follows the same chain).
         """
         extension_load(con, "httpfs")

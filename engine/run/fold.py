@@ -12,18 +12,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from engine.data.bars import interval_ms
-from engine.errors import DataError
-from engine.exit_rules import ExitRules
-from engine.progress import progress_iter
+from engine.config.exit_rules import ExitRules
+from engine.core.errors import DataError
+from engine.core.progress import progress_iter
+from engine.core.units import MS_NS, interval_ms
 from engine.run.plan import RunPlan, WindowPlan
 from engine.run.state import Book, BookOutput, FoldState, Pass, PassSpec, Position, WindowOutput
+from engine.run.trades import TRADE_KINDS
 from engine.simulation.stage import GridBook, SimulationContext
 from engine.simulation.stops import StopState
 from engine.simulation.vbt import ORDER_REASONS, PriceBlock, SimResult
-from engine.trades import TRADE_KINDS
-from engine.units import MS_NS
-from engine.windows import Window
+from engine.strategy.windows import Window
 
 SIGNAL = ORDER_REASONS.index("signal")
 DELISTED = ORDER_REASONS.index("delisted")

@@ -21,17 +21,17 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
-from engine.data.bars import interval_ms
+from engine.core.errors import DataError, EngineError, NoWinnersError
+from engine.core.progress import progress_iter
+from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, ranges_merge, store_open
+from engine.data.panel import Panel, panel_load
 from engine.data.sources.base import DataSource
-from engine.errors import DataError, EngineError, NoWinnersError
-from engine.panel import Panel, panel_load
-from engine.progress import progress_iter
-from engine.ranking import eligibility_diagnose, ranks_compute, weights_compute
-from engine.signals import signals_compute
 from engine.simulation.stage import AllocationContext, SelectionContext, SimulationStage
-from engine.windows import DAY_MS, Window, windows_build
+from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
+from engine.strategy.signals import signals_compute
+from engine.strategy.windows import DAY_MS, Window, windows_build
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def data_prepare(cfg: RunConfig, source: DataSource, lakehouse: Lakehouse, inges
 
 def coverage_read(cfg: RunConfig, lakehouse: Lakehouse) -> dict[str, tuple[int, int]]:
     """First and last base bar per symbol (DuckDB over the store), checked against the universe settings."""
-    from engine.sql import sql_arrow
+    from engine.data.sql import sql_arrow
 
     cov = pl.from_arrow(sql_arrow("coverage", {"glob": lakehouse.glob("bars", cfg.backtest.interval)}))
     assert isinstance(cov, pl.DataFrame)

@@ -4,7 +4,7 @@
 optimistic take-profit-first pass (only the books that met an ambiguous bar, resumed from the
 state at the first window with one) and, with finer bars, the same books with stops on the base
 bars. :func:`assemble` turns a walk into every book's metrics and the first book's
-:class:`BacktestResult`: orders, round-trip trades (:mod:`engine.trades`), equity, winners, audit.
+:class:`BacktestResult`: orders, round-trip trades (:mod:`engine.run.trades`), equity, winners, audit.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
+from engine.config.exit_rules import ExitRules
+from engine.core.errors import EngineError
+from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
-from engine.errors import EngineError
-from engine.exit_rules import ExitRules
-from engine.metrics import YEAR_DAYS, equity_metrics, trading_metrics
 from engine.run.fold import Schedule, books_new, fold
+from engine.run.metrics import YEAR_DAYS, equity_metrics, trading_metrics
 from engine.run.plan import RunPlan, plan_from, run_plan
 from engine.run.state import BookOutput, Pass, PassSpec
+from engine.run.trades import STOP_KINDS, TRADE_KINDS, kind_counts, trades_frame, trades_from_orders
 from engine.simulation.vbt import ORDER_REASONS, ORDER_SIDES
-from engine.trades import STOP_KINDS, TRADE_KINDS, kind_counts, trades_frame, trades_from_orders
-from engine.units import DAY_MS
-from engine.windows import Window
+from engine.strategy.windows import Window
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
+from engine.run.trades import TRADE_KINDS
 from engine.simulation.stops import Ambiguity
-from engine.trades import TRADE_KINDS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 from vectorbt.portfolio import nb as portfolio_nb
 from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation.prices import PriceBlock
 
 OrderArrays = tuple[np.ndarray, np.ndarray, Any, np.ndarray, Any, Any]

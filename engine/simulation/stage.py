@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.config import CostsConfig
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation.stops import StopState
 from engine.simulation.vbt import PriceBlock, SimResult, VectorBTSimulator
 

@@ -65,7 +65,7 @@ from typing import Literal
 import numpy as np
 from numba import njit
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation.fills import rows_nb
 
 STOP_LOSS = 1

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from vectorbt.portfolio.enums import SizeType
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation.orders import OrderArrays, orders_simulate
 from engine.simulation.prices import PriceBlock
 from engine.simulation.stops import (

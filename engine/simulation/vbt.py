@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.exit_rules import ExitRules
+from engine.config.exit_rules import ExitRules
 from engine.simulation.orders import carry_arrays, grid_weights, order_arrays, orders_simulate
 
 # re-exported: the simulator's inputs and outcome, where callers have imported them from

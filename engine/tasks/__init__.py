@@ -2,11 +2,11 @@
 
 ``task=backtest`` (:func:`run_backtest`), ``task=grid`` (:func:`grid_run`), ``task=wfo``
 (:func:`wfo_run`) and ``task=ingest`` (:func:`ingest_run`); the sweep summary is
-:func:`engine.sweep.sweep_summarize`. The command line (:mod:`engine.cli`) maps results and errors
+:func:`engine.tasks.sweep.sweep_summarize`. The command line (:mod:`engine.cli`) maps results and errors
 to output and exit codes.
 """
 
-from engine.rundir import artefact_errors
+from engine.outputs.rundir import artefact_errors
 from engine.tasks.backtest import run_backtest
 from engine.tasks.grid import grid_run
 from engine.tasks.guards import RunResult, data_errors, output_dir

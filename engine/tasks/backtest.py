@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.rundir import artefact_errors
+from engine.outputs.rundir import artefact_errors
 from engine.tasks.guards import RunResult, claimed, data_errors
 
 log = logging.getLogger(__name__)
@@ -20,10 +20,10 @@ def run_backtest(cfg: RunConfig, config_yaml: str = "") -> RunResult:
 
 
 def _backtest(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
-    from engine.artefacts import artefacts_write
-    from engine.report import report_write
+    from engine.outputs.artefacts import artefacts_write
+    from engine.outputs.report import report_write
+    from engine.outputs.rundir import ARTEFACTS, run_complete, run_dir_reset
     from engine.run import backtest_run
-    from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     with artefact_errors(out):
         run_dir_reset(out, keep=("params.json",))

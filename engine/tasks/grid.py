@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.errors import EngineError
-from engine.exit_rules import ExitRules, grid_combos
-from engine.rundir import artefact_errors
+from engine.config.exit_rules import ExitRules, grid_combos
+from engine.core.errors import EngineError
+from engine.outputs.rundir import artefact_errors
 from engine.tasks.guards import RunResult, claimed, data_errors
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,11 @@ def grid_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
 
 
 def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml: str) -> RunResult:
-    from engine.artefacts import artefacts_write, metrics_write
-    from engine.ledger import ledger_record_grid
-    from engine.report import data_label
+    from engine.outputs.artefacts import artefacts_write, metrics_write
+    from engine.outputs.ledger import ledger_record_grid
+    from engine.outputs.report import data_label
+    from engine.outputs.rundir import ARTEFACTS, json_write, run_complete, run_dir_reset
     from engine.run import backtest_run
-    from engine.rundir import ARTEFACTS, json_write, run_complete, run_dir_reset
 
     with artefact_errors(out):
         run_dir_reset(out, keep=("params.json",))
@@ -73,7 +73,7 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
     print(f"data: {data_label(cfg)}")
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     print(f"the run directory's own artefacts are combination 000's; all {len(rules)} are ranked below")
-    from engine.sweep import summary_print, sweep_summarize
+    from engine.tasks.sweep import summary_print, sweep_summarize
 
     try:
         summary_print(sweep_summarize(out / "combos"))

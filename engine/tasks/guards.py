@@ -1,7 +1,7 @@
 """What every task shares: its output directory, claimed for the run, and its errors as one line.
 
 A reader's failure on a corrupt or foreign lakehouse file and a run directory that cannot be
-written become typed :class:`~engine.errors.EngineError` s that say what to do; the command line
+written become typed :class:`~engine.core.errors.EngineError` s that say what to do; the command line
 turns those into one line and an exit code.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig
-from engine.errors import ConfigError, DataError
-from engine.rundir import artefact_errors
+from engine.core.errors import ConfigError, DataError
+from engine.outputs.rundir import artefact_errors
 
 
 @dataclass
@@ -29,8 +29,8 @@ class RunResult:
 
 @contextlib.contextmanager
 def claimed(cfg: RunConfig) -> Iterator[Path]:
-    """Claim the run's output directory for the ``with`` block (see :func:`engine.rundir.run_dir_claim`)."""
-    from engine.rundir import run_dir_claim
+    """Claim the run's output directory for the ``with`` block (see :func:`engine.outputs.rundir.run_dir_claim`)."""
+    from engine.outputs.rundir import run_dir_claim
 
     out = output_dir(cfg)
     with contextlib.ExitStack() as claim:

@@ -1,7 +1,7 @@
 """``task=wfo``: walk the grid forward, choose a combination per window on the past, trade the choices.
 
-The selection itself (objectives, :func:`engine.wfo.wfo_choices`) and the statistics
-(:mod:`engine.validation`) are pure functions; this task runs them on one walk of the plan
+The selection itself (objectives, :func:`engine.run.selection.wfo_choices`) and the statistics
+(:mod:`engine.run.validation`) are pure functions; this task runs them on one walk of the plan
 (:func:`engine.run.walk_chosen`) and writes the out-of-sample book's artefacts plus ``wfo.parquet``.
 """
 
@@ -17,21 +17,21 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
-from engine.errors import ConfigError
-from engine.exit_rules import ExitRules, grid_combos
-from engine.metrics import YEAR_DAYS
+from engine.config.exit_rules import ExitRules, grid_combos
+from engine.core.errors import ConfigError
+from engine.core.units import DAY_MS
+from engine.outputs.rundir import artefact_errors
 from engine.run import ChosenWalk
-from engine.rundir import artefact_errors
+from engine.run.metrics import YEAR_DAYS
+from engine.run.selection import WFO_SCHEMA, WfoChoices, oos_ranks, wfo_choices, windows_needed_message
+from engine.run.validation import deflated_sharpe, first_identical, oos_report, sharpe_columns
 from engine.tasks.guards import RunResult, claimed, data_errors
-from engine.units import DAY_MS
-from engine.validation import deflated_sharpe, first_identical, oos_report, sharpe_columns
-from engine.wfo import WFO_SCHEMA, WfoChoices, oos_ranks, wfo_choices, windows_needed_message
 
 
 def wfo_run(cfg: RunConfig, config_yaml: str = "") -> RunResult:
     """Run ``task=wfo`` and write the out-of-sample book's artefacts plus ``wfo.parquet``.
 
-    The output directory is claimed first (see :func:`engine.rundir.run_dir_claim`).
+    The output directory is claimed first (see :func:`engine.outputs.rundir.run_dir_claim`).
     """
     with claimed(cfg) as out:
         return _wfo(cfg, out, config_yaml)
@@ -122,8 +122,8 @@ def _trials_count(
     Combinations identical in every window are one trial: a copy is recorded under the config hash
     of the combination it repeats.
     """
-    from engine.artefacts import data_fingerprint
-    from engine.ledger import Trial, combo_config_hash, ledger_trials_count
+    from engine.outputs.artefacts import data_fingerprint
+    from engine.outputs.ledger import Trial, combo_config_hash, ledger_trials_count
 
     fp = data_fingerprint(Path(cfg.paths.lakehouse_dir), grid.result.data_files)
     hashes = [combo_config_hash(cfg, r) for r in rules]
@@ -230,10 +230,10 @@ def _metrics(cfg: RunConfig, out: Path, grid: ChosenWalk, sel: WfoChoices, rules
 
 
 def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
-    from engine.artefacts import artefacts_write
     from engine.data.lakehouse import parquet_write_atomic
-    from engine.report import report_write
-    from engine.rundir import ARTEFACTS, run_complete, run_dir_reset
+    from engine.outputs.artefacts import artefacts_write
+    from engine.outputs.report import report_write
+    from engine.outputs.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     with artefact_errors(out):  # a reused run dir loses the last run's artefacts
         run_dir_reset(out, keep=("params.json",))

@@ -11,7 +11,7 @@ Transient failures (ccxt's ``OperationFailed`` branch: 429/418 ``RateLimitExceed
 ``DDoSProtection``, 5xx ``ExchangeNotAvailable``, ``RequestTimeout``, other ``NetworkError``) are
 retried with exponential backoff; a ``Retry-After`` header (Binance sends one with 429 and 418)
 sets the wait instead. Rejections (ccxt's ``ExchangeError`` branch: bad symbol, bad interval) fail
-at once. Either way the caller gets one :class:`~engine.errors.DataError` line naming the
+at once. Either way the caller gets one :class:`~engine.core.errors.DataError` line naming the
 exchange, symbol and interval.
 """
 
@@ -26,9 +26,11 @@ import ccxt
 import polars as pl
 
 from engine.config import CcxtData
-from engine.data.bars import BAR_SCHEMA, interval_ms, symbol_check
+from engine.core.errors import DataError, EngineError
+from engine.core.symbols import symbol_check
+from engine.core.units import interval_ms
+from engine.data.bars import BAR_SCHEMA
 from engine.data.sources.base import DataSource
-from engine.errors import DataError, EngineError
 
 log = logging.getLogger(__name__)
 

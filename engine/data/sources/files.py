@@ -44,10 +44,10 @@ from typing import Literal
 import polars as pl
 
 from engine.config import FilesData
-from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_validate, interval_ms
+from engine.core.errors import DataError, EngineError
+from engine.core.units import UNIT_MS, interval_ms
+from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_validate
 from engine.data.sources.base import DataSource
-from engine.errors import DataError, EngineError
-from engine.units import UNIT_MS
 
 SUFFIXES = (".csv", ".parquet", ".feather", ".json")
 TIME_COLUMNS = ("date", "timestamp", "time", "open_time")

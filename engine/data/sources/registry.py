@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.config import CcxtData, FilesData, SyntheticData
+from engine.core.errors import ConfigError
 from engine.data.sources.base import DataSource
-from engine.errors import ConfigError
 
 
 def source_from_config(cfg: SyntheticData | CcxtData | FilesData) -> DataSource:

@@ -18,10 +18,10 @@ import numpy as np
 import polars as pl
 from scipy.signal import lfilter
 
-from engine.data.bars import interval_ms, symbol_check
+from engine.core.errors import EngineError
+from engine.core.symbols import symbol_check
+from engine.core.units import DAY_MS, HOUR_MS, interval_ms
 from engine.data.sources.base import DataSource
-from engine.errors import EngineError
-from engine.units import DAY_MS, HOUR_MS
 
 _T_DF = 4.0
 _MAJORS = ("BTC", "ETH", "SOL", "BNB", "XRP")

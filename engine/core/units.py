@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from engine.core.errors import EngineError
+
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
@@ -30,3 +32,16 @@ def duration_ms(text: str) -> int:
         msg = f"invalid duration {text!r}: use a positive integer followed by m, h, d or w (e.g. '5d')"
         raise ValueError(msg)
     return int(match.group(1)) * UNIT_MS[match.group(2)]
+
+
+def interval_ms(interval: str) -> int:
+    """Length of an interval such as ``"4h"`` in milliseconds.
+
+    >>> interval_ms("4h")
+    14400000
+    """
+    try:
+        return duration_ms(interval)
+    except ValueError:
+        msg = f"malformed interval {interval!r}: use a count and a unit m/h/d/w, e.g. '1h', '4h', '1d'"
+        raise EngineError(msg) from None

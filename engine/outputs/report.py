@@ -20,9 +20,9 @@ import polars as pl
 
 from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
-from engine.metrics import drawdown
+from engine.outputs.rundir import redact
+from engine.run.metrics import drawdown
 from engine.run.result import BacktestResult
-from engine.rundir import redact
 
 CHART_IDS = ("chart-equity", "chart-drawdown", "chart-exits", "chart-winners")
 """Div ids of the charts, in page order (fixed so the page is deterministic and testable)."""
@@ -654,7 +654,7 @@ def _wfo_html(result: BacktestResult) -> str:
     oos = frame.get_column("phase").to_numpy() == "oos"
     k0 = int(np.argmax(oos)) if oos.any() else len(x)
     # in sample: the combination a plain grid would report (best Sharpe over every window, hindsight)
-    from engine.validation import sharpe_columns
+    from engine.run.validation import sharpe_columns
 
     sr = sharpe_columns(returns)
     best = int(np.argmax(np.where(np.isnan(sr), -np.inf, sr)))

@@ -17,7 +17,7 @@ docs/VALIDATION.md for the meaning of each statistic, its formulas and the paper
   cross-validation (Bailey, Borwein, López de Prado & Zhu, 2015/2017).
 - :func:`expected_max_sharpe`, :func:`deflated_sharpe_ratio`, :func:`deflated_sharpe` — the deflated
   Sharpe ratio (Bailey & López de Prado, 2014), with the number of trials passed explicitly (e.g.
-  from the trial ledger, :mod:`engine.ledger`). This is the one definition; :mod:`engine.sweep`
+  from the trial ledger, :mod:`engine.outputs.ledger`). This is the one definition; :mod:`engine.tasks.sweep`
   uses it.
 - :func:`oos_report` — PBO and the CPCV distribution as JSON values, for metrics.json and the report.
 

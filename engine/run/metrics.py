@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.trades import TRADE_KINDS
+from engine.run.trades import TRADE_KINDS
 
 YEAR_DAYS = 365.0
 

@@ -47,8 +47,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.config import ENGINE_VERSION
-from engine.errors import EngineError
-from engine.metrics import YEAR_DAYS
+from engine.core.errors import EngineError
+from engine.run.metrics import YEAR_DAYS
 
 T = TypeVar("T")
 
@@ -138,7 +138,7 @@ def _num(x: Any) -> float | None:
 def returns_summary(returns: np.ndarray | Sequence[float]) -> dict[str, float | int | None]:
     """n_obs, mean, std (ddof=1), skew, kurtosis (non-excess, 3 for a normal) of daily returns.
 
-    The moments are those of ``engine.metrics.equity_metrics`` (population moments), so the ledger's
+    The moments are those of ``engine.run.metrics.equity_metrics`` (population moments), so the ledger's
     skew and kurtosis feed the deflated Sharpe ratio exactly as metrics.json does. Undefined
     moments (fewer than two returns, zero variance) are None.
     """

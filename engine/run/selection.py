@@ -34,9 +34,9 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
-from engine.errors import ConfigError, EngineError
-from engine.units import DAY_MS
-from engine.validation import sharpe_columns
+from engine.core.errors import ConfigError, EngineError
+from engine.core.units import DAY_MS
+from engine.run.validation import sharpe_columns
 
 log = logging.getLogger("engine")
 
@@ -191,7 +191,7 @@ def windows_precheck(cfg: RunConfig) -> None:
     The check runs before any run directory exists (synthetic and ccxt data know their range from
     the config; files data are checked once their coverage is read).
     """
-    from engine.windows import date_ms, windows_build
+    from engine.strategy.windows import date_ms, windows_build
 
     data = cfg.data
     if data.source not in ("synthetic", "ccxt") or data.start is None or data.end is None:

@@ -18,8 +18,7 @@ import numpy as np
 import polars as pl
 
 from engine.config import USD_QUOTES, PortfolioConfig, RankingConfig, UniverseConfig
-from engine.data.bars import interval_ms
-from engine.units import DAY_MS
+from engine.core.units import DAY_MS, interval_ms
 
 log = logging.getLogger(__name__)
 

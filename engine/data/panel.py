@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.data.bars import interval_ms
+from engine.core.units import interval_ms
 from engine.data.lakehouse import DATA_FILE, Lakehouse
-from engine.sql import sql_arrow
+from engine.data.sql import sql_arrow
 
 FIELDS = ("open", "high", "low", "close", "volume")
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from engine.config import BacktestConfig, RankingConfig
-from engine.data.bars import interval_ms
-from engine.errors import EngineError
-from engine.units import DAY_MS as DAY_MS  # re-exported for the windows' users
+from engine.core.errors import EngineError
+from engine.core.units import DAY_MS as DAY_MS  # re-exported for the windows' users
+from engine.core.units import interval_ms
 
 
 def date_ms(day: date) -> int:

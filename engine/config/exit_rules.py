@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.errors import ConfigError
-from engine.units import MS_NS, duration_ms
+from engine.core.errors import ConfigError
+from engine.core.units import MS_NS, duration_ms
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def duration_to_ns(text: str) -> int:
-    """Parse a duration such as ``"12h"`` or ``"5d"`` into nanoseconds (see ``engine.units``)."""
+    """Parse a duration such as ``"12h"`` or ``"5d"`` into nanoseconds (see ``engine.core.units``)."""
     return duration_ms(text) * MS_NS
 
 

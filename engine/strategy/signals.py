@@ -24,26 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
-from engine.units import DAY_MS
+from engine.config import TrendInTrend
+from engine.core.units import DAY_MS
 
 __all__ = ["DAY_MS", "TrendInTrend", "daily_trend", "signals_compute", "weights_from_signals"]
-
-
-class TrendInTrend(BaseModel):
-    """Parameters of the daily-trend / 4h pullback-reclaim signal."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    trend_days: int = Field(default=50, ge=2)
-    """Daily uptrend = daily close strictly above its ``trend_days``-day simple moving average."""
-    ema_bars: int = Field(default=20, ge=2)
-    """Span of the 4h close EMA (``ewm_mean(span=ema_bars, adjust=False)``)."""
-    pullback: float = Field(default=0.02, gt=0.0, lt=0.5)
-    """A 4h close at or below ``ema * (1 - pullback)`` arms the trigger."""
-    reclaim: bool = True
-    """True: enter when, once armed, a 4h close is back above the EMA; False: enter on the arming close."""
 
 
 def _epoch_ms(lf: pl.LazyFrame, col: str = "timestamp") -> pl.Expr:

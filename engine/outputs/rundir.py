@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError, EngineError
+from engine.core.errors import ConfigError, EngineError
 
 COMPLETE = "_COMPLETE"
 ERROR = "error.txt"
@@ -284,7 +284,7 @@ def error_write(message: str, out: Path | None = None, log_it: bool = True) -> N
 def logging_setup() -> None:
     """Send INFO and up to the run's ``engine.log`` (Hydra's file handler), only warnings to the console.
 
-    Every handler redacts what it writes (:class:`engine.rundir.RedactFilter`): no secret of a URL
+    Every handler redacts what it writes (:class:`engine.outputs.rundir.RedactFilter`): no secret of a URL
     reaches a log, whichever call site logged it.
     """
     root = logging.getLogger()

@@ -17,11 +17,10 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from engine.data.bars import interval_ms, symbol_check
-from engine.errors import ConfigError, EngineError
-from engine.exit_rules import ExitRules, duration_to_ns
-from engine.signals import TrendInTrend
-from engine.units import DAY_MS, MS_NS, UNIT_MS, duration_ms
+from engine.config.exit_rules import ExitRules, duration_to_ns
+from engine.core.errors import ConfigError, EngineError
+from engine.core.symbols import symbol_check
+from engine.core.units import DAY_MS, MS_NS, UNIT_MS, duration_ms, interval_ms
 
 ENGINE_VERSION = "0.1.0"
 USD_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD")
@@ -59,6 +58,21 @@ MIN_CASH = 1.0
 """Smallest ``backtest.init_cash`` (quote currency): one unit, e.g. 1 USDT."""
 MAX_DURATION_NS = 100 * 365 * 86_400 * 10**9  # 100 years
 MAX_TP = 1000.0  # a take profit at +100,000 %
+
+
+class TrendInTrend(BaseModel):
+    """Parameters of the daily-trend / 4h pullback-reclaim signal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trend_days: int = Field(default=50, ge=2)
+    """Daily uptrend = daily close strictly above its ``trend_days``-day simple moving average."""
+    ema_bars: int = Field(default=20, ge=2)
+    """Span of the 4h close EMA (``ewm_mean(span=ema_bars, adjust=False)``)."""
+    pullback: float = Field(default=0.02, gt=0.0, lt=0.5)
+    """A 4h close at or below ``ema * (1 - pullback)`` arms the trigger."""
+    reclaim: bool = True
+    """True: enter when, once armed, a 4h close is back above the EMA; False: enter on the arming close."""
 
 
 class FactorBars(NamedTuple):
@@ -631,7 +645,7 @@ class RunConfig(_Model):
     @field_validator("signals", mode="before")
     @classmethod
     def _signal_windows_bounded(cls, value: Any) -> Any:
-        # TrendInTrend (engine/signals.py) bounds its windows from below only
+        # TrendInTrend (engine/strategy/signals.py) bounds its windows from below only
         if isinstance(value, dict):
             for key in ("trend_days", "ema_bars"):
                 v = value.get(key)
@@ -643,7 +657,7 @@ class RunConfig(_Model):
     @field_validator("exit_rules", mode="before")
     @classmethod
     def _exit_rules_finite(cls, value: Any) -> Any:
-        # ExitRules (engine/exit_rules.py) accepts inf; a stop at an infinite distance is no stop
+        # ExitRules (engine/config/exit_rules.py) accepts inf; a stop at an infinite distance is no stop
         if isinstance(value, dict):
             for key in ("sl_stop", "tp_stop", "sl_trail"):
                 v = value.get(key)

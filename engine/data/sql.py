@@ -95,7 +95,7 @@ def _arrow_read(storage: Any, value: str | list[str]) -> pa.Table:
                 table = table.append_column(k, pa.array([v] * table.num_rows, pa.string()))
         tables.append(table)
     if not tables:
-        from engine.errors import DataError
+        from engine.core.errors import DataError
 
         msg = f"no parquet file matches {value if isinstance(value, str) else value[:3]}"
         raise DataError(storage.redact(msg))

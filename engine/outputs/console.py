@@ -11,7 +11,7 @@ from engine.config import RunConfig
 
 def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None:
     """Print the console's closing lines: the data source, a short metrics table and the output path."""
-    from engine.report import data_label
+    from engine.outputs.report import data_label
 
     m = metrics
     print(f"data: {data_label(cfg)}")

@@ -11,8 +11,8 @@ from typing import Any
 from engine.config import ENGINE_VERSION, RunConfig
 from engine.data.lakehouse import atomic_write_bytes, parquet_write_atomic
 from engine.data.storage import storage_for
+from engine.outputs.rundir import json_dumps, json_write, redact
 from engine.run.result import BacktestResult
-from engine.rundir import json_dumps, json_write, redact
 
 PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra-core", "pyarrow")
 
@@ -49,7 +49,7 @@ def metrics_write(path: Path, metrics: dict[str, Any]) -> None:
 def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_yaml: str) -> None:
     """config.yaml, manifest.json, metrics.json, equity/orders/trades/winners parquet, audit.jsonl.
 
-    JSON is strict (no NaN/Infinity) and secrets in URLs are redacted (:mod:`engine.rundir`).
+    JSON is strict (no NaN/Infinity) and secrets in URLs are redacted (:mod:`engine.outputs.rundir`).
     """
     out.mkdir(parents=True, exist_ok=True)
     root = cfg.paths.lakehouse_dir

@@ -1,0 +1,1 @@
+"""The base layer: user-facing errors, time units and intervals, exchange symbols, progress bars."""

@@ -1,0 +1,90 @@
+"""The folders of engine/ are layers, and imports only go down (or sideways within a layer).
+
+core < config < data < strategy < simulation < run < outputs < tasks < the command line (engine/*.py).
+Every import counts, module level and inside functions, so a lazy import cannot hide a way back up;
+and no module imports itself back through others (no import cycle among module-level imports).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ENGINE = Path(__file__).resolve().parent.parent / "engine"
+LAYERS = ("core", "config", "data", "strategy", "simulation", "run", "outputs", "tasks")
+TOP = len(LAYERS)  # engine/cli.py, compose.py, __main__.py, sweep.py, testing.py
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ENGINE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) >= 2 and parts[1] in LAYERS else TOP
+
+
+def _imports(path: Path, module_level_only: bool = False) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("engine"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # `from engine.x import module`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("engine"))
+    return found
+
+
+MODULES = {_module(p): p for p in ENGINE.rglob("*.py") if "conf" not in p.relative_to(ENGINE).parts[:1]}
+
+
+def test_every_module_is_in_a_layer_folder_or_the_command_line() -> None:
+    top = sorted(m for m in MODULES if _layer(m) == TOP and m.count(".") > 0)
+    assert top == ["engine.__main__", "engine.cli", "engine.compose", "engine.sweep", "engine.testing"]
+
+
+def test_imports_only_go_down() -> None:
+    upward = []
+    for module, path in MODULES.items():
+        for target in _imports(path):
+            if target in MODULES and _layer(target) > _layer(module):
+                upward.append(f"{module} imports {target}")
+    assert not upward, upward
+
+
+def test_no_import_cycle() -> None:
+    graph = {m: {t for t in _imports(p, module_level_only=True) if t in MODULES and t != m} for m, p in MODULES.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycles.append([*stack[stack.index(t) :], t])
+            elif t not in state:
+                visit(t, [*stack, t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    # a package's __init__ re-exporting its own submodules is not a cycle of the code
+    real = [c for c in cycles if not all(x == c[0] or x.startswith(c[0] + ".") for x in c)]
+    assert not real, real
+
+
+def test_the_checks_see_what_they_must() -> None:
+    """The layer map orders the stages, and a lazy import inside a function is seen."""
+    assert _layer("engine.core.units") < _layer("engine.config") < _layer("engine.data.bars")
+    assert (
+        _layer("engine.run.result")
+        < _layer("engine.outputs.report")
+        < _layer("engine.tasks.wfo")
+        < _layer("engine.cli")
+    )
+    assert "engine.tasks" in _imports(MODULES["engine.cli"])  # imported inside _task only
+    assert "engine.tasks" not in _imports(MODULES["engine.cli"], module_level_only=True)
