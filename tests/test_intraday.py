@@ -435,7 +435,7 @@ def test_hourly_base_from_ccxt_equals_the_same_bars_from_files(tmp_path: Path) -
         metrics = {}
         for name, data in (("ccxt", ccxt), ("files", ["data=files", f"data.path={folder}"])):
             raw = config_compose(["+profile=crypto_rating_intraday", *data, "quiet=true"])[1]
-            raw["paths"] = {"lakehouse_dir": str(tmp_path / "lh"), "output_dir": str(tmp_path / name)}
+            raw["paths"] = {"lakehouse_dir": str(tmp_path / "lh"), "output_dir": str(tmp_path / "out" / name)}
             if name == "ccxt":
                 assert ingest_task(config_validate({**raw, "task": "ingest"})) == 0
                 assert {r.params["interval"] for r in server.klines()} == {"1h"}  # the base bars, no daily
@@ -445,8 +445,8 @@ def test_hourly_base_from_ccxt_equals_the_same_bars_from_files(tmp_path: Path) -
     for key in ("total_return", "sharpe", "max_drawdown", "n_orders", "n_trades", "final_equity", "start", "end"):
         assert a[key] == b[key], key
     for f in ("orders", "trades", "equity", "winners"):
-        assert pl.read_parquet(tmp_path / "ccxt" / f"{f}.parquet").equals(
-            pl.read_parquet(tmp_path / "files" / f"{f}.parquet")
+        assert pl.read_parquet(tmp_path / "out" / "ccxt" / f"{f}.parquet").equals(
+            pl.read_parquet(tmp_path / "out" / "files" / f"{f}.parquet")
         )
 
 

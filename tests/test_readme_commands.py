@@ -39,6 +39,10 @@ from helpers import feather_write, five_minute_bars
 from engine.core.units import DAY_MS, HOUR_MS
 from engine.data.sources.synthetic import SyntheticSource
 
+# one worker runs every command in order, in one workspace: task=wfo's trial count (and so its
+# deflated Sharpe in metrics.json) counts the trials the earlier commands left in the workspace's ledger
+pytestmark = pytest.mark.xdist_group("readme")
+
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 CI_RUN = REPO / ".ci" / "run"

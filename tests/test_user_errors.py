@@ -157,6 +157,7 @@ def test_log_handlers_redact_message_arguments_and_exception_text() -> None:
     stream = io.StringIO()
     logger = logging.getLogger("test_redaction")
     logger.propagate = False
+    logger.setLevel(logging.INFO)  # whatever level an earlier test left on the root logger
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
