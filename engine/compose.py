@@ -16,7 +16,8 @@ from typing import Any
 
 from engine.config import RunConfig, config_validate
 from engine.config.exit_rules import grid_combos
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, first_line
+from engine.outputs.rundir import CONFIG_YAML
 
 
 def _conf_dir() -> Path:
@@ -25,7 +26,7 @@ def _conf_dir() -> Path:
 
     found = resources.files("engine.conf")
     path = Path(str(found))
-    if not (path / "config.yaml").is_file():
+    if not (path / CONFIG_YAML).is_file():
         msg = f"the engine's config folder is missing ({found}): reinstall quant-engine"
         raise RuntimeError(msg)
     return path
@@ -46,7 +47,7 @@ def plain(cfg: Any) -> dict[str, Any]:
 
 def _hydra_message(exc: Exception) -> str:
     """One line out of Hydra's (often multi-line) composition errors."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    text = first_line(exc)
     if "Could not find 'profile/" in text or ("profile" in text and "not found" in text.lower()):
         names = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
         return f"{text.rstrip('.')}: available profiles are {', '.join(names)}"
@@ -127,7 +128,7 @@ def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConf
         raise ConfigError(_hydra_message(exc)) from None
     except (ValueError, TypeError, OverflowError) as exc:
         bad = " ".join(overrides)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        first = first_line(exc)
         msg = f"the overrides {bad!r} cannot be applied ({first}): write key=value with an existing key"
         raise ConfigError(msg) from None
     if not validate:
@@ -180,7 +181,7 @@ def hydra_overrides_validate(overrides: list[str], hydra_overrides: list[str]) -
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name="config", overrides=[*overrides, *hydra_overrides], return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        text = first_line(exc)
         unknown = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' not in", text)
         if unknown:
             key = unknown.group(1)

@@ -17,3 +17,17 @@ class NoWinnersError(DataError):
     """Every walk-forward window was left without a winner: nothing would be traded."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    r"""Return the first line of an exception's message, or its class name when the message is empty.
+
+    The one way every message of the engine quotes a library's exception (a traceback-free line).
+
+    >>> first_line(ValueError("bad value\nmore detail"))
+    'bad value'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__

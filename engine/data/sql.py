@@ -25,6 +25,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from engine.core.errors import first_line
+
 log = logging.getLogger(__name__)
 _FALLBACK_SAID: set[str] = set()
 
@@ -54,7 +56,7 @@ def sql_arrow(name: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection 
         except duckdb.Error as exc:
             if storage.bucket not in _FALLBACK_SAID:
                 _FALLBACK_SAID.add(storage.bucket)
-                log.info("DuckDB httpfs unavailable (%s): parquet on S3 read through pyarrow", str(exc).splitlines()[0])
+                log.info("DuckDB httpfs unavailable (%s): parquet on S3 read through pyarrow", first_line(exc))
             params = dict(params)
             for key in s3:
                 table = _arrow_read(storage, params.pop(key))

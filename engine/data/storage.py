@@ -39,7 +39,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.core.errors import DataError
+from engine.core.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ class S3Storage(Storage):
         return self._fs
 
     def _error(self, exc: BaseException, what: str) -> DataError:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        detail = first_line(exc)
         return DataError(self.redact(f"{what} on {self.where()} failed: {detail}"))
 
     def exists(self, path: PurePath) -> bool:
@@ -380,7 +380,7 @@ class S3Storage(Storage):
                 raise DataError(msg)
             self.fs.get_file_info(pafs.FileSelector(str(self.root), allow_not_found=True, recursive=False))
         except OSError as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            detail = first_line(exc)
             low = detail.lower().replace("_", "").replace(" ", "")
             if any(k in low for k in ("accessdenied", "forbidden", "signature", "invalidaccesskeyid", "invalidtoken")):
                 hint = "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"

@@ -47,7 +47,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.config import ENGINE_VERSION
-from engine.core.errors import EngineError
+from engine.core.errors import EngineError, first_line
+from engine.outputs.rundir import MANIFEST_JSON, METRICS_JSON
 from engine.run.metrics import YEAR_DAYS
 
 T = TypeVar("T")
@@ -314,7 +315,7 @@ def ledger_append(trials: Trial | Sequence[Trial], path: Path | str = DEFAULT_LE
 
 
 def _db_error(path: Path, verb: str, exc: Exception) -> str:
-    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    first = first_line(exc)
     return f"the trial ledger {path} could not be {verb} ({first}): move the file aside or pass another path"
 
 
@@ -354,14 +355,14 @@ def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None)
     """
     run_dir = Path(run_dir)
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        manifest = json.loads((run_dir / MANIFEST_JSON).read_text())
+        metrics = json.loads((run_dir / METRICS_JSON).read_text())
     except (OSError, ValueError) as exc:
         msg = f"{run_dir} is not a finished run ({exc.__class__.__name__}: {exc}): it needs manifest.json and metrics.json"
         raise LedgerError(msg) from None
     fingerprint = (manifest.get("data") or {}).get("fingerprint")
     if "config" not in manifest or not fingerprint:
-        raise LedgerError(f"{run_dir / 'manifest.json'} has no config or data fingerprint: rerun with this engine")
+        raise LedgerError(f"{run_dir / MANIFEST_JSON} has no config or data fingerprint: rerun with this engine")
     return Trial.from_metrics(
         kind,
         trial_config_hash(manifest["config"]),
@@ -403,7 +404,7 @@ def _best_effort(path: Path | str, work: Callable[[], T]) -> tuple[bool, T | Non
     try:
         return True, work()
     except Exception as exc:  # reported on stderr, never swallowed: the count falls back, the run stands
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        first = first_line(exc)
         print(f"warning: trial ledger {path} not updated: {first}", file=sys.stderr)
         return False, None
 
@@ -474,7 +475,7 @@ def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: S
         return False
 
     def rows() -> list[Trial]:
-        fp = json.loads((Path(run_dir) / "manifest.json").read_text())["data"]["fingerprint"]
+        fp = json.loads((Path(run_dir) / MANIFEST_JSON).read_text())["data"]["fingerprint"]
         return [
             Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, m, label=f"{run_dir}/combos/{i:03d}")
             for i, (r, m) in enumerate(zip(rules, metrics, strict=True))

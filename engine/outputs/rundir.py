@@ -29,26 +29,38 @@ from typing import Any
 
 from engine.core.errors import ConfigError, EngineError
 
+# the file names of a run directory, defined here only: every module names them through these
 COMPLETE = "_COMPLETE"
 ERROR = "error.txt"
 MARKER = ".engine-run"  # every run directory holds it; locked while a run writes there
+CONFIG_YAML = "config.yaml"
+MANIFEST_JSON = "manifest.json"
+METRICS_JSON = "metrics.json"
+PARAMS_JSON = "params.json"
+EQUITY_PARQUET = "equity.parquet"
+ORDERS_PARQUET = "orders.parquet"
+TRADES_PARQUET = "trades.parquet"
+WINNERS_PARQUET = "winners.parquet"
+AUDIT_JSONL = "audit.jsonl"
+REPORT_HTML = "report.html"
+WFO_PARQUET = "wfo.parquet"
 # what makes an existing folder an earlier run's directory (params.json: runs before the marker)
-RUN_MARKS = (MARKER, COMPLETE, "params.json")
+RUN_MARKS = (MARKER, COMPLETE, PARAMS_JSON)
 # files a run (re)writes at the top of its directory: removed before a run starts in it
 ARTEFACTS = (
     COMPLETE,
     ERROR,
-    "config.yaml",
-    "manifest.json",
-    "metrics.json",
-    "params.json",
-    "equity.parquet",
-    "orders.parquet",
-    "trades.parquet",
-    "winners.parquet",
-    "audit.jsonl",
-    "report.html",
-    "wfo.parquet",
+    CONFIG_YAML,
+    MANIFEST_JSON,
+    METRICS_JSON,
+    PARAMS_JSON,
+    EQUITY_PARQUET,
+    ORDERS_PARQUET,
+    TRADES_PARQUET,
+    WINNERS_PARQUET,
+    AUDIT_JSONL,
+    REPORT_HTML,
+    WFO_PARQUET,
 )
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
@@ -244,7 +256,7 @@ def params_write(out: Path) -> None:
         key, _, value = item.partition("=")
         params[key.lstrip("+~")] = value
     out.mkdir(parents=True, exist_ok=True)
-    json_write(out / "params.json", params)
+    json_write(out / PARAMS_JSON, params)
 
 
 def error_message(exc: BaseException) -> str:

@@ -29,7 +29,8 @@ import polars as pl
 from hydra.experimental.callback import Callback
 
 from engine.config import ENGINE_VERSION
-from engine.core.errors import EngineError
+from engine.core.errors import EngineError, first_line
+from engine.outputs.rundir import ERROR, MANIFEST_JSON, METRICS_JSON, PARAMS_JSON
 from engine.run.metrics import YEAR_DAYS
 from engine.run.validation import EULER_GAMMA as EULER_GAMMA  # re-exported: the DSR is defined once, there
 from engine.run.validation import deflated_sharpe, expected_max_sharpe
@@ -42,7 +43,7 @@ HEATMAP_DIV_ID = "heatmap-sl-tp"
 """Fixed div id so the html is byte-identical for identical inputs."""
 GRID_SUBDIR = "combos"
 """Where the vectorised grid writes its combos (``<grid_run_dir>/combos/<combo_id>/``)."""
-_JOB_MARKERS = ("metrics.json", "params.json", "error.txt", ".hydra")
+_JOB_MARKERS = (METRICS_JSON, PARAMS_JSON, ERROR, ".hydra")
 
 
 @dataclass
@@ -139,9 +140,9 @@ def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[
     (a grid's combos: the grid run's, one level up). None with the reason when there is no ledger,
     no manifest, the jobs ran on different data, or the ledger cannot be read (one warning line).
     """
-    manifests = [d / "manifest.json" for d in jobs if (d / "manifest.json").is_file()]
-    if not manifests and (sweep_dir.parent / "manifest.json").is_file():
-        manifests = [sweep_dir.parent / "manifest.json"]
+    manifests = [d / MANIFEST_JSON for d in jobs if (d / MANIFEST_JSON).is_file()]
+    if not manifests and (sweep_dir.parent / MANIFEST_JSON).is_file():
+        manifests = [sweep_dir.parent / MANIFEST_JSON]
     if not manifests:
         return None, f"{n_jobs} trials: the jobs here (no manifest.json names a ledger)"
     fps: set[str | None] = set()
@@ -164,7 +165,7 @@ def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[
     try:
         n = n_trials(fp, ledger)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        first = first_line(exc)
         print(f"warning: trial ledger {ledger} not read ({first}); counting the jobs here", file=sys.stderr)
         return None, f"{n_jobs} trials: the jobs here (ledger unreadable)"
     n = max(n, n_jobs)
@@ -189,7 +190,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def failure_reason(job_dir: Path) -> str:
     """Why a job has no metrics.json: error.txt, else the last log line with "Error", else a default."""
-    error = job_dir / "error.txt"
+    error = job_dir / ERROR
     if error.is_file():
         lines = [ln.strip() for ln in error.read_text(errors="replace").splitlines() if ln.strip()]
         if lines:
@@ -207,8 +208,8 @@ def _query(sweep_dir: Path, jobs: list[Path], metric: str, descending: bool) -> 
     from engine.data.sql import sql_arrow
 
     params = {
-        "metrics_files": [str(d / "metrics.json") for d in jobs],
-        "params_files": [str(d / "params.json") for d in jobs if (d / "params.json").is_file()],
+        "metrics_files": [str(d / METRICS_JSON) for d in jobs],
+        "params_files": [str(d / PARAMS_JSON) for d in jobs if (d / PARAMS_JSON).is_file()],
         "root": str(sweep_dir),
         "metric": metric,
         "descending": descending,
@@ -216,7 +217,7 @@ def _query(sweep_dir: Path, jobs: list[Path], metric: str, descending: bool) -> 
     try:
         table = sql_arrow("sweep_metrics", params)
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         msg = f"the metrics.json/params.json files of {sweep_dir} could not be read ({first}): rerun the broken jobs"
         raise EngineError(msg) from None
     return pl.from_arrow(table)  # type: ignore[return-value]
@@ -275,7 +276,7 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
         msg = f"sweep directory {sweep_dir} does not exist: pass the directory of a multirun, e.g. outputs/sweeps/DATE/TIME"
         raise EngineError(msg)
     jobs = job_dirs(sweep_dir)
-    done = [d for d in jobs if (d / "metrics.json").is_file()]
+    done = [d for d in jobs if (d / METRICS_JSON).is_file()]
     failed = pl.DataFrame(
         [(str(d.relative_to(sweep_dir)), failure_reason(d)) for d in jobs if d not in done],
         schema={"job": pl.String, "reason": pl.String},
@@ -472,7 +473,7 @@ def _write_heatmap(s: SweepSummary) -> None:
             fig, opts={"format": "png", "width": 720, "height": 560}, kopts={"path": browser, "mathjax": False}
         )
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        first = first_line(exc)
         why = (
             f"kaleido could not render it with {browser} ({first}): "
             "check that this Chrome/Chromium starts, or point BROWSER_PATH at a working one"
@@ -534,13 +535,13 @@ class SweepSummaryCallback(Callback):
         global LAST_SWEEP
         sweep_dir = Path(config.hydra.sweep.dir)
         dirs = job_dirs(sweep_dir) if sweep_dir.is_dir() else []
-        failed = [d for d in dirs if not (d / "metrics.json").is_file()]
+        failed = [d for d in dirs if not (d / METRICS_JSON).is_file()]
         LAST_SWEEP = (sweep_dir, len(failed), len(dirs))
         try:
             summary = sweep_summarize(Path(config.hydra.sweep.dir), self.metric, self.descending)
             summary_print(summary)
         except Exception as exc:  # the sweep itself succeeded: never turn a summary problem into a failure
-            print(f"sweep summary skipped: {exc}".splitlines()[0], file=sys.stderr)
+            print(f"sweep summary skipped: {first_line(exc)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
