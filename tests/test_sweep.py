@@ -254,7 +254,7 @@ def test_no_browser_writes_the_summary_and_warns(
     assert "heatmap_sl_tp.png" not in s.files and not (sweep / "heatmap_sl_tp.png").exists()  # no stale png
     (warning,) = s.warnings
     assert "no-such-chrome is not a file" in warning and f"python -m engine.sweep {sweep}" in warning
-    from engine.tasks.sweep import summary_print
+    from engine.tasks.multirun import summary_print
 
     summary_print(s)
     out, err = capsys.readouterr()

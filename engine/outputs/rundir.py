@@ -318,3 +318,17 @@ def artefact_errors(out: Path) -> Iterator[None]:
         where = exc.filename or out
         msg = f"cannot write the run's artefacts into {out}: {exc.strerror or exc} ({where}): choose a writable output folder"
         raise EngineError(msg) from None
+
+
+def run_dir_prepare(hydra_dir: Path, out: Path) -> None:
+    """Make a Hydra job's directories ready for its run.
+
+    Redacts Hydra's config copies, clears an earlier run's artefacts from the job's Hydra directory
+    and the output directory, sends the log to the run's ``engine.log`` and writes ``params.json``.
+    """
+    with artefact_errors(out):
+        hydra_files_redact(hydra_dir)
+        for folder in {hydra_dir, out}:
+            run_dir_reset(folder)
+        logging_setup()
+        params_write(out)

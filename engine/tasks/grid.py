@@ -73,7 +73,8 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
     print(f"data: {data_label(cfg)}")
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     print(f"the run directory's own artefacts are combination 000's; all {len(rules)} are ranked below")
-    from engine.tasks.sweep import summary_print, sweep_summarize
+    from engine.tasks.multirun import summary_print
+    from engine.tasks.sweep import sweep_summarize
 
     try:
         summary_print(sweep_summarize(out / "combos"))

@@ -8,13 +8,13 @@ metric, adds the deflated Sharpe ratio of each trial, and writes ``leaderboard.c
 ``exit_rules.tp_stop`` were swept, ``heatmap_sl_tp.html`` and ``heatmap_sl_tp.png``. The PNG alone
 needs a Chrome/Chromium: without one the summary is still written and one warning says how to get it.
 
-Use it as ``python -m engine.sweep SWEEP_DIR [--metric sharpe]``, or let Hydra run it at the end of
-every multirun with ``hydra/callbacks=sweep_summary`` (:class:`SweepSummaryCallback`).
+Use it as ``python -m engine.sweep SWEEP_DIR [--metric sharpe]`` (:mod:`engine.sweep`), or let Hydra
+run it at the end of every multirun with ``hydra/callbacks=sweep_summary``
+(:class:`engine.tasks.multirun.SweepSummaryCallback`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from hydra.experimental.callback import Callback
 
 from engine.config import ENGINE_VERSION
 from engine.core.errors import EngineError, first_line
@@ -491,73 +490,3 @@ def _png_skipped(s: SweepSummary, png_path: Path, why: str) -> None:
         f"heatmap_sl_tp.png not made: {why}, then rerun `python -m engine.sweep {s.sweep_dir}` "
         "(the leaderboard and heatmap_sl_tp.html are written)"
     )
-
-
-# ---- Hydra callback and command line ---------------------------------------------------------
-
-
-def summary_print(s: SweepSummary, n: int = 5) -> None:
-    """Top ``n`` rows of the leaderboard, where it was written, and the summary's warnings (stderr)."""
-    top = s.top(n)
-    with pl.Config(
-        tbl_rows=n, tbl_cols=-1, tbl_width_chars=240, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
-    ):
-        print(f"sweep summary: {s.n_trials} trials, {s.failed.height} failed, ranked by {s.metric}")
-        print(top)
-    print(f"deflated Sharpe with {s.dsr_trials_source}")
-    print(f"leaderboard: {s.files['leaderboard.md']}")
-    for line in s.warnings:
-        print(f"warning: {line}", file=sys.stderr)
-
-
-LAST_SWEEP: tuple[Path, int, int] | None = None
-"""(sweep dir, failed jobs, all jobs) of the last multirun summarised in this process."""
-
-
-class SweepSummaryCallback(Callback):
-    """Hydra callback: summarise the sweep directory when a multirun ends.
-
-    Enable with ``hydra/callbacks=sweep_summary`` (``conf/hydra/callbacks/sweep_summary.yaml``).
-    A failing summary prints one line and never fails the sweep: the jobs' artefacts are already
-    written and the summary can be rerun with ``python -m engine.sweep SWEEP_DIR``.
-    """
-
-    def __init__(self, metric: str = "sharpe", descending: bool = True) -> None:
-        self.metric = metric
-        self.descending = descending
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        """Summarise ``config.hydra.sweep.dir`` and print the top 5 rows and the leaderboard path.
-
-        Also records how many jobs failed in :data:`LAST_SWEEP`, so the command exits non-zero
-        when any did (``engine.cli.main``), after every job has had its chance to run.
-        """
-        global LAST_SWEEP
-        sweep_dir = Path(config.hydra.sweep.dir)
-        dirs = job_dirs(sweep_dir) if sweep_dir.is_dir() else []
-        failed = [d for d in dirs if not (d / METRICS_JSON).is_file()]
-        LAST_SWEEP = (sweep_dir, len(failed), len(dirs))
-        try:
-            summary = sweep_summarize(Path(config.hydra.sweep.dir), self.metric, self.descending)
-            summary_print(summary)
-        except Exception as exc:  # the sweep itself succeeded: never turn a summary problem into a failure
-            print(f"sweep summary skipped: {first_line(exc)}", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m engine.sweep SWEEP_DIR [--metric sharpe] [--ascending]``."""
-    parser = argparse.ArgumentParser(prog="python -m engine.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="directory of a multirun (outputs/sweeps/DATE/TIME)")
-    parser.add_argument("--metric", default="sharpe", help="numeric key of metrics.json to rank by (default sharpe)")
-    parser.add_argument("--ascending", action="store_true", help="rank the lowest value first")
-    args = parser.parse_args(argv)
-    try:
-        summary = sweep_summarize(args.sweep_dir, args.metric, descending=not args.ascending)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    summary_print(summary)
-
-
-if __name__ == "__main__":
-    main()
