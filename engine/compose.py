@@ -12,12 +12,16 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import RunConfig, config_validate
 from engine.config.exit_rules import grid_combos
 from engine.core.errors import ConfigError, first_line
 from engine.outputs.rundir import CONFIG_YAML
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import DictConfig
 
 
 def _conf_dir() -> Path:
@@ -35,7 +39,7 @@ def _conf_dir() -> Path:
 CONF_DIR = _conf_dir()
 
 
-def plain(cfg: Any) -> dict[str, Any]:
+def plain(cfg: DictConfig) -> dict[str, Any]:
     """Return a composed Hydra config as a plain dict, resolved, without its ``hydra`` node."""
     from omegaconf import OmegaConf
 
@@ -54,7 +58,7 @@ def _hydra_message(exc: Exception) -> str:
     return text
 
 
-def _parses(parser: Any, override: str) -> bool:
+def _parses(parser: OverridesParser, override: str) -> bool:
     from hydra.errors import HydraException
 
     try:
@@ -115,7 +119,7 @@ def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConf
             key = unknown.group(1)
             parent, _, _leaf = key.rpartition(".")
             rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
-            node: Any = config_compose(rest)[1]
+            node: object = config_compose(rest)[1]
             for part in parent.split(".") if parent else []:
                 node = node.get(part, {}) if isinstance(node, dict) else {}
             valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
@@ -142,12 +146,12 @@ def _is_group(key: str) -> bool:
     return "@" in name or (CONF_DIR / name.replace(".", "/")).is_dir()
 
 
-def _raw_with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any] | None:
+def _raw_with(raw: dict[str, Any], key: str, value: object) -> dict[str, Any] | None:
     """Return a copy of ``raw`` with ``key`` (dotted) set to ``value``; None when the key is not there."""
     import copy
 
     out = copy.deepcopy(raw)
-    node: Any = out
+    node: object = out
     *parents, leaf = key.split(".")
     for part in parents:
         if not isinstance(node, dict) or part not in node:

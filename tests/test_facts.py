@@ -213,3 +213,25 @@ def test_renamed_settings_go_through_one_helper() -> None:
     assert seen.count("a is deprecated: use b") == 1  # once per process
     assert RunConfig.model_validate({"backtest": {"hold_days": 14}}).backtest.hold == "14d"
     assert not _grep(r"_warned|def _warn_once", {"config/renamed.py"})
+
+
+# ---- broad exception handlers ------------------------------------------------------------------
+
+
+def test_no_broad_except_swallows_an_error() -> None:
+    """Every ``except Exception`` re-raises, logs the traceback, or says in a comment why it is broad."""
+    quiet = []
+    for name, text in SOURCES.items():
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if not (isinstance(node, ast.ExceptHandler) and isinstance(node.type, ast.Name)):
+                continue
+            if node.type.id not in ("Exception", "BaseException"):
+                continue
+            body = [n for stmt in node.body for n in ast.walk(stmt)]
+            raises = any(isinstance(n, ast.Raise) for n in body)
+            logs = any(isinstance(n, ast.Attribute) and n.attr == "exception" for n in body)
+            said = "#" in lines[node.lineno - 1]
+            if not (raises or logs or said):
+                quiet.append(f"{name}:{node.lineno}")
+    assert not quiet, quiet

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 warned: set[str] = set()
 """Deprecation warnings already given in this process (each is given once)."""
@@ -25,20 +24,20 @@ def _same(value: object) -> object:
 
 
 def setting_renamed(
-    data: Any,  # a model's raw input: a dict of settings, or anything pydantic then rejects
+    data: object,
     old: str,
     new: str,
-    convert: Callable[[Any], object | None] = _same,
+    convert: Callable[[object], object | None] = _same,
     *,
     keep: bool = False,
     warning: str | None = None,
     conflict: str | None = None,
-) -> Any:  # the same kind of value as ``data``
+) -> object:
     """Return the raw settings ``data`` with the value of key ``old``, when set, moved onto key ``new``.
 
     Parameters
     ----------
-    data : Any
+    data : object
         The raw input of a model (a dict; anything else is returned as it is).
     old, new : str
         The old key and the key of the setting that replaced it.
@@ -55,7 +54,7 @@ def setting_renamed(
 
     Returns
     -------
-    Any
+    object
         ``data``, or a new dict with ``new`` set.
     """
     if not isinstance(data, dict) or data.get(old) is None:

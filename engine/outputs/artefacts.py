@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from engine.config import ENGINE_VERSION, RunConfig
 from engine.data.lakehouse import atomic_write_bytes, parquet_write_atomic
@@ -53,7 +53,7 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return versions
 
 
-def metrics_write(path: Path, metrics: dict[str, Any]) -> None:
+def metrics_write(path: Path, metrics: Mapping[str, object]) -> None:
     """``metrics.json``, stamped with the engine version (sweep summaries refuse other versions)."""
     json_write(path, {"engine_version": ENGINE_VERSION, **metrics})
 

@@ -25,7 +25,6 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from engine.core.errors import ConfigError, EngineError
 
@@ -109,7 +108,7 @@ def log_redaction_install(logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactFilter())
 
 
-def redact_obj(obj: Any) -> Any:
+def redact_obj(obj: object) -> object:
     """:func:`redact` applied to every string of a JSON-like structure."""
     if isinstance(obj, str):
         return redact(obj)
@@ -120,7 +119,7 @@ def redact_obj(obj: Any) -> Any:
     return obj
 
 
-def _default(obj: Any) -> Any:
+def _default(obj: object) -> object:
     if isinstance(obj, dt.datetime | dt.date | Path):
         return str(obj)
     if hasattr(obj, "item"):  # numpy scalars
@@ -129,12 +128,12 @@ def _default(obj: Any) -> Any:
     raise TypeError(msg)
 
 
-def json_dumps(obj: Any, indent: int | None = 2) -> str:
+def json_dumps(obj: object, indent: int | None = 2) -> str:
     """Strict JSON (no NaN/Infinity: ``ValueError``), keys sorted, secrets redacted."""
     return json.dumps(redact_obj(obj), indent=indent, sort_keys=True, allow_nan=False, default=_default)
 
 
-def json_write(path: Path, obj: Any) -> None:
+def json_write(path: Path, obj: object) -> None:
     """Write :func:`json_dumps` of ``obj`` atomically."""
     from engine.data.lakehouse import atomic_write_bytes
 

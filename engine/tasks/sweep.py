@@ -22,7 +22,6 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -163,7 +162,7 @@ def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[
 
     try:
         n = n_trials(fp, ledger)
-    except Exception as exc:
+    except (EngineError, OSError) as exc:  # LedgerError names the file; anything else is a bug and raises
         first = first_line(exc)
         print(f"warning: trial ledger {ledger} not read ({first}); counting the jobs here", file=sys.stderr)
         return None, f"{n_jobs} trials: the jobs here (ledger unreadable)"
@@ -240,7 +239,7 @@ def _version_check(rows: pl.DataFrame, job_order: list[str]) -> None:
             raise EngineError(msg)
 
 
-def _swept_params(params_json: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+def _swept_params(params_json: list[str]) -> tuple[list[str], list[dict[str, object]]]:
     parsed = [json.loads(p) if p else {} for p in params_json]
     keys = sorted({k for p in parsed for k in p})
     swept = [k for k in keys if len({json.dumps(p.get(k)) for p in parsed}) > 1]
@@ -337,7 +336,7 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
 # ---- outputs ---------------------------------------------------------------------------------
 
 
-def _cell(x: Any) -> str:
+def _cell(x: object) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     if isinstance(x, float):
@@ -471,7 +470,7 @@ def _write_heatmap(s: SweepSummary) -> None:
         png = kaleido.calc_fig_sync(
             fig, opts={"format": "png", "width": 720, "height": 560}, kopts={"path": browser, "mathjax": False}
         )
-    except Exception as exc:
+    except Exception as exc:  # kaleido and Chrome fail in many ways: each is said (a warning), the PNG skipped
         first = first_line(exc)
         why = (
             f"kaleido could not render it with {browser} ({first}): "
