@@ -12,11 +12,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from engine.compose import CONF_DIR, output_folder_check, overrides_validate, plain, tilde_quote
+from engine.compose import (
+    CONF_DIR,
+    hydra_argv,
+    in_multirun,
+    output_folder_check,
+    overrides_validate,
+    plain,
+    tilde_quote,
+)
 from engine.config import ENGINE_VERSION, RunConfig, config_validate
 from engine.core.errors import EngineError, SweepJobsFailed
 
@@ -74,7 +81,7 @@ def _task(dcfg: DictConfig, cfg: RunConfig, hydra_dir: Path, out: Path) -> float
     if cfg.task == "backtest":
         from engine.outputs.ledger import ledger_record_run
 
-        ledger_record_run(cfg, result.output_dir, "sweep_job" if _in_multirun() else "run")  # failures warn
+        ledger_record_run(cfg, result.output_dir, "sweep_job" if in_multirun() else "run")  # failures warn
     summary_print(result.metrics, result.output_dir, cfg)
     sharpe = result.metrics.get("sharpe") if cfg.task == "backtest" else None
     return float(sharpe) if sharpe is not None else None
@@ -95,7 +102,7 @@ def task_run(dcfg: DictConfig) -> float | None:
     out = Path(raw["paths"]["output_dir"])
     # Hydra wrote .hydra/ and the log into its own run directory before this job started
     ignore = tuple(p.name for p in hydra_dir.iterdir()) if own and hydra_dir.is_dir() else ()
-    key = ("hydra.sweep.dir" if _in_multirun() else "hydra.run.dir") if own else "paths.output_dir"
+    key = ("hydra.sweep.dir" if in_multirun() else "hydra.run.dir") if own else "paths.output_dir"
     with contextlib.ExitStack() as claim:
         with artefact_errors(out):
             claim.enter_context(run_dir_claim(out, key, ignore))
@@ -105,13 +112,6 @@ def task_run(dcfg: DictConfig) -> float | None:
             if out.resolve() != hydra_dir.resolve():  # the job's Hydra directory gets it from the entry point
                 error_write(error_message(exc), out, log_it=False)
             raise
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _hydra_entry() -> None:
@@ -128,7 +128,7 @@ def _hydra_entry() -> None:
             # a folder another live run holds is not this run's to write into, not even error.txt
             if not isinstance(exc, RunDirBusy) or Path(HydraConfig.get().runtime.output_dir).resolve() != exc.folder:
                 error_write(str(exc))
-            if _in_multirun():  # one bad job must not stop the sweep: the summary lists it with this reason
+            if in_multirun():  # one bad job must not stop the sweep: the summary lists it with this reason
                 print(f"error: job failed: {redact(str(exc))}", file=sys.stderr)
                 return None
             fail(str(exc), getattr(exc, "exit_code", 2))
@@ -137,17 +137,6 @@ def _hydra_entry() -> None:
             raise
 
     entry()
-
-
-@contextlib.contextmanager
-def _argv(args: list[str]) -> Iterator[None]:
-    """Hand ``args`` to Hydra, which parses only ``sys.argv``; restored afterwards."""
-    saved = sys.argv[:]
-    sys.argv[1:] = args
-    try:
-        yield
-    finally:
-        sys.argv[:] = saved
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         except EngineError as exc:
             fail(str(exc))
     try:
-        with _argv(args):
+        with hydra_argv(args):
             _hydra_entry()
     except SweepJobsFailed as outcome:  # every job has run; the summary callback counted the failures
         fail(str(outcome), outcome.exit_code)

@@ -7,10 +7,12 @@ not with a traceback halfway through a sweep; the folders a run will write are c
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -331,3 +333,22 @@ def tilde_quote(arg: str) -> str:
     if sep and value.startswith("~") and not key.startswith("-") and "'" not in value:
         return f"{key}='{value}'"
     return arg
+
+
+@contextlib.contextmanager
+def hydra_argv(args: list[str]) -> Iterator[None]:
+    """Hand ``args`` to Hydra, whose ``@hydra.main`` parses only ``sys.argv``; restored afterwards."""
+    saved = sys.argv[:]
+    sys.argv[1:] = args
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
+
+
+def in_multirun() -> bool:
+    """Whether the running Hydra job is one job of a multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

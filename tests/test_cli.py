@@ -87,8 +87,11 @@ def test_no_module_state_decides_an_exit_code() -> None:
         text = path.read_text()
         assert not re.search(r"^\s+global ", text, re.MULTILINE), path
         assert "LAST_SWEEP" not in text, path
-    assert not re.search(r"sys\.argv\[1:\] = ", (ENGINE / "compose.py").read_text())
+    argv_writes = [
+        p.name for p in ENGINE.rglob("*.py") if "sys.argv[1:] = " in p.read_text() and p.name != "compose.py"
+    ]
+    assert not argv_writes  # only compose.hydra_argv hands Hydra its arguments, scoped
 
 
 def test_the_command_line_is_short() -> None:
-    assert len((ENGINE / "cli.py").read_text().splitlines()) <= 175
+    assert len((ENGINE / "cli.py").read_text().splitlines()) <= 165
