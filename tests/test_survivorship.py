@@ -115,6 +115,33 @@ def test_the_restricted_ranking_equals_a_ranking_of_the_smaller_universe(crash_f
     assert ranks_restrict(plan.ranks, SURVIVORS + DOOMED, plan.cfg.ranking).equals(plan.ranks)
 
 
+def test_the_report_and_the_console_show_the_audit(
+    crash_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.outputs.console import summary_print
+    from engine.outputs.report import report_html
+
+    cfg = _config(tmp_path, crash_folder)
+    run = backtest_run(cfg)
+    assert run.result is not None
+    m, s = run.result.metrics, run.result.metrics["survivorship"]
+    page = report_html(cfg, run.result)
+    section = page[page.index('<section id="survivorship">') :]
+    section = section[: section.index("</section>")]
+    assert (
+        f'<td class="n">{m["total_return"] * 100:+.2f}%</td><td class="n">{s["total_return"] * 100:+.2f}%</td>'
+        in section
+    )
+    assert (
+        f"minus this run&#x27;s): {s['inflation'] * 100:+.2f}%: ranking only today&#x27;s survivors overstates"
+        in section
+    )
+    assert "This run traded 3 of the delisted symbols: XXA/USDT, XXB/USDT, XXC/USDT" in section
+    summary_print(m, tmp_path, cfg)
+    want = f"  survivors only   {s['total_return']:+.2%}  (inflation {s['inflation']:+.2%}: 3 of 9 symbols delisted, 3 of them traded)"
+    assert want in capsys.readouterr().out.splitlines()
+
+
 def test_the_audit_can_be_turned_off(crash_folder: Path, tmp_path: Path) -> None:
     run = backtest_run(_config(tmp_path, crash_folder, "survivorship.audit=false"))
     assert run.result is not None and "survivorship" not in run.result.metrics
@@ -188,3 +215,41 @@ def test_a_delisted_holding_is_sold_at_its_last_close_less_the_haircut(
     assert after == pytest.approx(cash_before + size * last_close * (1.0 - haircut), rel=1e-12)
     trades = run.result.trades.filter(pl.col("symbol") == "GONE/USDT")
     assert trades.get_column("exit_kind").to_list()[-1] == "delisted"
+
+
+# ---- a grid audits its combination 000; a walk-forward optimisation its out-of-sample book -----------
+
+
+def test_a_grid_audits_its_first_combination(crash_folder: Path, tmp_path: Path) -> None:
+    from engine.config.exit_rules import ExitRules
+
+    cfg = _config(tmp_path, crash_folder)
+    grid = backtest_run(cfg, [None, ExitRules(sl_stop=0.05)])
+    plain = backtest_run(cfg)
+    assert grid.result is not None and plain.result is not None
+    s = grid.result.metrics["survivorship"]
+    assert s["scope"] == "the grid's combination 000"
+    assert s["total_return"] == plain.result.metrics["survivorship"]["total_return"]
+    assert all("survivorship" not in m for m in grid.book_metrics)  # combos/NNN/metrics.json unchanged
+
+
+def test_a_walk_forward_optimisation_audits_its_choices_on_the_survivors(crash_folder: Path, tmp_path: Path) -> None:
+    from engine.config.exit_rules import ExitRules
+    from engine.run import walk_chosen
+
+    rules: list[ExitRules | None] = [None, ExitRules(sl_stop=0.05)]
+
+    def choose(returns: np.ndarray) -> np.ndarray:  # fixed choices: train 4 windows, then alternate
+        n = returns.shape[0]
+        return np.array([-1] * 4 + [k % 2 for k in range(n - 4)])
+
+    honest = walk_chosen(_config(tmp_path, crash_folder), rules, choose)
+    s = honest.result.metrics["survivorship"]
+    assert s["scope"] == "the out-of-sample book, its per-window choices kept"
+    # the same choices traded on a universe without the delisted symbols, from the bars up
+    excluded = walk_chosen(
+        _config(tmp_path / "x", crash_folder, f"universe.exclude=[{','.join(DOOMED)}]"), rules, choose
+    )
+    assert s["total_return"] == excluded.result.metrics["total_return"]
+    assert s["sharpe"] == excluded.result.metrics["sharpe"]
+    assert s["inflation"] == s["total_return"] - honest.result.metrics["total_return"]
