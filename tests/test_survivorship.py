@@ -253,3 +253,24 @@ def test_a_walk_forward_optimisation_audits_its_choices_on_the_survivors(crash_f
     assert s["total_return"] == excluded.result.metrics["total_return"]
     assert s["sharpe"] == excluded.result.metrics["sharpe"]
     assert s["inflation"] == s["total_return"] - honest.result.metrics["total_return"]
+
+
+def test_a_holding_whose_bars_end_with_its_window_is_sold_at_the_next_windows_start(tmp_path: Path) -> None:
+    """GONE/USDT's last bar is a window's last bar: ranked first at its close, it has no bar at the next
+    window's open, so it is carried in and sold there: reason delisted, stamped with its last bar, at its
+    last close less the haircut."""
+    rng = np.random.default_rng(8)
+    probe = _folder(tmp_path / "probe", _survivor_paths(rng, ["AAA/USDT", "BBB/USDT"]))
+    windows = run_plan(_config(tmp_path / "p", probe, "ranking.top_n=1")).windows
+    last_day = (windows[10].end_ms - START_MS) // DAY_MS - 1  # the last bar of window 10
+    paths = _survivor_paths(np.random.default_rng(8), ["AAA/USDT", "BBB/USDT"])
+    paths["GONE/USDT"] = (np.random.default_rng(9).normal(0.01, 0.005, last_day + 1), 0)
+    folder = _folder(tmp_path / "data", paths)
+    cfg = _config(tmp_path, folder, "ranking.top_n=1", "costs=zero", "execution.delisting_haircut=0.25")
+    run = backtest_run(cfg)
+    assert run.result is not None
+    sale = run.result.orders.filter(pl.col("reason") == "delisted")
+    assert sale.height == 1 and sale.item(0, "symbol") == "GONE/USDT" and sale.item(0, "window") == 11
+    bars = pl.read_ipc(folder / "GONE_USDT-1d.feather")
+    assert sale.item(0, "timestamp") == bars.get_column("date")[-1]
+    assert sale.item(0, "price") == pytest.approx(float(bars.get_column("close")[-1]) * 0.75, rel=1e-12)

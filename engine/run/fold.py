@@ -375,11 +375,27 @@ def _output(
     exposure = np.clip((res.equity - res.cash) / np.asarray(res.equity), 0.0, None)
     audit = {**audit_line(plan, wp, book), "ambiguous": n_amb}
     close_ts = ts + interval_ms(spec.interval)
-    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, _orders(plan, wp, res, ts, columns, delist), audit)  # fmt: skip
+    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, _orders(plan, wp, res, ts, columns, delist, spec.interval), audit)  # fmt: skip
+
+
+def _last_bar_ms(plan: RunPlan, interval: str, symbol: str, before_ms: int) -> int:
+    """Return the open time of ``symbol``'s last bar of ``interval`` before ``before_ms`` (its base coverage if unloaded)."""
+    panel = plan.base_bars if interval == plan.base else plan.mtf[interval]
+    if symbol in panel.symbols:
+        valid = np.flatnonzero(np.isfinite(panel.close[: panel.rows(0, before_ms).stop, panel.col(symbol)]))
+        if valid.size:
+            return int(panel.ts_ms[valid[-1]])
+    return plan.coverage[symbol][1]
 
 
 def _orders(
-    plan: RunPlan, wp: WindowPlan, res: SimResult, ts: np.ndarray, columns: list[str], delist: np.ndarray
+    plan: RunPlan,
+    wp: WindowPlan,
+    res: SimResult,
+    ts: np.ndarray,
+    columns: list[str],
+    delist: np.ndarray,
+    interval: str,
 ) -> dict[str, np.ndarray] | None:
     rec, bar = res.order_records, res.order_bar
     if not len(rec):
@@ -393,6 +409,8 @@ def _orders(
     # sold at the last close of a symbol whose bars ended: stamped with its last bar (the bar
     # before the delist row), like a position marked at the end of the data
     stamp = np.where(gone, ts[np.maximum(bar - 1, 0)], ts[bar])
+    for k in np.flatnonzero(gone & (bar == 0)).tolist():  # carried in after its bars ended: its last bar
+        stamp[k] = _last_bar_ms(plan, interval, str(columns[rec["col"][k]]), int(ts[0]))
     return {
         "window": np.full(len(rec), wp.window.index, dtype=np.int64),
         "timestamp": stamp,
