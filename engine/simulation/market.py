@@ -203,7 +203,7 @@ def market_simulate(
     fbuf = np.empty((2 * n_bars * g * k, N_FILL_FIELDS))
     ebuf, dbuf = np.empty((n_bars * g * k, 6)), np.empty((n_bars * g * k, 2))
     cash_bar, equity_bar = np.empty((g, n_bars)), np.empty((g, n_bars))
-    ledger, tally = np.zeros((g * k, 3)), np.zeros((g, 6))
+    ledger, tally = np.zeros((g * k, 4)), np.zeros((g, 6))
     index_ns = np.asarray(prices.index, dtype="datetime64[ns]").view(np.int64)
     nf, ne, nd = market_nb(
         prices.open, prices.high, prices.low, prices.close, index_ns, np.ascontiguousarray(w_all), k,

@@ -14,8 +14,9 @@ Buffers
     ``ebuf`` (n_bars * n_cols, 6): bar, column, kind, price, ambiguous, at_open of each stop exit;
     ``dbuf`` (n_bars * n_cols, 2): bar, column of each dropped entry (``first_bar``).
     ``pend`` (n_cols, 3): signed shares, reason code, ambiguous flag of each pending remainder.
-    ``ledger`` (n_cols, 3): shares desired, filled and dropped (absolute), for the conservation law
-    ``desired + pending in = filled + dropped + pending out``.
+    ``ledger`` (n_cols, 4): shares desired, filled, dropped by a friction, and left unfilled as on
+    the vectorbt path (cash short, nothing to sell, below vectorbt's min size), all absolute, for the
+    conservation law ``desired + pending in = filled + dropped + unfilled + pending out``.
     ``tally`` (n_books, 6): fees, slippage, impact, spread (quote currency), rejected orders,
     dropped quote.
 """
@@ -117,6 +118,7 @@ def _fill_one(
     if capped and (carry or reason != 0) and room - q >= max(step * (1.0 - STEP_TOL), MIN_SIZE):
         later = room - q
     fill, price, fees_paid, spent = 0.0, np.nan, 0.0, 0.0
+    short = want - room  # unfilled as on the vectorbt path: nothing to sell, no cash, below min size
     costs = (0.0, 0.0, 0.0)
     if min_notional > 0.0 and q > 0.0 and q * p < min_notional:
         if later > 0.0 and room * p >= min_notional:
@@ -128,6 +130,7 @@ def _fill_one(
     if q > 0.0:
         price, d_slip, d_spread, d_imp = _prices(p, q, buy, slip, hs, impact_k, sig, vol, tick)
         if buy:
+            short += q
             if cash != 0.0:
                 req = q * price
                 req_fees = req * fee + 0.0
@@ -147,20 +150,25 @@ def _fill_one(
                     fill = 0.0
                 elif min_notional > 0.0 and fill * p < min_notional:
                     tally[REJECTED] += 1
+                    short -= fill
                     fill = 0.0
                 else:
+                    short -= fill
                     cash = _add(cash, -spent)
                     position[col] = _add(p_, fill)
         elif price <= 0.0:
             tally[REJECTED] += 1  # impact took the whole price: no sale
-        elif not (_is_close(q, 0.0) or _is_less(q, MIN_SIZE)):
-            acq = q * price
-            fees_paid = acq * fee + 0.0
-            final_acq = _add(acq, -fees_paid)
-            if final_acq >= 0:
-                fill = q
-                cash = cash + final_acq
-                position[col] = _add(p_, -q)
+        else:
+            short += q
+            if not (_is_close(q, 0.0) or _is_less(q, MIN_SIZE)):
+                acq = q * price
+                fees_paid = acq * fee + 0.0
+                final_acq = _add(acq, -fees_paid)
+                if final_acq >= 0:
+                    fill = q
+                    short -= q
+                    cash = cash + final_acq
+                    position[col] = _add(p_, -q)
         costs = (d_slip, d_spread, d_imp)
     if fill > 0.0:
         budget[col] -= fill * p
@@ -179,7 +187,8 @@ def _fill_one(
         pend[col, 0] = later if buy else -later
         pend[col, 1] = reason
         pend[col, 2] = 1.0 if amb else 0.0
-    gone = want - fill - later
+    ledger[col, 3] += short
+    gone = want - fill - later - short
     if gone > 0.0:
         ledger[col, 2] += gone
         tally[DROPPED] += gone * p

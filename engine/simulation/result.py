@@ -75,8 +75,9 @@ class SimResult:
     pending_end: Pending | None = None
     """Order remainders still pending after the last bar (the market execution only)."""
     ledger: np.ndarray | None = None
-    """(n_cols, 3) shares desired, filled and dropped per column (the market execution only):
-    ``desired + pending in = filled + dropped + pending out``."""
+    """(n_cols, 4) shares desired, filled, dropped by a friction and left unfilled as vectorbt leaves
+    them (cash short) per column (the market execution only):
+    ``desired + pending in = filled + dropped + unfilled + pending out``."""
 
     @functools.cached_property
     def portfolio(self) -> Any:
