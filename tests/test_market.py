@@ -279,7 +279,8 @@ def _one_bar_buy(fr_kw: dict, w: float = 0.5, ex: ExecutionRules | None = None, 
     }
     weights = np.array([[w], [NAN]])
     args = {"fees": 0.0, "slippage": 0.0, **kw}
-    return _market(prices, [GridBook(None, weights, 1e4, None)], Frictions(**base), ex=ex or ExecutionRules(), **args)[0]
+    book = GridBook(None, weights, 1e4, None)
+    return _market(prices, [book], Frictions(**base), ex=ex or ExecutionRules(), **args)[0]
 
 
 def test_impact_and_spread_by_hand() -> None:
@@ -438,9 +439,26 @@ def test_market_stage_runs_the_kernel() -> None:
     want = _market(prices, [GridBook(None, w, 1e4, None)], fr, ex=ex)[0]
     assert got.orders.equals(want.orders) and got.orders.height > 0
     assert got.costs == want.costs
-    assert MarketStage(CostsConfig(fees=FEE, slippage=SLIP), fr, ex).execute_grid(ctx, [GridBook(None, w, 1e4, None)])[
-        0
-    ].orders.equals(want.orders)
+    fixed = MarketStage(CostsConfig(fees=FEE, slippage=SLIP), fr, ex)
+    assert fixed.execute_grid(ctx, [GridBook(None, w, 1e4, None)])[0].orders.equals(want.orders)
+
+
+def test_a_walk_that_runs_out_of_room_is_redone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first walk's buffers hold the usual number of fills; one that runs out is redone with room for all."""
+    import engine.simulation.market as market_mod
+
+    prices = _random_block(4, 60, 3)
+    n, k = prices.shape
+    fr = _frictions(np.random.default_rng(4), prices, 1e4, True)
+    books = [GridBook(r, _weights(n, k, 4, j), 1e5, None) for j, r in enumerate(RULES)]
+    ex = ExecutionRules(0.01, "carry", 1.0)
+    want = _market(prices, books, fr, ex=ex)
+    monkeypatch.setattr(market_mod, "first_room", lambda n_bars, g, k: 2 * k + 5)
+    got = _market(prices, books, fr, ex=ex)
+    for a, b in zip(want, got, strict=True):
+        assert b.orders.height > 10 and b.orders.equals(a.orders) and b.exits.equals(a.exits)
+        np.testing.assert_array_equal(b.equity, a.equity)
+        assert b.costs == a.costs
 
 
 def test_bad_inputs_are_named() -> None:

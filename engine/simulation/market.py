@@ -187,34 +187,49 @@ def market_simulate(
                          [b.carry_shares for b in books])  # fmt: skip
     shares, _ = carry_arrays([b.carry_shares for b in books], carry_price, k)
     g = len(books)
-    st = StopState.concat(
-        [StopState.flat(k) if b.carry_state is None else b.carry_state.take(slice(None)) for b in books]
-    )
-    if st.basis.shape != (g * k,):
-        msg = f"each book's carry_state must have {k} columns"
-        raise ValueError(msg)
-    pend = np.zeros((g * k, 3))
-    for b, book in enumerate(books):
-        pend[b * k : (b + 1) * k] = _pending_in(book.carry_pending, k)
     par = np.array([fees, slippage, ex.max_participation, ex.impact_k, float(ex.leftover == "carry")])
     frc = np.ascontiguousarray(np.stack([fr.half_spread, fr.amount_step, fr.min_notional, fr.price_tick], axis=1))
-    cash = np.array([float(b.init_cash) for b in books])
-    position = np.ascontiguousarray(shares.reshape(-1))
-    fbuf = np.empty((2 * n_bars * g * k, N_FILL_FIELDS))
-    ebuf, dbuf = np.empty((n_bars * g * k, 6)), np.empty((n_bars * g * k, 2))
-    cash_bar, equity_bar = np.empty((g, n_bars)), np.empty((g, n_bars))
-    ledger, tally = np.zeros((g * k, 4)), np.zeros((g, 6))
     index_ns = np.asarray(prices.index, dtype="datetime64[ns]").view(np.int64)
-    nf, ne, nd = market_nb(
+    fixed = (
         prices.open, prices.high, prices.low, prices.close, index_ns, np.ascontiguousarray(w_all), k,
         *_rule_arrays(rules, k), policy == "pessimistic", held_reweights == "first_bar",
-        np.ascontiguousarray(fr.quote_volume), np.ascontiguousarray(fr.sigma), frc, par, cash, position,
-        st.basis, st.peak, st.opened_ns, pend, fbuf, ebuf, dbuf, cash_bar, equity_bar, ledger, tally,
+        np.ascontiguousarray(fr.quote_volume), np.ascontiguousarray(fr.sigma), frc, par,
     )  # fmt: skip
+    # room for the usual number of fills first; a walk that runs out is redone with room for all
+    for room in (first_room(n_bars, g, k), 2 * n_bars * g * k):
+        cash = np.array([float(b.init_cash) for b in books])
+        position = shares.reshape(-1).copy()
+        st, pend = _state_in(books, k)
+        fbuf = np.empty((room, N_FILL_FIELDS))
+        ebuf, dbuf = np.empty((min(room, n_bars * g * k), 6)), np.empty((min(room, n_bars * g * k), 2))
+        cash_bar, equity_bar = np.empty((g, n_bars)), np.empty((g, n_bars))
+        ledger, tally = np.zeros((g * k, 4)), np.zeros((g, 6))
+        nf, ne, nd = market_nb(
+            *fixed, cash, position, st.basis, st.peak, st.opened_ns, pend, fbuf, ebuf, dbuf, cash_bar, equity_bar,
+            ledger, tally,
+        )  # fmt: skip
+        if nf >= 0:
+            break
     tracked = [(r is not None and r.active) or held_reweights == "first_bar" for r in rules]
     exits = _exits(ebuf[:ne], dbuf[:nd], st, tracked, k)
     out = _Outcome(fbuf[:nf], cash_bar, equity_bar, position.reshape(g, k), pend, ledger, tally)
     return [_book_result(prices, out, b, k, exits[b]) for b in range(g)]
+
+
+def first_room(n_bars: int, g: int, k: int) -> int:
+    """Fill rows of the first walk's buffers: 4096 plus 4 per bar and book, at most 2 per row and column."""
+    return min(2 * n_bars * g * k, 4096 + 4 * n_bars * g)
+
+
+def _state_in(books: list[GridBook], k: int) -> tuple[StopState, np.ndarray]:
+    """Return the books' carried stop state and pending remainders, side by side (fresh copies)."""
+    st = StopState.concat(
+        [StopState.flat(k) if b.carry_state is None else b.carry_state.take(slice(None)) for b in books]
+    )
+    if st.basis.shape != (len(books) * k,):
+        msg = f"each book's carry_state must have {k} columns"
+        raise ValueError(msg)
+    return st, np.vstack([_pending_in(b.carry_pending, k) for b in books])
 
 
 def _pending_in(p: Pending | None, k: int) -> np.ndarray:

@@ -289,7 +289,8 @@ def market_nb(
     ``par``: fees, slippage, max participation, impact k, carry (1.0) or drop (0.0). ``frc``
     (k, 4): half-spread, amount step, min notional, price tick. State arrays (cash per book;
     position, basis, peak, opened_ns, pend per grid column) are updated in place. Returns the
-    numbers of fills, exits and dropped entries written.
+    numbers of fills, exits and dropped entries written; -1 fills when a buffer ran out of room
+    (a book's bar writes at most 2 k fills, k exits and k drops), the state then half-walked.
     """
     n_bars, gk = weights.shape
     g = gk // k
@@ -314,6 +315,8 @@ def market_nb(
             vol = qv[i, col % k]
             budget[col] = np.inf if not limited else (cap * vol if vol > 0.0 else 0.0)
         for b in range(g):
+            if nf + 2 * k > fbuf.shape[0] or ne + k > ebuf.shape[0] or nd + k > dbuf.shape[0]:
+                return -1, ne, nd  # buffers full: the caller runs again with room for every row
             j0 = b * k
             for c in range(k):  # the open row's orders: exits at the open, weights, pending remainders
                 col = j0 + c
