@@ -124,6 +124,21 @@ def test_frictionless_equals_vectorbt(seed: int, held_reweights: str, ambiguity:
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_frictionless_rebalance_only_equals_vectorbt(seed: int) -> None:
+    """Books without exit rules (the vectorbt path's single from_orders call, no stop scan)."""
+    prices = _random_block(40 + seed, 150, 5)
+    n, k = prices.shape
+    ws = [_weights(n, k, 3, seed), _weights(n, k, 8, seed + 1, full=True)]
+    want = VectorBTSimulator(fees=FEE, slippage=SLIP).simulate_grid(
+        prices, ws, [None, None], init_cash=[1e4, 3e3], carry_shares=[None, None]
+    )
+    got = _market(prices, [GridBook(None, ws[0], 1e4, None), GridBook(None, ws[1], 3e3, None)])
+    for a, b in zip(want, got, strict=True):
+        assert a.stop_exits is None and len(a.order_records) > 50
+        _assert_parity(a, b)
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_frictionless_carry_equals_vectorbt(seed: int) -> None:
     """A second window carried from the first (shares, cash, stop state) equals the vectorbt path's."""
     prices = _random_block(20 + seed, 200, 3)
