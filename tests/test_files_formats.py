@@ -336,7 +336,7 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
     csv_ms(bars("BTC/USDT", "1d"), folder / "BTC_USDT-1d.csv")
     (folder / "ETH_USDT-1d.csv").write_text("date,open,high,low,close,volume\n")
     args = ["task=ingest", "data=files", f"data.path={folder}", f"paths.lakehouse_dir={tmp_path / 'lh'}"]
-    one = engine_cli([*args, f"hydra.run.dir={tmp_path / 'r1'}"], tmp_path, {})
+    one = engine_cli([*args, f"hydra.run.dir={tmp_path / 'r1'}"], tmp_path, env={})
     assert one.returncode == 1
     assert one.stderr.strip().splitlines() == [
         f"error: not imported: {folder / 'ETH_USDT-1d.csv'} holds no bars (only a header): "
@@ -344,7 +344,7 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
     ]
     assert "ingested 91 daily bars for 1 symbols" in one.stdout
     csv_ms(bars("BTC/USDT", "1d"), folder / "ETH_BTC-1d.csv")
-    two = engine_cli([*args, f"hydra.run.dir={tmp_path / 'r2'}"], tmp_path, {})
+    two = engine_cli([*args, f"hydra.run.dir={tmp_path / 'r2'}"], tmp_path, env={})
     assert two.returncode == 2
     assert two.stderr.strip().splitlines() == [
         f"error: the files in {folder} are quoted in BTC, USDT: choose one with data.quote=..."
