@@ -68,7 +68,7 @@ def _task(dcfg: Any, cfg: RunConfig, hydra_dir: Path, out: Path) -> float | None
         params_write(out)
     log.info("%s run into %s (engine %s)", cfg.task, out, ENGINE_VERSION)
     config_yaml = OmegaConf.to_yaml(dcfg, resolve=True)
-    from engine.tasks import grid_run, ingest_run, run_backtest, wfo_run  # the simulation stack, once validated
+    from engine.tasks import capacity_run, grid_run, ingest_run, run_backtest, wfo_run  # once validated
 
     if cfg.task == "ingest":
         code = ingest_print(ingest_run(cfg))
@@ -80,8 +80,9 @@ def _task(dcfg: Any, cfg: RunConfig, hydra_dir: Path, out: Path) -> float | None
     if cfg.task == "grid":
         grid_run(cfg, config_yaml)
         return None
-    result: RunResult = (wfo_run if cfg.task == "wfo" else run_backtest)(cfg, config_yaml)
-    if cfg.task == "backtest":
+    task = {"wfo": wfo_run, "capacity": capacity_run}.get(cfg.task, run_backtest)
+    result: RunResult = task(cfg, config_yaml)
+    if cfg.task in ("backtest", "capacity"):
         from engine.outputs.ledger import ledger_record_run
 
         ledger_record_run(cfg, result.output_dir, "sweep_job" if _in_multirun() else "run")  # failures warn

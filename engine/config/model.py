@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from engine.config.execution import ExecutionConfig
 from engine.config.exit_rules import ExitRules, duration_to_ns
 from engine.core.errors import ConfigError, EngineError
 from engine.core.symbols import symbol_check
@@ -559,7 +560,7 @@ class WfoConfig(_Model):
 class RunConfig(_Model):
     """The whole validated configuration of one run."""
 
-    task: Literal["backtest", "ingest", "grid", "wfo"] = "backtest"
+    task: Literal["backtest", "ingest", "grid", "wfo", "capacity"] = "backtest"
     quiet: bool = False
     """Hide progress bars (they hide themselves when not on a terminal)."""
     paths: PathsConfig = PathsConfig()
@@ -577,6 +578,9 @@ class RunConfig(_Model):
     """Walk-forward optimisation settings of ``task=wfo``."""
     signals: TrendInTrend | None = None
     """Multi-timeframe entries/exits for the winners (trend_in_trend); null: enter at the rebalance."""
+    execution: ExecutionConfig = ExecutionConfig()
+    """Market frictions (participation cap, impact, spread, exchange limits) and capacity capitals; all off
+    by default (engine/config/execution.py, docs/EXECUTION.md)."""
 
     @model_validator(mode="after")
     def _signals_need_fine_bars(self) -> RunConfig:

@@ -34,6 +34,13 @@ def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None
             # the bound metrics.json holds: the same exits taken take-profit first
             shown += f"  (optimistic bound, TP first: total return {m['total_return_optimistic']:+.2%})"
         print(f"  {name:<{width}}  {shown}")
+    costs = m.get("costs")
+    if costs is not None:  # a friction was on (execution.*): what each one took
+        print(
+            f"  {'costs':<{width}}  fees {costs['fees']:,.2f}, slippage {costs['slippage']:,.2f}, impact "
+            f"{costs['impact']:,.2f}, spread {costs['spread']:,.2f}; {costs['rejected_orders']} orders rejected "
+            f"(below the minimum notional), {costs['dropped_quote']:,.2f} left unfilled (dropped)"
+        )
     print(f"artefacts: {out}")
 
 

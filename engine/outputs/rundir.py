@@ -49,6 +49,8 @@ ARTEFACTS = (
     "audit.jsonl",
     "report.html",
     "wfo.parquet",
+    "capacity.parquet",
+    "capacity.json",
 )
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")

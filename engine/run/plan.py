@@ -28,6 +28,7 @@ from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, ranges_merge, store_open
 from engine.data.panel import Panel, panel_load
 from engine.data.sources.base import DataSource
+from engine.run.frictions import MarketData, market_prepare, market_stage
 from engine.simulation.stage import AllocationContext, SelectionContext, SimulationStage
 from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
 from engine.strategy.signals import signals_compute
@@ -114,6 +115,8 @@ class RunPlan:
     signals: Mapping[str, Signals]
     empty_windows: int
     timings: Timings
+    market: MarketData | None = None
+    """What the frictions read (None: every ``execution`` friction off, the vectorbt stage)."""
 
     def warmup_ms(self) -> int:
         """History of fine bars loaded before a window so the signal's EMA has settled."""
@@ -353,9 +356,14 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
         with timings.timed("signals"):
             signals = signals_prepare(cfg, mtf[cfg.backtest.timeframes[0]], base_bars, spans)
     stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
+    market = None
+    if not cfg.execution.is_frictionless():  # a friction is on: the market stage (engine/run/frictions.py)
+        with timings.timed("market"):
+            market = market_prepare(cfg, lakehouse, symbols, windows[0].start_ms, windows[-1].end_ms)
+            stage = market_stage(cfg, market)
     return RunPlan(
         cfg, lakehouse, ingestion, stage, base, base_ms, interval, coverage, windows, plans, ranks,
-        base_bars, mtf, signals, empty, timings,
+        base_bars, mtf, signals, empty, timings, market,
     )  # fmt: skip
 
 
