@@ -16,11 +16,11 @@ from engine.config.exit_rules import ExitRules
 from engine.core.errors import DataError
 from engine.core.progress import progress_iter
 from engine.core.units import MS_NS, interval_ms
-from engine.run.frictions import frictions_build, market_execute, order_columns, pending_after, pending_attach
+from engine.run.frictions import frictions_build, market_execute, order_columns, pending_after, pending_in
 from engine.run.plan import RunPlan, WindowPlan
 from engine.run.state import Book, BookOutput, FoldState, Pass, PassSpec, Position, WindowOutput
 from engine.run.trades import TRADE_KINDS
-from engine.simulation.stage import GridBook, SimulationContext
+from engine.simulation.stage import GridBook, MarketStage, SimulationContext
 from engine.simulation.stops import StopState
 from engine.simulation.vbt import ORDER_REASONS, PriceBlock, SimResult
 from engine.strategy.windows import Window
@@ -242,7 +242,7 @@ def _grid_book(book: Book, columns: list[str], weights: np.ndarray, market: bool
         np.array([0 if p is None else p.opened_ms * MS_NS for p in pos], dtype=np.int64),
     )
     if market:  # the market stage: the remainders left unfilled by the last window go on
-        risk = pending_attach(risk, np.array([book.pending.get(s, 0.0) for s in columns]))
+        return GridBook(book.rules, weights, max(book.cash, 0.0), carry, risk, pending_in(book.pending, columns))
     return GridBook(book.rules, weights, max(book.cash, 0.0), carry, risk)
 
 
@@ -305,7 +305,8 @@ def _simulate(
         fine = plan.base_bars if spec.interval == plan.base else plan.mtf[spec.interval]
         carried = columns[len(winners) :]
         fr = frictions_build(plan.cfg, plan.market, fine, wp.window, winners, carried, ts, delist)
-        return market_execute(plan.stage, ctx, books, fr)
+        assert isinstance(plan.stage, MarketStage)
+        return market_execute(plan.cfg, plan.stage, ctx, books, fr)
     # the normal run is one book; an exit-rule grid runs every book in the same call
     return [plan.stage.execute(ctx)] if len(books) == 1 else plan.stage.execute_grid(ctx, books)
 
@@ -370,7 +371,7 @@ def _output(
     orders = _orders(plan, wp, res, ts, columns, delist)
     if orders is not None and plan.market is not None:
         orders.update(order_columns(res))
-    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, orders, audit, getattr(res, "costs", None))  # fmt: skip
+    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, orders, audit, res.costs)  # fmt: skip
 
 
 def _orders(

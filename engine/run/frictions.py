@@ -24,7 +24,6 @@ simulates, on the simulation grid:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -40,9 +39,9 @@ from engine.data.panel import Panel, panel_load
 from engine.strategy.windows import Window
 
 if TYPE_CHECKING:
+    from engine.simulation.books import Pending
     from engine.simulation.market import ExecutionRules, Frictions
-    from engine.simulation.stage import GridBook, SimulationContext, SimulationStage
-    from engine.simulation.stops import StopState
+    from engine.simulation.stage import GridBook, MarketStage, SimulationContext
     from engine.simulation.vbt import SimResult
 
 log = logging.getLogger(__name__)
@@ -52,6 +51,8 @@ ORDER_COLUMNS = ("quote_volume", "participation", "impact_cost", "spread_cost")
 COST_KEYS = ("fees", "slippage", "impact", "spread", "rejected_orders", "dropped_quote")
 """metrics.json's ``costs`` block, in this order (quote currency; rejected_orders a count)."""
 _FOUR_LN2 = 4.0 * math.log(2.0)
+UNLIMITED = 1e300
+"""Quote volume of a delisting row: the sale at the last close fills in full there (no cap, no impact)."""
 
 
 def parkinson_sigma(high: np.ndarray, low: np.ndarray, window: int) -> np.ndarray:
@@ -124,28 +125,28 @@ def market_prepare(cfg: RunConfig, lakehouse: Lakehouse, symbols: list[str], fir
     return MarketData(panel, parkinson_sigma(panel.high, panel.low, ex.sigma_window), rules, execution)
 
 
-def _half_spread(cfg: RunConfig, md: MarketData, w: Window, symbol: str) -> float:
-    """Return the symbol's half spread for the window: fixed, or half the EDGE estimate of its past base bars."""
+def _half_spreads(cfg: RunConfig, md: MarketData, w: Window, columns: list[str]) -> np.ndarray:
+    """Return the columns' half spreads for the window: fixed, or half the EDGE estimate of their past base bars."""
     ex = cfg.execution
     if ex.spread == "fixed":
-        return ex.half_spread
-    key = (w.start_ms, symbol)
-    if key not in md.spreads:
-        from engine.strategy.spread import edge_spread
+        return np.full(len(columns), ex.half_spread)
+    todo = [s for s in columns if (w.start_ms, s) not in md.spreads]
+    if todo:
+        from engine.strategy.spread import edge_spreads
 
         p = md.panel
-        end = int(np.searchsorted(p.ts_ms, w.start_ms))
-        rows, c = slice(max(end - ex.spread_window, 0), end), p.col(symbol)
-        full = edge_spread(p.open[rows, c], p.high[rows, c], p.low[rows, c], p.close[rows, c])
-        if not math.isfinite(full):
-            md.warn_once(
-                f"spread:{symbol}",
-                f"{symbol}: no EDGE spread estimate from the {ex.spread_window} base bars before window "
-                f"{w.index} (too few or flat bars); no spread is charged there (execution.spread=edge)",
-            )
-            full = 0.0
-        md.spreads[key] = max(full, 0.0) / 2.0
-    return md.spreads[key]
+        end = int(np.searchsorted(p.ts_ms, w.start_ms))  # the base bars that closed before the window
+        rows, cols = slice(max(end - ex.spread_window, 0), end), [p.col(s) for s in todo]
+        full = edge_spreads(p.open[rows][:, cols], p.high[rows][:, cols], p.low[rows][:, cols], p.close[rows][:, cols])
+        for s, x in zip(todo, full.tolist(), strict=True):
+            if not math.isfinite(x):
+                md.warn_once(
+                    f"spread:{s}",
+                    f"{s}: no EDGE spread estimate from the {ex.spread_window} base bars before window "
+                    f"{w.index} (too few or flat bars): no spread is charged there (execution.spread=edge)",
+                )
+            md.spreads[(w.start_ms, s)] = x / 2.0 if math.isfinite(x) else 0.0
+    return np.array([md.spreads[(w.start_ms, s)] for s in columns])
 
 
 def _base_rows(md: MarketData, ts: np.ndarray, base_ms: int) -> np.ndarray:
@@ -184,7 +185,7 @@ def frictions_build(
     for j, s in enumerate(carried, start=len(winners)):
         c = p.col(s)
         quote[:, j] = p.close[b, c] * p.volume[b, c] * (step / base_ms)
-    quote[delist] = np.inf
+    quote[delist] = UNLIMITED
     sigma = md.sigma[b][:, [p.col(s) for s in columns]] * math.sqrt(step / base_ms)
     if cfg.execution.impact == "sqrt" and not np.isfinite(sigma).all():
         for j in np.flatnonzero(~np.isfinite(sigma).all(axis=0)).tolist():
@@ -197,42 +198,66 @@ def frictions_build(
     return Frictions(
         quote_volume=quote,
         sigma=np.nan_to_num(sigma, nan=0.0),
-        half_spread=np.array([_half_spread(cfg, md, w, s) for s in columns]),
+        half_spread=_half_spreads(cfg, md, w, columns),
         amount_step=np.array([float(r.amount_step) for r in rules]),
         min_notional=np.array([float(r.min_notional) for r in rules]),
         price_tick=np.array([float(r.price_tick) for r in rules]),
     )
 
 
-def pending_attach(risk: StopState, pending: np.ndarray) -> StopState:
-    """Return the carried risk state with the book's pending (unfilled, signed) shares per column."""
-    return dataclasses.replace(risk, pending=pending)  # type: ignore[call-arg]
+PendingOrder = tuple[float, int, bool]
+"""A remainder carried between windows: signed shares, reason code, ambiguous (``Pending``'s fields)."""
 
 
-def pending_after(columns: list[str], res: SimResult) -> dict[str, float]:
-    """Return a window's unfilled remainders (signed shares) by symbol, to fill in the next window."""
-    pending = getattr(res.end_state, "pending", None)
-    if pending is None:
+def pending_in(pending: Mapping[str, PendingOrder], columns: list[str]) -> Pending:
+    """Return a book's carried remainders on the window's columns."""
+    from engine.simulation.books import Pending
+
+    rows = [pending.get(s, (0.0, 0, False)) for s in columns]
+    return Pending(
+        np.array([r[0] for r in rows], dtype=np.float64),
+        np.array([r[1] for r in rows], dtype=np.int8),
+        np.array([r[2] for r in rows], dtype=np.bool_),
+    )
+
+
+def pending_after(columns: list[str], res: SimResult) -> dict[str, PendingOrder]:
+    """Return a window's unfilled remainders by symbol, to go on filling in the next window."""
+    p = res.pending_end
+    if p is None:
         return {}
-    return {columns[j]: float(pending[j]) for j in np.flatnonzero(pending).tolist()}
+    return {
+        columns[j]: (float(p.shares[j]), int(p.reason[j]), bool(p.ambiguous[j]))
+        for j in np.flatnonzero(p.shares).tolist()
+    }
 
 
-def market_stage(cfg: RunConfig, md: MarketData) -> SimulationStage:
-    """Return the market stage of the run's costs and rules of execution (``RunPlan.stage``)."""
-    from engine.simulation.market import MarketStage
-
-    return MarketStage(cfg.costs, md.execution)  # type: ignore[no-any-return]
+def _frictions_unset(ctx: SimulationContext) -> Frictions:
+    msg = "the run's market stage takes each window's frictions from the fold (engine.run.frictions.market_execute)"
+    raise RuntimeError(msg)
 
 
-def market_execute(stage: Any, ctx: SimulationContext, books: list[GridBook], fr: Frictions) -> list[SimResult]:
-    """Run the window's books through the market stage with the window's frictions."""
-    return list(stage.execute_grid(ctx, books, frictions=fr))
+def market_stage(cfg: RunConfig, md: MarketData) -> MarketStage:
+    """Return the run's market stage (``RunPlan.stage``): its costs and rules; the frictions come per window."""
+    from engine.simulation.stage import MarketStage
+
+    return MarketStage(cfg.costs, _frictions_unset, md.execution)
+
+
+def market_execute(
+    cfg: RunConfig, stage: MarketStage, ctx: SimulationContext, books: list[GridBook], fr: Frictions
+) -> list[SimResult]:
+    """Run the window's books through the market stage with the window's frictions (one kernel call)."""
+    from engine.simulation.stage import MarketStage
+
+    return MarketStage(cfg.costs, fr, stage.rules).execute_grid(ctx, books)
 
 
 def order_columns(res: SimResult) -> dict[str, np.ndarray]:
     """Return the market columns of a result's fills (``ORDER_COLUMNS``), in fill order."""
-    frame = res.orders
-    return {c: frame.get_column(c).to_numpy().astype(np.float64) for c in ORDER_COLUMNS}
+    extra = res.order_extra or {}
+    n = len(res.order_records)
+    return {c: np.asarray(extra[c], dtype=np.float64) if c in extra else np.full(n, np.nan) for c in ORDER_COLUMNS}
 
 
 def costs_block(costs: Mapping[str, float]) -> dict[str, float | int]:

@@ -29,7 +29,7 @@ from engine.data.lakehouse import Lakehouse, ranges_merge, store_open
 from engine.data.panel import Panel, panel_load
 from engine.data.sources.base import DataSource
 from engine.run.frictions import MarketData, market_prepare, market_stage
-from engine.simulation.stage import AllocationContext, SelectionContext, SimulationStage
+from engine.simulation.stage import AllocationContext, MarketStage, SelectionContext, SimulationStage
 from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
 from engine.strategy.signals import signals_compute
 from engine.strategy.windows import DAY_MS, Window, windows_build
@@ -102,7 +102,7 @@ class RunPlan:
     cfg: RunConfig
     lakehouse: Lakehouse
     ingestion: IngestionService
-    stage: SimulationStage
+    stage: SimulationStage | MarketStage
     base: str
     base_ms: int
     interval: str
@@ -355,7 +355,7 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
     if cfg.signals is not None:
         with timings.timed("signals"):
             signals = signals_prepare(cfg, mtf[cfg.backtest.timeframes[0]], base_bars, spans)
-    stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
+    stage: SimulationStage | MarketStage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
     market = None
     if not cfg.execution.is_frictionless():  # a friction is on: the market stage (engine/run/frictions.py)
         with timings.timed("market"):

@@ -41,8 +41,9 @@ class Book:
     rules: ExitRules | None
     cash: float
     positions: Mapping[str, Position] = field(default_factory=dict)
-    pending: Mapping[str, float] = field(default_factory=dict)
-    """Signed shares of orders not yet filled (the market stage's participation cap), by symbol."""
+    pending: Mapping[str, tuple[float, int, bool]] = field(default_factory=dict)
+    """Order remainders not yet filled (the market stage's participation cap), by symbol: signed
+    shares, reason code, ambiguous."""
 
 
 @dataclass(frozen=True)
