@@ -123,3 +123,15 @@ def test_half_sharpe_capital() -> None:
     assert half_sharpe_capital(caps, [2.0, None, 1.8, 1.1])[0] == 1e5  # no Sharpe (flat equity) counts as fallen
     capital, why = half_sharpe_capital(caps, [-0.5, -1.0, -2.0, -3.0])
     assert capital is None and "not positive" in why
+
+
+def test_default_execution_keeps_the_trial_hash_of_runs_before_it() -> None:
+    from engine.outputs.ledger import trial_config_hash
+
+    cfg = config_compose(["+profile=crypto_rating"])[0].model_dump(mode="json")
+    before = {k: v for k, v in cfg.items() if k != "execution"}  # a run's config before the section existed
+    assert trial_config_hash(cfg) == trial_config_hash(before)
+    capacity = config_compose(["+profile=crypto_rating", "execution.capacity=[1e4,1e6]"])[0].model_dump(mode="json")
+    assert trial_config_hash(capacity) == trial_config_hash(before)  # the capitals are not the trial's
+    capped = config_compose(["+profile=crypto_rating", "execution.max_participation=0.01"])[0].model_dump(mode="json")
+    assert trial_config_hash(capped) != trial_config_hash(before)

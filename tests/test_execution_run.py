@@ -5,6 +5,7 @@ Every check reads the artefacts and the lakehouse's own bars, not the engine's i
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def test_tiny_cap_holds_and_the_costs_are_the_price_difference(lakehouse_dir: Pa
     total = costs["fees"] + costs["slippage"] + costs["impact"] + costs["spread"]
     assert total == pytest.approx(taken + orders.get_column("fees").sum(), rel=1e-9)
     # the quote volume of a fill is close * volume of its bar
-    qv = joined.filter(pl.col("reason") != "delisted").select(pl.col("quote_volume") / (pl.col("close") * pl.col("volume")))
+    qv = joined.filter(pl.col("reason") != "delisted").select(
+        pl.col("quote_volume") / (pl.col("close") * pl.col("volume"))
+    )
     assert np.allclose(qv.to_series().to_numpy(), 1.0, rtol=1e-12)
 
 
@@ -97,7 +100,7 @@ def test_capacity_where_impact_binds_never_gains_with_capital(lakehouse_dir: Pat
     frame = pl.read_parquet(run.output_dir / "capacity.parquet")
     assert frame.get_column("capital").to_list() == capitals
     returns = frame.get_column("total_return").to_list()
-    assert all(b <= a + 1e-12 for a, b in zip(returns, returns[1:], strict=False)), returns
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(returns)), returns
     assert returns[-1] < returns[0] - 0.01  # impact at 1e8 takes visibly more
     assert [r["total_return"] for r in table["rows"]] == returns
     assert "capacity" in (run.output_dir / "report.html").read_text()

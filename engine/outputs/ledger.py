@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from engine.config import ENGINE_VERSION
+from engine.config import ENGINE_VERSION, ExecutionConfig
 from engine.core.errors import EngineError
 from engine.run.metrics import YEAR_DAYS
 
@@ -125,7 +125,18 @@ def trial_config_hash(config: Mapping[str, Any], exclude: Sequence[str] = NOT_TR
     Two runs with equal trial hashes on the same data fingerprint are the same trial, however and
     wherever they ran: :func:`n_trials` counts them once.
     """
-    return config_hash({k: v for k, v in config.items() if k not in exclude})
+    kept = {k: v for k, v in config.items() if k not in exclude}
+    if "execution" in kept:  # the capacity capitals are not the trial's; all-default is a run before the section
+        execution = {k: v for k, v in kept["execution"].items() if k != "capacity"}
+        kept["execution"] = execution
+        if execution == _FRICTIONLESS:
+            del kept["execution"]
+    return config_hash(kept)
+
+
+_FRICTIONLESS = {k: v for k, v in ExecutionConfig().model_dump(mode="json").items() if k != "capacity"}
+"""``execution`` at its defaults (without the capacity list): left out of the trial hash, so the
+trials of runs made before the section existed keep their hash."""
 
 
 def _num(x: Any) -> float | None:
