@@ -103,7 +103,8 @@ def test_capacity_where_impact_binds_never_gains_with_capital(lakehouse_dir: Pat
     assert all(b <= a + 1e-12 for a, b in itertools.pairwise(returns)), returns
     assert returns[-1] < returns[0] - 0.01  # impact at 1e8 takes visibly more
     assert [r["total_return"] for r in table["rows"]] == returns
-    assert "capacity" in (run.output_dir / "report.html").read_text()
+    report = (run.output_dir / "report.html").read_text()
+    assert all(f"chart-capacity-{k}" in report for k in ("total_return", "sharpe", "max_drawdown"))
     # a capital's book equals a run started with that capital (books do not interact)
     single = run_backtest(
         small_config(lakehouse_dir, tmp_path / "one", *args[:3], "backtest.init_cash=1e6", "task=backtest")
