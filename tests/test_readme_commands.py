@@ -439,7 +439,8 @@ def _ccxt_ingest_checks(out: str, ws: Workspace) -> None:
 
     klines = ws.server.klines()
     symbols = CCXT_GEN.symbols()
-    assert {r.params["symbol"] for r in klines} == {s.replace("/", "") for s in symbols}
+    # and the delisted OLD/USDT, asked once: the exchange serves no history of it, so it is left out
+    assert {r.params["symbol"] for r in klines} == {s.replace("/", "") for s in symbols} | {"OLDUSDT"}
     assert {r.params["interval"] for r in klines} == {"1d"}
     assert any(r.path.endswith("/exchangeInfo") for r in ws.server.log)
     daily = {s: CCXT_GEN.ohlcv_fetch(s, "1d", CCXT_GEN.start_ms, CCXT_GEN.end_ms) for s in symbols}
@@ -447,7 +448,7 @@ def _ccxt_ingest_checks(out: str, ws: Workspace) -> None:
     assert m is not None, out
     # ccxt's defaults (data.start 2021-01-01 .. data.end 2024-12-31) are the server's whole range
     assert m.groups()[:4] == (str(sum(f.height for f in daily.values())), "3", "2021-01-01", "2025-01-01")
-    assert len(klines) == sum(-(-f.height // 1000) for f in daily.values())  # 1000 bars a page
+    assert len(klines) == sum(-(-f.height // 1000) for f in daily.values()) + 1  # 1000 bars a page
     (lake,) = [name for name, ident in namespaces(ws.cwd / "lakehouse") if ident and ident["source"] == "ccxt"]
     ident = json.loads((ws.cwd / "lakehouse" / lake / "_identity.json").read_text())
     assert ident == {"source": "ccxt", "exchange": "binance", "api_host": ws.server.url, "quote": "USDT"}

@@ -223,7 +223,7 @@ class CcxtData(_Model):
     exchange: str = "binance"
     """ccxt exchange id (e.g. binance, kraken)."""
     symbols: list[str] = Field(default_factory=list)
-    """Universe to ingest; empty means every active spot market quoted in ``quote``."""
+    """Universe to ingest; empty means every spot market quoted in ``quote``, delisted ones kept where served."""
     quote: str = "USDT"
     start: date = date(2021, 1, 1)
     end: date = date(2024, 12, 31)
