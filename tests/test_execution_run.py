@@ -121,3 +121,32 @@ def test_frictionless_capacity_is_flat(lakehouse_dir: Path, tmp_path: Path) -> N
     table = json.loads((run.output_dir / "capacity.json").read_text())
     assert table["frictionless"] and table["half_sharpe_capital"] is None
     assert "costs" not in json.loads((run.output_dir / "metrics.json").read_text())
+
+
+def test_pending_remainders_cross_windows_by_symbol(
+    lakehouse_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a window leaves pending (SimResult.pending_end) is what the next one is handed (carry_pending)."""
+    import sys
+
+    fold_module = sys.modules["engine.run.fold"]  # engine.run's ``fold`` is the function
+
+    calls: list[tuple[tuple[str, ...], object, object]] = []
+    real = fold_module.market_execute
+
+    def spy(cfg, stage, ctx, books, fr):  # type: ignore[no-untyped-def]
+        results = real(cfg, stage, ctx, books, fr)
+        calls.append((ctx.prices.columns, books[0].carry_pending, results[0].pending_end))
+        return results
+
+    monkeypatch.setattr(fold_module, "market_execute", spy)
+    carry = [a for a in TINY if not a.startswith("execution.leftover")] + ["execution.leftover=carry"]
+    run_backtest(small_config(lakehouse_dir, tmp_path / "p", *carry))
+    handed = 0
+    for (cols0, _, left), (cols1, given, _) in itertools.pairwise(calls):
+        want = {s: x for s, x in zip(cols0, left.shares.tolist(), strict=True) if x != 0}
+        got = {s: x for s, x in zip(cols1, given.shares.tolist(), strict=True) if x != 0}
+        assert got == want
+        assert set(want) <= set(cols1)  # a symbol with a remainder is a column of the next window
+        handed += len(want)
+    assert handed > 0  # the cap left remainders at window ends
