@@ -87,6 +87,10 @@ def _task(dcfg: Any, cfg: RunConfig, hydra_dir: Path, out: Path) -> float | None
 
         ledger_record_run(cfg, result.output_dir, "sweep_job" if _in_multirun() else "run")  # failures warn
     summary_print(result.metrics, result.output_dir, cfg)
+    if (result.output_dir / "capacity.json").is_file():  # task=capacity, or execution.capacity on a run
+        from engine.outputs.capacity import capacity_print
+
+        capacity_print(result.output_dir / "capacity.json")
     sharpe = result.metrics.get("sharpe") if cfg.task == "backtest" else None
     return float(sharpe) if sharpe is not None else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,12 @@ def capacity_html(table: dict[str, Any] | None) -> str:
         f'<section id="capacity"><h2>Capacity: {html.escape(head)}</h2>{charts}'
         f'<p class="note">{html.escape(note)}</p></section>'
     )
+
+
+def capacity_print(path: Path) -> None:
+    """Print the capacity lines of a run's capacity.json."""
+    for line in capacity_lines(json.loads(path.read_text())):
+        print(line)
 
 
 def capacity_lines(table: dict[str, Any]) -> list[str]:
