@@ -124,6 +124,21 @@ def test_frictionless_equals_vectorbt(seed: int, held_reweights: str, ambiguity:
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_frictionless_rebalance_only_equals_vectorbt(seed: int) -> None:
+    """Books without exit rules (the vectorbt path's single from_orders call, no stop scan)."""
+    prices = _random_block(40 + seed, 150, 5)
+    n, k = prices.shape
+    ws = [_weights(n, k, 3, seed), _weights(n, k, 8, seed + 1, full=True)]
+    want = VectorBTSimulator(fees=FEE, slippage=SLIP).simulate_grid(
+        prices, ws, [None, None], init_cash=[1e4, 3e3], carry_shares=[None, None]
+    )
+    got = _market(prices, [GridBook(None, ws[0], 1e4, None), GridBook(None, ws[1], 3e3, None)])
+    for a, b in zip(want, got, strict=True):
+        assert a.stop_exits is None and len(a.order_records) > 50
+        _assert_parity(a, b)
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_frictionless_carry_equals_vectorbt(seed: int) -> None:
     """A second window carried from the first (shares, cash, stop state) equals the vectorbt path's."""
     prices = _random_block(20 + seed, 200, 3)
@@ -203,9 +218,10 @@ def _check_cap_and_ledger(
     impact=st.booleans(),
     scale=st.sampled_from([1e3, 1e5, 1e7]),
     cut=st.integers(10, 70),
+    first_bar=st.booleans(),
 )
 def test_cap_holds_and_remainders_are_conserved(
-    seed: int, cap: float, leftover: str, impact: bool, scale: float, cut: int
+    seed: int, cap: float, leftover: str, impact: bool, scale: float, cut: int, first_bar: bool
 ) -> None:
     """Random books, volumes (some bars untradable), limits and rules, cut into two carried windows:
     no column fills more than cap x the bar's quote volume, and every share desired is filled,
@@ -220,7 +236,8 @@ def test_cap_holds_and_remainders_are_conserved(
     books = [GridBook(r, w[:cut], 1e5, None) for r, w in zip(rules, ws, strict=True)]
     part = lambda a: a[:cut]  # noqa: E731
     fr1 = Frictions(part(fr.quote_volume), part(fr.sigma), *(getattr(fr, f) for f in _LIMITS))
-    first = _market(_slice(prices, 0, cut), books, fr1, ex=ex)
+    held = "first_bar" if first_bar else "all"
+    first = _market(_slice(prices, 0, cut), books, fr1, ex=ex, held_reweights=held)
     for r in first:
         _check_cap_and_ledger(r, fr1, cap, np.zeros(k), np.zeros(k))
     rest = lambda a: a[cut:]  # noqa: E731
@@ -229,7 +246,7 @@ def test_cap_holds_and_remainders_are_conserved(
         GridBook(r, w[cut:], f.cash_end, f.shares_end, f.end_state, f.pending_end)
         for r, w, f in zip(rules, ws, first, strict=True)
     ]
-    second = _market(_slice(prices, cut, n), books2, fr2, ex=ex, carry_price=prices.close[cut - 1])
+    second = _market(_slice(prices, cut, n), books2, fr2, ex=ex, carry_price=prices.close[cut - 1], held_reweights=held)
     for r, f in zip(second, first, strict=True):
         assert f.pending_end is not None
         _check_cap_and_ledger(r, fr2, cap, np.abs(f.pending_end.shares), f.shares_end)
@@ -262,6 +279,50 @@ def test_the_cap_binds_and_carries() -> None:
     assert drop.orders["bar"].to_list() == [0]
     assert drop.costs is not None and drop.costs["dropped_quote"] == pytest.approx(4000.0)
     assert drop.ledger is not None and drop.ledger[0].tolist() == pytest.approx([50.0, 10.0, 40.0, 0.0])
+
+
+def _flat(n: int, lows: dict[int, float] | None = None) -> PriceBlock:
+    """One column at 100 on every bar (lows overridden per bar)."""
+    o = np.full((n, 1), 100.0)
+    lo = o * 0.99
+    for i, v in (lows or {}).items():
+        lo[i] = v
+    return _block(o, o * 1.01, lo, o.copy())
+
+
+def test_a_new_target_replaces_the_pending_remainder() -> None:
+    """50 shares wanted, 10 a bar allowed: after 20 have filled, a 15 % target at bar 2 sells 5 and the
+    30 still pending are dropped."""
+    n = 5
+    fr = Frictions(np.full((n, 1), 10_000.0), np.zeros((n, 1)), *(np.zeros(1) for _ in _LIMITS))
+    w = np.full((n, 1), NAN)
+    w[0], w[2] = 0.5, 0.15
+    res = _market(_flat(n), [GridBook(None, w, 1e4, None)], fr, fees=0.0, slippage=0.0, ex=ExecutionRules(0.1))[0]
+    assert res.orders.select("bar", "side", "size").rows() == [(0, "buy", 10.0), (1, "buy", 10.0), (2, "sell", 5.0)]
+    assert res.ledger is not None and res.ledger[0].tolist() == pytest.approx([55.0, 25.0, 30.0, 0.0])
+    assert res.costs is not None and res.costs["dropped_quote"] == pytest.approx(3000.0)
+    assert res.pending_end is not None and not res.pending_end
+
+
+def test_a_stop_cancels_the_pending_buy_and_shares_the_bar_cap() -> None:
+    """The pending buy fills 10 shares at bar 1's open, using the bar's whole room: the stop found in
+    the same bar cannot sell then, sells 10 at each of the next two opens, and the 30 shares still
+    to buy are cancelled."""
+    n = 5
+    fr = Frictions(np.full((n, 1), 10_000.0), np.zeros((n, 1)), *(np.zeros(1) for _ in _LIMITS))
+    w = np.full((n, 1), NAN)
+    w[0] = 0.5
+    res = _market(_flat(n, {1: 94.0}), [GridBook(ExitRules(sl_stop=0.05), w, 1e4, None)], fr, fees=0.0,
+                  slippage=0.0, ex=ExecutionRules(0.1))[0]  # fmt: skip
+    assert res.orders.select("bar", "side", "size", "reason").rows() == [
+        (0, "buy", 10.0, "rebalance"),
+        (1, "buy", 10.0, "rebalance"),
+        (2, "sell", 10.0, "stop_loss"),
+        (3, "sell", 10.0, "stop_loss"),
+    ]
+    assert res.exits.select("bar", "kind", "price").rows() == [(1, "stop_loss", 95.0)]
+    assert res.ledger is not None and res.ledger[0].tolist() == pytest.approx([70.0, 40.0, 30.0, 0.0])
+    assert res.shares_end[0] == 0.0
 
 
 # ---------------------------------------------------------------- 3. hand cases

@@ -61,7 +61,12 @@ class ExecutionConfig(BaseModel):
     """A JSON/YAML file of per-symbol limits (min_notional, amount_step, price_tick, active); null: the
     exchange's markets for data=ccxt, else the defaults above (docs/EXECUTION.md)."""
     delisting_haircut: float = Field(default=0.0, ge=0.0, lt=1.0)
-    """Fraction lost on a delisted holding, sold at its last real bar's close (0: none)."""
+    """Fraction of the last real price lost on the forced exit of a delisted holding.
+
+    A holding whose bars end is sold at the first bar after its last one, at its last close
+    x (1 - delisting_haircut) (then slippage and fees as on any sell). 0.0 (the default): at the
+    last close, as before this setting existed.
+    """
     capacity: list[float] | None = None
     """Starting capitals (quote currency) of a capacity curve: the same walk-forward as books of one
     pass; on a backtest it adds capacity.parquet/json; null: none (task=capacity: 1e4 .. 1e8)."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from engine.config.execution import ExecutionConfig
 from engine.config.exit_rules import ExitRules, duration_to_ns
+from engine.config.survivorship import SurvivorshipConfig
 from engine.core.errors import ConfigError, EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, MS_NS, UNIT_MS, duration_ms, interval_ms
@@ -581,6 +582,8 @@ class RunConfig(_Model):
     execution: ExecutionConfig = ExecutionConfig()
     """Market frictions (participation cap, impact, spread, exchange limits) and capacity capitals; all off
     by default (engine/config/execution.py, docs/EXECUTION.md)."""
+    survivorship: SurvivorshipConfig = SurvivorshipConfig()
+    """The survivorship audit (engine/config/survivorship.py, docs/SURVIVORSHIP.md)."""
 
     @model_validator(mode="after")
     def _signals_need_fine_bars(self) -> RunConfig:

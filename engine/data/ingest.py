@@ -109,12 +109,12 @@ class IngestionService:
             if gaps:
                 report.gaps[(symbol, interval)] = gaps
         for (symbol, interval), n in report.gaps.items():
-            log.warning(
-                "%s %s: %d missing bar(s) inside the range read (a bar resampled from finer ones needs all of them)",
-                symbol,
-                interval,
-                n,
+            why = (
+                "a bar resampled from finer ones needs all of them"
+                if kind == "mtf"
+                else "the simulation carries the last price flat over them"
             )
+            log.warning("%s %s: %d missing bar(s) inside the range read (%s)", symbol, interval, n, why)
         return report
 
     def fetch_universe(self, symbols: Sequence[str], start_ms: int, end_ms: int, interval: str = "1d") -> IngestReport:

@@ -41,6 +41,12 @@ def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None
             f"{costs['impact']:,.2f}, spread {costs['spread']:,.2f}; {costs['rejected_orders']} orders rejected "
             f"(below the minimum notional), {costs['dropped_quote']:,.2f} left unfilled (dropped)"
         )
+    s = m.get("survivorship")
+    if s:  # the survivors-only audit (docs/SURVIVORSHIP.md)
+        print(
+            f"  {'survivors only':<{width}}  {s['total_return']:+.2%}  (inflation {s['inflation']:+.2%}: "
+            f"{s['n_delisted']} of {s['n_symbols']} symbols delisted, {s['n_delisted_traded']} of them traded)"
+        )
     print(f"artefacts: {out}")
 
 

@@ -213,7 +213,7 @@ def market_simulate(
     tracked = [(r is not None and r.active) or held_reweights == "first_bar" for r in rules]
     exits = _exits(ebuf[:ne], dbuf[:nd], st, tracked, k)
     out = _Outcome(fbuf[:nf], cash_bar, equity_bar, position.reshape(g, k), pend, ledger, tally)
-    return [_book_result(prices, out, b, k, exits[b]) for b in range(g)]
+    return _book_results(prices, out, k, exits)
 
 
 def first_room(n_bars: int, g: int, k: int) -> int:
@@ -286,20 +286,54 @@ class _Outcome:
     tally: np.ndarray
 
 
-def _book_result(prices: PriceBlock, out: _Outcome, b: int, k: int, exits: StopExits | None) -> SimResult:
-    """Book ``b``'s :class:`SimResult` from the kernel's outputs."""
-    f = out.fills[out.fills[:, 1].astype(np.int64) // k == b]
-    bar = f[:, 0].astype(np.int64)
+def _book_results(prices: PriceBlock, out: _Outcome, k: int, exits: list[StopExits | None]) -> list[SimResult]:
+    """Every book's :class:`SimResult` from the kernel's outputs (fills split by book, order kept)."""
+    f = out.fills
+    col = f[:, 1].astype(np.int64)
+    book = col // k
+    order = np.argsort(book, kind="stable")
+    f, col, book = f[order], col[order], book[order]
+    bounds = np.searchsorted(book, np.arange(len(exits) + 1)).tolist()
     rec = np.empty(len(f), dtype=order_dt)
-    rec["id"] = np.arange(len(f))
-    rec["col"] = f[:, 1].astype(np.int64) - b * k
+    bar = f[:, 0].astype(np.int64)
+    rec["col"] = col - book * k
     rec["idx"] = 2 * bar + f[:, 8].astype(np.int64)
     rec["size"], rec["price"], rec["fees"] = f[:, 3], f[:, 4], f[:, 5]
     rec["side"] = f[:, 2].astype(np.int64)
-    cols = slice(b * k, (b + 1) * k)
-    pend = out.pend[cols]
-    tally = out.tally[b]
-    costs: dict[str, float] = {
+    reason, ambiguous = f[:, 6].astype(np.int8), f[:, 7] > 0
+    results = []
+    for b, e in enumerate(exits):
+        lo, hi = bounds[b], bounds[b + 1]
+        mine = rec[lo:hi].copy()
+        mine["id"] = np.arange(hi - lo)
+        cols = slice(b * k, (b + 1) * k)
+        results.append(
+            SimResult(
+                equity=out.equity[b],
+                cash=out.cash[b],
+                cash_end=float(out.cash[b, -1]),
+                shares_end=out.position[b],
+                order_bar=bar[lo:hi],
+                order_records=mine,
+                order_reason=reason[lo:hi],
+                order_ambiguous=ambiguous[lo:hi],
+                stop_exits=e,
+                end_state=None if e is None else e.end,
+                n_ambiguous=0 if e is None else int(e.ambiguous.sum()),
+                portfolio_factory=_no_portfolio,
+                prices=prices,
+                order_extra={name: f[lo:hi, 9 + j] for j, name in enumerate(EXTRA_COLUMNS)},
+                costs=_costs(out.tally[b]),
+                pending_end=Pending(out.pend[cols, 0], out.pend[cols, 1].astype(np.int8), out.pend[cols, 2] > 0),
+                ledger=out.ledger[cols],
+            )
+        )
+    return results
+
+
+def _costs(tally: np.ndarray) -> dict[str, float]:
+    """Return a book's friction totals (``COST_KEYS``) from its kernel tally."""
+    return {
         "fees": float(tally[FEES]),
         "slippage": float(tally[SLIPPAGE]),
         "impact": float(tally[IMPACT]),
@@ -307,25 +341,6 @@ def _book_result(prices: PriceBlock, out: _Outcome, b: int, k: int, exits: StopE
         "rejected_orders": int(tally[REJECTED]),
         "dropped_quote": float(tally[DROPPED]),
     }
-    return SimResult(
-        equity=out.equity[b].copy(),
-        cash=out.cash[b].copy(),
-        cash_end=float(out.cash[b, -1]),
-        shares_end=out.position[b].copy(),
-        order_bar=bar,
-        order_records=rec,
-        order_reason=f[:, 6].astype(np.int8),
-        order_ambiguous=f[:, 7] > 0,
-        stop_exits=exits,
-        end_state=None if exits is None else exits.end,
-        n_ambiguous=0 if exits is None else int(exits.ambiguous.sum()),
-        portfolio_factory=_no_portfolio,
-        prices=prices,
-        order_extra={name: f[:, 9 + j].copy() for j, name in enumerate(EXTRA_COLUMNS)},
-        costs=costs,
-        pending_end=Pending(pend[:, 0].copy(), pend[:, 1].astype(np.int8), pend[:, 2] > 0),
-        ledger=out.ledger[cols].copy(),
-    )
 
 
 def _no_portfolio() -> Any:

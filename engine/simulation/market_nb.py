@@ -209,11 +209,13 @@ def _row(
     to ``held_before``, ``bq``, ``bpx``. Returns the fill count.
     """
     j0 = b * k
+    any_order = False
     for c in range(k):
         held_before[c] = position[j0 + c]
         bq[c] = 0.0
         bpx[c] = np.nan
-    if not (kind != 0).any():
+        any_order = any_order or kind[c] != 0
+    if not any_order:
         return nf  # vectorbt is handed only the rows that hold an order
     value = cash[b]
     for c in range(k):
