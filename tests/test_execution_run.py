@@ -131,19 +131,21 @@ def test_pending_remainders_cross_windows_by_symbol(
 
     fold_module = sys.modules["engine.run.fold"]  # engine.run's ``fold`` is the function
 
-    calls: list[tuple[tuple[str, ...], object, object]] = []
+    calls: dict[int, list[tuple[tuple[str, ...], object, object]]] = {}
     real = fold_module.market_execute
 
     def spy(cfg, stage, ctx, books, fr):  # type: ignore[no-untyped-def]
         results = real(cfg, stage, ctx, books, fr)
-        calls.append((ctx.prices.columns, books[0].carry_pending, results[0].pending_end))
+        # one list per plan (its stage): the run's pass, then the survivorship audit's over its own plan
+        calls.setdefault(id(stage), []).append((ctx.prices.columns, books[0].carry_pending, results[0].pending_end))
         return results
 
     monkeypatch.setattr(fold_module, "market_execute", spy)
     carry = [a for a in TINY if not a.startswith("execution.leftover")] + ["execution.leftover=carry"]
     run_backtest(small_config(lakehouse_dir, tmp_path / "p", *carry))
     handed = 0
-    for (cols0, _, left), (cols1, given, _) in itertools.pairwise(calls):
+    pairs = [pair for one_pass in calls.values() for pair in itertools.pairwise(one_pass)]
+    for (cols0, _, left), (cols1, given, _) in pairs:
         want = {s: x for s, x in zip(cols0, left.shares.tolist(), strict=True) if x != 0}
         got = {s: x for s, x in zip(cols1, given.shares.tolist(), strict=True) if x != 0}
         assert got == want
