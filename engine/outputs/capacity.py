@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from engine.data.lakehouse import parquet_write_atomic
-from engine.outputs.rundir import json_write
+from engine.outputs.rundir import CAPACITY_JSON, CAPACITY_PARQUET, json_write
 
 CURVES = (
     ("total_return", "Total return", ".1%"),
@@ -28,8 +28,8 @@ def capacity_frame(table: dict[str, Any]) -> pl.DataFrame:
 
 def capacity_write(out: Path, table: dict[str, Any]) -> None:
     """Write ``capacity.parquet`` (the rows) and ``capacity.json`` (the rows and the half-Sharpe capital)."""
-    parquet_write_atomic(capacity_frame(table), out / "capacity.parquet")
-    json_write(out / "capacity.json", table)
+    parquet_write_atomic(capacity_frame(table), out / CAPACITY_PARQUET)
+    json_write(out / CAPACITY_JSON, table)
 
 
 def _figure(rows: list[dict[str, Any]], key: str, title: str, fmt: str) -> go.Figure:
