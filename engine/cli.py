@@ -61,7 +61,7 @@ def _task(dcfg: DictConfig, cfg: RunConfig, hydra_dir: Path, out: Path) -> float
     from omegaconf import OmegaConf
 
     from engine.outputs.console import summary_print
-    from engine.outputs.rundir import ARTEFACTS, CAPACITY_JSON, artefact_errors, run_complete, run_dir_prepare
+    from engine.outputs.rundir import ARTEFACTS, artefact_errors, run_complete, run_dir_prepare
 
     run_dir_prepare(hydra_dir, out)
     log.info("%s run into %s (engine %s)", cfg.task, out, ENGINE_VERSION)
@@ -84,10 +84,6 @@ def _task(dcfg: DictConfig, cfg: RunConfig, hydra_dir: Path, out: Path) -> float
 
         ledger_record_run(cfg, result.output_dir, "sweep_job" if in_multirun() else "run")  # failures warn
     summary_print(result.metrics, result.output_dir, cfg)
-    if (result.output_dir / CAPACITY_JSON).is_file():  # task=capacity, or execution.capacity on a run
-        from engine.outputs.capacity import capacity_print
-
-        capacity_print(result.output_dir / CAPACITY_JSON)
     sharpe = result.metrics.get("sharpe") if cfg.task == "backtest" else None
     return float(sharpe) if sharpe is not None else None
 

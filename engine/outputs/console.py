@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig
+from engine.outputs.rundir import CAPACITY_JSON
 
 
 def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None:
@@ -48,6 +49,10 @@ def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None
             f"{s['n_delisted']} of {s['n_symbols']} symbols delisted, {s['n_delisted_traded']} of them traded)"
         )
     print(f"artefacts: {out}")
+    if (out / CAPACITY_JSON).is_file():  # task=capacity, or execution.capacity on a run
+        from engine.outputs.capacity import capacity_print
+
+        capacity_print(out / CAPACITY_JSON)
 
 
 def _span_days(m: Mapping[str, Any]) -> float | None:
