@@ -66,7 +66,7 @@ def _task(dcfg: DictConfig, cfg: RunConfig, hydra_dir: Path, out: Path) -> float
     run_dir_prepare(hydra_dir, out)
     log.info("%s run into %s (engine %s)", cfg.task, out, ENGINE_VERSION)
     config_yaml = OmegaConf.to_yaml(dcfg, resolve=True)
-    from engine.tasks import grid_run, ingest_run, run_backtest, wfo_run  # the simulation stack, once validated
+    from engine.tasks import capacity_run, grid_run, ingest_run, run_backtest, wfo_run  # once validated
 
     if cfg.task == "ingest":
         if code := ingest_print(ingest_run(cfg)):
@@ -77,8 +77,9 @@ def _task(dcfg: DictConfig, cfg: RunConfig, hydra_dir: Path, out: Path) -> float
     if cfg.task == "grid":
         grid_run(cfg, config_yaml)
         return None
-    result = (wfo_run if cfg.task == "wfo" else run_backtest)(cfg, config_yaml)
-    if cfg.task == "backtest":
+    task = {"wfo": wfo_run, "capacity": capacity_run}.get(cfg.task, run_backtest)
+    result = task(cfg, config_yaml)
+    if cfg.task in ("backtest", "capacity"):
         from engine.outputs.ledger import ledger_record_run
 
         ledger_record_run(cfg, result.output_dir, "sweep_job" if in_multirun() else "run")  # failures warn

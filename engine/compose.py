@@ -169,6 +169,9 @@ def _config_check(cfg: RunConfig) -> None:
     """Check beyond the model's checks: the grid's combinations, a walk-forward optimisation's windows."""
     if cfg.task in ("grid", "wfo"):
         grid_combos(cfg)
+        if cfg.execution.capacity is not None:
+            msg = f"execution.capacity is a curve of task=backtest or task=capacity, not of task={cfg.task}: set execution.capacity=null"
+            raise ConfigError(msg)
     if cfg.task == "wfo":
         from engine.run.selection import windows_precheck
 

@@ -371,7 +371,7 @@ def test_the_readme_lists_what_a_run_writes() -> None:
     params.json, task=wfo's wfo.parquet and the completion markers, named apart) plus the log."""
     from engine.outputs.rundir import ARTEFACTS, COMPLETE, ERROR
 
-    apart = {"params.json", "wfo.parquet", COMPLETE, ERROR}  # named in their own sentences
+    apart = {"params.json", "wfo.parquet", "capacity.parquet", "capacity.json", COMPLETE, ERROR}  # own sentences
     assert set(README_ARTEFACTS) == (set(ARTEFACTS) - apart) | {"engine.log"}
 
 
@@ -662,6 +662,12 @@ def test_readme_command(command: str, workspace: Workspace) -> None:
         assert oos.height == metrics["n_windows"]
         assert oos.get_column("combo").is_between(0, len(grid_combos(cfg)) - 1).all()
         assert (oos.get_column("n_combinations") == len(grid_combos(cfg))).all()
+    elif cfg.task == "capacity":  # the run's own artefacts and one capacity row per capital
+        _backtest_checks(run, cfg)
+        capacity = pl.read_parquet(run / "capacity.parquet")
+        assert capacity.get_column("capital").to_list() == cfg.execution.capitals()
+        assert {"capacity.parquet", "capacity.json"} <= set(json.loads((run / "_COMPLETE").read_text())["files"])
+        assert "Sharpe at half the smallest capital's" in proc.stdout
     else:
         assert cfg.task == "backtest"
         metrics = _backtest_checks(run, cfg)

@@ -4,6 +4,7 @@ The lowest layer but one (:mod:`engine.core` below it): every other stage takes 
 pydantic models, never a raw Hydra config.
 """
 
+from engine.config.execution import ExecutionConfig
 from engine.config.model import (
     DEFAULT_MIN_QUOTE_VOLUME_USD,
     ENGINE_VERSION,
@@ -44,6 +45,7 @@ __all__ = [
     "BacktestConfig",
     "CcxtData",
     "CostsConfig",
+    "ExecutionConfig",
     "FactorBars",
     "FilesData",
     "GridConfig",

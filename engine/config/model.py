@@ -554,7 +554,7 @@ class WfoConfig(_Model):
 class RunConfig(_Model):
     """The whole validated configuration of one run."""
 
-    task: Literal["backtest", "ingest", "grid", "wfo"] = "backtest"
+    task: Literal["backtest", "ingest", "grid", "wfo", "capacity"] = "backtest"
     quiet: bool = False
     """Hide progress bars (they hide themselves when not on a terminal)."""
     paths: PathsConfig = PathsConfig()
@@ -573,7 +573,8 @@ class RunConfig(_Model):
     signals: TrendInTrend | None = None
     """Multi-timeframe entries/exits for the winners (trend_in_trend); null: enter at the rebalance."""
     execution: ExecutionConfig = ExecutionConfig()
-    """How fills meet the market (engine/config/execution.py); every friction off by default."""
+    """Market frictions (participation cap, impact, spread, exchange limits) and capacity capitals; all off
+    by default (engine/config/execution.py, docs/EXECUTION.md)."""
     survivorship: SurvivorshipConfig = SurvivorshipConfig()
     """The survivorship audit (engine/config/survivorship.py, docs/SURVIVORSHIP.md)."""
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig
+from engine.outputs.rundir import CAPACITY_JSON
 
 
 def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None:
@@ -34,6 +35,13 @@ def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None
             # the bound metrics.json holds: the same exits taken take-profit first
             shown += f"  (optimistic bound, TP first: total return {m['total_return_optimistic']:+.2%})"
         print(f"  {name:<{width}}  {shown}")
+    costs = m.get("costs")
+    if costs is not None:  # a friction was on (execution.*): what each one took
+        print(
+            f"  {'costs':<{width}}  fees {costs['fees']:,.2f}, slippage {costs['slippage']:,.2f}, impact "
+            f"{costs['impact']:,.2f}, spread {costs['spread']:,.2f}; {costs['rejected_orders']} orders rejected "
+            f"(below the minimum notional), {costs['dropped_quote']:,.2f} left unfilled (dropped)"
+        )
     s = m.get("survivorship")
     if s:  # the survivors-only audit (docs/SURVIVORSHIP.md)
         print(
@@ -41,6 +49,10 @@ def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None
             f"{s['n_delisted']} of {s['n_symbols']} symbols delisted, {s['n_delisted_traded']} of them traded)"
         )
     print(f"artefacts: {out}")
+    if (out / CAPACITY_JSON).is_file():  # task=capacity, or execution.capacity on a run
+        from engine.outputs.capacity import capacity_print
+
+        capacity_print(out / CAPACITY_JSON)
 
 
 def _span_days(m: Mapping[str, Any]) -> float | None:

@@ -47,7 +47,7 @@ from typing import Any, SupportsFloat, SupportsInt, TypeVar
 
 import numpy as np
 
-from engine.config import ENGINE_VERSION, RunConfig
+from engine.config import ENGINE_VERSION, ExecutionConfig, RunConfig
 from engine.config.exit_rules import ExitRules
 from engine.core.errors import EngineError, first_line
 from engine.outputs.rundir import MANIFEST_JSON, METRICS_JSON
@@ -128,7 +128,19 @@ def trial_config_hash(config: Mapping[str, object], exclude: Sequence[str] = NOT
     Two runs with equal trial hashes on the same data fingerprint are the same trial, however and
     wherever they ran: :func:`n_trials` counts them once.
     """
-    return config_hash({k: v for k, v in config.items() if k not in exclude})
+    kept = {k: v for k, v in config.items() if k not in exclude}
+    section = kept.get("execution")
+    if isinstance(section, Mapping):  # the capacity capitals are not the trial's; all-default: a run before it
+        execution = {k: v for k, v in section.items() if k != "capacity"}
+        kept["execution"] = execution
+        if execution == _FRICTIONLESS:
+            del kept["execution"]
+    return config_hash(kept)
+
+
+_FRICTIONLESS = {k: v for k, v in ExecutionConfig().model_dump(mode="json").items() if k != "capacity"}
+"""``execution`` at its defaults (without the capacity list): left out of the trial hash, so the
+trials of runs made before the section existed keep their hash."""
 
 
 def _num(x: object) -> float | None:

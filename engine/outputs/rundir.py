@@ -43,6 +43,8 @@ WINNERS_PARQUET = "winners.parquet"
 AUDIT_JSONL = "audit.jsonl"
 REPORT_HTML = "report.html"
 WFO_PARQUET = "wfo.parquet"
+CAPACITY_PARQUET = "capacity.parquet"
+CAPACITY_JSON = "capacity.json"
 # what makes an existing folder an earlier run's directory (params.json: runs before the marker)
 RUN_MARKS = (MARKER, COMPLETE, PARAMS_JSON)
 # files a run (re)writes at the top of its directory: removed before a run starts in it
@@ -60,6 +62,8 @@ ARTEFACTS = (
     AUDIT_JSONL,
     REPORT_HTML,
     WFO_PARQUET,
+    CAPACITY_PARQUET,
+    CAPACITY_JSON,
 )
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")

@@ -16,10 +16,11 @@ from engine.config.exit_rules import ExitRules
 from engine.core.errors import DataError
 from engine.core.progress import progress_iter
 from engine.core.units import MS_NS, interval_ms
+from engine.run.frictions import frictions_build, market_execute, order_columns, pending_after, pending_in
 from engine.run.plan import RunPlan, WindowPlan
 from engine.run.state import Book, BookOutput, FoldState, Pass, PassSpec, Position, WindowOutput
 from engine.run.trades import TRADE_KINDS
-from engine.simulation.stage import GridBook, SimulationContext
+from engine.simulation.stage import GridBook, MarketStage, SimulationContext
 from engine.simulation.stops import StopState
 from engine.simulation.vbt import ORDER_REASONS, PriceBlock, SimResult
 from engine.strategy.windows import Window
@@ -30,9 +31,13 @@ Schedule = list[ExitRules | None]
 """A book's exit rules per window (``task=wfo``)."""
 
 
-def books_new(plan: RunPlan, rules: list[ExitRules | None]) -> FoldState:
-    """Return the state before the first window: one book per rule set, all in cash."""
-    return FoldState(tuple(Book(r, plan.cfg.backtest.init_cash) for r in rules))
+def books_new(plan: RunPlan, rules: list[ExitRules | None], capitals: list[float] | None = None) -> FoldState:
+    """Return the state before the first window: one book per rule set, all in cash.
+
+    ``capitals`` (one per book; a capacity curve) replaces ``backtest.init_cash`` as the books' cash.
+    """
+    cash = capitals if capitals is not None else [plan.cfg.backtest.init_cash] * len(rules)
+    return FoldState(tuple(Book(r, c) for r, c in zip(rules, cash, strict=True)))
 
 
 def fold(
@@ -64,7 +69,7 @@ def fold(
 
 def _rules_switch(state: FoldState, schedules: list[Schedule | None], i: int) -> FoldState:
     books = tuple(
-        b if s is None or s[i] is b.rules else Book(s[i], b.cash, b.positions)
+        b if s is None or s[i] is b.rules else Book(s[i], b.cash, b.positions, b.pending)
         for b, s in zip(state.books, schedules, strict=True)
     )
     return FoldState(books, state.last_price, state.last_bar_ms)
@@ -81,7 +86,7 @@ def step(plan: RunPlan, spec: PassSpec, state: FoldState, wp: WindowPlan) -> tup
     with plan.timings.timed("simulation"):
         w, allocation = wp.window, wp.allocation
         winners = list(allocation.weights)
-        held = {s for b in state.books for s in b.positions}
+        held = {s for b in state.books for s in (*b.positions, *b.pending)}
         carried = sorted(held - set(winners))
         if not winners and not carried:
             return _flat_step(plan, spec, state, wp)
@@ -89,7 +94,7 @@ def step(plan: RunPlan, spec: PassSpec, state: FoldState, wp: WindowPlan) -> tup
         ts, block, delist = window_block(plan, w, winners, carried, spec.interval, state.last_price)
         results = _simulate(plan, spec, state, wp, ts, block, delist, columns)
         books = tuple(
-            Book(b.rules, float(res.cash_end), positions_after(columns, res))
+            Book(b.rules, float(res.cash_end), positions_after(columns, res), pending_after(columns, res))
             for b, res in zip(state.books, results, strict=True)
         )
         last = dict(state.last_price)
@@ -250,7 +255,7 @@ def _book_weights(
     return weights
 
 
-def _grid_book(book: Book, columns: list[str], weights: np.ndarray) -> GridBook:
+def _grid_book(book: Book, columns: list[str], weights: np.ndarray, market: bool = False) -> GridBook:
     pos = [book.positions.get(s) for s in columns]
     carry = np.array([0.0 if p is None else p.qty for p in pos])
     risk = StopState(
@@ -258,6 +263,8 @@ def _grid_book(book: Book, columns: list[str], weights: np.ndarray) -> GridBook:
         np.array([np.nan if p is None else p.peak for p in pos]),
         np.array([0 if p is None else p.opened_ms * MS_NS for p in pos], dtype=np.int64),
     )
+    if market:  # the market stage: the remainders left unfilled by the last window go on
+        return GridBook(book.rules, weights, max(book.cash, 0.0), carry, risk, pending_in(book.pending, columns))
     return GridBook(book.rules, weights, max(book.cash, 0.0), carry, risk)
 
 
@@ -283,16 +290,18 @@ def _simulate(
         columns=tuple(columns),
     )
     signals = plan.cfg.signals is not None
+    market = plan.market is not None
     if signals:
         placed = signal_weights(plan, winners, ts, allocation.weights, spec.interval)
         books = [
-            _grid_book(b, columns, _book_weights(b, allocation.weights, columns, placed, delist)) for b in state.books
+            _grid_book(b, columns, _book_weights(b, allocation.weights, columns, placed, delist), market)
+            for b in state.books
         ]
     else:  # the rebalance orders are the same for every book
         shared = np.full(block["close"].shape, np.nan)
         shared[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
         shared[delist] = 0.0
-        books = [_grid_book(b, columns, shared) for b in state.books]
+        books = [_grid_book(b, columns, shared, market) for b in state.books]
     # every book marks the window's columns alike, so the carry prices are common too
     carry_price = np.array([state.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
     # one validated context per window, with the first book's rules (the run's own in a normal run);
@@ -314,6 +323,12 @@ def _simulate(
         ambiguity=spec.ambiguity,
         held_reweights="first_bar" if signals else "all",
     )
+    if plan.market is not None:  # a friction is on: the market stage, with the window's market facts
+        fine = plan.base_bars if spec.interval == plan.base else plan.mtf[spec.interval]
+        carried = columns[len(winners) :]
+        fr = frictions_build(plan.cfg, plan.market, fine, wp.window, winners, carried, ts, delist)
+        assert isinstance(plan.stage, MarketStage)
+        return market_execute(plan.cfg, plan.stage, ctx, books, fr)
     # the normal run is one book; an exit-rule grid runs every book in the same call
     return [plan.stage.execute(ctx)] if len(books) == 1 else plan.stage.execute_grid(ctx, books)
 
@@ -375,7 +390,10 @@ def _output(
     exposure = np.clip((res.equity - res.cash) / np.asarray(res.equity), 0.0, None)
     audit = {**audit_line(plan, wp, book), "ambiguous": n_amb}
     close_ts = ts + interval_ms(spec.interval)
-    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, _orders(plan, wp, res, ts, columns, delist, spec.interval), audit)  # fmt: skip
+    orders = _orders(plan, wp, res, ts, columns, delist, spec.interval)
+    if orders is not None and plan.market is not None:
+        orders.update(order_columns(res))
+    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, orders, audit, res.costs)  # fmt: skip
 
 
 def _last_bar_ms(plan: RunPlan, interval: str, symbol: str, before_ms: int) -> int:

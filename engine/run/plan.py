@@ -28,7 +28,8 @@ from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, ranges_merge, store_open
 from engine.data.panel import Panel, panel_load
 from engine.data.sources.base import DataSource
-from engine.simulation.stage import AllocationContext, SelectionContext, SimulationStage
+from engine.run.frictions import MarketData, market_prepare, market_stage
+from engine.simulation.stage import AllocationContext, MarketStage, SelectionContext, SimulationStage
 from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
 from engine.strategy.signals import signals_compute
 from engine.strategy.windows import DAY_MS, Window, windows_build
@@ -101,7 +102,7 @@ class RunPlan:
     cfg: RunConfig
     lakehouse: Lakehouse
     ingestion: IngestionService
-    stage: SimulationStage
+    stage: SimulationStage | MarketStage
     base: str
     base_ms: int
     interval: str
@@ -114,6 +115,8 @@ class RunPlan:
     signals: Mapping[str, Signals]
     empty_windows: int
     timings: Timings
+    market: MarketData | None = None
+    """What the frictions read (None: every ``execution`` friction off, the vectorbt stage)."""
 
     def warmup_ms(self) -> int:
         """History of fine bars loaded before a window so the signal's EMA has settled."""
@@ -372,10 +375,15 @@ def plan_ranked(
     if cfg.signals is not None:
         with timings.timed("signals"):
             signals = signals_prepare(cfg, mtf[cfg.backtest.timeframes[0]], base_bars, spans)
-    stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
+    stage: SimulationStage | MarketStage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
+    market = None
+    if not cfg.execution.is_frictionless():  # a friction is on: the market stage (engine/run/frictions.py)
+        with timings.timed("market"):
+            market = market_prepare(cfg, lakehouse, symbols, windows[0].start_ms, windows[-1].end_ms)
+            stage = market_stage(cfg, market)
     return RunPlan(
         cfg, lakehouse, ingestion, stage, base, interval_ms(base), interval, coverage, windows, plans, ranks,
-        base_bars, mtf, signals, empty, timings,
+        base_bars, mtf, signals, empty, timings, market,
     )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from engine.core.errors import EngineError, NoWinnersError
 from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
 from engine.run.fold import Schedule, books_new, fold
+from engine.run.frictions import ORDER_COLUMNS, costs_block
 from engine.run.metrics import YEAR_DAYS, equity_metrics, trading_metrics
 from engine.run.plan import RunPlan, plan_from, run_plan
 from engine.run.state import BookOutput, Pass, PassSpec
@@ -70,6 +71,8 @@ class BacktestResult:
     benchmark: pl.DataFrame
     wfo: dict[str, Any] | None = None
     """task=wfo: the per-window choices (``frame``), the grid's per-window returns and rules."""
+    capacity: dict[str, Any] | None = None
+    """A capacity curve (``execution.capacity`` or task=capacity): :func:`engine.run.capacity.capacity_table`."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,17 @@ def gc_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def walk(plan: RunPlan, rules: list[ExitRules | None], schedules: list[Schedule | None] | None = None) -> Walk:
-    """Run the passes over the plan's windows for ``rules``, one book each (``schedules``: rules per window)."""
-    main = fold(plan, PassSpec("pessimistic", plan.interval), books_new(plan, rules), schedules)
+def walk(
+    plan: RunPlan,
+    rules: list[ExitRules | None],
+    schedules: list[Schedule | None] | None = None,
+    capitals: list[float] | None = None,
+) -> Walk:
+    """Run the passes over the plan's windows for ``rules``, one book each (``schedules``: rules per window).
+
+    ``capitals``: each book's starting cash (a capacity curve; default ``backtest.init_cash``).
+    """
+    main = fold(plan, PassSpec("pessimistic", plan.interval), books_new(plan, rules, capitals), schedules)
     every: list[ExitRules | None] = []
     for i, r0 in enumerate(rules):
         schedule = schedules[i] if schedules else None
@@ -129,7 +140,7 @@ def walk(plan: RunPlan, rules: list[ExitRules | None], schedules: list[Schedule 
         optimistic = dict(zip(ambiguous, alt.outputs, strict=True))
     on_base = None
     if active and plan.interval != plan.base:
-        on_base = fold(plan, PassSpec("pessimistic", plan.base), books_new(plan, rules), schedules)
+        on_base = fold(plan, PassSpec("pessimistic", plan.base), books_new(plan, rules, capitals), schedules)
     return Walk(list(rules), schedules, main, optimistic, on_base)
 
 
@@ -163,8 +174,10 @@ def orders_frame(cols: dict[str, np.ndarray]) -> pl.DataFrame:
             "fees": cols["fees"],
             "reason": pl.Series(ORDER_REASONS, dtype=pl.String).gather(cols["reason"]),
             "ambiguous": cols["ambiguous"],
+            # the market stage's columns of each fill (engine/run/frictions.py), only when it ran
+            **{c: pl.Series(c, cols[c], dtype=pl.Float64) for c in ORDER_COLUMNS if c in cols},
         },
-        schema=ORDER_SCHEMA,
+        schema={**ORDER_SCHEMA, **{c: pl.Float64 for c in ORDER_COLUMNS if c in cols}},
     )
 
 
@@ -246,6 +259,8 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
                     extra["base_bars"] = _base_comparison(plan, out, w.on_base.outputs[i])
             else:
                 extra["total_return_optimistic"] = None
+            if plan.market is not None:  # the market stage only: what each friction took
+                extra["costs"] = costs_block(out.costs or {})
             metrics.append(_book_metrics(plan, out, orders, trades, extra))
             if i == 0 and NO_ORDERS in metrics[-1].get("warnings", ()):
                 log.warning("%s", NO_ORDERS)

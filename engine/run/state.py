@@ -41,6 +41,9 @@ class Book:
     rules: ExitRules | None
     cash: float
     positions: Mapping[str, Position] = field(default_factory=dict)
+    pending: Mapping[str, tuple[float, int, bool]] = field(default_factory=dict)
+    """Order remainders not yet filled (the market stage's participation cap), by symbol: signed
+    shares, reason code, ambiguous."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class WindowOutput:
     exposure: np.ndarray | None = None
     orders: dict[str, np.ndarray] | None = None
     audit: dict[str, Any] | None = None
+    costs: Mapping[str, float] | None = None
+    """What each friction took in the window (the market stage only): fees, slippage, impact, spread, ..."""
 
 
 @dataclass
@@ -100,6 +105,8 @@ class BookOutput:
     """Stop exits found per exit-kind code (all passes keep this, light ones included)."""
     ambiguous_windows: list[int] = field(default_factory=list)
     final_equity: float = float("nan")
+    costs: dict[str, float] | None = None
+    """The windows' costs summed (the market stage only)."""
 
     def add(self, window: int, w: WindowOutput) -> None:
         """Append one window's output."""
@@ -117,6 +124,8 @@ class BookOutput:
             self.audit.append(w.audit)
         if w.orders is not None:
             self.orders.append(w.orders)
+        if w.costs is not None:
+            self.costs = {k: (self.costs or {}).get(k, 0.0) + float(v) for k, v in w.costs.items()}
 
 
 @dataclass(frozen=True)

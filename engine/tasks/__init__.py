@@ -8,6 +8,7 @@ to output and exit codes.
 
 from engine.outputs.rundir import artefact_errors
 from engine.tasks.backtest import run_backtest
+from engine.tasks.capacity import capacity_run
 from engine.tasks.grid import grid_run
 from engine.tasks.guards import RunResult, data_errors, output_dir
 from engine.tasks.ingest import IngestResult, ingest_run
@@ -17,6 +18,7 @@ __all__ = [
     "IngestResult",
     "RunResult",
     "artefact_errors",
+    "capacity_run",
     "data_errors",
     "grid_run",
     "ingest_run",

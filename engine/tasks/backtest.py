@@ -24,19 +24,25 @@ def _backtest(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
     from engine.outputs.report import report_write
     from engine.outputs.rundir import ARTEFACTS, run_complete, run_dir_reset
     from engine.run import backtest_run
+    from engine.run.capacity import capacity_run
 
     with artefact_errors(out):
         run_dir_reset(out, keep=(PARAMS_JSON,))
     t0 = time.perf_counter()
     log.info("backtest: %s data, %s, lakehouse %s", cfg.data.source, cfg.ranking.weights, cfg.paths.lakehouse_dir)
     with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
-        result = backtest_run(cfg).result
+        capacity = cfg.task == "capacity" or cfg.execution.capacity is not None
+        result = (capacity_run(cfg) if capacity else backtest_run(cfg)).result
         assert result is not None
     t1 = time.perf_counter()
     for stage, seconds in result.timings.items():
         log.info("stage %s: %.2f s", stage, seconds)
     with artefact_errors(out):
         artefacts_write(out, cfg, result, config_yaml)
+        if result.capacity is not None:
+            from engine.outputs.capacity import capacity_write
+
+            capacity_write(out, result.capacity)
         report_write(out, cfg, result)
         run_complete(out, [n for n in ARTEFACTS if (out / n).is_file()])
     timings = {**result.timings, "artefacts": time.perf_counter() - t1, "total": time.perf_counter() - t0}
