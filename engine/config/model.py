@@ -18,6 +18,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from engine.config.exit_rules import ExitRules, duration_to_ns
+from engine.config.portfolio import PortfolioRisk, Weighting
 from engine.core.errors import ConfigError, EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, MS_NS, UNIT_MS, duration_ms, interval_ms
@@ -459,10 +460,10 @@ class BacktestConfig(_Model):
         return self
 
 
-class PortfolioConfig(_Model):
-    """How winners are weighted."""
+class PortfolioConfig(PortfolioRisk, _Model):
+    """How winners are weighted (the risk weightings, volatility target and limits: :class:`PortfolioRisk`)."""
 
-    weighting: Literal["equal", "inverse_vol"] = "equal"
+    weighting: Weighting = "equal"
     vol_window: str = "30d"
     """Volatility window of inverse-volatility weights (base bars' log returns)."""
     vol_days: int | None = Field(default=None, ge=1, le=730)
@@ -640,6 +641,7 @@ class RunConfig(_Model):
                     "portfolio.vol_window"
                 )
                 raise ConfigError(msg)
+        p.risk_check(p.weighting, p.gross_exposure, base, factors.min_history, self.signals is not None)
         return self
 
     @field_validator("signals", mode="before")
