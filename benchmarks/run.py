@@ -49,6 +49,11 @@ FIGURES = {
         False,
     ),
     "10": ("fingerprinting 1,000 user files by content", __import__("benchmarks.fig10_files", fromlist=["run"]), True),
+    "11": (
+        "portfolio=hrp on 50 winners vs equal weights",
+        __import__("benchmarks.fig11_portfolio", fromlist=["run"]),
+        True,
+    ),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -152,7 +152,9 @@ def test_min_variance_closed_form_and_kkt_and_skfolio() -> None:
             np.testing.assert_allclose(g[on], v, rtol=1e-9)
             assert (g[~on] >= v * (1 - 1e-9)).all() and (w >= 0).all()
             checked_bound += 1
-        np.testing.assert_allclose(w, _skfolio(x, "min_variance", solver_params=TIGHT, scale_objective=100.0), atol=1e-6)
+        np.testing.assert_allclose(
+            w, _skfolio(x, "min_variance", solver_params=TIGHT, scale_objective=100.0), atol=1e-6
+        )
     assert checked_interior and checked_bound
 
 
@@ -362,6 +364,8 @@ def test_hrp_with_exit_rules_end_to_end(lakehouse_dir: Path, tmp_path: Path) -> 
     weights = [line["weights"] for line in lines]
     assert all(max(w.values()) <= 0.3 + 1e-9 for w in weights if w)  # type: ignore[union-attr]
     assert len({tuple(sorted(w.values())) for w in weights if w}) > 1  # type: ignore[union-attr]
+    turnovers = [line["portfolio"]["turnover"] for line in lines]  # type: ignore[index]
+    assert max(turnovers) <= 0.8 + 1e-9 and max(turnovers) == pytest.approx(0.8)  # the limit binds (the first window)
     report = (tmp_path / "r" / "report.html").read_text()
     assert "Portfolio construction" in report and "turnover" in report
 

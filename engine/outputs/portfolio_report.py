@@ -4,8 +4,10 @@ Computed from what the run did (its equity curve, orders and audit lines), not f
 
 - realised volatility: the standard deviation of the equity's bar-to-bar returns within each window
   (and over the whole run), annualised by the bars' spacing on a 365-day year;
-- turnover: the notional traded at each window's first bar (the rebalance: buys and sells, stops
-  and delistings of later bars excluded), as a fraction of the equity at the ranking bar's close.
+- turnover, two ways: the limit's own measure, ``sum |w - h|`` against the drifted held book (the
+  audit line's ``portfolio.turnover``, what ``max_turnover`` bounds), and the notional traded at each
+  window's first bar (the rebalance: buys and sells; stops and delistings of later bars excluded)
+  as a fraction of the equity at the ranking bar's close, which also re-buys what stops sold.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def portfolio_rows(cfg: RunConfig, result: BacktestResult) -> tuple[str, list[st
     """Return the section's summary sentence, table head and rows (one per window); None when construction is off.
 
     Each row: window, ranking date, target gross (the sum of the window's weights), traded at the
-    rebalance, realised volatility in the window, target volatility (None without one).
+    turnover against the held book, traded at the rebalance, realised volatility in the window,
+    target volatility (None without one).
     """
     p = cfg.portfolio
     if not p.constructs(p.weighting, p.gross_exposure) or result.equity.is_empty():
@@ -65,7 +68,8 @@ def portfolio_rows(cfg: RunConfig, result: BacktestResult) -> tuple[str, list[st
         series = np.r_[base, equity[inside & (ms > start)]]
         vol = _annualised(series, np.r_[start, ms[inside & (ms > start)]])
         gross = float(sum((a.get("weights") or {}).values()))
-        rows.append([k, a.get("rank_time") or a.get("rank_date"), gross, turnover, vol, p.target_vol])
+        limit = (a.get("portfolio") or {}).get("turnover")
+        rows.append([k, a.get("rank_time") or a.get("rank_date"), gross, limit, turnover, vol, p.target_vol])
     overall = _annualised(equity, ms)
     target = "no target" if p.target_vol is None else f"target {p.target_vol * 100:.2f}%"
     mean = float(np.mean(turnovers)) if turnovers else math.nan
@@ -74,7 +78,8 @@ def portfolio_rows(cfg: RunConfig, result: BacktestResult) -> tuple[str, list[st
         f"{p.weighting} weights ({p.covariance} covariance over {p.cov_window} where used), max_weight "
         f"{p.max_weight}, max_turnover {p.max_turnover}, max_gross {p.max_gross}. Realised volatility over the run "
         f"{overall * 100:.2f}% ({target}); traded at the rebalances: mean {mean * 100:.2f}%, max {peak * 100:.2f}% "
-        "of equity (the limit holds against the drifted targets; fills, stops and delistings move the held book)."
+        "of equity. Turnover is what max_turnover bounds: the change from the previous targets drifted to the "
+        "ranking bar; what is traded also re-buys what stops sold (docs/PORTFOLIO.md)."
     )
-    head = ["Window", "Ranked", "Gross (target)", "Traded at rebalance", "Realised vol", "Target vol"]
+    head = ["Window", "Ranked", "Gross (target)", "Turnover", "Traded at rebalance", "Realised vol", "Target vol"]
     return summary, head, rows

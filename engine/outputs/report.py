@@ -781,7 +781,7 @@ def _portfolio_html(cfg: RunConfig, result: BacktestResult) -> str:
         return ""
     summary, head, rows = found
     cells = [[(str(r[0]), "n"), (_when(r[1]), "d"), *((_pct(x), "n") for x in r[2:])] for r in rows]
-    table = _table(head, cells, {0, 2, 3, 4, 5})
+    table = _table(head, cells, {0, 2, 3, 4, 5, 6})
     return f'<section><h2>Portfolio construction</h2><p class="note">{_esc(summary)}</p><div class="scroll">{table}</div></section>'
 
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -115,6 +115,8 @@ class RunPlan:
     signals: Mapping[str, Signals]
     empty_windows: int
     timings: Timings
+    portfolio: Mapping[int, dict[str, Any]] = field(default_factory=dict)
+    """Per ranking bar (ms): the portfolio construction's gross, ex-ante volatility, turnover (docs/PORTFOLIO.md)."""
 
     def warmup_ms(self) -> int:
         """History of fine bars loaded before a window so the signal's EMA has settled."""
@@ -365,7 +367,7 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
     stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
     return RunPlan(
         cfg, lakehouse, ingestion, stage, base, base_ms, interval, coverage, windows, plans, ranks,
-        base_bars, mtf, signals, empty, timings,
+        base_bars, mtf, signals, empty, timings, {} if allocator is None else allocator.audit(),
     )  # fmt: skip
 
 

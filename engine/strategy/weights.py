@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -106,6 +107,7 @@ class BookRecord:
     """What portfolio construction decided in one window (the report and the tests read it)."""
 
     window: int
+    rank_ms: int
     gross: float
     vol: float
     """Annualised ex-ante volatility of the unit book over the covariance window (NaN: none)."""
@@ -148,13 +150,26 @@ class Allocator:
         book, turnover = limits_apply(t, h, self.p.max_weight, self.p.max_turnover)
         out = {s: float(x) for s, x in zip(names, book, strict=True) if s in tradable or x > 0}
         kept = [s for s in out if s not in tradable]
-        self.records.append(BookRecord(w.index, gross, vol, turnover, held, kept, why))
+        self.records.append(BookRecord(w.index, w.rank_ms, gross, vol, turnover, held, kept, why))
         self._prev = (w, out)
         return out
 
     def kept(self) -> dict[int, list[str]]:
         """Per window, the symbols the turnover limit kept after they left the winners."""
         return {r.window: r.kept for r in self.records if r.kept}
+
+    def audit(self) -> dict[int, dict[str, Any]]:
+        """Per ranking bar (ms), what the audit line of its window says of the construction (strict JSON)."""
+        return {
+            r.rank_ms: {
+                "gross": r.gross,
+                "ex_ante_vol": r.vol if math.isfinite(r.vol) else None,
+                "turnover": r.turnover,
+                "kept": r.kept,
+                "fallback": r.fallback,
+            }
+            for r in self.records
+        }
 
     def _unit(self, w: Window, chosen: pl.DataFrame) -> tuple[np.ndarray, np.ndarray | None, str | None]:
         """Return the unit weights (summing to 1) of the winners, their covariance (None: not needed) and any fallback."""
