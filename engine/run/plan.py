@@ -31,7 +31,7 @@ from engine.data.sources.base import DataSource
 from engine.simulation.stage import AllocationContext, SelectionContext, SimulationStage
 from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
 from engine.strategy.signals import signals_compute
-from engine.strategy.weights import Allocator, allocator_new
+from engine.strategy.weights import Allocator, allocator_new, returns_history_ms
 from engine.strategy.windows import DAY_MS, Window, windows_build
 
 log = logging.getLogger(__name__)
@@ -349,9 +349,10 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
     with timings.timed("windows"):
         symbols = sorted({s for top in selected.values() for s in top.get_column("symbol").to_list()})
         history = 0 if cfg.signals is None else (cfg.signals.trend_days + 2) * DAY_MS + warmup_ms(cfg)
+        history = max(history, returns_history_ms(cfg))  # the covariance window of docs/PORTFOLIO.md
         base_bars = panel_load(lakehouse, "bars", base, symbols, windows[0].start_ms - history, windows[-1].end_ms)
     with timings.timed("windows"):
-        allocator = allocator_new(cfg, lakehouse, windows, symbols, base_bars)
+        allocator = allocator_new(cfg, base_bars)
         plans = plans_build(cfg, windows, selected, base_bars, allocator)
         empty = empty_windows_check(cfg, lakehouse, plans)
     mtf: dict[str, Panel] = {}

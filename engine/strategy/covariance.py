@@ -79,27 +79,31 @@ def hrp_weights(x: np.ndarray, cov: np.ndarray) -> np.ndarray:
     inverse-variance book, ``v = w' C w``, and the left half gets ``1 - v_l / (v_l + v_r)`` of
     its parent's weight (López de Prado 2016).
     """
-    n = cov.shape[0]
-    var = np.diag(cov)
-    weights = np.ones(n)
-    items = [hrp_order(x)]
+    order = hrp_order(x)
+    c = cov[np.ix_(order, order)]  # clusters are contiguous ranges of the ordered covariance
+    inv = 1.0 / np.diag(c)
+    w = np.ones(order.size)
+
+    def risk(a: int, b: int) -> float:
+        iv = inv[a:b] / inv[a:b].sum()
+        return float(iv @ c[a:b, a:b] @ iv)
+
+    items = [(0, order.size)]
     while items:
-        nxt: list[np.ndarray] = []
-        for ids in items:
-            if len(ids) < 2:
+        nxt: list[tuple[int, int]] = []
+        for a, b in items:
+            if b - a < 2:
                 continue
-            halves = (ids[: len(ids) // 2], ids[len(ids) // 2 :])
-            risks = []
-            for h in halves:
-                iv = 1.0 / var[h]
-                iv /= iv.sum()
-                risks.append(float(iv @ cov[np.ix_(h, h)] @ iv))
-            alpha = 1.0 - risks[0] / (risks[0] + risks[1])
-            weights[halves[0]] *= alpha
-            weights[halves[1]] *= 1.0 - alpha
-            nxt.extend(halves)
+            m = a + (b - a) // 2
+            left, right = risk(a, m), risk(m, b)
+            alpha = 1.0 - left / (left + right)
+            w[a:m] *= alpha
+            w[m:b] *= 1.0 - alpha
+            nxt += [(a, m), (m, b)]
         items = nxt
-    return weights
+    out = np.empty_like(w)
+    out[order] = w
+    return out
 
 
 def skfolio_weights(x: np.ndarray, weighting: str, estimator: str) -> np.ndarray:

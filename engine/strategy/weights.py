@@ -36,8 +36,7 @@ import polars as pl
 from engine.config import PortfolioConfig, RunConfig
 from engine.config.portfolio import RISK_WEIGHTINGS
 from engine.core.units import DAY_MS, interval_ms
-from engine.data.lakehouse import Lakehouse
-from engine.data.panel import Panel, panel_load
+from engine.data.panel import Panel
 from engine.strategy.covariance import covariance_of, hrp_weights, returns_of, skfolio_weights
 from engine.strategy.polish import erc_polish, min_variance_polish
 from engine.strategy.ranking import weights_compute
@@ -236,14 +235,18 @@ class Allocator:
         bars = self.bars
         start = bars.rows(pw.start_ms, pw.end_ms).start
         end = int(np.searchsorted(bars.ts_ms, w.rank_ms, side="right"))
-        values, cash = {}, 1.0 - sum(weights.values())
-        for s, x in weights.items():
-            c = bars.close[start:end, bars.col(s)]
-            ok = np.flatnonzero(np.isfinite(c))
-            growth = c[ok[-1]] / bars.open[start, bars.col(s)] if ok.size else 1.0
-            values[s] = x * float(growth)
-        total = sum(values.values()) + cash
-        return {s: v / total for s, v in values.items() if v > 0} if total > 0 else {}
+        names = list(weights)
+        if not names:
+            return {}
+        cols = [bars.col(s) for s in names]
+        block = bars.close[start:end][:, cols]
+        ok = np.isfinite(block)
+        last_row = block.shape[0] - 1 - np.argmax(ok[::-1], axis=0)  # the last close each symbol had
+        last = block[last_row, np.arange(len(names))]
+        growth = np.where(ok.any(axis=0), last / bars.open[start, cols], 1.0)
+        values = np.array([weights[s] for s in names]) * growth
+        total = float(values.sum()) + 1.0 - sum(weights.values())
+        return {s: float(v) / total for s, v in zip(names, values, strict=True) if v > 0} if total > 0 else {}
 
     def _has_open(self, s: str, start_ms: int) -> bool:
         row = int(np.searchsorted(self.bars.ts_ms, start_ms))
@@ -279,22 +282,25 @@ def _risk_weights(weighting: str, x: np.ndarray, cov: np.ndarray, estimator: str
     return np.asarray(np.maximum(u, 0.0), dtype=np.float64)
 
 
-def allocator_new(
-    cfg: RunConfig, lakehouse: Lakehouse, windows: tuple[Window, ...], symbols: list[str], bars: Panel
-) -> Allocator | None:
+def returns_history_ms(cfg: RunConfig) -> int:
+    """Return the base bars the returns need before the first window's start (0 when none is needed).
+
+    ``cov_window`` bars before the first ranking bar, which is one bar before the first start.
+    """
+    p, base = cfg.portfolio, cfg.backtest.interval
+    return (p.cov_bars(base) + 1) * interval_ms(base) if p.needs_returns(p.weighting) else 0
+
+
+def allocator_new(cfg: RunConfig, bars: Panel) -> Allocator | None:
     """Return the run's :class:`Allocator`, or None when no portfolio-construction setting is on.
 
-    With a risk weighting or a volatility target it reads the winners' base bars from
-    ``cov_window`` bars before the first ranking bar (one winner-slice query).
+    With a risk weighting or a volatility target the returns come from ``bars``, loaded from
+    :func:`returns_history_ms` before the first window.
     """
     p, base = cfg.portfolio, cfg.backtest.interval
     if not p.constructs(p.weighting, p.gross_exposure):
         return None
-    closes = None
-    if p.needs_returns(p.weighting) and windows and symbols:
-        step = interval_ms(base)
-        lo = windows[0].rank_ms - p.cov_bars(base) * step
-        closes = panel_load(lakehouse, "bars", base, symbols, lo, windows[-1].rank_ms + step)
+    closes = bars if p.needs_returns(p.weighting) else None
     if p.max_weight is not None and cfg.ranking.top_n * p.max_weight < min(p.gross_exposure, p.max_gross):
         log.warning(
             "portfolio.max_weight=%g x ranking.top_n=%d < the gross %g: at most %g of the book is invested",
