@@ -381,3 +381,5 @@ def test_erc_grid_and_target_vol_wfo_end_to_end(lakehouse_dir: Path, tmp_path: P
     assert np.isfinite(w.metrics["total_return"])
     sums = [sum(line["weights"].values()) for line in _audit(tmp_path / "w") if line["weights"]]  # type: ignore[union-attr]
     assert max(sums) <= 1 + 1e-9 and min(sums) < 0.999  # the volatility target cut the gross somewhere
+    report = (tmp_path / "w" / "report.html").read_text()
+    assert "Realised volatility over the run" in report and "(target 40.00%)" in report
