@@ -20,7 +20,7 @@ from typing import Any
 from benchmarks.common import Row, backtest_subprocess, check
 
 FIG = "1 e2e"
-STAGES = ("data", "ranking", "windows", "mtf", "simulation", "metrics", "artefacts")
+STAGES = ("data", "ranking", "windows", "mtf", "simulation", "metrics", "survivorship", "artefacts")
 FIRST_TARGET_S = 30.0
 WARM_TARGET_S = 5.0
 

@@ -76,14 +76,20 @@ class _State:
     gen: SyntheticSource
     now_ms: int | None
     markets: list[dict[str, Any]]
+    delisted: dict[str, int] = field(default_factory=dict)
     log: list[RequestRecord] = field(default_factory=list)
     faults: deque[Fault] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def _market(symbol: str, status: str = "TRADING") -> dict[str, Any]:
+RULES_DEFAULT = {"tickSize": "0.00000001", "stepSize": "0.00001000", "minNotional": "5.00000000"}
+"""Binance's PRICE_FILTER tick, LOT_SIZE step and NOTIONAL minimum of every market (``rules`` overrides them)."""
+
+
+def _market(symbol: str, status: str = "TRADING", rules: dict[str, str] | None = None) -> dict[str, Any]:
     base, quote = symbol.split("/")
+    r = {**RULES_DEFAULT, **(rules or {})}
     return {
         "symbol": base + quote,
         "status": status,
@@ -100,9 +106,17 @@ def _market(symbol: str, status: str = "TRADING") -> dict[str, Any]:
                 "filterType": "PRICE_FILTER",
                 "minPrice": "0.00000001",
                 "maxPrice": "1000000.00000000",
-                "tickSize": "0.00000001",
+                "tickSize": r["tickSize"],
             },
-            {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000", "stepSize": "0.00001000"},
+            {"filterType": "LOT_SIZE", "minQty": r["stepSize"], "maxQty": "9000.00000000", "stepSize": r["stepSize"]},
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": r["minNotional"],
+                "applyMinToMarket": True,
+                "maxNotional": "9000000.00000000",
+                "applyMaxToMarket": False,
+                "avgPriceMins": 5,
+            },
         ],
         "permissions": ["SPOT"],
     }
@@ -191,6 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         limit = min(int(params.get("limit", KLINES_LIMIT_DEFAULT)), KLINES_LIMIT_MAX)
         now = state.now_ms if state.now_ms is not None else state.gen.end_ms
         hi = min(int(params["endTime"]), now) if "endTime" in params else now
+        hi = min(hi, state.delisted.get(symbol, hi))
         bars = state.gen.ohlcv_fetch(symbol, interval, int(params.get("startTime", 0)), hi + 1)
         # Binance: with startTime the first `limit` bars from it, without it the latest `limit`.
         bars = bars.head(limit) if "startTime" in params else bars.tail(limit)
@@ -246,6 +261,11 @@ class ExchangeServer:
         the still-forming bar). ``None`` serves the generator's whole range.
     extra_markets
         More ``(symbol, status)`` markets for exchangeInfo only (e.g. ``("OLD/USDT", "BREAK")``).
+    delisted
+        Generator symbols listed with status BREAK whose klines end at the given open time (epoch ms):
+        a delisted market whose history the exchange still serves.
+    rules
+        Per symbol, the ``tickSize``, ``stepSize`` or ``minNotional`` that replace :data:`RULES_DEFAULT`.
     """
 
     def __init__(
@@ -254,9 +274,14 @@ class ExchangeServer:
         *,
         now_ms: int | None = None,
         extra_markets: tuple[tuple[str, str], ...] = (("ETH/BTC", "TRADING"), ("OLD/USDT", "BREAK")),
+        delisted: dict[str, int] | None = None,
+        rules: dict[str, dict[str, str]] | None = None,
     ) -> None:
-        markets = [_market(s) for s in gen.symbols()] + [_market(s, status) for s, status in extra_markets]
-        self.state = _State(gen=gen, now_ms=now_ms, markets=markets)
+        delisted = dict(delisted or {})
+        rules = rules or {}
+        markets = [_market(s, "BREAK" if s in delisted else "TRADING", rules.get(s)) for s in gen.symbols()]
+        markets += [_market(s, status, rules.get(s)) for s, status in extra_markets]
+        self.state = _State(gen=gen, now_ms=now_ms, markets=markets, delisted=delisted)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 

@@ -17,8 +17,10 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from engine.config.execution import ExecutionConfig
 from engine.config.exit_rules import ExitRules, duration_to_ns
 from engine.config.portfolio import PortfolioRisk, Weighting
+from engine.config.survivorship import SurvivorshipConfig
 from engine.core.errors import ConfigError, EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, MS_NS, UNIT_MS, duration_ms, interval_ms
@@ -223,7 +225,7 @@ class CcxtData(_Model):
     exchange: str = "binance"
     """ccxt exchange id (e.g. binance, kraken)."""
     symbols: list[str] = Field(default_factory=list)
-    """Universe to ingest; empty means every active spot market quoted in ``quote``."""
+    """Universe to ingest; empty means every spot market quoted in ``quote``, delisted ones kept where served."""
     quote: str = "USDT"
     start: date = date(2021, 1, 1)
     end: date = date(2024, 12, 31)
@@ -578,6 +580,10 @@ class RunConfig(_Model):
     """Walk-forward optimisation settings of ``task=wfo``."""
     signals: TrendInTrend | None = None
     """Multi-timeframe entries/exits for the winners (trend_in_trend); null: enter at the rebalance."""
+    execution: ExecutionConfig = ExecutionConfig()
+    """How fills meet the market (engine/config/execution.py); every friction off by default."""
+    survivorship: SurvivorshipConfig = SurvivorshipConfig()
+    """The survivorship audit (engine/config/survivorship.py, docs/SURVIVORSHIP.md)."""
 
     @model_validator(mode="after")
     def _signals_need_fine_bars(self) -> RunConfig:

@@ -19,6 +19,7 @@ from engine.core.progress import progress_iter
 from engine.core.units import DAY_MS, interval_ms
 from engine.data.bars import bars_gaps
 from engine.data.lakehouse import Lakehouse, ranges_missing
+from engine.data.markets import markets_record
 from engine.data.sources.base import DataSource
 
 if TYPE_CHECKING:
@@ -108,12 +109,12 @@ class IngestionService:
             if gaps:
                 report.gaps[(symbol, interval)] = gaps
         for (symbol, interval), n in report.gaps.items():
-            log.warning(
-                "%s %s: %d missing bar(s) inside the range read (a bar resampled from finer ones needs all of them)",
-                symbol,
-                interval,
-                n,
+            why = (
+                "a bar resampled from finer ones needs all of them"
+                if kind == "mtf"
+                else "the simulation carries the last price flat over them"
             )
+            log.warning("%s %s: %d missing bar(s) inside the range read (%s)", symbol, interval, n, why)
         return report
 
     def fetch_universe(self, symbols: Sequence[str], start_ms: int, end_ms: int, interval: str = "1d") -> IngestReport:
@@ -248,6 +249,8 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
     if not plan.symbols:
         return IngestReport(), plan
     report = service.fetch_universe(plan.symbols, plan.start_ms, plan.end_ms, cfg.backtest.interval)
+    # an exchange's rules (ccxt) stored with its bars; inactive markets it served no bars of are left out
+    plan.symbols = markets_record(service.lakehouse, source, plan.symbols, cfg.backtest.interval)
     if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", cfg.backtest.interval):
         raise NothingRead(nothing_read(cfg, plan))
     return report, plan

@@ -34,6 +34,12 @@ def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None
             # the bound metrics.json holds: the same exits taken take-profit first
             shown += f"  (optimistic bound, TP first: total return {m['total_return_optimistic']:+.2%})"
         print(f"  {name:<{width}}  {shown}")
+    s = m.get("survivorship")
+    if s:  # the survivors-only audit (docs/SURVIVORSHIP.md)
+        print(
+            f"  {'survivors only':<{width}}  {s['total_return']:+.2%}  (inflation {s['inflation']:+.2%}: "
+            f"{s['n_delisted']} of {s['n_symbols']} symbols delisted, {s['n_delisted_traded']} of them traded)"
+        )
     print(f"artefacts: {out}")
 
 

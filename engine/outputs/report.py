@@ -21,6 +21,7 @@ import polars as pl
 from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
 from engine.outputs.rundir import redact
+from engine.outputs.survivorship import survivorship_html
 from engine.run.metrics import drawdown
 from engine.run.result import BacktestResult
 
@@ -823,6 +824,7 @@ def report_html(cfg: RunConfig, result: BacktestResult) -> str:
         f"{_header(cfg, result)}"
         f"{''.join(charts)}"
         f"{_base_comparison_html(result)}"
+        f"{survivorship_html(result.metrics)}"
         f"{_wfo_html(result)}"
         f"{_portfolio_html(cfg, result)}"
         f"<section><h2>Trades</h2>{_trades_table(result)}</section>"

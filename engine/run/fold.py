@@ -155,6 +155,9 @@ def window_block(
 
     Columns are the winners, then the positions carried from earlier windows; a carried symbol is
     held flat at its base bar's open at the window start (or its last close where it has none).
+    The delist mask marks the bar after a winner's last one when its bars end inside the window,
+    and the first bar of a carried symbol whose bars ended before the window; from there the
+    block holds the last close, cut by ``execution.delisting_haircut`` (:func:`delisting_haircut`).
     """
     ts, raw = _raw_block(plan, w, winners, interval)
     bars = plan.base_bars
@@ -179,7 +182,26 @@ def window_block(
         last_ms = plan.coverage[s][1]
         if valid.size and valid[-1] < n - 1 and last_ms + plan.base_ms <= int(ts[-1]):
             delist[valid[-1] + 1, j] = True
+    for j, s in enumerate(carried):  # held, and its bars ended before the window: sold at its first bar
+        if n and plan.coverage[s][1] + plan.base_ms <= int(ts[0]):
+            delist[0, len(winners) + j] = True
+    delisting_haircut(block, delist, plan.cfg.execution.delisting_haircut)
     return ts, block, delist
+
+
+def delisting_haircut(block: dict[str, np.ndarray], delist: np.ndarray, haircut: float) -> None:
+    """Cut the flat prices from each delist row on by ``haircut`` (in place): the forced exit's price.
+
+    From a column's delist row on, its block holds its last close (no bar is left); with
+    ``execution.delisting_haircut`` = h the sale at that row fills at last close x (1 - h),
+    before slippage and fees. h = 0 changes nothing.
+    """
+    if not haircut:
+        return
+    rows, cols = np.nonzero(delist)
+    for r, j in zip(rows.tolist(), cols.tolist(), strict=True):
+        for f in ("open", "high", "low", "close"):
+            block[f][r:, j] *= 1.0 - haircut
 
 
 def signal_weights(
@@ -353,11 +375,27 @@ def _output(
     exposure = np.clip((res.equity - res.cash) / np.asarray(res.equity), 0.0, None)
     audit = {**audit_line(plan, wp, book), "ambiguous": n_amb}
     close_ts = ts + interval_ms(spec.interval)
-    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, _orders(plan, wp, res, ts, columns, delist), audit)  # fmt: skip
+    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, _orders(plan, wp, res, ts, columns, delist, spec.interval), audit)  # fmt: skip
+
+
+def _last_bar_ms(plan: RunPlan, interval: str, symbol: str, before_ms: int) -> int:
+    """Return the open time of ``symbol``'s last bar of ``interval`` before ``before_ms`` (its base coverage if unloaded)."""
+    panel = plan.base_bars if interval == plan.base else plan.mtf[interval]
+    if symbol in panel.symbols:
+        valid = np.flatnonzero(np.isfinite(panel.close[: panel.rows(0, before_ms).stop, panel.col(symbol)]))
+        if valid.size:
+            return int(panel.ts_ms[valid[-1]])
+    return plan.coverage[symbol][1]
 
 
 def _orders(
-    plan: RunPlan, wp: WindowPlan, res: SimResult, ts: np.ndarray, columns: list[str], delist: np.ndarray
+    plan: RunPlan,
+    wp: WindowPlan,
+    res: SimResult,
+    ts: np.ndarray,
+    columns: list[str],
+    delist: np.ndarray,
+    interval: str,
 ) -> dict[str, np.ndarray] | None:
     rec, bar = res.order_records, res.order_bar
     if not len(rec):
@@ -371,6 +409,8 @@ def _orders(
     # sold at the last close of a symbol whose bars ended: stamped with its last bar (the bar
     # before the delist row), like a position marked at the end of the data
     stamp = np.where(gone, ts[np.maximum(bar - 1, 0)], ts[bar])
+    for k in np.flatnonzero(gone & (bar == 0)).tolist():  # carried in after its bars ended: its last bar
+        stamp[k] = _last_bar_ms(plan, interval, str(columns[rec["col"][k]]), int(ts[0]))
     return {
         "window": np.full(len(rec), wp.window.index, dtype=np.int64),
         "timestamp": stamp,

@@ -345,6 +345,26 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
     with timings.timed("ranking"):
         rank_times = [w.rank_ms for w in windows]
         ranks = ranks_compute(lakehouse.scan("bars", base), rank_times, cfg.ranking, cfg.portfolio, cfg.universe, base)
+    return plan_ranked(cfg, lakehouse, ingestion, interval, coverage, windows, ranks, timings)
+
+
+def plan_ranked(
+    cfg: RunConfig,
+    lakehouse: Lakehouse,
+    ingestion: IngestionService,
+    interval: str,
+    coverage: Mapping[str, tuple[int, int]],
+    windows: tuple[Window, ...],
+    ranks: pl.DataFrame,
+    timings: Timings,
+) -> RunPlan:
+    """Decide every window from a ranking: the winners' bars, their finer bars, the plans, the signals.
+
+    The second half of :func:`run_plan`; the survivorship audit (:mod:`engine.run.survivorship`)
+    builds its survivors-only plan through it from the run's ranking restricted to the survivors.
+    """
+    base = cfg.backtest.interval
+    with timings.timed("ranking"):
         selected = _selected(ranks, cfg.ranking.top_n, windows)
     with timings.timed("windows"):
         symbols = sorted({s for top in selected.values() for s in top.get_column("symbol").to_list()})
@@ -367,7 +387,7 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
             signals = signals_prepare(cfg, mtf[cfg.backtest.timeframes[0]], base_bars, spans)
     stage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
     return RunPlan(
-        cfg, lakehouse, ingestion, stage, base, base_ms, interval, coverage, windows, plans, ranks,
+        cfg, lakehouse, ingestion, stage, base, interval_ms(base), interval, coverage, windows, plans, ranks,
         base_bars, mtf, signals, empty, timings, {} if allocator is None else allocator.audit(),
     )  # fmt: skip
 

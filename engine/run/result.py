@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,13 +22,14 @@ import polars as pl
 
 from engine.config import RunConfig
 from engine.config.exit_rules import ExitRules
-from engine.core.errors import EngineError
+from engine.core.errors import EngineError, NoWinnersError
 from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
 from engine.run.fold import Schedule, books_new, fold
 from engine.run.metrics import YEAR_DAYS, equity_metrics, trading_metrics
 from engine.run.plan import RunPlan, plan_from, run_plan
 from engine.run.state import BookOutput, Pass, PassSpec
+from engine.run.survivorship import audit_logs, survivors_plan, survivorship_block
 from engine.run.trades import STOP_KINDS, TRADE_KINDS, kind_counts, trades_frame, trades_from_orders
 from engine.simulation.vbt import ORDER_REASONS, ORDER_SIDES
 from engine.strategy.windows import Window
@@ -359,13 +361,46 @@ def window_returns(out: BookOutput, init_cash: float) -> np.ndarray:
     return ends / starts - 1.0
 
 
+def survivorship_audit(plan: RunPlan, w: Walk, run: Assembled, scope: str, k0: int = 0) -> None:
+    """Add the ``survivorship`` block to the first book's result metrics (``survivorship.audit``).
+
+    The first book (its rules, or its schedule) is folded again over the survivors-only plan
+    (:func:`engine.run.survivorship.survivors_plan`; from window ``k0`` on, task=wfo's cut) and
+    assembled like any book: its pessimistic pass only (the block reports its total return,
+    Sharpe and drawdown). With no delisted symbol the survivors-only run is the run itself.
+    """
+    if not plan.cfg.survivorship.audit or run.result is None:
+        return
+    t0 = time.perf_counter()
+    metrics: dict[str, Any] | None = run.book_metrics[0]
+    with audit_logs():
+        try:
+            sp = survivors_plan(plan)
+        except NoWinnersError:
+            sp, metrics = None, None
+        if sp is not None:
+            sp = sp if k0 == 0 else plan_from(sp, k0)
+            sched = None if w.schedules is None else w.schedules[:1]
+            main = fold(sp, PassSpec("pessimistic", sp.interval), books_new(sp, w.rules[:1]), sched)
+            metrics = assemble(sp, Walk(w.rules[:1], sched, main, {}, None), first_result=False).book_metrics[0]
+    block = survivorship_block(plan, run.book_metrics[0], metrics, orders_columns(w.main.outputs[0].orders), scope)
+    run.result.metrics = {**run.result.metrics, "survivorship": block}
+    run.result.timings["survivorship"] = time.perf_counter() - t0
+
+
 def backtest_run(
     cfg: RunConfig, rules: list[ExitRules | None] | None = None, source: DataSource | None = None
 ) -> Assembled:
-    """Plan, walk and assemble a run: ``rules`` are its books (default: the run's own exit rules, one book)."""
+    """Plan, walk and assemble a run: ``rules`` are its books (default: the run's own exit rules, one book).
+
+    The first book is audited for survivorship (:func:`survivorship_audit`).
+    """
     with gc_frozen():
         plan = run_plan(cfg, source)
-        return assemble(plan, walk(plan, [cfg.exit_rules] if rules is None else rules))
+        w = walk(plan, [cfg.exit_rules] if rules is None else rules)
+        out = assemble(plan, w)
+        survivorship_audit(plan, w, out, "the run's book" if len(w.rules) == 1 else "the grid's combination 000")
+        return out
 
 
 @dataclass(frozen=True)
@@ -417,6 +452,7 @@ def walk_chosen(
         oos_plan = plan_from(plan, k0)
         oos_walk = walk(oos_plan, [schedule[0]], [schedule])
         oos = assemble(oos_plan, oos_walk)
+        survivorship_audit(plan, oos_walk, oos, "the out-of-sample book, its per-window choices kept", k0)
         assert oos.result is not None
         oos_returns = window_returns(oos_walk.main.outputs[0], init)
     return ChosenWalk(oos.result, returns, choices, grid.book_metrics, plan.windows, oos_returns)

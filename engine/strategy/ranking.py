@@ -125,6 +125,21 @@ def ranks_compute(
     return _scores_rank(frame, ranking)
 
 
+def ranks_restrict(ranks: pl.DataFrame, keep: list[str], ranking: RankingConfig) -> pl.DataFrame:
+    """Rank a smaller universe from a ranking's rows: ``keep``'s rows scored and ranked again.
+
+    Equal to :func:`ranks_compute` with every other symbol excluded (``universe.exclude``):
+    eligibility and factor values are per symbol, so the kept rows are the same rows; only the
+    cross-sectional z-scores (and so score and rank) change, recomputed here in the same order.
+    """
+    frame = (
+        ranks.filter(pl.col("symbol").is_in(keep))
+        .select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
+        .sort(["rank_ms", "symbol"])
+    )
+    return _scores_rank(frame, ranking)
+
+
 def eligibility_diagnose(
     bars: pl.LazyFrame,
     rank_ms: list[int],

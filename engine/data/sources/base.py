@@ -8,9 +8,14 @@ work (missing ranges, validation, atomic storage, coverage) lives once in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from engine.data.markets import MarketRow
 
 
 class DataSource(ABC):
@@ -62,3 +67,10 @@ class DataSource(ABC):
     def covered_until(self, end_ms: int, interval: str) -> int:
         """Latest time up to which a fetch is final (live sources cap it at the last closed bar)."""
         return end_ms
+
+    def market_rows(self, symbols: Sequence[str]) -> tuple[dict[str, MarketRow], dict[str, object]] | None:
+        """Return the exchange's rules of ``symbols`` and where they come from (None: no exchange rules).
+
+        See :func:`engine.data.markets.markets_record`.
+        """
+        return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ccxt
@@ -30,6 +30,7 @@ from engine.core.errors import DataError, EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import interval_ms
 from engine.data.bars import BAR_SCHEMA
+from engine.data.markets import MODE_NAMES, MarketRow, ccxt_row
 from engine.data.sources.base import DataSource
 
 log = logging.getLogger(__name__)
@@ -239,14 +240,19 @@ class CcxtSource(DataSource):
             raise DataError(msg)
 
     def symbols(self) -> list[str]:
-        """Return the configured symbols (each checked to exist), else active spot markets in ``quote``."""
+        """Return the configured symbols (each checked to exist), else every spot market in ``quote``.
+
+        Inactive (delisted) markets are included: a universe of today's survivors only would
+        overstate a backtest. The ingest keeps those whose history the exchange still serves and
+        names them (:func:`engine.data.markets.markets_record`).
+        """
         if self.cfg.symbols:
             for s in self.cfg.symbols:
                 self._market_check(s)
             return list(self.cfg.symbols)
         found = []
         for symbol, m in self.markets().items():
-            if not (m.get("spot") and m.get("active") is not False and m.get("quote") == self.cfg.quote):
+            if not (m.get("spot") and m.get("quote") == self.cfg.quote):
                 continue
             try:
                 found.append(symbol_check(symbol))
@@ -278,6 +284,7 @@ class CcxtSource(DataSource):
         The still-forming bar is dropped, so the lakehouse never stores a partial bar.
         """
         self._market_check(symbol)
+        inactive = self.markets()[symbol].get("active") is False
         if interval not in self.intervals():
             offered = ", ".join(self.intervals())
             msg = f"{self._label(symbol, interval)}: interval not offered by the exchange; use one of {offered}"
@@ -293,12 +300,14 @@ class CcxtSource(DataSource):
             def fetch_page(s: int = since, n: int = limit) -> Any:
                 return self.exchange.fetch_ohlcv(symbol, interval, s, n)
 
-            page = self._call(
-                f"fetch_ohlcv since {since}",
-                fetch_page,
-                symbol,
-                interval,
-            )
+            try:
+                page = self._call(f"fetch_ohlcv since {since}", fetch_page, symbol, interval)
+            except DataError as exc:
+                # an exchange that no longer serves a delisted market's history rejects the request
+                if not (inactive and isinstance(exc.__cause__, ccxt.ExchangeError)):
+                    raise
+                log.info("%s: inactive market, history not served (%s)", self._label(symbol, interval), exc)
+                break
             # Some exchanges ignore `since`; only bars at or after it move the walk forward.
             page = [r for r in page if int(r[0]) >= since]
             if not page:
@@ -319,6 +328,14 @@ class CcxtSource(DataSource):
     def covered_until(self, end_ms: int, interval: str) -> int:
         """``end_ms`` capped at the open time of the still-forming ``interval`` bar."""
         return min(end_ms, self._bar_open_now(interval))
+
+    def market_rows(self, symbols: Sequence[str]) -> tuple[dict[str, MarketRow], dict[str, object]]:
+        """Return the exchange's minimum notional, amount step, price tick and active flag of ``symbols``."""
+        markets = self.markets()
+        mode = int(self.exchange.precisionMode)
+        rows = {s: ccxt_row(s, markets[s], mode) for s in symbols if s in markets}
+        meta: dict[str, object] = {"exchange": self.exchange.id, "precision_mode": MODE_NAMES.get(mode, str(mode))}
+        return rows, meta
 
 
 def _cause(exc: Exception) -> str:
