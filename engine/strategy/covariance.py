@@ -82,25 +82,24 @@ def hrp_weights(x: np.ndarray, cov: np.ndarray) -> np.ndarray:
     order = hrp_order(x)
     c = cov[np.ix_(order, order)]  # clusters are contiguous ranges of the ordered covariance
     inv = 1.0 / np.diag(c)
+    # 2-D prefix sums of inv_i C_ij inv_j and 1-D ones of inv: any range's inverse-variance variance in O(1)
+    pm = np.zeros((order.size + 1, order.size + 1))
+    pm[1:, 1:] = (c * np.outer(inv, inv)).cumsum(axis=0).cumsum(axis=1)
+    pv = np.r_[0.0, inv.cumsum()]
     w = np.ones(order.size)
-
-    def risk(a: int, b: int) -> float:
-        iv = inv[a:b] / inv[a:b].sum()
-        return float(iv @ c[a:b, a:b] @ iv)
-
-    items = [(0, order.size)]
-    while items:
-        nxt: list[tuple[int, int]] = []
-        for a, b in items:
-            if b - a < 2:
-                continue
-            m = a + (b - a) // 2
-            left, right = risk(a, m), risk(m, b)
-            alpha = 1.0 - left / (left + right)
-            w[a:m] *= alpha
-            w[m:b] *= 1.0 - alpha
-            nxt += [(a, m), (m, b)]
-        items = nxt
+    a = np.array([0])
+    b = np.array([order.size])
+    while a.size:
+        keep = b - a >= 2
+        a, b = a[keep], b[keep]
+        m = a + (b - a) // 2
+        left = (pm[m, m] - pm[a, m] - pm[m, a] + pm[a, a]) / (pv[m] - pv[a]) ** 2
+        right = (pm[b, b] - pm[m, b] - pm[b, m] + pm[m, m]) / (pv[b] - pv[m]) ** 2
+        alpha = 1.0 - left / (left + right)
+        for lo, mid, hi, al in zip(a.tolist(), m.tolist(), b.tolist(), alpha.tolist(), strict=True):
+            w[lo:mid] *= al
+            w[mid:hi] *= 1.0 - al
+        a, b = np.r_[a, m], np.r_[m, b]
     out = np.empty_like(w)
     out[order] = w
     return out
