@@ -7,16 +7,23 @@ not with a traceback halfway through a sweep; the folders a run will write are c
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import RunConfig, config_validate
 from engine.config.exit_rules import grid_combos
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, first_line
+from engine.outputs.rundir import CONFIG_YAML
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import DictConfig
 
 
 def _conf_dir() -> Path:
@@ -25,7 +32,7 @@ def _conf_dir() -> Path:
 
     found = resources.files("engine.conf")
     path = Path(str(found))
-    if not (path / "config.yaml").is_file():
+    if not (path / CONFIG_YAML).is_file():
         msg = f"the engine's config folder is missing ({found}): reinstall quant-engine"
         raise RuntimeError(msg)
     return path
@@ -34,7 +41,7 @@ def _conf_dir() -> Path:
 CONF_DIR = _conf_dir()
 
 
-def plain(cfg: Any) -> dict[str, Any]:
+def plain(cfg: DictConfig) -> dict[str, Any]:
     """Return a composed Hydra config as a plain dict, resolved, without its ``hydra`` node."""
     from omegaconf import OmegaConf
 
@@ -46,14 +53,14 @@ def plain(cfg: Any) -> dict[str, Any]:
 
 def _hydra_message(exc: Exception) -> str:
     """One line out of Hydra's (often multi-line) composition errors."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    text = first_line(exc)
     if "Could not find 'profile/" in text or ("profile" in text and "not found" in text.lower()):
         names = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
         return f"{text.rstrip('.')}: available profiles are {', '.join(names)}"
     return text
 
 
-def _parses(parser: Any, override: str) -> bool:
+def _parses(parser: OverridesParser, override: str) -> bool:
     from hydra.errors import HydraException
 
     try:
@@ -114,7 +121,7 @@ def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConf
             key = unknown.group(1)
             parent, _, _leaf = key.rpartition(".")
             rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
-            node: Any = config_compose(rest)[1]
+            node: object = config_compose(rest)[1]
             for part in parent.split(".") if parent else []:
                 node = node.get(part, {}) if isinstance(node, dict) else {}
             valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
@@ -127,7 +134,7 @@ def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConf
         raise ConfigError(_hydra_message(exc)) from None
     except (ValueError, TypeError, OverflowError) as exc:
         bad = " ".join(overrides)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        first = first_line(exc)
         msg = f"the overrides {bad!r} cannot be applied ({first}): write key=value with an existing key"
         raise ConfigError(msg) from None
     if not validate:
@@ -141,12 +148,12 @@ def _is_group(key: str) -> bool:
     return "@" in name or (CONF_DIR / name.replace(".", "/")).is_dir()
 
 
-def _raw_with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any] | None:
+def _raw_with(raw: dict[str, Any], key: str, value: object) -> dict[str, Any] | None:
     """Return a copy of ``raw`` with ``key`` (dotted) set to ``value``; None when the key is not there."""
     import copy
 
     out = copy.deepcopy(raw)
-    node: Any = out
+    node: object = out
     *parents, leaf = key.split(".")
     for part in parents:
         if not isinstance(node, dict) or part not in node:
@@ -180,7 +187,7 @@ def hydra_overrides_validate(overrides: list[str], hydra_overrides: list[str]) -
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name="config", overrides=[*overrides, *hydra_overrides], return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        text = first_line(exc)
         unknown = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' not in", text)
         if unknown:
             key = unknown.group(1)
@@ -326,3 +333,22 @@ def tilde_quote(arg: str) -> str:
     if sep and value.startswith("~") and not key.startswith("-") and "'" not in value:
         return f"{key}='{value}'"
     return arg
+
+
+@contextlib.contextmanager
+def hydra_argv(args: list[str]) -> Iterator[None]:
+    """Hand ``args`` to Hydra, whose ``@hydra.main`` parses only ``sys.argv``; restored afterwards."""
+    saved = sys.argv[:]
+    sys.argv[1:] = args
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
+
+
+def in_multirun() -> bool:
+    """Whether the running Hydra job is one job of a multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

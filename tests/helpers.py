@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +123,28 @@ def feather_write(bars: pl.DataFrame, path: Path) -> None:
     frame.to_feather(path, compression="lz4")
 
 
-def engine_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m engine ARGS`` in ``cwd`` as a user would (not on a terminal: CI=1)."""
-    env = {**os.environ, "CI": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+def engine_cli(
+    args: list[str],
+    cwd: Path,
+    timeout: float = 600,
+    *,
+    env: Mapping[str, str] | None = None,
+    module: str = "engine",
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m engine ARGS`` in ``cwd`` as a user would (not on a terminal: CI=1).
+
+    The one subprocess runner of the tests. ``env`` adds to (or overrides) this process's
+    environment; ``module`` runs another command (``engine.sweep``). A run that outlives
+    ``timeout`` seconds fails the test with the end of its stderr.
+    """
+    full = {**os.environ, "CI": "1", **(env or {})}
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr or "")
+        pytest.fail(f"python -m {module} {' '.join(args)} timed out after {timeout} s:\n{tail[-3000:]}")
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import engine_cli
 
 from engine.compose import CONF_DIR, config_compose, overrides_expand
 from engine.core.errors import ConfigError
@@ -76,13 +74,6 @@ def test_sweep_expansion_and_empty_grid() -> None:
     assert ["+profile=crypto_rating", "exit_rules.sl_stop=0.05", "exit_rules.tp_stop=0.2"] in combos
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CI": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.mark.parametrize(
     "override",
     [
@@ -96,7 +87,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_cli_bad_input_exit_2_one_line_no_artefacts(override: str, tmp_path: Path) -> None:
-    proc = _cli(["+profile=crypto_rating", override, f"paths.lakehouse_dir={tmp_path / 'lh'}"], tmp_path)
+    proc = engine_cli(["+profile=crypto_rating", override, f"paths.lakehouse_dir={tmp_path / 'lh'}"], tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
@@ -107,21 +98,21 @@ def test_cli_bad_input_exit_2_one_line_no_artefacts(override: str, tmp_path: Pat
 
 
 def test_cli_sweep_with_all_invalid_values_fails_before_running(tmp_path: Path) -> None:
-    proc = _cli(["-m", "+profile=crypto_rating", "exit_rules.sl_stop=1.0,1.5"], tmp_path)
+    proc = engine_cli(["-m", "+profile=crypto_rating", "exit_rules.sl_stop=1.0,1.5"], tmp_path)
     assert proc.returncode == 2
     assert "all 2 sweep values checked are invalid" in proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 
 def test_cli_malformed_override_is_one_line(tmp_path: Path) -> None:
-    proc = _cli(["+profile=crypto_rating", "exit_rules.sl_stop=%(x)"], tmp_path)
+    proc = engine_cli(["+profile=crypto_rating", "exit_rules.sl_stop=%(x)"], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "malformed override 'exit_rules.sl_stop=%(x)'" in proc.stderr
 
 
 def test_cli_empty_sweep_value_list(tmp_path: Path) -> None:
-    proc = _cli(["-m", "+profile=crypto_rating", "ranking.top_n=range(1,1)"], tmp_path)
+    proc = engine_cli(["-m", "+profile=crypto_rating", "ranking.top_n=range(1,1)"], tmp_path)
     assert proc.returncode == 2
     assert "sweep ranking.top_n has an empty value list" in proc.stderr
     assert not (tmp_path / "outputs").exists()

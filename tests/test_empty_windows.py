@@ -4,12 +4,10 @@ that places no order says so."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import SMALL, small_config
+from helpers import SMALL, engine_cli, small_config
 
 from engine.core.errors import ConfigError, NoWinnersError
 from engine.run.result import NO_ORDERS
@@ -47,20 +45,16 @@ def test_no_winner_in_any_window_names_the_filter(
 @pytest.mark.slow
 def test_no_winner_is_one_line_exit_1(lakehouse_dir: Path, tmp_path: Path) -> None:
     run_backtest(small_config(lakehouse_dir, tmp_path / "warm", "+profile=crypto_rating"))  # the store exists
-    proc = subprocess.run(
+    proc = engine_cli(
         [
-            sys.executable,
-            "-m",
-            "engine",
             "+profile=crypto_rating",
             *SMALL,
             "ranking.min_quote_volume=1e15",
             f"paths.lakehouse_dir={lakehouse_dir}",
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        tmp_path,
+        300,
     )
     assert proc.returncode == 1, proc.stderr
     errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import TINY_RANKING
+from helpers import TINY_RANKING, engine_cli
 
 from engine.data.sources.synthetic import SyntheticSource
 
 SMALL = [*TINY_RANKING, "quiet=true"]
-
-
-def _engine(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CI": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.mark.slow
@@ -34,13 +24,13 @@ def test_ingest_files_then_backtest(tmp_path: Path) -> None:
         bars.with_columns(bars["timestamp"].dt.epoch("ms").alias("timestamp")).write_csv(folder / f"{name}.csv")
     lh = tmp_path / "lh"
     dates = ["data.start=2021-01-01", "data.end=2021-08-31"]
-    ingest = _engine(
+    ingest = engine_cli(
         ["task=ingest", "data=files", f"data.path={folder}", f"paths.lakehouse_dir={lh}", *dates], tmp_path
     )
     assert ingest.returncode == 0, ingest.stderr
     assert "ingested" in ingest.stdout
     assert len(list(lh.glob("files-*/bars/interval=1d/symbol=*/data.parquet"))) == 8
-    run = _engine(
+    run = engine_cli(
         [
             "+profile=crypto_rating",
             "data=files",
@@ -56,5 +46,7 @@ def test_ingest_files_then_backtest(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["n_trades"] > 0
     # a second ingest finds everything covered
-    again = _engine(["task=ingest", "data=files", f"data.path={folder}", f"paths.lakehouse_dir={lh}", *dates], tmp_path)
+    again = engine_cli(
+        ["task=ingest", "data=files", f"data.path={folder}", f"paths.lakehouse_dir={lh}", *dates], tmp_path
+    )
     assert "ingested 0 daily bars" in again.stdout

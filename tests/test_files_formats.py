@@ -6,13 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import ingest_task
+from helpers import engine_cli, ingest_task
 from polars.testing import assert_frame_equal
 
 from engine.config import FilesData, RunConfig, config_validate
@@ -299,17 +297,6 @@ def test_refusals_write_nothing(tmp_path: Path) -> None:
 # ---- the command line: ~ and $VARS, exit codes ----------------------------------------------------
 
 
-def _engine(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env={**os.environ, "CI": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.slow
 def test_readme_tilde_path_and_env_vars_work(tmp_path: Path) -> None:
     home = tmp_path / "home"
@@ -317,7 +304,7 @@ def test_readme_tilde_path_and_env_vars_work(tmp_path: Path) -> None:
     csv_ms(bars("BTC/USDT", "1d"), home / "ohlcv" / "BTC_USDT-1d.csv")
     csv_ms(bars("ETH/USDT", "1d"), home / "ohlcv" / "ETH_USDT-1d.csv")
     env = {"HOME": str(home), "LAKE": str(tmp_path / "lake")}
-    proc = _engine(
+    proc = engine_cli(
         [
             "task=ingest",
             "data=files",
@@ -326,15 +313,15 @@ def test_readme_tilde_path_and_env_vars_work(tmp_path: Path) -> None:
             f"hydra.run.dir={tmp_path / 'r'}",
         ],
         tmp_path,
-        env,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     assert "ingested 182 daily bars for 2 symbols" in proc.stdout
     (ident,) = [i for _, i in namespaces(tmp_path / "lake" / "x")]
     assert ident == {"source": "files", "path": str((home / "ohlcv").resolve()), "quote": "USDT"}
 
-    bad = _engine(
-        ["task=ingest", "data=files", "data.path=~/nowhere", f"hydra.run.dir={tmp_path / 'r2'}"], tmp_path, env
+    bad = engine_cli(
+        ["task=ingest", "data=files", "data.path=~/nowhere", f"hydra.run.dir={tmp_path / 'r2'}"], tmp_path, env=env
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
@@ -349,7 +336,7 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
     csv_ms(bars("BTC/USDT", "1d"), folder / "BTC_USDT-1d.csv")
     (folder / "ETH_USDT-1d.csv").write_text("date,open,high,low,close,volume\n")
     args = ["task=ingest", "data=files", f"data.path={folder}", f"paths.lakehouse_dir={tmp_path / 'lh'}"]
-    one = _engine([*args, f"hydra.run.dir={tmp_path / 'r1'}"], tmp_path, {})
+    one = engine_cli([*args, f"hydra.run.dir={tmp_path / 'r1'}"], tmp_path, {})
     assert one.returncode == 1
     assert one.stderr.strip().splitlines() == [
         f"error: not imported: {folder / 'ETH_USDT-1d.csv'} holds no bars (only a header): "
@@ -357,7 +344,7 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
     ]
     assert "ingested 91 daily bars for 1 symbols" in one.stdout
     csv_ms(bars("BTC/USDT", "1d"), folder / "ETH_BTC-1d.csv")
-    two = _engine([*args, f"hydra.run.dir={tmp_path / 'r2'}"], tmp_path, {})
+    two = engine_cli([*args, f"hydra.run.dir={tmp_path / 'r2'}"], tmp_path, {})
     assert two.returncode == 2
     assert two.stderr.strip().splitlines() == [
         f"error: the files in {folder} are quoted in BTC, USDT: choose one with data.quote=..."

@@ -173,9 +173,9 @@ def test_default_liquidity_floor_keeps_a_btc_quoted_universe(folder: Path, tmp_p
 
 
 def test_min_dollar_volume_is_a_deprecated_alias(caplog: pytest.LogCaptureFixture) -> None:
-    import engine.config.model
+    import engine.config.renamed
 
-    engine.config.model._warned.clear()
+    engine.config.renamed.warned.clear()
     # an in-process Hydra run of an earlier test may have reconfigured logging: listen on the logger
     logger = logging.getLogger("engine")
     logger.disabled = False

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers import small_config
+from helpers import engine_cli, small_config
 
 from engine.config import RunConfig
 from engine.config.exit_rules import ExitRules
@@ -226,16 +226,7 @@ def test_a_topup_moves_the_cost_basis_and_the_stop() -> None:
     ],
 )
 def test_bad_holding_limit_is_one_line_exit_2(overrides: list[str], needle: str, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", "+profile=crypto_rating", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = engine_cli(["+profile=crypto_rating", *overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, 120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "exit_rules.max_holding" in lines[0] and needle in lines[0], proc.stderr

@@ -18,14 +18,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import processes_mentioning
+from helpers import engine_cli, processes_mentioning
 
 pytestmark = [
     pytest.mark.slow,
@@ -62,19 +61,7 @@ def s3() -> Iterator[object]:
 
 
 def _engine(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "CI": "1", "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", **env}
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "engine", *args],
-            cwd=cwd,
-            env=full,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"python -m engine {' '.join(args)} timed out after {TIMEOUT} s: {exc.stderr!r}"[-3000:])
+    return engine_cli(args, cwd, TIMEOUT, env={"PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", **env})
 
 
 def _metrics(sweep: Path) -> dict[str, dict[str, object]]:

@@ -22,6 +22,8 @@ import pytest
 
 pytest.importorskip("moto.server", reason="needs moto[server] (the test extra)")
 
+from helpers import engine_cli
+
 from engine.core.errors import DataError
 from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
@@ -224,16 +226,7 @@ def test_a_writer_killed_mid_upload_leaves_nothing_a_reader_takes_for_complete(s
 
 
 def _engine(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "CI": "1", "PYTHONPATH": str(ROOT), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return engine_cli(args, cwd, timeout, env={"PYTHONPATH": str(ROOT), **env})
 
 
 TINY = ["data.n_symbols=12", "data.end=2021-09-30", "ranking.top_n=3", "quiet=true"]

@@ -6,12 +6,12 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import engine_cli
 
 from engine.config import ENGINE_VERSION
 from engine.core.errors import EngineError
@@ -254,7 +254,7 @@ def test_no_browser_writes_the_summary_and_warns(
     assert "heatmap_sl_tp.png" not in s.files and not (sweep / "heatmap_sl_tp.png").exists()  # no stale png
     (warning,) = s.warnings
     assert "no-such-chrome is not a file" in warning and f"python -m engine.sweep {sweep}" in warning
-    from engine.tasks.sweep import summary_print
+    from engine.tasks.multirun import summary_print
 
     summary_print(s)
     out, err = capsys.readouterr()
@@ -302,20 +302,16 @@ def test_grid_layout(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli(sweep: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    ok = subprocess.run([sys.executable, "-m", "engine.sweep", str(sweep)], capture_output=True, text=True, env=env)
+    env = {"PYTHONPATH": str(REPO)}
+    ok = engine_cli([str(sweep)], sweep, env=env, module="engine.sweep")
     assert ok.returncode == 0, ok.stderr
     assert "leaderboard.md" in ok.stdout
     # with the browser hidden: the same leaderboard, one warning naming the fix, exit 0
     hidden = {**env, "BROWSER_PATH": str(sweep / "no-such-chrome"), "PATH": os.path.dirname(sys.executable)}
-    bare = subprocess.run(
-        [sys.executable, "-m", "engine.sweep", str(sweep)], capture_output=True, text=True, env=hidden
-    )
+    bare = engine_cli([str(sweep)], sweep, env=hidden, module="engine.sweep")
     assert bare.returncode == 0 and bare.stdout == ok.stdout, bare.stderr
     assert bare.stderr.startswith("warning: heatmap_sl_tp.png not made") and bare.stderr.count("\n") == 1
-    bad = subprocess.run(
-        [sys.executable, "-m", "engine.sweep", str(sweep), "--metric", "nope"], capture_output=True, text=True, env=env
-    )
+    bad = engine_cli([str(sweep), "--metric", "nope"], sweep, env=env, module="engine.sweep")
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: unknown metric 'nope'") and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1
@@ -327,9 +323,6 @@ def test_callback_on_real_multirun(tmp_path: Path) -> None:
 
     has_browser = browser_found() is not None
     cmd = [
-        sys.executable,
-        "-m",
-        "engine",
         "-m",
         "hydra/callbacks=sweep_summary",
         "+profile=crypto_rating",
@@ -341,8 +334,7 @@ def test_callback_on_real_multirun(tmp_path: Path) -> None:
         "quiet=true",
         f"paths.lakehouse_dir={tmp_path / 'lh'}",
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    run = engine_cli(cmd, tmp_path, 300, env={"PYTHONPATH": str(REPO)})
     assert run.returncode == 0, run.stderr[-2000:]
     boards = list((tmp_path / "outputs" / "sweeps").glob("*/*/leaderboard.csv"))
     assert len(boards) == 1, run.stdout[-2000:] + run.stderr[-2000:]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import engine_cli
 
 from engine.cli import main
 from engine.core.errors import DataError, EngineError
@@ -18,13 +19,6 @@ from engine.outputs.rundir import COMPLETE, json_dumps, redact
 from engine.tasks import artefact_errors, data_errors
 
 SMALL = ["data.n_symbols=10", "data.start=2021-01-01", "data.end=2021-06-30", "quiet=true"]
-
-
-def _cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CI": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -88,17 +82,17 @@ def test_config_error_is_one_line(
 
 @pytest.mark.parametrize("args", [["=0.1"], ["backtest.init_cash=inf"], ["-r", "hydra.run.dirr=x"]])
 def test_cli_errors_in_a_subprocess(args: list[str], tmp_path: Path) -> None:
-    _one_line(_cli(["+profile=crypto_rating", *SMALL, *args], tmp_path))
+    _one_line(engine_cli(["+profile=crypto_rating", *SMALL, *args], tmp_path))
     assert not (tmp_path / "outputs").exists()
 
 
 def test_output_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "taken").write_text("x")
-    line = _one_line(_cli([*SMALL, f"hydra.run.dir={tmp_path / 'taken' / 'run'}"], tmp_path))
+    line = _one_line(engine_cli([*SMALL, f"hydra.run.dir={tmp_path / 'taken' / 'run'}"], tmp_path))
     assert "is a file, not a folder" in line and "(hydra.run.dir)" in line
-    line = _one_line(_cli([*SMALL, f"paths.output_dir={tmp_path / 'taken'}"], tmp_path))
+    line = _one_line(engine_cli([*SMALL, f"paths.output_dir={tmp_path / 'taken'}"], tmp_path))
     assert "paths.output_dir" in line
-    line = _one_line(_cli([*SMALL, f"paths.lakehouse_dir={tmp_path / 'taken'}"], tmp_path))
+    line = _one_line(engine_cli([*SMALL, f"paths.lakehouse_dir={tmp_path / 'taken'}"], tmp_path))
     assert "(paths.lakehouse_dir)" in line and "is a file, not a folder" in line
 
 
@@ -123,7 +117,7 @@ def test_lakehouse_permission_error_says_what_is_wrong(tmp_path: Path) -> None:
 
 def test_large_sweep_validates_each_value_once(tmp_path: Path) -> None:
     t0 = time.perf_counter()
-    proc = _cli(["-m", "+profile=crypto_rating", *SMALL, "ranking.top_n=range(0,5000)"], tmp_path)
+    proc = engine_cli(["-m", "+profile=crypto_rating", *SMALL, "ranking.top_n=range(0,5000)"], tmp_path)
     assert time.perf_counter() - t0 < 120
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -183,7 +177,7 @@ def test_log_handlers_redact_message_arguments_and_exception_text() -> None:
 
 def test_credentials_are_redacted_everywhere(tmp_path: Path) -> None:
     url = "http://alice:s3cretpw@127.0.0.1:9/api?apikey=TOPSECRET&x=1"
-    proc = _cli(
+    proc = engine_cli(
         [
             "task=ingest",
             "data=ccxt",
@@ -206,19 +200,19 @@ def test_credentials_are_redacted_everywhere(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_reused_run_dir_and_completeness_mark(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    ok = _cli([*SMALL, f"hydra.run.dir={run}"], tmp_path)
+    ok = engine_cli([*SMALL, f"hydra.run.dir={run}"], tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((run / COMPLETE).read_text())["status"] == "complete"
     log = (run / "engine.log").read_text()
     assert "stage simulation" in log and "artefacts written" in log
     # a failed run in the same folder: no stale results, no completeness mark, the reason in error.txt
-    bad = _cli([*SMALL, "backtest.start=2030-01-01", f"hydra.run.dir={run}"], tmp_path)
+    bad = engine_cli([*SMALL, "backtest.start=2030-01-01", f"hydra.run.dir={run}"], tmp_path)
     assert bad.returncode == 2, bad.stderr
     assert (run / "error.txt").is_file()
     assert not (run / COMPLETE).exists() and not (run / "metrics.json").exists()
     assert "ERROR" in (run / "engine.log").read_text()
     # and a good run after it leaves no stale error.txt
-    again = _cli([*SMALL, f"hydra.run.dir={run}"], tmp_path)
+    again = engine_cli([*SMALL, f"hydra.run.dir={run}"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert not (run / "error.txt").exists() and (run / COMPLETE).is_file()
     texts = [(run / n).read_text() for n in ("manifest.json", "metrics.json", "params.json", COMPLETE)]

@@ -130,7 +130,8 @@ def test_best_index_undefined_last_and_ties_lowest() -> None:
     assert best_index(np.array([np.nan, -5.0, np.nan])) == 1
     assert best_index(np.array([1.0, 2.0, 2.0])) == 1
     assert best_index(np.array([np.nan, np.nan])) == 0
-    assert best_index(np.array([np.inf, 0.0])) == 1  # a non-finite objective is undefined
+    assert best_index(np.array([np.inf, 0.0])) == 0  # +inf is the highest value (engine.core.best)
+    assert best_index(np.array([-np.inf, np.nan, -1.0])) == 2  # -inf ties with undefined, last
     assert relative_rank(np.array([np.nan, 1.0, 3.0]), 0) == pytest.approx(1 / 4)
     assert relative_rank(np.array([2.0, 2.0, 3.0]), 0) == pytest.approx(1.5 / 4)
 

@@ -12,17 +12,12 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.core.errors import ConfigError
-from engine.core.units import MS_NS, duration_ms
+from engine.core.units import duration_to_ns as duration_to_ns  # re-exported for the config's users
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
 
 log = logging.getLogger(__name__)
-
-
-def duration_to_ns(text: str) -> int:
-    """Parse a duration such as ``"12h"`` or ``"5d"`` into nanoseconds (see ``engine.core.units``)."""
-    return duration_ms(text) * MS_NS
 
 
 class ExitRules(BaseModel):

@@ -6,8 +6,8 @@ fails at start-up with one line naming the key and what is allowed (see :func:`c
 
 from __future__ import annotations
 
+import functools
 import itertools
-import logging
 import math
 import os
 from collections.abc import Callable
@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from engine.config.execution import ExecutionConfig
 from engine.config.exit_rules import ExitRules, duration_to_ns
 from engine.config.portfolio import PortfolioRisk, Weighting
+from engine.config.renamed import setting_renamed
 from engine.config.survivorship import SurvivorshipConfig
+from engine.core.choices import Implausible, Objective, VbtEngine
 from engine.core.errors import ConfigError, EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, MS_NS, UNIT_MS, duration_ms, interval_ms
@@ -29,18 +31,11 @@ ENGINE_VERSION = "0.1.0"
 USD_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD")
 """Quotes worth one US dollar: the liquidity floor's default applies to them only."""
 DEFAULT_MIN_QUOTE_VOLUME_USD = 1.0e6
-_warned: set[str] = set()
 
 
 def path_expand(value: str | None) -> str | None:
     """``~`` and ``$VAR``/``${VAR}`` expanded in a path setting (None stays None)."""
     return None if value is None else os.path.expandvars(os.path.expanduser(value))
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        logging.getLogger("engine").warning(message)
 
 
 def _each_checked(values: list[str], check: Callable[[str], object]) -> list[str]:
@@ -105,15 +100,15 @@ def _day_aliases(data: Any, names: tuple[str, ...]) -> Any:
     default) and stays set, so messages can name the key the user wrote. An alias out of its
     range is left for the field's own validation to name.
     """
-    if not isinstance(data, dict):
-        return data
-    out = dict(data)
     for name in names:
         alias, most = _ALIASES[name]
-        days = out.get(alias)
-        if isinstance(days, int) and not isinstance(days, bool) and 1 <= days <= most:
-            out[name] = f"{days}d"
-    return out
+        data = setting_renamed(data, alias, name, functools.partial(_days_text, most=most), keep=True)
+    return data
+
+
+def _days_text(days: object, most: int) -> str | None:
+    """``"<days>d"`` for a day count in 1..``most``; None for anything else (the alias field names it)."""
+    return f"{days}d" if isinstance(days, int) and not isinstance(days, bool) and 1 <= days <= most else None
 
 
 def _setting(model: BaseModel, section: str, name: str) -> str:
@@ -252,7 +247,7 @@ class FilesData(_Model):
     """First day to ingest; null: the first bar in the files."""
     end: date | None = None
     """Last day to ingest, inclusive; null: the last bar in the files."""
-    implausible: Literal["error", "drop"] = "error"
+    implausible: Implausible = "error"
     """A bar priced over 1000x or under 1/1000 of its neighbours' median close: refuse the file
     (error, naming the bar) or drop such bars with a warning (drop); docs/DATA.md."""
 
@@ -321,15 +316,13 @@ class RankingConfig(_Model):
     @classmethod
     def _deprecated_alias(cls, data: Any) -> Any:
         data = _day_aliases(data, ("momentum_window", "vol_window", "liquidity_window", "min_history"))
-        if isinstance(data, dict) and data.get("min_dollar_volume") is not None:
-            if data.get("min_quote_volume") is not None:
-                msg = "set ranking.min_quote_volume only (ranking.min_dollar_volume is its deprecated alias)"
-                raise ValueError(msg)
-            _warn_once(
-                "ranking.min_dollar_volume is deprecated: it counts in the quote currency; use ranking.min_quote_volume"
-            )
-            data = {**data, "min_quote_volume": data["min_dollar_volume"], "min_dollar_volume": None}
-        return data
+        return setting_renamed(
+            data,
+            "min_dollar_volume",
+            "min_quote_volume",
+            warning="ranking.min_dollar_volume is deprecated: it counts in the quote currency; use ranking.min_quote_volume",
+            conflict="set ranking.min_quote_volume only (ranking.min_dollar_volume is its deprecated alias)",
+        )
 
     def quote_volume_floor(self, quote: str) -> float:
         """Return the liquidity floor of pairs quoted in ``quote`` (see ``min_quote_volume``)."""
@@ -394,7 +387,7 @@ class BacktestConfig(_Model):
     init_cash: float = Field(default=100_000.0, ge=MIN_CASH, le=MAX_MONEY)
     """Starting cash in the quote currency (at least 1: below it the orders' sizes vanish and the
     run would trade nothing)."""
-    vbt_engine: Literal["rust", "numba"] = "rust"
+    vbt_engine: VbtEngine = "rust"
     """vectorbt engine: rust (no JIT at start-up) or numba (JIT, cached on disk)."""
 
     @model_validator(mode="before")
@@ -551,7 +544,7 @@ class GridConfig(_Model):
 class WfoConfig(_Model):
     """Walk-forward optimisation of ``task=wfo`` over the exit-rule grid (docs/VALIDATION.md)."""
 
-    objective: Literal["sharpe", "sortino", "calmar", "total_return"] = "sharpe"
+    objective: Objective = "sharpe"
     """What a combination is chosen by, over its per-window returns in the training windows."""
     train_windows: int = Field(default=12, ge=1)
     """Windows before each traded window that a choice looks at (all earlier ones when anchored)."""

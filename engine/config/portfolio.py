@@ -8,17 +8,13 @@ byte for byte). This module imports nothing from :mod:`engine.config.model`.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from engine.core.choices import RISK_WEIGHTINGS, CovarianceEstimator, Weighting
 from engine.core.errors import ConfigError
 from engine.core.units import duration_ms, interval_ms
 
-Weighting = Literal["equal", "inverse_vol", "erc", "hrp", "min_variance"]
-"""How a window's winners are weighted before the limits (docs/PORTFOLIO.md)."""
-RISK_WEIGHTINGS = ("erc", "hrp", "min_variance")
-"""Weightings computed from the winners' covariance over ``portfolio.cov_window``."""
+__all__ = ["RISK_WEIGHTINGS", "PortfolioRisk", "Weighting"]
 MAX_COV_DAYS = 730
 
 
@@ -44,7 +40,7 @@ class PortfolioRisk(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     cov_window: str = "30d"
-    covariance: Literal["ledoit_wolf", "empirical"] = "ledoit_wolf"
+    covariance: CovarianceEstimator = "ledoit_wolf"
     target_vol: float | None = Field(default=None, gt=0.0, le=10.0)
     max_gross: float = Field(default=1.0, gt=0.0, le=1.0)
     max_weight: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -10,10 +10,10 @@ bars centred on it (see :func:`bars_implausible`).
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import polars as pl
 
+from engine.core.choices import Implausible
 from engine.core.errors import DataError
 from engine.core.units import interval_ms
 
@@ -79,9 +79,7 @@ def bars_implausible(df: pl.DataFrame) -> pl.Series:
     return df.select(pl.any_horizontal(far).alias("implausible")).get_column("implausible")
 
 
-def bars_validate(
-    df: pl.DataFrame, symbol: str, interval: str, implausible: Literal["error", "drop"] = "error"
-) -> pl.DataFrame:
+def bars_validate(df: pl.DataFrame, symbol: str, interval: str, implausible: Implausible = "error") -> pl.DataFrame:
     """Check the bar contract; raise :class:`DataError` naming symbol, interval and timestamp.
 
     Policy: nothing is repaired silently. Duplicate rows that are identical are dropped (exchanges

@@ -11,18 +11,19 @@ import errno
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 from engine.core.errors import DataError
 from engine.core.progress import progress_iter
-from engine.core.units import DAY_MS, interval_ms
+from engine.core.units import DAY_MS, date_ms, interval_ms, ms_datetime
 from engine.data.bars import bars_gaps
 from engine.data.lakehouse import Lakehouse, ranges_missing
 from engine.data.markets import markets_record
 from engine.data.sources.base import DataSource
 
 if TYPE_CHECKING:
+    from datetime import date
+
     from engine.config import RunConfig
     from engine.data.sources.files import FilesSource
 
@@ -133,11 +134,7 @@ class IngestionService:
 
 def day_text(ms: int) -> str:
     """Return an epoch-ms time as ``YYYY-MM-DD HH:MM`` (UTC), as the ingest lines print it."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def _date_ms(d: object) -> int:
-    return int(datetime.fromisoformat(str(d)).replace(tzinfo=UTC).timestamp() * 1000)
+    return ms_datetime(ms).strftime("%Y-%m-%d %H:%M")
 
 
 class NothingRead(DataError):
@@ -187,8 +184,8 @@ def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> Uni
             hi = last if hi is None else max(hi, last)
     span = (int(lo), int(hi)) if lo is not None and hi is not None else None
     data = cfg.data
-    start = _date_ms(data.start) if data.start is not None else (span[0] // DAY_MS * DAY_MS if span else 0)
-    end = _date_ms(data.end) + DAY_MS if data.end is not None else (span[1] // DAY_MS * DAY_MS + DAY_MS if span else 0)
+    start = date_ms(data.start) if data.start is not None else (span[0] // DAY_MS * DAY_MS if span else 0)
+    end = date_ms(data.end) + DAY_MS if data.end is not None else (span[1] // DAY_MS * DAY_MS + DAY_MS if span else 0)
     return UniversePlan(good, start, end, bad, span)
 
 
@@ -243,8 +240,9 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
             raise NothingRead(nothing_read(cfg, plan))  # before anything is written
     else:
         data = cfg.data
-        start_ms = getattr(source, "start_ms", None) or _date_ms(data.start)
-        end_ms = getattr(source, "end_ms", None) or _date_ms(data.end) + DAY_MS
+        first, last = cast("date", data.start), cast("date", data.end)  # synthetic and ccxt data have both
+        start_ms = getattr(source, "start_ms", None) or date_ms(first)
+        end_ms = getattr(source, "end_ms", None) or date_ms(last) + DAY_MS
         plan = UniversePlan(list(cfg.universe.symbols) or source.symbols(), int(start_ms), int(end_ms))
     if not plan.symbols:
         return IngestReport(), plan

@@ -20,10 +20,15 @@ import logging
 import re
 from importlib import resources
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import duckdb
 import pyarrow as pa
+
+from engine.core.errors import first_line
+
+if TYPE_CHECKING:
+    from engine.data.storage import S3Storage
 
 log = logging.getLogger(__name__)
 _FALLBACK_SAID: set[str] = set()
@@ -35,12 +40,12 @@ def sql_load(name: str) -> str:
     return resources.files("engine.queries").joinpath(f"{name}.sql").read_text(encoding="utf-8")
 
 
-def _urls(value: Any) -> list[str]:
+def _urls(value: object) -> list[str]:
     values = value if isinstance(value, list) else [value]
     return [v for v in values if isinstance(v, str) and v.startswith("s3://")]
 
 
-def sql_arrow(name: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+def sql_arrow(name: str, params: dict[str, object], con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """Run the named query with ``params`` bound by DuckDB and return an Arrow table."""
     con = con or duckdb.connect()
     text = sql_load(name)
@@ -54,10 +59,10 @@ def sql_arrow(name: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection 
         except duckdb.Error as exc:
             if storage.bucket not in _FALLBACK_SAID:
                 _FALLBACK_SAID.add(storage.bucket)
-                log.info("DuckDB httpfs unavailable (%s): parquet on S3 read through pyarrow", str(exc).splitlines()[0])
+                log.info("DuckDB httpfs unavailable (%s): parquet on S3 read through pyarrow", first_line(exc))
             params = dict(params)
             for key in s3:
-                table = _arrow_read(storage, params.pop(key))
+                table = _arrow_read(storage, cast("str | list[str]", params.pop(key)))  # URL text: see s3
                 view = f"_qe_{key}"
                 con.register(view, table)
                 text, n = re.subn(rf"read_parquet\(\${key}\b[^)]*\)", view, text)
@@ -69,7 +74,7 @@ def sql_arrow(name: str, params: dict[str, Any], con: duckdb.DuckDBPyConnection 
     return con.execute(text, params).fetch_arrow_table()
 
 
-def _arrow_read(storage: Any, value: str | list[str]) -> pa.Table:
+def _arrow_read(storage: S3Storage, value: str | list[str]) -> pa.Table:
     """Read the parquet files ``value`` names into one table, hive columns added.
 
     Globs are allowed in one path component.

@@ -36,10 +36,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from engine.core.errors import DataError
+from engine.core.errors import DataError, first_line
+
+if TYPE_CHECKING:
+    import duckdb
+    from pyarrow import NativeFile
+    from pyarrow.fs import S3FileSystem
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +170,7 @@ class Storage:
     def check(self) -> None:
         """Fail with one line if the location cannot be used (unreachable, no bucket, refused)."""
 
-    def parquet_file(self, path: PurePath) -> Any:
+    def parquet_file(self, path: PurePath) -> str | NativeFile:
         """Return what ``pyarrow.parquet`` opens for ``path``."""
         raise NotImplementedError
 
@@ -173,11 +178,11 @@ class Storage:
         """``path`` as polars and DuckDB name it."""
         return str(path)
 
-    def polars_options(self) -> dict[str, Any]:
+    def polars_options(self) -> dict[str, Any]:  # Any: spread as keyword arguments of polars' readers
         """Keyword arguments for ``pl.scan_parquet`` / ``pl.read_parquet``."""
         return {}
 
-    def duckdb_prepare(self, con: Any) -> None:
+    def duckdb_prepare(self, con: duckdb.DuckDBPyConnection) -> None:
         """Make ``con`` able to read this storage's paths."""
 
 
@@ -237,7 +242,7 @@ class LocalStorage(Storage):
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def parquet_file(self, path: PurePath) -> Any:
+    def parquet_file(self, path: PurePath) -> str | NativeFile:
         """Return ``path`` as a string (``pyarrow.parquet`` opens local files by name)."""
         return str(path)
 
@@ -263,7 +268,7 @@ class S3Storage(Storage):
             raise DataError(msg)
         self.bucket = parts.netloc
         self.root = PurePosixPath(self.bucket, *[p for p in parts.path.split("/") if p])
-        self._fs: Any = None
+        self._fs: S3FileSystem | None = None
 
     # ---- names and secrets ----------------------------------------------------------------------
 
@@ -285,13 +290,13 @@ class S3Storage(Storage):
     # ---- the file system ------------------------------------------------------------------------
 
     @property
-    def fs(self) -> Any:
+    def fs(self) -> S3FileSystem:
         """Return the ``pyarrow.fs.S3FileSystem`` of these settings (created on first use)."""
         if self._fs is None:
             from pyarrow import fs as pafs
 
             s = self.settings
-            kwargs: dict[str, Any] = {
+            kwargs: dict[str, object] = {
                 "connect_timeout": CONNECT_TIMEOUT_S,
                 "request_timeout": REQUEST_TIMEOUT_S,
                 "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=RETRIES),
@@ -308,7 +313,7 @@ class S3Storage(Storage):
         return self._fs
 
     def _error(self, exc: BaseException, what: str) -> DataError:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        detail = first_line(exc)
         return DataError(self.redact(f"{what} on {self.where()} failed: {detail}"))
 
     def exists(self, path: PurePath) -> bool:
@@ -380,7 +385,7 @@ class S3Storage(Storage):
                 raise DataError(msg)
             self.fs.get_file_info(pafs.FileSelector(str(self.root), allow_not_found=True, recursive=False))
         except OSError as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            detail = first_line(exc)
             low = detail.lower().replace("_", "").replace(" ", "")
             if any(k in low for k in ("accessdenied", "forbidden", "signature", "invalidaccesskeyid", "invalidtoken")):
                 hint = "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
@@ -391,7 +396,7 @@ class S3Storage(Storage):
             msg = f"cannot use the lakehouse {self.where()}: {hint} ({detail})"
             raise DataError(self.redact(msg)) from None
 
-    def parquet_file(self, path: PurePath) -> Any:
+    def parquet_file(self, path: PurePath) -> str | NativeFile:
         """Return the object ``path`` opened as a random-access file for ``pyarrow.parquet``."""
         return self.fs.open_input_file(str(path))
 
@@ -399,7 +404,7 @@ class S3Storage(Storage):
         """Return ``path`` as ``s3://bucket/key``, the form polars and DuckDB read."""
         return self.url(path)
 
-    def polars_options(self) -> dict[str, Any]:
+    def polars_options(self) -> dict[str, Any]:  # Any: spread as keyword arguments of polars' readers
         """Return the S3 ``storage_options`` for polars, from these settings."""
         s = self.settings
         opts: dict[str, object] = {}
@@ -416,7 +421,7 @@ class S3Storage(Storage):
         opts["max_retries"] = RETRIES - 1
         return {"storage_options": opts}
 
-    def duckdb_prepare(self, con: Any) -> None:
+    def duckdb_prepare(self, con: duckdb.DuckDBPyConnection) -> None:
         """DuckDB ``httpfs`` with a temporary (in-memory, never persisted) secret of these settings.
 
         The extension is loaded by :func:`extension_load`: from the pip package built for this
@@ -497,7 +502,7 @@ def extension_file(name: str, version: str | None = None) -> Path | None:
     return None
 
 
-def extension_load(con: Any, name: str) -> str:
+def extension_load(con: duckdb.DuckDBPyConnection, name: str) -> str:
     """Load the DuckDB extension ``name`` into ``con``; return where it came from (a file, or ``"duckdb"``).
 
     The pip package built for this DuckDB (:func:`extension_file`) is loaded by its path, with no

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from engine.config import ENGINE_VERSION, RunConfig
 from engine.data.lakehouse import atomic_write_bytes, parquet_write_atomic
 from engine.data.storage import storage_for
-from engine.outputs.rundir import json_dumps, json_write, redact
+from engine.outputs.rundir import (
+    AUDIT_JSONL,
+    CONFIG_YAML,
+    EQUITY_PARQUET,
+    MANIFEST_JSON,
+    METRICS_JSON,
+    ORDERS_PARQUET,
+    TRADES_PARQUET,
+    WINNERS_PARQUET,
+    json_dumps,
+    json_write,
+    redact,
+)
 from engine.run.result import BacktestResult
 
 PACKAGES = ("polars", "duckdb", "vectorbt", "numpy", "numba", "pydantic", "hydra-core", "pyarrow")
@@ -41,7 +53,7 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return versions
 
 
-def metrics_write(path: Path, metrics: dict[str, Any]) -> None:
+def metrics_write(path: Path, metrics: Mapping[str, object]) -> None:
     """``metrics.json``, stamped with the engine version (sweep summaries refuse other versions)."""
     json_write(path, {"engine_version": ENGINE_VERSION, **metrics})
 
@@ -61,12 +73,12 @@ def artefacts_write(out: Path, cfg: RunConfig, result: BacktestResult, config_ya
         "python": platform.python_version(),
         "packages": versions,
     }
-    atomic_write_bytes(out / "config.yaml", redact(config_yaml).encode())
-    json_write(out / "manifest.json", manifest)
-    metrics_write(out / "metrics.json", result.metrics)
-    parquet_write_atomic(result.equity, out / "equity.parquet")
-    parquet_write_atomic(result.orders, out / "orders.parquet")
-    parquet_write_atomic(result.trades, out / "trades.parquet")
-    parquet_write_atomic(result.winners, out / "winners.parquet")
+    atomic_write_bytes(out / CONFIG_YAML, redact(config_yaml).encode())
+    json_write(out / MANIFEST_JSON, manifest)
+    metrics_write(out / METRICS_JSON, result.metrics)
+    parquet_write_atomic(result.equity, out / EQUITY_PARQUET)
+    parquet_write_atomic(result.orders, out / ORDERS_PARQUET)
+    parquet_write_atomic(result.trades, out / TRADES_PARQUET)
+    parquet_write_atomic(result.winners, out / WINNERS_PARQUET)
     lines = "".join(json_dumps(a, indent=None) + "\n" for a in result.audit)
-    atomic_write_bytes(out / "audit.jsonl", lines.encode())
+    atomic_write_bytes(out / AUDIT_JSONL, lines.encode())

@@ -33,6 +33,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -42,12 +43,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, SupportsFloat, SupportsInt, TypeVar
 
 import numpy as np
 
-from engine.config import ENGINE_VERSION
-from engine.core.errors import EngineError
+from engine.config import ENGINE_VERSION, RunConfig
+from engine.config.exit_rules import ExitRules
+from engine.core.errors import EngineError, first_line
+from engine.outputs.rundir import MANIFEST_JSON, METRICS_JSON
 from engine.run.metrics import YEAR_DAYS
 
 T = TypeVar("T")
@@ -105,7 +108,7 @@ class LedgerError(EngineError):
     """The ledger could not be locked in time, or a row is invalid."""
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
+def config_hash(config: Mapping[str, object]) -> str:
     """SHA-256 of the canonical JSON of a config (sorted keys, no whitespace): equal configs, equal hash."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -119,7 +122,7 @@ the config) and the walk-forward optimisation's settings (a wfo choice is the tr
 it chose). Where the data came from is the data fingerprint's business."""
 
 
-def trial_config_hash(config: Mapping[str, Any], exclude: Sequence[str] = NOT_TRIAL_KEYS) -> str:
+def trial_config_hash(config: Mapping[str, object], exclude: Sequence[str] = NOT_TRIAL_KEYS) -> str:
     """:func:`config_hash` of a validated config without the keys that do not define the trial.
 
     Two runs with equal trial hashes on the same data fingerprint are the same trial, however and
@@ -128,11 +131,23 @@ def trial_config_hash(config: Mapping[str, Any], exclude: Sequence[str] = NOT_TR
     return config_hash({k: v for k, v in config.items() if k not in exclude})
 
 
-def _num(x: Any) -> float | None:
+def _num(x: object) -> float | None:
     if x is None:
         return None
+    if not isinstance(x, SupportsFloat):
+        msg = f"a metric must be a number or null, got {x!r}"
+        raise TypeError(msg)
     v = float(x)
     return v if math.isfinite(v) else None
+
+
+def _count(x: object) -> int | None:
+    if x is None:
+        return None
+    if not isinstance(x, SupportsInt):
+        msg = f"a count must be an integer or null, got {x!r}"
+        raise TypeError(msg)
+    return int(x)
 
 
 def returns_summary(returns: np.ndarray | Sequence[float]) -> dict[str, float | int | None]:
@@ -160,7 +175,7 @@ def returns_summary(returns: np.ndarray | Sequence[float]) -> dict[str, float | 
     }
 
 
-def summary_from_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | None]:
+def summary_from_metrics(metrics: Mapping[str, object]) -> dict[str, float | int | None]:
     """Return the :func:`returns_summary` of a run recovered from its metrics.json.
 
     From ``equity_metrics``: ``n_obs = n_returns``, daily ``std = annual_volatility / sqrt(365)``, daily
@@ -171,7 +186,7 @@ def summary_from_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | 
     mean = sharpe / math.sqrt(YEAR_DAYS) * std if sharpe is not None and std is not None else None
     n_returns = metrics.get("n_returns")
     return {
-        "n_obs": int(n_returns) if n_returns is not None else None,
+        "n_obs": _count(n_returns),
         "ret_mean": mean,
         "ret_std": std,
         "ret_skew": _num(metrics.get("skewness")),
@@ -214,7 +229,7 @@ class Trial:
         kind: str,
         config_hash: str,
         data_fingerprint: str,
-        metrics: Mapping[str, Any],
+        metrics: Mapping[str, object],
         daily_returns: np.ndarray | Sequence[float] | None = None,
         label: str | None = None,
         engine_version: str = ENGINE_VERSION,
@@ -235,13 +250,13 @@ class Trial:
             sharpe=_num(metrics.get("sharpe")),
             sortino=_num(metrics.get("sortino")),
             max_drawdown=_num(metrics.get("max_drawdown")),
-            n_trades=int(n_trades) if n_trades is not None else None,
+            n_trades=_count(n_trades),
             label=label,
             engine_version=engine_version,
             **summary,  # type: ignore[arg-type]
         )
 
-    def row(self) -> tuple[Any, ...]:
+    def row(self) -> tuple[object, ...]:
         """Return the trial as a row of the ledger table, in ``COLUMNS`` order."""
         d = asdict(self)
         return tuple(d[c] for c in COLUMNS)
@@ -314,11 +329,11 @@ def ledger_append(trials: Trial | Sequence[Trial], path: Path | str = DEFAULT_LE
 
 
 def _db_error(path: Path, verb: str, exc: Exception) -> str:
-    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    first = first_line(exc)
     return f"the trial ledger {path} could not be {verb} ({first}): move the file aside or pass another path"
 
 
-def _read(path: Path, sql: str, params: list[Any], timeout_s: float) -> list[tuple[Any, ...]]:
+def _read(path: Path, sql: str, params: list[object], timeout_s: float) -> list[tuple[Any, ...]]:  # DuckDB rows
     import duckdb
 
     if not path.exists():
@@ -354,14 +369,14 @@ def trial_from_run_dir(run_dir: Path | str, kind: str, label: str | None = None)
     """
     run_dir = Path(run_dir)
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        manifest = json.loads((run_dir / MANIFEST_JSON).read_text())
+        metrics = json.loads((run_dir / METRICS_JSON).read_text())
     except (OSError, ValueError) as exc:
         msg = f"{run_dir} is not a finished run ({exc.__class__.__name__}: {exc}): it needs manifest.json and metrics.json"
         raise LedgerError(msg) from None
     fingerprint = (manifest.get("data") or {}).get("fingerprint")
     if "config" not in manifest or not fingerprint:
-        raise LedgerError(f"{run_dir / 'manifest.json'} has no config or data fingerprint: rerun with this engine")
+        raise LedgerError(f"{run_dir / MANIFEST_JSON} has no config or data fingerprint: rerun with this engine")
     return Trial.from_metrics(
         kind,
         trial_config_hash(manifest["config"]),
@@ -402,9 +417,11 @@ def _best_effort(path: Path | str, work: Callable[[], T]) -> tuple[bool, T | Non
     """
     try:
         return True, work()
-    except Exception as exc:  # reported on stderr, never swallowed: the count falls back, the run stands
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        print(f"warning: trial ledger {path} not updated: {first}", file=sys.stderr)
+    except (EngineError, OSError) as exc:  # a lock timeout, an unreadable ledger, a bad row: one line
+        print(f"warning: trial ledger {path} not updated: {first_line(exc)}", file=sys.stderr)
+        return False, None
+    except Exception:  # a bug in the bookkeeping: logged with its traceback, the run's artefacts stand
+        logging.getLogger("engine").exception("trial ledger %s not updated: an engine bug, please report it", path)
         return False, None
 
 
@@ -440,7 +457,7 @@ def ledger_trials_count(
     return n, f"{n} trials: the distinct configurations the ledger {path} holds for this data fingerprint"
 
 
-def combo_config_hash(cfg: Any, rules: Any) -> str:
+def combo_config_hash(cfg: RunConfig, rules: ExitRules | None) -> str:
     """Return the trial hash of one exit-rule combination of a grid (``task=grid`` / ``task=wfo``).
 
     It hashes the run's validated config (a ``RunConfig``) with ``exit_rules`` set to the
@@ -452,7 +469,7 @@ def combo_config_hash(cfg: Any, rules: Any) -> str:
     return trial_config_hash(raw)
 
 
-def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
+def ledger_record_run(cfg: RunConfig, run_dir: Path, kind: str) -> bool:
     """Record a finished run's row (``run`` or ``sweep_job``) in ``cfg.paths.ledger``.
 
     The row comes from the run's manifest and metrics; nothing is recorded when no ledger is
@@ -464,7 +481,9 @@ def ledger_record_run(cfg: Any, run_dir: Path, kind: str) -> bool:
     return ok and trial is not None and ledger_append_or_warn(trial, cfg.paths.ledger)
 
 
-def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: Sequence[Mapping[str, Any]]) -> bool:
+def ledger_record_grid(
+    cfg: RunConfig, run_dir: Path, rules: Sequence[ExitRules | None], metrics: Sequence[Mapping[str, object]]
+) -> bool:
     """Record one ``grid_combo`` row per combination of a finished ``task=grid`` run.
 
     The run's manifest gives the data fingerprint; nothing is recorded when no ledger is
@@ -474,7 +493,7 @@ def ledger_record_grid(cfg: Any, run_dir: Path, rules: Sequence[Any], metrics: S
         return False
 
     def rows() -> list[Trial]:
-        fp = json.loads((Path(run_dir) / "manifest.json").read_text())["data"]["fingerprint"]
+        fp = json.loads((Path(run_dir) / MANIFEST_JSON).read_text())["data"]["fingerprint"]
         return [
             Trial.from_metrics("grid_combo", combo_config_hash(cfg, r), fp, m, label=f"{run_dir}/combos/{i:03d}")
             for i, (r, m) in enumerate(zip(rules, metrics, strict=True))

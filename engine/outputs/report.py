@@ -20,7 +20,7 @@ import polars as pl
 
 from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
-from engine.outputs.rundir import redact
+from engine.outputs.rundir import REPORT_HTML, redact
 from engine.outputs.survivorship import survivorship_html
 from engine.run.metrics import drawdown
 from engine.run.result import BacktestResult
@@ -655,10 +655,10 @@ def _wfo_html(result: BacktestResult) -> str:
     oos = frame.get_column("phase").to_numpy() == "oos"
     k0 = int(np.argmax(oos)) if oos.any() else len(x)
     # in sample: the combination a plain grid would report (best Sharpe over every window, hindsight)
+    from engine.core.best import best_index
     from engine.run.validation import sharpe_columns
 
-    sr = sharpe_columns(returns)
-    best = int(np.argmax(np.where(np.isnan(sr), -np.inf, sr)))
+    best = best_index(sharpe_columns(returns))
     is_curve = np.cumprod(1.0 + np.nan_to_num(returns[:, best]))
     book = frame.get_column("book_return").fill_null(0.0).to_numpy()
     oos_curve = np.cumprod(1.0 + book[k0:]) * (is_curve[k0 - 1] if k0 > 0 else 1.0)
@@ -846,4 +846,4 @@ def report_write(out: Path, cfg: RunConfig, result: BacktestResult) -> None:
         What the backtest produced.
     """
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "report.html", report_html(cfg, result).encode("utf-8"))
+    atomic_write_bytes(out / REPORT_HTML, report_html(cfg, result).encode("utf-8"))

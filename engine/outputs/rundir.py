@@ -25,30 +25,41 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from engine.core.errors import ConfigError, EngineError
 
+# the file names of a run directory, defined here only: every module names them through these
 COMPLETE = "_COMPLETE"
 ERROR = "error.txt"
 MARKER = ".engine-run"  # every run directory holds it; locked while a run writes there
+CONFIG_YAML = "config.yaml"
+MANIFEST_JSON = "manifest.json"
+METRICS_JSON = "metrics.json"
+PARAMS_JSON = "params.json"
+EQUITY_PARQUET = "equity.parquet"
+ORDERS_PARQUET = "orders.parquet"
+TRADES_PARQUET = "trades.parquet"
+WINNERS_PARQUET = "winners.parquet"
+AUDIT_JSONL = "audit.jsonl"
+REPORT_HTML = "report.html"
+WFO_PARQUET = "wfo.parquet"
 # what makes an existing folder an earlier run's directory (params.json: runs before the marker)
-RUN_MARKS = (MARKER, COMPLETE, "params.json")
+RUN_MARKS = (MARKER, COMPLETE, PARAMS_JSON)
 # files a run (re)writes at the top of its directory: removed before a run starts in it
 ARTEFACTS = (
     COMPLETE,
     ERROR,
-    "config.yaml",
-    "manifest.json",
-    "metrics.json",
-    "params.json",
-    "equity.parquet",
-    "orders.parquet",
-    "trades.parquet",
-    "winners.parquet",
-    "audit.jsonl",
-    "report.html",
-    "wfo.parquet",
+    CONFIG_YAML,
+    MANIFEST_JSON,
+    METRICS_JSON,
+    PARAMS_JSON,
+    EQUITY_PARQUET,
+    ORDERS_PARQUET,
+    TRADES_PARQUET,
+    WINNERS_PARQUET,
+    AUDIT_JSONL,
+    REPORT_HTML,
+    WFO_PARQUET,
 )
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
@@ -97,7 +108,7 @@ def log_redaction_install(logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactFilter())
 
 
-def redact_obj(obj: Any) -> Any:
+def redact_obj(obj: object) -> object:
     """:func:`redact` applied to every string of a JSON-like structure."""
     if isinstance(obj, str):
         return redact(obj)
@@ -108,7 +119,7 @@ def redact_obj(obj: Any) -> Any:
     return obj
 
 
-def _default(obj: Any) -> Any:
+def _default(obj: object) -> object:
     if isinstance(obj, dt.datetime | dt.date | Path):
         return str(obj)
     if hasattr(obj, "item"):  # numpy scalars
@@ -117,12 +128,12 @@ def _default(obj: Any) -> Any:
     raise TypeError(msg)
 
 
-def json_dumps(obj: Any, indent: int | None = 2) -> str:
+def json_dumps(obj: object, indent: int | None = 2) -> str:
     """Strict JSON (no NaN/Infinity: ``ValueError``), keys sorted, secrets redacted."""
     return json.dumps(redact_obj(obj), indent=indent, sort_keys=True, allow_nan=False, default=_default)
 
 
-def json_write(path: Path, obj: Any) -> None:
+def json_write(path: Path, obj: object) -> None:
     """Write :func:`json_dumps` of ``obj`` atomically."""
     from engine.data.lakehouse import atomic_write_bytes
 
@@ -244,7 +255,7 @@ def params_write(out: Path) -> None:
         key, _, value = item.partition("=")
         params[key.lstrip("+~")] = value
     out.mkdir(parents=True, exist_ok=True)
-    json_write(out / "params.json", params)
+    json_write(out / PARAMS_JSON, params)
 
 
 def error_message(exc: BaseException) -> str:
@@ -306,3 +317,17 @@ def artefact_errors(out: Path) -> Iterator[None]:
         where = exc.filename or out
         msg = f"cannot write the run's artefacts into {out}: {exc.strerror or exc} ({where}): choose a writable output folder"
         raise EngineError(msg) from None
+
+
+def run_dir_prepare(hydra_dir: Path, out: Path) -> None:
+    """Make a Hydra job's directories ready for its run.
+
+    Redacts Hydra's config copies, clears an earlier run's artefacts from the job's Hydra directory
+    and the output directory, sends the log to the run's ``engine.log`` and writes ``params.json``.
+    """
+    with artefact_errors(out):
+        hydra_files_redact(hydra_dir)
+        for folder in {hydra_dir, out}:
+            run_dir_reset(folder)
+        logging_setup()
+        params_write(out)

@@ -34,13 +34,14 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
+from engine.core.best import best_index
+from engine.core.choices import OBJECTIVES
 from engine.core.errors import ConfigError, EngineError
 from engine.core.units import DAY_MS
 from engine.run.validation import sharpe_columns
 
 log = logging.getLogger("engine")
 
-OBJECTIVES = ("sharpe", "sortino", "calmar", "total_return")
 
 WFO_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "window": pl.Int64,
@@ -105,11 +106,6 @@ def objective_columns(returns: np.ndarray, objective: str) -> np.ndarray:
     return out
 
 
-def _best(values: np.ndarray) -> int:
-    """Best objective: undefined (NaN) last, ties to the lowest index (all undefined: the first)."""
-    return int(np.argmax(np.where(np.isnan(values), -np.inf, values)))
-
-
 @dataclass(frozen=True)
 class WfoChoices:
     """What :func:`wfo_choices` decided, per window (T rows)."""
@@ -155,7 +151,7 @@ def wfo_choices(
     for k in range(train_windows, t):
         a = 0 if anchored else k - train_windows
         values = objective_columns(r[a:k], objective)
-        best = _best(values)
+        best = best_index(values)  # NaN last, +inf the highest, ties to the lowest index
         choices[k], is_obj[k], n_undef[k], train[k] = best, values[best], int(np.isnan(values).sum()), (a, k)
     return WfoChoices(choices, is_obj, n_undef, train)
 

@@ -28,12 +28,12 @@ import itertools
 import numpy as np
 import polars as pl
 
-from engine.simulation.stops import ORDER_REASONS
+from engine.simulation.stops import EXIT_KIND_NAMES, ORDER_REASONS
 
 END = len(ORDER_REASONS)
 TRADE_KINDS: tuple[str, ...] = (*ORDER_REASONS, "end")
 """Name of each trade exit-kind code: the order reasons, then ``end`` (open after the last bar)."""
-STOP_KINDS = ("stop_loss", "take_profit", "trailing", "max_holding")
+STOP_KINDS = tuple(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES))
 """The exit kinds of the exit rules (``n_stop_exits`` counts trades closed by one of them)."""
 
 TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {

@@ -38,6 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm, rankdata
 
+from engine.core.best import best_index as best_index
+from engine.core.best import best_indices, rank_key
+
 EULER_GAMMA = 0.5772156649015329
 """Euler–Mascheroni constant of the expected-maximum approximation."""
 
@@ -80,21 +83,6 @@ def sharpe_columns(returns: np.ndarray) -> np.ndarray:
         sr = np.where(tiny, np.nan, mean / np.where(tiny, 1.0, std))
     out[ok] = sr
     return out
-
-
-def _rank_key(values: np.ndarray) -> np.ndarray:
-    """Objective values with undefined ones (NaN, or ±inf from a caller's objective) set to -inf."""
-    v = np.asarray(values, dtype=np.float64).copy()
-    v[~np.isfinite(v)] = -np.inf
-    return v
-
-
-def best_index(values: np.ndarray) -> int:
-    """Index of the best objective value: undefined values rank last, ties go to the lowest index.
-
-    When every value is undefined, the first combination is returned (all tie, last).
-    """
-    return int(np.argmax(_rank_key(values)))
 
 
 # ---- combinatorial purged cross-validation ----------------------------------------------------
@@ -377,7 +365,7 @@ def relative_rank(values: np.ndarray, index: int) -> float:
 
     Undefined values (NaN) rank below every defined one; ties get their average rank.
     """
-    ranks = rankdata(_rank_key(values), method="average")
+    ranks = rankdata(rank_key(values), method="average")
     return float(ranks[index] / (len(values) + 1))
 
 
@@ -467,9 +455,9 @@ def pbo_cscv(returns: np.ndarray, n_submatrices: int = 16, objective: Objective 
             perf_is[c] = objective(r[blocks[in_j[c]].ravel()])
             perf_oos[c] = objective(r[blocks[~in_j[c]].ravel()])
     m = r.shape[1]
-    is_best = np.argmax(_rank_key(perf_is), axis=1)  # first maximum: ties go to the lowest index
+    is_best = best_indices(perf_is, axis=1)  # engine.core.best: ties go to the lowest index
     rows = np.arange(len(combos))
-    rank = rankdata(_rank_key(perf_oos), method="average", axis=1)[rows, is_best]
+    rank = rankdata(rank_key(perf_oos), method="average", axis=1)[rows, is_best]
     # ln(ω / (1 - ω)) with ω = rank / (M + 1), written so that ω = 1/2 gives exactly 0
     logits = np.log(rank) - np.log(m + 1 - rank)
     is_perf, oos_perf = perf_is[rows, is_best], perf_oos[rows, is_best]

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import vectorbt as vbt
 
+from engine.simulation.books import Pending
 from engine.simulation.orders import OrderArrays
 from engine.simulation.prices import PriceBlock
 from engine.simulation.stops import ORDER_REASONS, ORDER_SIDES, StopExits, StopState
@@ -65,6 +66,18 @@ class SimResult:
     n_ambiguous: int
     portfolio_factory: Callable[[], Any]
     prices: PriceBlock
+    order_extra: dict[str, np.ndarray] | None = None
+    """The market execution's columns of each order (quote_volume, participation, impact_cost,
+    spread_cost; docs/EXECUTION.md), appended to ``orders``; None on the vectorbt path."""
+    costs: dict[str, float] | None = None
+    """What each friction took (the market execution only): fees, slippage, impact, spread (quote
+    currency), rejected_orders (count) and dropped_quote (quote value of remainders not filled)."""
+    pending_end: Pending | None = None
+    """Order remainders still pending after the last bar (the market execution only)."""
+    ledger: np.ndarray | None = None
+    """(n_cols, 4) shares desired, filled, dropped by a friction and left unfilled as vectorbt leaves
+    them (cash short) per column (the market execution only):
+    ``desired + pending in = filled + dropped + unfilled + pending out``."""
 
     @functools.cached_property
     def portfolio(self) -> Any:
@@ -85,6 +98,7 @@ class SimResult:
                 "price": rec["price"],
                 "fees": rec["fees"],
                 "reason": _labels(ORDER_REASONS, self.order_reason),
+                **(self.order_extra or {}),
             },
             schema_overrides={"timestamp": _TS_TYPE},
         )

@@ -8,7 +8,7 @@ the run's ``ExitRules`` so a window's rules are validated next to the decisions 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.config import CostsConfig
 from engine.config.exit_rules import ExitRules
+from engine.simulation.books import GridBook as GridBook
+from engine.simulation.market import ExecutionRules, Frictions, market_simulate
 from engine.simulation.stops import StopState
 from engine.simulation.vbt import PriceBlock, SimResult, VectorBTSimulator
 
@@ -66,6 +68,8 @@ class SimulationContext(BaseModel):
     carry_price: Any = None
     carry_state: Any = None
     """A :class:`StopState` of the carried positions (cost basis, trailing peak, opening time)."""
+    carry_pending: Any = None
+    """A :class:`~engine.simulation.books.Pending` of carried order remainders (market execution only)."""
     ambiguity: Literal["pessimistic", "optimistic"] = "pessimistic"
     held_reweights: Literal["all", "first_bar"] = "all"
     """``first_bar``: only the window's first bar (the rebalance) re-weights a held position;
@@ -83,21 +87,6 @@ class SimulationContext(BaseModel):
             msg = "carry_state must be a StopState"
             raise TypeError(msg)
         return self
-
-
-@dataclass(frozen=True)
-class GridBook:
-    """One book of an exit-rule grid in a window: its rules, weights and carried state.
-
-    The window's :class:`SimulationContext` holds what the books share (prices, carry prices,
-    ambiguity policy) and is validated once; a book's own inputs are checked by the simulator.
-    """
-
-    exit_rules: ExitRules | None
-    weights: np.ndarray
-    init_cash: float
-    carry_shares: np.ndarray | None
-    carry_state: StopState | None = None
 
 
 class SimulationStage:
@@ -125,6 +114,52 @@ class SimulationStage:
             carry_shares=[b.carry_shares for b in books],
             carry_price=ctx.carry_price,
             carry_state=[b.carry_state for b in books],
+            ambiguity=ctx.ambiguity,
+            held_reweights=ctx.held_reweights,
+        )
+
+
+FrictionSource = Frictions | Callable[[SimulationContext], Frictions]
+"""A window's frictions, or what builds them from the window's context."""
+
+
+class MarketStage:
+    """Runs one window's simulation through the market execution (:mod:`engine.simulation.market`).
+
+    Parameters
+    ----------
+    costs : CostsConfig
+        Fees and fixed slippage.
+    frictions : Frictions or callable
+        The window's :class:`Frictions`, or a function of the window's :class:`SimulationContext`
+        returning them (quote volumes and sigma differ per window).
+    rules : ExecutionRules
+        Participation cap, leftover policy and impact coefficient.
+    """
+
+    def __init__(self, costs: CostsConfig, frictions: FrictionSource, rules: ExecutionRules) -> None:
+        self.fees, self.slippage = float(costs.fees), float(costs.slippage)
+        self.frictions = frictions
+        self.rules = rules
+
+    def execute(self, ctx: SimulationContext) -> SimResult:
+        """Simulate the context's one book (its carried remainders included)."""
+        book = GridBook(
+            ctx.allocation.exit_rules, ctx.weights, ctx.init_cash, ctx.carry_shares, ctx.carry_state, ctx.carry_pending
+        )
+        return self.execute_grid(ctx, [book])[0]
+
+    def execute_grid(self, ctx: SimulationContext, books: list[GridBook]) -> list[SimResult]:
+        """Simulate several books on the window's prices in one kernel call (see ``SimulationStage``)."""
+        fr = self.frictions if isinstance(self.frictions, Frictions) else self.frictions(ctx)
+        return market_simulate(
+            ctx.prices,
+            books,
+            fr,
+            self.rules,
+            fees=self.fees,
+            slippage=self.slippage,
+            carry_price=ctx.carry_price,
             ambiguity=ctx.ambiguity,
             held_reweights=ctx.held_reweights,
         )

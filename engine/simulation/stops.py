@@ -218,6 +218,29 @@ def _open_exit(
 
 
 @njit(cache=True)
+def _intrabar_exit(
+    o: float, h: float, lo: float, basis: float, peak: float, sl: float, tp: float, trail: float, pessimistic: bool
+) -> tuple[int, float, bool]:
+    """Apply the intrabar fill rules to a held column's bar: (kind, fill, ambiguous), kind 0 = no exit."""
+    sl_level, sl_kind, tp_level = _levels(basis, peak, sl, tp, trail)
+    if o <= sl_level:
+        return sl_kind, o, False
+    if o >= tp_level:
+        return TAKE_PROFIT, o, False
+    hit_sl = lo <= sl_level
+    hit_tp = h >= tp_level
+    if hit_sl and hit_tp:
+        if pessimistic:
+            return sl_kind, sl_level, True
+        return TAKE_PROFIT, tp_level, True
+    if hit_sl:
+        return sl_kind, sl_level, False
+    if hit_tp:
+        return TAKE_PROFIT, tp_level, False
+    return 0, np.nan, False
+
+
+@njit(cache=True)
 def _emit(
     out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     k: int,
@@ -335,33 +358,9 @@ def _bar_nb(
             opened_ns[c] = t
         else:
             continue
-        sl_level, sl_kind, tp_level = _levels(basis[c], peak[c], fixed_sl[c], tp_stop[c], trail[c])
-        kind = 0
-        price = np.nan
-        amb = False
-        if o <= sl_level:
-            kind = sl_kind
-            price = o
-        elif o >= tp_level:
-            kind = TAKE_PROFIT
-            price = o
-        else:
-            hit_sl = low[i, c] <= sl_level
-            hit_tp = high[i, c] >= tp_level
-            if hit_sl and hit_tp:
-                amb = True
-                if pessimistic:
-                    kind = sl_kind
-                    price = sl_level
-                else:
-                    kind = TAKE_PROFIT
-                    price = tp_level
-            elif hit_sl:
-                kind = sl_kind
-                price = sl_level
-            elif hit_tp:
-                kind = TAKE_PROFIT
-                price = tp_level
+        kind, price, amb = _intrabar_exit(
+            o, high[i, c], low[i, c], basis[c], peak[c], fixed_sl[c], tp_stop[c], trail[c], pessimistic
+        )
         if kind != 0:
             k = _emit(out, k, i, c, kind, price, amb, False)
             basis[c] = np.nan

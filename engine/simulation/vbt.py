@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config.exit_rules import ExitRules
+from engine.core.choices import VBT_ENGINES
 from engine.simulation.orders import carry_arrays, grid_weights, order_arrays, orders_simulate
 
 # re-exported: the simulator's inputs and outcome, where callers have imported them from
@@ -48,7 +49,6 @@ from engine.simulation.stops import (
 )
 from engine.simulation.topups import scan_stops
 
-ENGINES = ("rust", "numba")
 TOPUP_FILLS = "numba"
 """Where the fills of a top-up row come from while the stops are scanned: ``"numba"`` (the
 restatement in :mod:`engine.simulation.fills`, checked against the vectorbt call afterwards) or
@@ -78,8 +78,8 @@ class VectorBTSimulator:
         engine: str = "rust",
         ambiguity: Ambiguity = "pessimistic",
     ) -> None:
-        if engine not in ENGINES:
-            msg = f"engine must be one of {ENGINES}, got {engine!r}"
+        if engine not in VBT_ENGINES:
+            msg = f"engine must be one of {VBT_ENGINES}, got {engine!r}"
             raise ValueError(msg)
         ambiguity_check(ambiguity)
         if not (np.isfinite(fees) and fees >= 0 and np.isfinite(slippage) and 0 <= slippage < 1):

@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from engine.config import PortfolioConfig, RunConfig
-from engine.config.portfolio import RISK_WEIGHTINGS
+from engine.core.choices import RISK_WEIGHTINGS
 from engine.core.units import DAY_MS, interval_ms
 from engine.data.panel import Panel
 from engine.strategy.covariance import covariance_of, hrp_weights, returns_of, skfolio_weights

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 from engine.config import BacktestConfig, RankingConfig
 from engine.core.errors import EngineError
 from engine.core.units import DAY_MS as DAY_MS  # re-exported for the windows' users
-from engine.core.units import interval_ms
-
-
-def date_ms(day: date) -> int:
-    """Epoch milliseconds of a UTC midnight."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
-
-
-def ms_date(ms: int) -> date:
-    """UTC date of an epoch-millisecond timestamp."""
-    return datetime.fromtimestamp(ms / 1000, UTC).date()
-
-
-def ms_iso(ms: int) -> str:
-    """ISO 8601 text of an epoch-millisecond timestamp (UTC)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+from engine.core.units import date_ms as date_ms  # re-exported for the windows' users
+from engine.core.units import interval_ms, ms_date, ms_iso
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.outputs.rundir import artefact_errors
+from engine.outputs.rundir import PARAMS_JSON, artefact_errors
 from engine.tasks.guards import RunResult, claimed, data_errors
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def _backtest(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
     from engine.run import backtest_run
 
     with artefact_errors(out):
-        run_dir_reset(out, keep=("params.json",))
+        run_dir_reset(out, keep=(PARAMS_JSON,))
     t0 = time.perf_counter()
     log.info("backtest: %s data, %s, lakehouse %s", cfg.data.source, cfg.ranking.weights, cfg.paths.lakehouse_dir)
     with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):

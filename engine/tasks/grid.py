@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.config import RunConfig
 from engine.config.exit_rules import ExitRules, grid_combos
 from engine.core.errors import EngineError
-from engine.outputs.rundir import artefact_errors
+from engine.outputs.rundir import METRICS_JSON, PARAMS_JSON, artefact_errors
 from engine.tasks.guards import RunResult, claimed, data_errors
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
     from engine.run import backtest_run
 
     with artefact_errors(out):
-        run_dir_reset(out, keep=("params.json",))
+        run_dir_reset(out, keep=(PARAMS_JSON,))
     t0 = time.perf_counter()
     log.info("grid: %d exit-rule combinations in one walk-forward", len(rules))
     with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
@@ -62,8 +62,8 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
             job = out / "combos" / f"{i:03d}"
             job.mkdir(parents=True, exist_ok=True)
             values = (r or ExitRules()).model_dump()
-            json_write(job / "params.json", {f"exit_rules.{k}": json.dumps(v) for k, v in values.items()})
-            metrics_write(job / "metrics.json", metrics)
+            json_write(job / PARAMS_JSON, {f"exit_rules.{k}": json.dumps(v) for k, v in values.items()})
+            metrics_write(job / METRICS_JSON, metrics)
             rows.append(
                 {"combo": i, **values, "sharpe": metrics.get("sharpe"), "total_return": metrics.get("total_return")}
             )
@@ -73,7 +73,8 @@ def _grid(cfg: RunConfig, out: Path, rules: list[ExitRules | None], config_yaml:
     print(f"data: {data_label(cfg)}")
     print(f"simulated {len(rules)} exit-rule combinations in one walk-forward ({timings['total']:.1f} s)")
     print(f"the run directory's own artefacts are combination 000's; all {len(rules)} are ranked below")
-    from engine.tasks.sweep import summary_print, sweep_summarize
+    from engine.tasks.multirun import summary_print
+    from engine.tasks.sweep import sweep_summarize
 
     try:
         summary_print(sweep_summarize(out / "combos"))

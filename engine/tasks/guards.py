@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig
-from engine.core.errors import ConfigError, DataError
+from engine.core.errors import ConfigError, DataError, first_line
 from engine.outputs.rundir import artefact_errors
 
 
@@ -64,7 +64,7 @@ def data_errors(lakehouse: str, source: str = "synthetic") -> Iterator[None]:
         )
         raise DataError(msg) from None
     except (duckdb.Error, plx.PolarsError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        first = first_line(exc)
         if "Permission denied" in first:
             msg = (
                 f"permission denied reading the lakehouse {lakehouse} ({first}): the user running the engine "

@@ -8,13 +8,13 @@ metric, adds the deflated Sharpe ratio of each trial, and writes ``leaderboard.c
 ``exit_rules.tp_stop`` were swept, ``heatmap_sl_tp.html`` and ``heatmap_sl_tp.png``. The PNG alone
 needs a Chrome/Chromium: without one the summary is still written and one warning says how to get it.
 
-Use it as ``python -m engine.sweep SWEEP_DIR [--metric sharpe]``, or let Hydra run it at the end of
-every multirun with ``hydra/callbacks=sweep_summary`` (:class:`SweepSummaryCallback`).
+Use it as ``python -m engine.sweep SWEEP_DIR [--metric sharpe]`` (:mod:`engine.sweep`), or let Hydra
+run it at the end of every multirun with ``hydra/callbacks=sweep_summary``
+(:class:`engine.tasks.multirun.SweepSummaryCallback`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -22,14 +22,13 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
-from hydra.experimental.callback import Callback
 
 from engine.config import ENGINE_VERSION
-from engine.core.errors import EngineError
+from engine.core.errors import EngineError, first_line
+from engine.outputs.rundir import ERROR, MANIFEST_JSON, METRICS_JSON, PARAMS_JSON
 from engine.run.metrics import YEAR_DAYS
 from engine.run.validation import EULER_GAMMA as EULER_GAMMA  # re-exported: the DSR is defined once, there
 from engine.run.validation import deflated_sharpe, expected_max_sharpe
@@ -42,7 +41,7 @@ HEATMAP_DIV_ID = "heatmap-sl-tp"
 """Fixed div id so the html is byte-identical for identical inputs."""
 GRID_SUBDIR = "combos"
 """Where the vectorised grid writes its combos (``<grid_run_dir>/combos/<combo_id>/``)."""
-_JOB_MARKERS = ("metrics.json", "params.json", "error.txt", ".hydra")
+_JOB_MARKERS = (METRICS_JSON, PARAMS_JSON, ERROR, ".hydra")
 
 
 @dataclass
@@ -139,9 +138,9 @@ def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[
     (a grid's combos: the grid run's, one level up). None with the reason when there is no ledger,
     no manifest, the jobs ran on different data, or the ledger cannot be read (one warning line).
     """
-    manifests = [d / "manifest.json" for d in jobs if (d / "manifest.json").is_file()]
-    if not manifests and (sweep_dir.parent / "manifest.json").is_file():
-        manifests = [sweep_dir.parent / "manifest.json"]
+    manifests = [d / MANIFEST_JSON for d in jobs if (d / MANIFEST_JSON).is_file()]
+    if not manifests and (sweep_dir.parent / MANIFEST_JSON).is_file():
+        manifests = [sweep_dir.parent / MANIFEST_JSON]
     if not manifests:
         return None, f"{n_jobs} trials: the jobs here (no manifest.json names a ledger)"
     fps: set[str | None] = set()
@@ -163,8 +162,8 @@ def ledger_trial_count(sweep_dir: Path, jobs: list[Path], n_jobs: int) -> tuple[
 
     try:
         n = n_trials(fp, ledger)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    except (EngineError, OSError) as exc:  # LedgerError names the file; anything else is a bug and raises
+        first = first_line(exc)
         print(f"warning: trial ledger {ledger} not read ({first}); counting the jobs here", file=sys.stderr)
         return None, f"{n_jobs} trials: the jobs here (ledger unreadable)"
     n = max(n, n_jobs)
@@ -189,7 +188,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def failure_reason(job_dir: Path) -> str:
     """Why a job has no metrics.json: error.txt, else the last log line with "Error", else a default."""
-    error = job_dir / "error.txt"
+    error = job_dir / ERROR
     if error.is_file():
         lines = [ln.strip() for ln in error.read_text(errors="replace").splitlines() if ln.strip()]
         if lines:
@@ -207,8 +206,8 @@ def _query(sweep_dir: Path, jobs: list[Path], metric: str, descending: bool) -> 
     from engine.data.sql import sql_arrow
 
     params = {
-        "metrics_files": [str(d / "metrics.json") for d in jobs],
-        "params_files": [str(d / "params.json") for d in jobs if (d / "params.json").is_file()],
+        "metrics_files": [str(d / METRICS_JSON) for d in jobs],
+        "params_files": [str(d / PARAMS_JSON) for d in jobs if (d / PARAMS_JSON).is_file()],
         "root": str(sweep_dir),
         "metric": metric,
         "descending": descending,
@@ -216,7 +215,7 @@ def _query(sweep_dir: Path, jobs: list[Path], metric: str, descending: bool) -> 
     try:
         table = sql_arrow("sweep_metrics", params)
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         msg = f"the metrics.json/params.json files of {sweep_dir} could not be read ({first}): rerun the broken jobs"
         raise EngineError(msg) from None
     return pl.from_arrow(table)  # type: ignore[return-value]
@@ -240,7 +239,7 @@ def _version_check(rows: pl.DataFrame, job_order: list[str]) -> None:
             raise EngineError(msg)
 
 
-def _swept_params(params_json: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+def _swept_params(params_json: list[str]) -> tuple[list[str], list[dict[str, object]]]:
     parsed = [json.loads(p) if p else {} for p in params_json]
     keys = sorted({k for p in parsed for k in p})
     swept = [k for k in keys if len({json.dumps(p.get(k)) for p in parsed}) > 1]
@@ -275,7 +274,7 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
         msg = f"sweep directory {sweep_dir} does not exist: pass the directory of a multirun, e.g. outputs/sweeps/DATE/TIME"
         raise EngineError(msg)
     jobs = job_dirs(sweep_dir)
-    done = [d for d in jobs if (d / "metrics.json").is_file()]
+    done = [d for d in jobs if (d / METRICS_JSON).is_file()]
     failed = pl.DataFrame(
         [(str(d.relative_to(sweep_dir)), failure_reason(d)) for d in jobs if d not in done],
         schema={"job": pl.String, "reason": pl.String},
@@ -337,7 +336,7 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
 # ---- outputs ---------------------------------------------------------------------------------
 
 
-def _cell(x: Any) -> str:
+def _cell(x: object) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     if isinstance(x, float):
@@ -471,8 +470,8 @@ def _write_heatmap(s: SweepSummary) -> None:
         png = kaleido.calc_fig_sync(
             fig, opts={"format": "png", "width": 720, "height": 560}, kopts={"path": browser, "mathjax": False}
         )
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    except Exception as exc:  # kaleido and Chrome fail in many ways: each is said (a warning), the PNG skipped
+        first = first_line(exc)
         why = (
             f"kaleido could not render it with {browser} ({first}): "
             "check that this Chrome/Chromium starts, or point BROWSER_PATH at a working one"
@@ -490,73 +489,3 @@ def _png_skipped(s: SweepSummary, png_path: Path, why: str) -> None:
         f"heatmap_sl_tp.png not made: {why}, then rerun `python -m engine.sweep {s.sweep_dir}` "
         "(the leaderboard and heatmap_sl_tp.html are written)"
     )
-
-
-# ---- Hydra callback and command line ---------------------------------------------------------
-
-
-def summary_print(s: SweepSummary, n: int = 5) -> None:
-    """Top ``n`` rows of the leaderboard, where it was written, and the summary's warnings (stderr)."""
-    top = s.top(n)
-    with pl.Config(
-        tbl_rows=n, tbl_cols=-1, tbl_width_chars=240, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
-    ):
-        print(f"sweep summary: {s.n_trials} trials, {s.failed.height} failed, ranked by {s.metric}")
-        print(top)
-    print(f"deflated Sharpe with {s.dsr_trials_source}")
-    print(f"leaderboard: {s.files['leaderboard.md']}")
-    for line in s.warnings:
-        print(f"warning: {line}", file=sys.stderr)
-
-
-LAST_SWEEP: tuple[Path, int, int] | None = None
-"""(sweep dir, failed jobs, all jobs) of the last multirun summarised in this process."""
-
-
-class SweepSummaryCallback(Callback):
-    """Hydra callback: summarise the sweep directory when a multirun ends.
-
-    Enable with ``hydra/callbacks=sweep_summary`` (``conf/hydra/callbacks/sweep_summary.yaml``).
-    A failing summary prints one line and never fails the sweep: the jobs' artefacts are already
-    written and the summary can be rerun with ``python -m engine.sweep SWEEP_DIR``.
-    """
-
-    def __init__(self, metric: str = "sharpe", descending: bool = True) -> None:
-        self.metric = metric
-        self.descending = descending
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        """Summarise ``config.hydra.sweep.dir`` and print the top 5 rows and the leaderboard path.
-
-        Also records how many jobs failed in :data:`LAST_SWEEP`, so the command exits non-zero
-        when any did (``engine.cli.main``), after every job has had its chance to run.
-        """
-        global LAST_SWEEP
-        sweep_dir = Path(config.hydra.sweep.dir)
-        dirs = job_dirs(sweep_dir) if sweep_dir.is_dir() else []
-        failed = [d for d in dirs if not (d / "metrics.json").is_file()]
-        LAST_SWEEP = (sweep_dir, len(failed), len(dirs))
-        try:
-            summary = sweep_summarize(Path(config.hydra.sweep.dir), self.metric, self.descending)
-            summary_print(summary)
-        except Exception as exc:  # the sweep itself succeeded: never turn a summary problem into a failure
-            print(f"sweep summary skipped: {exc}".splitlines()[0], file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m engine.sweep SWEEP_DIR [--metric sharpe] [--ascending]``."""
-    parser = argparse.ArgumentParser(prog="python -m engine.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="directory of a multirun (outputs/sweeps/DATE/TIME)")
-    parser.add_argument("--metric", default="sharpe", help="numeric key of metrics.json to rank by (default sharpe)")
-    parser.add_argument("--ascending", action="store_true", help="rank the lowest value first")
-    args = parser.parse_args(argv)
-    try:
-        summary = sweep_summarize(args.sweep_dir, args.metric, descending=not args.ascending)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    summary_print(summary)
-
-
-if __name__ == "__main__":
-    main()

@@ -20,7 +20,7 @@ from engine.config import RunConfig
 from engine.config.exit_rules import ExitRules, grid_combos
 from engine.core.errors import ConfigError
 from engine.core.units import DAY_MS
-from engine.outputs.rundir import artefact_errors
+from engine.outputs.rundir import PARAMS_JSON, WFO_PARQUET, artefact_errors
 from engine.run import ChosenWalk
 from engine.run.metrics import YEAR_DAYS
 from engine.run.selection import WFO_SCHEMA, WfoChoices, oos_ranks, wfo_choices, windows_needed_message
@@ -236,7 +236,7 @@ def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
     from engine.outputs.rundir import ARTEFACTS, run_complete, run_dir_reset
 
     with artefact_errors(out):  # a reused run dir loses the last run's artefacts
-        run_dir_reset(out, keep=("params.json",))
+        run_dir_reset(out, keep=(PARAMS_JSON,))
     rules = grid_combos(cfg)
     t0 = time.perf_counter()
     grid, sel = _walk(cfg, rules)
@@ -248,7 +248,7 @@ def _wfo(cfg: RunConfig, out: Path, config_yaml: str) -> RunResult:
     with artefact_errors(out):
         out.mkdir(parents=True, exist_ok=True)
         artefacts_write(out, cfg, result, config_yaml)
-        parquet_write_atomic(frame, out / "wfo.parquet")
+        parquet_write_atomic(frame, out / WFO_PARQUET)
         report_write(out, cfg, result)
         run_complete(out, [n for n in ARTEFACTS if (out / n).is_file()])
     timings = {**result.timings, "simulation_total": t_sim, "total": time.perf_counter() - t0}

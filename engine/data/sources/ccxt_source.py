@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import ccxt
 import polars as pl
@@ -34,6 +34,7 @@ from engine.data.markets import MODE_NAMES, MarketRow, ccxt_row
 from engine.data.sources.base import DataSource
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # ccxt splits its errors in two: OperationFailed (the request failed in transit or on the
 # exchange's side; the same request may succeed later) and ExchangeError (the exchange rejected
@@ -47,7 +48,7 @@ def exchange_create(cfg: CcxtData) -> ccxt.Exchange:
     if cfg.exchange not in ccxt.exchanges or not isinstance(klass, type):
         msg = f"unknown ccxt exchange {cfg.exchange!r}: set data.exchange to a ccxt id such as binance, kraken, okx"
         raise DataError(msg)
-    config: dict[str, Any] = {
+    config: dict[str, object] = {
         "timeout": cfg.timeout_ms,
         "enableRateLimit": True,
         # Spot only: otherwise binance-like exchanges also load their futures and options markets.
@@ -141,7 +142,7 @@ class CcxtSource(DataSource):
         self.clock_ms = clock_ms if clock_ms is not None else self.exchange.milliseconds
         self.retry_after_max_s = 300.0
         self.empty_page_retries = 1
-        self._markets: dict[str, Any] | None = None
+        self._markets: dict[str, Any] | None = None  # Any: ccxt's market records, the exchange's JSON
 
     def identity(self) -> dict[str, object]:
         """Exchange, REST host (no credentials, path or query) and quote."""
@@ -181,7 +182,7 @@ class CcxtSource(DataSource):
         except ValueError:
             return None
 
-    def _call(self, what: str, fn: Callable[[], Any], symbol: str | None = None, interval: str | None = None) -> Any:
+    def _call(self, what: str, fn: Callable[[], T], symbol: str | None = None, interval: str | None = None) -> T:
         """Run one exchange request with bounded retries; map every ccxt failure to DataError."""
         retries = self.cfg.max_retries
         for attempt in range(retries + 1):
@@ -291,14 +292,15 @@ class CcxtSource(DataSource):
             raise DataError(msg)
         step = interval_ms(interval)
         stop = min(end_ms, self._bar_open_now(interval))
-        rows: list[list[Any]] = []
+        rows: list[list[float]] = []  # ccxt OHLCV rows: [ms, open, high, low, close, volume]
         since = start_ms
         empties = 0
         while since < stop:
             limit = min(self.cfg.limit, -(-(stop - since) // step))
 
-            def fetch_page(s: int = since, n: int = limit) -> Any:
-                return self.exchange.fetch_ohlcv(symbol, interval, s, n)
+            def fetch_page(s: int = since, n: int = limit) -> list[list[float]]:
+                page: list[list[float]] = self.exchange.fetch_ohlcv(symbol, interval, s, n)  # ccxt is untyped
+                return page
 
             try:
                 page = self._call(f"fetch_ohlcv since {since}", fetch_page, symbol, interval)
@@ -343,7 +345,7 @@ def _cause(exc: Exception) -> str:
     return f"{type(exc).__name__} ({text[:160]})" if text else type(exc).__name__
 
 
-def _bars_frame(rows: list[list[Any]]) -> pl.DataFrame:
+def _bars_frame(rows: list[list[float]]) -> pl.DataFrame:
     """Turn ccxt OHLCV rows ``[ts, o, h, l, c, v]`` in served order into sorted bars, last copy wins."""
     if not rows:
         return pl.DataFrame(schema=BAR_SCHEMA)

@@ -39,11 +39,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 
 from engine.config import FilesData
+from engine.core.choices import Implausible
 from engine.core.errors import DataError, EngineError
 from engine.core.units import UNIT_MS, interval_ms
 from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_validate
@@ -459,7 +459,7 @@ def ohlcv_read(path: Path) -> pl.DataFrame:
         raise DataError(msg) from exc
 
 
-def ohlcv_load(path: Path, symbol: str, interval: str, implausible: Literal["error", "drop"] = "error") -> pl.DataFrame:
+def ohlcv_load(path: Path, symbol: str, interval: str, implausible: Implausible = "error") -> pl.DataFrame:
     """Read, normalise and validate one file; every failure names the file and the fix.
 
     ``implausible`` (``data.implausible``): what to do with bars priced implausibly far from

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -20,7 +19,7 @@ from scipy.signal import lfilter
 
 from engine.core.errors import EngineError
 from engine.core.symbols import symbol_check
-from engine.core.units import DAY_MS, HOUR_MS, interval_ms
+from engine.core.units import DAY_MS, HOUR_MS, date_ms, interval_ms
 from engine.data.sources.base import DataSource
 
 _T_DF = 4.0
@@ -55,10 +54,6 @@ def universe_names(n_symbols: int, quote: str = "USDT") -> list[str]:
     return [f"{b}/{quote}" for b in names]
 
 
-def _date_ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
 def _student_t(rng: np.random.Generator, n: int) -> np.ndarray:
     draws: np.ndarray = rng.standard_t(_T_DF, n) / np.sqrt(_T_DF / (_T_DF - 2.0))
     return draws
@@ -90,8 +85,8 @@ class SyntheticSource(DataSource):
     def __init__(self, seed: int, n_symbols: int, start: str, end: str, quote: str = "USDT") -> None:
         self.seed = int(seed)
         self.start, self.end, self.quote = str(start), str(end), quote
-        self.start_ms = _date_ms(start)
-        self.end_ms = _date_ms(end) + DAY_MS  # ``end`` is the last day, inclusive
+        self.start_ms = date_ms(start)
+        self.end_ms = date_ms(end) + DAY_MS  # ``end`` is the last day, inclusive
         if self.end_ms <= self.start_ms + 30 * DAY_MS:
             msg = f"synthetic data range {start}..{end} is too short: give at least 30 days"
             raise EngineError(msg)
