@@ -54,6 +54,11 @@ FIGURES = {
         __import__("benchmarks.fig11_execution", fromlist=["run"]),
         True,
     ),
+    "12": (
+        "portfolio=hrp on 50 winners vs equal weights",
+        __import__("benchmarks.fig12_portfolio", fromlist=["run"]),
+        True,
+    ),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

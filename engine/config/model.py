@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from engine.config.execution import ExecutionConfig
 from engine.config.exit_rules import ExitRules, duration_to_ns
+from engine.config.portfolio import PortfolioRisk, Weighting
 from engine.config.renamed import setting_renamed
 from engine.config.survivorship import SurvivorshipConfig
 from engine.core.choices import Implausible, Objective, VbtEngine
@@ -454,10 +455,10 @@ class BacktestConfig(_Model):
         return self
 
 
-class PortfolioConfig(_Model):
-    """How winners are weighted."""
+class PortfolioConfig(PortfolioRisk, _Model):
+    """How winners are weighted (the risk weightings, volatility target and limits: :class:`PortfolioRisk`)."""
 
-    weighting: Literal["equal", "inverse_vol"] = "equal"
+    weighting: Weighting = "equal"
     vol_window: str = "30d"
     """Volatility window of inverse-volatility weights (base bars' log returns)."""
     vol_days: int | None = Field(default=None, ge=1, le=730)
@@ -640,6 +641,7 @@ class RunConfig(_Model):
                     "portfolio.vol_window"
                 )
                 raise ConfigError(msg)
+        p.risk_check(p.weighting, p.gross_exposure, base, factors.min_history, self.signals is not None)
         return self
 
     @field_validator("signals", mode="before")

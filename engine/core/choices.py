@@ -14,3 +14,12 @@ VBT_ENGINES: tuple[VbtEngine, ...] = get_args(VbtEngine)
 
 Implausible = Literal["error", "drop"]
 """What reading files does with a bar priced far off its neighbours: refuse the file, or drop the bar."""
+
+Weighting = Literal["equal", "inverse_vol", "erc", "hrp", "min_variance"]
+"""How a window's winners are weighted before the limits (docs/PORTFOLIO.md)."""
+WEIGHTINGS: tuple[Weighting, ...] = get_args(Weighting)
+RISK_WEIGHTINGS: tuple[Weighting, ...] = ("erc", "hrp", "min_variance")
+"""The weightings computed from the winners' covariance over ``portfolio.cov_window``."""
+
+CovarianceEstimator = Literal["ledoit_wolf", "empirical"]
+"""The covariance of the risk weightings and the volatility target: Ledoit-Wolf shrinkage or the sample one."""

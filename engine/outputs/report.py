@@ -774,6 +774,19 @@ def _wfo_html(result: BacktestResult) -> str:
     )
 
 
+def _portfolio_html(cfg: RunConfig, result: BacktestResult) -> str:
+    """Return the portfolio-construction section (engine/outputs/portfolio_report.py), empty when it is off."""
+    from engine.outputs.portfolio_report import portfolio_rows
+
+    found = portfolio_rows(cfg, result)
+    if found is None:
+        return ""
+    summary, head, rows = found
+    cells = [[(str(r[0]), "n"), (_when(r[1]), "d"), *((_pct(x), "n") for x in r[2:])] for r in rows]
+    table = _table(head, cells, {0, 2, 3, 4, 5, 6})
+    return f'<section><h2>Portfolio construction</h2><p class="note">{_esc(summary)}</p><div class="scroll">{table}</div></section>'
+
+
 def report_html(cfg: RunConfig, result: BacktestResult) -> str:
     """Return the whole report page as a string (deterministic for identical inputs).
 
@@ -815,6 +828,7 @@ def report_html(cfg: RunConfig, result: BacktestResult) -> str:
         f"{survivorship_html(result.metrics)}"
         f"{_wfo_html(result)}"
         f"{capacity_html(result.capacity)}"
+        f"{_portfolio_html(cfg, result)}"
         f"<section><h2>Trades</h2>{_trades_table(result)}</section>"
         f"<section>{_config_html(cfg)}</section>"
         "</main></body></html>\n"

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -32,6 +32,7 @@ from engine.run.frictions import MarketData, market_prepare, market_stage
 from engine.simulation.stage import AllocationContext, MarketStage, SelectionContext, SimulationStage
 from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
 from engine.strategy.signals import signals_compute
+from engine.strategy.weights import Allocator, allocator_new, returns_history_ms
 from engine.strategy.windows import DAY_MS, Window, windows_build
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class RunPlan:
     timings: Timings
     market: MarketData | None = None
     """What the frictions read (None: every ``execution`` friction off, the vectorbt stage)."""
+    portfolio: Mapping[int, dict[str, Any]] = field(default_factory=dict)
+    """Per ranking bar (ms): the portfolio construction's gross, ex-ante volatility, turnover (docs/PORTFOLIO.md)."""
 
     def warmup_ms(self) -> int:
         """History of fine bars loaded before a window so the signal's EMA has settled."""
@@ -198,18 +201,20 @@ def mtf_prefetch(
     windows: tuple[Window, ...],
     selected: dict[int, pl.DataFrame],
     symbols: list[str],
+    kept: Mapping[int, list[str]] | None = None,
 ) -> tuple[dict[str, Panel], dict[str, list[tuple[int, int]]]]:
     """Fetch the finer bars of every window's winners, then read them per interval.
 
     Only the winners' bars, only in their windows, only what is missing are fetched; they are
     read with one DuckDB winner-slice query per interval. Winners do not depend on the
     simulation, so the fetches of all windows are merged per symbol. Returns the panels by
-    interval and the spans (window plus warm-up) of each symbol's windows as winner.
+    interval and the spans (window plus warm-up) of each symbol's windows as winner. ``kept``:
+    per window, the symbols a turnover limit keeps after they left the winners (fetched too).
     """
     warm = warmup_ms(cfg)
     spans: dict[str, list[tuple[int, int]]] = {}
     for w in windows:
-        for s in selected[w.index].get_column("symbol"):
+        for s in [*selected[w.index].get_column("symbol"), *(kept or {}).get(w.index, [])]:
             spans.setdefault(s, []).append((w.start_ms - warm, w.end_ms))
     tfs = cfg.backtest.timeframes
     for s in progress_iter(sorted(spans), "fetch MTF bars of the winners", quiet=cfg.quiet):
@@ -220,12 +225,17 @@ def mtf_prefetch(
 
 
 def plans_build(
-    cfg: RunConfig, windows: tuple[Window, ...], selected: dict[int, pl.DataFrame], base_bars: Panel
+    cfg: RunConfig,
+    windows: tuple[Window, ...],
+    selected: dict[int, pl.DataFrame],
+    base_bars: Panel,
+    allocator: Allocator | None = None,
 ) -> tuple[WindowPlan, ...]:
     """Every window's winners and weights, decided once for all passes.
 
     A winner without a bar at the window's first open cannot be bought there: it is skipped,
-    with one warning per window.
+    with one warning per window. ``allocator``: the portfolio construction of docs/PORTFOLIO.md
+    (None: ``weights_compute``'s equal or inverse-volatility weights).
     """
     exit_rules = cfg.exit_rules
     plans = []
@@ -241,7 +251,7 @@ def plans_build(
         if skipped:
             log.warning("window %d: %s have no bar at %s; skipped", w.index, skipped, w.as_dict()["start"])
         chosen = top.filter(pl.col("symbol").is_in(tradable))
-        weights = weights_compute(chosen, cfg.portfolio)
+        weights = weights_compute(chosen, cfg.portfolio) if allocator is None else allocator.window(w, chosen, tradable)
         selection = SelectionContext(
             window=w.index,
             winners=tradable,
@@ -362,15 +372,18 @@ def plan_ranked(
     with timings.timed("windows"):
         symbols = sorted({s for top in selected.values() for s in top.get_column("symbol").to_list()})
         history = 0 if cfg.signals is None else (cfg.signals.trend_days + 2) * DAY_MS + warmup_ms(cfg)
+        history = max(history, returns_history_ms(cfg))  # the covariance window of docs/PORTFOLIO.md
         base_bars = panel_load(lakehouse, "bars", base, symbols, windows[0].start_ms - history, windows[-1].end_ms)
+    with timings.timed("windows"):
+        allocator = allocator_new(cfg, base_bars)
+        plans = plans_build(cfg, windows, selected, base_bars, allocator)
+        empty = empty_windows_check(cfg, lakehouse, plans)
     mtf: dict[str, Panel] = {}
     spans: dict[str, list[tuple[int, int]]] = {}
     if cfg.backtest.timeframes:
         with timings.timed("mtf"):
-            mtf, spans = mtf_prefetch(cfg, lakehouse, ingestion, windows, selected, symbols)
-    with timings.timed("windows"):
-        plans = plans_build(cfg, windows, selected, base_bars)
-        empty = empty_windows_check(cfg, lakehouse, plans)
+            kept = None if allocator is None else allocator.kept()
+            mtf, spans = mtf_prefetch(cfg, lakehouse, ingestion, windows, selected, symbols, kept)
     signals: dict[str, Signals] = {}
     if cfg.signals is not None:
         with timings.timed("signals"):
@@ -383,7 +396,7 @@ def plan_ranked(
             stage = market_stage(cfg, market)
     return RunPlan(
         cfg, lakehouse, ingestion, stage, base, interval_ms(base), interval, coverage, windows, plans, ranks,
-        base_bars, mtf, signals, empty, timings, market,
+        base_bars, mtf, signals, empty, timings, market, {} if allocator is None else allocator.audit(),
     )  # fmt: skip
 
 

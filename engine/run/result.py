@@ -322,6 +322,8 @@ def _result(
         kinds[TRADE_KINDS[k]] = kinds.get(TRADE_KINDS[k], 0) + 1
     for a in out.audit:
         a["exits"] = ended.get(a["window"], {})
+        if plan.portfolio:  # portfolio construction: the window's gross, ex-ante volatility, turnover
+            a["portfolio"] = plan.portfolio.get(plan.windows[a["window"]].rank_ms)
     trades_df = trades_frame(trades)
     equity_df = pl.DataFrame({"timestamp": ts, "equity": equity, "exposure": exposure}).with_columns(
         pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
