@@ -89,6 +89,12 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         return _timed(lambda: capacity_run(capacity))
 
     one_default(), one_realistic(), five_capitals()  # warm-up: imports, numba compilation, first-call costs
+    # correctness first: the capacity pass's own book is the plain realistic run, to the bit
+    alone, curve = backtest_run(realistic).book_metrics[0], capacity_run(capacity).book_metrics[0]
+    for key in ("total_return", "sharpe", "max_drawdown", "n_orders"):
+        if alone[key] != curve[key]:
+            msg = f"figure 11: the capacity pass's run book differs from the plain run in {key}: {curve[key]} != {alone[key]}"
+            raise AssertionError(msg)
     profile_pairs = [(one_default(), one_realistic()) for _ in range(size["pairs"])]
     capital_pairs = [(one_realistic(), five_capitals()) for _ in range(size["pairs"])]
     rows, detail = [], {"sizes": size}

@@ -152,3 +152,26 @@ def test_pending_remainders_cross_windows_by_symbol(
         assert set(want) <= set(cols1)  # a symbol with a remainder is a column of the next window
         handed += len(want)
     assert handed > 0  # the cap left remainders at window ends
+
+
+def test_a_carried_sale_fills_at_each_bars_own_open(lakehouse_dir: Path, tmp_path: Path) -> None:
+    """A sale the cap spreads over later bars fills at each of those bars' opens, not at a frozen price.
+
+    A symbol that left the winners is held on into the next window; under the cap its sale lasts
+    several bars, each at that bar's own open less the slippage (no impact, no spread here), in
+    the symbol's own bars (found by a new-user trial: they were held flat at the window start's).
+    """
+    out = tmp_path / "carry"
+    args = ["+profile=crypto_rating_baseline", f"execution.max_participation={CAP}", "execution.leftover=carry"]
+    run_backtest(small_config(lakehouse_dir, out, *args))
+    orders = pl.read_parquet(out / "orders.parquet").filter(pl.col("reason") != "delisted")
+    joined = orders.join(_bars(lakehouse_dir), on=["symbol", "timestamp"], how="left")
+    assert joined.get_column("open").null_count() == 0  # every fill on a bar the symbol has
+    slip = 0.0005  # the baseline profile's costs
+    want = pl.when(pl.col("side") == "buy").then(pl.col("open") * (1 + slip)).otherwise(pl.col("open") * (1 - slip))
+    err = joined.select(((pl.col("price") - want) / want).abs().max()).item()
+    assert err < 1e-12
+    # the carried sales: sells on a later bar than their window's first
+    first = orders.group_by("window").agg(pl.col("timestamp").min().alias("t0"))
+    later = orders.join(first, on="window").filter((pl.col("timestamp") > pl.col("t0")) & (pl.col("side") == "sell"))
+    assert later.height > 0 and later.get_column("timestamp").n_unique() > 1

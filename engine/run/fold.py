@@ -172,14 +172,17 @@ def window_block(
     for j, s in enumerate(carried):
         p = bars.open[start_row, bars.col(s)] if s in bars.symbols and start_row < bars.ts_ms.size else np.nan
         flat[:, j] = p if np.isfinite(p) else last_price[s]
-    close = np.hstack([raw["close"], flat])
+    held = {f: flat for f in ("open", "high", "low", "close")}
+    if plan.market is not None and carried:  # a capped sale can last: the carried symbols' own prices
+        held = _carried_bars(plan, w, carried, ts, interval, flat)
+    close = np.hstack([raw["close"], held["close"]])
     prev = _ffill_rows(close)
     cidx = np.arange(close.shape[1])
     close_ff = close[prev, cidx]
     gap = ~np.isfinite(close)
     block = {"close": close_ff}
     for f in ("open", "high", "low"):
-        a = np.hstack([raw[f], flat])
+        a = np.hstack([raw[f], held[f]])
         block[f] = np.where(gap, close_ff, a)
     delist = np.zeros(close.shape, dtype=bool)
     for j, s in enumerate(winners):
@@ -192,6 +195,34 @@ def window_block(
             delist[0, len(winners) + j] = True
     delisting_haircut(block, delist, plan.cfg.execution.delisting_haircut)
     return ts, block, delist
+
+
+def _carried_bars(
+    plan: RunPlan, w: Window, carried: list[str], ts: np.ndarray, interval: str, flat: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Return the carried symbols' own base bars over the window on the simulation grid (market stage).
+
+    Under a participation cap a carried position's sale can take several bars, so it must see each
+    bar's price, not the window start's. On the base grid a row is its base bar; on a finer grid a
+    row holds its base bar's open (flat: the finer bars of a symbol that no longer wins are not
+    loaded). A missing bar is NaN (filled flat by the caller); a first row without a bar holds
+    ``flat`` (the window start's price, as without the market stage).
+    """
+    bars = plan.base_bars
+    rows = bars.rows(w.start_ms, w.end_ms)
+    at = np.searchsorted(bars.ts_ms[rows], ts, side="right") - 1
+    out = {f: flat.copy() for f in ("open", "high", "low", "close")}
+    for j, s in enumerate(carried):
+        if s not in bars.symbols or not at.size or at[0] < 0:
+            continue
+        c = bars.col(s)
+        for f in out:
+            src = f if interval == plan.base else "open"
+            out[f][:, j] = getattr(bars, src)[rows, c][at]
+        if not np.isfinite(out["close"][0, j]):
+            for f in out:
+                out[f][0, j] = flat[0, j]
+    return out
 
 
 def delisting_haircut(block: dict[str, np.ndarray], delist: np.ndarray, haircut: float) -> None:
