@@ -175,3 +175,18 @@ def test_a_carried_sale_fills_at_each_bars_own_open(lakehouse_dir: Path, tmp_pat
     first = orders.group_by("window").agg(pl.col("timestamp").min().alias("t0"))
     later = orders.join(first, on="window").filter((pl.col("timestamp") > pl.col("t0")) & (pl.col("side") == "sell"))
     assert later.height > 0 and later.get_column("timestamp").n_unique() > 1
+
+
+def test_an_entry_no_friction_lets_fill_has_no_stops(lakehouse_dir: Path, tmp_path: Path) -> None:
+    """Every order below the minimum notional: no position, so no stop exit and no ambiguous exit is counted.
+
+    (A new-user trial found 17 ambiguous exits counted on a run with 0 orders: the stops watched
+    entries that never filled.)
+    """
+    out = tmp_path / "none"
+    args = ["+profile=crypto_rating", "exit_rules.sl_stop=0.05", "execution.min_notional=1e12"]
+    result = run_backtest(small_config(lakehouse_dir, out, *args))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_orders"] == 0 and m["n_trades"] == 0 and m["costs"]["rejected_orders"] > 0
+    assert m["n_ambiguous_exits"] == 0 and result.metrics["total_return_optimistic"] == 0.0
+    assert pl.read_parquet(out / "orders.parquet").height == 0

@@ -298,6 +298,9 @@ def market_nb(
     g = gk // k
     slip, cap, impact_k = par[1], par[2], par[3]
     limited = cap < np.inf or impact_k > 0.0
+    # with a friction on, a position exists once something filled: an entry a friction refused or
+    # capped to nothing has no stops (frictionless, the stops track it as the vectorbt path does)
+    filled_only = limited or bool((frc != 0.0).any())
     kind = np.zeros(k, dtype=np.int64)
     reason = np.zeros(k, dtype=np.int64)
     amb = np.zeros(k, dtype=np.bool_)
@@ -325,7 +328,9 @@ def market_nb(
                 w = weights[i, col]
                 o = open_[i, c]
                 kind[c], reason[c], amb[c], opening[c], price[c] = 0, 0, False, False, o
-                if not np.isnan(basis[col]):
+                if filled_only and not np.isnan(basis[col]) and position[col] == 0.0 and pend[col, 0] <= 0.0:
+                    basis[col] = np.nan  # the entry never filled and nothing of it is pending: no position
+                if not np.isnan(basis[col]) and not (filled_only and position[col] == 0.0):
                     ek, px = _open_exit(
                         o, w, t, basis[col], peak[col], opened_ns[col], fixed_sl[col], tp_stop[col], trail[col],
                         max_holding_ns[col],
@@ -372,6 +377,10 @@ def market_nb(
                         basis[col] = (held_before[c] * basis[col] + bq[c] * bpx[c]) / (held_before[c] + bq[c])
                 kind[c], reason[c], amb[c], price[c] = 0, 0, False, close[i, c]
                 if np.isnan(basis[col]):
+                    continue
+                if filled_only and position[col] == 0.0:  # nothing filled yet: no stop can exit it
+                    if pend[col, 0] <= 0.0:
+                        basis[col] = np.nan
                     continue
                 ek, px, am = _intrabar_exit(
                     open_[i, c], high[i, c], low[i, c], basis[col], peak[col], fixed_sl[col], tp_stop[col],
