@@ -204,12 +204,15 @@ def test_renamed_settings_go_through_one_helper() -> None:
     seen: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    level = logger.level  # an earlier run in this worker may have quieted the engine's logger
     logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
     try:
         for _ in range(2):
             assert setting_renamed({"a": 1}, "a", "b", warning="a is deprecated: use b") == {"a": None, "b": 1}
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     assert seen.count("a is deprecated: use b") == 1  # once per process
     assert RunConfig.model_validate({"backtest": {"hold_days": 14}}).backtest.hold == "14d"
     assert not _grep(r"_warned|def _warn_once", {"config/renamed.py"})

@@ -40,7 +40,7 @@ def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None
         print(
             f"  {'costs':<{width}}  fees {costs['fees']:,.2f}, slippage {costs['slippage']:,.2f}, impact "
             f"{costs['impact']:,.2f}, spread {costs['spread']:,.2f}; {costs['rejected_orders']} orders rejected "
-            f"(below the minimum notional), {costs['dropped_quote']:,.2f} left unfilled (dropped)"
+            f"(below the minimum notional), {costs['dropped_quote']:,.2f} of orders dropped unfilled (remainders a new target replaced or leftover=drop let go)"
         )
     s = m.get("survivorship")
     if s:  # the survivors-only audit (docs/SURVIVORSHIP.md)
