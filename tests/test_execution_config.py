@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_user_errors import _one_line
+from test_user_errors import _one_line, config_error_line
 
-from engine.cli import main
 from engine.compose import config_compose
 from engine.config.execution import DEFAULT_CAPITALS, ExecutionConfig
 from engine.run.capacity import capacity_books, half_sharpe_capital
@@ -77,11 +76,7 @@ def test_bad_execution_value_is_one_line(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as info:
-        main(["+profile=crypto_rating", *SMALL, *args])
-    out, err = capsys.readouterr()
-    line = _one_line(subprocess.CompletedProcess([], int(str(info.value.code)), out, err))
+    line = config_error_line(args, tmp_path, monkeypatch, capsys)
     for needle in needles:
         assert needle in line, line
     assert not (tmp_path / "outputs").exists()

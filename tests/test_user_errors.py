@@ -31,6 +31,20 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def config_error_line(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run ``python -m engine``'s ``main`` in process on the small profile plus ``args``; return its one error line.
+
+    Exit 2, one ``error:`` line, no traceback (:func:`_one_line`); run in ``tmp_path``.
+    """
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["+profile=crypto_rating", *SMALL, *args])
+    out, err = capsys.readouterr()
+    return _one_line(subprocess.CompletedProcess([], int(str(info.value.code)), out, err))
+
+
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
@@ -70,11 +84,7 @@ def test_config_error_is_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """In process (``main`` is what ``python -m engine`` runs; test_cli_errors_in_a_subprocess runs a few for real)."""
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as info:
-        main(["+profile=crypto_rating", *SMALL, *args])
-    out, err = capsys.readouterr()
-    line = _one_line(subprocess.CompletedProcess([], int(str(info.value.code)), out, err))
+    line = config_error_line(args, tmp_path, monkeypatch, capsys)
     for needle in needles:
         assert needle in line
     assert not (tmp_path / "outputs").exists()

@@ -49,6 +49,24 @@ def _add(a: float, b: float) -> float:
 
 
 @njit(cache=True)
+def insert_argsort_nb(a: np.ndarray, idx: np.ndarray, n: int) -> None:
+    """Sort ``a[:n]`` ascending in place, NaN last, moving ``idx[:n]`` along (vectorbt's ``insert_argsort_nb``).
+
+    The call order of a cash-sharing group: its orders' values, sells (negative) first.
+    """
+    for j in range(1, n):
+        a_j = a[j]
+        c_j = idx[j]
+        m = j - 1
+        while m >= 0 and (a[m] > a_j or np.isnan(a[m])):
+            a[m + 1] = a[m]
+            idx[m + 1] = idx[m]
+            m -= 1
+        a[m + 1] = a_j
+        idx[m + 1] = c_j
+
+
+@njit(cache=True)
 def rows_nb(
     size: np.ndarray,
     price: np.ndarray,
@@ -105,16 +123,7 @@ def rows_nb(
                 else:
                     order_value[k] = s * value - position[col] * price[i, col]
                 call[k] = k
-            for j in range(1, n):  # vectorbt's insert_argsort_nb, NaN included
-                a_j = order_value[j]
-                c_j = call[j]
-                m = j - 1
-                while m >= 0 and (order_value[m] > a_j or np.isnan(order_value[m])):
-                    order_value[m + 1] = order_value[m]
-                    call[m + 1] = call[m]
-                    m -= 1
-                order_value[m + 1] = a_j
-                call[m + 1] = c_j
+            insert_argsort_nb(order_value, call, n)
             if i == want:
                 for k in range(n):
                     held_before[from_col + k] = position[from_col + k]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.simulation.fills import _add, _is_close, _is_less
+from engine.simulation.fills import _add, _is_close, _is_less, insert_argsort_nb
 from engine.simulation.stops import _intrabar_exit, _open_exit
 
 MIN_SIZE = 1e-8  # vectorbt's default min_size, as in orders.py
@@ -229,16 +229,7 @@ def _row(
         else:
             key[c] = np.nan
         call[c] = c
-    for j in range(1, k):  # vectorbt's insert_argsort_nb, NaN included
-        a_j = key[j]
-        c_j = call[j]
-        m = j - 1
-        while m >= 0 and (key[m] > a_j or np.isnan(key[m])):
-            key[m + 1] = key[m]
-            call[m + 1] = call[m]
-            m -= 1
-        key[m + 1] = a_j
-        call[m + 1] = c_j
+    insert_argsort_nb(key, call, k)
     for kk in range(k):
         c = call[kk]
         col = j0 + c
