@@ -383,3 +383,31 @@ def test_erc_grid_and_target_vol_wfo_end_to_end(lakehouse_dir: Path, tmp_path: P
     assert max(sums) <= 1 + 1e-9 and min(sums) < 0.999  # the volatility target cut the gross somewhere
     report = (tmp_path / "w" / "report.html").read_text()
     assert "Realised volatility over the run" in report and "(target 40.00%)" in report
+
+
+def test_hrp_in_a_market_with_depth_and_a_capacity_curve(lakehouse_dir: Path, tmp_path: Path) -> None:
+    """HRP weights with the market stage on (cap, impact, spread, minimum notional) and as a capacity curve.
+
+    The plan's weights are the frictionless run's (the market changes fills, not targets), the cap
+    holds in orders.parquet, and the capacity pass's run book is the plain run (issue 25, item 4).
+    """
+    from engine.tasks import run_backtest
+    from engine.tasks.capacity import capacity_run
+
+    hrp = ["+profile=crypto_rating", "portfolio=hrp", "portfolio.max_weight=0.3"]
+    market = ["execution.max_participation=0.01", "execution.impact=sqrt", "execution.min_notional=5"]
+    plain = run_backtest(small_config(lakehouse_dir, tmp_path / "p", *hrp))
+    deep = run_backtest(small_config(lakehouse_dir, tmp_path / "m", *hrp, *market))
+    assert [line["weights"] for line in _audit(tmp_path / "m")] == [line["weights"] for line in _audit(tmp_path / "p")]
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert m["costs"]["impact"] > 0 and "costs" not in json.loads((tmp_path / "p" / "metrics.json").read_text())
+    per_bar = (
+        pl.read_parquet(tmp_path / "m" / "orders.parquet")
+        .group_by("symbol", "timestamp")
+        .agg(pl.col("participation").sum())
+    )
+    assert per_bar.get_column("participation").max() <= 0.01 + 1e-9
+    assert deep.metrics["total_return"] != plain.metrics["total_return"]
+    cap = capacity_run(small_config(lakehouse_dir, tmp_path / "c", *hrp, *market, "execution.capacity=[1e4,1e7]"))
+    assert cap.metrics["total_return"] == deep.metrics["total_return"]
+    assert pl.read_parquet(cap.output_dir / "capacity.parquet").height == 2
