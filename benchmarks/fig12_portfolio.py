@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks.common import Row, engine_cli, run_config
 from benchmarks.fig8_wfo import noise_band, verdict
 
-FIG = "11 portfolio"
+FIG = "12 portfolio"
 TARGET = 1.2
 QUICK_DATA = ["data.n_symbols=60", "data.start=2023-01-01", "data.end=2023-12-31"]
 
