@@ -19,14 +19,13 @@ symbols over 2023.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import MATCH, MISMATCH, Row, engine_cli, run_config
-from benchmarks.fig8_wfo import noise_band, verdict
+from benchmarks.fig8_wfo import pair_row
 
 FIG = "11 execution"
 QUICK_DATA = ["data.n_symbols=30", "data.start=2023-01-01", "data.end=2023-12-31"]
@@ -45,26 +44,6 @@ def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def _row(name: str, baseline_name: str, pairs: list[tuple[float, float]], target: float) -> tuple[Row, dict[str, Any]]:
-    ratios = [b / a for a, b in pairs]
-    status = verdict(ratios, target)
-    row = Row(
-        FIG,
-        name,
-        statistics.median(b for _, b in pairs),
-        "s",
-        statistics.median(a for a, _ in pairs),
-        baseline_name,
-        target=f"<= {target}x",
-        status=status,
-        ratio=statistics.median(ratios),
-        note=f"median pair ratio {statistics.median(ratios):.2f} +- {noise_band(ratios):.2f} (noise band); "
-        f"pairs {min(ratios):.2f}-{max(ratios):.2f} over {len(pairs)}"
-        + ("; the target is inside the noise band" if status == "inconclusive" else ""),
-    )
-    return row, {"pairs_s": pairs, "ratios": ratios, "noise_band": noise_band(ratios), "verdict": status}
 
 
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
@@ -108,7 +87,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         ("realistic profile vs the default run", "+profile=crypto_rating", profile_pairs, 1.3),
         ("five capitals (one pass) vs one run", "one run, realistic profile", capital_pairs, 2.0),
     ):
-        row, det = _row(name, base, pairs, target)
+        row, det = pair_row(FIG, name, base, pairs, target)
         rows.append(row)
         detail[name] = det
     detail["note"] = "in process, data and ranking included, artefacts excluded; verdict as figure 8"

@@ -18,13 +18,12 @@ miss when wholly above, else inconclusive).
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Row, engine_cli, run_config
-from benchmarks.fig8_wfo import noise_band, verdict
+from benchmarks.fig8_wfo import pair_row
 
 FIG = "12 portfolio"
 TARGET = 1.2
@@ -70,22 +69,8 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         ("engine (in process, no artefacts)", engine_pairs),
         ("end to end (python -m engine)", cli_pairs),
     ):
-        ratios = [h / e for e, h in pairs]
-        status = verdict(ratios, TARGET)
-        rows.append(
-            Row(
-                FIG,
-                f"portfolio=hrp vs equal, top 50 every window: {label}",
-                statistics.median(h for _, h in pairs),
-                "s",
-                statistics.median(e for e, _ in pairs),
-                "portfolio=equal, same run",
-                target=f"<= {TARGET}x",
-                status=status,
-                ratio=statistics.median(ratios),
-                note=f"median pair ratio {statistics.median(ratios):.2f} +- {noise_band(ratios):.2f} (noise band); "
-                f"pairs {min(ratios):.2f}-{max(ratios):.2f} over {len(pairs)}",
-            )
+        row, detail[label] = pair_row(
+            FIG, f"portfolio=hrp vs equal, top 50 every window: {label}", "portfolio=equal, same run", pairs, TARGET
         )
-        detail[label] = {"pairs_s": pairs, "ratios": ratios, "noise_band": noise_band(ratios), "verdict": status}
+        rows.append(row)
     return rows, detail
