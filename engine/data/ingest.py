@@ -251,4 +251,8 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
     plan.symbols = markets_record(service.lakehouse, source, plan.symbols, cfg.backtest.interval)
     if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", cfg.backtest.interval):
         raise NothingRead(nothing_read(cfg, plan))
+    if cfg.data.is_perp():  # perpetual futures: their funding beside the bars (docs/PERPETUALS.md)
+        from engine.data.funding import funding_ingest
+
+        funding_ingest(service.lakehouse, source, plan.symbols, plan.start_ms, plan.end_ms, cfg.backtest.interval)
     return report, plan

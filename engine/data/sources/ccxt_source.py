@@ -152,7 +152,9 @@ class CcxtSource(DataSource):
         if self.cfg.api_url:
             parts = urlsplit(self.cfg.api_url)
             host = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return {"source": "ccxt", "exchange": self.cfg.exchange, "api_host": host, "quote": self.cfg.quote}
+        return self.market_identity(
+            {"source": "ccxt", "exchange": self.cfg.exchange, "api_host": host, "quote": self.cfg.quote}
+        )
 
     def close(self) -> None:
         """Close the HTTP session."""
