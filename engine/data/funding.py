@@ -159,7 +159,7 @@ class FundingStore:
             for _ in range(WRITE_ATTEMPTS):
                 old, have = self.load(symbol)
                 merged = (
-                    pl.concat([old, frame.select(FUNDING_STORE_SCHEMA)], how="vertical")
+                    pl.concat([old, frame.select(list(FUNDING_STORE_SCHEMA))], how="vertical")
                     .unique(subset="time", keep="first", maintain_order=True)
                     .sort("time")
                 )
@@ -302,7 +302,7 @@ def funding_read(
     wanted = [s for s in symbols if s in present]
     if not wanted or end_ms <= start_ms:
         return funding_empty()
-    frame = store.scan(wanted, start_ms, end_ms).select(FUNDING_SCHEMA).collect()
+    frame = store.scan(wanted, start_ms, end_ms).select(list(FUNDING_SCHEMA)).collect()
     return frame.cast(FUNDING_SCHEMA).sort("symbol", "time")  # type: ignore[arg-type]
 
 
