@@ -273,7 +273,6 @@ class _Handler(BaseHTTPRequestHandler):
             rows = rows[::-1]
         return self._send(200, rows)
 
-
     def _funding(self, params: dict[str, str], kind: str | None) -> None:
         """Binance's fundingRate: with startTime the first ``limit`` records from it (to endTime), else the latest."""
         state = self.server.state

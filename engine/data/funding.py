@@ -22,6 +22,7 @@ scan the committed ``data.parquet`` files lazily with polars.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -208,7 +209,17 @@ def funding_ingest(
                 without.append(symbol)
                 break
             final = min(b, source.covered_until(b, "1m"))
-            store.write(symbol, funding_validate(frame, symbol, source.name), [(a, final)] if final > a else [])
+            try:
+                store.write(symbol, funding_validate(frame, symbol, source.name), [(a, final)] if final > a else [])
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                msg = (
+                    f"cannot write the funding of {symbol} into {lakehouse.url(store.partition(symbol))}: the store "
+                    f"lacks it and the lakehouse is read-only to this user ({exc.strerror}): add that data once as a "
+                    "user who can write the lakehouse, or set paths.lakehouse_dir to a folder you own"
+                )
+                raise DataError(msg) from None
     if without:
         log.warning(
             "%d perp symbol(s) without funding in the %s source: %s (a run refuses them unless data.funding_missing=zero)",

@@ -140,6 +140,7 @@ class CcxtSource(DataSource):
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.market = cfg.market
         self.exchange = exchange_create(cfg)
         self.name = f"ccxt {cfg.exchange}"
         self.sleep = sleep

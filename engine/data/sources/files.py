@@ -154,6 +154,7 @@ class FilesSource(DataSource):
 
     def __init__(self, cfg: FilesData) -> None:
         self.cfg = cfg
+        self.market = cfg.market
         self.root = expand_path(cfg.path)
         self._frames: dict[Path, pl.DataFrame] = {}
         self._digests: dict[Path, str] = {}

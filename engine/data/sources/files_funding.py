@@ -77,14 +77,16 @@ class FundingFiles:
         self._scanned = False
 
     def _put(self, where: dict[str, Path], symbol: str, path: Path) -> None:
-        if symbol in where or (where is self._rates and self._all is not None and symbol in self._all_symbols()):
-            other = where.get(symbol, self._all)
-            msg = (
-                f"two funding files for {symbol} in {self.root}: {other.name if other else '?'} and {path.name}; "
-                "keep one (move the other out of the folder)"
-            )
-            raise DataError(msg)
+        if symbol in where:
+            self._twice(symbol, where[symbol], path)
         where[symbol] = path
+
+    def _twice(self, symbol: str, one: Path, other: Path) -> None:
+        msg = (
+            f"two funding files for {symbol} in {self.root}: {one.name} and {other.name}; "
+            "keep one (move the other out of the folder, or its rows out of funding.csv)"
+        )
+        raise DataError(msg)
 
     def scan(self) -> None:
         """Find the funding and mark files of the folder (once)."""
@@ -136,6 +138,8 @@ class FundingFiles:
         if symbol in self._frames:
             return self._frames[symbol]
         path = self._rates.get(symbol)
+        if path is not None and self._all is not None and symbol in self._all_symbols():
+            self._twice(symbol, path, self._all)
         if path is not None:
             raw = _read(path)
             freqtrade = _FT.match(path.stem) is not None
