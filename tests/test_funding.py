@@ -323,7 +323,7 @@ def test_a_freqtrade_mark_file_fills_the_mark_at_each_funding_time(tmp_path: Pat
             volume=pl.lit(0.0),
         )
         feather_write(mark.filter(pl.col("open") != 11.0), folder / f"{stem}-4h-mark.feather")
-    cfg, got = files_read(tmp_path, folder, "1d")
+    cfg, got = files_read(tmp_path, folder, "1d", funding_missing="zero")  # three fundings: short of the bars
     btc = got.filter(pl.col("symbol") == "BTC/USDT")
     assert btc.select("time", "rate", "mark").rows() == [
         (times[0], 0.0001, 10.0),
@@ -441,3 +441,24 @@ def test_a_synthetic_perp_store_has_its_own_namespace_and_spot_keeps_its_own(tmp
     assert perp.identity() == {**spot.identity(), "market": "perp", "funding_version": 1}
     lake = store_open(tmp_path, perp.identity())
     assert FundingStore(lake).symbols() == []
+
+
+def test_funding_that_stops_short_of_the_bars_is_a_gap_not_zero(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Funding that starts 10 days after the bars (and one 3-day hole inside): refused, or zero and said."""
+    gen = gen_for("USDT")
+    fund = funding_in(gen)
+    late = gen.start_ms + 10 * DAY_MS
+    hole = (gen.start_ms + 20 * DAY_MS, gen.start_ms + 23 * DAY_MS)
+    fund["BTC/USDT"] = fund["BTC/USDT"].filter(
+        (pl.col("time") >= late) & ~((pl.col("time") >= hole[0]) & (pl.col("time") < hole[1]))
+    )
+    folder = tmp_path / "data"
+    csv_all_folder(gen, fund, folder)
+    with caplog.at_level(logging.WARNING), pytest.raises(DataError, match=r"no funding data for 1 perp symbol\(s\)"):
+        files_read(tmp_path / "a", folder, "1d")
+    assert "BTC/USDT: 3.3 days without a funding time" in caplog.text
+    _, got = files_read(tmp_path / "b", folder, "1d", funding_missing="zero")
+    assert_frame_equal(got, expected(fund, gen.start_ms, gen.end_ms), check_exact=True)
+    assert "funding is assumed zero where the store has none, for 1 symbol(s): BTC/USDT" in caplog.text

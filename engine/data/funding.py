@@ -57,6 +57,9 @@ _WARNED: set[tuple[str, tuple[str, ...]]] = set()
 FUNDING_VERSION = 1
 """Part of a perp store's identity: bumped when the funding layout or the generator's funding changes."""
 KIND = "funding"
+GRACE_MS = 86_400_000
+"""Funding times more than a day from a symbol's bars (before its first funding, after its last, or
+between two) are a hole in the data, not a funding schedule (the longest schedule is 8 h)."""
 FUNDING_STORE_SCHEMA: dict[str, pl.DataType] = {"time": pl.Int64(), "rate": pl.Float64(), "mark": pl.Float64()}
 """One symbol's partition (and what a source's ``funding_fetch`` returns)."""
 FUNDING_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), **FUNDING_STORE_SCHEMA}
@@ -208,9 +211,12 @@ def funding_ingest(
             if frame is None:
                 without.append(symbol)
                 break
-            final = min(b, source.covered_until(b, "1m"))
+            frame = funding_validate(frame, symbol, source.name)
+            covered = _covered(lakehouse, interval, symbol, frame, a, min(b, source.covered_until(b, "1m")))
+            if not covered and frame.height == 0:
+                continue  # nothing read, nothing to record: the check names the symbol
             try:
-                store.write(symbol, funding_validate(frame, symbol, source.name), [(a, final)] if final > a else [])
+                store.write(symbol, frame, covered)
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                     raise
@@ -228,6 +234,38 @@ def funding_ingest(
             _names(without),
         )
     return without
+
+
+def _covered(
+    lakehouse: Lakehouse, interval: str, symbol: str, frame: pl.DataFrame, a: int, final: int
+) -> list[tuple[int, int]]:
+    """Return the part of ``[a, final)`` whose funding was read: where the bars have funding around them.
+
+    A source's funding that starts more than :data:`GRACE_MS` after the symbol's first bar in the
+    range (or ends that long before its last) leaves the bars outside it uncovered, so
+    :func:`funding_read` refuses them (or assumes zero, saying so) instead of paying nothing there
+    silently. A gap of more than :data:`GRACE_MS` between two funding times inside is named in a warning.
+    """
+    if final <= a:
+        return []
+    bars = lakehouse.read("bars", interval, symbol).get_column("timestamp").dt.epoch("ms")
+    bars = bars.filter((bars >= a) & (bars < final))
+    if bars.len() == 0:
+        return [(a, final)]
+    if frame.height == 0:
+        return []
+    times = frame.get_column("time")
+    first, last = int(times.min()), int(times.max())  # type: ignore[arg-type]
+    lo = a if first <= int(bars.min()) + GRACE_MS else first  # type: ignore[arg-type]
+    hi = final if last + GRACE_MS >= int(bars.max()) else last + 1  # type: ignore[arg-type]
+    widest = int(times.diff().max() or 0)  # type: ignore[arg-type]
+    if widest > GRACE_MS:
+        log.warning(
+            "%s: %.1f days without a funding time inside its funding data (nothing is paid there)",
+            symbol,
+            widest / 86_400_000,
+        )
+    return [(lo, hi)] if hi > lo else []
 
 
 def funding_prepare(cfg: RunConfig, source: DataSource, lakehouse: Lakehouse) -> None:
