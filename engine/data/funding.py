@@ -193,13 +193,21 @@ class FundingStore:
 
 
 def funding_ingest(
-    lakehouse: Lakehouse, source: DataSource, symbols: Sequence[str], start_ms: int, end_ms: int, interval: str
+    lakehouse: Lakehouse,
+    source: DataSource,
+    symbols: Sequence[str],
+    start_ms: int,
+    end_ms: int,
+    interval: str,
+    *,
+    warn: bool = True,
 ) -> list[str]:
     """Read the funding of ``symbols`` that the store lacks over the bars' range; return the symbols without any.
 
     The range is aligned to ``interval`` as the bars' is, so the store covers funding wherever it
     covers bars. A source that has no funding for a symbol (``funding_fetch`` None: no funding file,
-    no perpetual market) writes nothing: :func:`funding_read` then refuses or assumes zero.
+    no perpetual market) writes nothing: :func:`funding_read` then refuses or assumes zero. ``warn``:
+    name such symbols in a warning (the ingest task; a run's check names them in its error instead).
     """
     store = FundingStore(lakehouse)
     step = interval_ms(interval)
@@ -227,7 +235,7 @@ def funding_ingest(
                 )
                 raise DataError(msg) from None
     if without:
-        log.warning(
+        (log.warning if warn else log.info)(
             "%d perp symbol(s) without funding in the %s source: %s (a run refuses them unless data.funding_missing=zero)",
             len(without),
             source.name,

@@ -254,5 +254,6 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
     if cfg.data.is_perp():  # perpetual futures: their funding beside the bars (docs/PERPETUALS.md)
         from engine.data.funding import funding_ingest
 
-        funding_ingest(service.lakehouse, source, plan.symbols, plan.start_ms, plan.end_ms, cfg.backtest.interval)
+        lake, base = service.lakehouse, cfg.backtest.interval
+        funding_ingest(lake, source, plan.symbols, plan.start_ms, plan.end_ms, base, warn=not strict)
     return report, plan
