@@ -9,17 +9,9 @@ nothing from :mod:`engine.config.model`.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 from pydantic import BaseModel, ConfigDict
 
-Market = Literal["spot", "perp"]
-"""What the bars are: spot pairs, or linear perpetual futures (which pay or receive funding)."""
-MARKETS: tuple[Market, ...] = get_args(Market)
-
-FundingMissing = Literal["error", "zero"]
-"""What a perp run does for a symbol whose funding the store lacks: refuse (exit 2), or assume zero with a warning."""
-FUNDING_MISSING: tuple[FundingMissing, ...] = get_args(FundingMissing)
+from engine.core.choices import FundingMissing, Market
 
 
 class MarketSettings(BaseModel):

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from engine.core.errors import DataError
 from engine.core.symbols import symbol_from_dir, symbol_to_dir
-from engine.core.units import interval_ms, ms_datetime
+from engine.core.units import DAY_MS, interval_ms, ms_datetime
 from engine.data.lakehouse import (
     COVERAGE_KEY,
     DATA_FILE,
@@ -57,7 +57,7 @@ _WARNED: set[tuple[str, tuple[str, ...]]] = set()
 FUNDING_VERSION = 1
 """Part of a perp store's identity: bumped when the funding layout or the generator's funding changes."""
 KIND = "funding"
-GRACE_MS = 86_400_000
+GRACE_MS = DAY_MS
 """Funding times more than a day from a symbol's bars (before its first funding, after its last, or
 between two) are a hole in the data, not a funding schedule (the longest schedule is 8 h)."""
 FUNDING_STORE_SCHEMA: dict[str, pl.DataType] = {"time": pl.Int64(), "rate": pl.Float64(), "mark": pl.Float64()}
@@ -271,7 +271,7 @@ def _covered(
         log.warning(
             "%s: %.1f days without a funding time inside its funding data (nothing is paid there)",
             symbol,
-            widest / 86_400_000,
+            widest / DAY_MS,
         )
     return [(lo, hi)] if hi > lo else []
 
