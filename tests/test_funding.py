@@ -485,3 +485,16 @@ def test_the_command_line_refuses_a_perp_run_without_funding_in_one_line(tmp_pat
         assert proc.returncode == 2, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert "Traceback" not in proc.stderr and len(lines) == 1 and words in lines[0], proc.stderr
+
+
+def test_a_funding_csv_with_text_for_a_rate_is_one_line(tmp_path: Path) -> None:
+    gen = gen_for("USDT")
+    folder = tmp_path / "data"
+    futures_bars(gen, folder)
+    (folder / "funding.csv").write_text(
+        "symbol,time,rate\nBTC/USDT,2024-01-01T00:00:00Z,abc\nETH/USDT,2024-01-01T00:00:00Z,0.1\n"
+    )
+    with pytest.raises(DataError) as info:
+        files_read(tmp_path, folder, "1d")
+    line = str(info.value)
+    assert "\n" not in line and "funding of BTC/USDT" in line and "not a number" in line

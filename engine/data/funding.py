@@ -26,6 +26,7 @@ import errno
 import io
 import json
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ from engine.core.units import DAY_MS, interval_ms, ms_datetime
 from engine.data.lakehouse import (
     COVERAGE_KEY,
     DATA_FILE,
+    READ_ATTEMPTS,
     WRITE_ATTEMPTS,
     Lakehouse,
     parquet_bytes,
@@ -46,6 +48,7 @@ from engine.data.lakehouse import (
     ranges_missing,
     store_open,
 )
+from engine.data.storage import LocalStorage
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -86,7 +89,12 @@ def funding_validate(frame: pl.DataFrame, symbol: str, where: str) -> pl.DataFra
         raise DataError(msg)
     if "mark" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, pl.Float64).alias("mark"))
-    frame = frame.select(pl.col(c).cast(t, strict=True) for c, t in FUNDING_STORE_SCHEMA.items())
+    try:
+        frame = frame.select(pl.col(c).cast(t, strict=True) for c, t in FUNDING_STORE_SCHEMA.items())
+    except pl.exceptions.PolarsError as exc:
+        detail = " ".join(str(exc).split())[:160]
+        msg = f"{where}: funding of {symbol}: a time, rate or mark is not a number ({detail}); fix the data"
+        raise DataError(msg) from None
     frame = frame.unique(subset="time", keep="last", maintain_order=True).sort("time")
     checks = (
         (pl.col("time").is_null(), "a funding time is empty"),
@@ -133,22 +141,27 @@ class FundingStore:
     def load(self, symbol: str, *, rows: bool = True) -> tuple[pl.DataFrame, list[tuple[int, int]] | None]:
         """One symbol's funding and covered ranges (None: no partition)."""
         path = self.partition(symbol) / DATA_FILE
-        try:
-            payload = self.storage.read_bytes(path)
-        except FileNotFoundError:
-            return funding_empty(with_symbol=False), None
-        try:
-            meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
-            frame = pl.read_parquet(io.BytesIO(payload)) if rows else funding_empty(with_symbol=False)
-            record = json.loads(meta[COVERAGE_KEY.encode()])
-            ranges = [(int(a), int(b)) for a, b in record["ranges"]]
-        except Exception as exc:
-            msg = (
-                f"unreadable funding in the lakehouse ({self.lake.url(path)}, {type(exc).__name__}): "
-                "delete that file (the next ingest or run reads it again) and rerun"
-            )
-            raise DataError(self.storage.redact(msg)) from exc
-        return frame, ranges
+        attempts = 1 if isinstance(self.storage, LocalStorage) else READ_ATTEMPTS
+        for attempt in range(attempts):  # S3 has no lock: a read may meet a replacement half-way
+            try:
+                payload = self.storage.read_bytes(path)
+            except FileNotFoundError:
+                return funding_empty(with_symbol=False), None
+            try:
+                meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
+                frame = pl.read_parquet(io.BytesIO(payload)) if rows else funding_empty(with_symbol=False)
+                record = json.loads(meta[COVERAGE_KEY.encode()])
+                return frame, [(int(a), int(b)) for a, b in record["ranges"]]
+            except Exception as exc:
+                if attempt + 1 < attempts:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                msg = (
+                    f"unreadable funding in the lakehouse ({self.lake.url(path)}, {type(exc).__name__}): "
+                    "delete that file (the next ingest or run reads it again) and rerun"
+                )
+                raise DataError(self.storage.redact(msg)) from exc
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def coverage(self, symbol: str) -> list[tuple[int, int]]:
         """Return the ranges whose funding was read (empty: none)."""

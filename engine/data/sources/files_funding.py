@@ -137,6 +137,14 @@ class FundingFiles:
         self.scan()
         if symbol in self._frames:
             return self._frames[symbol]
+        try:
+            return self._funding(symbol)
+        except pl.exceptions.PolarsError as exc:
+            detail = " ".join(str(exc).split())[:160]
+            msg = f"funding of {symbol} in {self.root}: cannot convert its columns ({detail}); use numbers and ISO or epoch times"
+            raise DataError(msg) from None
+
+    def _funding(self, symbol: str) -> pl.DataFrame | None:
         path = self._rates.get(symbol)
         if path is not None and self._all is not None and symbol in self._all_symbols():
             self._twice(symbol, path, self._all)
