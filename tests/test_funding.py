@@ -464,29 +464,6 @@ def test_funding_that_stops_short_of_the_bars_is_a_gap_not_zero(
     assert "funding is assumed zero where the store has none, for 1 symbol(s): BTC/USDT" in caplog.text
 
 
-def test_the_command_line_refuses_a_perp_run_without_funding_in_one_line(tmp_path: Path) -> None:
-    from helpers import engine_cli
-
-    gen = gen_for("USDT")
-    folder = tmp_path / "data"
-    futures_bars(gen, folder)  # bars, no funding file
-    common = [
-        "data=files",
-        f"data.path={folder}",
-        f"paths.lakehouse_dir={tmp_path / 'lake'}",
-        "paths.ledger=null",
-        "quiet=true",
-    ]
-    for extra, words in (
-        (["data.market=perp", f"hydra.run.dir={tmp_path / 'run'}"], "no funding data for 2 perp symbol(s)"),
-        (["data.market=futures", f"hydra.run.dir={tmp_path / 'bad'}"], "data.market"),
-    ):
-        proc = engine_cli([*common, *extra], tmp_path)
-        assert proc.returncode == 2, proc.stderr
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        assert "Traceback" not in proc.stderr and len(lines) == 1 and words in lines[0], proc.stderr
-
-
 def test_a_funding_csv_with_text_for_a_rate_is_one_line(tmp_path: Path) -> None:
     gen = gen_for("USDT")
     folder = tmp_path / "data"
