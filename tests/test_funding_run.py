@@ -48,7 +48,6 @@ def test_a_synthetic_perp_run_stores_the_generators_funding(tmp_path: Path) -> N
 
 
 def test_the_command_line_refuses_a_perp_run_without_funding_in_one_line(tmp_path: Path) -> None:
-
     gen = gen_for("USDT")
     folder = tmp_path / "data"
     futures_bars(gen, folder)  # bars, no funding file
