@@ -283,6 +283,12 @@ class _Handler(BaseHTTPRequestHandler):
         limit = min(int(params.get("limit", FUNDING_LIMIT_DEFAULT)), FUNDING_LIMIT_MAX)
         now = state.now_ms if state.now_ms is not None else state.gen.end_ms
         hi = min(int(params["endTime"]), now) if "endTime" in params else now
+        hi = min(hi, state.delisted.get(symbol, hi))  # a delisted perpetual's funding ends with its klines
+        if state.funding[symbol] is None:
+            from engine.data.sources.funding_gen import funding_generate
+
+            index = state.gen.symbols().index(symbol)
+            state.funding[symbol] = funding_generate(state.gen.path(symbol), state.gen.seed, index, 0, 2**62)
         frame = state.funding[symbol].filter(
             (pl.col("time") >= int(params.get("startTime", 0))) & (pl.col("time") <= hi)
         )
@@ -358,12 +364,8 @@ class ExchangeServer:
         markets = [_market(s, "BREAK" if s in delisted else "TRADING", rules.get(s)) for s in gen.symbols()]
         markets += [_market(s, status, rules.get(s)) for s, status in extra_markets]
         self.state = _State(gen=gen, now_ms=now_ms, markets=markets, delisted=delisted)
-        # USD-M perpetuals: the generator's symbols, each with the funding given (default: the generator's)
-        if funding is None:
-            from engine.data.sources.funding_gen import funding_generate
-
-            funding = {s: funding_generate(gen.path(s), gen.seed, i, 0, 2**62) for i, s in enumerate(gen.symbols())}
-        self.state.funding = dict(funding)
+        # USD-M perpetuals: the generator's symbols, each with the funding given (default: the generator's, on demand)
+        self.state.funding = dict(funding) if funding is not None else dict.fromkeys(gen.symbols())
         self.state.mark_prices = mark_prices
         self.state.perp_markets = [
             _perp_market(s, "BREAK" if s in delisted else "TRADING", rules.get(s)) for s in gen.symbols()

@@ -66,3 +66,24 @@ def test_the_command_line_refuses_a_perp_run_without_funding_in_one_line(tmp_pat
         assert proc.returncode == 2, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert "Traceback" not in proc.stderr and len(lines) == 1 and words in lines[0], proc.stderr
+
+
+def test_an_exchange_ingest_of_perpetuals_with_a_delisted_one(tmp_path: Path) -> None:
+    """task=ingest data=ccxt data.market=perp: bars and funding of every perpetual, a delisted one's up to its end."""
+    from exchange_server import ExchangeServer
+    from helpers import ingest_task
+    from test_funding import ccxt_cfg, expected, funding_in
+
+    gen = gen_for("USDT")
+    fund = funding_in(gen)
+    gone = gen.start_ms + 30 * 86_400_000
+    with ExchangeServer(gen, funding=fund, delisted={"ETH/USDT": gone}) as server:
+        cfg = ccxt_cfg(server, tmp_path, "USDT", "1d")
+        assert ingest_task(cfg) == 0
+        source = source_from_config(cfg.data)
+        lake = store_open(cfg.paths.lakehouse_dir, source.identity())
+        data_prepare(cfg, source, lake, IngestionService(lake, source))  # the run's check: no refusal
+        got = funding_read(cfg, ["BTC/USDT", "ETH/USDT"], gen.start_ms, gen.end_ms)
+    want = expected(fund, gen.start_ms, gen.end_ms).filter((pl.col("symbol") == "BTC/USDT") | (pl.col("time") <= gone))
+    assert_frame_equal(got, want, check_exact=True)
+    assert lake.read("bars", "1d", "ETH/USDT").height == 31
