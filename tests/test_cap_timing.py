@@ -150,3 +150,43 @@ def test_a_tenth_of_the_cap_is_ten_times_the_capital() -> None:
     assert small.orders.height > 8 and small.orders["participation"].max() == pytest.approx(0.01)
     np.testing.assert_allclose(small.equity, 10.0 * large.equity, rtol=1e-9)
     np.testing.assert_allclose(small.orders["size"].to_numpy(), 10.0 * large.orders["size"].to_numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_capped_fill_is_at_a_price_of_its_own_bar(seed: int) -> None:
+    """Random books under a binding cap: an open-row fill is at its bar's open, a rest-of-bar fill
+    (a stop) inside its bar's range, and each bar's equity is its cash plus the shares held at its
+    close, remainders pending or not (no fill reaches into a later bar, no pending quote is marked)."""
+    rng = np.random.default_rng(seed)
+    n, k = 60, 3
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.03, (n, k)), axis=0))
+    open_ = np.vstack([np.full((1, k), 100.0), close[:-1]]) * np.exp(rng.normal(0.0, 0.005, (n, k)))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.01, (n, k))))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.01, (n, k))))
+    index = (np.arange(n) * DAY_NS).astype("datetime64[ns]")
+    prices = PriceBlock(open_, high, low, close, index, tuple(f"S{j}" for j in range(k)))
+    zero = np.zeros(k)
+    fr = Frictions(rng.uniform(5e4, 5e5, (n, k)), np.zeros((n, k)), zero, zero.copy(), zero.copy(), zero.copy())
+    w = np.full((n, k), NAN)
+    w[::6] = rng.dirichlet(np.ones(k), len(range(0, n, 6))) * 0.9
+    books = [GridBook(r, w, 1e5, None) for r in (None, ExitRules(sl_stop=0.04, tp_stop=0.08))]
+    for res in market_simulate(prices, books, fr, ExecutionRules(0.02), fees=0.0, slippage=0.0, carry_price=None,
+                               ambiguity="pessimistic", held_reweights="all"):  # fmt: skip
+        rec = res.order_records
+        bar, row, col = res.order_bar, rec["idx"] % 2, rec["col"]
+        assert len(rec) > 30 and res.pending_end is not None
+        np.testing.assert_array_equal(rec["price"][row == 0], open_[bar[row == 0], col[row == 0]])
+        inside = rec["price"][row == 1]
+        assert (inside >= low[bar[row == 1], col[row == 1]]).all() and (
+            inside <= high[bar[row == 1], col[row == 1]]
+        ).all()
+        assert (res.order_reason[row == 1] != 0).all()  # only stops fill inside a bar
+        signed = np.where(rec["side"] == 0, rec["size"], -rec["size"])
+        held = np.zeros((n, k))
+        np.add.at(held, (bar, col), signed)
+        held = np.cumsum(held, axis=0)
+        np.testing.assert_allclose(res.equity, res.cash + (held * close).sum(axis=1), rtol=1e-12)
+        p = res.orders["participation"].to_numpy()
+        assert p.max() <= 0.02 * (1 + 1e-9) and (p >= 0.02 * (1 - 1e-9)).sum() > 5  # the cap binds
+        assert np.isnan(w[bar[row == 0], col[row == 0]]).sum() > 5  # remainders filled on later bars
+        assert (row == 1).any() == (res.stop_exits is not None)
