@@ -1,0 +1,230 @@
+"""A signal-mode exit-rule grid simulated in one numba pass, without a vectorbt call.
+
+:func:`signal_grid` gives the same books as ``VectorBTSimulator.simulate_grid(prices, [weights] *
+g, exit_rules, held_reweights="first_bar", ...)`` (no carried shares): per book, entries on flat
+columns at the bar's open (a positive weight on a held column is dropped, the "already long" of a
+signal), ``0`` closes, the stop exits of :mod:`engine.simulation.stops`, and the fills vectorbt's
+``from_orders`` makes for those orders (target percent sizes valued at the row's prices, cash shared
+within a book, sells before buys, fees and slippage; :func:`engine.simulation.fills.order_nb`).
+
+Where the vectorbt path builds two-row order arrays for all books, scans the stops, hands vectorbt
+the rows with an order and rebuilds every book's cash and equity from the records, this path walks
+each book once (:func:`engine.simulation.native_nb.signal_grid_nb`), books in parallel over the
+cores (each book writes only its own slices, so the result does not depend on the thread count).
+``tests/test_native.py`` holds it equal to the vectorbt path and to ``vbt.Portfolio.from_orders``
+(fills, cash and equity to 1e-9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import vectorbt as vbt
+from vectorbt.portfolio.enums import order_dt
+
+from engine.config.exit_rules import ExitRules
+from engine.core.choices import VBT_ENGINES
+from engine.simulation.native_nb import signal_grid_nb
+from engine.simulation.prices import PriceBlock
+from engine.simulation.result import SimResult
+from engine.simulation.stops import Ambiguity, StopExits, StopState, _rule_arrays, ambiguity_check
+
+
+@dataclass(frozen=True)
+class GridResult:
+    """Every book of a :func:`signal_grid` call, in flat arrays (one slice per book).
+
+    Attributes
+    ----------
+    prices : PriceBlock
+        The simulated prices (``k`` columns per book).
+    equity, cash : np.ndarray
+        (n_books, n_bars) value and cash at each bar's close.
+    records : np.ndarray
+        vectorbt ``order_dt`` records of all books (``col`` within the book, ``idx`` the row of
+        the two-rows-per-bar grid), book ``b``'s in ``bounds[b]``.
+    """
+
+    prices: PriceBlock
+    weights: np.ndarray
+    equity: np.ndarray
+    cash: np.ndarray
+    records: np.ndarray
+    reason: np.ndarray
+    ambiguous: np.ndarray
+    order_price: np.ndarray
+    """Price of each order before slippage (the open, a stop level)."""
+    exits: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    drops: tuple[np.ndarray, np.ndarray]
+    offsets: tuple[np.ndarray, np.ndarray, np.ndarray]
+    counts: np.ndarray
+    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    init_cash: np.ndarray
+    fees: float
+    slippage: float
+    engine: str
+
+    def __len__(self) -> int:
+        """Return the number of books."""
+        return len(self.init_cash)
+
+    def book(self, b: int) -> SimResult:
+        """Book ``b`` as a :class:`SimResult` (views into the flat arrays)."""
+        k = self.prices.shape[1]
+        o0, e0, d0 = (int(off[b]) for off in self.offsets)
+        no, ne, nd = (int(x) for x in self.counts[b])
+        orders, ex = slice(o0, o0 + no), slice(e0, e0 + ne)
+        cols = slice(b * k, (b + 1) * k)
+        end = StopState(self.state[1][cols], self.state[2][cols], self.state[3][cols])
+        bar, col, kind, price, amb, at_open = (a[ex] for a in self.exits)
+        exits = StopExits(
+            bar, col, kind, price, amb, at_open, self.drops[0][d0 : d0 + nd], self.drops[1][d0 : d0 + nd], end
+        )
+        records = self.records[orders]
+        return SimResult(
+            equity=self.equity[b],
+            cash=self.cash[b],
+            cash_end=float(self.cash[b, -1]),
+            shares_end=self.state[0][cols],
+            order_bar=records["idx"] // 2,
+            order_records=records,
+            order_reason=self.reason[orders],
+            order_ambiguous=self.ambiguous[orders],
+            stop_exits=exits,
+            end_state=end,
+            n_ambiguous=int(amb.sum()),
+            portfolio_factory=self._portfolio_factory(b, exits),
+            prices=self.prices,
+        )
+
+    def results(self) -> list[SimResult]:
+        """Every book as a :class:`SimResult`."""
+        return [self.book(b) for b in range(len(self))]
+
+    def _portfolio_factory(self, b: int, exits: StopExits) -> Callable[[], Any]:
+        """Return the builder of book ``b``'s ``vbt.Portfolio``: the vectorbt path's order arrays of the book."""
+        prices, k = self.prices, self.prices.shape[1]
+        w = self.weights if self.weights.shape[1] == k else self.weights[:, b * k : (b + 1) * k]
+        init, fees, slippage, engine = float(self.init_cash[b]), self.fees, self.slippage, self.engine
+
+        def portfolio() -> Any:
+            n_bars = prices.shape[0]
+            close = np.empty((2 * n_bars, k))
+            close[0::2], close[1::2] = prices.open, prices.close
+            size = np.full(close.shape, np.nan)
+            size[0::2] = w
+            assert exits.dropped_bar is not None and exits.dropped_col is not None and exits.at_open is not None
+            size[2 * exits.dropped_bar, exits.dropped_col] = np.nan
+            price = close.copy()
+            rows = 2 * exits.bar + np.where(exits.at_open, 0, 1)
+            price[rows, exits.col] = exits.price
+            size[rows, exits.col] = 0.0
+            return vbt.Portfolio.from_orders(
+                close, size, size_type="targetpercent", price=price, val_price=price, fees=fees, slippage=slippage,
+                init_cash=init, cash_sharing=True, group_by=True, call_seq="auto", engine=engine,
+            )  # fmt: skip
+
+        return portfolio
+
+
+def signal_grid(
+    prices: PriceBlock,
+    weights: np.ndarray,
+    exit_rules: list[ExitRules | None],
+    *,
+    init_cash: float | list[float] = 10_000.0,
+    fees: float = 0.0,
+    slippage: float = 0.0,
+    ambiguity: Ambiguity = "pessimistic",
+    engine: str = "rust",
+) -> GridResult:
+    """Simulate one book per exit rule on the same prices and signal weights (see the module docstring).
+
+    Parameters
+    ----------
+    prices : PriceBlock
+        OHLC of the ``k`` columns every book trades.
+    weights : np.ndarray
+        (n_bars, k) weights shared by every book, or (n_bars, n_books * k) one block per book: NaN
+        no order; ``w > 0`` at this bar's open, buys fraction ``w`` of the book's value on a flat
+        column (dropped on a held one); ``0`` closes the column.
+    exit_rules : list of ExitRules or None
+        One per book (None: no stop).
+    init_cash : float or list of float, default 10_000.0
+        Each book's cash at the start.
+    fees, slippage : float
+        As ``VectorBTSimulator``'s.
+    ambiguity : {"pessimistic", "optimistic"}
+        Which exit wins a bar whose range holds both stop loss and take profit.
+    engine : {"rust", "numba"}
+        vectorbt engine of the books' ``portfolio`` (built on demand only).
+
+    Returns
+    -------
+    GridResult
+        ``.results()`` gives one :class:`SimResult` per book.
+    """
+    ambiguity_check(ambiguity)
+    g, (n_bars, k) = len(exit_rules), prices.shape
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    cash0 = np.asarray([init_cash] * g if np.ndim(init_cash) == 0 else init_cash, dtype=np.float64)
+    _check(w, g, n_bars, k, cash0, fees, slippage, engine)
+    finite = np.isfinite(w).sum(axis=0)
+    per_book = np.full(g, finite.sum()) if w.shape[1] == k else finite.reshape(g, k).sum(axis=1)
+    starts = np.zeros(g + 1, dtype=np.int64)
+    np.cumsum(per_book, out=starts[1:])
+    offsets = (2 * starts, starts, starts)
+    cap = int(starts[-1])
+    out_i = (
+        np.empty(2 * cap, np.int64), np.empty(2 * cap, np.int64), np.empty(2 * cap, np.int8),
+        np.empty(2 * cap, np.int8), np.empty(2 * cap, np.bool_),
+    )  # fmt: skip
+    out_f = (np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap))
+    ex_i = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8), np.empty(cap, np.bool_),
+            np.empty(cap, np.bool_))  # fmt: skip
+    ex_price, drops = np.empty(cap), (np.empty(cap, np.int64), np.empty(cap, np.int64))
+    counts = np.zeros((g, 3), dtype=np.int64)
+    cash, equity = np.empty((g, n_bars)), np.empty((g, n_bars))
+    state = (np.empty(g * k), np.empty(g * k), np.empty(g * k), np.empty(g * k, dtype=np.int64))
+    p = prices
+    signal_grid_nb(
+        p.open, p.high, p.low, p.close, p.index.view(np.int64), w, _rule_arrays(list(exit_rules), k), cash0,
+        float(fees), float(slippage), ambiguity == "pessimistic", offsets, out_i, out_f, ex_i, ex_price, drops,
+        counts, cash, equity, state,
+    )  # fmt: skip
+    records = np.empty(2 * cap, dtype=order_dt)
+    records["id"] = np.arange(2 * cap) - np.repeat(offsets[0][:-1], 2 * per_book)
+    records["idx"], records["col"], records["side"] = out_i[0], out_i[1], out_i[2]
+    records["size"], records["price"], records["fees"] = out_f[0], out_f[1], out_f[2]
+    exits = (ex_i[0], ex_i[1], ex_i[2], ex_price, ex_i[3], ex_i[4])
+    return GridResult(
+        p, w, equity, cash, records, out_i[3], out_i[4], out_f[3], exits, drops, offsets, counts, state, cash0,
+        float(fees), float(slippage), engine,
+    )  # fmt: skip
+
+
+def _check(
+    w: np.ndarray, g: int, n_bars: int, k: int, cash0: np.ndarray, fees: float, slippage: float, engine: str
+) -> None:
+    """Raise ValueError on inputs :func:`signal_grid` cannot simulate, naming the fix."""
+    if g == 0:
+        msg = "signal_grid needs at least one book (one exit rule or None per book)"
+        raise ValueError(msg)
+    if w.ndim != 2 or w.shape[0] != n_bars or w.shape[1] not in (k, g * k):
+        msg = f"weights must have shape {(n_bars, k)} (shared) or {(n_bars, g * k)} (one block per book)"
+        raise ValueError(msg)
+    if np.isinf(w).any() or (w[np.isfinite(w)] < 0).any():
+        msg = "weights must be NaN (no order) or finite and >= 0 (long only)"
+        raise ValueError(msg)
+    if cash0.shape != (g,) or not (np.isfinite(cash0).all() and (cash0 >= 0).all()):
+        msg = f"init_cash must be one finite value >= 0, or {g} of them (one per book)"
+        raise ValueError(msg)
+    if not (np.isfinite(fees) and fees >= 0 and np.isfinite(slippage) and 0 <= slippage < 1):
+        msg = f"fees must be >= 0 and 0 <= slippage < 1, got fees={fees}, slippage={slippage}"
+        raise ValueError(msg)
+    if engine not in VBT_ENGINES:
+        msg = f"engine must be one of {VBT_ENGINES}, got {engine!r}"
+        raise ValueError(msg)

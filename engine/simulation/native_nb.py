@@ -1,0 +1,230 @@
+"""The native signal-grid kernel: stop exits and vectorbt's fills in one numba pass per book.
+
+:mod:`engine.simulation.native` states what it computes and validates its inputs. Per book (a
+cash-sharing group of ``k`` columns with its own exit rules), bar after bar:
+
+1. the bar's open row: exits at the open (holding limit, a gap through a level) and the bar's
+   orders, by the rules of :mod:`engine.simulation.stops` in the signal mode
+   (``held_reweights="first_bar"``: a positive weight on a held column is dropped, ``0`` closes);
+   the orders are filled as vectorbt's ``from_orders`` fills them (:func:`engine.simulation.fills.order_nb`:
+   target percent of the value at the row's prices, sells before buys, the same tolerances);
+2. the rest of the bar: the intrabar stop exits of the held columns, filled at their level as
+   target-0 orders; the trailing peaks rise by the bar's high;
+3. cash and equity at the bar's close.
+
+Books are independent, so they run in parallel (``prange``) and each writes only its own slices
+of the output buffers: the result does not depend on the number of threads. ``fastmath`` is off.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from engine.simulation.fills import _is_close, insert_argsort_nb, order_nb
+from engine.simulation.stops import _intrabar_exit, _open_exit
+
+MIN_SIZE = 1e-8  # vectorbt's default min_size, as in orders.py
+
+
+@njit(cache=True)
+def _fill_row(
+    bar: int, row: int, n: int, cols: np.ndarray, target: np.ndarray, price: np.ndarray,
+    reason: np.ndarray, amb: np.ndarray, value: float, cash: float, pos: np.ndarray, fee: float, slip: float,
+    order_value: np.ndarray, call: np.ndarray, out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int, partial: bool,
+) -> tuple[float, int]:  # fmt: skip
+    """Fill the ``n`` orders of one row of a book (sells before buys); return the cash and the next record slot."""
+    v = 0.0 if _is_close(value, 0.0) else value
+    for j in range(n):
+        c = cols[j]
+        order_value[j] = target[j] * value - pos[c] * price[j]
+        call[j] = j
+    insert_argsort_nb(order_value, call, n)
+    for q in range(n):
+        j = call[q]
+        c = cols[j]
+        cash = 0.0 if _is_close(cash, 0.0) else cash
+        p = 0.0 if _is_close(pos[c], 0.0) else pos[c]
+        pos[c] = p
+        cash, pos[c], size, fill, fees, side = order_nb(target[j], price[j], v, cash, p, fee, slip, MIN_SIZE)
+        if side >= 0:
+            out_i[0][m] = 2 * bar + row
+            out_i[1][m] = c
+            out_i[2][m] = side
+            out_i[3][m] = reason[j]
+            out_i[4][m] = amb[j]
+            out_f[0][m] = size
+            out_f[1][m] = fill
+            out_f[2][m] = fees
+            out_f[3][m] = price[j]
+            m += 1
+    if partial:  # vectorbt snaps the cash again at the columns without an order, called last
+        cash = 0.0 if _is_close(cash, 0.0) else cash
+    return cash, m
+
+
+@njit(cache=True)
+def _sort_exits(
+    ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray, lo: int, hi: int
+) -> None:
+    """Sort one bar's exits ``lo:hi`` by column (insertion sort; a column exits at most once a bar)."""
+    for j in range(lo + 1, hi):
+        m = j
+        while m > lo and ex_i[1][m - 1] > ex_i[1][m]:
+            ex_i[0][m - 1], ex_i[0][m] = ex_i[0][m], ex_i[0][m - 1]
+            ex_i[1][m - 1], ex_i[1][m] = ex_i[1][m], ex_i[1][m - 1]
+            ex_i[2][m - 1], ex_i[2][m] = ex_i[2][m], ex_i[2][m - 1]
+            ex_i[3][m - 1], ex_i[3][m] = ex_i[3][m], ex_i[3][m - 1]
+            ex_i[4][m - 1], ex_i[4][m] = ex_i[4][m], ex_i[4][m - 1]
+            ex_price[m - 1], ex_price[m] = ex_price[m], ex_price[m - 1]
+            m -= 1
+
+
+@njit(cache=True, parallel=True)
+def signal_grid_nb(
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
+    weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
+    fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
+    drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
+    """Simulate every book (see the module docstring).
+
+    Parameters
+    ----------
+    open_, high, low, close : np.ndarray
+        (n_bars, k) float64 prices, shared by all books.
+    index_ns : np.ndarray
+        (n_bars,) int64 bar open times.
+    weights : np.ndarray
+        (n_bars, k) weights shared by all books, or (n_bars, g * k) one block per book; NaN = no order.
+    rules : tuple
+        (g * k,) fixed stop loss, take profit, trailing fraction (NaN: not set) and the maximum
+        holding time in ns (int64, < 0: not set) of every book's columns.
+    init_cash : np.ndarray
+        (g,) cash of each book at the start.
+    fee, slip : float
+        Fees and slippage fractions of every order.
+    pessimistic : bool
+        The stop loss wins an ambiguous bar (else the take profit).
+    offsets : tuple
+        (g + 1,) int64 first slot of each book in the order, exit and drop buffers.
+    out_i, out_f : tuple
+        Order buffers: grid row (2 * bar + 0 at the open, + 1 for the rest of the bar), column in
+        the book, side, reason code, ambiguous; size, fill price, fees, order price.
+    ex_i, ex_price, drops : tuple, np.ndarray, tuple
+        Exit buffers (bar, column, kind, ambiguous, at_open; price) and dropped entries (bar, column).
+    counts : np.ndarray
+        (g, 3) int64: orders, exits and drops written per book.
+    cash_out, equity : np.ndarray
+        (g, n_bars) cash and equity at each bar's close.
+    state : tuple
+        (g * k,) position, cost basis, trailing peak and opening time after the last bar.
+    """
+    n_bars, k = open_.shape
+    g = init_cash.shape[0]
+    shared = weights.shape[1] == k
+    for b in prange(g):
+        pos, basis, peak, opened = state[0][b * k : (b + 1) * k], state[1][b * k : (b + 1) * k], \
+            state[2][b * k : (b + 1) * k], state[3][b * k : (b + 1) * k]  # fmt: skip
+        pos[:] = 0.0
+        basis[:] = np.nan
+        peak[:] = np.nan
+        opened[:] = 0
+        cols = np.empty(k, dtype=np.int64)
+        target, price, ov = np.empty(k), np.empty(k), np.empty(k)
+        reason, amb = np.empty(k, dtype=np.int8), np.zeros(k, dtype=np.bool_)
+        call = np.empty(k, dtype=np.int64)
+        m, e, d = offsets[0][b], offsets[1][b], offsets[2][b]
+        cash = init_cash[b]
+        for i in range(n_bars):
+            t = index_ns[i]
+            n = 0
+            e_bar = e
+            for c in range(k):  # 1. the open row
+                gc = b * k + c
+                w = weights[i, c] if shared else weights[i, gc]
+                o = open_[i, c]
+                if not np.isnan(basis[c]):
+                    kind, px = _open_exit(
+                        o, w, t, basis[c], peak[c], opened[c], rules[0][gc], rules[1][gc], rules[2][gc], rules[3][gc]
+                    )
+                    if kind != 0:
+                        ex_i[0][e], ex_i[1][e], ex_i[2][e], ex_i[3][e], ex_i[4][e] = i, c, kind, False, True
+                        ex_price[e] = px
+                        e += 1
+                        basis[c] = np.nan
+                        cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, px, kind, False
+                        n += 1
+                    elif not np.isnan(w):
+                        if w == 0.0:
+                            basis[c] = np.nan
+                            cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, o, 0, False
+                            n += 1
+                        elif i > 0:
+                            drops[0][d], drops[1][d] = i, c
+                            d += 1
+                        else:  # cannot happen: nothing is held before bar 0
+                            cols[n], target[n], price[n], reason[n], amb[n] = c, w, o, 0, False
+                            n += 1
+                elif not np.isnan(w):
+                    if w > 0.0:
+                        basis[c] = o * (1.0 + slip)
+                        peak[c] = basis[c]
+                        opened[c] = t
+                    cols[n], target[n], price[n], reason[n], amb[n] = c, w, o, 0, False
+                    n += 1
+            if n:
+                value = cash
+                for c in range(k):
+                    if pos[c] != 0:
+                        value += pos[c] * open_[i, c]
+                cash, m = _fill_row(
+                    i, 0, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, out_i, out_f, m,
+                    n < k,
+                )  # fmt: skip
+            n = 0
+            e_open = e
+            for c in range(k):  # 2. the rest of the bar
+                gc = b * k + c
+                if np.isnan(basis[c]):
+                    continue
+                kind, px, am = _intrabar_exit(
+                    open_[i, c], high[i, c], low[i, c], basis[c], peak[c], rules[0][gc], rules[1][gc], rules[2][gc],
+                    pessimistic,
+                )  # fmt: skip
+                if kind != 0:
+                    ex_i[0][e], ex_i[1][e], ex_i[2][e], ex_i[3][e], ex_i[4][e] = i, c, kind, am, False
+                    ex_price[e] = px
+                    e += 1
+                    basis[c] = np.nan
+                    cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, px, kind, am
+                    n += 1
+                elif high[i, c] > peak[c]:
+                    peak[c] = high[i, c]
+            if e_open > e_bar and e > e_open:
+                _sort_exits(ex_i, ex_price, e_bar, e)  # by column, as the stop scan writes them
+            if n:
+                value = cash
+                j = 0
+                for c in range(k):  # valued at the stop fills where a column exits, else at the close
+                    px = close[i, c]
+                    if j < n and cols[j] == c:
+                        px = price[j]
+                        j += 1
+                    if pos[c] != 0:
+                        value += pos[c] * px
+                cash, m = _fill_row(
+                    i, 1, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, out_i, out_f, m,
+                    n < k,
+                )  # fmt: skip
+            held = 0.0
+            for c in range(k):  # 3. the close
+                held += pos[c] * close[i, c]
+            cash_out[b, i] = cash
+            equity[b, i] = cash + held
+        counts[b, 0], counts[b, 1], counts[b, 2] = m - offsets[0][b], e - offsets[1][b], d - offsets[2][b]
