@@ -12,6 +12,7 @@ from vectorbt.portfolio.enums import SizeType
 
 from engine.config.exit_rules import ExitRules
 from engine.simulation import PriceBlock, VectorBTSimulator
+from engine.simulation import native
 from engine.simulation.native import signal_grid
 
 FEE, SLIP = 0.001, 0.0005
@@ -111,7 +112,8 @@ def test_native_fills_cash_and_equity_equal_from_orders(seed: int) -> None:
         assert _same_fills(o.order_records, o.portfolio.order_records)  # the book's own portfolio
 
 
-def test_native_grid_does_not_depend_on_the_thread_count() -> None:
+def test_native_grid_does_not_depend_on_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "PARALLEL_MIN_CELLS", 0)  # the parallel kernel even for this small grid
     prices, w = _book(5, 500, 2)
     rules = RULES * 3
     before = numba.get_num_threads()

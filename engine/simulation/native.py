@@ -21,16 +21,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import vectorbt as vbt
 from vectorbt.portfolio.enums import order_dt
 
 from engine.config.exit_rules import ExitRules
 from engine.core.choices import VBT_ENGINES
-from engine.simulation.native_nb import signal_grid_nb
+from engine.simulation.native_nb import signal_grid_nb, signal_grid_serial_nb
 from engine.simulation.prices import PriceBlock
 from engine.simulation.result import SimResult
 from engine.simulation.stops import Ambiguity, StopExits, StopState, _rule_arrays, ambiguity_check
+
+PARALLEL_MIN_CELLS = 1_000_000
+"""Bar-columns from which the books run on numba's threads (below, one thread: starting the
+threads costs more than such a grid, most on a loaded machine)."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,12 @@ def signal_grid(
     cash, equity = np.empty((g, n_bars)), np.empty((g, n_bars))
     state = (np.empty(g * k), np.empty(g * k), np.empty(g * k), np.empty(g * k, dtype=np.int64))
     p = prices
-    signal_grid_nb(
+    kernel = (
+        signal_grid_nb
+        if g * n_bars * k >= PARALLEL_MIN_CELLS and numba.get_num_threads() > 1
+        else signal_grid_serial_nb
+    )
+    kernel(
         p.open, p.high, p.low, p.close, p.index.view(np.int64), w, _rule_arrays(list(exit_rules), k), cash0,
         float(fees), float(slippage), ambiguity == "pessimistic", offsets, out_i, out_f, ex_i, ex_price, drops,
         counts, cash, equity, state,

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from engine.simulation.fills import _is_close, insert_argsort_nb, order_nb
-from engine.simulation.stops import _intrabar_exit, _open_exit
+from engine.simulation.stops import MAX_HOLDING, TAKE_PROFIT, _levels, _open_exit
 
 MIN_SIZE = 1e-8  # vectorbt's default min_size, as in orders.py
 
@@ -81,6 +81,145 @@ def _sort_exits(
             m -= 1
 
 
+@njit(cache=True)
+def _book_nb(
+    b: int, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
+    weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
+    fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
+    drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
+    """Simulate book ``b`` (see :func:`signal_grid_nb` for the arguments)."""
+    n_bars, k = open_.shape
+    shared = weights.shape[1] == k
+    lo_c, hi_c = b * k, (b + 1) * k
+    pos, basis, peak, opened = state[0][lo_c:hi_c], state[1][lo_c:hi_c], state[2][lo_c:hi_c], state[3][lo_c:hi_c]
+    pos[:] = 0.0
+    basis[:] = np.nan
+    peak[:] = np.nan
+    opened[:] = 0
+    # the levels of each held position, recomputed only when its basis or its peak moves
+    sl_lv, tp_lv, sl_kd = np.empty(k), np.empty(k), np.empty(k, dtype=np.int64)
+    cols = np.empty(k, dtype=np.int64)
+    target, price, ov = np.empty(k), np.empty(k), np.empty(k)
+    reason, amb = np.empty(k, dtype=np.int8), np.zeros(k, dtype=np.bool_)
+    call = np.empty(k, dtype=np.int64)
+    m, e, d = offsets[0][b], offsets[1][b], offsets[2][b]
+    cash = init_cash[b]
+    for i in range(n_bars):
+        t = index_ns[i]
+        n = 0
+        e_bar = e
+        for c in range(k):  # 1. the open row
+            gc = lo_c + c
+            w = weights[i, c] if shared else weights[i, gc]
+            if np.isnan(basis[c]):
+                if np.isnan(w):
+                    continue
+                o = open_[i, c]
+                if w > 0.0:
+                    basis[c] = o * (1.0 + slip)
+                    peak[c] = basis[c]
+                    opened[c] = t
+                    sl_lv[c], sl_kd[c], tp_lv[c] = _levels(basis[c], peak[c], rules[0][gc], rules[1][gc], rules[2][gc])
+                cols[n], target[n], price[n], reason[n], amb[n] = c, w, o, 0, False
+                n += 1
+                continue
+            o = open_[i, c]
+            hold = rules[3][gc]
+            if np.isnan(w):  # only the holding limit can close it at the open
+                if hold < 0 or t - opened[c] < hold:
+                    continue
+                kind, px = MAX_HOLDING, o
+            else:
+                kind, px = _open_exit(
+                    o, w, t, basis[c], peak[c], opened[c], rules[0][gc], rules[1][gc], rules[2][gc], hold
+                )
+            if kind != 0:
+                ex_i[0][e], ex_i[1][e], ex_i[2][e], ex_i[3][e], ex_i[4][e] = i, c, kind, False, True
+                ex_price[e] = px
+                e += 1
+                basis[c] = np.nan
+                cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, px, kind, False
+                n += 1
+            elif w == 0.0:
+                basis[c] = np.nan
+                cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, o, 0, False
+                n += 1
+            elif i > 0:  # signal mode: an entry of a held column is dropped
+                drops[0][d], drops[1][d] = i, c
+                d += 1
+        if n:
+            value = cash
+            for c in range(k):
+                if pos[c] != 0:
+                    value += pos[c] * open_[i, c]
+            cash, m = _fill_row(
+                i, 0, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, out_i, out_f, m,
+                n < k,
+            )  # fmt: skip
+        n = 0
+        e_open = e
+        for c in range(k):  # 2. the rest of the bar (_intrabar_exit on the cached levels)
+            if np.isnan(basis[c]):
+                continue
+            o, h, lo = open_[i, c], high[i, c], low[i, c]
+            kind, px, am = 0, 0.0, False
+            if o <= sl_lv[c]:
+                kind, px = sl_kd[c], o
+            elif o >= tp_lv[c]:
+                kind, px = TAKE_PROFIT, o
+            else:
+                hit_sl, hit_tp = lo <= sl_lv[c], h >= tp_lv[c]
+                if hit_sl and hit_tp:
+                    am = True
+                    if pessimistic:
+                        kind, px = sl_kd[c], sl_lv[c]
+                    else:
+                        kind, px = TAKE_PROFIT, tp_lv[c]
+                elif hit_sl:
+                    kind, px = sl_kd[c], sl_lv[c]
+                elif hit_tp:
+                    kind, px = TAKE_PROFIT, tp_lv[c]
+            if kind != 0:
+                ex_i[0][e], ex_i[1][e], ex_i[2][e], ex_i[3][e], ex_i[4][e] = i, c, kind, am, False
+                ex_price[e] = px
+                e += 1
+                basis[c] = np.nan
+                cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, px, kind, am
+                n += 1
+            elif h > peak[c]:
+                peak[c] = h
+                gc = lo_c + c
+                if not np.isnan(rules[2][gc]):
+                    sl_lv[c], sl_kd[c], tp_lv[c] = _levels(basis[c], h, rules[0][gc], rules[1][gc], rules[2][gc])
+        if e_open > e_bar and e > e_open:
+            _sort_exits(ex_i, ex_price, e_bar, e)  # by column, as the stop scan writes them
+        if n:
+            value = cash
+            j = 0
+            for c in range(k):  # valued at the stop fills where a column exits, else at the close
+                px = close[i, c]
+                if j < n and cols[j] == c:
+                    px = price[j]
+                    j += 1
+                if pos[c] != 0:
+                    value += pos[c] * px
+            cash, m = _fill_row(
+                i, 1, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, out_i, out_f, m,
+                n < k,
+            )  # fmt: skip
+        held = 0.0
+        for c in range(k):  # 3. the close
+            held += pos[c] * close[i, c]
+        cash_out[b, i] = cash
+        equity[b, i] = cash + held
+    counts[b, 0], counts[b, 1], counts[b, 2] = m - offsets[0][b], e - offsets[1][b], d - offsets[2][b]
+
+
 @njit(cache=True, parallel=True)
 def signal_grid_nb(
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
@@ -92,7 +231,7 @@ def signal_grid_nb(
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> None:  # fmt: skip
-    """Simulate every book (see the module docstring).
+    """Simulate every book (see the module docstring); the result is the same on any number of threads.
 
     Parameters
     ----------
@@ -125,106 +264,27 @@ def signal_grid_nb(
     state : tuple
         (g * k,) position, cost basis, trailing peak and opening time after the last bar.
     """
-    n_bars, k = open_.shape
-    g = init_cash.shape[0]
-    shared = weights.shape[1] == k
-    for b in prange(g):
-        pos, basis, peak, opened = state[0][b * k : (b + 1) * k], state[1][b * k : (b + 1) * k], \
-            state[2][b * k : (b + 1) * k], state[3][b * k : (b + 1) * k]  # fmt: skip
-        pos[:] = 0.0
-        basis[:] = np.nan
-        peak[:] = np.nan
-        opened[:] = 0
-        cols = np.empty(k, dtype=np.int64)
-        target, price, ov = np.empty(k), np.empty(k), np.empty(k)
-        reason, amb = np.empty(k, dtype=np.int8), np.zeros(k, dtype=np.bool_)
-        call = np.empty(k, dtype=np.int64)
-        m, e, d = offsets[0][b], offsets[1][b], offsets[2][b]
-        cash = init_cash[b]
-        for i in range(n_bars):
-            t = index_ns[i]
-            n = 0
-            e_bar = e
-            for c in range(k):  # 1. the open row
-                gc = b * k + c
-                w = weights[i, c] if shared else weights[i, gc]
-                o = open_[i, c]
-                if not np.isnan(basis[c]):
-                    kind, px = _open_exit(
-                        o, w, t, basis[c], peak[c], opened[c], rules[0][gc], rules[1][gc], rules[2][gc], rules[3][gc]
-                    )
-                    if kind != 0:
-                        ex_i[0][e], ex_i[1][e], ex_i[2][e], ex_i[3][e], ex_i[4][e] = i, c, kind, False, True
-                        ex_price[e] = px
-                        e += 1
-                        basis[c] = np.nan
-                        cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, px, kind, False
-                        n += 1
-                    elif not np.isnan(w):
-                        if w == 0.0:
-                            basis[c] = np.nan
-                            cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, o, 0, False
-                            n += 1
-                        elif i > 0:
-                            drops[0][d], drops[1][d] = i, c
-                            d += 1
-                        else:  # cannot happen: nothing is held before bar 0
-                            cols[n], target[n], price[n], reason[n], amb[n] = c, w, o, 0, False
-                            n += 1
-                elif not np.isnan(w):
-                    if w > 0.0:
-                        basis[c] = o * (1.0 + slip)
-                        peak[c] = basis[c]
-                        opened[c] = t
-                    cols[n], target[n], price[n], reason[n], amb[n] = c, w, o, 0, False
-                    n += 1
-            if n:
-                value = cash
-                for c in range(k):
-                    if pos[c] != 0:
-                        value += pos[c] * open_[i, c]
-                cash, m = _fill_row(
-                    i, 0, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, out_i, out_f, m,
-                    n < k,
-                )  # fmt: skip
-            n = 0
-            e_open = e
-            for c in range(k):  # 2. the rest of the bar
-                gc = b * k + c
-                if np.isnan(basis[c]):
-                    continue
-                kind, px, am = _intrabar_exit(
-                    open_[i, c], high[i, c], low[i, c], basis[c], peak[c], rules[0][gc], rules[1][gc], rules[2][gc],
-                    pessimistic,
-                )  # fmt: skip
-                if kind != 0:
-                    ex_i[0][e], ex_i[1][e], ex_i[2][e], ex_i[3][e], ex_i[4][e] = i, c, kind, am, False
-                    ex_price[e] = px
-                    e += 1
-                    basis[c] = np.nan
-                    cols[n], target[n], price[n], reason[n], amb[n] = c, 0.0, px, kind, am
-                    n += 1
-                elif high[i, c] > peak[c]:
-                    peak[c] = high[i, c]
-            if e_open > e_bar and e > e_open:
-                _sort_exits(ex_i, ex_price, e_bar, e)  # by column, as the stop scan writes them
-            if n:
-                value = cash
-                j = 0
-                for c in range(k):  # valued at the stop fills where a column exits, else at the close
-                    px = close[i, c]
-                    if j < n and cols[j] == c:
-                        px = price[j]
-                        j += 1
-                    if pos[c] != 0:
-                        value += pos[c] * px
-                cash, m = _fill_row(
-                    i, 1, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, out_i, out_f, m,
-                    n < k,
-                )  # fmt: skip
-            held = 0.0
-            for c in range(k):  # 3. the close
-                held += pos[c] * close[i, c]
-            cash_out[b, i] = cash
-            equity[b, i] = cash + held
-        counts[b, 0], counts[b, 1], counts[b, 2] = m - offsets[0][b], e - offsets[1][b], d - offsets[2][b]
+    for b in prange(init_cash.shape[0]):
+        _book_nb(
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
+            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+        )  # fmt: skip
+
+
+@njit(cache=True)
+def signal_grid_serial_nb(
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
+    weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
+    fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
+    drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
+    """Run :func:`signal_grid_nb`'s books one after another in this thread (a small grid: no thread start)."""
+    for b in range(init_cash.shape[0]):
+        _book_nb(
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
+            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+        )  # fmt: skip
