@@ -78,36 +78,40 @@ class GridResult:
 
     def book(self, b: int) -> SimResult:
         """Book ``b`` as a :class:`SimResult` (views into the flat arrays)."""
+        return self._book(b, [o.tolist() for o in self.offsets], self.counts.tolist(), self.records["idx"] // 2)
+
+    def results(self) -> list[SimResult]:
+        """Every book as a :class:`SimResult`."""
+        offsets, counts, bars = [o.tolist() for o in self.offsets], self.counts.tolist(), self.records["idx"] // 2
+        return [self._book(b, offsets, counts, bars) for b in range(len(self))]
+
+    def _book(self, b: int, offsets: list[list[int]], counts: list[list[int]], bars: np.ndarray) -> SimResult:
+        """Book ``b`` from the offsets and counts as lists and every order's bar."""
         k = self.prices.shape[1]
-        o0, e0, d0 = (int(off[b]) for off in self.offsets)
-        no, ne, nd = (int(x) for x in self.counts[b])
-        orders, ex = slice(o0, o0 + no), slice(e0, e0 + ne)
+        o0, e0, d0 = offsets[0][b], offsets[1][b], offsets[2][b]
+        no, ne, nd = counts[b]
+        orders, ex, dr = slice(o0, o0 + no), slice(e0, e0 + ne), slice(d0, d0 + nd)
         cols = slice(b * k, (b + 1) * k)
         end = StopState(self.state[1][cols], self.state[2][cols], self.state[3][cols])
-        bar, col, kind, price, amb, at_open = (a[ex] for a in self.exits)
+        bar, col, kind, price, amb, at_open = self.exits
         exits = StopExits(
-            bar, col, kind, price, amb, at_open, self.drops[0][d0 : d0 + nd], self.drops[1][d0 : d0 + nd], end
+            bar[ex], col[ex], kind[ex], price[ex], amb[ex], at_open[ex], self.drops[0][dr], self.drops[1][dr], end
         )
-        records = self.records[orders]
         return SimResult(
             equity=self.equity[b],
             cash=self.cash[b],
             cash_end=float(self.cash[b, -1]),
             shares_end=self.state[0][cols],
-            order_bar=records["idx"] // 2,
-            order_records=records,
+            order_bar=bars[orders],
+            order_records=self.records[orders],
             order_reason=self.reason[orders],
             order_ambiguous=self.ambiguous[orders],
             stop_exits=exits,
             end_state=end,
-            n_ambiguous=int(amb.sum()),
+            n_ambiguous=int(np.count_nonzero(exits.ambiguous)),
             portfolio_factory=self._portfolio_factory(b, exits),
             prices=self.prices,
         )
-
-    def results(self) -> list[SimResult]:
-        """Every book as a :class:`SimResult`."""
-        return [self.book(b) for b in range(len(self))]
 
     def _portfolio_factory(self, b: int, exits: StopExits) -> Callable[[], Any]:
         """Return the builder of book ``b``'s ``vbt.Portfolio``: the vectorbt path's order arrays of the book."""

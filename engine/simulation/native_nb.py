@@ -220,6 +220,121 @@ def _book_nb(
     counts[b, 0], counts[b, 1], counts[b, 2] = m - offsets[0][b], e - offsets[1][b], d - offsets[2][b]
 
 
+@njit(cache=True)
+def _fill_one(
+    bar: int, row: int, target: float, price: float, reason: int, amb: bool, value: float, cash: float, pos: float,
+    fee: float, slip: float, out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int,
+) -> tuple[float, float, int]:  # fmt: skip
+    """:func:`_fill_row` for a book of one column: (cash, position, next record slot)."""
+    v = 0.0 if _is_close(value, 0.0) else value
+    cash = 0.0 if _is_close(cash, 0.0) else cash
+    p = 0.0 if _is_close(pos, 0.0) else pos
+    cash, pos, size, fill, fees, side = order_nb(target, price, v, cash, p, fee, slip, MIN_SIZE)
+    if side >= 0:
+        out_i[0][m], out_i[1][m], out_i[2][m], out_i[3][m], out_i[4][m] = 2 * bar + row, 0, side, reason, amb
+        out_f[0][m], out_f[1][m], out_f[2][m], out_f[3][m] = size, fill, fees, price
+        m += 1
+    return cash, pos, m
+
+
+@njit(cache=True)
+def _book1_nb(
+    b: int, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
+    weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
+    fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
+    drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
+    """:func:`_book_nb` for a book of one column (``k == 1``): the same steps with the state in registers."""
+    n_bars = open_.shape[0]
+    wc = 0 if weights.shape[1] == 1 else b
+    fsl, ftp, ftr, hold = rules[0][b], rules[1][b], rules[2][b], rules[3][b]
+    m, e, d = offsets[0][b], offsets[1][b], offsets[2][b]
+    cash, pos = init_cash[b], 0.0
+    basis, peak, opened = np.nan, np.nan, 0
+    sl_lv, sl_kd, tp_lv = 0.0, 0, 0.0
+    for i in range(n_bars):
+        w = weights[i, wc]
+        if np.isnan(basis):  # 1. the open row of a flat column
+            if np.isnan(w):
+                cash_out[b, i] = cash
+                equity[b, i] = cash + pos * close[i, 0]
+                continue
+            o = open_[i, 0]
+            if w > 0.0:
+                basis = o * (1.0 + slip)
+                peak = basis
+                opened = index_ns[i]
+                sl_lv, sl_kd, tp_lv = _levels(basis, peak, fsl, ftp, ftr)
+            value = cash + pos * o if pos != 0 else cash
+            cash, pos, m = _fill_one(i, 0, w, o, 0, False, value, cash, pos, fee, slip, out_i, out_f, m)
+            if np.isnan(basis):
+                cash_out[b, i] = cash
+                equity[b, i] = cash + pos * close[i, 0]
+                continue
+        else:  # 1. the open row of a held column
+            o = open_[i, 0]
+            t = index_ns[i]
+            if np.isnan(w):
+                kind, px = (MAX_HOLDING, o) if hold >= 0 and t - opened >= hold else (0, np.nan)
+            else:
+                kind, px = _open_exit(o, w, t, basis, peak, opened, fsl, ftp, ftr, hold)
+            if kind != 0 or w == 0.0:
+                if kind != 0:
+                    ex_i[0][e], ex_i[1][e], ex_i[2][e], ex_i[3][e], ex_i[4][e] = i, 0, kind, False, True
+                    ex_price[e] = px
+                    e += 1
+                else:
+                    px = o
+                basis = np.nan
+                value = cash + pos * o if pos != 0 else cash
+                cash, pos, m = _fill_one(i, 0, 0.0, px, kind, False, value, cash, pos, fee, slip, out_i, out_f, m)
+                cash_out[b, i] = cash
+                equity[b, i] = cash + pos * close[i, 0]
+                continue
+            if not np.isnan(w) and i > 0:  # signal mode: an entry of a held column is dropped
+                drops[0][d], drops[1][d] = i, 0
+                d += 1
+        # 2. the rest of the bar (_intrabar_exit on the cached levels)
+        o, h, lo = open_[i, 0], high[i, 0], low[i, 0]
+        kind, px, am = 0, 0.0, False
+        if o <= sl_lv:
+            kind, px = sl_kd, o
+        elif o >= tp_lv:
+            kind, px = TAKE_PROFIT, o
+        else:
+            hit_sl, hit_tp = lo <= sl_lv, h >= tp_lv
+            if hit_sl and hit_tp:
+                am = True
+                if pessimistic:
+                    kind, px = sl_kd, sl_lv
+                else:
+                    kind, px = TAKE_PROFIT, tp_lv
+            elif hit_sl:
+                kind, px = sl_kd, sl_lv
+            elif hit_tp:
+                kind, px = TAKE_PROFIT, tp_lv
+        if kind != 0:
+            ex_i[0][e], ex_i[1][e], ex_i[2][e], ex_i[3][e], ex_i[4][e] = i, 0, kind, am, False
+            ex_price[e] = px
+            e += 1
+            basis = np.nan
+            value = cash + pos * px if pos != 0 else cash
+            cash, pos, m = _fill_one(i, 1, 0.0, px, kind, am, value, cash, pos, fee, slip, out_i, out_f, m)
+        elif h > peak:
+            peak = h
+            if not np.isnan(ftr):
+                sl_lv, sl_kd, tp_lv = _levels(basis, peak, fsl, ftp, ftr)
+        cash_out[b, i] = cash  # 3. the close
+        equity[b, i] = cash + pos * close[i, 0]
+    state[0][b], state[1][b], state[2][b], state[3][b] = pos, basis, peak, opened
+    counts[b, 0], counts[b, 1], counts[b, 2] = m - offsets[0][b], e - offsets[1][b], d - offsets[2][b]
+
+
 @njit(cache=True, parallel=True)
 def signal_grid_nb(
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
@@ -264,11 +379,18 @@ def signal_grid_nb(
     state : tuple
         (g * k,) position, cost basis, trailing peak and opening time after the last bar.
     """
+    one = open_.shape[1] == 1
     for b in prange(init_cash.shape[0]):
-        _book_nb(
-            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
-            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
-        )  # fmt: skip
+        if one:
+            _book1_nb(
+                b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets,
+                out_i, out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+            )  # fmt: skip
+        else:
+            _book_nb(
+                b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets,
+                out_i, out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+            )  # fmt: skip
 
 
 @njit(cache=True)
@@ -283,8 +405,15 @@ def signal_grid_serial_nb(
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> None:  # fmt: skip
     """Run :func:`signal_grid_nb`'s books one after another in this thread (a small grid: no thread start)."""
+    one = open_.shape[1] == 1
     for b in range(init_cash.shape[0]):
-        _book_nb(
-            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
-            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
-        )  # fmt: skip
+        if one:
+            _book1_nb(
+                b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets,
+                out_i, out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+            )  # fmt: skip
+        else:
+            _book_nb(
+                b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets,
+                out_i, out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+            )  # fmt: skip
