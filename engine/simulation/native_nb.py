@@ -251,7 +251,7 @@ def _book1_nb(
 ) -> None:  # fmt: skip
     """:func:`_book_nb` for a book of one column (``k == 1``): the same steps with the state in registers."""
     n_bars = open_.shape[0]
-    wc = 0 if weights.shape[1] == 1 else b
+    wc = np.int64(0) if weights.shape[1] == 1 else np.int64(b)  # prange may hand a uint64 index
     fsl, ftp, ftr, hold = rules[0][b], rules[1][b], rules[2][b], rules[3][b]
     m, e, d = offsets[0][b], offsets[1][b], offsets[2][b]
     cash, pos = init_cash[b], 0.0
@@ -335,6 +335,30 @@ def _book1_nb(
     counts[b, 0], counts[b, 1], counts[b, 2] = m - offsets[0][b], e - offsets[1][b], d - offsets[2][b]
 
 
+@njit(cache=True)
+def _run_book(
+    b: int, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
+    weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
+    fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
+    drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
+    """Simulate book ``b`` with :func:`_book1_nb` (one column) or :func:`_book_nb`."""
+    if open_.shape[1] == 1:
+        _book1_nb(
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
+            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+        )  # fmt: skip
+    else:
+        _book_nb(
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
+            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+        )  # fmt: skip
+
+
 @njit(cache=True, parallel=True)
 def signal_grid_nb(
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
@@ -379,18 +403,11 @@ def signal_grid_nb(
     state : tuple
         (g * k,) position, cost basis, trailing peak and opening time after the last bar.
     """
-    one = open_.shape[1] == 1
     for b in prange(init_cash.shape[0]):
-        if one:
-            _book1_nb(
-                b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets,
-                out_i, out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
-            )  # fmt: skip
-        else:
-            _book_nb(
-                b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets,
-                out_i, out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
-            )  # fmt: skip
+        _run_book(
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
+            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+        )  # fmt: skip
 
 
 @njit(cache=True)
@@ -405,15 +422,8 @@ def signal_grid_serial_nb(
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> None:  # fmt: skip
     """Run :func:`signal_grid_nb`'s books one after another in this thread (a small grid: no thread start)."""
-    one = open_.shape[1] == 1
     for b in range(init_cash.shape[0]):
-        if one:
-            _book1_nb(
-                b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets,
-                out_i, out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
-            )  # fmt: skip
-        else:
-            _book_nb(
-                b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets,
-                out_i, out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
-            )  # fmt: skip
+        _run_book(
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
+            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+        )  # fmt: skip
