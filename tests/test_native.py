@@ -11,8 +11,7 @@ from helpers import random_ohlc
 from vectorbt.portfolio.enums import SizeType
 
 from engine.config.exit_rules import ExitRules
-from engine.simulation import PriceBlock, VectorBTSimulator
-from engine.simulation import native
+from engine.simulation import PriceBlock, VectorBTSimulator, native
 from engine.simulation.native import signal_grid
 
 FEE, SLIP = 0.001, 0.0005
