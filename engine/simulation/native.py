@@ -46,8 +46,10 @@ class GridResult:
     ----------
     prices : PriceBlock
         The simulated prices (``k`` columns per book).
-    equity, cash : np.ndarray
-        (n_books, n_bars) value and cash at each bar's close.
+    equity : np.ndarray
+        (n_books, n_bars) value at each bar's close.
+    cash_end : np.ndarray
+        (n_books,) cash after the last bar (the cash at each close follows from ``order_cash``).
     records : np.ndarray
         vectorbt ``order_dt`` records of all books (``col`` within the book, ``idx`` the row of
         the two-rows-per-bar grid), book ``b``'s in ``bounds[b]``.
@@ -56,12 +58,14 @@ class GridResult:
     prices: PriceBlock
     weights: np.ndarray
     equity: np.ndarray
-    cash: np.ndarray
+    cash_end: np.ndarray
     records: np.ndarray
     reason: np.ndarray
     ambiguous: np.ndarray
     order_price: np.ndarray
     """Price of each order before slippage (the open, a stop level)."""
+    order_cash: np.ndarray
+    """The book's cash after each order's row (so far)."""
     exits: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     drops: tuple[np.ndarray, np.ndarray]
     offsets: tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -99,8 +103,8 @@ class GridResult:
         )
         return SimResult(
             equity=self.equity[b],
-            cash=self.cash[b],
-            cash_end=float(self.cash[b, -1]),
+            cash=self._cash(b, bars[orders], self.order_cash[orders]),
+            cash_end=float(self.cash_end[b]),
             shares_end=self.state[0][cols],
             order_bar=bars[orders],
             order_records=self.records[orders],
@@ -112,6 +116,17 @@ class GridResult:
             portfolio_factory=self._portfolio_factory(b, exits),
             prices=self.prices,
         )
+
+    def _cash(self, b: int, bars: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Book ``b``'s cash at each bar's close: its cash after the last order of each bar, carried forward."""
+        n_bars = self.prices.shape[0]
+        if not len(bars):
+            return np.full(n_bars, float(self.init_cash[b]))
+        last = np.flatnonzero(np.append(bars[1:] != bars[:-1], True))  # the last order of each bar
+        at = np.zeros(n_bars, dtype=np.int64)
+        at[bars[last]] = np.arange(1, len(last) + 1)
+        np.maximum.accumulate(at, out=at)
+        return np.concatenate(([float(self.init_cash[b])], after[last]))[at]
 
     def _portfolio_factory(self, b: int, exits: StopExits) -> Callable[[], Any]:
         """Return the builder of book ``b``'s ``vbt.Portfolio``: the vectorbt path's order arrays of the book."""
@@ -191,12 +206,12 @@ def signal_grid(
         np.empty(2 * cap, np.int64), np.empty(2 * cap, np.int64), np.empty(2 * cap, np.int8),
         np.empty(2 * cap, np.int8), np.empty(2 * cap, np.bool_),
     )  # fmt: skip
-    out_f = (np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap))
+    out_f = (np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap))
     ex_i = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8), np.empty(cap, np.bool_),
             np.empty(cap, np.bool_))  # fmt: skip
     ex_price, drops = np.empty(cap), (np.empty(cap, np.int64), np.empty(cap, np.int64))
     counts = np.zeros((g, 3), dtype=np.int64)
-    cash, equity = np.empty((g, n_bars)), np.empty((g, n_bars))
+    cash, equity = np.empty(g), np.empty((g, n_bars))
     state = (np.empty(g * k), np.empty(g * k), np.empty(g * k), np.empty(g * k, dtype=np.int64))
     p = prices
     kernel = (
@@ -215,7 +230,7 @@ def signal_grid(
     records["size"], records["price"], records["fees"] = out_f[0], out_f[1], out_f[2]
     exits = (ex_i[0], ex_i[1], ex_i[2], ex_price, ex_i[3], ex_i[4])
     return GridResult(
-        p, w, equity, cash, records, out_i[3], out_i[4], out_f[3], exits, drops, offsets, counts, state, cash0,
+        p, w, equity, cash, records, out_i[3], out_i[4], out_f[3], out_f[4], exits, drops, offsets, counts, state, cash0,
         float(fees), float(slippage), engine,
     )  # fmt: skip
 

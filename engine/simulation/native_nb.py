@@ -32,9 +32,10 @@ def _fill_row(
     bar: int, row: int, n: int, cols: np.ndarray, target: np.ndarray, price: np.ndarray,
     reason: np.ndarray, amb: np.ndarray, value: float, cash: float, pos: np.ndarray, fee: float, slip: float,
     order_value: np.ndarray, call: np.ndarray, out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int, partial: bool,
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int, partial: bool,
 ) -> tuple[float, int]:  # fmt: skip
     """Fill the ``n`` orders of one row of a book (sells before buys); return the cash and the next record slot."""
+    m0 = m
     v = 0.0 if _is_close(value, 0.0) else value
     for j in range(n):
         c = cols[j]
@@ -58,9 +59,12 @@ def _fill_row(
             out_f[1][m] = fill
             out_f[2][m] = fees
             out_f[3][m] = price[j]
+            out_f[4][m] = cash
             m += 1
     if partial:  # vectorbt snaps the cash again at the columns without an order, called last
         cash = 0.0 if _is_close(cash, 0.0) else cash
+        if m > m0:
+            out_f[4][m - 1] = cash
     return cash, m
 
 
@@ -87,7 +91,7 @@ def _book_nb(
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
     out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -215,8 +219,8 @@ def _book_nb(
         held = 0.0
         for c in range(k):  # 3. the close
             held += pos[c] * close[i, c]
-        cash_out[b, i] = cash
         equity[b, i] = cash + held
+    cash_out[b] = cash
     counts[b, 0], counts[b, 1], counts[b, 2] = m - offsets[0][b], e - offsets[1][b], d - offsets[2][b]
 
 
@@ -224,7 +228,7 @@ def _book_nb(
 def _fill_one(
     bar: int, row: int, target: float, price: float, reason: int, amb: bool, value: float, cash: float, pos: float,
     fee: float, slip: float, out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int,
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int,
 ) -> tuple[float, float, int]:  # fmt: skip
     """:func:`_fill_row` for a book of one column: (cash, position, next record slot)."""
     v = 0.0 if _is_close(value, 0.0) else value
@@ -233,7 +237,7 @@ def _fill_one(
     cash, pos, size, fill, fees, side = order_nb(target, price, v, cash, p, fee, slip, MIN_SIZE)
     if side >= 0:
         out_i[0][m], out_i[1][m], out_i[2][m], out_i[3][m], out_i[4][m] = 2 * bar + row, 0, side, reason, amb
-        out_f[0][m], out_f[1][m], out_f[2][m], out_f[3][m] = size, fill, fees, price
+        out_f[0][m], out_f[1][m], out_f[2][m], out_f[3][m], out_f[4][m] = size, fill, fees, price, cash
         m += 1
     return cash, pos, m
 
@@ -244,7 +248,7 @@ def _book1_nb(
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
     out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -261,7 +265,6 @@ def _book1_nb(
         w = weights[i, wc]
         if np.isnan(basis):  # 1. the open row of a flat column
             if np.isnan(w):
-                cash_out[b, i] = cash
                 equity[b, i] = cash + pos * close[i, 0]
                 continue
             o = open_[i, 0]
@@ -273,7 +276,6 @@ def _book1_nb(
             value = cash + pos * o if pos != 0 else cash
             cash, pos, m = _fill_one(i, 0, w, o, 0, False, value, cash, pos, fee, slip, out_i, out_f, m)
             if np.isnan(basis):
-                cash_out[b, i] = cash
                 equity[b, i] = cash + pos * close[i, 0]
                 continue
         else:  # 1. the open row of a held column
@@ -293,7 +295,6 @@ def _book1_nb(
                 basis = np.nan
                 value = cash + pos * o if pos != 0 else cash
                 cash, pos, m = _fill_one(i, 0, 0.0, px, kind, False, value, cash, pos, fee, slip, out_i, out_f, m)
-                cash_out[b, i] = cash
                 equity[b, i] = cash + pos * close[i, 0]
                 continue
             if not np.isnan(w) and i > 0:  # signal mode: an entry of a held column is dropped
@@ -329,8 +330,8 @@ def _book1_nb(
             peak = h
             if not np.isnan(ftr):
                 sl_lv, sl_kd, tp_lv = _levels(basis, peak, fsl, ftp, ftr)
-        cash_out[b, i] = cash  # 3. the close
         equity[b, i] = cash + pos * close[i, 0]
+    cash_out[b] = cash
     state[0][b], state[1][b], state[2][b], state[3][b] = pos, basis, peak, opened
     counts[b, 0], counts[b, 1], counts[b, 2] = m - offsets[0][b], e - offsets[1][b], d - offsets[2][b]
 
@@ -341,7 +342,7 @@ def _run_book(
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
     out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -365,7 +366,7 @@ def signal_grid_nb(
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
     out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -393,13 +394,15 @@ def signal_grid_nb(
         (g + 1,) int64 first slot of each book in the order, exit and drop buffers.
     out_i, out_f : tuple
         Order buffers: grid row (2 * bar + 0 at the open, + 1 for the rest of the bar), column in
-        the book, side, reason code, ambiguous; size, fill price, fees, order price.
+        the book, side, reason code, ambiguous; size, fill price, fees, order price, the book's cash
+        after the order's row so far.
     ex_i, ex_price, drops : tuple, np.ndarray, tuple
         Exit buffers (bar, column, kind, ambiguous, at_open; price) and dropped entries (bar, column).
     counts : np.ndarray
         (g, 3) int64: orders, exits and drops written per book.
     cash_out, equity : np.ndarray
-        (g, n_bars) cash and equity at each bar's close.
+        (g,) cash after the last bar and (g, n_bars) equity at each bar's close (the cash per bar
+        follows from the orders' cash).
     state : tuple
         (g * k,) position, cost basis, trailing peak and opening time after the last bar.
     """
@@ -416,7 +419,7 @@ def signal_grid_serial_nb(
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
     out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
