@@ -8,7 +8,7 @@ fill; no costs. Grid: SL {0.5, 1, 1.5, 2, 3} % x TP {1, 2, 3, 4, 5} % = 25 books
 
 Timed as a user pays it, the signal and the entries inside every timed call:
 
-- ours: ``sma_cross`` -> signal weights -> ONE ``engine.simulation.native.signal_grid`` call for the
+- ours: ``sma_cross`` (the strategy's signal, numba, the same for every peer) -> signal weights -> ONE ``engine.simulation.native.signal_grid`` call for the
   25 books -> their 25 ``SimResult``;
 - vectorbt: ``sma_cross`` -> entries -> ONE ``vbt.Portfolio.from_signals`` broadcasting ``sl_stop``
   and ``tp_stop`` over the 25 columns (``price=open``, ``stop_entry_price="fillprice"``), with
@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from benchmarks.common import (
     MISS,
@@ -118,6 +119,34 @@ def prices_read(folder: Path) -> Any:
     cols = [bars.get_column(c).to_numpy().astype(np.float64)[:, None].copy() for c in ("open", "high", "low", "close")]
     index = bars.get_column("timestamp").dt.epoch("ns").to_numpy().astype("datetime64[ns]")
     return PriceBlock(*cols, index, (PAIR,))
+
+
+@njit(cache=True)
+def sma_nb(x: np.ndarray, n: int) -> np.ndarray:
+    """Simple moving average, NaN for the first ``n - 1`` values: each window's first value plus the
+    mean of the differences to it (``engine.testing.sma``'s formula, summed in order in numba)."""
+    out = np.full(len(x), np.nan)
+    for i in range(n - 1, len(x)):
+        first = x[i - n + 1]
+        total = 0.0
+        for j in range(i - n + 1, i + 1):
+            total += x[j] - first
+        out[i] = first + total / n
+    return out
+
+
+@njit(cache=True)
+def sma_cross(close: np.ndarray, fast: int = 10, slow: int = 30) -> np.ndarray:
+    """Bars whose close has SMA(fast) cross above SMA(slow) (backtesting.lib.crossover's rule).
+
+    The strategy's signal, the same function for every peer (backtesting.py's indicators are
+    :func:`sma_nb`): numba, so that the signal common to all sides is not most of the engine's time.
+    """
+    f, s = sma_nb(close, fast), sma_nb(close, slow)
+    cross = np.zeros(len(close), dtype=np.bool_)
+    for i in range(1, len(close)):
+        cross[i] = f[i - 1] < s[i - 1] and f[i] > s[i]
+    return np.flatnonzero(cross)
 
 
 def entries_of(n: int, signal: np.ndarray) -> np.ndarray:
@@ -232,7 +261,6 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
 
     from engine.config.exit_rules import ExitRules
     from engine.simulation.native import signal_grid
-    from engine.testing import sma_cross
 
     size = sizes(quick)
     folder = tmp / "freqtrade" / "data" / "binance"
@@ -299,8 +327,6 @@ def _backtesting_rows(
     from backtesting import Backtest, Strategy
     from backtesting.lib import crossover
 
-    from engine.testing import sma
-
     n = prices.shape[0]
     next_open = prices.open[:, 0]
     df = pd.DataFrame(
@@ -313,8 +339,8 @@ def _backtesting_rows(
         tp = 0.02
 
         def init(self) -> None:
-            self.fast = self.I(sma, self.data.Close, 10)
-            self.slow = self.I(sma, self.data.Close, 30)
+            self.fast = self.I(sma_nb, self.data.Close, 10)
+            self.slow = self.I(sma_nb, self.data.Close, 30)
 
         def next(self) -> None:
             i = len(self.data) - 1
@@ -358,7 +384,6 @@ def _parity_row(prices: Any, rules: list[Any], mine: list[Any], detail: dict[str
     """The native grid against the vectorbt path (from_orders): fills, cash and equity."""
     from engine.simulation import VectorBTSimulator
     from engine.simulation.native import signal_grid
-    from engine.testing import sma_cross
 
     n, g = prices.shape[0], len(rules)
     w = np.full((n, 1), np.nan)
@@ -392,7 +417,6 @@ def _throughput_rows(prices: Any, size: dict[str, Any], vectorbt: Any, detail: d
 
     from engine.config.exit_rules import ExitRules
     from engine.simulation.native import signal_grid
-    from engine.testing import sma_cross
 
     n = prices.shape[0]
     g = size["throughput_books"]
