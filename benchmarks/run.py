@@ -59,6 +59,11 @@ FIGURES = {
         __import__("benchmarks.fig12_portfolio", fromlist=["run"]),
         True,
     ),
+    "13": (
+        "speed: SL x TP grid on freqtrade 5m files vs vectorbt and backtesting.py",
+        __import__("benchmarks.fig13_speed", fromlist=["run"]),
+        True,
+    ),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -179,3 +179,52 @@ def rows_nb(
                     cash[g] = c + final_acq
                     position[col] = _add(p, -s)
             from_col += n
+
+
+@njit(cache=True)
+def order_nb(
+    target: float, price: float, value: float, cash: float, position: float, fee: float, slip: float, min_size: float
+) -> tuple[float, float, float, float, float, int]:
+    """One target-percent order of :func:`rows_nb`, as vectorbt fills it, for a long-only book.
+
+    ``cash``, ``position`` and ``value`` (the group's value at the row's start) are the state before
+    the order, already snapped to 0 within vectorbt's tolerance. Returns the new cash and position
+    and the fill: size, price (slippage included), fees and side (0 buy, 1 sell; -1 no fill).
+    The same operations in the same order as :func:`rows_nb`'s branches.
+    """
+    if value <= 0:
+        return cash, position, 0.0, 0.0, 0.0, -1
+    s = target * value
+    s = s / price
+    s = s - position
+    if s > 0:
+        adj_price = price * (1 + slip)
+        if cash == 0:
+            return cash, position, 0.0, 0.0, 0.0, -1
+        req_cash = s * adj_price
+        req_fees = req_cash * fee + 0.0
+        total = req_cash + req_fees
+        if _is_close(total, cash) or total < cash:
+            final_size = s
+            final_req = total
+            fees_paid = req_fees
+        else:
+            max_req = _add(cash, -0.0) / (1 + fee)
+            if max_req <= 0:
+                return cash, position, 0.0, 0.0, 0.0, -1
+            final_size = max_req / adj_price
+            final_req = cash
+            fees_paid = cash - max_req
+        if _is_close(s, 0.0) or _is_less(final_size, min_size):
+            return cash, position, 0.0, 0.0, 0.0, -1
+        return _add(cash, -final_req), _add(position, final_size), final_size, adj_price, fees_paid, 0
+    s = -s
+    adj_price = price * (1 - slip)
+    if _is_close(s, 0.0) or _is_less(s, min_size):
+        return cash, position, 0.0, 0.0, 0.0, -1
+    acq = s * adj_price
+    fees_paid = acq * fee + 0.0
+    final_acq = _add(acq, -fees_paid)
+    if final_acq < 0:
+        return cash, position, 0.0, 0.0, 0.0, -1
+    return cash + final_acq, _add(position, -s), s, adj_price, fees_paid, 1
