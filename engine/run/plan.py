@@ -171,7 +171,8 @@ def coverage_read(cfg: RunConfig, lakehouse: Lakehouse) -> dict[str, tuple[int, 
     """First and last base bar per symbol (DuckDB over the store), checked against the universe settings."""
     from engine.data.sql import sql_arrow
 
-    cov = pl.from_arrow(sql_arrow("coverage", {"glob": lakehouse.glob("bars", cfg.backtest.interval)}))
+    base = cfg.backtest.interval
+    cov = pl.from_arrow(sql_arrow("coverage", {"glob": lakehouse.glob("bars", base)}, storage=lakehouse.storage))
     assert isinstance(cov, pl.DataFrame)
     coverage = {r["symbol"]: (r["first_ms"], r["last_ms"]) for r in cov.iter_rows(named=True)}
     universe = cfg.universe
