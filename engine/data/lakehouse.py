@@ -368,6 +368,7 @@ class Lakehouse:
         *,
         replace: bool = False,
         origin: object = None,
+        validated: bool = False,
     ) -> int:
         """Merge ``bars`` into a partition and extend its coverage; returns rows added.
 
@@ -375,8 +376,10 @@ class Lakehouse:
         writers of the same range are idempotent), validate, and commit bars and coverage as one
         object (see the class's write rule). ``replace`` drops what was there (a re-imported file);
         ``origin`` (a file's fingerprint) is kept in the coverage record so a changed file is noticed.
+        ``validated``: ``bars`` already passed :func:`~engine.data.bars.bars_validate` (a source's
+        :meth:`~engine.data.sources.base.DataSource.ohlcv_load`), so they are not checked twice.
         """
-        bars = bars_validate(bars, symbol, interval)
+        bars = bars if validated else bars_validate(bars, symbol, interval)
         self._identity_commit()
         covered = list(covered or [])
         added = 0
