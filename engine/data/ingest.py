@@ -1,8 +1,11 @@
 """IngestionService: the shared work above every backend.
 
-It asks the lakehouse what is already covered, fetches only the missing ranges from the source,
-validates the bars and writes them atomically. The daily universe lives under ``bars/``; finer
-bars are fetched lazily, only for a window's winners, under ``mtf/``.
+It asks the lakehouse what is already covered, fetches only the missing ranges through the
+source's :meth:`~engine.data.sources.base.DataSource.ohlcv_load` (the backend's bars trimmed and
+validated once, the same way for every backend), counts the gaps, records the coverage and
+writes each partition atomically; a lakehouse the user cannot write is one line, whatever the
+storage. The daily universe lives under ``bars/``; finer bars are fetched lazily, only for a
+window's winners, under ``mtf/``.
 """
 
 from __future__ import annotations
