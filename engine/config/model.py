@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from engine.config.execution import ExecutionConfig
 from engine.config.exit_rules import ExitRules, duration_to_ns
+from engine.config.market import MarketSettings
 from engine.config.portfolio import PortfolioRisk, Weighting
 from engine.config.renamed import setting_renamed
 from engine.config.survivorship import SurvivorshipConfig
@@ -191,7 +192,7 @@ class PathsConfig(_Model):
         return value
 
 
-class SyntheticData(_Model):
+class SyntheticData(MarketSettings, _Model):
     """The offline deterministic generator (the default source)."""
 
     source: Literal["synthetic"] = "synthetic"
@@ -212,7 +213,7 @@ class SyntheticData(_Model):
         return self
 
 
-class CcxtData(_Model):
+class CcxtData(MarketSettings, _Model):
     """Any ccxt exchange, fetched over its public REST API."""
 
     source: Literal["ccxt"] = "ccxt"
@@ -234,7 +235,7 @@ class CcxtData(_Model):
     """Minimum delay between requests; null uses the exchange's own rate limit."""
 
 
-class FilesData(_Model):
+class FilesData(MarketSettings, _Model):
     """A folder of the user's own OHLCV files (csv, parquet, freqtrade feather)."""
 
     source: Literal["files"] = "files"

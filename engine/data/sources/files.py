@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -51,6 +52,9 @@ from engine.core.units import UNIT_MS, interval_ms
 from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_resample, bars_validate
 from engine.data.sources.base import DataSource, UniversePlan
 from engine.data.sources.files_plan import files_nothing_read, files_plan
+
+if TYPE_CHECKING:
+    from engine.data.sources.files_funding import FundingFiles
 
 SUFFIXES = (".csv", ".parquet", ".feather", ".json")
 TIME_COLUMNS = ("date", "timestamp", "time", "open_time")
@@ -150,6 +154,7 @@ class FilesSource(DataSource):
     """
 
     name = "files"
+    funding_fix = "add BASE_QUOTE_QUOTE-8h-funding_rate.feather files or funding.csv to data.path, docs/PERPETUALS.md"
     unreadable_fix = (
         "delete the file it names and rerun `python -m engine task=ingest data=files ...` to re-import it from "
         "your files"
@@ -169,6 +174,7 @@ class FilesSource(DataSource):
 
     def __init__(self, cfg: FilesData) -> None:
         self.cfg = cfg
+        self.market = cfg.market
         self.root = expand_path(cfg.path)
         self._frames: dict[Path, pl.DataFrame] = {}
         self._digests: dict[Path, str] = {}
@@ -176,6 +182,7 @@ class FilesSource(DataSource):
         self._skipped: list[tuple[Path, str]] = []
         self._unreadable: list[tuple[Path, str]] = []
         self._quote: str | None = None
+        self._funding_files: FundingFiles | None = None
 
     # ---- the folder -------------------------------------------------------------------------
 
@@ -258,7 +265,23 @@ class FilesSource(DataSource):
             for k, e in self._scan().items()
             if not k[0].endswith("/" + quote)
         ]
+        if self.market == "perp":  # funding and mark files are read as funding (files_funding.py)
+            used = self._funding().used()
+            return sorted([x for x in self._skipped if x[0] not in used] + other)
         return sorted(self._skipped + other)
+
+    def _funding(self) -> FundingFiles:
+        from engine.data.sources.files_funding import FundingFiles
+
+        if self._funding_files is None:
+            self._funding_files = FundingFiles(self.root)
+        return self._funding_files
+
+    def funding_fetch(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
+        """Funding of ``symbol`` from the folder's funding files (perp only; None: no file for it)."""
+        if self.market != "perp":
+            return None
+        return self._funding().fetch(symbol, start_ms, end_ms)
 
     def unreadable(self) -> list[tuple[Path, str]]:
         """Files named as a pair's bars (no interval in the name) whose bars could not be read."""
@@ -267,7 +290,7 @@ class FilesSource(DataSource):
 
     def identity(self) -> dict[str, object]:
         """Return the folder's resolved path and the quote read from it."""
-        return {"source": "files", "path": str(self.root.resolve()), "quote": self.quote}
+        return self.market_identity({"source": "files", "path": str(self.root.resolve()), "quote": self.quote})
 
     def symbols(self) -> list[str]:
         """Symbols with at least one file, quoted in the chosen quote."""

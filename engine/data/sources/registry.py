@@ -41,7 +41,9 @@ def source_from_config(cfg: SyntheticData | CcxtData | FilesData) -> DataSource:
     >>> source_from_config(SyntheticData(n_symbols=3)).symbols()
     ['BTC/USDT', 'ETH/USDT', 'SOL/USDT']
     """
-    return source_class(str(getattr(cfg, "source", cfg))).from_config(cfg)
+    source = source_class(str(getattr(cfg, "source", cfg))).from_config(cfg)
+    source.market = cfg.market
+    return source
 
 
 def source_label(cfg: SyntheticData | CcxtData | FilesData) -> str:
