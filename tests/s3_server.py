@@ -19,6 +19,13 @@ SECRET = "qe-secret-Zx9vT4pLm2Qw8RsY6uHb3NcJ"  # grepped for in every artefact: 
 REGION = "us-east-1"
 
 
+DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message>'
+    b"<RequestId>qe</RequestId><HostId>qe</HostId></Error>"
+)
+"""What S3 answers a write the bucket policy refuses (HTTP 403)."""
+
+
 @dataclass
 class Request:
     method: str
@@ -32,6 +39,8 @@ class S3Server(ThreadedMotoServer):
     """``ThreadedMotoServer(ip_address="127.0.0.1", port=0)`` whose WSGI app logs each request."""
 
     requests: list[Request] = field(default_factory=list)
+    read_only: set[str] = field(default_factory=set)
+    """Key prefixes (``bucket/prefix``) whose writes are refused with S3's 403 ``AccessDenied``."""
 
     def __post_init__(self) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
@@ -50,6 +59,12 @@ class S3Server(ThreadedMotoServer):
                         environ.get("HTTP_USER_AGENT", ""),
                     )
                 )
+            path = unquote(environ.get("PATH_INFO", "")).lstrip("/")
+            if environ["REQUEST_METHOD"] in ("PUT", "POST", "DELETE") and any(
+                path.startswith(p) for p in self.read_only
+            ):
+                start_response("403 Forbidden", [("Content-Type", "application/xml")])
+                return [DENIED]
             return app(environ, start_response)
 
         self._server = make_server(self._ip_address, self._port, logged, True, request_handler=MotoRequestHandler)

@@ -162,16 +162,16 @@ def test_duplicated_bars_are_dropped(tmp_path: Path, server: ExchangeServer) -> 
     assert walk(server) == [0, 67, 167, 267]
 
 
-def test_duplicate_that_differs_keeps_the_copy_served_last(tmp_path: Path, server: ExchangeServer) -> None:
+def test_duplicate_that_differs_is_refused_like_every_backend(tmp_path: Path, server: ExchangeServer) -> None:
+    """A bar served twice with other values is the fault every backend refuses (DataSource.ohlcv_load):
+    the exchange's copy is not chosen silently (it once kept the copy served last)."""
     sleeps: list[float] = []
     server.fault("duplicate_changed")  # bar 0 again at the end of the page, volume doubled
-    with source_make(server, sleeps) as src:
-        service = ingest(tmp_path, src, ["BTC/USDT"])
-    want = expected("BTC/USDT").with_columns(
-        pl.when(pl.int_range(pl.len()) == 0).then(pl.col("volume") * 2.0).otherwise(pl.col("volume")).alias("volume")
-    )
-    assert_frame_equal(service.lakehouse.read("mtf", "4h", "BTC/USDT"), want)
-    assert walk(server) == [0, 99, 199, 299]  # ccxt cut the 101-row page to 100: bar 99 asked again
+    with source_make(server, sleeps) as src, pytest.raises(DataError) as info:
+        ingest(tmp_path, src, ["BTC/USDT"])
+    first = expected("BTC/USDT")["timestamp"][0]
+    assert str(info.value).startswith(f"BTC/USDT 4h: duplicate timestamp with different values at {first} (2 bar(s))")
+    assert Lakehouse(tmp_path).read("mtf", "4h", "BTC/USDT").height == 0  # nothing half-written
 
 
 def test_out_of_order_bars_are_sorted(tmp_path: Path, server: ExchangeServer) -> None:

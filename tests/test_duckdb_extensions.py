@@ -82,7 +82,7 @@ def test_no_credentials_anywhere_is_one_line(monkeypatch: pytest.MonkeyPatch, tm
 def test_without_the_aws_extension_a_keyless_read_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Where ``aws`` does not load, preparing the connection is a ``duckdb.Error``, the signal for
     the pyarrow reader, not the one-line ``DataError`` that stops a run."""
-    import engine.data.storage as storage_module
+    import engine.data.storage.duckdb_ext as storage_module
 
     real = storage_module.extension_file
     monkeypatch.setattr(storage_module, "extension_file", lambda name: None if name == "aws" else real(name))

@@ -367,7 +367,6 @@ def test_a_pair_named_file_that_cannot_be_read_is_bad_not_skipped(tmp_path: Path
     an unreadable file: named, left out of the plan, so the ingest task exits 1 and a run stops."""
     from engine.compose import config_compose
     from engine.config import config_validate
-    from engine.data.ingest import files_plan
     from engine.data.sources.files import FilesSource
 
     good = "date,open,high,low,close,volume\n" + "".join(f"2024-01-{d:02d},1,2,0.5,1.5,10\n" for d in range(1, 11))
@@ -377,6 +376,6 @@ def test_a_pair_named_file_that_cannot_be_read_is_bad_not_skipped(tmp_path: Path
     source = FilesSource(cfg.data)
     assert [p.name for p, _ in source.unreadable()] == ["QQQ_USDT.csv"]
     assert all(p.name != "QQQ_USDT.csv" for p, _ in source.skipped())
-    plan = files_plan(source, cfg)
+    plan = source.universe_plan(cfg.universe.symbols, "1d", cfg.data.start, cfg.data.end)
     assert plan.symbols == ["BTC/USDT"]
     assert len(plan.bad) == 1 and "QQQ_USDT.csv" in plan.bad[0] and "missing column" in plan.bad[0]

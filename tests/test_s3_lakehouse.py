@@ -407,6 +407,6 @@ def test_winner_slice_reads_the_bucket_through_duckdb(
         with monkeypatch.context() as m:
             m.setattr(S3Storage, "duckdb_prepare", no_httpfs)
             assert _bits(panel_load(lake, "mtf", "4h", winners, start, end)) == _bits(want)
-    cov = esql.sql_arrow("coverage", {"glob": lake.glob("mtf", "4h")})
+    cov = esql.sql_arrow("coverage", {"glob": lake.glob("mtf", "4h")}, storage=lake.storage)
     assert cov.equals(esql.sql_arrow("coverage", {"glob": local.glob("mtf", "4h")}))
     assert cov.column("symbol").to_pylist() == sorted(src.symbols())

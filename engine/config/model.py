@@ -27,6 +27,7 @@ from engine.core.choices import Implausible, Objective, VbtEngine
 from engine.core.errors import ConfigError, EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, MS_NS, UNIT_MS, duration_ms, interval_ms
+from engine.core.urls import url_has_credentials, url_shown
 
 ENGINE_VERSION = "0.1.0"
 USD_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD")
@@ -182,11 +183,9 @@ class PathsConfig(_Model):
     @field_validator("lakehouse_dir")
     @classmethod
     def _no_credentials(cls, value: str) -> str:
-        if value.startswith("s3://") and "@" in value.removeprefix("s3://").split("/")[0]:
-            bucket = value.removeprefix("s3://").split("/")[0].rsplit("@", 1)[1]
-            rest = value.removeprefix("s3://").split("/", 1)[1:] or [""]
+        if url_has_credentials(value):  # any storage's URL: none takes credentials from it
             msg = (
-                f"s3://***@{bucket}/{rest[0]} carries credentials in the URL: remove them and use the "
+                f"{url_shown(value)} carries credentials in the URL: remove them and use the "
                 "standard AWS settings (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
             )
             raise ValueError(msg)
@@ -771,8 +770,8 @@ def validation_message(exc: ValidationError) -> str:
     allowed = _allowed(model, field) if model else ""
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f"={value!r}"
-    if isinstance(value, str) and value.startswith("s3://") and "@" in value.split("/")[2]:
-        shown = ""  # issue 16: never echo credentials typed into an s3:// URL
+    if isinstance(value, str) and url_has_credentials(value):
+        shown = ""  # issue 16: never echo credentials typed into a storage URL
     if err["type"] == "value_error":  # a validator's own message says what is allowed
         allowed = ""
     if err["type"] == "list_type" and isinstance(value, str):

@@ -144,3 +144,37 @@ def bars_gaps(df: pl.DataFrame, interval: str) -> int:
     ts = df.get_column("timestamp").dt.epoch("ms")
     span = (ts.max() - ts.min()) // interval_ms(interval) + 1  # type: ignore[operator]
     return int(span) - df.height
+
+
+def bars_resample(bars: pl.DataFrame, src: str, dst: str) -> pl.DataFrame:
+    """Coarser bars built exactly from finer ones; only complete buckets are kept.
+
+    Buckets are epoch-aligned (``timestamp // dst * dst``), left-closed and labelled by their
+    open; open = first, high = max, low = min, close = last, volume = sum (summed like numpy's
+    ``reshape(-1, k).sum(axis=1)``, so bars aggregated by the generator are matched bit for bit).
+    A bucket with any finer bar missing is dropped.
+    """
+    step, fine = interval_ms(dst), interval_ms(src)
+    if step % fine:
+        msg = f"cannot build {dst} bars from {src} bars: {dst} is not a whole multiple of {src}"
+        raise DataError(msg)
+    k = step // fine
+    if k == 1:
+        return bars
+    agg = (
+        bars.sort("timestamp")
+        .group_by_dynamic("timestamp", every=f"{step}ms", closed="left", label="left", start_by="window")
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.len().alias("_n"),
+        )
+        .filter(pl.col("_n") == k)
+    )
+    # volume of the complete buckets: each is k consecutive rows of the sorted fine bars
+    bucket = (bars.get_column("timestamp").dt.epoch("ms") // step) * step
+    keep = bucket.is_in(agg.get_column("timestamp").dt.epoch("ms").implode())
+    volume = bars.sort("timestamp").get_column("volume").filter(keep).to_numpy().reshape(-1, k).sum(axis=1)
+    return agg.select("timestamp", "open", "high", "low", "close").with_columns(pl.Series("volume", volume))

@@ -48,7 +48,6 @@ from engine.data.lakehouse import (
     ranges_missing,
     store_open,
 )
-from engine.data.storage import LocalStorage
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -141,7 +140,7 @@ class FundingStore:
     def load(self, symbol: str, *, rows: bool = True) -> tuple[pl.DataFrame, list[tuple[int, int]] | None]:
         """One symbol's funding and covered ranges (None: no partition)."""
         path = self.partition(symbol) / DATA_FILE
-        attempts = 1 if isinstance(self.storage, LocalStorage) else READ_ATTEMPTS
+        attempts = 1 if self.storage.locking else READ_ATTEMPTS
         for attempt in range(attempts):  # S3 has no lock: a read may meet a replacement half-way
             try:
                 payload = self.storage.read_bytes(path)
@@ -290,16 +289,14 @@ def _covered(
 
 
 def funding_prepare(cfg: RunConfig, source: DataSource, lakehouse: Lakehouse) -> None:
-    """Store the generated funding (synthetic) of a perp run, then check every symbol's funding.
+    """Check every symbol's funding of a perp run.
 
-    Files and exchanges read funding with their bars (:func:`engine.data.ingest.universe_ingest`).
-    The check is :func:`funding_read`'s, over the whole store: a run without funding for a symbol
-    stops here, before any window is planned (or warns once with ``data.funding_missing=zero``).
+    Every source reads funding with its bars (:func:`engine.data.ingest.universe_ingest`: the
+    generator and files in the run's data step, exchanges at ``task=ingest``). The check is
+    :func:`funding_read`'s, over the whole store: a run without funding for a symbol stops here,
+    before any window is planned (or warns once with ``data.funding_missing=zero``).
     """
     base = cfg.backtest.interval
-    if cfg.data.source == "synthetic":
-        start_ms, end_ms = int(getattr(source, "start_ms")), int(getattr(source, "end_ms"))  # noqa: B009
-        funding_ingest(lakehouse, source, source.symbols(), start_ms, end_ms, base)
     symbols = lakehouse.symbols("bars", base)
     funding_read(cfg, symbols, 0, 0, lakehouse=lakehouse, gaps_span=(-(2**62), 2**62))
 
@@ -377,8 +374,7 @@ def funding_read(
 
 
 def _fix(source: str) -> str:
-    if source == "files":
-        return "add BASE_QUOTE_QUOTE-8h-funding_rate.feather files or funding.csv to data.path, docs/PERPETUALS.md"
-    if source == "ccxt":
-        return "python -m engine task=ingest data=ccxt data.market=perp"
-    return "delete the store's folder so the generator writes it again"
+    """Return how the data of ``data.source=source`` gets its funding (its backend says)."""
+    from engine.data.sources.registry import source_class
+
+    return source_class(source).funding_fix

@@ -1,8 +1,11 @@
 """IngestionService: the shared work above every backend.
 
-It asks the lakehouse what is already covered, fetches only the missing ranges from the source,
-validates the bars and writes them atomically. The daily universe lives under ``bars/``; finer
-bars are fetched lazily, only for a window's winners, under ``mtf/``.
+It asks the lakehouse what is already covered, fetches only the missing ranges through the
+source's :meth:`~engine.data.sources.base.DataSource.ohlcv_load` (the backend's bars trimmed and
+validated once, the same way for every backend), counts the gaps, records the coverage and
+writes each partition atomically; a lakehouse the user cannot write is one line, whatever the
+storage. The daily universe lives under ``bars/``; finer bars are fetched lazily, only for a
+window's winners, under ``mtf/``.
 """
 
 from __future__ import annotations
@@ -11,21 +14,18 @@ import errno
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from engine.core.errors import DataError
 from engine.core.progress import progress_iter
-from engine.core.units import DAY_MS, date_ms, interval_ms, ms_datetime
+from engine.core.units import interval_ms, ms_datetime
 from engine.data.bars import bars_gaps
 from engine.data.lakehouse import Lakehouse, ranges_missing
 from engine.data.markets import markets_record
-from engine.data.sources.base import DataSource
+from engine.data.sources.base import DataSource, UniversePlan
 
 if TYPE_CHECKING:
-    from datetime import date
-
     from engine.config import RunConfig
-    from engine.data.sources.files import FilesSource
 
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class IngestionService:
                     have = []
                 tasks.extend((symbol, interval, a, b) for a, b in ranges_missing(have, lo, hi))
         for symbol, interval, a, b in progress_iter(tasks, label, quiet=self.quiet or not tasks):
-            bars = self.source.ohlcv_fetch(symbol, interval, a, b)
+            bars = self.source.ohlcv_load(symbol, interval, a, b)  # trimmed and validated, once for every backend
             report.bars_read += bars.height
             final_end = min(b, self.source.covered_until(b, interval))
             covered = [(a, final_end)] if final_end > a else []
@@ -88,7 +88,14 @@ class IngestionService:
                 log.warning("%s %s: its source file changed since the last import; re-importing it", symbol, interval)
             try:
                 report.rows_written += self.lakehouse.write(
-                    kind, interval, symbol, bars, covered, replace=replace, origin=origins[(symbol, interval)]
+                    kind,
+                    interval,
+                    symbol,
+                    bars,
+                    covered,
+                    replace=replace,
+                    origin=origins[(symbol, interval)],
+                    validated=True,
                 )
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -141,116 +148,48 @@ class NothingRead(DataError):
     """An ingest whose filters (dates, quote, symbols) leave no bar at all."""
 
 
-@dataclass
-class UniversePlan:
-    """What a universe ingest will read: symbols, range, and the files that cannot be imported."""
-
-    symbols: list[str]
-    start_ms: int
-    end_ms: int
-    bad: list[str] = field(default_factory=list)
-    span: tuple[int, int] | None = None
-
-
-def files_plan(source: FilesSource, cfg: RunConfig, interval: str = "1d") -> UniversePlan:
-    """Read and validate every file that serves the universe.
-
-    The range comes from the config or, when ``data.start``/``data.end`` are null, from the files
-    themselves.
-
-    A file that cannot be read or breaks the bar contract is left out and its message kept in
-    ``bad`` (the caller decides: the ingest task imports the rest and exits 1, a run stops).
-    """
-    problem = source.interval_problem(interval)
-    if problem is not None:
-        raise DataError(problem)
-    symbols = list(cfg.universe.symbols) or source.symbols()
-    good: list[str] = []
-    bad = [why if str(path) in why else f"{path}: {why}" for path, why in source.unreadable()]
-    lo: int | None = None
-    hi: int | None = None
-    for symbol in symbols:
-        try:
-            frame = source.load(symbol, interval)
-        except DataError as exc:
-            bad.append(str(exc))
-            continue
-        good.append(symbol)
-        if frame.height:
-            # a loaded frame met the bar contract: its timestamps are non-null
-            first = cast(int, frame.get_column("timestamp").dt.epoch("ms").min())
-            last = cast(int, frame.get_column("timestamp").dt.epoch("ms").max())
-            lo = first if lo is None else min(lo, first)
-            hi = last if hi is None else max(hi, last)
-    span = (int(lo), int(hi)) if lo is not None and hi is not None else None
+def nothing_read(cfg: RunConfig, plan: UniversePlan, source: DataSource) -> str:
+    """One line naming the filter that removed every bar (the source's own reason where it has one)."""
+    own = source.nothing_read(plan, cfg.backtest.interval)
+    if own is not None:
+        return own
     data = cfg.data
-    start = date_ms(data.start) if data.start is not None else (span[0] // DAY_MS * DAY_MS if span else 0)
-    end = date_ms(data.end) + DAY_MS if data.end is not None else (span[1] // DAY_MS * DAY_MS + DAY_MS if span else 0)
-    return UniversePlan(good, start, end, bad, span)
-
-
-def nothing_read(cfg: RunConfig, plan: UniversePlan) -> str:
-    """One line naming the filter that removed every bar."""
-    data = cfg.data
-    if data.source != "files":
-        quote = getattr(data, "quote", None)
-        return (
-            f"0 bars read from the {data.source} source for {len(plan.symbols)} symbol(s) between "
-            f"data.start={getattr(data, 'start', None)} and data.end={getattr(data, 'end', None)}"
-            + (f" (data.quote={quote})" if quote else "")
-            + ": check the dates, universe.symbols and the quote"
-        )
-    if not plan.symbols:
-        return "0 bars read: no symbol left to ingest (every file was refused, see above)"
-    if plan.span is not None and (getattr(data, "start", None) is not None or getattr(data, "end", None) is not None):
-        return (
-            f"0 bars read: data.start={getattr(data, 'start', None)} .. data.end={getattr(data, 'end', None)} "
-            f"removes every bar (the files span {day_text(plan.span[0])} .. {day_text(plan.span[1])}); "
-            "widen the dates or drop them (null: the files' own range)"
-        )
-    base = cfg.backtest.interval
-    if base == "1d":
-        return (
-            "0 daily bars read: no file holds a complete day (a day bar needs every finer bar of the day); "
-            "give files that cover whole days"
-        )
+    quote = getattr(data, "quote", None)
     return (
-        f"0 {base} bars read: no file holds a complete {base} bar (it needs every finer bar inside it); "
-        f"give files at {base} or finer"
+        f"0 bars read from the {data.source} source for {len(plan.symbols)} symbol(s) between "
+        f"data.start={getattr(data, 'start', None)} and data.end={getattr(data, 'end', None)}"
+        + (f" (data.quote={quote})" if quote else "")
+        + ": check the dates, universe.symbols and the quote"
     )
 
 
-def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) -> tuple[IngestReport, UniversePlan]:
+def universe_ingest(
+    service: IngestionService, cfg: RunConfig, *, strict: bool, symbols: Sequence[str] | None = None
+) -> tuple[IngestReport, UniversePlan]:
     """Ingest the universe's base bars (``backtest.interval``) of ``cfg.data`` through ``service`` (coverage-aware).
 
+    ``symbols``: what to ingest (None: ``universe.symbols``, else every symbol the source serves).
     ``strict``: any unreadable or invalid file is an error (a run); otherwise the good files are
     imported and the bad ones returned in the plan (the ingest task names them and exits 1).
     """
-    from engine.data.sources.files import FilesSource
-
     source = service.source
-    if isinstance(source, FilesSource):
-        plan = files_plan(source, cfg, cfg.backtest.interval)
-        if strict:  # a run: the ingest task prints these itself
-            for path, why in source.skipped():
-                log.warning("skipped %s: %s", path.name, why)
-        if strict and plan.bad:
-            raise DataError(plan.bad[0])
-        if plan.span is not None and (plan.span[1] < plan.start_ms or plan.span[0] >= plan.end_ms):
-            raise NothingRead(nothing_read(cfg, plan))  # before anything is written
-    else:
-        data = cfg.data
-        first, last = cast("date", data.start), cast("date", data.end)  # synthetic and ccxt data have both
-        start_ms = getattr(source, "start_ms", None) or date_ms(first)
-        end_ms = getattr(source, "end_ms", None) or date_ms(last) + DAY_MS
-        plan = UniversePlan(list(cfg.universe.symbols) or source.symbols(), int(start_ms), int(end_ms))
+    data = cfg.data
+    wanted = cfg.universe.symbols if symbols is None else symbols
+    plan = source.universe_plan(wanted, cfg.backtest.interval, data.start, data.end)
+    if strict:  # a run: the ingest task prints these itself
+        for path, why in source.skipped():
+            log.warning("skipped %s: %s", path.name, why)
+    if strict and plan.bad:
+        raise DataError(plan.bad[0])
+    if plan.span is not None and (plan.span[1] < plan.start_ms or plan.span[0] >= plan.end_ms):
+        raise NothingRead(nothing_read(cfg, plan, source))  # before anything is written
     if not plan.symbols:
         return IngestReport(), plan
     report = service.fetch_universe(plan.symbols, plan.start_ms, plan.end_ms, cfg.backtest.interval)
     # an exchange's rules (ccxt) stored with its bars; inactive markets it served no bars of are left out
     plan.symbols = markets_record(service.lakehouse, source, plan.symbols, cfg.backtest.interval)
     if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", cfg.backtest.interval):
-        raise NothingRead(nothing_read(cfg, plan))
+        raise NothingRead(nothing_read(cfg, plan, source))
     if cfg.data.is_perp():  # perpetual futures: their funding beside the bars (docs/PERPETUALS.md)
         from engine.data.funding import funding_ingest
 

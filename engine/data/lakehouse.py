@@ -101,7 +101,7 @@ def store_open(lakehouse_dir: str | Path, identity: dict[str, object]) -> Lakeho
     storage.check()
     root = storage.root / identity_key(identity)
     legacy = storage.root / "bars"
-    if isinstance(storage, LocalStorage) and Path(legacy).is_dir() and str(legacy) not in _LEGACY_WARNED:
+    if storage.legacy_layouts and storage.is_dir(legacy) and str(legacy) not in _LEGACY_WARNED:
         _LEGACY_WARNED.add(str(legacy))
         log.warning(
             "%s holds bars in the old single-store layout, which is no longer read (each data identity "
@@ -297,7 +297,7 @@ class Lakehouse:
 
     @property
     def _locking(self) -> bool:
-        return isinstance(self.storage, LocalStorage)
+        return self.storage.locking
 
     def _load(self, part: PurePath, *, bars: bool = True) -> tuple[pl.DataFrame, CoverageRecord | None]:
         """Read a partition's bars and coverage record from one read of its object.
@@ -322,8 +322,8 @@ class Lakehouse:
                     raise DataError(self.storage.redact(self._corrupt(path, exc))) from exc
                 time.sleep(0.05 * (attempt + 1))
         raw = meta.get(COVERAGE_KEY.encode())
-        if raw is None:  # a local store written before the record moved into the footer (never on S3)
-            return df, self._coverage_record_of(part) if self._locking else None
+        if raw is None:  # a store written before the record moved into the footer (never on S3)
+            return df, self._coverage_record_of(part) if self.storage.legacy_layouts else None
         record = self._record_parse(raw, f"the footer of {self.url(path)}", part)
         if not self._locking:
             self._seen[part] = record
@@ -368,6 +368,7 @@ class Lakehouse:
         *,
         replace: bool = False,
         origin: object = None,
+        validated: bool = False,
     ) -> int:
         """Merge ``bars`` into a partition and extend its coverage; returns rows added.
 
@@ -375,8 +376,10 @@ class Lakehouse:
         writers of the same range are idempotent), validate, and commit bars and coverage as one
         object (see the class's write rule). ``replace`` drops what was there (a re-imported file);
         ``origin`` (a file's fingerprint) is kept in the coverage record so a changed file is noticed.
+        ``validated``: ``bars`` already passed :func:`~engine.data.bars.bars_validate` (a source's
+        :meth:`~engine.data.sources.base.DataSource.ohlcv_load`), so they are not checked twice.
         """
-        bars = bars_validate(bars, symbol, interval)
+        bars = bars if validated else bars_validate(bars, symbol, interval)
         self._identity_commit()
         covered = list(covered or [])
         added = 0
@@ -402,7 +405,7 @@ class Lakehouse:
                 meta = {COVERAGE_KEY: json.dumps(new, sort_keys=True)}
                 self.storage.write_bytes(part / DATA_FILE, parquet_bytes(merged, meta))
                 # the old sidecar (local stores written before the record moved into the footer)
-                if attempt == 0 and self._locking and self.storage.exists(part / COVERAGE_FILE):
+                if attempt == 0 and self.storage.legacy_layouts and self.storage.exists(part / COVERAGE_FILE):
                     self.storage.delete(part / COVERAGE_FILE)
                 # read back: without a lock (S3) another writer may have replaced the object meanwhile
                 if self._locking:

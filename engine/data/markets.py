@@ -328,10 +328,11 @@ def market_rules(cfg: RunConfig, symbols: Sequence[str], lakehouse: Lakehouse | 
     default = rule_default(cfg)
     rows: dict[str, MarketRow] = {}
     said = "the config defaults (execution.min_notional/amount_step/price_tick)"
-    if cfg.data.source == "ccxt":
+    from engine.data.sources.registry import source_class, source_from_config
+
+    if source_class(cfg.data.source).market_rules_stored:
         if lakehouse is None:
             from engine.data.lakehouse import store_open
-            from engine.data.sources.registry import source_from_config
 
             lakehouse = store_open(cfg.paths.lakehouse_dir, source_from_config(cfg.data).identity())
         stored = markets_store_read(lakehouse)

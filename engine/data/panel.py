@@ -56,7 +56,8 @@ def panel_load(lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str
         storage.scan_url(p) for s in symbols if storage.exists(p := lakehouse.partition(kind, interval, s) / DATA_FILE)
     ]
     if files and grid.size:
-        table = sql_arrow("winner_slice", {"files": files, "symbols": symbols, "start": int(lo), "end": int(end_ms)})
+        params: dict[str, object] = {"files": files, "symbols": symbols, "start": int(lo), "end": int(end_ms)}
+        table = sql_arrow("winner_slice", params, storage=storage)
         if table.num_rows:
             index = {s: i for i, s in enumerate(symbols)}
             cols = np.array([index[s] for s in table.column("symbol").to_pylist()], dtype=np.int64)

@@ -185,13 +185,9 @@ def data_label(cfg: RunConfig) -> str:
         E.g. ``"built-in synthetic universe (generated, not market data): 100 symbols, seed 7"``,
         ``"your files in /data/ohlcv"`` or ``"ccxt exchange binance"``.
     """
-    data = cfg.data
-    if data.source == "synthetic":
-        return f"built-in synthetic universe (generated, not market data): {data.n_symbols} symbols, seed {data.seed}"
-    if data.source == "files":
-        return redact(f"your files in {data.path}")
-    via = f" via {data.api_url}" if data.api_url else ""
-    return redact(f"ccxt exchange {data.exchange}{via}")
+    from engine.data.sources.registry import source_label
+
+    return redact(source_label(cfg.data))  # each backend says it (DataSource.label)
 
 
 def ambiguity_sentence(metrics: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -144,28 +144,26 @@ def sim_interval(cfg: RunConfig, ingestion: IngestionService) -> str:
 
 
 def data_prepare(cfg: RunConfig, source: DataSource, lakehouse: Lakehouse, ingestion: IngestionService) -> None:
-    """Make sure the universe's base bars are in the store (generated on first use, or imported)."""
-    base = cfg.backtest.interval
-    data = cfg.data
-    if data.source == "synthetic":
-        from engine.data.sources.synthetic import SyntheticSource
+    """Make sure the universe's base bars are in the store: generated or imported here, as the source says.
 
-        src = cast(SyntheticSource, source)  # the source of a synthetic config
-        ingestion.fetch_universe(src.symbols(), src.start_ms, src.end_ms, base)
-    elif data.source == "files":  # local files: imported (or re-imported if changed) here
+    ``source.run_ingest``: ``all`` (the generated universe, whole), ``universe`` (the user's files:
+    imported, or re-imported if changed) or ``none`` (an exchange: ``task=ingest`` first).
+    """
+    base = cfg.backtest.interval
+    if source.run_ingest != "none":
         from engine.data.ingest import universe_ingest
 
-        universe_ingest(ingestion, cfg, strict=True)
+        universe_ingest(ingestion, cfg, strict=True, symbols=source.symbols() if source.run_ingest == "all" else None)
     elif not lakehouse.symbols("bars", base):
         msg = (
             f"no {'daily' if base == '1d' else base} bars for this data ({source.identity()}) in "
             f"{lakehouse.url()}: ingest "
-            f"them first with the same data settings, e.g. `python -m engine task=ingest data={data.source}"
+            f"them first with the same data settings, e.g. `python -m engine task=ingest data={cfg.data.source}"
             + ("" if base == "1d" else f" backtest.interval={base}")
             + "`"
         )
         raise DataError(msg)
-    if data.is_perp():  # perpetual futures: funding stored and checked (docs/PERPETUALS.md)
+    if cfg.data.is_perp():  # perpetual futures: funding stored and checked (docs/PERPETUALS.md)
         from engine.data.funding import funding_prepare
 
         funding_prepare(cfg, source, lakehouse)
@@ -175,7 +173,8 @@ def coverage_read(cfg: RunConfig, lakehouse: Lakehouse) -> dict[str, tuple[int, 
     """First and last base bar per symbol (DuckDB over the store), checked against the universe settings."""
     from engine.data.sql import sql_arrow
 
-    cov = pl.from_arrow(sql_arrow("coverage", {"glob": lakehouse.glob("bars", cfg.backtest.interval)}))
+    base = cfg.backtest.interval
+    cov = pl.from_arrow(sql_arrow("coverage", {"glob": lakehouse.glob("bars", base)}, storage=lakehouse.storage))
     assert isinstance(cov, pl.DataFrame)
     coverage = {r["symbol"]: (r["first_ms"], r["last_ms"]) for r in cov.iter_rows(named=True)}
     universe = cfg.universe

@@ -184,13 +184,15 @@ def windows_needed_message(train_windows: int, n_windows: int) -> str:
 def windows_precheck(cfg: RunConfig) -> None:
     """Refuse ``wfo.train_windows`` >= the windows the configured data range gives.
 
-    The check runs before any run directory exists (synthetic and ccxt data know their range from
-    the config; files data are checked once their coverage is read).
+    The check runs before any run directory exists, for data whose range the config gives
+    (``DataSource.range_from_config``: synthetic and ccxt data; files data are checked once their
+    coverage is read).
     """
+    from engine.data.sources.registry import source_class
     from engine.strategy.windows import date_ms, windows_build
 
     data = cfg.data
-    if data.source not in ("synthetic", "ccxt") or data.start is None or data.end is None:
+    if not source_class(data.source).range_from_config or data.start is None or data.end is None:
         return
     try:
         n = len(windows_build(date_ms(data.start), date_ms(data.end) + DAY_MS, cfg.backtest, cfg.ranking))

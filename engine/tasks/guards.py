@@ -40,12 +40,10 @@ def claimed(cfg: RunConfig) -> Iterator[Path]:
 
 
 def _data_fix(source: str) -> str:
-    """Return what to do about an unreadable file of the lakehouse, by data source."""
-    if source == "synthetic":
-        return "delete the file it names and rerun (the run regenerates it)"
-    if source == "ccxt":
-        return "delete the file it names and rerun `python -m engine task=ingest data=ccxt ...` to refetch it"
-    return "delete the file it names and rerun `python -m engine task=ingest data=files ...` to re-import it from your files"
+    """Return what to do about an unreadable file of the lakehouse of ``data.source=source`` (its backend says)."""
+    from engine.data.sources.registry import source_class
+
+    return source_class(source).unreadable_fix
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ def ingest_run(cfg: RunConfig) -> IngestResult:
         except NothingRead as exc:
             return IngestResult(skipped, error=str(exc))
     if not plan.symbols or (report.fetched and report.bars_read == 0):
-        return IngestResult(skipped, list(plan.bad), error=nothing_read(cfg, plan))
+        return IngestResult(skipped, list(plan.bad), error=nothing_read(cfg, plan, source))
     done = "; nothing new (already covered)" if not report.fetched else ""
     base = cfg.backtest.interval
     summary = (

@@ -60,7 +60,7 @@ def _walk(cfg: RunConfig, rules: list[ExitRules | None]) -> tuple[ChosenWalk, Wf
         if w.train_windows >= n_windows:
             raise ConfigError(windows_needed_message(w.train_windows, n_windows))
 
-    with data_errors(cfg.paths.lakehouse_dir):
+    with data_errors(cfg.paths.lakehouse_dir, cfg.data.source):
         grid = walk_chosen(cfg, rules, choose, check)
     return grid, decided[0]
 

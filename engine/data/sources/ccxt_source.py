@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import ccxt
 import polars as pl
 
-from engine.config import CcxtData
+from engine.config import CcxtData, FilesData, SyntheticData
 from engine.core.errors import DataError, EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import interval_ms
@@ -124,11 +124,31 @@ class CcxtSource(DataSource):
 
     Examples
     --------
-    >>> from engine.config import CcxtData
+    >>> from engine.config import CcxtData, FilesData, SyntheticData
     >>> src = CcxtSource(CcxtData(exchange="binance", symbols=["BTC/USDT"]))  # doctest: +SKIP
     >>> src.ohlcv_fetch("BTC/USDT", "4h", 1704067200000, 1704153600000).height  # doctest: +SKIP
     6
     """
+
+    name = "ccxt"
+    run_ingest = "none"
+    range_from_config = True
+    market_rules_stored = True
+    funding_fix = "python -m engine task=ingest data=ccxt data.market=perp"
+    unreadable_fix = "delete the file it names and rerun `python -m engine task=ingest data=ccxt ...` to refetch it"
+
+    @classmethod
+    def from_config(cls, cfg: SyntheticData | CcxtData | FilesData) -> CcxtSource:
+        """Return the source of the exchange ``cfg.exchange``."""
+        assert isinstance(cfg, CcxtData)
+        return cls(cfg)
+
+    @classmethod
+    def label(cls, cfg: SyntheticData | CcxtData | FilesData) -> str:
+        """Return ``ccxt exchange ID`` (and ``via URL`` with ``data.api_url``)."""
+        assert isinstance(cfg, CcxtData)
+        via = f" via {cfg.api_url}" if cfg.api_url else ""
+        return f"ccxt exchange {cfg.exchange}{via}"
 
     def __init__(
         self,
@@ -296,11 +316,11 @@ class CcxtSource(DataSource):
         return self.clock_ms() // step * step
 
     def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
-        """Return the closed bars of ``symbol`` with open time in ``[start_ms, end_ms)``.
+        """Return the bars of ``symbol`` served for ``[start_ms, end_ms)``, in the order served.
 
-        Duplicated timestamps (pages overlapping, or an exchange resending a bar) keep the copy
-        served last: a later answer reflects the exchange's later, corrected state of that bar.
-        The still-forming bar is dropped, so the lakehouse never stores a partial bar.
+        The walk stops before the still-forming bar; :meth:`ohlcv_load` keeps only closed bars in the
+        span and validates them like every backend's (a bar served twice with other values is an
+        error, an identical copy is dropped with a warning).
         """
         self._market_check(symbol)
         inactive = self.markets()[self.unified(symbol)].get("active") is False
@@ -340,10 +360,7 @@ class CcxtSource(DataSource):
             empties = 0
             rows.extend(page)
             since = max(int(r[0]) for r in page) + step
-        return _bars_frame(rows).filter(
-            (pl.col("timestamp") >= pl.lit(start_ms).cast(pl.Datetime("ms", "UTC")))
-            & (pl.col("timestamp") < pl.lit(stop).cast(pl.Datetime("ms", "UTC")))
-        )
+        return _bars_frame(rows)
 
     def funding_fetch(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
         """Funding history of the perpetual ``symbol`` (``fetchFundingRateHistory``); None on spot."""
@@ -372,13 +389,9 @@ def _cause(exc: Exception) -> str:
 
 
 def _bars_frame(rows: list[list[float]]) -> pl.DataFrame:
-    """Turn ccxt OHLCV rows ``[ts, o, h, l, c, v]`` in served order into sorted bars, last copy wins."""
+    """Turn ccxt OHLCV rows ``[ts, o, h, l, c, v]`` into bars, in the order served (duplicates kept)."""
     if not rows:
         return pl.DataFrame(schema=BAR_SCHEMA)
     cols = list(BAR_SCHEMA)
     frame = pl.DataFrame([r[:6] for r in rows], schema={c: pl.Float64 for c in cols}, orient="row")
-    return (
-        frame.with_columns(pl.col("timestamp").cast(pl.Int64).cast(pl.Datetime("ms", "UTC")))
-        .unique(subset="timestamp", keep="last", maintain_order=True)
-        .sort("timestamp")
-    )
+    return frame.with_columns(pl.col("timestamp").cast(pl.Int64).cast(pl.Datetime("ms", "UTC")))

@@ -37,18 +37,21 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from engine.config import FilesData
+from engine.config import CcxtData, FilesData, SyntheticData
 from engine.core.choices import Implausible
 from engine.core.errors import DataError, EngineError
 from engine.core.units import UNIT_MS, interval_ms
-from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_validate
-from engine.data.sources.base import DataSource
+from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_resample, bars_validate
+from engine.data.sources.base import DataSource, UniversePlan
+from engine.data.sources.files_plan import files_nothing_read, files_plan
 
 if TYPE_CHECKING:
     from engine.data.sources.files_funding import FundingFiles
@@ -151,6 +154,23 @@ class FilesSource(DataSource):
     """
 
     name = "files"
+    funding_fix = "add BASE_QUOTE_QUOTE-8h-funding_rate.feather files or funding.csv to data.path, docs/PERPETUALS.md"
+    unreadable_fix = (
+        "delete the file it names and rerun `python -m engine task=ingest data=files ...` to re-import it from "
+        "your files"
+    )
+
+    @classmethod
+    def from_config(cls, cfg: SyntheticData | CcxtData | FilesData) -> FilesSource:
+        """Return the source of the folder ``cfg.path``."""
+        assert isinstance(cfg, FilesData)
+        return cls(cfg)
+
+    @classmethod
+    def label(cls, cfg: SyntheticData | CcxtData | FilesData) -> str:
+        """Return ``your files in PATH``."""
+        assert isinstance(cfg, FilesData)
+        return f"your files in {cfg.path}"
 
     def __init__(self, cfg: FilesData) -> None:
         self.cfg = cfg
@@ -344,48 +364,22 @@ class FilesSource(DataSource):
         return frame
 
     def ohlcv_fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
-        """Bars of ``(symbol, interval)`` with open time in ``[start_ms, end_ms)``, built if coarser."""
+        """Every bar of ``(symbol, interval)`` in its file, built if coarser (trimmed by :meth:`ohlcv_load`)."""
         entry = self._entry_for(symbol, interval)
         frame = self.load(symbol, interval)
         if entry is not None and entry.interval != interval:
             frame = bars_resample(frame, str(entry.interval), interval)
-        lo = pl.lit(start_ms).cast(pl.Datetime("ms", "UTC"))
-        hi = pl.lit(end_ms).cast(pl.Datetime("ms", "UTC"))
-        return frame.filter((pl.col("timestamp") >= lo) & (pl.col("timestamp") < hi))
+        return frame
 
+    def universe_plan(
+        self, symbols: Sequence[str], interval: str, start: date | None, end: date | None
+    ) -> UniversePlan:
+        """Read and validate every file of the universe; the range is the files' own where the dates are null."""
+        return files_plan(self, symbols, interval, start, end)
 
-def bars_resample(bars: pl.DataFrame, src: str, dst: str) -> pl.DataFrame:
-    """Coarser bars built exactly from finer ones; only complete buckets are kept.
-
-    Buckets are epoch-aligned (``timestamp // dst * dst``), left-closed and labelled by their
-    open; open = first, high = max, low = min, close = last, volume = sum (summed like numpy's
-    ``reshape(-1, k).sum(axis=1)``, so bars aggregated by the generator are matched bit for bit).
-    A bucket with any finer bar missing is dropped.
-    """
-    step, fine = interval_ms(dst), interval_ms(src)
-    if step % fine:
-        msg = f"cannot build {dst} bars from {src} bars: {dst} is not a whole multiple of {src}"
-        raise DataError(msg)
-    k = step // fine
-    if k == 1:
-        return bars
-    agg = (
-        bars.sort("timestamp")
-        .group_by_dynamic("timestamp", every=f"{step}ms", closed="left", label="left", start_by="window")
-        .agg(
-            pl.col("open").first(),
-            pl.col("high").max(),
-            pl.col("low").min(),
-            pl.col("close").last(),
-            pl.len().alias("_n"),
-        )
-        .filter(pl.col("_n") == k)
-    )
-    # volume of the complete buckets: each is k consecutive rows of the sorted fine bars
-    bucket = (bars.get_column("timestamp").dt.epoch("ms") // step) * step
-    keep = bucket.is_in(agg.get_column("timestamp").dt.epoch("ms").implode())
-    volume = bars.sort("timestamp").get_column("volume").filter(keep).to_numpy().reshape(-1, k).sum(axis=1)
-    return agg.select("timestamp", "open", "high", "low", "close").with_columns(pl.Series("volume", volume))
+    def nothing_read(self, plan: UniversePlan, interval: str) -> str:
+        """Name what removed every bar of the files: refused files, the dates, or incomplete coarse bars."""
+        return files_nothing_read(self.cfg.start, self.cfg.end, plan, interval)
 
 
 def _interval_infer(raw: pl.DataFrame) -> str:

@@ -1,4 +1,7 @@
-"""The one place where the ``data.source`` string of the config picks a backend."""
+"""The one place where the ``data.source`` string of the config picks a backend.
+
+Like freqtrade's ``get_datahandlerclass``: everything else asks the backend's class or instance.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,30 @@ from engine.core.errors import ConfigError
 from engine.data.sources.base import DataSource
 
 
-def source_from_config(cfg: SyntheticData | CcxtData | FilesData) -> DataSource:
-    """Build the data source that ``cfg`` describes.
+def source_class(name: str) -> type[DataSource]:
+    """Return the backend class that ``data.source=name`` chooses, imported on demand.
 
     Backends are imported here, on demand: ccxt takes a second to import and only the ccxt
     backend needs it.
+    """
+    if name == "synthetic":
+        from engine.data.sources.synthetic import SyntheticSource
+
+        return SyntheticSource
+    if name == "ccxt":
+        from engine.data.sources.ccxt_source import CcxtSource
+
+        return CcxtSource
+    if name == "files":
+        from engine.data.sources.files import FilesSource
+
+        return FilesSource
+    msg = f"unknown data source {name!r}: set data to one of synthetic, ccxt, files"
+    raise ConfigError(msg)
+
+
+def source_from_config(cfg: SyntheticData | CcxtData | FilesData) -> DataSource:
+    """Build the data source that ``cfg`` describes.
 
     Examples
     --------
@@ -19,21 +41,11 @@ def source_from_config(cfg: SyntheticData | CcxtData | FilesData) -> DataSource:
     >>> source_from_config(SyntheticData(n_symbols=3)).symbols()
     ['BTC/USDT', 'ETH/USDT', 'SOL/USDT']
     """
-    source: DataSource
-    if isinstance(cfg, SyntheticData):
-        from engine.data.sources.synthetic import SyntheticSource
-
-        source = SyntheticSource(cfg.seed, cfg.n_symbols, cfg.start.isoformat(), cfg.end.isoformat(), cfg.quote)
-    elif isinstance(cfg, CcxtData):
-        from engine.data.sources.ccxt_source import CcxtSource
-
-        source = CcxtSource(cfg)
-    elif isinstance(cfg, FilesData):
-        from engine.data.sources.files import FilesSource
-
-        source = FilesSource(cfg)
-    else:
-        msg = f"unknown data source {getattr(cfg, 'source', cfg)!r}: set data to one of synthetic, ccxt, files"
-        raise ConfigError(msg)
+    source = source_class(str(getattr(cfg, "source", cfg))).from_config(cfg)
     source.market = cfg.market
     return source
+
+
+def source_label(cfg: SyntheticData | CcxtData | FilesData) -> str:
+    """Where the bars of ``cfg`` come from, in words (not redacted: the caller redacts URLs)."""
+    return source_class(cfg.source).label(cfg)

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 from scipy.signal import lfilter
 
+from engine.config import CcxtData, FilesData, SyntheticData
 from engine.core.errors import EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, HOUR_MS, date_ms, interval_ms
@@ -81,6 +82,22 @@ class SyntheticSource(DataSource):
     """Serves the generated universe for any interval that is a multiple of 1h."""
 
     name = "synthetic"
+    run_ingest = "all"  # a run generates the whole universe, so its store is always whole
+    range_from_config = True
+    funding_fix = "delete the store's folder so the generator writes it again"
+    unreadable_fix = "delete the file it names and rerun (the run regenerates it)"
+
+    @classmethod
+    def from_config(cls, cfg: SyntheticData | CcxtData | FilesData) -> SyntheticSource:
+        """Return the generator of ``cfg`` (seed, universe size, dates, quote)."""
+        assert isinstance(cfg, SyntheticData)
+        return cls(cfg.seed, cfg.n_symbols, cfg.start.isoformat(), cfg.end.isoformat(), cfg.quote)
+
+    @classmethod
+    def label(cls, cfg: SyntheticData | CcxtData | FilesData) -> str:
+        """Return ``built-in synthetic universe (generated, not market data): N symbols, seed S``."""
+        assert isinstance(cfg, SyntheticData)
+        return f"built-in synthetic universe (generated, not market data): {cfg.n_symbols} symbols, seed {cfg.seed}"
 
     def __init__(self, seed: int, n_symbols: int, start: str, end: str, quote: str = "USDT") -> None:
         self.seed = int(seed)

@@ -1,13 +1,4 @@
-"""Where the lakehouse's bytes live: a local folder or an S3 (or S3-compatible) bucket.
-
-:func:`storage_for` turns ``paths.lakehouse_dir`` into a :class:`Storage`: a local path gives
-:class:`LocalStorage`, ``s3://bucket/prefix`` gives :class:`S3Storage`. The lakehouse only calls
-the few operations below (exists, read, write one object whole, list a folder, the readers'
-options); it never branches on the backend itself.
-
-Paths inside a storage are :class:`~pathlib.PurePath` objects joined with ``/``: a local
-:class:`~pathlib.Path`, or ``PurePosixPath("bucket/prefix/...")`` on S3 (pyarrow's path form);
-:meth:`Storage.url` gives the user-facing name (``s3://bucket/prefix/...``, never a credential).
+"""A lakehouse in an S3 (or S3-compatible) bucket, ``s3://bucket/prefix``.
 
 S3 is reached through :class:`pyarrow.fs.S3FileSystem`: pyarrow is already a dependency (no
 second S3 client, no botocore/aiobotocore pins), it is maintained by Apache Arrow on the AWS SDK
@@ -15,7 +6,7 @@ for C++ (the standard credential chain, retries, timeouts), and its paths are th
 ``pyarrow.parquet`` reads. The readers use their own S3 clients with the same settings:
 polars ``scan_parquet(storage_options=...)`` and DuckDB ``httpfs`` with a secret
 (:meth:`S3Storage.duckdb_prepare`; the extension from the pip package built for the running DuckDB
-where one is installed, :func:`extension_file`).
+where one is installed, :func:`engine.data.storage.duckdb_ext.extension_file`).
 
 Settings come only from the standard AWS chain (:func:`s3_settings`): ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` / ``AWS_DEFAULT_REGION``,
@@ -28,18 +19,18 @@ from __future__ import annotations
 
 import configparser
 import contextlib
-import fcntl
-import functools
+import errno
 import logging
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from engine.core.errors import DataError, first_line
+from engine.data.storage.base import Storage
+from engine.data.storage.duckdb_ext import extension_load
 
 if TYPE_CHECKING:
     import duckdb
@@ -52,11 +43,6 @@ RETRIES = 3
 """Attempts per S3 request (the first one included): bounded, so a dead endpoint fails in seconds."""
 CONNECT_TIMEOUT_S = 3.0
 REQUEST_TIMEOUT_S = 20.0
-
-
-def is_url(location: str | os.PathLike[str]) -> bool:
-    """Return True for an ``s3://`` location."""
-    return str(location).startswith("s3://")
 
 
 @dataclass(frozen=True)
@@ -118,133 +104,6 @@ def redact(text: str) -> str:
     for secret in s3_settings().secrets():
         text = text.replace(secret, "***")
     return text
-
-
-class Storage:
-    """The operations the lakehouse needs; see :class:`LocalStorage` and :class:`S3Storage`."""
-
-    root: PurePath
-    """The location given (``paths.lakehouse_dir``) in this storage's path form."""
-
-    def url(self, path: PurePath) -> str:
-        """User-facing name of ``path`` (no credentials)."""
-        return str(path)
-
-    def redact(self, text: str) -> str:
-        """``text`` without any credential."""
-        return text
-
-    def exists(self, path: PurePath) -> bool:
-        """Return True if ``path`` is an existing file (object)."""
-        raise NotImplementedError
-
-    def is_dir(self, path: PurePath) -> bool:
-        """Return True if ``path`` is a folder (on S3: a prefix with at least one entry)."""
-        raise NotImplementedError
-
-    def read_bytes(self, path: PurePath) -> bytes:
-        """Return the bytes of the file ``path``; raise :class:`FileNotFoundError` if it is missing."""
-        raise NotImplementedError
-
-    def write_bytes(self, path: PurePath, payload: bytes) -> None:
-        """Write one object whole: a reader sees the old bytes or the new ones, never a part."""
-        raise NotImplementedError
-
-    def listdir(self, path: PurePath) -> list[str]:
-        """Names of the entries directly under ``path`` (empty if none)."""
-        raise NotImplementedError
-
-    def find(self, path: PurePath, name: str) -> list[PurePath]:
-        """Every file called ``name`` anywhere below ``path``, sorted (one recursive listing on S3)."""
-        raise NotImplementedError
-
-    def delete(self, path: PurePath) -> None:
-        """Delete the file ``path`` (nothing happens if it is missing)."""
-        raise NotImplementedError
-
-    @contextlib.contextmanager
-    def locked(self, path: PurePath) -> Iterator[None]:
-        """Serialise writers of the folder ``path`` where the storage can (a no-op on S3)."""
-        yield
-
-    def check(self) -> None:
-        """Fail with one line if the location cannot be used (unreachable, no bucket, refused)."""
-
-    def parquet_file(self, path: PurePath) -> str | NativeFile:
-        """Return what ``pyarrow.parquet`` opens for ``path``."""
-        raise NotImplementedError
-
-    def scan_url(self, path: PurePath) -> str:
-        """``path`` as polars and DuckDB name it."""
-        return str(path)
-
-    def polars_options(self) -> dict[str, Any]:  # Any: spread as keyword arguments of polars' readers
-        """Keyword arguments for ``pl.scan_parquet`` / ``pl.read_parquet``."""
-        return {}
-
-    def duckdb_prepare(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Make ``con`` able to read this storage's paths."""
-
-
-class LocalStorage(Storage):
-    """A folder on this machine: atomic writes by temp file + ``os.replace``, ``fcntl`` locks."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    def exists(self, path: PurePath) -> bool:
-        """Return True if ``path`` is an existing file."""
-        return Path(path).is_file()
-
-    def is_dir(self, path: PurePath) -> bool:
-        """Return True if ``path`` is an existing folder."""
-        return Path(path).is_dir()
-
-    def read_bytes(self, path: PurePath) -> bytes:
-        """Return the bytes of the file ``path``."""
-        return Path(path).read_bytes()
-
-    def write_bytes(self, path: PurePath, payload: bytes) -> None:
-        """Write the file ``path`` whole: a temp file beside it, fsynced, then ``os.replace``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with tmp.open("wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-
-    def listdir(self, path: PurePath) -> list[str]:
-        """Return the sorted names of the entries directly under ``path`` (empty if none)."""
-        p = Path(path)
-        return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
-
-    def find(self, path: PurePath, name: str) -> list[PurePath]:
-        """Return every file called ``name`` anywhere below ``path``, sorted."""
-        return sorted(p for p in Path(path).rglob(name) if p.is_file())
-
-    def delete(self, path: PurePath) -> None:
-        """Delete the file ``path`` (nothing happens if it is missing)."""
-        Path(path).unlink(missing_ok=True)
-
-    @contextlib.contextmanager
-    def locked(self, path: PurePath) -> Iterator[None]:
-        """Hold an exclusive ``fcntl`` lock on ``path/.lock``, removing stale temp files once held."""
-        part = Path(path)
-        part.mkdir(parents=True, exist_ok=True)
-        with (part / ".lock").open("a") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                for stale in part.glob(".*.tmp-*"):  # left by a process killed mid-write
-                    stale.unlink(missing_ok=True)
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-    def parquet_file(self, path: PurePath) -> str | NativeFile:
-        """Return ``path`` as a string (``pyarrow.parquet`` opens local files by name)."""
-        return str(path)
 
 
 class S3Storage(Storage):
@@ -340,11 +199,13 @@ class S3Storage(Storage):
             raise self._error(exc, f"reading {self.url(path)}") from None
 
     def write_bytes(self, path: PurePath, payload: bytes) -> None:
-        """Write the object ``path`` whole in one PUT."""
+        """Write the object ``path`` whole in one PUT; a refused PUT is a :class:`PermissionError`."""
         try:
             with self.fs.open_output_stream(str(path)) as fh:  # one PUT when closed (small objects)
                 fh.write(payload)
         except OSError as exc:
+            if _refused(first_line(exc)):  # the interface's one way to say "read-only to this user"
+                raise PermissionError(errno.EACCES, "Access Denied", self.url(path)) from None
             raise self._error(exc, f"writing {self.url(path)}") from None
 
     def listdir(self, path: PurePath) -> list[str]:
@@ -387,7 +248,7 @@ class S3Storage(Storage):
         except OSError as exc:
             detail = first_line(exc)
             low = detail.lower().replace("_", "").replace(" ", "")
-            if any(k in low for k in ("accessdenied", "forbidden", "signature", "invalidaccesskeyid", "invalidtoken")):
+            if _refused(detail) or any(k in low for k in ("signature", "invalidaccesskeyid", "invalidtoken")):
                 hint = "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
             elif "nosuchbucket" in low or "bucketdoesnotexist" in low:
                 hint = f"bucket {self.bucket!r} does not exist: create it or fix paths.lakehouse_dir"
@@ -403,6 +264,10 @@ class S3Storage(Storage):
     def scan_url(self, path: PurePath) -> str:
         """Return ``path`` as ``s3://bucket/key``, the form polars and DuckDB read."""
         return self.url(path)
+
+    def path_of(self, url: str) -> PurePath:
+        """Return the path of ``s3://bucket/key`` (``PurePosixPath("bucket/key")``)."""
+        return PurePosixPath(url.removeprefix("s3://"))
 
     def polars_options(self) -> dict[str, Any]:  # Any: spread as keyword arguments of polars' readers
         """Return the S3 ``storage_options`` for polars, from these settings."""
@@ -470,53 +335,6 @@ class S3Storage(Storage):
         con.execute(f"SET http_retries = {RETRIES - 1}")
 
 
-EXTENSION_PACKAGES = ("duckdb-ext-{name}", "duckdb-extension-{name}")
-"""PyPI packages that ship ``{name}.duckdb_extension`` for one DuckDB release (each pins ``duckdb==``
-that release), e.g. ``duckdb-ext-httpfs`` (``duckdb_ext/extensions/vX.Y.Z/PLATFORM/``) and
-``duckdb-extension-httpfs`` (``duckdb_extension_httpfs/extensions/vX.Y.Z/``)."""
-
-
-@functools.cache
-def extension_file(name: str, version: str | None = None) -> Path | None:
-    """Return the ``{name}.duckdb_extension`` a pip package installed for this DuckDB, or None.
-
-    Only a file under a ``v{version}`` folder counts (an extension loads only into the DuckDB
-    release it was built for); ``version`` defaults to the running ``duckdb.__version__``.
-    """
-    from importlib import metadata
-
-    if version is None:
-        import duckdb
-
-        version = duckdb.__version__
-    for package in EXTENSION_PACKAGES:
-        try:
-            dist = metadata.distribution(package.format(name=name))
-        except metadata.PackageNotFoundError:
-            continue
-        for file in dist.files or []:
-            if file.name == f"{name}.duckdb_extension" and f"v{version}" in file.parts:
-                path = Path(str(file.locate()))
-                if path.is_file():
-                    return path
-    return None
-
-
-def extension_load(con: duckdb.DuckDBPyConnection, name: str) -> str:
-    """Load the DuckDB extension ``name`` into ``con``; return where it came from (a file, or ``"duckdb"``).
-
-    The pip package built for this DuckDB (:func:`extension_file`) is loaded by its path, with no
-    download; without one, ``LOAD name`` takes an extension installed in DuckDB's own extension
-    directory. Raises ``duckdb.Error`` if neither works.
-    """
-    path = extension_file(name)
-    if path is None:
-        con.execute(f"LOAD {name}")
-        return "duckdb"
-    con.execute("LOAD '" + str(path).replace("'", "''") + "'")
-    return str(path)
-
-
 def _endpoint_redacted(endpoint: str) -> str:
     parts = urlsplit(endpoint)
     if parts.username or parts.password:
@@ -524,6 +342,7 @@ def _endpoint_redacted(endpoint: str) -> str:
     return endpoint
 
 
-def storage_for(location: str | os.PathLike[str]) -> Storage:
-    """Return the storage of ``paths.lakehouse_dir``: ``s3://bucket/prefix`` or a local folder."""
-    return S3Storage(str(location)) if is_url(location) else LocalStorage(location)
+def _refused(detail: str) -> bool:
+    """Return True if an S3 error line says the request was refused (HTTP 403, ``AccessDenied``)."""
+    low = detail.lower().replace("_", "").replace(" ", "")
+    return "accessdenied" in low or "forbidden" in low
