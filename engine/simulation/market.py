@@ -184,10 +184,12 @@ def market_simulate(
     fr.check((n_bars, k), ex.impact_k > 0)
     rules = [b.exit_rules for b in books]
     w_all = grid_weights(prices, [b.weights for b in books], rules, [b.init_cash for b in books],
-                         [b.carry_shares for b in books])  # fmt: skip
-    shares, _ = carry_arrays([b.carry_shares for b in books], carry_price, k)
+                         [b.carry_shares for b in books], signed=True)  # fmt: skip
+    shares, _ = carry_arrays([b.carry_shares for b in books], carry_price, k, signed=True)
+    # a book with a short weight or short shares may sell below zero (docs/LONG_SHORT.md)
+    shorts = bool((w_all[np.isfinite(w_all)] < 0).any() or (shares < 0).any())
     g = len(books)
-    par = np.array([fees, slippage, ex.max_participation, ex.impact_k, float(ex.leftover == "carry")])
+    par = np.array([fees, slippage, ex.max_participation, ex.impact_k, float(ex.leftover == "carry"), float(shorts)])
     frc = np.ascontiguousarray(np.stack([fr.half_spread, fr.amount_step, fr.min_notional, fr.price_tick], axis=1))
     index_ns = np.asarray(prices.index, dtype="datetime64[ns]").view(np.int64)
     fixed = (

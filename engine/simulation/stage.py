@@ -40,9 +40,21 @@ class AllocationContext(BaseModel):
 
     weights: dict[str, float]
     exit_rules: ExitRules | None = None
+    leverage: float = Field(default=1.0, ge=1.0)
+    """The weights' absolute sum may reach it (1: no leverage)."""
+    signed: bool = False
+    """Whether the weights may be negative (a short leg, docs/LONG_SHORT.md)."""
 
     @model_validator(mode="after")
     def _weights_valid(self) -> AllocationContext:
+        if self.signed:
+            if any(not math.isfinite(w) for w in self.weights.values()):
+                msg = "weights must be finite"
+                raise ValueError(msg)
+            if sum(abs(w) for w in self.weights.values()) > self.leverage + 1e-9:
+                msg = f"the absolute weights must sum to at most the leverage {self.leverage:g}"
+                raise ValueError(msg)
+            return self
         if any(not math.isfinite(w) or w < 0 for w in self.weights.values()):
             msg = "weights must be finite and >= 0 (long only)"
             raise ValueError(msg)
