@@ -115,6 +115,14 @@ def book_check(cfg: Any) -> None:
             "use data.market=perp or portfolio.leverage=1"
         )
         raise ConfigError(msg)
+    if p.leverage != 1.0 or p.side != "long":
+        mm = cfg.costs.maintenance_margin
+        if mm >= 1.0 / p.leverage:
+            msg = (
+                f"costs.maintenance_margin={mm:g} is not below 1 / portfolio.leverage={1.0 / p.leverage:g}: every "
+                "position would be liquidated as it opens; lower the leverage or the maintenance margin"
+            )
+            raise ConfigError(msg)
     if gross > p.leverage + 1e-12:
         msg = (
             f"portfolio.gross_exposure={gross:g} is above portfolio.leverage={p.leverage:g}: the margin of the "

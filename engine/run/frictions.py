@@ -241,7 +241,14 @@ def market_stage(cfg: RunConfig, md: MarketData) -> MarketStage:
     """Return the run's market stage (``RunPlan.stage``): its costs and rules; the frictions come per window."""
     from engine.simulation.stage import MarketStage
 
-    return MarketStage(cfg.costs, _frictions_unset, md.execution)
+    return MarketStage(cfg.costs, _frictions_unset, md.execution, margin_of(cfg))
+
+
+def margin_of(cfg: RunConfig) -> tuple[float, float] | None:
+    """Return the isolated margin (leverage, maintenance margin) of a perpetual or short book, None for spot."""
+    from engine.config.book import is_long_only
+
+    return None if is_long_only(cfg) else (cfg.portfolio.leverage, cfg.costs.maintenance_margin)
 
 
 def market_execute(
@@ -250,7 +257,7 @@ def market_execute(
     """Run the window's books through the market stage with the window's frictions (one kernel call)."""
     from engine.simulation.stage import MarketStage
 
-    return MarketStage(cfg.costs, fr, stage.rules).execute_grid(ctx, books)
+    return MarketStage(cfg.costs, fr, stage.rules, stage.margin).execute_grid(ctx, books)
 
 
 def order_columns(res: SimResult) -> dict[str, np.ndarray]:

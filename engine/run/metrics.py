@@ -98,5 +98,6 @@ def trading_metrics(
         "n_trades": int(returns.size),
         "win_rate": _finite(float(np.mean(returns > 0))) if returns.size else None,
         "avg_trade_return": _finite(float(np.mean(returns))) if returns.size else None,
-        "exits_by_kind": {k: int(by_kind.get(k, 0)) for k in TRADE_KINDS},
+        # ``liquidation`` is listed only when a position was liquidated (a margin market's runs)
+        "exits_by_kind": {k: int(by_kind.get(k, 0)) for k in TRADE_KINDS if k != "liquidation" or by_kind.get(k)},
     }

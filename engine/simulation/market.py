@@ -144,6 +144,7 @@ def market_simulate(
     carry_price: np.ndarray | None,
     ambiguity: Ambiguity,
     held_reweights: HeldReweights,
+    margin: tuple[float, float] | None = None,
 ) -> list[SimResult]:
     """Simulate several books on one window's prices through the market (docs/EXECUTION.md).
 
@@ -167,6 +168,9 @@ def market_simulate(
         Which exit wins a bar whose range holds both stop loss and take profit.
     held_reweights : {"all", "first_bar"}
         Whether a positive weight re-weights a held column at any bar or only at bar 0.
+    margin : (leverage, maintenance margin) or None
+        Isolated margin: each position is liquidated at its liquidation level
+        (:mod:`engine.simulation.margin`); None: no margin market (spot).
 
     Returns
     -------
@@ -180,6 +184,9 @@ def market_simulate(
     if not (np.isfinite(fees) and fees >= 0 and np.isfinite(slippage) and 0 <= slippage < 1):
         msg = f"fees must be >= 0 and 0 <= slippage < 1, got fees={fees}, slippage={slippage}"
         raise ValueError(msg)
+    if margin is not None and not (margin[0] >= 1.0 and 0.0 < margin[1] < 1.0 / margin[0]):
+        msg = f"margin must be (leverage >= 1, 0 < maintenance margin < 1 / leverage), got {margin}"
+        raise ValueError(msg)
     n_bars, k = prices.shape
     fr.check((n_bars, k), ex.impact_k > 0)
     rules = [b.exit_rules for b in books]
@@ -189,7 +196,17 @@ def market_simulate(
     # a book with a short weight or short shares may sell below zero (docs/LONG_SHORT.md)
     shorts = bool((w_all[np.isfinite(w_all)] < 0).any() or (shares < 0).any())
     g = len(books)
-    par = np.array([fees, slippage, ex.max_participation, ex.impact_k, float(ex.leftover == "carry"), float(shorts)])
+    par = np.array(
+        [
+            fees,
+            slippage,
+            ex.max_participation,
+            ex.impact_k,
+            float(ex.leftover == "carry"),
+            float(shorts),
+            *(margin or (0.0, 0.0)),
+        ]
+    )
     frc = np.ascontiguousarray(np.stack([fr.half_spread, fr.amount_step, fr.min_notional, fr.price_tick], axis=1))
     index_ns = np.asarray(prices.index, dtype="datetime64[ns]").view(np.int64)
     fixed = (

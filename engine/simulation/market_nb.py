@@ -27,7 +27,8 @@ import numpy as np
 from numba import njit
 
 from engine.simulation.fills import _add, _is_close, _is_less, insert_argsort_nb
-from engine.simulation.stops import _intrabar_exit, _open_exit
+from engine.simulation.margin import stop_with_liquidation
+from engine.simulation.stops import LIQUIDATION, STOP_LOSS, _intrabar_exit, _open_exit
 from engine.simulation.stops_short import _intrabar_exit_short, _open_exit_short
 
 MIN_SIZE = 1e-8  # vectorbt's default min_size, as in orders.py
@@ -292,6 +293,7 @@ def market_nb(
     n_bars, gk = weights.shape
     g = gk // k
     slip, cap, impact_k = par[1], par[2], par[3]
+    leverage, mm = par[6], par[7]  # isolated margin (leverage 0: none), engine/simulation/margin.py
     limited = cap < np.inf or impact_k > 0.0
     # with a friction on, a position exists once something filled: an entry a friction refused or
     # capped to nothing has no stops (frictionless, the stops track it as the vectorbt path does)
@@ -327,16 +329,19 @@ def market_nb(
                     basis[col] = np.nan  # the entry never filled and nothing of it is pending: no position
                 if not np.isnan(basis[col]) and not (filled_only and position[col] == 0.0):
                     is_short = position[col] < 0.0
+                    sl, liq = stop_with_liquidation(fixed_sl[col], is_short, leverage, mm)
                     if is_short:
                         ek, px = _open_exit_short(
-                            o, w, t, basis[col], peak[col], opened_ns[col], fixed_sl[col], tp_stop[col], trail[col],
+                            o, w, t, basis[col], peak[col], opened_ns[col], sl, tp_stop[col], trail[col],
                             max_holding_ns[col],
                         )  # fmt: skip
                     else:
                         ek, px = _open_exit(
-                            o, w, t, basis[col], peak[col], opened_ns[col], fixed_sl[col], tp_stop[col], trail[col],
+                            o, w, t, basis[col], peak[col], opened_ns[col], sl, tp_stop[col], trail[col],
                             max_holding_ns[col],
                         )  # fmt: skip
+                    if liq and ek == STOP_LOSS:
+                        ek = LIQUIDATION
                     if ek != 0:
                         ebuf[ne, 0], ebuf[ne, 1], ebuf[ne, 2], ebuf[ne, 3], ebuf[ne, 5] = i, col, ek, px, 1.0
                         ebuf[ne, 4] = 0.0
@@ -393,16 +398,19 @@ def market_nb(
                         basis[col] = np.nan
                     continue
                 is_short = position[col] < 0.0
+                sl, liq = stop_with_liquidation(fixed_sl[col], is_short, leverage, mm)
                 if is_short:
                     ek, px, am = _intrabar_exit_short(
-                        open_[i, c], high[i, c], low[i, c], basis[col], peak[col], fixed_sl[col], tp_stop[col],
-                        trail[col], pessimistic,
+                        open_[i, c], high[i, c], low[i, c], basis[col], peak[col], sl, tp_stop[col], trail[col],
+                        pessimistic,
                     )  # fmt: skip
                 else:
                     ek, px, am = _intrabar_exit(
-                        open_[i, c], high[i, c], low[i, c], basis[col], peak[col], fixed_sl[col], tp_stop[col],
-                        trail[col], pessimistic,
+                        open_[i, c], high[i, c], low[i, c], basis[col], peak[col], sl, tp_stop[col], trail[col],
+                        pessimistic,
                     )  # fmt: skip
+                if liq and ek == STOP_LOSS:
+                    ek = LIQUIDATION
                 if ek != 0:
                     ebuf[ne, 0], ebuf[ne, 1], ebuf[ne, 2], ebuf[ne, 3], ebuf[ne, 5] = i, col, ek, px, 0.0
                     ebuf[ne, 4] = 1.0 if am else 0.0

@@ -147,12 +147,21 @@ class MarketStage:
         returning them (quote volumes and sigma differ per window).
     rules : ExecutionRules
         Participation cap, leftover policy and impact coefficient.
+    margin : (leverage, maintenance margin) or None
+        Isolated margin of a perpetual market (liquidation, docs/LONG_SHORT.md); None: spot.
     """
 
-    def __init__(self, costs: CostsConfig, frictions: FrictionSource, rules: ExecutionRules) -> None:
+    def __init__(
+        self,
+        costs: CostsConfig,
+        frictions: FrictionSource,
+        rules: ExecutionRules,
+        margin: tuple[float, float] | None = None,
+    ) -> None:
         self.fees, self.slippage = float(costs.fees), float(costs.slippage)
         self.frictions = frictions
         self.rules = rules
+        self.margin = margin
 
     def execute(self, ctx: SimulationContext) -> SimResult:
         """Simulate the context's one book (its carried remainders included)."""
@@ -174,4 +183,5 @@ class MarketStage:
             carry_price=ctx.carry_price,
             ambiguity=ctx.ambiguity,
             held_reweights=ctx.held_reweights,
+            margin=self.margin,
         )
