@@ -9,6 +9,7 @@ returns the new state with each book's output of the window. It changes nothing 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from engine.core.errors import DataError
 from engine.core.progress import progress_iter
 from engine.core.units import MS_NS, interval_ms
 from engine.run.frictions import frictions_build, market_execute, order_columns, pending_after, pending_in
+from engine.run.funding import funding_grid, funding_records
 from engine.run.plan import RunPlan, WindowPlan
 from engine.run.state import Book, BookOutput, FoldState, Pass, PassSpec, Position, WindowOutput
 from engine.run.trades import TRADE_KINDS
@@ -358,6 +360,8 @@ def _simulate(
         fine = plan.base_bars if spec.interval == plan.base else plan.mtf[spec.interval]
         carried = columns[len(winners) :]
         fr = frictions_build(plan.cfg, plan.market, fine, wp.window, winners, carried, ts, delist)
+        if plan.market.funding is not None:  # a perpetual: the funding of the window's bars (engine/run/funding.py)
+            fr = replace(fr, funding=funding_grid(plan.market.funding, fine, columns, ts, interval_ms(spec.interval)))
         assert isinstance(plan.stage, MarketStage)
         return market_execute(plan.cfg, plan.stage, ctx, books, fr)
     # the normal run is one book; an exit-rule grid runs every book in the same call
@@ -424,7 +428,11 @@ def _output(
     orders = _orders(plan, wp, res, ts, columns, delist, spec.interval)
     if orders is not None and plan.market is not None:
         orders.update(order_columns(res))
-    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, orders, audit, res.costs)  # fmt: skip
+        orders["idx"] = res.order_records["idx"].astype(np.int64)  # 2 x bar + row: where funding falls
+    funding = None if res.funding is None else funding_records(res.funding, wp.window.index, ts, columns)
+    return WindowOutput(
+        float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, orders, audit, res.costs, funding
+    )  # fmt: skip
 
 
 def _last_bar_ms(plan: RunPlan, interval: str, symbol: str, before_ms: int) -> int:

@@ -98,6 +98,8 @@ class MarketData:
     spreads: dict[tuple[int, str], float] = field(default_factory=dict)
     """Half spreads computed so far, by (window start, symbol)."""
     warned: set[str] = field(default_factory=set)
+    funding: Any = None
+    """A perpetual run's funding rates (``symbol``, ``time``, ``rate``, ``mark``: engine/run/funding.py); None: spot."""
 
     def warn_once(self, key: str, message: str) -> None:
         """Log ``message`` once per run for ``key``."""
@@ -122,7 +124,14 @@ def market_prepare(cfg: RunConfig, lakehouse: Lakehouse, symbols: list[str], fir
         leftover=ex.leftover,
         impact_k=ex.impact_k if ex.impact == "sqrt" else 0.0,
     )
-    return MarketData(panel, parkinson_sigma(panel.high, panel.low, ex.sigma_window), rules, execution)
+    md = MarketData(panel, parkinson_sigma(panel.high, panel.low, ex.sigma_window), rules, execution)
+    from engine.config.book import market_of
+
+    if market_of(cfg) == "perp":  # funding of the winners (engine/run/funding.py)
+        from engine.run.funding import funding_load
+
+        md.funding = funding_load(cfg, symbols, first_ms, end_ms)
+    return md
 
 
 def _half_spreads(cfg: RunConfig, md: MarketData, w: Window, columns: list[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
 from engine.run.fold import Schedule, books_new, fold
 from engine.run.frictions import ORDER_COLUMNS, costs_block
+from engine.run.funding import funding_columns
 from engine.run.metrics import YEAR_DAYS, equity_metrics, trading_metrics
 from engine.run.plan import RunPlan, plan_from, run_plan
 from engine.run.state import BookOutput, Pass, PassSpec
@@ -250,7 +251,12 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
         first: tuple[pl.DataFrame, dict[str, np.ndarray]] | None = None
         for i, out in enumerate(w.main.outputs):
             orders = orders_columns(out.orders)
-            trades = trades_from_orders(orders, dict(state.last_price), state.last_bar_ms, plan.windows[-1].index)
+            funding = (
+                funding_columns(out.funding) if plan.market is not None and plan.market.funding is not None else None
+            )
+            trades = trades_from_orders(
+                orders, dict(state.last_price), state.last_bar_ms, plan.windows[-1].index, funding
+            )
             extra: dict[str, Any] = {"mode": "exit_rules" if w.active(i) else "rebalance", "base_bars": None}
             if w.active(i):
                 final = w.optimistic[i].final_equity if i in w.optimistic else out.final_equity
@@ -261,6 +267,8 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
                 extra["total_return_optimistic"] = None
             if plan.market is not None:  # the market stage only: what each friction took
                 extra["costs"] = costs_block(out.costs or {})
+            if funding is not None:  # a perpetual run: the funding the book paid (received: < 0)
+                extra["funding_paid"] = float(funding["amount"].sum())
             metrics.append(_book_metrics(plan, out, orders, trades, extra))
             if i == 0 and NO_ORDERS in metrics[-1].get("warnings", ()):
                 log.warning("%s", NO_ORDERS)

@@ -62,7 +62,11 @@ TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 
 
 def trades_from_orders(
-    orders: dict[str, np.ndarray], marks: dict[str, float], end_ms: int, end_window: int
+    orders: dict[str, np.ndarray],
+    marks: dict[str, float],
+    end_ms: int,
+    end_window: int,
+    funding: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Build the round-trip trades of one book's fills.
 
@@ -76,6 +80,10 @@ def trades_from_orders(
         Last close of every symbol, to mark a position still open after the last bar.
     end_ms, end_window : int
         Open time of the last bar and the last window (an open position's exit time and window).
+    funding : dict of np.ndarray, optional
+        A perpetual run's funding payments (:func:`engine.run.funding.funding_columns`; the orders
+        then carry ``idx``): each trade gains ``funding`` (paid; received < 0), which its ``pnl``
+        and ``return`` are net of.
 
     Returns
     -------
@@ -130,6 +138,14 @@ def trades_from_orders(
     pnl = exit_v - buy_v - fee
     if short.any():
         pnl = np.where(short, buy_v - exit_v - fee, pnl)
+    paid = None
+    if funding is not None:
+        from engine.run.funding import funding_per_trade
+
+        of_order = np.empty(n, dtype=np.int64)
+        of_order[order] = trade
+        paid = funding_per_trade(orders, funding, of_order)
+        pnl = pnl - paid
     src = order[first], order[last]  # rows of the opening and the closing fill in ``orders``
     out = {
         "symbol": names[sym],
@@ -149,6 +165,8 @@ def trades_from_orders(
     }
     if short.any():
         out["side"] = short
+    if paid is not None:
+        out["funding"] = paid
     return out
 
 
@@ -220,9 +238,13 @@ def trades_frame(t: dict[str, np.ndarray]) -> pl.DataFrame:
         },
         schema=TRADE_SCHEMA,
     )
-    if "side" not in t:
-        return frame
-    return frame.with_columns(pl.Series("side", np.where(t["side"][order], "short", "long").tolist(), dtype=pl.String))
+    if "side" in t:
+        frame = frame.with_columns(
+            pl.Series("side", np.where(t["side"][order], "short", "long").tolist(), dtype=pl.String)
+        )
+    if "funding" in t:
+        frame = frame.with_columns(pl.Series("funding", t["funding"][order], dtype=pl.Float64))
+    return frame
 
 
 def kind_counts(kinds: np.ndarray) -> dict[str, int]:

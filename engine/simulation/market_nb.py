@@ -17,8 +17,9 @@ Buffers
     ``ledger`` (n_cols, 4): shares desired, filled, dropped by a friction, and left unfilled as on
     the vectorbt path (cash short, nothing to sell, below vectorbt's min size), all absolute, for the
     conservation law ``desired + pending in = filled + dropped + unfilled + pending out``.
-    ``tally`` (n_books, 6): fees, slippage, impact, spread (quote currency), rejected orders,
-    dropped quote.
+    ``tally`` (n_books, 7): fees, slippage, impact, spread (quote currency), rejected orders,
+    dropped quote, funding paid (received: negative).
+    ``fpaid`` (n_bars, n_cols): the funding each column's position paid on each bar (docs/LONG_SHORT.md).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from engine.simulation.stops_short import _intrabar_exit_short, _open_exit_short
 
 MIN_SIZE = 1e-8  # vectorbt's default min_size, as in orders.py
 STEP_TOL = 1e-9  # an amount within this fraction of a step of the next multiple rounds up to it
-FEES, SLIPPAGE, IMPACT, SPREAD, REJECTED, DROPPED = range(6)
+FEES, SLIPPAGE, IMPACT, SPREAD, REJECTED, DROPPED, FUNDING = range(7)
 N_FILL_FIELDS = 14
 
 
@@ -280,7 +281,8 @@ def market_nb(
     max_holding_ns: np.ndarray, pessimistic: bool, first_only: bool, qv: np.ndarray, sigma: np.ndarray,
     frc: np.ndarray, par: np.ndarray, cash: np.ndarray, position: np.ndarray, basis: np.ndarray, peak: np.ndarray,
     opened_ns: np.ndarray, pend: np.ndarray, fbuf: np.ndarray, ebuf: np.ndarray, dbuf: np.ndarray,
-    cash_bar: np.ndarray, equity_bar: np.ndarray, ledger: np.ndarray, tally: np.ndarray,
+    cash_bar: np.ndarray, equity_bar: np.ndarray, ledger: np.ndarray, tally: np.ndarray, funding: np.ndarray,
+    fpaid: np.ndarray,
 ) -> tuple[int, int, int]:  # fmt: skip
     """Walk every book's bars (see the module docstring and docs/EXECUTION.md).
 
@@ -294,6 +296,8 @@ def market_nb(
     g = gk // k
     slip, cap, impact_k = par[1], par[2], par[3]
     leverage, mm = par[6], par[7]  # isolated margin (leverage 0: none), engine/simulation/margin.py
+    # funding (quote per share, rate x mark) of the funding times inside each bar; par[8] = 0: none
+    funded = par[8] > 0.0
     limited = cap < np.inf or impact_k > 0.0
     # with a friction on, a position exists once something filled: an entry a friction refused or
     # capped to nothing has no stops (frictionless, the stops track it as the vectorbt path does)
@@ -379,6 +383,15 @@ def market_nb(
                 i, 0, b, k, kind, size, price, reason, amb, cash, position, pend, budget, qv, sigma, frc, par,
                 fbuf, nf, ledger, tally, held_before, bq, bpx, key, call,
             )  # fmt: skip
+            if funded:  # the positions after the open row pay (long, rate > 0) or receive the bar's funding
+                for c in range(k):
+                    col = j0 + c
+                    f = funding[i, c]
+                    if f != 0.0 and position[col] != 0.0:
+                        pay = position[col] * f
+                        cash[b] -= pay
+                        fpaid[i, col] = pay
+                        tally[b, FUNDING] += pay
             any_exit = False
             for c in range(k):  # cost basis after the open's buys, then the checks inside the bar
                 col = j0 + c
