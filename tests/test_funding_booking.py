@@ -80,24 +80,9 @@ def _rate(symbol: str) -> float:
 @pytest.fixture
 def perp_funding(monkeypatch: pytest.MonkeyPatch) -> None:
     """Perpetual data as the funding change will give them: 8-hourly rates, no mark (the bar's open at/after)."""
-    import sys
-    import types
+    from helpers import fake_perp
 
-    import polars as pl
-
-    import engine.config.book as book_mod
-
-    def funding_read(cfg, symbols, start_ms, end_ms):  # type: ignore[no-untyped-def]
-        times = np.arange(start_ms - start_ms % 28_800_000, end_ms, 28_800_000, dtype=np.int64)
-        rows = [(s, int(t), _rate(s), None) for s in sorted(symbols) for t in times]
-        return pl.DataFrame(
-            rows, schema={"symbol": pl.String, "time": pl.Int64, "rate": pl.Float64, "mark": pl.Float64}, orient="row"
-        )
-
-    module = types.ModuleType("engine.data.funding")
-    module.funding_read = funding_read  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "engine.data.funding", module)
-    monkeypatch.setattr(book_mod, "market_of", lambda cfg: "perp")
+    fake_perp(monkeypatch, _rate)
 
 
 def test_a_perp_run_books_funding_in_equity_trades_and_metrics(perp_funding: None, lakehouse_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]

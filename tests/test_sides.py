@@ -27,7 +27,9 @@ from engine.strategy.sides import side_rows, side_weights
 
 @pytest.fixture
 def perp(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(book_mod, "market_of", lambda cfg: "perp")
+    from helpers import fake_perp
+
+    fake_perp(monkeypatch, lambda symbol: 0.0)  # no funding: the weights alone
 
 
 def _ranks(n: int, seed: int) -> pl.DataFrame:
