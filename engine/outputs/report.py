@@ -21,6 +21,7 @@ import polars as pl
 from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
 from engine.outputs.capacity import capacity_html
+from engine.outputs.long_short import long_short_html
 from engine.outputs.rundir import REPORT_HTML, redact
 from engine.outputs.survivorship import survivorship_html
 from engine.run.metrics import drawdown
@@ -829,6 +830,7 @@ def report_html(cfg: RunConfig, result: BacktestResult) -> str:
         f"{_wfo_html(result)}"
         f"{capacity_html(result.capacity)}"
         f"{_portfolio_html(cfg, result)}"
+        f"{long_short_html(cfg, result)}"
         f"<section><h2>Trades</h2>{_trades_table(result)}</section>"
         f"<section>{_config_html(cfg)}</section>"
         "</main></body></html>\n"

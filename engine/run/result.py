@@ -74,6 +74,8 @@ class BacktestResult:
     """task=wfo: the per-window choices (``frame``), the grid's per-window returns and rules."""
     capacity: dict[str, Any] | None = None
     """A capacity curve (``execution.capacity`` or task=capacity): :func:`engine.run.capacity.capacity_table`."""
+    funding: pl.DataFrame | None = None
+    """A perpetual run's funding payments (``timestamp``, ``symbol``, ``amount``: paid, received < 0)."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,12 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
         result = _result(plan, w.main.outputs[0], first[0], first[1], metrics[0]) if first_result else None
     if result is not None:
         result.timings = dict(plan.timings.seconds)
+        if plan.market is not None and plan.market.funding is not None:  # a perpetual run's funding over time
+            f = funding_columns(w.main.outputs[0].funding)
+            result.funding = pl.DataFrame(
+                {"timestamp": f["timestamp"], "symbol": f["symbol"].tolist(), "amount": f["amount"]},
+                schema={"timestamp": pl.Int64, "symbol": pl.String, "amount": pl.Float64},
+            ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
     return Assembled(metrics, result)
 
 
