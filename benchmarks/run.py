@@ -59,6 +59,7 @@ FIGURES = {
         __import__("benchmarks.fig12_portfolio", fromlist=["run"]),
         True,
     ),
+    "13": ("long-short perp book vs long-only", __import__("benchmarks.fig13_long_short", fromlist=["run"]), True),
 }
 RESULTS = REPO / "benchmarks" / "results"
 
