@@ -72,3 +72,15 @@ def test_a_nearer_stop_loss_exits_first_and_leverage_1_long_is_never_liquidated(
     assert res.orders["price"][1] == pytest.approx(110.0)  # the open is at the stop level's gap: 110 >= 110
     res = _run([(100, 101, 99, 100), (50, 51, 0.01, 1)], 1.0, (1.0, 0.005))
     assert res.orders["reason"].to_list() == ["rebalance"]
+
+
+def test_a_2x_long_borrows_its_notional_and_is_liquidated_at_its_price() -> None:
+    """Margin buys are not limited by the cash: the gross (at most the leverage) is held in full."""
+    liq = 100 * 0.5 / 0.995
+    res = _run([(100, 101, 99, 100), (90, 95, 80, 85), (60, 70, 45, 50)], 2.0, (2.0, 0.005))
+    o = res.orders
+    assert o["size"][0] == pytest.approx(20.0)  # 2 x 1000 of equity at 100
+    assert res.cash[0] == pytest.approx(-1000.0)  # the borrowed notional
+    assert res.equity[1] == pytest.approx(1000 + 20 * (85 - 100))
+    assert o["reason"][1] == "liquidation" and o["bar"][1] == 2 and o["price"][1] == pytest.approx(liq, rel=1e-12)
+    assert res.cash_end == pytest.approx(0.005 * 20 * liq, rel=1e-9)  # the maintenance margin is what is left

@@ -135,11 +135,13 @@ def _fill_one(
         price, d_slip, d_spread, d_imp = _prices(p, q, buy, slip, hs, impact_k, sig, vol, tick)
         if buy:
             short += q
-            if cash != 0.0:
+            if cash != 0.0 or par[6] > 0.0:
                 req = q * price
                 req_fees = req * fee + 0.0
                 total = req + req_fees
-                if _is_close(total, cash) or total < cash:
+                # a margin market (par[6] = leverage) lends the notional: the weights' gross is at most the
+                # leverage (engine/config/book.py), so a buy is not limited by the cash; spot buys are
+                if par[6] > 0.0 or _is_close(total, cash) or total < cash:
                     fill, fees_paid, spent = q, req_fees, total
                 else:
                     max_req = _add(cash, -0.0) / (1 + fee)
@@ -246,8 +248,8 @@ def _row(
         if kind[c] == 0:
             continue
         if kind[c] == 1:
-            if v <= 0:
-                continue
+            if v <= 0 and not (size[c] == 0.0 and p_ != 0.0):
+                continue  # nothing to size a target by; a close (a leveraged book's liquidation) still closes
             s = size[c] * v
             s = s / price[c]
             s = s - p_

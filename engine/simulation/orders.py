@@ -58,7 +58,7 @@ def grid_weights(
         msg = "weights must be NaN (no order) or finite and >= 0 (long only)"
         raise ValueError(msg)
     for c0 in init_cash:
-        if not (np.isfinite(c0) and c0 >= 0):
+        if not (np.isfinite(c0) and (signed or c0 >= 0)):
             msg = f"init_cash must be finite and >= 0, got {c0}"
             raise ValueError(msg)
     return w_all
