@@ -207,3 +207,29 @@ def test_short_state_carried_across_two_calls_equals_one_call() -> None:
     assert joined.select(cols).to_dicts() == pytest.approx(whole.orders.select(cols).to_dicts(), rel=1e-12)
     assert second.cash_end == pytest.approx(whole.cash_end, rel=1e-12)
     assert (whole.orders["reason"] == "trailing").any() and (whole.orders["reason"] == "max_holding").any()
+
+
+def test_the_optimistic_bound_takes_the_short_take_profit_in_ambiguous_bars() -> None:
+    df = _series()
+    prices = _block(df)
+    n = len(df)
+    w = np.full((n, 1), np.nan)
+    bars = _cross_below(df["Close"].to_numpy()) + 1
+    w[bars[bars < n], 0] = -1.0
+    out = {}
+    for policy in ("pessimistic", "optimistic"):
+        res = market_simulate(
+            prices, [GridBook(RULES, w, CASH, None, None)], Frictions.none(n, 1), ExecutionRules(), fees=0.0,
+            slippage=0.0, carry_price=None, ambiguity=policy, held_reweights="first_bar",  # type: ignore[arg-type]
+        )[0]  # fmt: skip
+        amb = res.order_ambiguous
+        out[policy] = (res.orders.filter(pl.Series(amb)), res.orders)
+    pess, opt = out["pessimistic"][0], out["optimistic"][0]
+    assert pess.height >= 1 and (pess["reason"] == "stop_loss").all()
+    assert opt.height >= 1 and (opt["reason"] == "take_profit").all()
+    # the first ambiguous exit: the same bar, the stop's level against the take profit's level
+    first = out["pessimistic"][1]
+    entry = first.filter((pl.col("side") == "sell") & (pl.col("bar") <= pess["bar"][0]))["price"][-1]
+    assert pess["price"][0] == pytest.approx(entry * (1 + SL), rel=1e-12)
+    same = opt.filter(pl.col("bar") == pess["bar"][0])
+    assert same.height == 1 and same["price"][0] == pytest.approx(entry * (1 - TP), rel=1e-12)

@@ -150,3 +150,22 @@ def test_a_perp_run_books_funding_in_equity_trades_and_metrics(perp_funding: Non
         assert eng.get(s, 0.0) == pytest.approx(per[s], rel=1e-9, abs=1e-9)
     assert metrics["funding_paid"] == pytest.approx(total, rel=1e-9)
     assert abs(total) > 1.0  # the run held positions over many funding times
+
+
+def test_a_perp_run_without_funding_data_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import compose_raw, fake_perp
+
+    from engine.config import config_validate
+    from engine.core.errors import DataError
+    from engine.run.funding import funding_load
+
+    fake_perp(monkeypatch, _rate)
+    import sys
+
+    import polars as pl
+
+    monkeypatch.setattr(sys.modules["engine.data.funding"], "funding_read", lambda *a: pl.DataFrame())
+    cfg = config_validate(compose_raw("portfolio.side=long_short"))
+    with pytest.raises(DataError, match=r"^data.market=perp but no funding rate of the winners \(BTC/USDT") as exc:
+        funding_load(cfg, ["BTC/USDT"], 0, 1)
+    assert "\n" not in str(exc.value)

@@ -200,3 +200,7 @@ def test_long_short_run_holds_its_targets_at_every_rebalance(perp: None, lakehou
     assert checked >= 5
     trades = pl.read_parquet(out / "trades.parquet")
     assert set(trades["side"]) == {"long", "short"}
+    winners = pl.read_parquet(out / "winners.parquet")
+    chosen = winners.filter(pl.col("selected"))
+    assert (chosen["weight"] > 0).any() and (chosen["weight"] < 0).any()
+    assert chosen.group_by("window").len()["len"].max() == 5 + 4  # top_n long, bottom_n short

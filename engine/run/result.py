@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
+from engine.config.book import is_sided
 from engine.config.exit_rules import ExitRules
 from engine.core.errors import EngineError, NoWinnersError
 from engine.core.units import DAY_MS
@@ -307,11 +308,10 @@ def _winners_frame(plan: RunPlan, out: BookOutput) -> pl.DataFrame:
         [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
         schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
     )
-    return (
-        winners.join(weights, on=["window", "symbol"], how="left")
-        .sort(["window", "rank"])
-        .select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
-    )
+    frame = winners.join(weights, on=["window", "symbol"], how="left")
+    if is_sided(plan.cfg):  # a long-short book: selected = given a weight, long (> 0) or short (< 0)
+        frame = frame.with_columns(pl.col("weight").is_not_null().alias("selected"))
+    return frame.sort(["window", "rank"]).select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
 
 
 def _data_files(plan: RunPlan, traded_symbols: set[str]) -> list[str]:
