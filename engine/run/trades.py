@@ -35,12 +35,14 @@ import itertools
 import numpy as np
 import polars as pl
 
-from engine.simulation.stops import EXIT_KIND_NAMES, ORDER_REASONS
+from engine.simulation.stops import EXIT_KIND_NAMES, LIQUIDATION, ORDER_REASONS
 
 END = len(ORDER_REASONS)
 TRADE_KINDS: tuple[str, ...] = (*ORDER_REASONS, "end")
 """Name of each trade exit-kind code: the order reasons, then ``end`` (open after the last bar)."""
 STOP_KINDS = tuple(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES))
+OPTIONAL_KINDS = (EXIT_KIND_NAMES[LIQUIDATION],)
+"""Kinds metrics.json lists only when a trade ended so (a margin market's: long-only spot runs never do)."""
 """The exit kinds of the exit rules (``n_stop_exits`` counts trades closed by one of them)."""
 
 TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
