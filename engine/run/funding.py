@@ -21,11 +21,16 @@ from engine.data.panel import Panel
 
 
 def funding_load(cfg: RunConfig, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
-    """Return the funding rates of ``symbols`` over the run; a perp run without any is refused (one line)."""
+    """Return the funding rates of ``symbols`` over the run; a perp run without any is refused (one line).
+
+    With ``data.funding_missing=zero`` the reader has said (a warning line) that missing funding is
+    taken as zero: an empty frame is then no funding at all.
+    """
     from engine.data.funding import funding_read  # type: ignore[import-not-found,unused-ignore]
 
     frame: pl.DataFrame = funding_read(cfg, symbols, start_ms, end_ms)
-    if frame.height == 0 and symbols:
+    assumed_zero = getattr(cfg.data, "funding_missing", "error") == "zero"  # the reader warned: funding 0
+    if frame.height == 0 and symbols and not assumed_zero:
         msg = (
             f"data.market=perp but no funding rate of the winners ({', '.join(symbols[:3])}, ...) between the run's "
             "first and last bar: ingest the funding data of this exchange (task=ingest data.market=perp)"
