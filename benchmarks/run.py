@@ -64,6 +64,7 @@ FIGURES = {
         __import__("benchmarks.fig13_speed", fromlist=["run"]),
         True,
     ),
+    "14": ("long-short perp book vs long-only", __import__("benchmarks.fig14_long_short", fromlist=["run"]), True),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

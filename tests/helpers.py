@@ -168,3 +168,25 @@ def ingest_task(cfg: RunConfig) -> int:
     from engine.tasks import ingest_run
 
     return ingest_print(ingest_run(cfg))
+
+
+def fake_perp(monkeypatch: pytest.MonkeyPatch, rate: Any) -> None:
+    """Read the built-in bars as a perpetual's, with 8-hourly funding ``rate(symbol)`` and no mark price.
+
+    Stands in for ``engine.data.funding.funding_read`` (``data.market=perp``, written by the perpetual
+    data change) until it is merged: ``engine.config.book.market_of`` says ``perp``.
+    """
+    import types
+
+    import engine.config.book as book_mod
+
+    def funding_read(cfg: Any, symbols: Any, start_ms: int, end_ms: int) -> pl.DataFrame:
+        times = np.arange(start_ms - start_ms % 28_800_000, end_ms, 28_800_000, dtype=np.int64)
+        rows = [(s, int(t), rate(s), None) for s in sorted(symbols) for t in times]
+        schema = {"symbol": pl.String, "time": pl.Int64, "rate": pl.Float64, "mark": pl.Float64}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    module = types.ModuleType("engine.data.funding")
+    module.funding_read = funding_read  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "engine.data.funding", module)
+    monkeypatch.setattr(book_mod, "market_of", lambda cfg: "perp")

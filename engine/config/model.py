@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from engine.config.book import MAX_LEVERAGE, CostsBook, PortfolioBook, RankingBook, book_check
 from engine.config.execution import ExecutionConfig
 from engine.config.exit_rules import ExitRules, duration_to_ns
 from engine.config.market import MarketSettings
@@ -279,7 +280,7 @@ def _equal_weights() -> dict[Literal["momentum", "vol_adj_momentum"], float]:
     return {"momentum": 0.5, "vol_adj_momentum": 0.5}
 
 
-class RankingConfig(_Model):
+class RankingConfig(RankingBook, _Model):
     """Factors combined into one score per (ranking date, symbol); the top N are the winners."""
 
     top_n: int = Field(default=10, ge=1, le=20_000)
@@ -455,7 +456,7 @@ class BacktestConfig(_Model):
         return self
 
 
-class PortfolioConfig(PortfolioRisk, _Model):
+class PortfolioConfig(PortfolioRisk, PortfolioBook, _Model):
     """How winners are weighted (the risk weightings, volatility target and limits: :class:`PortfolioRisk`)."""
 
     weighting: Weighting = "equal"
@@ -463,8 +464,8 @@ class PortfolioConfig(PortfolioRisk, _Model):
     """Volatility window of inverse-volatility weights (base bars' log returns)."""
     vol_days: int | None = Field(default=None, ge=1, le=730)
     """Alias of vol_window in days."""
-    gross_exposure: float = Field(default=1.0, gt=0.0, le=1.0)
-    """Fraction of equity invested at each rebalance (no leverage)."""
+    gross_exposure: float = Field(default=1.0, gt=0.0, le=MAX_LEVERAGE)
+    """Fraction of equity invested at each rebalance (sum of absolute weights; above 1 needs portfolio.leverage)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -485,7 +486,7 @@ class PortfolioConfig(PortfolioRisk, _Model):
         return _setting(self, "portfolio", "vol_window")
 
 
-class CostsConfig(_Model):
+class CostsConfig(CostsBook, _Model):
     """Trading costs applied to every fill, rebalance and stop alike."""
 
     fees: float = Field(default=0.001, ge=0.0, lt=0.1)
@@ -642,6 +643,7 @@ class RunConfig(_Model):
                 )
                 raise ConfigError(msg)
         p.risk_check(p.weighting, p.gross_exposure, base, factors.min_history, self.signals is not None)
+        book_check(self)  # sides, net exposure, leverage (engine/config/book.py)
         return self
 
     @field_validator("signals", mode="before")

@@ -22,6 +22,7 @@ from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
 from engine.outputs.capacity import capacity_html
 from engine.outputs.costs_report import costs_html
+from engine.outputs.long_short import long_short_html
 from engine.outputs.rundir import REPORT_HTML, redact
 from engine.outputs.survivorship import survivorship_html
 from engine.run.metrics import drawdown
@@ -47,6 +48,7 @@ EXIT_LABELS = {
     "rebalance": "rebalance",
     "end": "end of run",
     "delisted": "delisted",
+    "liquidation": "liquidated (margin)",
 }
 BENCHMARK_LABELS = {"equal_weight": "Equal-weight universe", "btc_buy_hold": "BTC buy & hold"}
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -394,7 +396,9 @@ def _drawdown_figure(cfg: RunConfig, result: BacktestResult) -> go.Figure:
 def _exits_figure(result: BacktestResult) -> go.Figure:
     m = result.metrics
     by_kind = dict(m.get("exits_by_kind") or {})
-    kinds = list(EXIT_LABELS) + sorted(k for k in by_kind if k not in EXIT_LABELS)
+    # a liquidation bar only where the run had one (a leveraged perpetual book)
+    kinds = [k for k in EXIT_LABELS if k != "liquidation" or by_kind.get(k)]
+    kinds += sorted(k for k in by_kind if k not in EXIT_LABELS)
     counts = [int(by_kind.get(k) or 0) for k in kinds]
     colours = ["#cf222e", "#1a7f37", "#bc4c00", "#8250df", "#0969da", "#8c959f", "#57606a"]
     fig = go.Figure(
@@ -827,6 +831,7 @@ def report_html(cfg: RunConfig, result: BacktestResult) -> str:
         f"{_wfo_html(result)}"
         f"{capacity_html(result.capacity)}"
         f"{_portfolio_html(cfg, result)}"
+        f"{long_short_html(cfg, result)}"
         f"<section><h2>Trades</h2>{_trades_table(result)}</section>"
         f"<section>{_config_html(cfg)}</section>"
         "</main></body></html>\n"

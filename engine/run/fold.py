@@ -9,6 +9,7 @@ returns the new state with each book's output of the window. It changes nothing 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from engine.core.errors import DataError
 from engine.core.progress import progress_iter
 from engine.core.units import MS_NS, interval_ms
 from engine.run.frictions import frictions_build, market_execute, order_columns, pending_after, pending_in
+from engine.run.funding import funding_grid, funding_records
 from engine.run.plan import RunPlan, WindowPlan
 from engine.run.state import Book, BookOutput, FoldState, Pass, PassSpec, Position, WindowOutput
 from engine.run.trades import TRADE_KINDS
@@ -286,7 +288,9 @@ def _book_weights(
     return weights
 
 
-def _grid_book(book: Book, columns: list[str], weights: np.ndarray, market: bool = False) -> GridBook:
+def _grid_book(
+    book: Book, columns: list[str], weights: np.ndarray, market: bool = False, margin: bool = False
+) -> GridBook:
     pos = [book.positions.get(s) for s in columns]
     carry = np.array([0.0 if p is None else p.qty for p in pos])
     risk = StopState(
@@ -294,8 +298,10 @@ def _grid_book(book: Book, columns: list[str], weights: np.ndarray, market: bool
         np.array([np.nan if p is None else p.peak for p in pos]),
         np.array([0 if p is None else p.opened_ms * MS_NS for p in pos], dtype=np.int64),
     )
-    if market:  # the market stage: the remainders left unfilled by the last window go on
-        return GridBook(book.rules, weights, max(book.cash, 0.0), carry, risk, pending_in(book.pending, columns))
+    if market:  # the market stage: the remainders left unfilled by the last window go on (a margin book's
+        # cash may be below zero: the notional it borrowed)
+        cash = book.cash if margin else max(book.cash, 0.0)
+        return GridBook(book.rules, weights, cash, carry, risk, pending_in(book.pending, columns))
     return GridBook(book.rules, weights, max(book.cash, 0.0), carry, risk)
 
 
@@ -322,6 +328,7 @@ def _simulate(
     )
     signals = plan.cfg.signals is not None
     market = plan.market is not None
+    margin = _margin(plan)
     if signals:
         placed = signal_weights(plan, winners, ts, allocation.weights, spec.interval)
         books = [
@@ -332,7 +339,7 @@ def _simulate(
         shared = np.full(block["close"].shape, np.nan)
         shared[0, :] = [allocation.weights.get(s, 0.0) for s in columns]
         shared[delist] = 0.0
-        books = [_grid_book(b, columns, shared, market) for b in state.books]
+        books = [_grid_book(b, columns, shared, market, margin) for b in state.books]
     # every book marks the window's columns alike, so the carry prices are common too
     carry_price = np.array([state.last_price.get(s, block["open"][0, j]) for j, s in enumerate(columns)])
     # one validated context per window, with the first book's rules (the run's own in a normal run);
@@ -347,7 +354,7 @@ def _simulate(
         else allocation.model_copy(update={"exit_rules": first_rules}),
         prices=prices,
         weights=books[0].weights,
-        init_cash=books[0].init_cash,
+        init_cash=max(books[0].init_cash, 0.0),  # a margin book's own cash (below 0: borrowed) is its GridBook's
         carry_shares=books[0].carry_shares,
         carry_price=carry_price,
         carry_state=books[0].carry_state,
@@ -358,10 +365,17 @@ def _simulate(
         fine = plan.base_bars if spec.interval == plan.base else plan.mtf[spec.interval]
         carried = columns[len(winners) :]
         fr = frictions_build(plan.cfg, plan.market, fine, wp.window, winners, carried, ts, delist)
+        if plan.market.funding is not None:  # a perpetual: the funding of the window's bars (engine/run/funding.py)
+            fr = replace(fr, funding=funding_grid(plan.market.funding, fine, columns, ts, interval_ms(spec.interval)))
         assert isinstance(plan.stage, MarketStage)
         return market_execute(plan.cfg, plan.stage, ctx, books, fr)
     # the normal run is one book; an exit-rule grid runs every book in the same call
     return [plan.stage.execute(ctx)] if len(books) == 1 else plan.stage.execute_grid(ctx, books)
+
+
+def _margin(plan: RunPlan) -> bool:
+    """Whether the run's book is on a margin market (not long-only spot): shorts, borrowed cash, signed exposure."""
+    return isinstance(plan.stage, MarketStage) and plan.stage.margin is not None
 
 
 def positions_after(columns: list[str], res: SimResult) -> dict[str, Position]:
@@ -418,13 +432,19 @@ def _output(
     if spec.light:
         return WindowOutput(float(res.equity[-1]), n_amb, stops)
     equity = np.asarray(res.equity, dtype=np.float64)
-    exposure = np.clip((res.equity - res.cash) / np.asarray(res.equity), 0.0, None)
+    exposure = (res.equity - res.cash) / np.asarray(res.equity)  # a long-short book's net exposure (signed)
+    if not _margin(plan):
+        exposure = np.clip(exposure, 0.0, None)
     audit = {**audit_line(plan, wp, book), "ambiguous": n_amb}
     close_ts = ts + interval_ms(spec.interval)
     orders = _orders(plan, wp, res, ts, columns, delist, spec.interval)
     if orders is not None and plan.market is not None:
         orders.update(order_columns(res))
-    return WindowOutput(float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, orders, audit, res.costs)  # fmt: skip
+        orders["idx"] = res.order_records["idx"].astype(np.int64)  # 2 x bar + row: where funding falls
+    funding = None if res.funding is None else funding_records(res.funding, wp.window.index, ts, columns)
+    return WindowOutput(
+        float(res.equity[-1]), n_amb, stops, close_ts, equity, exposure, orders, audit, res.costs, funding
+    )  # fmt: skip
 
 
 def _last_bar_ms(plan: RunPlan, interval: str, symbol: str, before_ms: int) -> int:

@@ -98,6 +98,8 @@ class MarketData:
     spreads: dict[tuple[int, str], float] = field(default_factory=dict)
     """Half spreads computed so far, by (window start, symbol)."""
     warned: set[str] = field(default_factory=set)
+    funding: Any = None
+    """A perpetual run's funding rates (``symbol``, ``time``, ``rate``, ``mark``: engine/run/funding.py); None: spot."""
 
     def warn_once(self, key: str, message: str) -> None:
         """Log ``message`` once per run for ``key``."""
@@ -122,7 +124,14 @@ def market_prepare(cfg: RunConfig, lakehouse: Lakehouse, symbols: list[str], fir
         leftover=ex.leftover,
         impact_k=ex.impact_k if ex.impact == "sqrt" else 0.0,
     )
-    return MarketData(panel, parkinson_sigma(panel.high, panel.low, ex.sigma_window), rules, execution)
+    md = MarketData(panel, parkinson_sigma(panel.high, panel.low, ex.sigma_window), rules, execution)
+    from engine.config.book import market_of
+
+    if market_of(cfg) == "perp":  # funding of the winners (engine/run/funding.py)
+        from engine.run.funding import funding_load
+
+        md.funding = funding_load(cfg, symbols, first_ms, end_ms)
+    return md
 
 
 def _half_spreads(cfg: RunConfig, md: MarketData, w: Window, columns: list[str]) -> np.ndarray:
@@ -241,7 +250,14 @@ def market_stage(cfg: RunConfig, md: MarketData) -> MarketStage:
     """Return the run's market stage (``RunPlan.stage``): its costs and rules; the frictions come per window."""
     from engine.simulation.stage import MarketStage
 
-    return MarketStage(cfg.costs, _frictions_unset, md.execution)
+    return MarketStage(cfg.costs, _frictions_unset, md.execution, margin_of(cfg))
+
+
+def margin_of(cfg: RunConfig) -> tuple[float, float] | None:
+    """Return the isolated margin (leverage, maintenance margin) of a perpetual or short book, None for spot."""
+    from engine.config.book import is_long_only
+
+    return None if is_long_only(cfg) else (cfg.portfolio.leverage, cfg.costs.maintenance_margin)
 
 
 def market_execute(
@@ -250,7 +266,7 @@ def market_execute(
     """Run the window's books through the market stage with the window's frictions (one kernel call)."""
     from engine.simulation.stage import MarketStage
 
-    return MarketStage(cfg.costs, fr, stage.rules).execute_grid(ctx, books)
+    return MarketStage(cfg.costs, fr, stage.rules, stage.margin).execute_grid(ctx, books)
 
 
 def order_columns(res: SimResult) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.run.trades import TRADE_KINDS
+from engine.run.trades import OPTIONAL_KINDS, TRADE_KINDS
 
 YEAR_DAYS = 365.0
 
@@ -98,5 +98,6 @@ def trading_metrics(
         "n_trades": int(returns.size),
         "win_rate": _finite(float(np.mean(returns > 0))) if returns.size else None,
         "avg_trade_return": _finite(float(np.mean(returns))) if returns.size else None,
-        "exits_by_kind": {k: int(by_kind.get(k, 0)) for k in TRADE_KINDS},
+        # ``liquidation`` (OPTIONAL_KINDS) is listed only when a position was liquidated (a margin market's runs)
+        "exits_by_kind": {k: int(by_kind.get(k, 0)) for k in TRADE_KINDS if k not in OPTIONAL_KINDS or by_kind.get(k)},
     }

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
+from engine.config.book import is_long_only, is_sided
 from engine.core.errors import DataError, EngineError, NoWinnersError
 from engine.core.progress import progress_iter
 from engine.core.units import interval_ms
@@ -31,6 +32,7 @@ from engine.data.sources.base import DataSource
 from engine.run.frictions import MarketData, market_prepare, market_stage
 from engine.simulation.stage import AllocationContext, MarketStage, SelectionContext, SimulationStage
 from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
+from engine.strategy.sides import side_rows, side_weights, universe_check
 from engine.strategy.signals import signals_compute
 from engine.strategy.weights import Allocator, allocator_new, returns_history_ms
 from engine.strategy.windows import DAY_MS, Window, windows_build
@@ -186,12 +188,18 @@ def coverage_read(cfg: RunConfig, lakehouse: Lakehouse) -> dict[str, tuple[int, 
     if cfg.ranking.top_n > n_universe:
         msg = f"ranking.top_n={cfg.ranking.top_n} exceeds the universe of {n_universe} symbols: use 1 <= top_n <= {n_universe}"
         raise EngineError(msg)
+    universe_check(cfg, n_universe)  # the short leg's symbols too (engine/strategy/sides.py)
     return coverage
 
 
-def _selected(ranks: pl.DataFrame, top_n: int, windows: tuple[Window, ...]) -> dict[int, pl.DataFrame]:
-    """Each window's top-N rows of the ranking (an empty frame where none), by window index."""
-    top = ranks.filter(pl.col("rank") <= top_n)
+def _selected(
+    ranks: pl.DataFrame, top_n: int, windows: tuple[Window, ...], sided: RunConfig | None = None
+) -> dict[int, pl.DataFrame]:
+    """Each window's top-N rows of the ranking (an empty frame where none), by window index.
+
+    ``sided``: the config of a book with a short leg or leverage, whose rows are its legs' (:func:`side_rows`).
+    """
+    top = ranks.filter(pl.col("rank") <= top_n) if sided is None else side_rows(ranks, sided)
     parts = top.partition_by("rank_ms", as_dict=True)
     empty = pl.DataFrame(schema=ranks.schema)
     return {w.index: parts.get((w.rank_ms,), empty) for w in windows}
@@ -254,14 +262,23 @@ def plans_build(
         if skipped:
             log.warning("window %d: %s have no bar at %s; skipped", w.index, skipped, w.as_dict()["start"])
         chosen = top.filter(pl.col("symbol").is_in(tradable))
-        weights = weights_compute(chosen, cfg.portfolio) if allocator is None else allocator.window(w, chosen, tradable)
+        if is_sided(cfg):  # signed weights of the long and short legs (engine/strategy/sides.py)
+            weights = side_weights(chosen, cfg, w.index)
+        else:
+            weights = (
+                weights_compute(chosen, cfg.portfolio) if allocator is None else allocator.window(w, chosen, tradable)
+            )
         selection = SelectionContext(
             window=w.index,
             winners=tradable,
             scores=dict(zip(chosen.get_column("symbol"), chosen.get_column("score"), strict=True)),
             exit_rules=exit_rules,
         )
-        plans.append(WindowPlan(w, selection, AllocationContext(weights=weights, exit_rules=exit_rules)))
+        sided = is_sided(cfg)
+        allocation = AllocationContext(
+            weights=weights, exit_rules=exit_rules, signed=sided, leverage=cfg.portfolio.leverage if sided else 1.0
+        )
+        plans.append(WindowPlan(w, selection, allocation))
     return tuple(plans)
 
 
@@ -371,14 +388,14 @@ def plan_ranked(
     """
     base = cfg.backtest.interval
     with timings.timed("ranking"):
-        selected = _selected(ranks, cfg.ranking.top_n, windows)
+        selected = _selected(ranks, cfg.ranking.top_n, windows, cfg if is_sided(cfg) else None)
     with timings.timed("windows"):
         symbols = sorted({s for top in selected.values() for s in top.get_column("symbol").to_list()})
         history = 0 if cfg.signals is None else (cfg.signals.trend_days + 2) * DAY_MS + warmup_ms(cfg)
         history = max(history, returns_history_ms(cfg))  # the covariance window of docs/PORTFOLIO.md
         base_bars = panel_load(lakehouse, "bars", base, symbols, windows[0].start_ms - history, windows[-1].end_ms)
     with timings.timed("windows"):
-        allocator = allocator_new(cfg, base_bars)
+        allocator = None if is_sided(cfg) else allocator_new(cfg, base_bars)
         plans = plans_build(cfg, windows, selected, base_bars, allocator)
         empty = empty_windows_check(cfg, lakehouse, plans)
     mtf: dict[str, Panel] = {}
@@ -393,7 +410,8 @@ def plan_ranked(
             signals = signals_prepare(cfg, mtf[cfg.backtest.timeframes[0]], base_bars, spans)
     stage: SimulationStage | MarketStage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
     market = None
-    if not cfg.execution.is_frictionless():  # a friction is on: the market stage (engine/run/frictions.py)
+    # a friction is on, or a short leg, leverage or perpetual data: the market stage (engine/run/frictions.py)
+    if not cfg.execution.is_frictionless() or not is_long_only(cfg):
         with timings.timed("market"):
             market = market_prepare(cfg, lakehouse, symbols, windows[0].start_ms, windows[-1].end_ms)
             stage = market_stage(cfg, market)

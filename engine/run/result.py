@@ -21,12 +21,14 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
+from engine.config.book import is_sided
 from engine.config.exit_rules import ExitRules
 from engine.core.errors import EngineError, NoWinnersError
 from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
 from engine.run.fold import Schedule, books_new, fold
 from engine.run.frictions import ORDER_COLUMNS, costs_block
+from engine.run.funding import funding_columns
 from engine.run.metrics import YEAR_DAYS, equity_metrics, trading_metrics
 from engine.run.plan import RunPlan, plan_from, run_plan
 from engine.run.state import BookOutput, Pass, PassSpec
@@ -73,6 +75,8 @@ class BacktestResult:
     """task=wfo: the per-window choices (``frame``), the grid's per-window returns and rules."""
     capacity: dict[str, Any] | None = None
     """A capacity curve (``execution.capacity`` or task=capacity): :func:`engine.run.capacity.capacity_table`."""
+    funding: pl.DataFrame | None = None
+    """A perpetual run's funding payments (``timestamp``, ``symbol``, ``amount``: paid, received < 0)."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,12 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
         first: tuple[pl.DataFrame, dict[str, np.ndarray]] | None = None
         for i, out in enumerate(w.main.outputs):
             orders = orders_columns(out.orders)
-            trades = trades_from_orders(orders, dict(state.last_price), state.last_bar_ms, plan.windows[-1].index)
+            funding = (
+                funding_columns(out.funding) if plan.market is not None and plan.market.funding is not None else None
+            )
+            trades = trades_from_orders(
+                orders, dict(state.last_price), state.last_bar_ms, plan.windows[-1].index, funding
+            )
             extra: dict[str, Any] = {"mode": "exit_rules" if w.active(i) else "rebalance", "base_bars": None}
             if w.active(i):
                 final = w.optimistic[i].final_equity if i in w.optimistic else out.final_equity
@@ -261,6 +270,8 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
                 extra["total_return_optimistic"] = None
             if plan.market is not None:  # the market stage only: what each friction took
                 extra["costs"] = costs_block(out.costs or {})
+            if funding is not None:  # a perpetual run: the funding the book paid (received: < 0)
+                extra["funding_paid"] = float(funding["amount"].sum())
             metrics.append(_book_metrics(plan, out, orders, trades, extra))
             if i == 0 and NO_ORDERS in metrics[-1].get("warnings", ()):
                 log.warning("%s", NO_ORDERS)
@@ -270,6 +281,12 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
         result = _result(plan, w.main.outputs[0], first[0], first[1], metrics[0]) if first_result else None
     if result is not None:
         result.timings = dict(plan.timings.seconds)
+        if plan.market is not None and plan.market.funding is not None:  # a perpetual run's funding over time
+            f = funding_columns(w.main.outputs[0].funding)
+            result.funding = pl.DataFrame(
+                {"timestamp": f["timestamp"], "symbol": f["symbol"].tolist(), "amount": f["amount"]},
+                schema={"timestamp": pl.Int64, "symbol": pl.String, "amount": pl.Float64},
+            ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
     return Assembled(metrics, result)
 
 
@@ -291,11 +308,10 @@ def _winners_frame(plan: RunPlan, out: BookOutput) -> pl.DataFrame:
         [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
         schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
     )
-    return (
-        winners.join(weights, on=["window", "symbol"], how="left")
-        .sort(["window", "rank"])
-        .select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
-    )
+    frame = winners.join(weights, on=["window", "symbol"], how="left")
+    if is_sided(plan.cfg):  # a long-short book: selected = given a weight, long (> 0) or short (< 0)
+        frame = frame.with_columns(pl.col("weight").is_not_null().alias("selected"))
+    return frame.sort(["window", "rank"]).select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
 
 
 def _data_files(plan: RunPlan, traded_symbols: set[str]) -> list[str]:

@@ -89,6 +89,8 @@ class WindowOutput:
     audit: dict[str, Any] | None = None
     costs: Mapping[str, float] | None = None
     """What each friction took in the window (the market stage only): fees, slippage, impact, spread, ..."""
+    funding: dict[str, np.ndarray] | None = None
+    """The window's funding payments (a perpetual run only: engine/run/funding.py)."""
 
 
 @dataclass
@@ -107,6 +109,8 @@ class BookOutput:
     final_equity: float = float("nan")
     costs: dict[str, float] | None = None
     """The windows' costs summed (the market stage only)."""
+    funding: list[dict[str, np.ndarray]] = field(default_factory=list)
+    """Each window's funding payments (a perpetual run only)."""
 
     def add(self, window: int, w: WindowOutput) -> None:
         """Append one window's output."""
@@ -124,6 +128,8 @@ class BookOutput:
             self.audit.append(w.audit)
         if w.orders is not None:
             self.orders.append(w.orders)
+        if w.funding is not None:
+            self.funding.append(w.funding)
         if w.costs is not None:
             self.costs = {k: (self.costs or {}).get(k, 0.0) + float(v) for k, v in w.costs.items()}
 

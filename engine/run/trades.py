@@ -14,6 +14,13 @@ it flat again, across as many windows as it lasts:
   ``end`` and status ``open``;
 - every time is the open time of the bar the fill happened in (docs/EXIT_RULES.md, "Timestamps").
 
+A short trade (docs/LONG_SHORT.md) opens on a sell from flat and closes on the buy that makes it
+flat: its entry is the average of its sells, its exit that of its buys, ``size`` the quantity sold,
+``pnl`` sell value minus buy value minus fees and ``return`` the pnl over the sell value. A fill
+that takes a position through zero (a flip) is booked as the close of one trade and the opening
+of the next, its fees split by size. The frame gains a ``side`` column (``long``/``short``) when a
+book has a short trade.
+
 The ledger is numpy over the book's orders concatenated across windows, not vectorbt's
 ``get_exit_trades_nb`` / ``get_positions_nb`` (the records behind ``Portfolio.positions``): those
 cost ~3.8 s of numba JIT in the first process on a machine, more than a whole warm run, and carry
@@ -28,12 +35,14 @@ import itertools
 import numpy as np
 import polars as pl
 
-from engine.simulation.stops import EXIT_KIND_NAMES, ORDER_REASONS
+from engine.simulation.stops import EXIT_KIND_NAMES, LIQUIDATION, ORDER_REASONS
 
 END = len(ORDER_REASONS)
 TRADE_KINDS: tuple[str, ...] = (*ORDER_REASONS, "end")
 """Name of each trade exit-kind code: the order reasons, then ``end`` (open after the last bar)."""
 STOP_KINDS = tuple(EXIT_KIND_NAMES[k] for k in sorted(EXIT_KIND_NAMES))
+OPTIONAL_KINDS = (EXIT_KIND_NAMES[LIQUIDATION],)
+"""Kinds metrics.json lists only when a trade ended so (a margin market's: long-only spot runs never do)."""
 """The exit kinds of the exit rules (``n_stop_exits`` counts trades closed by one of them)."""
 
 TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -55,7 +64,11 @@ TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 
 
 def trades_from_orders(
-    orders: dict[str, np.ndarray], marks: dict[str, float], end_ms: int, end_window: int
+    orders: dict[str, np.ndarray],
+    marks: dict[str, float],
+    end_ms: int,
+    end_window: int,
+    funding: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Build the round-trip trades of one book's fills.
 
@@ -69,6 +82,10 @@ def trades_from_orders(
         Last close of every symbol, to mark a position still open after the last bar.
     end_ms, end_window : int
         Open time of the last bar and the last window (an open position's exit time and window).
+    funding : dict of np.ndarray, optional
+        A perpetual run's funding payments (:func:`engine.run.funding.funding_columns`; the orders
+        then carry ``idx``): each trade gains ``funding`` (paid; received < 0), which its ``pnl``
+        and ``return`` are net of.
 
     Returns
     -------
@@ -76,6 +93,7 @@ def trades_from_orders(
         Columns of :data:`TRADE_SCHEMA` (times as int64 epoch ms, ``exit_kind`` as codes,
         ``status`` as bool ``open``), in order of symbol, then opening.
     """
+    orders = _flips_split(orders)
     n = len(orders["size"])
     if n == 0:
         return _empty()
@@ -92,6 +110,8 @@ def trades_from_orders(
         before = held + size[lo:hi] * ~buy[lo:hi]
         # flat again: a sell that leaves (relatively) nothing, as vectorbt's is_close judges it
         closes[lo:hi] = ~buy[lo:hi] & (np.abs(held) <= np.maximum(1e-9 * np.abs(before), 1e-12))
+        covered = held - size[lo:hi]  # the position before a buy: a short when below zero
+        closes[lo:hi] |= buy[lo:hi] & (covered < 0) & (np.abs(held) <= np.maximum(1e-9 * np.abs(covered), 1e-12))
     # a trade is the run of a symbol's fills up to and including a fill that makes it flat
     new_symbol = np.r_[True, col[1:] != col[:-1]]
     starts = new_symbol | np.r_[False, closes[:-1]]
@@ -107,6 +127,10 @@ def trades_from_orders(
     closed = closes[last]
     sym = col[first]
     mark = np.array([marks.get(str(names[c]), np.nan) for c in sym])
+    short = ~buy[first]
+    if short.any():  # the entry side of a short is its sells (docs/LONG_SHORT.md)
+        buy_q, sell_q = np.where(short, sell_q, buy_q), np.where(short, buy_q, sell_q)
+        buy_v, sell_v = np.where(short, sell_v, buy_v), np.where(short, buy_v, sell_v)
     left = np.where(closed, 0.0, buy_q - sell_q)
     if np.isnan(mark[~closed]).any():
         missing = sorted({str(names[c]) for c in sym[~closed & np.isnan(mark)]})
@@ -114,8 +138,18 @@ def trades_from_orders(
         raise RuntimeError(msg)
     exit_v = sell_v + np.where(closed, 0.0, left * np.nan_to_num(mark))
     pnl = exit_v - buy_v - fee
+    if short.any():
+        pnl = np.where(short, buy_v - exit_v - fee, pnl)
+    paid = None
+    if funding is not None:
+        from engine.run.funding import funding_per_trade
+
+        of_order = np.empty(n, dtype=np.int64)
+        of_order[order] = trade
+        paid = funding_per_trade(orders, funding, of_order)
+        pnl = pnl - paid
     src = order[first], order[last]  # rows of the opening and the closing fill in ``orders``
-    return {
+    out = {
         "symbol": names[sym],
         "entry_window": np.asarray(orders["window"])[src[0]],
         "entry_time": np.asarray(orders["timestamp"])[src[0]],
@@ -131,6 +165,37 @@ def trades_from_orders(
         "ambiguous": np.where(closed, np.asarray(orders["ambiguous"])[src[1]], False),
         "status": ~closed,
     }
+    if short.any():
+        out["side"] = short
+    if paid is not None:
+        out["funding"] = paid
+    return out
+
+
+def _flips_split(orders: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Split every fill that takes a symbol's position through zero into a close and an opening (fees by size)."""
+    side = np.asarray(orders["side"])
+    if not (side == 1).any():
+        return orders
+    size = np.asarray(orders["size"], dtype=np.float64)
+    signed = np.where(side == 0, size, -size)
+    sym = np.asarray(orders["symbol"], dtype=object).astype(str)
+    after = np.zeros(len(size))
+    for s in np.unique(sym):
+        m = sym == s
+        after[m] = np.cumsum(signed[m])
+    before = after - signed
+    tol = np.maximum(1e-9 * np.abs(before), 1e-12)
+    flip = (np.sign(before) * np.sign(after) < 0) & (np.abs(after) > tol) & (np.abs(before) > tol)
+    if not flip.any():
+        return orders
+    rows = np.repeat(np.arange(len(size)), np.where(flip, 2, 1))
+    second = np.r_[False, rows[1:] == rows[:-1]]
+    out = {k: np.asarray(v)[rows] for k, v in orders.items()}
+    part = np.where(second, np.abs(after[rows]), np.where(flip[rows], np.abs(before[rows]), size[rows]))
+    out["fees"] = np.asarray(orders["fees"], dtype=np.float64)[rows] * part / size[rows]
+    out["size"] = part
+    return out
 
 
 def _empty() -> dict[str, np.ndarray]:
@@ -156,7 +221,7 @@ def _empty() -> dict[str, np.ndarray]:
 def trades_frame(t: dict[str, np.ndarray]) -> pl.DataFrame:
     """Return the trades as a polars frame of :data:`TRADE_SCHEMA`, sorted by entry time, then symbol."""
     order = np.lexsort((t["symbol"].astype(str), t["entry_time"])) if len(t["size"]) else np.empty(0, dtype=np.int64)
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {
             "symbol": pl.Series(t["symbol"][order].tolist(), dtype=pl.String),
             "entry_window": t["entry_window"][order],
@@ -175,6 +240,13 @@ def trades_frame(t: dict[str, np.ndarray]) -> pl.DataFrame:
         },
         schema=TRADE_SCHEMA,
     )
+    if "side" in t:
+        frame = frame.with_columns(
+            pl.Series("side", np.where(t["side"][order], "short", "long").tolist(), dtype=pl.String)
+        )
+    if "funding" in t:
+        frame = frame.with_columns(pl.Series("funding", t["funding"][order], dtype=pl.Float64))
+    return frame
 
 
 def kind_counts(kinds: np.ndarray) -> dict[str, int]:

@@ -16,7 +16,17 @@ import numpy as np
 from vectorbt.portfolio.enums import order_dt
 
 from engine.simulation.books import GridBook, Pending
-from engine.simulation.market_nb import DROPPED, FEES, IMPACT, N_FILL_FIELDS, REJECTED, SLIPPAGE, SPREAD, market_nb
+from engine.simulation.market_nb import (
+    DROPPED,
+    FEES,
+    FUNDING,
+    IMPACT,
+    N_FILL_FIELDS,
+    REJECTED,
+    SLIPPAGE,
+    SPREAD,
+    market_nb,
+)
 from engine.simulation.orders import carry_arrays, grid_weights
 from engine.simulation.prices import PriceBlock
 from engine.simulation.result import SimResult
@@ -57,6 +67,9 @@ class Frictions:
         (k,) a fill whose quote amount is below it is not placed (0 = none).
     price_tick : np.ndarray
         (k,) fill prices round to the tick against the trader (buys up, sells down; 0 = none).
+    funding : np.ndarray or None
+        (n_bars, k) funding per share of a perpetual (rate x mark, summed over the funding times
+        inside the bar), paid by the positions held after the bar's open row; None: spot.
     """
 
     quote_volume: np.ndarray
@@ -65,6 +78,7 @@ class Frictions:
     amount_step: np.ndarray
     min_notional: np.ndarray
     price_tick: np.ndarray
+    funding: np.ndarray | None = None
 
     @classmethod
     def none(cls, n_bars: int, k: int) -> Frictions:
@@ -91,6 +105,10 @@ class Frictions:
             if not (np.isfinite(a).all() and (a >= 0).all()):
                 msg = f"Frictions.{name} must be finite and >= 0 (0 = none)"
                 raise ValueError(msg)
+        f = self.funding
+        if f is not None and (not isinstance(f, np.ndarray) or f.shape != shape or not np.isfinite(f).all()):
+            msg = f"Frictions.funding must be None or a finite float64 array of shape {shape}"
+            raise ValueError(msg)
         if (self.half_spread >= 1).any():
             msg = "Frictions.half_spread must be a fraction of the price below 1"
             raise ValueError(msg)
@@ -144,6 +162,7 @@ def market_simulate(
     carry_price: np.ndarray | None,
     ambiguity: Ambiguity,
     held_reweights: HeldReweights,
+    margin: tuple[float, float] | None = None,
 ) -> list[SimResult]:
     """Simulate several books on one window's prices through the market (docs/EXECUTION.md).
 
@@ -167,6 +186,9 @@ def market_simulate(
         Which exit wins a bar whose range holds both stop loss and take profit.
     held_reweights : {"all", "first_bar"}
         Whether a positive weight re-weights a held column at any bar or only at bar 0.
+    margin : (leverage, maintenance margin) or None
+        Isolated margin: each position is liquidated at its liquidation level
+        (:mod:`engine.simulation.margin`); None: no margin market (spot).
 
     Returns
     -------
@@ -180,14 +202,30 @@ def market_simulate(
     if not (np.isfinite(fees) and fees >= 0 and np.isfinite(slippage) and 0 <= slippage < 1):
         msg = f"fees must be >= 0 and 0 <= slippage < 1, got fees={fees}, slippage={slippage}"
         raise ValueError(msg)
+    if margin is not None and not (margin[0] >= 1.0 and 0.0 < margin[1] < 1.0 / margin[0]):
+        msg = f"margin must be (leverage >= 1, 0 < maintenance margin < 1 / leverage), got {margin}"
+        raise ValueError(msg)
     n_bars, k = prices.shape
     fr.check((n_bars, k), ex.impact_k > 0)
     rules = [b.exit_rules for b in books]
     w_all = grid_weights(prices, [b.weights for b in books], rules, [b.init_cash for b in books],
-                         [b.carry_shares for b in books])  # fmt: skip
-    shares, _ = carry_arrays([b.carry_shares for b in books], carry_price, k)
+                         [b.carry_shares for b in books], signed=True)  # fmt: skip
+    shares, _ = carry_arrays([b.carry_shares for b in books], carry_price, k, signed=True)
+    # a book with a short weight or short shares may sell below zero (docs/LONG_SHORT.md)
+    shorts = bool((w_all[np.isfinite(w_all)] < 0).any() or (shares < 0).any())
     g = len(books)
-    par = np.array([fees, slippage, ex.max_participation, ex.impact_k, float(ex.leftover == "carry")])
+    par = np.array(
+        [
+            fees,
+            slippage,
+            ex.max_participation,
+            ex.impact_k,
+            float(ex.leftover == "carry"),
+            float(shorts),
+            *(margin or (0.0, 0.0)),
+            float(fr.funding is not None),
+        ]
+    )
     frc = np.ascontiguousarray(np.stack([fr.half_spread, fr.amount_step, fr.min_notional, fr.price_tick], axis=1))
     index_ns = np.asarray(prices.index, dtype="datetime64[ns]").view(np.int64)
     fixed = (
@@ -195,6 +233,7 @@ def market_simulate(
         *_rule_arrays(rules, k), policy == "pessimistic", held_reweights == "first_bar",
         np.ascontiguousarray(fr.quote_volume), np.ascontiguousarray(fr.sigma), frc, par,
     )  # fmt: skip
+    funding = np.zeros((1, 1)) if fr.funding is None else np.ascontiguousarray(fr.funding, dtype=np.float64)
     # room for the usual number of fills first; a walk that runs out is redone with room for all
     for room in (first_room(n_bars, g, k), 2 * n_bars * g * k):
         cash = np.array([float(b.init_cash) for b in books])
@@ -203,16 +242,20 @@ def market_simulate(
         fbuf = np.empty((room, N_FILL_FIELDS))
         ebuf, dbuf = np.empty((min(room, n_bars * g * k), 6)), np.empty((min(room, n_bars * g * k), 2))
         cash_bar, equity_bar = np.empty((g, n_bars)), np.empty((g, n_bars))
-        ledger, tally = np.zeros((g * k, 4)), np.zeros((g, 6))
+        ledger, tally = np.zeros((g * k, 4)), np.zeros((g, 7))
+        fpaid = np.zeros((n_bars, g * k) if fr.funding is not None else (1, 1))
         nf, ne, nd = market_nb(
             *fixed, cash, position, st.basis, st.peak, st.opened_ns, pend, fbuf, ebuf, dbuf, cash_bar, equity_bar,
-            ledger, tally,
+            ledger, tally, funding, fpaid,
         )  # fmt: skip
         if nf >= 0:
             break
     tracked = [(r is not None and r.active) or held_reweights == "first_bar" for r in rules]
     exits = _exits(ebuf[:ne], dbuf[:nd], st, tracked, k)
-    out = _Outcome(fbuf[:nf], cash_bar, equity_bar, position.reshape(g, k), pend, ledger, tally)
+    out = _Outcome(
+        fbuf[:nf], cash_bar, equity_bar, position.reshape(g, k), pend, ledger, tally,
+        None if fr.funding is None else fpaid,
+    )  # fmt: skip
     return _book_results(prices, out, k, exits)
 
 
@@ -284,6 +327,7 @@ class _Outcome:
     pend: np.ndarray
     ledger: np.ndarray
     tally: np.ndarray
+    fpaid: np.ndarray | None = None
 
 
 def _book_results(prices: PriceBlock, out: _Outcome, k: int, exits: list[StopExits | None]) -> list[SimResult]:
@@ -323,17 +367,18 @@ def _book_results(prices: PriceBlock, out: _Outcome, k: int, exits: list[StopExi
                 portfolio_factory=_no_portfolio,
                 prices=prices,
                 order_extra={name: f[lo:hi, 9 + j] for j, name in enumerate(EXTRA_COLUMNS)},
-                costs=_costs(out.tally[b]),
+                costs=_costs(out.tally[b], out.fpaid is not None),
                 pending_end=Pending(out.pend[cols, 0], out.pend[cols, 1].astype(np.int8), out.pend[cols, 2] > 0),
                 ledger=out.ledger[cols],
+                funding=None if out.fpaid is None else out.fpaid[:, cols],
             )
         )
     return results
 
 
-def _costs(tally: np.ndarray) -> dict[str, float]:
-    """Return a book's friction totals (``COST_KEYS``) from its kernel tally."""
-    return {
+def _costs(tally: np.ndarray, funded: bool) -> dict[str, float]:
+    """Return a book's friction totals (``COST_KEYS``, and ``funding`` when funding was booked) from its kernel tally."""
+    return ({"funding": float(tally[FUNDING])} if funded else {}) | {
         "fees": float(tally[FEES]),
         "slippage": float(tally[SLIPPAGE]),
         "impact": float(tally[IMPACT]),

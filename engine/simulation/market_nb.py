@@ -17,8 +17,9 @@ Buffers
     ``ledger`` (n_cols, 4): shares desired, filled, dropped by a friction, and left unfilled as on
     the vectorbt path (cash short, nothing to sell, below vectorbt's min size), all absolute, for the
     conservation law ``desired + pending in = filled + dropped + unfilled + pending out``.
-    ``tally`` (n_books, 6): fees, slippage, impact, spread (quote currency), rejected orders,
-    dropped quote.
+    ``tally`` (n_books, 7): fees, slippage, impact, spread (quote currency), rejected orders,
+    dropped quote, funding paid (received: negative).
+    ``fpaid`` (n_bars, n_cols): the funding each column's position paid on each bar (docs/LONG_SHORT.md).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import numpy as np
 from numba import njit
 
 from engine.simulation.fills import _add, _is_close, _is_less, insert_argsort_nb
-from engine.simulation.stops import _intrabar_exit, _open_exit
+from engine.simulation.margin import stop_with_liquidation
+from engine.simulation.stops import LIQUIDATION, STOP_LOSS, _intrabar_exit, _open_exit
+from engine.simulation.stops_short import _intrabar_exit_short, _open_exit_short
 
 MIN_SIZE = 1e-8  # vectorbt's default min_size, as in orders.py
 STEP_TOL = 1e-9  # an amount within this fraction of a step of the next multiple rounds up to it
-FEES, SLIPPAGE, IMPACT, SPREAD, REJECTED, DROPPED = range(6)
+FEES, SLIPPAGE, IMPACT, SPREAD, REJECTED, DROPPED, FUNDING = range(7)
 N_FILL_FIELDS = 14
 
 
@@ -98,12 +101,13 @@ def _cap(want: float, p: float, budget: float, step: float) -> tuple[float, bool
 def _fill_one(
     i: int, row: int, col: int, c: int, s: float, p: float, reason: int, amb: bool, new: bool, cash: float,
     position: np.ndarray, pend: np.ndarray, budget: np.ndarray, vol: float, sig: float, frc: np.ndarray,
-    par: np.ndarray, fbuf: np.ndarray, nf: int, ledger: np.ndarray, tally: np.ndarray,
+    par: np.ndarray, fbuf: np.ndarray, nf: int, ledger: np.ndarray, tally: np.ndarray, short_ok: bool,
 ) -> tuple[float, int, float, float]:  # fmt: skip
     """Execute one order of ``s`` shares (signed) of grid column ``col`` at row price ``p``.
 
-    Returns the book's cash, the fill count, and the shares bought with their price (0, nan if
-    none). Position, pending remainder, budget, ledger and tally are updated in place.
+    Returns the book's cash, the fill count, and the signed shares filled (bought > 0, sold < 0)
+    with their price (0, nan if none). ``short_ok``: a sale may take the position below zero.
+    Position, pending remainder, budget, ledger and tally are updated in place.
     """
     fee, slip, impact_k, carry = par[0], par[1], par[3], par[4] > 0.0
     hs, step, min_notional, tick = frc[c, 0], frc[c, 1], frc[c, 2], frc[c, 3]
@@ -112,7 +116,7 @@ def _fill_one(
     if new:
         ledger[col, 0] += want
     p_ = position[col]
-    room = want if buy else min(want, max(p_, 0.0))
+    room = want if buy or short_ok else min(want, max(p_, 0.0))
     q, capped = _cap(room, p, budget[col], step)
     later = 0.0  # shares left pending
     if capped and (carry or reason != 0) and room - q >= max(step * (1.0 - STEP_TOL), MIN_SIZE):
@@ -131,11 +135,13 @@ def _fill_one(
         price, d_slip, d_spread, d_imp = _prices(p, q, buy, slip, hs, impact_k, sig, vol, tick)
         if buy:
             short += q
-            if cash != 0.0:
+            if cash != 0.0 or par[6] > 0.0:
                 req = q * price
                 req_fees = req * fee + 0.0
                 total = req + req_fees
-                if _is_close(total, cash) or total < cash:
+                # a margin market (par[6] = leverage) lends the notional: the weights' gross is at most the
+                # leverage (engine/config/book.py), so a buy is not limited by the cash; spot buys are
+                if par[6] > 0.0 or _is_close(total, cash) or total < cash:
                     fill, fees_paid, spent = q, req_fees, total
                 else:
                     max_req = _add(cash, -0.0) / (1 + fee)
@@ -192,7 +198,7 @@ def _fill_one(
     if gone > 0.0:
         ledger[col, 2] += gone
         tally[DROPPED] += gone * p
-    return cash, nf, (fill if buy else 0.0), price
+    return cash, nf, (fill if buy else -fill), price
 
 
 @njit(cache=True)
@@ -206,7 +212,8 @@ def _row(
 
     ``kind``: 0 no order, 1 target percent ``size`` (0 = close), 2 amount ``size`` shares (a
     pending remainder). Writes each column's position before the row and its buys (shares, price)
-    to ``held_before``, ``bq``, ``bpx``. Returns the fill count.
+    to ``held_before``, ``bq``, ``bpx`` (signed: a sale is negative). Returns the fill count. With shorts
+    on (``par[5]``) a target below zero, or a remainder of a column flat or short, may sell short.
     """
     j0 = b * k
     any_order = False
@@ -241,18 +248,19 @@ def _row(
         if kind[c] == 0:
             continue
         if kind[c] == 1:
-            if v <= 0:
-                continue
+            if v <= 0 and not (size[c] == 0.0 and p_ != 0.0):
+                continue  # nothing to size a target by; a close (a leveraged book's liquidation) still closes
             s = size[c] * v
             s = s / price[c]
             s = s - p_
         else:
             s = size[c]
+        short_ok = par[5] > 0.0 and ((kind[c] == 1 and size[c] < 0.0) or (kind[c] == 2 and p_ <= 0.0))
         cash[b], nf, got, px = _fill_one(
             i, row, col, c, s, price[c], reason[c], amb[c], kind[c] == 1, cb, position, pend, budget,
-            qv[i, c], sigma[i, c], frc, par, fbuf, nf, ledger, tally[b],
+            qv[i, c], sigma[i, c], frc, par, fbuf, nf, ledger, tally[b], short_ok,
         )  # fmt: skip
-        if got > 0.0:
+        if got != 0.0:
             bq[c] = got
             bpx[c] = px
     return nf
@@ -275,7 +283,8 @@ def market_nb(
     max_holding_ns: np.ndarray, pessimistic: bool, first_only: bool, qv: np.ndarray, sigma: np.ndarray,
     frc: np.ndarray, par: np.ndarray, cash: np.ndarray, position: np.ndarray, basis: np.ndarray, peak: np.ndarray,
     opened_ns: np.ndarray, pend: np.ndarray, fbuf: np.ndarray, ebuf: np.ndarray, dbuf: np.ndarray,
-    cash_bar: np.ndarray, equity_bar: np.ndarray, ledger: np.ndarray, tally: np.ndarray,
+    cash_bar: np.ndarray, equity_bar: np.ndarray, ledger: np.ndarray, tally: np.ndarray, funding: np.ndarray,
+    fpaid: np.ndarray,
 ) -> tuple[int, int, int]:  # fmt: skip
     """Walk every book's bars (see the module docstring and docs/EXECUTION.md).
 
@@ -288,6 +297,9 @@ def market_nb(
     n_bars, gk = weights.shape
     g = gk // k
     slip, cap, impact_k = par[1], par[2], par[3]
+    leverage, mm = par[6], par[7]  # isolated margin (leverage 0: none), engine/simulation/margin.py
+    # funding (quote per share, rate x mark) of the funding times inside each bar; par[8] = 0: none
+    funded = par[8] > 0.0
     limited = cap < np.inf or impact_k > 0.0
     # with a friction on, a position exists once something filled: an entry a friction refused or
     # capped to nothing has no stops (frictionless, the stops track it as the vectorbt path does)
@@ -322,10 +334,20 @@ def market_nb(
                 if filled_only and not np.isnan(basis[col]) and position[col] == 0.0 and pend[col, 0] <= 0.0:
                     basis[col] = np.nan  # the entry never filled and nothing of it is pending: no position
                 if not np.isnan(basis[col]) and not (filled_only and position[col] == 0.0):
-                    ek, px = _open_exit(
-                        o, w, t, basis[col], peak[col], opened_ns[col], fixed_sl[col], tp_stop[col], trail[col],
-                        max_holding_ns[col],
-                    )  # fmt: skip
+                    is_short = position[col] < 0.0
+                    sl, liq = stop_with_liquidation(fixed_sl[col], is_short, leverage, mm)
+                    if is_short:
+                        ek, px = _open_exit_short(
+                            o, w, t, basis[col], peak[col], opened_ns[col], sl, tp_stop[col], trail[col],
+                            max_holding_ns[col],
+                        )  # fmt: skip
+                    else:
+                        ek, px = _open_exit(
+                            o, w, t, basis[col], peak[col], opened_ns[col], sl, tp_stop[col], trail[col],
+                            max_holding_ns[col],
+                        )  # fmt: skip
+                    if liq and ek == STOP_LOSS:
+                        ek = LIQUIDATION
                     if ek != 0:
                         ebuf[ne, 0], ebuf[ne, 1], ebuf[ne, 2], ebuf[ne, 3], ebuf[ne, 5] = i, col, ek, px, 1.0
                         ebuf[ne, 4] = 0.0
@@ -336,14 +358,20 @@ def market_nb(
                         if w == 0.0:
                             basis[col] = np.nan
                             kind[c], size[c] = 1, 0.0
+                        elif (w < 0.0) != is_short:  # a flip: the position closes and opens on the other side
+                            basis[col] = o * (1.0 + slip) if w > 0.0 else o * (1.0 - slip)
+                            peak[col] = basis[col]
+                            opened_ns[col] = t
+                            opening[c] = True
+                            kind[c], size[c] = 1, w
                         elif first_only and i > 0:
                             dbuf[nd, 0], dbuf[nd, 1] = i, col
                             nd += 1
                         else:
                             kind[c], size[c] = 1, w
                 elif not np.isnan(w):
-                    if w > 0.0:
-                        basis[col] = o * (1.0 + slip)
+                    if w != 0.0:  # opens a long (w > 0) or a short (w < 0) at the open, slippage against it
+                        basis[col] = o * (1.0 + slip) if w > 0.0 else o * (1.0 - slip)
                         peak[col] = basis[col]
                         opened_ns[col] = t
                         opening[c] = True
@@ -357,15 +385,26 @@ def market_nb(
                 i, 0, b, k, kind, size, price, reason, amb, cash, position, pend, budget, qv, sigma, frc, par,
                 fbuf, nf, ledger, tally, held_before, bq, bpx, key, call,
             )  # fmt: skip
+            if funded:  # the positions after the open row pay (long, rate > 0) or receive the bar's funding
+                for c in range(k):
+                    col = j0 + c
+                    f = funding[i, c]
+                    if f != 0.0 and position[col] != 0.0:
+                        pay = position[col] * f
+                        cash[b] -= pay
+                        fpaid[i, col] = pay
+                        tally[b, FUNDING] += pay
             any_exit = False
             for c in range(k):  # cost basis after the open's buys, then the checks inside the bar
                 col = j0 + c
-                if bq[c] > 0.0 and not np.isnan(basis[col]):
+                got = bq[c]
+                if got != 0.0 and not np.isnan(basis[col]):
                     if opening[c]:
                         basis[col] = bpx[c]
                         peak[col] = bpx[c]
-                    else:
-                        basis[col] = (held_before[c] * basis[col] + bq[c] * bpx[c]) / (held_before[c] + bq[c])
+                    elif (got > 0.0 and held_before[c] >= 0.0) or (got < 0.0 and held_before[c] < 0.0):
+                        # a top-up (a short's: more sold) averages in; a reduction leaves the basis
+                        basis[col] = (held_before[c] * basis[col] + got * bpx[c]) / (held_before[c] + got)
                 kind[c], reason[c], amb[c], price[c] = 0, 0, False, close[i, c]
                 if np.isnan(basis[col]):
                     continue
@@ -373,10 +412,20 @@ def market_nb(
                     if pend[col, 0] <= 0.0:
                         basis[col] = np.nan
                     continue
-                ek, px, am = _intrabar_exit(
-                    open_[i, c], high[i, c], low[i, c], basis[col], peak[col], fixed_sl[col], tp_stop[col],
-                    trail[col], pessimistic,
-                )  # fmt: skip
+                is_short = position[col] < 0.0
+                sl, liq = stop_with_liquidation(fixed_sl[col], is_short, leverage, mm)
+                if is_short:
+                    ek, px, am = _intrabar_exit_short(
+                        open_[i, c], high[i, c], low[i, c], basis[col], peak[col], sl, tp_stop[col], trail[col],
+                        pessimistic,
+                    )  # fmt: skip
+                else:
+                    ek, px, am = _intrabar_exit(
+                        open_[i, c], high[i, c], low[i, c], basis[col], peak[col], sl, tp_stop[col], trail[col],
+                        pessimistic,
+                    )  # fmt: skip
+                if liq and ek == STOP_LOSS:
+                    ek = LIQUIDATION
                 if ek != 0:
                     ebuf[ne, 0], ebuf[ne, 1], ebuf[ne, 2], ebuf[ne, 3], ebuf[ne, 5] = i, col, ek, px, 0.0
                     ebuf[ne, 4] = 1.0 if am else 0.0
@@ -385,6 +434,9 @@ def market_nb(
                     kind[c], size[c], price[c], reason[c], amb[c] = 1, 0.0, px, ek, am
                     _drop_pending(col, px, pend, ledger, tally[b])
                     any_exit = True
+                elif is_short:  # a short's trough: the lowest low, after the bar's checks
+                    if low[i, c] < peak[col]:
+                        peak[col] = low[i, c]
                 elif high[i, c] > peak[col]:
                     peak[col] = high[i, c]
             if any_exit:

@@ -29,8 +29,11 @@ def grid_weights(
     exit_rules: list[ExitRules | None],
     init_cash: list[float],
     carry_shares: list[np.ndarray | None],
+    signed: bool = False,
 ) -> np.ndarray:
     """Validate the books' inputs and return their weights side by side, (n_bars, n_books * k).
+
+    ``signed``: negative weights (short) are allowed (the market execution).
 
     Raises
     ------
@@ -51,20 +54,20 @@ def grid_weights(
     if w_all.shape != (n_bars, k * g):
         msg = f"each weights array must have the prices' shape {(n_bars, k)}"
         raise ValueError(msg)
-    if np.isinf(w_all).any() or (w_all[np.isfinite(w_all)] < 0).any():
+    if np.isinf(w_all).any() or (not signed and (w_all[np.isfinite(w_all)] < 0).any()):
         msg = "weights must be NaN (no order) or finite and >= 0 (long only)"
         raise ValueError(msg)
     for c0 in init_cash:
-        if not (np.isfinite(c0) and c0 >= 0):
+        if not (np.isfinite(c0) and (signed or c0 >= 0)):
             msg = f"init_cash must be finite and >= 0, got {c0}"
             raise ValueError(msg)
     return w_all
 
 
 def carry_arrays(
-    carry_shares: list[np.ndarray | None], carry_price: np.ndarray | None, n_cols: int
+    carry_shares: list[np.ndarray | None], carry_price: np.ndarray | None, n_cols: int, signed: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate every book's carry-in.
+    """Validate every book's carry-in (``signed``: short positions, negative shares, allowed).
 
     Returns the (n_books, n_cols) shares (0 where a book carries nothing) and the carry price,
     None when no book carries any share.
@@ -77,7 +80,7 @@ def carry_arrays(
                 msg = f"carry_shares must be {n_cols} finite values >= 0 (long only)"
                 raise ValueError(msg)
             shares[b] = row
-    if not np.isfinite(shares).all() or (shares < 0).any():
+    if not np.isfinite(shares).all() or (not signed and (shares < 0).any()):
         msg = f"carry_shares must be {n_cols} finite values >= 0 (long only)"
         raise ValueError(msg)
     if not shares.any():

@@ -78,6 +78,8 @@ class SimResult:
     """(n_cols, 4) shares desired, filled, dropped by a friction and left unfilled as vectorbt leaves
     them (cash short) per column (the market execution only):
     ``desired + pending in = filled + dropped + unfilled + pending out``."""
+    funding: np.ndarray | None = None
+    """(n_bars, n_cols) funding each column's position paid on each bar (received: negative); None: spot."""
 
     @functools.cached_property
     def portfolio(self) -> Any:

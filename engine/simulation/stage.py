@@ -40,9 +40,21 @@ class AllocationContext(BaseModel):
 
     weights: dict[str, float]
     exit_rules: ExitRules | None = None
+    leverage: float = Field(default=1.0, ge=1.0)
+    """The weights' absolute sum may reach it (1: no leverage)."""
+    signed: bool = False
+    """Whether the weights may be negative (a short leg, docs/LONG_SHORT.md)."""
 
     @model_validator(mode="after")
     def _weights_valid(self) -> AllocationContext:
+        if self.signed:
+            if any(not math.isfinite(w) for w in self.weights.values()):
+                msg = "weights must be finite"
+                raise ValueError(msg)
+            if sum(abs(w) for w in self.weights.values()) > self.leverage + 1e-9:
+                msg = f"the absolute weights must sum to at most the leverage {self.leverage:g}"
+                raise ValueError(msg)
+            return self
         if any(not math.isfinite(w) or w < 0 for w in self.weights.values()):
             msg = "weights must be finite and >= 0 (long only)"
             raise ValueError(msg)
@@ -135,12 +147,21 @@ class MarketStage:
         returning them (quote volumes and sigma differ per window).
     rules : ExecutionRules
         Participation cap, leftover policy and impact coefficient.
+    margin : (leverage, maintenance margin) or None
+        Isolated margin of a perpetual market (liquidation, docs/LONG_SHORT.md); None: spot.
     """
 
-    def __init__(self, costs: CostsConfig, frictions: FrictionSource, rules: ExecutionRules) -> None:
+    def __init__(
+        self,
+        costs: CostsConfig,
+        frictions: FrictionSource,
+        rules: ExecutionRules,
+        margin: tuple[float, float] | None = None,
+    ) -> None:
         self.fees, self.slippage = float(costs.fees), float(costs.slippage)
         self.frictions = frictions
         self.rules = rules
+        self.margin = margin
 
     def execute(self, ctx: SimulationContext) -> SimResult:
         """Simulate the context's one book (its carried remainders included)."""
@@ -162,4 +183,5 @@ class MarketStage:
             carry_price=ctx.carry_price,
             ambiguity=ctx.ambiguity,
             held_reweights=ctx.held_reweights,
+            margin=self.margin,
         )

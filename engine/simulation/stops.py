@@ -72,12 +72,14 @@ STOP_LOSS = 1
 TAKE_PROFIT = 2
 TRAILING = 3
 MAX_HOLDING = 4
+LIQUIDATION = 5  # a leveraged position's margin at maintenance (engine/simulation/margin.py)
 
 EXIT_KIND_NAMES: dict[int, str] = {
     STOP_LOSS: "stop_loss",
     TAKE_PROFIT: "take_profit",
     TRAILING: "trailing",
     MAX_HOLDING: "max_holding",
+    LIQUIDATION: "liquidation",
 }
 """Name of each exit kind code, as used in the ``reason`` and ``kind`` columns of results."""
 
@@ -87,8 +89,8 @@ ORDER_REASONS: tuple[str, ...] = (
     "signal",
     "delisted",
 )
-"""Reason of an order by code: 0 a rebalance, 1-4 the exit kinds; the walk-forward engine labels a
-rebalance-mode order placed by a signal (5) and the sale of a delisted symbol (6)."""
+"""Reason of an order by code: 0 a rebalance, 1-5 the exit kinds; the walk-forward engine labels a
+rebalance-mode order placed by a signal (6) and the sale of a delisted symbol (7)."""
 ORDER_SIDES = ("buy", "sell")  # vectorbt's OrderSide codes
 
 Ambiguity = Literal["pessimistic", "optimistic"]

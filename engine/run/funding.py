@@ -1,0 +1,120 @@
+"""Funding of a perpetual run: read once, laid on each window's simulation grid, booked per trade.
+
+With ``data.market=perp`` the plan reads the winners' funding rates over the run
+(``engine.data.funding.funding_read``: ``symbol``, ``time`` (ms), ``rate``, ``mark``; null mark = the
+bar's open at or after that time). Per window, :func:`funding_grid` gives the kernel one number per
+bar and column: the sum over the funding times inside the bar (``ts[i] <= time < ts[i + 1]``) of
+``rate x mark``; the kernel charges ``shares x that`` to the position held after the bar's open row
+(a long pays a positive rate, a short receives it; docs/LONG_SHORT.md). :func:`funding_records`
+turns a window's payments into rows that :func:`engine.run.trades.trades_from_orders` books on
+the trade that held the position.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from engine.config import RunConfig
+from engine.core.errors import DataError
+from engine.data.panel import Panel
+
+
+def funding_load(cfg: RunConfig, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
+    """Return the funding rates of ``symbols`` over the run; a perp run without any is refused (one line).
+
+    With ``data.funding_missing=zero`` the reader has said (a warning line) that missing funding is
+    taken as zero: an empty frame is then no funding at all.
+    """
+    from engine.data.funding import funding_read  # type: ignore[import-not-found,unused-ignore]
+
+    frame: pl.DataFrame = funding_read(cfg, symbols, start_ms, end_ms)
+    assumed_zero = getattr(cfg.data, "funding_missing", "error") == "zero"  # the reader warned: funding 0
+    if frame.height == 0 and symbols and not assumed_zero:
+        msg = (
+            f"data.market=perp but no funding rate of the winners ({', '.join(symbols[:3])}, ...) between the run's "
+            "first and last bar: ingest the funding data of this exchange (task=ingest data.market=perp)"
+        )
+        raise DataError(msg)
+    return frame
+
+
+def funding_grid(frame: pl.DataFrame, panel: Panel, columns: list[str], ts: np.ndarray, bar_ms: int) -> np.ndarray:
+    """Return (n_bars, k) funding per share: the sum of ``rate x mark`` of the funding times inside each bar.
+
+    A null mark is the symbol's open on ``panel`` at or after the funding time (its last close when
+    no bar follows). Funding times outside the window's bars are left out.
+    """
+    n = ts.size
+    out = np.zeros((n, len(columns)))
+    if not n:
+        return out
+    rows = frame.filter(
+        pl.col("symbol").is_in(columns) & (pl.col("time") >= int(ts[0])) & (pl.col("time") < int(ts[-1]) + bar_ms)
+    )
+    for (sym,), g in rows.partition_by("symbol", as_dict=True).items():
+        j = columns.index(str(sym))
+        t = g.get_column("time").to_numpy().astype(np.int64)
+        rate = g.get_column("rate").to_numpy().astype(np.float64)
+        mark = g.get_column("mark").fill_null(np.nan).to_numpy().astype(np.float64)
+        if np.isnan(mark).any():
+            mark = np.where(np.isnan(mark), _open_at_or_after(panel, str(sym), t), mark)
+        bar = np.searchsorted(ts, t, side="right") - 1
+        np.add.at(out[:, j], bar, rate * mark)
+    return out
+
+
+def _open_at_or_after(panel: Panel, symbol: str, t: np.ndarray) -> np.ndarray:
+    """Return the symbol's open of its first bar at or after each time (its last close when none follows)."""
+    c = panel.col(symbol)
+    ok = np.isfinite(panel.open[:, c])
+    ts, opens, closes = panel.ts_ms[ok], panel.open[ok, c], panel.close[ok, c]
+    at = np.searchsorted(ts, t, side="left")
+    return np.where(at < ts.size, opens[np.minimum(at, ts.size - 1)], closes[-1] if ts.size else np.nan)
+
+
+def funding_records(paid: np.ndarray, window: int, ts: np.ndarray, columns: list[str]) -> dict[str, np.ndarray]:
+    """Return a window's funding payments as rows: window, ``idx`` (2 x bar: after the bar's open row), time, symbol, amount."""
+    bar, col = np.nonzero(paid)
+    order = np.lexsort((col, bar))
+    bar, col = bar[order], col[order]
+    return {
+        "window": np.full(bar.size, window, dtype=np.int64),
+        "idx": 2 * bar.astype(np.int64),
+        "timestamp": ts[bar].astype(np.int64),
+        "symbol": np.asarray(columns, dtype=object)[col],
+        "amount": paid[bar, col],
+    }
+
+
+def funding_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Return a book's funding payments of every window as one set of columns (empty when none)."""
+    keys = ("window", "idx", "timestamp", "symbol", "amount")
+    if not parts:
+        empty = {k: np.empty(0, dtype=np.int64) for k in keys}
+        return empty | {"symbol": np.empty(0, dtype=object), "amount": np.empty(0)}
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+
+def funding_per_trade(orders: dict[str, np.ndarray], funding: dict[str, np.ndarray], trade: np.ndarray) -> np.ndarray:
+    """Return each order's trade's funding: every payment goes to the trade of its symbol's last fill before it.
+
+    ``orders`` carry ``window`` and ``idx`` (2 x bar + row) in simulation order, ``trade`` the trade
+    number of each order. A payment after a fill of row 0 of its bar (``idx`` 2 x bar) comes after the
+    fills of that open row and before the rest of the bar's.
+    """
+    m = int(trade.max()) + 1 if trade.size else 0
+    out = np.zeros(m)
+    sym = np.asarray(orders["symbol"], dtype=object).astype(str)
+    key = np.asarray(orders["window"], dtype=np.int64) * (1 << 40) + np.asarray(orders["idx"], dtype=np.int64)
+    fkey = np.asarray(funding["window"], dtype=np.int64) * (1 << 40) + np.asarray(funding["idx"], dtype=np.int64)
+    fsym = np.asarray(funding["symbol"], dtype=object).astype(str)
+    for s in np.unique(fsym):
+        mine = np.flatnonzero(sym == s)  # this symbol's fills in simulation order (keys non-decreasing)
+        pay = fsym == s
+        last = np.searchsorted(key[mine], fkey[pay], side="right") - 1
+        if (last < 0).any():
+            msg = f"funding paid on {s} before any fill of it; report this as an engine bug"
+            raise RuntimeError(msg)
+        np.add.at(out, trade[mine[last]], np.asarray(funding["amount"], dtype=np.float64)[pay])
+    return out
