@@ -405,7 +405,9 @@ def _backtest_checks(run: Path, cfg: Any) -> dict[str, Any]:
     assert metrics["periods_per_year"] == 365 * 86_400_000 / _ms(cfg.backtest.interval)
     winners = pl.read_parquet(run / "winners.parquet")
     held = winners.filter(pl.col("weight").is_not_null()).group_by("window").len()
-    assert held.height > 0 and held.get_column("len").max() <= cfg.ranking.top_n
+    side, bottom = cfg.portfolio.side, cfg.ranking.bottom_n or cfg.ranking.top_n
+    n_held = {"long": cfg.ranking.top_n, "short": bottom, "long_short": cfg.ranking.top_n + bottom}[side]
+    assert held.height > 0 and held.get_column("len").max() <= n_held
     orders = pl.read_parquet(run / "orders.parquet")
     assert orders.height == metrics["n_orders"] > 0
     if cfg.costs.fees == 0:
