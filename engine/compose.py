@@ -23,6 +23,7 @@ from engine.outputs.rundir import CONFIG_YAML
 
 if TYPE_CHECKING:
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Override
     from omegaconf import DictConfig
 
 
@@ -200,6 +201,31 @@ def hydra_overrides_validate(overrides: list[str], hydra_overrides: list[str]) -
         raise ConfigError(msg) from None
 
 
+def _sweep_axes(
+    plain: list[tuple[Override, str]],
+) -> tuple[list[str], list[list[str]], list[tuple[str, list[Any], list[str]]]]:
+    """Split a sweep's overrides into the fixed ones, the config-group axes and the value axes.
+
+    A group axis (``profile=a,b``, or values that interpolate) is composed once per value; a value
+    axis (``ranking.top_n=range(1,100)``) is validated per value on one composition.
+    """
+    fixed: list[str] = []
+    group_axes: list[list[str]] = []
+    value_axes: list[tuple[str, list[Any], list[str]]] = []
+    for o, text in plain:
+        if not o.is_sweep_override():
+            fixed.append(text)
+            continue
+        key = o.get_key_element()
+        strings = list(o.sweep_string_iterator())
+        values = list(o.sweep_iterator())
+        if _is_group(o.key_or_group) or any(isinstance(v, str) and "${" in v for v in values):
+            group_axes.append([f"{key}={v}" for v in strings])
+        else:
+            value_axes.append((key, values, strings))
+    return fixed, group_axes, value_axes
+
+
 def overrides_validate(overrides: list[str], multirun: bool) -> int:
     """Compose and validate every run the command line describes; returns how many checks passed.
 
@@ -221,20 +247,7 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
         _config_check(cfg)
         hydra_overrides_validate(combo, hydra_ov)
         return 1
-    fixed: list[str] = []
-    group_axes: list[list[str]] = []
-    value_axes: list[tuple[str, list[Any], list[str]]] = []
-    for o, text in plain:
-        if not o.is_sweep_override():
-            fixed.append(text)
-            continue
-        key = o.get_key_element()
-        strings = list(o.sweep_string_iterator())
-        values = list(o.sweep_iterator())
-        if _is_group(o.key_or_group) or any(isinstance(v, str) and "${" in v for v in values):
-            group_axes.append([f"{key}={v}" for v in strings])
-        else:
-            value_axes.append((key, values, strings))
+    fixed, group_axes, value_axes = _sweep_axes(plain)
     n_values = sum(len(v) for _, v, _ in value_axes)
     n_groups = math.prod(len(a) for a in group_axes)
     if n_values * n_groups > 1000:

@@ -246,6 +246,33 @@ def _swept_params(params_json: list[str]) -> tuple[list[str], list[dict[str, obj
     return swept, parsed
 
 
+def _jobs_done(sweep_dir: Path) -> tuple[list[Path], pl.DataFrame]:
+    """Return the sweep's finished job directories and a frame of the failed ones (job, reason).
+
+    EngineError when the directory is missing, holds no job, or no job finished.
+    """
+    if not sweep_dir.is_dir():
+        msg = f"sweep directory {sweep_dir} does not exist: pass the directory of a multirun, e.g. outputs/sweeps/DATE/TIME"
+        raise EngineError(msg)
+    jobs = job_dirs(sweep_dir)
+    done = [d for d in jobs if (d / METRICS_JSON).is_file()]
+    failed = pl.DataFrame(
+        [(str(d.relative_to(sweep_dir)), failure_reason(d)) for d in jobs if d not in done],
+        schema={"job": pl.String, "reason": pl.String},
+        orient="row",
+    )
+    if not jobs:
+        msg = f"{sweep_dir} has no job directories: pass the directory of a multirun (it holds 0/, 1/, ...)"
+        raise EngineError(msg)
+    if not done:
+        job, reason = failed.row(0)
+        msg = (
+            f"no job in {sweep_dir} has metrics.json (all {len(jobs)} failed; job {job}: {reason}): fix that and rerun"
+        )
+        raise EngineError(msg)
+    return done, failed
+
+
 def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = True) -> SweepSummary:
     """Rank the jobs of a sweep by ``metric`` and write the leaderboard and heatmap into ``sweep_dir``.
 
@@ -270,25 +297,7 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
         version, or ``metric`` is not a numeric metric.
     """
     sweep_dir = Path(sweep_dir).resolve()
-    if not sweep_dir.is_dir():
-        msg = f"sweep directory {sweep_dir} does not exist: pass the directory of a multirun, e.g. outputs/sweeps/DATE/TIME"
-        raise EngineError(msg)
-    jobs = job_dirs(sweep_dir)
-    done = [d for d in jobs if (d / METRICS_JSON).is_file()]
-    failed = pl.DataFrame(
-        [(str(d.relative_to(sweep_dir)), failure_reason(d)) for d in jobs if d not in done],
-        schema={"job": pl.String, "reason": pl.String},
-        orient="row",
-    )
-    if not jobs:
-        msg = f"{sweep_dir} has no job directories: pass the directory of a multirun (it holds 0/, 1/, ...)"
-        raise EngineError(msg)
-    if not done:
-        job, reason = failed.row(0)
-        msg = (
-            f"no job in {sweep_dir} has metrics.json (all {len(jobs)} failed; job {job}: {reason}): fix that and rerun"
-        )
-        raise EngineError(msg)
+    done, failed = _jobs_done(sweep_dir)
 
     rows = _query(sweep_dir, done, metric, descending)
     _version_check(rows, [str(d.relative_to(sweep_dir)) for d in done])
