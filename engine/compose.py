@@ -13,6 +13,7 @@ import math
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -368,3 +369,82 @@ def in_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_dir_follows(overrides: list[str], multirun: bool) -> list[str]:
+    """Return the override that puts Hydra's own run folder into ``paths.output_dir``, if one is due.
+
+    A single run whose ``paths.output_dir`` is set on the command line (and whose ``hydra.run.dir``
+    is not) writes Hydra's ``.hydra/`` and ``engine.log`` into its run directory, beside the
+    artefacts, and nothing under ``outputs/runs/``: a stray folder there would look like a failed run.
+    A sweep's jobs keep their folders under ``hydra.sweep.dir``. A folder another live run holds is
+    refused here (:class:`~engine.outputs.rundir.RunDirBusy`), before Hydra writes into it.
+    """
+    given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if "=" in o}
+    text = given.get("paths.output_dir", "null").strip("'\"")
+    if multirun or "hydra.run.dir" in given or text in ("null", "None", "") or "${" in text:
+        return []
+    from engine.config import path_expand
+    from engine.outputs.rundir import run_dir_free_check
+
+    out = Path(str(path_expand(text)))  # as the setting reads it: ~ and $VAR expanded
+    run_dir_free_check(out)  # Hydra would write into a live run's folder first
+    quoted = str(out).replace("'", "\\'")  # a quoted value of Hydra's grammar: ' escaped
+    return [f"hydra.run.dir='{quoted}'"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One Hydra job: its validated config and its folders.
+
+    Attributes
+    ----------
+    cfg : RunConfig
+        The validated config, ``paths.output_dir`` filled with Hydra's folder when it was null.
+    hydra_dir : Path
+        The folder Hydra made for the job (its ``.hydra/`` and ``engine.log``).
+    out : Path
+        The run directory the artefacts go to.
+    key : str
+        The setting that names ``out``, for messages.
+    ignore : tuple of str
+        What Hydra put into ``out`` before the job started (not another program's files).
+    """
+
+    cfg: RunConfig
+    hydra_dir: Path
+    out: Path
+    key: str
+    ignore: tuple[str, ...]
+
+
+def job_prepare(dcfg: DictConfig) -> Job:
+    """Validate a Hydra job's config and name its folders (the run directory is claimed by the caller)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    raw = plain(dcfg)
+    own = raw.get("paths", {}).get("output_dir") is None  # the run directory Hydra made for this job
+    if own:
+        raw.setdefault("paths", {})["output_dir"] = str(hydra_dir)
+    cfg = config_validate(raw)
+    out = Path(str(cfg.paths.output_dir))  # as validated: ~ and $VAR expanded
+    # Hydra wrote .hydra/ and the log into its own run directory before this job started
+    shared = out.resolve() == hydra_dir.resolve() and hydra_dir.is_dir()
+    ignore = tuple(p.name for p in hydra_dir.iterdir()) if shared else ()
+    key = ("hydra.sweep.dir" if in_multirun() else "hydra.run.dir") if own else "paths.output_dir"
+    return Job(cfg, hydra_dir, out, key, ignore)
+
+
+def job_start(job: Job, dcfg: DictConfig) -> str:
+    """Make a claimed job's folders ready (:func:`~engine.outputs.rundir.run_dir_prepare`); return its config as YAML."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from engine.config import ENGINE_VERSION
+    from engine.outputs.rundir import run_dir_prepare
+
+    run_dir_prepare(job.hydra_dir, job.out)
+    logging.getLogger("engine").info("%s run into %s (engine %s)", job.cfg.task, job.out, ENGINE_VERSION)
+    return OmegaConf.to_yaml(dcfg, resolve=True)
