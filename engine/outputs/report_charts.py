@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
@@ -35,8 +33,8 @@ def _bench_columns(bench: pl.DataFrame | None) -> list[str]:
     return known + sorted(c for c in bench.columns if c not in known and c != "timestamp")
 
 
-def _layout(fig: go.Figure, height: int, **kw: Any) -> go.Figure:
-    base: dict[str, Any] = {
+def _layout(fig: go.Figure, height: int, **kw: object) -> go.Figure:
+    base: dict[str, object] = {
         "template": "plotly_white",
         "height": height,
         "margin": {"l": 70, "r": 20, "t": 36, "b": 40},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 from datetime import datetime
-from typing import Any
+from typing import SupportsFloat, SupportsInt
 
 import polars as pl
 
@@ -27,40 +27,54 @@ BENCHMARK_LABELS = {"equal_weight": "Equal-weight universe", "btc_buy_hold": "BT
 _TS_FORMAT = "%Y-%m-%d %H:%M"
 
 
-def _missing(x: Any) -> bool:
+def _missing(x: object) -> bool:
     return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
-def _pct(x: Any) -> str:
+def _float(x: object) -> float:
+    """Return ``float(x)`` of a number the report shows (a metric, a price, a weight; TypeError otherwise)."""
+    if not isinstance(x, SupportsFloat | str):
+        raise TypeError(f"not a number: {x!r}")
+    return float(x)
+
+
+def _integer(x: object) -> int:
+    """Return ``int(x)`` of a count the report shows (TypeError for anything else)."""
+    if not isinstance(x, SupportsInt | str):
+        raise TypeError(f"not a count: {x!r}")
+    return int(x)
+
+
+def _pct(x: object) -> str:
     """Return a fraction as a percentage with 2 decimals; ``n/a`` when missing."""
-    return "n/a" if _missing(x) else f"{float(x) * 100:.2f}%"
+    return "n/a" if _missing(x) else f"{_float(x) * 100:.2f}%"
 
 
-def _num(x: Any) -> str:
+def _num(x: object) -> str:
     """Return a number with thousands separators and 2 decimals; ``n/a`` when missing."""
-    return "n/a" if _missing(x) else f"{float(x):,.2f}"
+    return "n/a" if _missing(x) else f"{_float(x):,.2f}"
 
 
-def _price(x: Any) -> str:
+def _price(x: object) -> str:
     """Return a price with enough digits for sub-dollar coins (2 decimals would show 0.15 for 0.1537)."""
     if _missing(x):
         return "n/a"
-    v = float(x)
+    v = _float(x)
     return f"{v:,.2f}" if abs(v) >= 100 else f"{v:,.4f}" if abs(v) >= 1 else f"{v:.6g}"
 
 
-def _int(x: Any) -> str:
-    return "n/a" if _missing(x) else f"{int(x):,d}"
+def _int(x: object) -> str:
+    return "n/a" if _missing(x) else f"{_integer(x):,d}"
 
 
-def _sign(x: Any) -> str:
+def _sign(x: object) -> str:
     """CSS class colouring a return by its sign."""
-    if _missing(x) or float(x) == 0:
+    if _missing(x) or _float(x) == 0:
         return "n"
-    return "n pos" if float(x) > 0 else "n neg"
+    return "n pos" if _float(x) > 0 else "n neg"
 
 
-def _when(text: Any) -> str:
+def _when(text: object) -> str:
     """Return an ISO timestamp shortened to the date when it is midnight (daily runs)."""
     if text is None:
         return "n/a"
@@ -71,7 +85,7 @@ def _when(text: Any) -> str:
     return t.strftime("%Y-%m-%d") if (t.hour, t.minute) == (0, 0) else t.strftime(_TS_FORMAT)
 
 
-def _esc(x: Any) -> str:
+def _esc(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 

@@ -7,7 +7,6 @@ construction and the resolved config.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import polars as pl
 
@@ -27,6 +26,7 @@ from engine.outputs.report_format import (
     _when,
 )
 from engine.outputs.rundir import redact
+from engine.run.metrics import Metrics
 from engine.run.result import BacktestResult
 
 MAX_TRADES = 200
@@ -86,7 +86,7 @@ def data_label(cfg: RunConfig) -> str:
     return redact(f"ccxt exchange {data.exchange}{via}")
 
 
-def ambiguity_sentence(metrics: dict[str, Any]) -> str:
+def ambiguity_sentence(metrics: Metrics) -> str:
     """Return the ambiguous-exit line: how much the SL-first assumption costs against TP-first.
 
     Parameters
@@ -173,7 +173,7 @@ def _header(cfg: RunConfig, result: BacktestResult) -> str:
     )
 
 
-def _marks_sentence(m: dict[str, Any]) -> str:
+def _marks_sentence(m: Metrics) -> str:
     """Say which equity marks the returns and ratios come from and how they are annualised."""
     base = str(m.get("base_interval") or "1d")
     per_year = m.get("periods_per_year") or 365.0
@@ -262,9 +262,9 @@ def _trades_table(result: BacktestResult) -> str:
     return f'<p class="note" id="trades-note">{_esc(note)}</p><div class="scroll">{table}</div>'
 
 
-def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+def _flatten(node: object, prefix: str = "") -> list[tuple[str, object]]:
     if isinstance(node, dict) and node:
-        out: list[tuple[str, Any]] = []
+        out: list[tuple[str, object]] = []
         for k in sorted(node):
             out.extend(_flatten(node[k], f"{prefix}.{k}" if prefix else str(k)))
         return out
