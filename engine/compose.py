@@ -15,11 +15,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.config import RunConfig, config_validate
 from engine.config.exit_rules import grid_combos
 from engine.core.errors import ConfigError, first_line
+from engine.core.jsontypes import Record
 from engine.outputs.rundir import CONFIG_YAML
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def _conf_dir() -> Path:
 CONF_DIR = _conf_dir()
 
 
-def plain(cfg: DictConfig) -> dict[str, Any]:
+def plain(cfg: DictConfig) -> Record:
     """Return a composed Hydra config as a plain dict, resolved, without its ``hydra`` node."""
     from omegaconf import OmegaConf
 
@@ -104,7 +105,7 @@ def overrides_expand(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.product(*axes)]
 
 
-def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConfig, dict[str, Any]]:
+def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConfig, Record]:
     """Compose ``conf/`` with ``overrides`` through Hydra's compose API and validate it.
 
     With ``validate=False`` the first item is None (the caller validates variants of the dict).
@@ -150,7 +151,7 @@ def _is_group(key: str) -> bool:
     return "@" in name or (CONF_DIR / name.replace(".", "/")).is_dir()
 
 
-def _raw_with(raw: dict[str, Any], key: str, value: object) -> dict[str, Any] | None:
+def _raw_with(raw: Record, key: str, value: object) -> Record | None:
     """Return a copy of ``raw`` with ``key`` (dotted) set to ``value``; None when the key is not there."""
     import copy
 
@@ -204,7 +205,7 @@ def hydra_overrides_validate(overrides: list[str], hydra_overrides: list[str]) -
 
 def _sweep_axes(
     plain: list[tuple[Override, str]],
-) -> tuple[list[str], list[list[str]], list[tuple[str, list[Any], list[str]]]]:
+) -> tuple[list[str], list[list[str]], list[tuple[str, list[object], list[str]]]]:
     """Split a sweep's overrides into the fixed ones, the config-group axes and the value axes.
 
     A group axis (``profile=a,b``, or values that interpolate) is composed once per value; a value
@@ -212,14 +213,14 @@ def _sweep_axes(
     """
     fixed: list[str] = []
     group_axes: list[list[str]] = []
-    value_axes: list[tuple[str, list[Any], list[str]]] = []
+    value_axes: list[tuple[str, list[object], list[str]]] = []
     for o, text in plain:
         if not o.is_sweep_override():
             fixed.append(text)
             continue
         key = o.get_key_element()
         strings = list(o.sweep_string_iterator())
-        values = list(o.sweep_iterator())
+        values: list[object] = list(o.sweep_iterator())
         if _is_group(o.key_or_group) or any(isinstance(v, str) and "${" in v for v in values):
             group_axes.append([f"{key}={v}" for v in strings])
         else:
@@ -297,7 +298,7 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
     return checks
 
 
-def _raw_compose(overrides: list[str]) -> dict[str, Any]:
+def _raw_compose(overrides: list[str]) -> Record:
     """Return the composed config of ``overrides`` as a plain dict (errors of composition as one line)."""
     return config_compose(overrides, validate=False)[1]
 

@@ -8,6 +8,8 @@ and no module imports itself back through others (no import cycle among module-l
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
@@ -152,3 +154,34 @@ def test_the_size_check_sees_what_it_must() -> None:
     assert _oversized("run/x.py", "x = 1\n" * 501) == ["run/x.py: 501 lines > 500"]
     assert _oversized("simulation/stops.py", "x = 1\n" * 501) == []
     assert all((ENGINE / name).is_file() for name in MODULE_EXEMPT)  # an exemption names a real module
+
+
+# ---- typed seams (issue 21, item 6) -------------------------------------------------------------
+
+MAX_ANY = 40
+
+
+def _any_lines(source: str) -> tuple[int, list[int]]:
+    """The ``Any`` NAME tokens of ``source`` (prose in strings and comments is not code) and the lines
+    holding one without a ``# Any: why`` comment."""
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    lines = [t.start[0] for t in tokens if t.type == tokenize.NAME and t.string == "Any"]
+    explained = {t.start[0] for t in tokens if t.type == tokenize.COMMENT and t.string.startswith("# Any:")}
+    return len(lines), sorted(set(lines) - explained)
+
+
+def test_any_is_rare_and_explained() -> None:
+    total, unexplained = 0, []
+    for path in sorted(ENGINE.rglob("*.py")):
+        n, bare = _any_lines(path.read_text())
+        total += n
+        unexplained += [f"{path.relative_to(ENGINE)}:{line}" for line in bare]
+    assert total <= MAX_ANY, f"{total} uses of Any in engine/ (at most {MAX_ANY})"
+    assert not unexplained, f"Any without a '# Any: why' comment on its line: {unexplained}"
+
+
+def test_the_any_count_sees_what_it_must() -> None:
+    source = (
+        'from typing import Any\n"""Any prose."""\n\ndef f(x: Any) -> Any:  # Any: a reason\n    return x  # Any here\n'
+    )
+    assert _any_lines(source) == (3, [1])

@@ -66,7 +66,7 @@ class SyntheticData(_Model):
 
 
 class CcxtData(_Model):
-    """Any ccxt exchange, fetched over its public REST API."""
+    """A ccxt exchange (any of them), fetched over its public REST API."""
 
     source: Literal["ccxt"] = "ccxt"
     exchange: str = "binance"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -53,7 +52,7 @@ _ALIASES = {
 """Duration settings with a day-count alias: setting -> (alias, largest day count)."""
 
 
-def _day_aliases(data: Any, names: tuple[str, ...]) -> Any:
+def _day_aliases(data: object, names: tuple[str, ...]) -> object:
     """Map day-count aliases (``hold_days: 7``) onto their duration settings (``hold: 7d``).
 
     An alias that is set wins over its setting's value (the settings always carry the group's

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -38,7 +37,7 @@ class GridConfig(_Model):
                 raise ValueError(msg)
         return value
 
-    def combos(self, base: ExitRules | None) -> tuple[list[dict[str, Any]], list[str]]:
+    def combos(self, base: ExitRules | None) -> tuple[list[dict[str, object]], list[str]]:
         """Every combination as ExitRules field values, and the reasons of invalid ones."""
         axes = {k: v for k, v in self.model_dump().items() if v}
         if not axes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from engine.config.data import CcxtData, FilesData, SyntheticData
 
 
-def _num(x: Any) -> str:
+def _num(x: object) -> str:
     """Return a bound as people write it: 1e+15, not 1000000000000000.0."""
     return f"{x:g}" if isinstance(x, float) and abs(x) >= 1e6 else str(x)
 
@@ -50,7 +50,7 @@ def _allowed(model: type[BaseModel], field: str) -> str:
     return f"{words[text]} {' and '.join(bounds)}".strip()
 
 
-def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[type[BaseModel] | None, str]:
+def _model_at(loc: tuple[int | str, ...], root: type[BaseModel]) -> tuple[type[BaseModel] | None, str]:
     """Return the pydantic model that owns the field at ``loc`` (below ``root``) and the field's name."""
     model: type[BaseModel] | None = root
     for part in loc[:-1]:

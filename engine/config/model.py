@@ -1,6 +1,6 @@
 """The validated run configuration: one frozen pydantic model for the whole composed Hydra config.
 
-Stages receive these settings objects, never a raw DictConfig. Any invalid value or unknown key
+Stages receive these settings objects, never a raw DictConfig. An invalid value or unknown key
 fails at start-up with one line naming the key and what is allowed (see :func:`config_validate`).
 The root :class:`RunConfig` and the backtest, portfolio and costs sections live here; the other
 sections in their own modules (data, ranking, grid; the building blocks in ``fields``, the
@@ -10,8 +10,9 @@ messages in ``messages``), all re-exported under their names.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import date
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -103,7 +104,7 @@ class BacktestConfig(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _aliases(cls, data: Any) -> Any:
+    def _aliases(cls, data: object) -> object:
         return _day_aliases(data, ("hold", "step"))
 
     @field_validator("timeframes")
@@ -179,7 +180,7 @@ class PortfolioConfig(PortfolioRisk, _Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _aliases(cls, data: Any) -> Any:
+    def _aliases(cls, data: object) -> object:
         return _day_aliases(data, ("vol_window",))
 
     @field_validator("vol_window")
@@ -299,7 +300,7 @@ class RunConfig(_Model):
 
     @field_validator("signals", mode="before")
     @classmethod
-    def _signal_windows_bounded(cls, value: Any) -> Any:
+    def _signal_windows_bounded(cls, value: object) -> object:
         # TrendInTrend (engine/strategy/signals.py) bounds its windows from below only
         if isinstance(value, dict):
             for key in ("trend_days", "ema_bars"):
@@ -311,7 +312,7 @@ class RunConfig(_Model):
 
     @field_validator("exit_rules", mode="before")
     @classmethod
-    def _exit_rules_finite(cls, value: Any) -> Any:
+    def _exit_rules_finite(cls, value: object) -> object:
         # ExitRules (engine/config/exit_rules.py) accepts inf; a stop at an infinite distance is no stop
         if isinstance(value, dict):
             for key in ("sl_stop", "tp_stop", "sl_trail"):
@@ -345,7 +346,7 @@ def validation_message(exc: ValidationError) -> str:
     return message_of(exc, RunConfig)
 
 
-def config_validate(raw: dict[str, Any]) -> RunConfig:
+def config_validate(raw: Mapping[str, object]) -> RunConfig:
     """Validate a composed, resolved config dict; raise :class:`ConfigError` with one line."""
     try:
         return RunConfig.model_validate(raw)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -90,7 +90,7 @@ class RankingConfig(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _deprecated_alias(cls, data: Any) -> Any:
+    def _deprecated_alias(cls, data: object) -> object:
         data = _day_aliases(data, ("momentum_window", "vol_window", "liquidity_window", "min_history"))
         return setting_renamed(
             data,

@@ -8,10 +8,10 @@ metrics.json), is a ``Record``: the one place the package names a loose JSON obj
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias  # Any: Record, the one loose JSON object
 
 JSON: TypeAlias = "Mapping[str, JSON] | Sequence[JSON] | str | int | float | bool | None"
-"""Any value a JSON file can hold (read-only containers, so a ``dict[str, float]`` is one)."""
+"""A value a JSON file can hold (read-only containers, so a ``dict[str, float]`` is one)."""
 Scalar: TypeAlias = "str | int | float | bool | None"
 """A JSON leaf."""
 Record: TypeAlias = "dict[str, Any]"  # Any: a JSON object read back by key; each use narrows its values

@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any  # Any: polars' reader options (polars_options)
 from urllib.parse import urlsplit
 
 from engine.core.errors import DataError, first_line

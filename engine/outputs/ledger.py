@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from engine.config import RunConfig
 from engine.config.exit_rules import ExitRules
@@ -180,7 +180,7 @@ def _db_error(path: Path, verb: str, exc: Exception) -> str:
     return f"the trial ledger {path} could not be {verb} ({first}): move the file aside or pass another path"
 
 
-def _read(path: Path, sql: str, params: list[object], timeout_s: float) -> list[tuple[Any, ...]]:  # DuckDB rows
+def _read(path: Path, sql: str, params: list[object], timeout_s: float) -> list[tuple[object, ...]]:  # DuckDB rows
     import duckdb
 
     if not path.exists():
@@ -214,10 +214,16 @@ def n_trials(
     """
     what = "count(DISTINCT config_hash)" if distinct else "count(*)"
     rows = _read(Path(path), f"SELECT {what} FROM trials WHERE data_fingerprint = ?", [fingerprint], timeout_s)
-    return int(rows[0][0]) if rows else 0
+    if not rows:
+        return 0
+    count = rows[0][0]
+    assert isinstance(count, int), count  # DuckDB's COUNT is a BIGINT
+    return count
 
 
-def ledger_read(fingerprint: str, path: Path | str = DEFAULT_LEDGER, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+def ledger_read(
+    fingerprint: str, path: Path | str = DEFAULT_LEDGER, timeout_s: float = 60.0
+) -> list[dict[str, object]]:
     """Every row for a data fingerprint, oldest first, as dicts keyed by :data:`COLUMNS`."""
     sql = f"SELECT {', '.join(COLUMNS)} FROM trials WHERE data_fingerprint = ? ORDER BY recorded_at, trial_id"
     return [dict(zip(COLUMNS, r, strict=True)) for r in _read(Path(path), sql, [fingerprint], timeout_s)]

@@ -28,13 +28,14 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.config import RunConfig
 from engine.core.units import interval_ms
 from engine.data.lakehouse import Lakehouse
+from engine.data.markets import MarketRule
 from engine.data.panel import Panel, panel_load
 from engine.strategy.windows import Window
 
@@ -92,7 +93,7 @@ class MarketData:
     panel: Panel
     sigma: np.ndarray
     """(n_base_bars, n_symbols) Parkinson sigma of each base bar from the bars before it."""
-    rules: Mapping[str, Any]
+    rules: Mapping[str, MarketRule]
     """``MarketRule`` per symbol (min_notional, amount_step, price_tick, active)."""
     execution: ExecutionRules
     spreads: dict[tuple[int, str], float] = field(default_factory=dict)

@@ -281,7 +281,7 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
     sweep_dir : Path
         A Hydra sweep directory (``<sweep_dir>/<job_num>/``) or a grid run (``combos/<combo_id>/``).
     metric : str
-        Any numeric key of metrics.json (sharpe, total_return, calmar, ...).
+        A numeric key of metrics.json (sharpe, total_return, calmar, ...).
     descending : bool
         Rank the highest value first (False for e.g. ``annual_volatility``).
 
