@@ -14,5 +14,5 @@ JSON: TypeAlias = "Mapping[str, JSON] | Sequence[JSON] | str | int | float | boo
 """A value a JSON file can hold (read-only containers, so a ``dict[str, float]`` is one)."""
 Scalar: TypeAlias = "str | int | float | bool | None"
 """A JSON leaf."""
-Record: TypeAlias = "dict[str, Any]"  # Any: a JSON object read back by key; each use narrows its values
+Record: TypeAlias = dict[str, Any]  # Any: a JSON object read back by key; each use narrows its values
 """A JSON object read back by key (audit lines, the wfo and survivorship blocks)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TypedDict, cast, get_type_hints
+from typing import TypedDict, cast
 
 import numpy as np
 
@@ -96,7 +96,7 @@ class CapacityTable(TypedDict):
     frictionless: bool
 
 
-METRICS_KEYS = frozenset(get_type_hints(Metrics))
+METRICS_KEYS = Metrics.__required_keys__ | Metrics.__optional_keys__
 """Every key metrics.json may hold."""
 
 
