@@ -21,6 +21,7 @@ from engine.config import RunConfig, config_validate
 from engine.config.exit_rules import grid_combos
 from engine.core.errors import ConfigError, first_line
 from engine.core.jsontypes import Record
+from engine.data.precheck import inputs_precheck
 from engine.outputs.rundir import CONFIG_YAML
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ def _raw_with(raw: Record, key: str, value: object) -> Record | None:
 
 def _config_check(cfg: RunConfig) -> None:
     """Check beyond the model's checks: the grid's combinations, a walk-forward optimisation's windows."""
+    inputs_precheck(cfg)  # a missing markets file, top_n above the universe: before anything is read
     if cfg.task in ("grid", "wfo"):
         grid_combos(cfg)
         if cfg.execution.capacity is not None:

@@ -36,6 +36,10 @@ from engine.core.units import interval_ms
 from engine.data.sources.synthetic import SyntheticSource
 
 API_PREFIX = "/api/v3"
+FAPI_PREFIX = "/fapi/v1"
+"""Binance's USD-M futures public API (``urls['api']['fapiPublic']``): exchangeInfo, klines, fundingRate."""
+FUNDING_LIMIT_DEFAULT = 100
+FUNDING_LIMIT_MAX = 1000
 KLINES_LIMIT_DEFAULT = 500
 KLINES_LIMIT_MAX = 1000
 FAULT_KINDS = (
@@ -77,6 +81,9 @@ class _State:
     now_ms: int | None
     markets: list[dict[str, Any]]
     delisted: dict[str, int] = field(default_factory=dict)
+    perp_markets: list[dict[str, Any]] = field(default_factory=list)
+    funding: dict[str, Any] = field(default_factory=dict)  # symbol -> polars frame time, rate, mark
+    mark_prices: bool = True
     log: list[RequestRecord] = field(default_factory=list)
     faults: deque[Fault] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -119,6 +126,26 @@ def _market(symbol: str, status: str = "TRADING", rules: dict[str, str] | None =
             },
         ],
         "permissions": ["SPOT"],
+    }
+
+
+def _perp_market(symbol: str, status: str = "TRADING", rules: dict[str, str] | None = None) -> dict[str, Any]:
+    """A USD-M perpetual of Binance's fapi exchangeInfo (ccxt reads it as ``BASE/QUOTE:QUOTE``, linear)."""
+    m = _market(symbol, status, rules)
+    base, quote = symbol.split("/")
+    m.pop("isSpotTradingAllowed")
+    m.pop("permissions")
+    return {
+        **m,
+        "pair": base + quote,
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,
+        "onboardDate": 1569398400000,
+        "contractStatus": status,
+        "marginAsset": quote,
+        "pricePrecision": 8,
+        "quantityPrecision": 5,
+        "underlyingType": "COIN",
     }
 
 
@@ -188,8 +215,14 @@ class _Handler(BaseHTTPRequestHandler):
                     "symbols": state.markets,
                 },
             )
-        if path == f"{API_PREFIX}/klines":
+        if path == f"{API_PREFIX}/klines" or path == f"{FAPI_PREFIX}/klines":
             return self._klines(params, kind)
+        if path == f"{FAPI_PREFIX}/exchangeInfo":
+            server_time = state.now_ms if state.now_ms is not None else int(time.time() * 1000)
+            body = {"timezone": "UTC", "serverTime": server_time, "rateLimits": [], "exchangeFilters": []}
+            return self._send(200, {**body, "assets": [], "symbols": state.perp_markets})
+        if path == f"{FAPI_PREFIX}/fundingRate":
+            return self._funding(params, kind)
         return self._send(404, {"code": -1, "msg": f"unknown endpoint {path}"})
 
     def _klines(self, params: dict[str, str], kind: str | None) -> None:
@@ -240,6 +273,47 @@ class _Handler(BaseHTTPRequestHandler):
             rows = rows[::-1]
         return self._send(200, rows)
 
+    def _funding(self, params: dict[str, str], kind: str | None) -> None:
+        """Binance's fundingRate: with startTime the first ``limit`` records from it (to endTime), else the latest."""
+        state = self.server.state
+        by_id = {s.replace("/", ""): s for s in state.funding}
+        symbol = by_id.get(params.get("symbol", ""))
+        if symbol is None:
+            return self._send(400, {"code": -1121, "msg": "Invalid symbol."})
+        limit = min(int(params.get("limit", FUNDING_LIMIT_DEFAULT)), FUNDING_LIMIT_MAX)
+        now = state.now_ms if state.now_ms is not None else state.gen.end_ms
+        hi = min(int(params["endTime"]), now) if "endTime" in params else now
+        hi = min(hi, state.delisted.get(symbol, hi))  # a delisted perpetual's funding ends with its klines
+        if state.funding[symbol] is None:
+            from engine.data.sources.funding_gen import funding_generate
+
+            index = state.gen.symbols().index(symbol)
+            state.funding[symbol] = funding_generate(state.gen.path(symbol), state.gen.seed, index, 0, 2**62)
+        frame = state.funding[symbol].filter(
+            (pl.col("time") >= int(params.get("startTime", 0))) & (pl.col("time") <= hi)
+        )
+        frame = frame.head(limit) if "startTime" in params else frame.tail(limit)
+        rows = [
+            {
+                "symbol": params["symbol"],
+                "fundingTime": t,
+                "fundingRate": _num(r),
+                "markPrice": _num(m) if state.mark_prices and m is not None else "",
+            }
+            for t, r, m in frame.select("time", "rate", "mark").iter_rows()
+        ]
+        if kind == "short":
+            rows = rows[: max(1, len(rows) // 2)]
+        elif kind == "empty":
+            rows = []
+        elif kind == "duplicate":
+            rows = rows + rows[: max(1, len(rows) // 3)]
+        elif kind == "duplicate_changed" and rows:
+            rows = [*rows, {**rows[0], "fundingRate": _num(float(rows[0]["fundingRate"]) * 2.0)}]
+        elif kind == "out_of_order":
+            rows = rows[::-1]
+        return self._send(200, rows)
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -255,7 +329,8 @@ class ExchangeServer:
     Parameters
     ----------
     gen
-        The generator whose bars are served; its symbols are listed as TRADING spot markets.
+        The generator whose bars are served; its symbols are listed as TRADING spot markets, and as
+        USD-M perpetuals on ``/fapi/v1`` (exchangeInfo, klines: the same bars, fundingRate).
     now_ms
         The exchange's clock: bars opening after it are not served (the bar containing it is, as
         the still-forming bar). ``None`` serves the generator's whole range.
@@ -266,6 +341,11 @@ class ExchangeServer:
         a delisted market whose history the exchange still serves.
     rules
         Per symbol, the ``tickSize``, ``stepSize`` or ``minNotional`` that replace :data:`RULES_DEFAULT`.
+    funding
+        Per symbol, a polars frame ``time, rate, mark`` served by ``/fapi/v1/fundingRate`` (Binance's
+        rows ``symbol, fundingTime, fundingRate, markPrice``); None: the generator's funding.
+    mark_prices
+        False: ``markPrice`` is served empty (``""``), as Binance does for its oldest records.
     """
 
     def __init__(
@@ -276,12 +356,20 @@ class ExchangeServer:
         extra_markets: tuple[tuple[str, str], ...] = (("ETH/BTC", "TRADING"), ("OLD/USDT", "BREAK")),
         delisted: dict[str, int] | None = None,
         rules: dict[str, dict[str, str]] | None = None,
+        funding: dict[str, Any] | None = None,
+        mark_prices: bool = True,
     ) -> None:
         delisted = dict(delisted or {})
         rules = rules or {}
         markets = [_market(s, "BREAK" if s in delisted else "TRADING", rules.get(s)) for s in gen.symbols()]
         markets += [_market(s, status, rules.get(s)) for s, status in extra_markets]
         self.state = _State(gen=gen, now_ms=now_ms, markets=markets, delisted=delisted)
+        # USD-M perpetuals: the generator's symbols, each with the funding given (default: the generator's, on demand)
+        self.state.funding = dict(funding) if funding is not None else dict.fromkeys(gen.symbols())
+        self.state.mark_prices = mark_prices
+        self.state.perp_markets = [
+            _perp_market(s, "BREAK" if s in delisted else "TRADING", rules.get(s)) for s in gen.symbols()
+        ]
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -333,6 +421,10 @@ class ExchangeServer:
         """Every request so far, in arrival order."""
         with self.state.lock:
             return list(self.state.log)
+
+    def funding_requests(self) -> list[RequestRecord]:
+        """The fundingRate requests so far."""
+        return [r for r in self.log if r.path.endswith("/fundingRate")]
 
     def klines(self) -> list[RequestRecord]:
         """The klines requests so far."""

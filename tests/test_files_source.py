@@ -273,9 +273,11 @@ def test_a_run_on_an_implausible_file_exits_2_with_one_line_and_writes_nothing(t
     write_csv_ms(clean, folder / "ABC_USDT-1d")
     lh = tmp_path / "lh"
     proc = engine_cli(
-        ["data=files", f"data.path={folder}", f"paths.lakehouse_dir={lh}", f"hydra.run.dir={tmp_path / 'run'}"],
+        # top_n within the 2 pairs: the default 10 is refused before the files are read (engine/data/precheck.py)
+        ["data=files", f"data.path={folder}", "ranking.top_n=2", f"paths.lakehouse_dir={lh}",
+         f"hydra.run.dir={tmp_path / 'run'}"],
         tmp_path,
-    )
+    )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -132,8 +132,9 @@ def test_large_sweep_validates_each_value_once(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines[0] == "validating 5000 swept values of ranking.top_n before the sweep starts"
+    # 0 is out of range; 11 .. 4999 exceed the universe of data.n_symbols=10 (engine/data/precheck.py)
     assert lines[1].startswith(
-        "error: 1 of 5000 sweep values checked are invalid, e.g. invalid config value ranking.top_n=0"
+        "error: 4990 of 5000 sweep values checked are invalid, e.g. invalid config value ranking.top_n=0"
     )
     assert not (tmp_path / "outputs").exists()
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from engine.config.fields import _each_checked, _Model, path_expand
+from engine.config.market import MarketSettings
 from engine.core.choices import Implausible
 from engine.core.symbols import symbol_check
 
@@ -44,7 +45,7 @@ class PathsConfig(_Model):
         return value
 
 
-class SyntheticData(_Model):
+class SyntheticData(MarketSettings, _Model):
     """The offline deterministic generator (the default source)."""
 
     source: Literal["synthetic"] = "synthetic"
@@ -65,7 +66,7 @@ class SyntheticData(_Model):
         return self
 
 
-class CcxtData(_Model):
+class CcxtData(MarketSettings, _Model):
     """A ccxt exchange (any of them), fetched over its public REST API."""
 
     source: Literal["ccxt"] = "ccxt"
@@ -87,7 +88,7 @@ class CcxtData(_Model):
     """Minimum delay between requests; null uses the exchange's own rate limit."""
 
 
-class FilesData(_Model):
+class FilesData(MarketSettings, _Model):
     """A folder of the user's own OHLCV files (csv, parquet, freqtrade feather)."""
 
     source: Literal["files"] = "files"

@@ -23,3 +23,11 @@ RISK_WEIGHTINGS: tuple[Weighting, ...] = ("erc", "hrp", "min_variance")
 
 CovarianceEstimator = Literal["ledoit_wolf", "empirical"]
 """The covariance of the risk weightings and the volatility target: Ledoit-Wolf shrinkage or the sample one."""
+
+Market = Literal["spot", "perp"]
+"""What the data's bars are: spot pairs, or linear perpetual futures that pay or receive funding."""
+MARKETS: tuple[Market, ...] = get_args(Market)
+
+FundingMissing = Literal["error", "zero"]
+"""What a perp run does for a symbol whose funding the store lacks: refuse (exit 2), or assume zero with a warning."""
+FUNDING_MISSING: tuple[FundingMissing, ...] = get_args(FundingMissing)

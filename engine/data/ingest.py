@@ -251,4 +251,9 @@ def universe_ingest(service: IngestionService, cfg: RunConfig, *, strict: bool) 
     plan.symbols = markets_record(service.lakehouse, source, plan.symbols, cfg.backtest.interval)
     if report.fetched and report.bars_read == 0 and not service.lakehouse.symbols("bars", cfg.backtest.interval):
         raise NothingRead(nothing_read(cfg, plan))
+    if cfg.data.is_perp():  # perpetual futures: their funding beside the bars (docs/PERPETUALS.md)
+        from engine.data.funding import funding_ingest
+
+        lake, base = service.lakehouse, cfg.backtest.interval
+        funding_ingest(lake, source, plan.symbols, plan.start_ms, plan.end_ms, base, warn=not strict)
     return report, plan

@@ -12,6 +12,7 @@ from pathlib import Path
 from engine.config import RunConfig
 from engine.data.lakehouse import atomic_write_bytes
 from engine.outputs.capacity import capacity_html
+from engine.outputs.costs_report import costs_html
 from engine.outputs.report_charts import (
     CHART_IDS,
     _drawdown_figure,
@@ -107,6 +108,7 @@ def report_html(cfg: RunConfig, result: BacktestResult) -> str:
         f"{_header(cfg, result)}"
         f"{''.join(charts)}"
         f"{_base_comparison_html(result)}"
+        f"{costs_html(cfg, result)}"
         f"{survivorship_html(result.metrics)}"
         f"{_wfo_html(result)}"
         f"{capacity_html(result.capacity)}"

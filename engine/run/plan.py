@@ -166,6 +166,10 @@ def data_prepare(cfg: RunConfig, source: DataSource, lakehouse: Lakehouse, inges
             + "`"
         )
         raise DataError(msg)
+    if data.is_perp():  # perpetual futures: funding stored and checked (docs/PERPETUALS.md)
+        from engine.data.funding import funding_prepare
+
+        funding_prepare(cfg, source, lakehouse)
 
 
 def coverage_read(cfg: RunConfig, lakehouse: Lakehouse) -> dict[str, tuple[int, int]]:

@@ -22,6 +22,8 @@ class DataSource(ABC):
     """A backend that serves OHLCV bars in the bar contract of :mod:`engine.data.bars`."""
 
     name: str = "base"
+    market: str = "spot"
+    """``data.market``: ``perp`` adds the market to the identity and lets :meth:`funding_fetch` serve funding."""
 
     @abstractmethod
     def symbols(self) -> list[str]:
@@ -52,6 +54,22 @@ class DataSource(ABC):
         each its own (see :func:`engine.data.lakehouse.store_open`).
         """
         return {"source": self.name}
+
+    def market_identity(self, identity: dict[str, object]) -> dict[str, object]:
+        """``identity`` as it is on spot; on perp with the market and the funding layout's version added."""
+        if self.market == "spot":
+            return identity
+        from engine.data.funding import FUNDING_VERSION
+
+        return {**identity, "market": self.market, "funding_version": FUNDING_VERSION}
+
+    def funding_fetch(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
+        """Funding of ``symbol`` with funding time in ``[start_ms, end_ms)`` (None: this source has none for it).
+
+        Returns a frame with the columns of :data:`engine.data.funding.FUNDING_STORE_SCHEMA`
+        (``time`` in epoch ms, ``rate`` a fraction per funding interval, ``mark`` nullable).
+        """
+        return None
 
     def origin(self, symbol: str, interval: str) -> object:
         """Fingerprint of what serves ``(symbol, interval)`` (a file's name, size and content hash), or None.

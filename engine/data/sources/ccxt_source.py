@@ -55,11 +55,17 @@ def exchange_create(cfg: CcxtData) -> ccxt.Exchange:
         # Spot only: otherwise binance-like exchanges also load their futures and options markets.
         "options": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}},
     }
+    if cfg.market == "perp":  # linear perpetuals only (settled in the quote): ccxt's swap markets
+        config["options"] = {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}}
     if cfg.rate_limit_ms is not None:
         config["rateLimit"] = cfg.rate_limit_ms
         config["enableRateLimit"] = cfg.rate_limit_ms > 0
     exchange: ccxt.Exchange = klass(config)
-    if cfg.api_url:
+    if cfg.api_url and cfg.market == "perp":
+        from engine.data.sources.ccxt_funding import api_origin_apply
+
+        api_origin_apply(exchange, cfg.api_url)
+    elif cfg.api_url:
         api_url_apply(exchange, cfg.api_url)
     return exchange
 
@@ -135,6 +141,7 @@ class CcxtSource(DataSource):
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.market = cfg.market
         self.exchange = exchange_create(cfg)
         self.name = f"ccxt {cfg.exchange}"
         self.sleep = sleep
@@ -153,7 +160,9 @@ class CcxtSource(DataSource):
         if self.cfg.api_url:
             parts = urlsplit(self.cfg.api_url)
             host = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return {"source": "ccxt", "exchange": self.cfg.exchange, "api_host": host, "quote": self.cfg.quote}
+        return self.market_identity(
+            {"source": "ccxt", "exchange": self.cfg.exchange, "api_host": host, "quote": self.cfg.quote}
+        )
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -232,9 +241,13 @@ class CcxtSource(DataSource):
             self._markets = self._call("load_markets", self.exchange.load_markets)
         return self._markets
 
+    def unified(self, symbol: str) -> str:
+        """Return the ccxt symbol of ``symbol``: itself on spot, ``BASE/QUOTE:QUOTE`` (the linear perpetual) on perp."""
+        return f"{symbol}:{symbol.split('/')[1]}" if self.cfg.market == "perp" else symbol
+
     def _market_check(self, symbol: str) -> None:
         symbol_check(symbol)
-        if symbol not in self.markets():
+        if self.unified(symbol) not in self.markets():
             msg = (
                 f"unknown symbol {symbol!r} on ccxt exchange {self.exchange.id}: "
                 "fix data.symbols (spot markets as BASE/QUOTE, e.g. 'BTC/USDT')"
@@ -253,9 +266,14 @@ class CcxtSource(DataSource):
                 self._market_check(s)
             return list(self.cfg.symbols)
         found = []
+        perp = self.cfg.market == "perp"
         for symbol, m in self.markets().items():
-            if not (m.get("spot") and m.get("quote") == self.cfg.quote):
+            if not (m.get("swap" if perp else "spot") and m.get("quote") == self.cfg.quote):
                 continue
+            if perp:
+                if not (m.get("linear") and m.get("settle") == self.cfg.quote):
+                    continue
+                symbol = symbol.split(":")[0]
             try:
                 found.append(symbol_check(symbol))
             except EngineError:
@@ -286,7 +304,7 @@ class CcxtSource(DataSource):
         The still-forming bar is dropped, so the lakehouse never stores a partial bar.
         """
         self._market_check(symbol)
-        inactive = self.markets()[symbol].get("active") is False
+        inactive = self.markets()[self.unified(symbol)].get("active") is False
         if interval not in self.intervals():
             offered = ", ".join(self.intervals())
             msg = f"{self._label(symbol, interval)}: interval not offered by the exchange; use one of {offered}"
@@ -300,7 +318,7 @@ class CcxtSource(DataSource):
             limit = min(self.cfg.limit, -(-(stop - since) // step))
 
             def fetch_page(s: int = since, n: int = limit) -> list[list[float]]:
-                page: list[list[float]] = self.exchange.fetch_ohlcv(symbol, interval, s, n)  # ccxt is untyped
+                page: list[list[float]] = self.exchange.fetch_ohlcv(self.unified(symbol), interval, s, n)  # untyped
                 return page
 
             try:
@@ -328,6 +346,14 @@ class CcxtSource(DataSource):
             & (pl.col("timestamp") < pl.lit(stop).cast(pl.Datetime("ms", "UTC")))
         )
 
+    def funding_fetch(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
+        """Funding history of the perpetual ``symbol`` (``fetchFundingRateHistory``); None on spot."""
+        if self.cfg.market != "perp":
+            return None
+        from engine.data.sources.ccxt_funding import funding_history
+
+        return funding_history(self, symbol, start_ms, end_ms)
+
     def covered_until(self, end_ms: int, interval: str) -> int:
         """``end_ms`` capped at the open time of the still-forming ``interval`` bar."""
         return min(end_ms, self._bar_open_now(interval))
@@ -336,7 +362,7 @@ class CcxtSource(DataSource):
         """Return the exchange's minimum notional, amount step, price tick and active flag of ``symbols``."""
         markets = self.markets()
         mode = int(self.exchange.precisionMode)
-        rows = {s: ccxt_row(s, markets[s], mode) for s in symbols if s in markets}
+        rows = {s: ccxt_row(s, markets[self.unified(s)], mode) for s in symbols if self.unified(s) in markets}
         meta: dict[str, object] = {"exchange": self.exchange.id, "precision_mode": MODE_NAMES.get(mode, str(mode))}
         return rows, meta
 

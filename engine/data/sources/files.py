@@ -39,6 +39,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -48,6 +49,9 @@ from engine.core.errors import DataError, EngineError
 from engine.core.units import UNIT_MS, interval_ms
 from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_validate
 from engine.data.sources.base import DataSource
+
+if TYPE_CHECKING:
+    from engine.data.sources.files_funding import FundingFiles
 
 SUFFIXES = (".csv", ".parquet", ".feather", ".json")
 TIME_COLUMNS = ("date", "timestamp", "time", "open_time")
@@ -150,6 +154,7 @@ class FilesSource(DataSource):
 
     def __init__(self, cfg: FilesData) -> None:
         self.cfg = cfg
+        self.market = cfg.market
         self.root = expand_path(cfg.path)
         self._frames: dict[Path, pl.DataFrame] = {}
         self._digests: dict[Path, str] = {}
@@ -157,6 +162,7 @@ class FilesSource(DataSource):
         self._skipped: list[tuple[Path, str]] = []
         self._unreadable: list[tuple[Path, str]] = []
         self._quote: str | None = None
+        self._funding_files: FundingFiles | None = None
 
     # ---- the folder -------------------------------------------------------------------------
 
@@ -239,7 +245,23 @@ class FilesSource(DataSource):
             for k, e in self._scan().items()
             if not k[0].endswith("/" + quote)
         ]
+        if self.market == "perp":  # funding and mark files are read as funding (files_funding.py)
+            used = self._funding().used()
+            return sorted([x for x in self._skipped if x[0] not in used] + other)
         return sorted(self._skipped + other)
+
+    def _funding(self) -> FundingFiles:
+        from engine.data.sources.files_funding import FundingFiles
+
+        if self._funding_files is None:
+            self._funding_files = FundingFiles(self.root)
+        return self._funding_files
+
+    def funding_fetch(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
+        """Funding of ``symbol`` from the folder's funding files (perp only; None: no file for it)."""
+        if self.market != "perp":
+            return None
+        return self._funding().fetch(symbol, start_ms, end_ms)
 
     def unreadable(self) -> list[tuple[Path, str]]:
         """Files named as a pair's bars (no interval in the name) whose bars could not be read."""
@@ -248,7 +270,7 @@ class FilesSource(DataSource):
 
     def identity(self) -> dict[str, object]:
         """Return the folder's resolved path and the quote read from it."""
-        return {"source": "files", "path": str(self.root.resolve()), "quote": self.quote}
+        return self.market_identity({"source": "files", "path": str(self.root.resolve()), "quote": self.quote})
 
     def symbols(self) -> list[str]:
         """Symbols with at least one file, quoted in the chosen quote."""

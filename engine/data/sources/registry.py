@@ -19,17 +19,21 @@ def source_from_config(cfg: SyntheticData | CcxtData | FilesData) -> DataSource:
     >>> source_from_config(SyntheticData(n_symbols=3)).symbols()
     ['BTC/USDT', 'ETH/USDT', 'SOL/USDT']
     """
+    source: DataSource
     if isinstance(cfg, SyntheticData):
         from engine.data.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(cfg.seed, cfg.n_symbols, cfg.start.isoformat(), cfg.end.isoformat(), cfg.quote)
-    if isinstance(cfg, CcxtData):
+        source = SyntheticSource(cfg.seed, cfg.n_symbols, cfg.start.isoformat(), cfg.end.isoformat(), cfg.quote)
+    elif isinstance(cfg, CcxtData):
         from engine.data.sources.ccxt_source import CcxtSource
 
-        return CcxtSource(cfg)
-    if isinstance(cfg, FilesData):
+        source = CcxtSource(cfg)
+    elif isinstance(cfg, FilesData):
         from engine.data.sources.files import FilesSource
 
-        return FilesSource(cfg)
-    msg = f"unknown data source {getattr(cfg, 'source', cfg)!r}: set data to one of synthetic, ccxt, files"
-    raise ConfigError(msg)
+        source = FilesSource(cfg)
+    else:
+        msg = f"unknown data source {getattr(cfg, 'source', cfg)!r}: set data to one of synthetic, ccxt, files"
+        raise ConfigError(msg)
+    source.market = cfg.market
+    return source
