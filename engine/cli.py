@@ -10,29 +10,28 @@ summary callback's :class:`~engine.core.errors.SweepJobsFailed` (:mod:`engine.ta
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from engine.compose import (
     CONF_DIR,
+    Job,
     hydra_argv,
     in_multirun,
+    job_prepare,
+    job_start,
     output_folder_check,
     overrides_validate,
-    plain,
+    run_dir_follows,
     tilde_quote,
 )
-from engine.config import ENGINE_VERSION, RunConfig, config_validate
 from engine.core.errors import EngineError, SweepJobsFailed
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from engine.tasks import IngestResult
-
-log = logging.getLogger("engine")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -56,16 +55,12 @@ def ingest_print(result: IngestResult) -> int:
     return result.exit_code
 
 
-def _task(dcfg: DictConfig, cfg: RunConfig, hydra_dir: Path, out: Path) -> float | None:
-    """Run the job's task in its prepared run directory; the Sharpe ratio of a backtest for sweepers."""
-    from omegaconf import OmegaConf
-
+def _task(dcfg: DictConfig, job: Job) -> float | None:
+    """Run the job's task in its claimed run directory; the Sharpe ratio of a backtest for sweepers."""
     from engine.outputs.console import summary_print
-    from engine.outputs.rundir import ARTEFACTS, artefact_errors, run_complete, run_dir_prepare
+    from engine.outputs.rundir import ARTEFACTS, artefact_errors, run_complete
 
-    run_dir_prepare(hydra_dir, out)
-    log.info("%s run into %s (engine %s)", cfg.task, out, ENGINE_VERSION)
-    config_yaml = OmegaConf.to_yaml(dcfg, resolve=True)
+    cfg, out, config_yaml = job.cfg, job.out, job_start(job, dcfg)
     from engine.tasks import capacity_run, grid_run, ingest_run, run_backtest, wfo_run  # once validated
 
     if cfg.task == "ingest":
@@ -90,28 +85,17 @@ def _task(dcfg: DictConfig, cfg: RunConfig, hydra_dir: Path, out: Path) -> float
 
 def task_run(dcfg: DictConfig) -> float | None:
     """Run the Hydra job: validate, claim the output directory, dispatch on ``task``."""
-    from hydra.core.hydra_config import HydraConfig
-
     from engine.outputs.rundir import artefact_errors, error_message, error_write, run_dir_claim
 
-    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
-    raw = plain(dcfg)
-    own = raw.get("paths", {}).get("output_dir") is None  # the run directory Hydra made for this job
-    if own:
-        raw.setdefault("paths", {})["output_dir"] = str(hydra_dir)
-    cfg = config_validate(raw)
-    out = Path(raw["paths"]["output_dir"])
-    # Hydra wrote .hydra/ and the log into its own run directory before this job started
-    ignore = tuple(p.name for p in hydra_dir.iterdir()) if own and hydra_dir.is_dir() else ()
-    key = ("hydra.sweep.dir" if in_multirun() else "hydra.run.dir") if own else "paths.output_dir"
+    job = job_prepare(dcfg)
     with contextlib.ExitStack() as claim:
-        with artefact_errors(out):
-            claim.enter_context(run_dir_claim(out, key, ignore))
+        with artefact_errors(job.out):
+            claim.enter_context(run_dir_claim(job.out, job.key, job.ignore))
         try:
-            return _task(dcfg, cfg, hydra_dir, out)
+            return _task(dcfg, job)
         except Exception as exc:  # written down for the run directory, then raised on
-            if out.resolve() != hydra_dir.resolve():  # the job's Hydra directory gets it from the entry point
-                error_write(error_message(exc), out, log_it=False)
+            if job.out.resolve() != job.hydra_dir.resolve():  # the job's Hydra directory gets it from the entry point
+                error_write(error_message(exc), job.out, log_it=False)
             raise
 
 
@@ -153,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             overrides_validate(overrides, multirun)
             output_folder_check(overrides, multirun)
+            args += run_dir_follows(overrides, multirun)  # Hydra's own files beside the artefacts
         except EngineError as exc:
             fail(str(exc))
     try:

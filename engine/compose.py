@@ -13,17 +13,20 @@ import math
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.config import RunConfig, config_validate
 from engine.config.exit_rules import grid_combos
 from engine.core.errors import ConfigError, first_line
+from engine.core.jsontypes import Record
 from engine.data.precheck import inputs_precheck
 from engine.outputs.rundir import CONFIG_YAML
 
 if TYPE_CHECKING:
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Override
     from omegaconf import DictConfig
 
 
@@ -42,7 +45,7 @@ def _conf_dir() -> Path:
 CONF_DIR = _conf_dir()
 
 
-def plain(cfg: DictConfig) -> dict[str, Any]:
+def plain(cfg: DictConfig) -> Record:
     """Return a composed Hydra config as a plain dict, resolved, without its ``hydra`` node."""
     from omegaconf import OmegaConf
 
@@ -103,7 +106,7 @@ def overrides_expand(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.product(*axes)]
 
 
-def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConfig, dict[str, Any]]:
+def config_compose(overrides: list[str], validate: bool = True) -> tuple[RunConfig, Record]:
     """Compose ``conf/`` with ``overrides`` through Hydra's compose API and validate it.
 
     With ``validate=False`` the first item is None (the caller validates variants of the dict).
@@ -149,7 +152,7 @@ def _is_group(key: str) -> bool:
     return "@" in name or (CONF_DIR / name.replace(".", "/")).is_dir()
 
 
-def _raw_with(raw: dict[str, Any], key: str, value: object) -> dict[str, Any] | None:
+def _raw_with(raw: Record, key: str, value: object) -> Record | None:
     """Return a copy of ``raw`` with ``key`` (dotted) set to ``value``; None when the key is not there."""
     import copy
 
@@ -202,6 +205,31 @@ def hydra_overrides_validate(overrides: list[str], hydra_overrides: list[str]) -
         raise ConfigError(msg) from None
 
 
+def _sweep_axes(
+    plain: list[tuple[Override, str]],
+) -> tuple[list[str], list[list[str]], list[tuple[str, list[object], list[str]]]]:
+    """Split a sweep's overrides into the fixed ones, the config-group axes and the value axes.
+
+    A group axis (``profile=a,b``, or values that interpolate) is composed once per value; a value
+    axis (``ranking.top_n=range(1,100)``) is validated per value on one composition.
+    """
+    fixed: list[str] = []
+    group_axes: list[list[str]] = []
+    value_axes: list[tuple[str, list[object], list[str]]] = []
+    for o, text in plain:
+        if not o.is_sweep_override():
+            fixed.append(text)
+            continue
+        key = o.get_key_element()
+        strings = list(o.sweep_string_iterator())
+        values: list[object] = list(o.sweep_iterator())
+        if _is_group(o.key_or_group) or any(isinstance(v, str) and "${" in v for v in values):
+            group_axes.append([f"{key}={v}" for v in strings])
+        else:
+            value_axes.append((key, values, strings))
+    return fixed, group_axes, value_axes
+
+
 def overrides_validate(overrides: list[str], multirun: bool) -> int:
     """Compose and validate every run the command line describes; returns how many checks passed.
 
@@ -223,20 +251,7 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
         _config_check(cfg)
         hydra_overrides_validate(combo, hydra_ov)
         return 1
-    fixed: list[str] = []
-    group_axes: list[list[str]] = []
-    value_axes: list[tuple[str, list[Any], list[str]]] = []
-    for o, text in plain:
-        if not o.is_sweep_override():
-            fixed.append(text)
-            continue
-        key = o.get_key_element()
-        strings = list(o.sweep_string_iterator())
-        values = list(o.sweep_iterator())
-        if _is_group(o.key_or_group) or any(isinstance(v, str) and "${" in v for v in values):
-            group_axes.append([f"{key}={v}" for v in strings])
-        else:
-            value_axes.append((key, values, strings))
+    fixed, group_axes, value_axes = _sweep_axes(plain)
     n_values = sum(len(v) for _, v, _ in value_axes)
     n_groups = math.prod(len(a) for a in group_axes)
     if n_values * n_groups > 1000:
@@ -285,7 +300,7 @@ def overrides_validate(overrides: list[str], multirun: bool) -> int:
     return checks
 
 
-def _raw_compose(overrides: list[str]) -> dict[str, Any]:
+def _raw_compose(overrides: list[str]) -> Record:
     """Return the composed config of ``overrides`` as a plain dict (errors of composition as one line)."""
     return config_compose(overrides, validate=False)[1]
 
@@ -357,3 +372,82 @@ def in_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_dir_follows(overrides: list[str], multirun: bool) -> list[str]:
+    """Return the override that puts Hydra's own run folder into ``paths.output_dir``, if one is due.
+
+    A single run whose ``paths.output_dir`` is set on the command line (and whose ``hydra.run.dir``
+    is not) writes Hydra's ``.hydra/`` and ``engine.log`` into its run directory, beside the
+    artefacts, and nothing under ``outputs/runs/``: a stray folder there would look like a failed run.
+    A sweep's jobs keep their folders under ``hydra.sweep.dir``. A folder another live run holds is
+    refused here (:class:`~engine.outputs.rundir.RunDirBusy`), before Hydra writes into it.
+    """
+    given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if "=" in o}
+    text = given.get("paths.output_dir", "null").strip("'\"")
+    if multirun or "hydra.run.dir" in given or text in ("null", "None", "") or "${" in text:
+        return []
+    from engine.config import path_expand
+    from engine.outputs.rundir import run_dir_free_check
+
+    out = Path(str(path_expand(text)))  # as the setting reads it: ~ and $VAR expanded
+    run_dir_free_check(out)  # Hydra would write into a live run's folder first
+    quoted = str(out).replace("'", "\\'")  # a quoted value of Hydra's grammar: ' escaped
+    return [f"hydra.run.dir='{quoted}'"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One Hydra job: its validated config and its folders.
+
+    Attributes
+    ----------
+    cfg : RunConfig
+        The validated config, ``paths.output_dir`` filled with Hydra's folder when it was null.
+    hydra_dir : Path
+        The folder Hydra made for the job (its ``.hydra/`` and ``engine.log``).
+    out : Path
+        The run directory the artefacts go to.
+    key : str
+        The setting that names ``out``, for messages.
+    ignore : tuple of str
+        What Hydra put into ``out`` before the job started (not another program's files).
+    """
+
+    cfg: RunConfig
+    hydra_dir: Path
+    out: Path
+    key: str
+    ignore: tuple[str, ...]
+
+
+def job_prepare(dcfg: DictConfig) -> Job:
+    """Validate a Hydra job's config and name its folders (the run directory is claimed by the caller)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    raw = plain(dcfg)
+    own = raw.get("paths", {}).get("output_dir") is None  # the run directory Hydra made for this job
+    if own:
+        raw.setdefault("paths", {})["output_dir"] = str(hydra_dir)
+    cfg = config_validate(raw)
+    out = Path(str(cfg.paths.output_dir))  # as validated: ~ and $VAR expanded
+    # Hydra wrote .hydra/ and the log into its own run directory before this job started
+    shared = out.resolve() == hydra_dir.resolve() and hydra_dir.is_dir()
+    ignore = tuple(p.name for p in hydra_dir.iterdir()) if shared else ()
+    key = ("hydra.sweep.dir" if in_multirun() else "hydra.run.dir") if own else "paths.output_dir"
+    return Job(cfg, hydra_dir, out, key, ignore)
+
+
+def job_start(job: Job, dcfg: DictConfig) -> str:
+    """Make a claimed job's folders ready (:func:`~engine.outputs.rundir.run_dir_prepare`); return its config as YAML."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from engine.config import ENGINE_VERSION
+    from engine.outputs.rundir import run_dir_prepare
+
+    run_dir_prepare(job.hydra_dir, job.out)
+    logging.getLogger("engine").info("%s run into %s (engine %s)", job.cfg.task, job.out, ENGINE_VERSION)
+    return OmegaConf.to_yaml(dcfg, resolve=True)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import SMALL, engine_cli
 from omegaconf import OmegaConf
 
 import engine.cli as cli
@@ -94,4 +95,29 @@ def test_no_module_state_decides_an_exit_code() -> None:
 
 
 def test_the_command_line_is_short() -> None:
-    assert len((ENGINE / "cli.py").read_text().splitlines()) <= 165
+    assert len((ENGINE / "cli.py").read_text().splitlines()) < 150
+
+
+def test_a_run_with_an_output_dir_leaves_nothing_under_outputs(lakehouse_dir: Path, tmp_path: Path) -> None:
+    """paths.output_dir set: Hydra's own files (.hydra/, engine.log) go there too, no stray outputs/runs/ folder.
+
+    Given as ``~/my run`` (a home folder, a space): the folder the setting names, no literal ``~`` folder.
+    """
+    out, home = tmp_path / "home" / "my run", {"HOME": str(tmp_path / "home")}
+    args = [*SMALL, f"paths.lakehouse_dir={lakehouse_dir}", "paths.output_dir=~/my run", "paths.ledger=null"]
+    proc = engine_cli(args, tmp_path, env=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists(), sorted(str(p) for p in (tmp_path / "outputs").rglob("*"))
+    assert not (tmp_path / "~").exists()
+    assert (out / ".hydra" / "config.yaml").is_file()
+    assert "backtest run into" in (out / "engine.log").read_text()
+    assert {"metrics.json", "report.html", "_COMPLETE"} <= {p.name for p in out.iterdir()}
+    # a second run into the same folder replaces the first (its Hydra files are not a stranger's)
+    again = engine_cli(args, tmp_path, env=home)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists()
+    # without paths.output_dir, Hydra's run folder is the run directory, as before
+    plain_run = engine_cli([*SMALL, f"paths.lakehouse_dir={lakehouse_dir}", "paths.ledger=null"], tmp_path)
+    assert plain_run.returncode == 0, plain_run.stderr[-2000:]
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    assert {".hydra", "engine.log", "metrics.json", "_COMPLETE"} <= {p.name for p in run_dir.iterdir()}

@@ -97,7 +97,14 @@ def test_exit_kinds_are_one_list() -> None:
     assert (*ORDER_REASONS, "end") == TRADE_KINDS
     assert set(EXIT_LABELS) == set(TRADE_KINDS)  # the report labels every kind, and no other
     # the report labels them; the setting exit_rules.max_holding shares its kind's name
-    allowed = {"simulation/stops.py", "outputs/report.py", "config/model.py", "config/exit_rules.py"}
+    allowed = {
+        "simulation/stops.py",
+        "outputs/report_format.py",
+        "outputs/report_wfo.py",
+        "config/model.py",
+        "config/grid.py",
+        "config/exit_rules.py",
+    }
     copies = [
         f"{name}: {s!r}"
         for name, text in SOURCES.items()

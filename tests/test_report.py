@@ -357,7 +357,7 @@ def test_report_renders_in_chromium(tmp_path: Path, browser: str) -> None:
 def test_an_intraday_report_names_its_base_bars() -> None:
     """On an hourly base the ratios come from the hourly closes (8,760 a year) and the stop
     comparison is against the 1h base bars, not 'daily' ones."""
-    from engine.outputs.report import _base_comparison_html, _marks_sentence
+    from engine.outputs.report_sections import _base_comparison_html, _marks_sentence
 
     daily = _metrics(True)
     assert (

@@ -118,6 +118,26 @@ def test_a_claim_is_exclusive_reentrant_and_dies_with_its_holder(tmp_path: Path)
         pass
 
 
+def test_a_live_runs_folder_is_refused_before_hydra_writes_there(tmp_path: Path) -> None:
+    """paths.output_dir alone (Hydra's files would go there too): a folder another live run holds is
+    refused up front, one line, exit 2, and nothing is written into it, not even Hydra's .hydra/."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = _snapshot(out)
+        line = _one_line(engine_cli([*SMALL, f"paths.output_dir={out}"], tmp_path))
+        assert f"paths.output_dir={out} is in use by another run" in line
+        assert _snapshot(out) == before == {MARKER: before[MARKER]}
+        assert sorted(p.name for p in out.iterdir()) == [MARKER]
+        assert not (tmp_path / "outputs").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
 @pytest.mark.slow
 def test_output_dir_empty_reused_and_failed_runs(tmp_path: Path) -> None:
     out = tmp_path / "out"

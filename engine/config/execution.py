@@ -2,7 +2,7 @@
 
 Every setting defaults to off: with :meth:`ExecutionConfig.is_frictionless` true the run uses the
 frictionless vectorbt stage and its artefacts are byte-identical to a run without this section
-(docs/EXECUTION.md). Any friction on, the run uses the market stage
+(docs/EXECUTION.md). With a friction on, the run uses the market stage
 (``engine.simulation.market.MarketStage``).
 """
 

@@ -25,12 +25,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.core.errors import DataError, EngineError
+from engine.core.jsontypes import Record
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -111,7 +112,7 @@ def precision_step(value: object, mode: int) -> float | None:
     raise DataError(msg)
 
 
-def ccxt_row(symbol: str, market: Mapping[str, Any], mode: int) -> MarketRow:
+def ccxt_row(symbol: str, market: Record, mode: int) -> MarketRow:
     """Return the rules of one ccxt market (``limits.cost.min``, ``precision``, ``active``)."""
     limits = market.get("limits") or {}
     cost = (limits.get("cost") or {}).get("min")
@@ -158,7 +159,7 @@ def _flag(value: object, where: str) -> bool:
     raise DataError(msg)
 
 
-def rows_parse(records: Iterable[Mapping[str, Any]], source: str) -> dict[str, MarketRow]:
+def rows_parse(records: Iterable[Record], source: str) -> dict[str, MarketRow]:
     """Return validated rows by symbol; an unknown column, a bad value or a symbol twice is a one-line error."""
     from engine.core.symbols import symbol_check
 
@@ -194,7 +195,7 @@ def rows_parse(records: Iterable[Mapping[str, Any]], source: str) -> dict[str, M
     return out
 
 
-def _records(payload: object, source: str) -> list[Any]:
+def _records(payload: object, source: str) -> list[Record]:
     if isinstance(payload, dict) and "markets" in payload:
         payload = payload["markets"]
     if not isinstance(payload, list):
@@ -229,7 +230,7 @@ def markets_file_read(path: str | Path) -> dict[str, MarketRow]:
                 if unknown or "symbol" not in header:
                     msg = f"markets file {p}: unknown column(s) {unknown} or no symbol column; use {', '.join(COLUMNS)}"
                     raise DataError(msg)
-                records: list[Any] = []
+                records: list[Record] = []
                 for i, row in enumerate(reader, start=1):
                     if None in row:
                         msg = f"markets file {p}, row {i}: more values than the header has columns"

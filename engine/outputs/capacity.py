@@ -5,13 +5,13 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
 
 import plotly.graph_objects as go
 import polars as pl
 
 from engine.data.lakehouse import parquet_write_atomic
 from engine.outputs.rundir import CAPACITY_JSON, CAPACITY_PARQUET, json_write
+from engine.run.metrics import CapacityRow, CapacityTable
 
 CURVES = (
     ("total_return", "Total return", ".1%"),
@@ -21,18 +21,18 @@ CURVES = (
 """The three curves of the report: metric, title, plotly tick format."""
 
 
-def capacity_frame(table: dict[str, Any]) -> pl.DataFrame:
+def capacity_frame(table: CapacityTable) -> pl.DataFrame:
     """Return one row per capital (capital, final equity, total return, Sharpe, max drawdown, orders, costs)."""
     return pl.DataFrame(table["rows"], infer_schema_length=None).with_columns(pl.col("capital").cast(pl.Float64))
 
 
-def capacity_write(out: Path, table: dict[str, Any]) -> None:
+def capacity_write(out: Path, table: CapacityTable) -> None:
     """Write ``capacity.parquet`` (the rows) and ``capacity.json`` (the rows and the half-Sharpe capital)."""
     parquet_write_atomic(capacity_frame(table), out / CAPACITY_PARQUET)
     json_write(out / CAPACITY_JSON, table)
 
 
-def _figure(rows: list[dict[str, Any]], key: str, title: str, fmt: str) -> go.Figure:
+def _figure(rows: list[CapacityRow], key: str, title: str, fmt: str) -> go.Figure:
     x = [r["capital"] for r in rows]
     y = [r[key] for r in rows]
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers", name=title))
@@ -48,7 +48,7 @@ def _figure(rows: list[dict[str, Any]], key: str, title: str, fmt: str) -> go.Fi
     return fig
 
 
-def capacity_html(table: dict[str, Any] | None) -> str:
+def capacity_html(table: CapacityTable | None) -> str:
     """Return the report's capacity section (empty without a capacity curve); plotly.js is already on the page."""
     if table is None:
         return ""
@@ -79,7 +79,7 @@ def capacity_print(path: Path) -> None:
         print(line)
 
 
-def capacity_lines(table: dict[str, Any]) -> list[str]:
+def capacity_lines(table: CapacityTable) -> list[str]:
     """Return the console's capacity lines: one per capital and the half-Sharpe capital."""
     lines = ["capacity (starting capital: total return, Sharpe, max drawdown):"]
     for r in table["rows"]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from engine.config import RunConfig
 from engine.outputs.rundir import CAPACITY_JSON
+from engine.run.metrics import Metrics
 
 
-def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None:
+def summary_print(metrics: Metrics, out: Path, cfg: RunConfig) -> None:
     """Print the console's closing lines: the data source, a short metrics table and the output path."""
     from engine.outputs.report import data_label
 
@@ -55,7 +54,7 @@ def summary_print(metrics: Mapping[str, Any], out: Path, cfg: RunConfig) -> None
         capacity_print(out / CAPACITY_JSON)
 
 
-def _span_days(m: Mapping[str, Any]) -> float | None:
+def _span_days(m: Metrics) -> float | None:
     """Return the calendar days from a run's start to its end (metrics.json's ISO times), or None."""
     from datetime import datetime
 

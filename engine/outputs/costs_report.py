@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -59,7 +58,7 @@ def _participation(cfg: RunConfig, orders: pl.DataFrame) -> str:
 
 def costs_html(cfg: RunConfig, result: BacktestResult) -> str:
     """Return the report's costs section from metrics.json's ``costs`` block (empty without one)."""
-    costs: dict[str, Any] | None = result.metrics.get("costs")
+    costs: dict[str, float | int] | None = result.metrics.get("costs")
     if not costs:
         return ""
     orders = result.orders

@@ -13,7 +13,6 @@ Computed from what the run did (its equity curve, orders and audit lines), not f
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -34,7 +33,7 @@ def _annualised(equity: np.ndarray, ts_ms: np.ndarray) -> float:
     return float(np.std(r, ddof=1) * math.sqrt(YEAR_MS / step)) if step > 0 else math.nan
 
 
-def portfolio_rows(cfg: RunConfig, result: BacktestResult) -> tuple[str, list[str], list[list[Any]]] | None:
+def portfolio_rows(cfg: RunConfig, result: BacktestResult) -> tuple[str, list[str], list[list[object]]] | None:
     """Return the section's summary sentence, table head and rows (one per window); None when construction is off.
 
     Each row: window, ranking date, target gross (the sum of the window's weights), traded at the

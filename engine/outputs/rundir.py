@@ -199,6 +199,30 @@ def run_dir_check(out: Path, key: str = "paths.output_dir", ignore: tuple[str, .
         raise ConfigError(msg)
 
 
+def _busy_message(out: Path, key: str) -> str:
+    return (
+        f"{key}={out} is in use by another run that is still writing there (it holds the lock on "
+        f"{out / MARKER}): wait for it to finish or set {key} to another folder"
+    )
+
+
+def run_dir_free_check(out: Path, key: str = "paths.output_dir") -> None:
+    """Refuse, before anything is written, a folder another live run holds (:class:`RunDirBusy`).
+
+    For a run whose Hydra folder is its run directory: Hydra writes there before the job can claim it.
+    """
+    try:
+        fd = os.open(out / MARKER, os.O_RDONLY)
+    except OSError:  # no marker (a new folder or no run's), or unreadable: the claim decides
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunDirBusy(_busy_message(out, key), out.resolve()) from None
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+
+
 @contextlib.contextmanager
 def run_dir_claim(out: Path, key: str = "paths.output_dir", ignore: tuple[str, ...] = ()) -> Iterator[None]:
     """Claim ``out`` for this run: :func:`run_dir_check`, then hold the run marker's exclusive lock.
@@ -223,11 +247,7 @@ def run_dir_claim(out: Path, key: str = "paths.output_dir", ignore: tuple[str, .
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            msg = (
-                f"{key}={out} is in use by another run that is still writing there (it holds the lock on "
-                f"{out / MARKER}): wait for it to finish or set {key} to another folder"
-            )
-            raise RunDirBusy(msg, where) from None
+            raise RunDirBusy(_busy_message(out, key), where) from None
         _HELD[where] = 1
         try:
             yield

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
+
+from engine.outputs.report_format import _float
+from engine.run.metrics import Metrics
 
 
-def _pct(x: Any) -> str:
+def _pct(x: object) -> str:
     """Return a fraction as a percentage with 2 decimals (signed); ``n/a`` when missing."""
-    ok = x is not None and math.isfinite(float(x))
-    return f"{float(x) * 100:+.2f}%" if ok else "n/a"
+    ok = x is not None and math.isfinite(_float(x))
+    return f"{_float(x) * 100:+.2f}%" if ok else "n/a"
 
 
-def _ratio(x: Any) -> str:
-    return f"{float(x):.2f}" if x is not None and math.isfinite(float(x)) else "n/a"
+def _ratio(x: object) -> str:
+    return f"{_float(x):.2f}" if x is not None and math.isfinite(_float(x)) else "n/a"
 
 
-def survivorship_html(metrics: dict[str, Any]) -> str:
+def survivorship_html(metrics: Metrics) -> str:
     """Return the report's survivorship section from metrics.json's block (empty without one).
 
     A table of total return, Sharpe ratio and max drawdown of the run and of the survivors-only

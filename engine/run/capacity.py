@@ -11,14 +11,13 @@ is that same book, not a second one.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from engine.config import RunConfig
 from engine.config.exit_rules import ExitRules
 from engine.data.sources.base import DataSource
-from engine.run.metrics import equity_metrics
+from engine.run.metrics import CapacityRow, CapacityTable, equity_metrics
 from engine.run.plan import RunPlan, run_plan
 from engine.run.result import Assembled, Walk, _span, assemble, gc_frozen, survivorship_audit, walk
 from engine.run.state import BookOutput, Pass
@@ -43,7 +42,7 @@ def _first_book(w: Walk) -> Walk:
     return Walk(w.rules[:1], None, one(w.main), optimistic, None if w.on_base is None else one(w.on_base))
 
 
-def _row(plan: RunPlan, capital: float, out: BookOutput) -> dict[str, Any]:
+def _row(plan: RunPlan, capital: float, out: BookOutput) -> CapacityRow:
     ts, equity = np.concatenate(out.equity_ts), np.concatenate(out.equity)
     marks = (ts % plan.base_ms) == 0  # the base bars' closes, as the run's metrics
     m = equity_metrics(equity[marks], capital, *_span(plan, ts))
@@ -75,7 +74,7 @@ def half_sharpe_capital(capitals: list[float], sharpes: list[float | None]) -> t
     return None, f"the Sharpe ratio stays above half of {capitals[0]:g}'s ({s0:.2f}) at every capital of the list"
 
 
-def capacity_table(plan: RunPlan, w: Walk, capitals: list[float], books: list[int]) -> dict[str, Any]:
+def capacity_table(plan: RunPlan, w: Walk, capitals: list[float], books: list[int]) -> CapacityTable:
     """Return the capacity curve: one row per capital (return, Sharpe, drawdown, costs) and the half-Sharpe capital."""
     rows = [_row(plan, c, w.main.outputs[b]) for c, b in zip(capitals, books, strict=True)]
     capital, why = half_sharpe_capital(capitals, [r["sharpe"] for r in rows])
@@ -87,7 +86,7 @@ def capacity_table(plan: RunPlan, w: Walk, capitals: list[float], books: list[in
     }
 
 
-def capacity_walk(plan: RunPlan, rules: ExitRules | None, capitals: list[float]) -> tuple[Walk, dict[str, Any]]:
+def capacity_walk(plan: RunPlan, rules: ExitRules | None, capitals: list[float]) -> tuple[Walk, CapacityTable]:
     """Walk the run's book and one book per capital in one pass; return the run's walk and the curve."""
     cash, books = capacity_books(plan.cfg.backtest.init_cash, capitals)
     w = walk(plan, [rules] * len(cash), capitals=cash)

@@ -28,17 +28,20 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.config import RunConfig
 from engine.core.units import interval_ms
 from engine.data.lakehouse import Lakehouse
+from engine.data.markets import MarketRule
 from engine.data.panel import Panel, panel_load
 from engine.strategy.windows import Window
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from engine.simulation.books import Pending
     from engine.simulation.market import ExecutionRules, Frictions
     from engine.simulation.stage import GridBook, MarketStage, SimulationContext
@@ -92,13 +95,13 @@ class MarketData:
     panel: Panel
     sigma: np.ndarray
     """(n_base_bars, n_symbols) Parkinson sigma of each base bar from the bars before it."""
-    rules: Mapping[str, Any]
+    rules: Mapping[str, MarketRule]
     """``MarketRule`` per symbol (min_notional, amount_step, price_tick, active)."""
     execution: ExecutionRules
     spreads: dict[tuple[int, str], float] = field(default_factory=dict)
     """Half spreads computed so far, by (window start, symbol)."""
     warned: set[str] = field(default_factory=set)
-    funding: Any = None
+    funding: pl.DataFrame | None = None
     """A perpetual run's funding rates (``symbol``, ``time``, ``rate``, ``mark``: engine/run/funding.py); None: spot."""
 
     def warn_once(self, key: str, message: str) -> None:

@@ -3,13 +3,113 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TypedDict, cast
 
 import numpy as np
 
+from engine.core.jsontypes import Record
 from engine.run.trades import OPTIONAL_KINDS, TRADE_KINDS
 
 YEAR_DAYS = 365.0
+
+
+class BaseBarsBlock(TypedDict):
+    """metrics.json ``base_bars``: the same winners and rules with stops on the base bars only."""
+
+    interval: str
+    total_return: float | None
+    max_drawdown: float | None
+    n_stop_exits: int
+    n_ambiguous_exits: int
+    ambiguous_resolved_by_finer_bars: int
+
+
+class Metrics(TypedDict, total=False):
+    """The keys of metrics.json, typed (the file is this record, keys sorted, plus ``engine_version``).
+
+    Every run has the figures of :func:`equity_metrics` and :func:`trading_metrics` and the run's
+    shape (windows, interval, mode); the blocks below them only where their feature ran.
+    """
+
+    # equity_metrics
+    total_return: float | None
+    cagr: float | None
+    annual_volatility: float | None
+    sharpe: float | None
+    sortino: float | None
+    max_drawdown: float | None
+    calmar: float | None
+    skewness: float | None
+    kurtosis: float | None
+    n_returns: int
+    # trading_metrics
+    turnover: float | None
+    exposure: float | None
+    n_orders: int
+    n_trades: int
+    win_rate: float | None
+    avg_trade_return: float | None
+    exits_by_kind: dict[str, int]
+    # the run
+    final_equity: float
+    n_windows: int
+    empty_windows: int
+    start: str
+    end: str
+    interval: str
+    base_interval: str
+    periods_per_year: float
+    n_ambiguous_exits: int
+    n_stop_exits: int
+    mode: str
+    total_return_optimistic: float | None
+    base_bars: BaseBarsBlock | None
+    costs: dict[str, float | int]
+    funding_paid: float
+    """A perpetual run: the funding the book paid (received: < 0)."""
+    warnings: list[str]
+    survivorship: Record
+    grid_combination: Record
+    engine_version: str
+    # task=wfo
+    oos_start: str
+    is_sharpe: float | None
+    oos_sharpe: float | None
+    pbo: float | None
+    n_trials: int
+    deflated_sharpe: float | None
+    wfo: Record
+    # task=grid's RunResult only (never in a metrics.json): one row per combination
+    combinations: list[Record]
+
+
+CapacityRow = dict[str, float | int | None]
+"""One capital of a capacity curve: capital, final_equity, total_return, sharpe, max_drawdown,
+n_orders, turnover and a ``cost_<friction>`` per friction."""
+
+
+class CapacityTable(TypedDict):
+    """A capacity curve (capacity.json): one row per capital and the capital where the Sharpe halves."""
+
+    rows: list[CapacityRow]
+    half_sharpe_capital: float | None
+    note: str
+    frictionless: bool
+
+
+METRICS_KEYS = Metrics.__required_keys__ | Metrics.__optional_keys__
+"""Every key metrics.json may hold."""
+
+
+def metrics_record(values: Mapping[str, object]) -> Metrics:
+    """Return ``values`` as the typed :class:`Metrics` record: the one place a metrics dict becomes it.
+
+    A key the record does not name is a bug (the record must describe the file): AssertionError.
+    """
+    unknown = set(values) - METRICS_KEYS
+    assert not unknown, f"metrics keys missing from engine.run.metrics.Metrics: {sorted(unknown)}"
+    return cast(Metrics, dict(values))
 
 
 def _finite(x: float) -> float | None:
@@ -84,7 +184,7 @@ def trading_metrics(
     equity: np.ndarray,
     exposure: np.ndarray,
     n_days: float,
-) -> dict[str, Any]:
+) -> dict[str, float | int | dict[str, int] | None]:
     """Turnover (traded value per year over mean equity), exposure, order counts, trade statistics.
 
     ``returns`` holds each trade's return, ``by_kind`` the number of trades per exit kind.

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,6 +22,7 @@ import polars as pl
 from engine.config import RunConfig
 from engine.config.book import is_long_only, is_sided
 from engine.core.errors import DataError, EngineError, NoWinnersError
+from engine.core.jsontypes import JSON
 from engine.core.progress import progress_iter
 from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
@@ -120,7 +120,7 @@ class RunPlan:
     timings: Timings
     market: MarketData | None = None
     """What the frictions read (None: every ``execution`` friction off, the vectorbt stage)."""
-    portfolio: Mapping[int, dict[str, Any]] = field(default_factory=dict)
+    portfolio: Mapping[int, dict[str, JSON]] = field(default_factory=dict)
     """Per ranking bar (ms): the portfolio construction's gross, ex-ante volatility, turnover (docs/PORTFOLIO.md)."""
 
     def warmup_ms(self) -> int:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -24,12 +23,21 @@ from engine.config import RunConfig
 from engine.config.book import is_sided
 from engine.config.exit_rules import ExitRules
 from engine.core.errors import EngineError, NoWinnersError
+from engine.core.jsontypes import Record
 from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
 from engine.run.fold import Schedule, books_new, fold
 from engine.run.frictions import ORDER_COLUMNS, costs_block
 from engine.run.funding import funding_columns
-from engine.run.metrics import YEAR_DAYS, equity_metrics, trading_metrics
+from engine.run.metrics import (
+    YEAR_DAYS,
+    BaseBarsBlock,
+    CapacityTable,
+    Metrics,
+    equity_metrics,
+    metrics_record,
+    trading_metrics,
+)
 from engine.run.plan import RunPlan, plan_from, run_plan
 from engine.run.state import BookOutput, Pass, PassSpec
 from engine.run.survivorship import audit_logs, survivors_plan, survivorship_block
@@ -62,18 +70,18 @@ ORDER_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 class BacktestResult:
     """Everything a run produced, before it is written to disk."""
 
-    metrics: dict[str, Any]
+    metrics: Metrics
     equity: pl.DataFrame
     orders: pl.DataFrame
     trades: pl.DataFrame
     winners: pl.DataFrame
-    audit: list[dict[str, Any]]
+    audit: list[Record]
     timings: dict[str, float]
     data_files: list[str]
     benchmark: pl.DataFrame
-    wfo: dict[str, Any] | None = None
+    wfo: Record | None = None
     """task=wfo: the per-window choices (``frame``), the grid's per-window returns and rules."""
-    capacity: dict[str, Any] | None = None
+    capacity: CapacityTable | None = None
     """A capacity curve (``execution.capacity`` or task=capacity): :func:`engine.run.capacity.capacity_table`."""
     funding: pl.DataFrame | None = None
     """A perpetual run's funding payments (``timestamp``, ``symbol``, ``amount``: paid, received < 0)."""
@@ -190,7 +198,7 @@ def _span(plan: RunPlan, close_ts: np.ndarray) -> tuple[float, float]:
     return (int(close_ts[-1]) - plan.windows[0].start_ms) / DAY_MS, YEAR_DAYS * DAY_MS / plan.base_ms
 
 
-def _base_comparison(plan: RunPlan, main: BookOutput, base: BookOutput) -> dict[str, Any]:
+def _base_comparison(plan: RunPlan, main: BookOutput, base: BookOutput) -> BaseBarsBlock:
     """Return the same winners and rules with stops on the base bars only: what they misstate.
 
     Kept under ``base_bars`` in metrics.json (its ``interval`` says which bars: daily by default).
@@ -208,30 +216,32 @@ def _base_comparison(plan: RunPlan, main: BookOutput, base: BookOutput) -> dict[
 
 
 def _book_metrics(
-    plan: RunPlan, out: BookOutput, orders: dict[str, np.ndarray], trades: dict[str, np.ndarray], extra: dict[str, Any]
-) -> dict[str, Any]:
+    plan: RunPlan, out: BookOutput, orders: dict[str, np.ndarray], trades: dict[str, np.ndarray], extra: Metrics
+) -> Metrics:
     ts, equity, exposure = np.concatenate(out.equity_ts), np.concatenate(out.equity), np.concatenate(out.exposure)
     marks = (ts % plan.base_ms) == 0  # the base bars' closes
     n_days, per_year = _span(plan, ts)
     traded = float(np.sum(orders["size"] * orders["price"]))
     by_kind = kind_counts(trades["exit_kind"])
-    metrics = {
-        **equity_metrics(equity[marks], plan.cfg.backtest.init_cash, n_days, per_year),
-        **trading_metrics(
-            len(orders["size"]), traded, trades["return"], by_kind, equity[marks], exposure[marks], n_days
-        ),
-        "final_equity": float(equity[-1]),
-        "n_windows": len(plan.windows),
-        "empty_windows": plan.empty_windows,
-        "start": plan.windows[0].as_dict()["start"],
-        "end": plan.windows[-1].as_dict()["end"],
-        "interval": plan.interval,
-        "base_interval": plan.base,
-        "periods_per_year": per_year,
-        "n_ambiguous_exits": out.n_ambiguous,
-        "n_stop_exits": sum(by_kind[k] for k in STOP_KINDS),
-        **extra,
-    }
+    metrics = metrics_record(
+        {
+            **equity_metrics(equity[marks], plan.cfg.backtest.init_cash, n_days, per_year),
+            **trading_metrics(
+                len(orders["size"]), traded, trades["return"], by_kind, equity[marks], exposure[marks], n_days
+            ),
+            "final_equity": float(equity[-1]),
+            "n_windows": len(plan.windows),
+            "empty_windows": plan.empty_windows,
+            "start": plan.windows[0].as_dict()["start"],
+            "end": plan.windows[-1].as_dict()["end"],
+            "interval": plan.interval,
+            "base_interval": plan.base,
+            "periods_per_year": per_year,
+            "n_ambiguous_exits": out.n_ambiguous,
+            "n_stop_exits": sum(by_kind[k] for k in STOP_KINDS),
+            **extra,
+        }
+    )
     if not len(orders["size"]):  # only then: an ordinary run's metrics.json keeps its keys
         metrics["warnings"] = [NO_ORDERS]
     return metrics
@@ -241,7 +251,7 @@ def _book_metrics(
 class Assembled:
     """Every book's metrics, and the first book's full result (None when not asked for)."""
 
-    book_metrics: list[dict[str, Any]]
+    book_metrics: list[Metrics]
     result: BacktestResult | None
 
 
@@ -250,7 +260,7 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
     with plan.timings.timed("metrics"):
         init = plan.cfg.backtest.init_cash
         state = w.main.state
-        metrics: list[dict[str, Any]] = []
+        metrics: list[Metrics] = []
         first: tuple[pl.DataFrame, dict[str, np.ndarray]] | None = None
         for i, out in enumerate(w.main.outputs):
             orders = orders_columns(out.orders)
@@ -260,7 +270,7 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
             trades = trades_from_orders(
                 orders, dict(state.last_price), state.last_bar_ms, plan.windows[-1].index, funding
             )
-            extra: dict[str, Any] = {"mode": "exit_rules" if w.active(i) else "rebalance", "base_bars": None}
+            extra: Metrics = {"mode": "exit_rules" if w.active(i) else "rebalance", "base_bars": None}
             if w.active(i):
                 final = w.optimistic[i].final_equity if i in w.optimistic else out.final_equity
                 extra["total_return_optimistic"] = float(final / init - 1.0)
@@ -328,7 +338,7 @@ def _data_files(plan: RunPlan, traded_symbols: set[str]) -> list[str]:
 
 
 def _result(
-    plan: RunPlan, out: BookOutput, orders: pl.DataFrame, trades: dict[str, np.ndarray], metrics: dict[str, Any]
+    plan: RunPlan, out: BookOutput, orders: pl.DataFrame, trades: dict[str, np.ndarray], metrics: Metrics
 ) -> BacktestResult:
     ts, equity, exposure = np.concatenate(out.equity_ts), np.concatenate(out.equity), np.concatenate(out.exposure)
     # each window's audit line counts the trades that ended in it, by exit kind
@@ -403,7 +413,7 @@ def survivorship_audit(plan: RunPlan, w: Walk, run: Assembled, scope: str, k0: i
     if not plan.cfg.survivorship.audit or run.result is None:
         return
     t0 = time.perf_counter()
-    metrics: dict[str, Any] | None = run.book_metrics[0]
+    metrics: Metrics | None = run.book_metrics[0]
     with audit_logs():
         try:
             sp = survivors_plan(plan)
@@ -443,7 +453,7 @@ class ChosenWalk:
     """(windows x books) per-window returns of the grid."""
     choices: np.ndarray
     """The book chosen per window (-1: a training window)."""
-    grid_metrics: list[dict[str, Any]]
+    grid_metrics: list[Metrics]
     windows: tuple[Window, ...]
     """Every window of the grid, before the out-of-sample cut."""
     oos_returns: np.ndarray

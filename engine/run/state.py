@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from engine.config.exit_rules import ExitRules
+from engine.core.jsontypes import Record
 from engine.run.trades import TRADE_KINDS
 from engine.simulation.stops import Ambiguity
 
@@ -86,7 +86,7 @@ class WindowOutput:
     equity: np.ndarray | None = None
     exposure: np.ndarray | None = None
     orders: dict[str, np.ndarray] | None = None
-    audit: dict[str, Any] | None = None
+    audit: Record | None = None
     costs: Mapping[str, float] | None = None
     """What each friction took in the window (the market stage only): fees, slippage, impact, spread, ..."""
     funding: dict[str, np.ndarray] | None = None
@@ -101,7 +101,7 @@ class BookOutput:
     equity: list[np.ndarray] = field(default_factory=list)
     exposure: list[np.ndarray] = field(default_factory=list)
     orders: list[dict[str, np.ndarray]] = field(default_factory=list)
-    audit: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[Record] = field(default_factory=list)
     n_ambiguous: int = 0
     stop_exits: np.ndarray = field(default_factory=lambda: np.zeros(len(TRADE_KINDS), dtype=np.int64))
     """Stop exits found per exit-kind code (all passes keep this, light ones included)."""

@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import numpy as np
 
+from engine.core.jsontypes import Record
+from engine.run.metrics import Metrics
 from engine.run.plan import RunPlan, Timings, plan_ranked
 from engine.simulation.vbt import ORDER_REASONS
 from engine.strategy.ranking import ranks_restrict
@@ -94,11 +95,11 @@ def _held_delisted(orders: Mapping[str, np.ndarray], gone: set[str]) -> tuple[li
 
 def survivorship_block(
     plan: RunPlan,
-    run: Mapping[str, Any],
-    survivors: Mapping[str, Any] | None,
+    run: Metrics,
+    survivors: Metrics | None,
     orders: Mapping[str, np.ndarray],
     scope: str,
-) -> dict[str, Any]:
+) -> Record:
     """Return metrics.json's ``survivorship`` block.
 
     Parameters
@@ -124,7 +125,7 @@ def survivorship_block(
     """
     gone = set(delisted_symbols(plan))
     n_symbols = len(universe_symbols(plan))
-    s = dict(survivors) if survivors is not None else {"total_return": 0.0, "sharpe": None, "max_drawdown": 0.0}
+    s: Record = dict(survivors) if survivors is not None else {"total_return": 0.0, "sharpe": None, "max_drawdown": 0.0}
     traded, exits = _held_delisted(orders, gone)
     sharpe_run, sharpe_s = run.get("sharpe"), s.get("sharpe")
     return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
 
 import numpy as np
 from vectorbt.portfolio.enums import order_dt
@@ -388,7 +388,7 @@ def _costs(tally: np.ndarray, funded: bool) -> dict[str, float]:
     }
 
 
-def _no_portfolio() -> Any:
+def _no_portfolio() -> NoReturn:
     """Raise: the market execution has no vectorbt Portfolio (its fills are not vectorbt's)."""
     msg = "a market-execution result has no vbt.Portfolio: use its orders, cash and equity"
     raise NotImplementedError(msg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TypeAlias
 
 import numpy as np
 from vectorbt.portfolio import nb as portfolio_nb
@@ -18,7 +18,9 @@ from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 from engine.config.exit_rules import ExitRules
 from engine.simulation.prices import PriceBlock
 
-OrderArrays = tuple[np.ndarray, np.ndarray, Any, np.ndarray, Any, Any]
+PerRow: TypeAlias = "float | int | np.ndarray"
+"""A per-row argument of the simulation: a scalar for every row, or a (n_rows, 1) array."""
+OrderArrays = tuple[np.ndarray, np.ndarray, PerRow, np.ndarray, PerRow, PerRow]
 """close, size, size type, price, fees, slippage: :func:`orders_simulate`'s arguments before the
 initial cash (size type, fees and slippage are scalars, or per-row (n_rows, 1) arrays)."""
 
@@ -154,24 +156,26 @@ def order_arrays(
         for b in range(g):
             init[b] += float(np.sum(shares[b] * base[0]))
         # per-row columns broadcast across assets: only row 0 (the carry row) differs
-        size_type: Any = np.full((n_rows, 1), SizeType.TargetPercent, dtype=np.int64)
-        size_type[0] = SizeType.Amount
-        fees: Any = np.full((n_rows, 1), fee)
-        fees[0] = 0.0
-        slippage: Any = np.full((n_rows, 1), slip)
-        slippage[0] = 0.0
+        types = np.full((n_rows, 1), SizeType.TargetPercent, dtype=np.int64)
+        types[0] = SizeType.Amount
+        fee_rows = np.full((n_rows, 1), fee)
+        fee_rows[0] = 0.0
+        slip_rows = np.full((n_rows, 1), slip)
+        slip_rows[0] = 0.0
+        per_row: tuple[PerRow, PerRow, PerRow] = (types, fee_rows, slip_rows)
     else:
-        size_type, fees, slippage = SizeType.TargetPercent, fee, slip
+        per_row = (SizeType.TargetPercent, fee, slip)
+    size_type, fees, slippage = per_row
     return off, init, (close, size, size_type, close, fees, slippage)
 
 
 def orders_simulate(
     close: np.ndarray,
     size: np.ndarray,
-    size_type: Any,
+    size_type: PerRow,
     price: np.ndarray,
-    fees: Any,
-    slippage: Any,
+    fees: PerRow,
+    slippage: PerRow,
     init_cash: np.ndarray,
     group_lens: np.ndarray,
     engine: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -42,7 +41,7 @@ class SimResult:
         slippage), ambiguous.
     n_ambiguous : int
         Number of exits in bars whose range held both the stop loss and the take profit.
-    portfolio : Any
+    portfolio : vbt.Portfolio
         The ``vbt.Portfolio`` on the two-rows-per-bar grid (carry row included, if any), built on
         first access (the simulation itself does not need it).
     """
@@ -64,7 +63,7 @@ class SimResult:
     end_state: StopState | None
     """Risk state of the positions after the last bar (None where no exit rule was tracked)."""
     n_ambiguous: int
-    portfolio_factory: Callable[[], Any]
+    portfolio_factory: Callable[[], vbt.Portfolio]
     prices: PriceBlock
     order_extra: dict[str, np.ndarray] | None = None
     """The market execution's columns of each order (quote_volume, participation, impact_cost,
@@ -82,7 +81,7 @@ class SimResult:
     """(n_bars, n_cols) funding each column's position paid on each bar (received: negative); None: spot."""
 
     @functools.cached_property
-    def portfolio(self) -> Any:
+    def portfolio(self) -> vbt.Portfolio:
         """The ``vbt.Portfolio`` of this simulation (built on first access)."""
         return self.portfolio_factory()
 
@@ -208,12 +207,14 @@ def book_results(
     return results
 
 
-def _portfolio_factory(arrays: OrderArrays, init: np.ndarray, b: int, k: int, engine: str) -> Callable[[], Any]:
+def _portfolio_factory(
+    arrays: OrderArrays, init: np.ndarray, b: int, k: int, engine: str
+) -> Callable[[], vbt.Portfolio]:
     """Return the builder of book ``b``'s ``vbt.Portfolio``: its columns of the one call, on their own."""
     close, size, size_type, price, fees, slippage = arrays
     cols = slice(b * k, (b + 1) * k)
 
-    def portfolio() -> Any:
+    def portfolio() -> vbt.Portfolio:
         return vbt.Portfolio.from_orders(
             close[:, cols],
             size[:, cols],

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
 from engine.config import CostsConfig
 from engine.config.exit_rules import ExitRules
 from engine.simulation.books import GridBook as GridBook
+from engine.simulation.books import Pending
 from engine.simulation.market import ExecutionRules, Frictions, market_simulate
 from engine.simulation.stops import StopState
 from engine.simulation.vbt import PriceBlock, SimResult, VectorBTSimulator
@@ -67,20 +69,21 @@ class AllocationContext(BaseModel):
 class SimulationContext(BaseModel):
     """Everything one window's simulation needs: prices, target weights, carried state."""
 
+    # the arrays and state objects are typed, not validated (SkipValidation): _shapes checks them
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     selection: SelectionContext
     allocation: AllocationContext
-    prices: Any
+    prices: SkipValidation[PriceBlock]
     """A :class:`PriceBlock` of the window's columns on the finest loaded grid."""
-    weights: Any
+    weights: SkipValidation[npt.NDArray[np.float64]]
     """(n_bars, n_cols) target weights, NaN where no order is placed."""
     init_cash: float = Field(ge=0)
-    carry_shares: Any = None
-    carry_price: Any = None
-    carry_state: Any = None
+    carry_shares: SkipValidation[npt.NDArray[np.float64] | None] = None
+    carry_price: SkipValidation[npt.NDArray[np.float64] | None] = None
+    carry_state: SkipValidation[StopState | None] = None
     """A :class:`StopState` of the carried positions (cost basis, trailing peak, opening time)."""
-    carry_pending: Any = None
+    carry_pending: SkipValidation[Pending | None] = None
     """A :class:`~engine.simulation.books.Pending` of carried order remainders (market execution only)."""
     ambiguity: Literal["pessimistic", "optimistic"] = "pessimistic"
     held_reweights: Literal["all", "first_bar"] = "all"

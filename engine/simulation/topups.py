@@ -8,13 +8,11 @@ in :mod:`engine.simulation.fills` inside the scan), and the scan resumes with th
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from vectorbt.portfolio.enums import SizeType
 
 from engine.config.exit_rules import ExitRules
-from engine.simulation.orders import OrderArrays, orders_simulate
+from engine.simulation.orders import OrderArrays, PerRow, orders_simulate
 from engine.simulation.prices import PriceBlock
 from engine.simulation.stops import (
     Ambiguity,
@@ -278,7 +276,7 @@ class TopupFills:
         return q, v, before
 
 
-def _rows(a: Any, lo: int, hi: int) -> Any:
+def _rows(a: PerRow, lo: int, hi: int) -> PerRow:
     """Rows ``lo:hi`` of a per-row argument (a scalar applies to every row)."""
     return np.asarray(a)[lo:hi] if np.ndim(a) else a
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
 
 import numpy as np
 
@@ -123,7 +122,6 @@ def skfolio_weights(x: np.ndarray, weighting: str, estimator: str) -> np.ndarray
     from skfolio.prior import EmpiricalPrior
 
     prior = EmpiricalPrior(covariance_estimator=LedoitWolf() if estimator == "ledoit_wolf" else EmpiricalCovariance())
-    model: Any
     if weighting == "erc":
         model = RiskBudgeting(prior_estimator=prior)
     else:

@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from engine.config import PortfolioConfig, RunConfig
 from engine.core.choices import RISK_WEIGHTINGS
+from engine.core.jsontypes import JSON
 from engine.core.units import DAY_MS, interval_ms
 from engine.data.panel import Panel
 from engine.strategy.covariance import covariance_of, hrp_weights, returns_of, skfolio_weights
@@ -157,7 +157,7 @@ class Allocator:
         """Per window, the symbols the turnover limit kept after they left the winners."""
         return {r.window: r.kept for r in self.records if r.kept}
 
-    def audit(self) -> dict[int, dict[str, Any]]:
+    def audit(self) -> dict[int, dict[str, JSON]]:
         """Per ranking bar (ms), what the audit line of its window says of the construction (strict JSON)."""
         return {
             r.rank_ms: {

@@ -11,11 +11,11 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from engine.config import RunConfig
 from engine.core.errors import ConfigError, DataError, first_line
 from engine.outputs.rundir import artefact_errors
+from engine.run.metrics import Metrics
 
 
 @dataclass
@@ -23,7 +23,7 @@ class RunResult:
     """What a task that runs a backtest returns: where the artefacts are, the headline metrics, timings."""
 
     output_dir: Path
-    metrics: dict[str, Any]
+    metrics: Metrics
     timings: dict[str, float]
 
 

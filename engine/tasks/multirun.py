@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any  # Any: Hydra's Callback signature (on_multirun_end's **kwargs)
 
 import polars as pl
 from hydra.experimental.callback import Callback
@@ -61,7 +61,7 @@ class SweepSummaryCallback(Callback):
         self.metric = metric
         self.descending = descending
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:  # Any: Hydra's Callback signature
         """Summarise ``config.hydra.sweep.dir``, print the top 5 rows, raise when jobs failed."""
         sweep_dir = Path(config.hydra.sweep.dir)
         try:

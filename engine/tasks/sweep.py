@@ -246,30 +246,11 @@ def _swept_params(params_json: list[str]) -> tuple[list[str], list[dict[str, obj
     return swept, parsed
 
 
-def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = True) -> SweepSummary:
-    """Rank the jobs of a sweep by ``metric`` and write the leaderboard and heatmap into ``sweep_dir``.
+def _jobs_done(sweep_dir: Path) -> tuple[list[Path], pl.DataFrame]:
+    """Return the sweep's finished job directories and a frame of the failed ones (job, reason).
 
-    Parameters
-    ----------
-    sweep_dir : Path
-        A Hydra sweep directory (``<sweep_dir>/<job_num>/``) or a grid run (``combos/<combo_id>/``).
-    metric : str
-        Any numeric key of metrics.json (sharpe, total_return, calmar, ...).
-    descending : bool
-        Rank the highest value first (False for e.g. ``annual_volatility``).
-
-    Returns
-    -------
-    SweepSummary
-        The leaderboard, failed jobs, SR0 and the paths written.
-
-    Raises
-    ------
-    EngineError
-        The directory is missing, no job has metrics.json, a job's metrics come from another engine
-        version, or ``metric`` is not a numeric metric.
+    EngineError when the directory is missing, holds no job, or no job finished.
     """
-    sweep_dir = Path(sweep_dir).resolve()
     if not sweep_dir.is_dir():
         msg = f"sweep directory {sweep_dir} does not exist: pass the directory of a multirun, e.g. outputs/sweeps/DATE/TIME"
         raise EngineError(msg)
@@ -289,6 +270,34 @@ def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = 
             f"no job in {sweep_dir} has metrics.json (all {len(jobs)} failed; job {job}: {reason}): fix that and rerun"
         )
         raise EngineError(msg)
+    return done, failed
+
+
+def sweep_summarize(sweep_dir: Path, metric: str = "sharpe", descending: bool = True) -> SweepSummary:
+    """Rank the jobs of a sweep by ``metric`` and write the leaderboard and heatmap into ``sweep_dir``.
+
+    Parameters
+    ----------
+    sweep_dir : Path
+        A Hydra sweep directory (``<sweep_dir>/<job_num>/``) or a grid run (``combos/<combo_id>/``).
+    metric : str
+        A numeric key of metrics.json (sharpe, total_return, calmar, ...).
+    descending : bool
+        Rank the highest value first (False for e.g. ``annual_volatility``).
+
+    Returns
+    -------
+    SweepSummary
+        The leaderboard, failed jobs, SR0 and the paths written.
+
+    Raises
+    ------
+    EngineError
+        The directory is missing, no job has metrics.json, a job's metrics come from another engine
+        version, or ``metric`` is not a numeric metric.
+    """
+    sweep_dir = Path(sweep_dir).resolve()
+    done, failed = _jobs_done(sweep_dir)
 
     rows = _query(sweep_dir, done, metric, descending)
     _version_check(rows, [str(d.relative_to(sweep_dir)) for d in done])

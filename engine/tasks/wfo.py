@@ -11,7 +11,6 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -22,7 +21,7 @@ from engine.core.errors import ConfigError
 from engine.core.units import DAY_MS
 from engine.outputs.rundir import PARAMS_JSON, WFO_PARQUET, artefact_errors
 from engine.run import ChosenWalk
-from engine.run.metrics import YEAR_DAYS
+from engine.run.metrics import YEAR_DAYS, Metrics
 from engine.run.selection import WFO_SCHEMA, WfoChoices, oos_ranks, wfo_choices, windows_needed_message
 from engine.run.validation import deflated_sharpe, first_identical, oos_report, sharpe_columns
 from engine.tasks.guards import RunResult, claimed, data_errors
@@ -153,22 +152,23 @@ def _trials_count(
     return ledger_trials_count(cfg.paths.ledger, trials, fp, n_distinct, what)
 
 
-def _deflated(mt: dict[str, Any], n_trials: int, grid: ChosenWalk, keep: list[int]) -> float | None:
+def _deflated(mt: Metrics, n_trials: int, grid: ChosenWalk, keep: list[int]) -> float | None:
     """Return the out-of-sample book's deflated Sharpe ratio, with the variance of the distinct combinations' Sharpe."""
     per_year = float(grid.grid_metrics[0].get("periods_per_year") or YEAR_DAYS)
     grid_sr = np.array([grid.grid_metrics[j].get("sharpe") for j in keep], dtype=np.float64) / math.sqrt(per_year)
     grid_sr = grid_sr[np.isfinite(grid_sr)]
     var_sr = float(np.var(grid_sr, ddof=1)) if grid_sr.size > 1 else 0.0
-    if mt.get("sharpe") is None:
+    sharpe, skew, kurt = mt.get("sharpe"), mt.get("skewness"), mt.get("kurtosis")
+    if sharpe is None:
         return None
     dsr = float(
         deflated_sharpe(
-            mt["sharpe"] / math.sqrt(per_year),
+            sharpe / math.sqrt(per_year),
             n_trials,
             var_sr,
             mt.get("n_returns") or 0,
-            np.nan if mt.get("skewness") is None else mt["skewness"],
-            np.nan if mt.get("kurtosis") is None else mt["kurtosis"],
+            np.nan if skew is None else skew,
+            np.nan if kurt is None else kurt,
         )
     )
     return dsr if math.isfinite(dsr) else None
@@ -200,7 +200,7 @@ def _metrics(cfg: RunConfig, out: Path, grid: ChosenWalk, sel: WfoChoices, rules
             "oos_start": windows[k0].rank_date.isoformat(),
             "is_sharpe": _annual(float(np.mean(is_sr)), step) if is_sr else None,
             "oos_sharpe": _annual(oos_sr, step),
-            "pbo": report["pbo"],
+            "pbo": pbo if isinstance(pbo := report["pbo"], float) else None,
             "n_trials": n_trials,
             "deflated_sharpe": _deflated(mt, n_trials, grid, keep),
             "wfo": {

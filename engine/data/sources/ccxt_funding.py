@@ -18,12 +18,13 @@ URL of the exchange, their paths kept (:func:`api_origin_apply`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any  # Any: _mark reads the exchange's raw JSON record
 from urllib.parse import urlsplit
 
 import polars as pl
 
 from engine.core.errors import DataError
+from engine.core.jsontypes import Record
 
 if TYPE_CHECKING:
     import ccxt
@@ -79,10 +80,8 @@ def funding_history(src: CcxtSource, symbol: str, start_ms: int, end_ms: int) ->
     since, empties = start_ms, 0
     while since < stop:
 
-        def page_fetch(s: int = since) -> list[dict[str, Any]]:  # ccxt's funding structures (JSON)
-            page: list[dict[str, Any]] = exchange.fetch_funding_rate_history(
-                unified, s, src.cfg.limit, {"until": stop - 1}
-            )
+        def page_fetch(s: int = since) -> list[Record]:  # ccxt's funding structures (JSON)
+            page: list[Record] = exchange.fetch_funding_rate_history(unified, s, src.cfg.limit, {"until": stop - 1})
             return page
 
         page = [

@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import ccxt
 import polars as pl
 
 from engine.config import CcxtData, FilesData, SyntheticData
 from engine.core.errors import DataError, EngineError
+from engine.core.jsontypes import Record
 from engine.core.symbols import symbol_check
 from engine.core.units import interval_ms
 from engine.data.bars import BAR_SCHEMA
@@ -169,7 +170,7 @@ class CcxtSource(DataSource):
         self.clock_ms = clock_ms if clock_ms is not None else self.exchange.milliseconds
         self.retry_after_max_s = 300.0
         self.empty_page_retries = 1
-        self._markets: dict[str, Any] | None = None  # Any: ccxt's market records, the exchange's JSON
+        self._markets: dict[str, Record] | None = None  # ccxt's market records, the exchange's JSON
 
     def identity(self) -> dict[str, object]:
         """Exchange, REST host (no credentials, path or query) and quote."""
@@ -254,7 +255,7 @@ class CcxtSource(DataSource):
                 raise DataError(msg) from exc
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    def markets(self) -> dict[str, Any]:
+    def markets(self) -> dict[str, Record]:
         """Return the exchange's spot markets by unified symbol (loaded once)."""
         if self._markets is None:
             self._markets = self._call("load_markets", self.exchange.load_markets)

@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any  # Any: polars' reader options (polars_options)
 from urllib.parse import urlsplit
 
 from engine.core.errors import DataError, first_line
