@@ -347,7 +347,8 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
         windows = tuple(windows_build(first, end, cfg.backtest, cfg.ranking))
     with timings.timed("ranking"):
         rank_times = [w.rank_ms for w in windows]
-        ranks = ranks_compute(lakehouse.scan("bars", base), rank_times, cfg.ranking, cfg.portfolio, cfg.universe, base)
+        batches = lakehouse.scan_batches("bars", base)  # a batch of symbols at a time, never the panel
+        ranks = ranks_compute(batches, rank_times, cfg.ranking, cfg.portfolio, cfg.universe, base)
     return plan_ranked(cfg, lakehouse, ingestion, interval, coverage, windows, ranks, timings)
 
 

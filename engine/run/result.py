@@ -25,6 +25,7 @@ from engine.config.exit_rules import ExitRules
 from engine.core.errors import EngineError, NoWinnersError
 from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
+from engine.run.benchmark import benchmark_frame
 from engine.run.fold import Schedule, books_new, fold
 from engine.run.frictions import ORDER_COLUMNS, costs_block
 from engine.run.metrics import YEAR_DAYS, equity_metrics, trading_metrics
@@ -330,36 +331,8 @@ def _result(
     )
     files = _data_files(plan, set(trades_df.get_column("symbol").to_list()))
     return BacktestResult(
-        metrics, equity_df, orders, trades_df, _winners_frame(plan, out), out.audit, {}, files, _benchmark(plan)
+        metrics, equity_df, orders, trades_df, _winners_frame(plan, out), out.audit, {}, files, benchmark_frame(plan)
     )
-
-
-def _benchmark(plan: RunPlan) -> pl.DataFrame:
-    """Equal-weight universe (rebalanced every base bar) and BTC buy-and-hold, marked at the base bars' closes."""
-    start, end = plan.windows[0].start_ms, plan.windows[-1].end_ms
-    init = plan.cfg.backtest.init_cash
-    rets = (
-        plan.lakehouse.scan("bars", plan.base)
-        .select("symbol", "timestamp", "close")
-        .with_columns(
-            (pl.col("close") / pl.col("close").shift(1) - 1.0).over("symbol", order_by="timestamp").alias("ret")
-        )
-        .filter(pl.col("timestamp").dt.epoch("ms").is_between(start, end - 1))
-        .collect()
-    )
-    ew = (
-        rets.filter(pl.col("ret").is_not_null())
-        .sort(["timestamp", "symbol"])
-        .group_by("timestamp", maintain_order=True)
-        .agg(pl.col("ret").mean())
-        .with_columns((init * (1.0 + pl.col("ret")).cum_prod()).alias("equal_weight"))
-        .select("timestamp", "equal_weight")
-    )
-    btc = rets.filter(pl.col("symbol") == "BTC/USDT").sort("timestamp")
-    if btc.height:
-        bh = btc.select("timestamp", (init * (1.0 + pl.col("ret").fill_null(0.0)).cum_prod()).alias("btc_buy_hold"))
-        ew = ew.join(bh, on="timestamp", how="left")
-    return ew.with_columns(pl.col("timestamp") + pl.duration(milliseconds=plan.base_ms)).sort("timestamp")
 
 
 def window_returns(out: BookOutput, init_cash: float) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import polars as pl
@@ -101,27 +102,35 @@ def _eligibility(ranking: RankingConfig, interval: str) -> tuple[pl.Expr, pl.Exp
 
 
 def ranks_compute(
-    bars: pl.LazyFrame,
+    bars: pl.LazyFrame | Iterable[pl.LazyFrame],
     rank_ms: list[int],
     ranking: RankingConfig,
     portfolio: PortfolioConfig,
     universe: UniverseConfig,
     interval: str = "1d",
 ) -> pl.DataFrame:
-    """Ranked eligible symbols at each ranking bar: one collect for all windows.
+    """Ranked eligible symbols at each ranking bar, for all windows at once.
+
+    ``bars``: the base bars of the universe, as one lazy frame or as batches of whole symbols
+    (:meth:`~engine.data.lakehouse.Lakehouse.scan_batches`). Features are per symbol, so each
+    batch's eligible rows on the ranking bars are collected on their own (polars' streaming
+    engine, only the columns the features read) and the universe is never held whole: memory
+    follows the batch and the ranked rows, not the panel. The rows are then sorted by
+    ``(rank_ms, symbol)`` (unique), so the result does not depend on the batching.
 
     ``rank_ms`` holds the open times of the ranking bars (base ``interval``). Returns
     ``rank_ms, rank_date, symbol, score, rank`` (1 = best; ties broken by symbol name) plus the
     factor values and ``weight_vol``.
     """
-    feats = _universe_features(bars, rank_ms, ranking, portfolio, universe, interval)
-    eligible = feats.filter(_eligibility(ranking, interval)[-1])
-
-    frame = (
-        eligible.select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
-        .sort(["rank_ms", "symbol"])
-        .collect()
-    )
+    batches = [bars] if isinstance(bars, pl.LazyFrame) else bars
+    parts = [
+        feats.filter(_eligibility(ranking, interval)[-1])
+        .select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
+        .collect(engine="streaming")
+        for feats in (_universe_features(b, rank_ms, ranking, portfolio, universe, interval) for b in batches)
+    ]
+    frame = pl.concat(parts, how="vertical", rechunk=True).sort(["rank_ms", "symbol"])
+    del parts
     return _scores_rank(frame, ranking)
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 
 from engine.core.errors import EngineError
 from engine.core.symbols import symbol_check
@@ -94,7 +93,6 @@ class SyntheticSource(DataSource):
         self.n_hours = self.n_days * 24
         self._names = universe_names(n_symbols, quote)
         self._index = {s: i for i, s in enumerate(self._names)}
-        self._market = self._market_draw()
 
     def symbols(self) -> list[str]:
         """Return the generated universe's symbols, as ``BASE/QUOTE``."""
@@ -116,8 +114,14 @@ class SyntheticSource(DataSource):
         """Return the intervals built from the hourly paths, finest first."""
         return ("1h", "2h", "4h", "6h", "8h", "12h", "1d")
 
-    def _market_draw(self) -> np.ndarray:
-        """Hourly log returns of the market factor: regime drift plus clustered fat-tailed noise."""
+    @functools.cached_property
+    def _market(self) -> np.ndarray:
+        """Hourly log returns of the market factor: regime drift plus clustered fat-tailed noise.
+
+        Drawn on the first symbol path asked for: a run on an existing store never pays it.
+        """
+        from scipy.signal import lfilter  # only generation needs it (~0.1 s of imports)
+
         rng = np.random.default_rng([self.seed, 1_000_000])
         regime = _regimes(rng, self.n_days, mean_days=90.0)
         drift_daily = rng.normal(0.0, 0.002, size=regime.max() + 1)[regime]
@@ -129,6 +133,8 @@ class SyntheticSource(DataSource):
     @functools.lru_cache(maxsize=64)  # noqa: B019 - the source lives for one run; bounded cache
     def path(self, symbol: str) -> SymbolPath:
         """Return the symbol's 1h bars over its listed life (deterministic in seed and symbol)."""
+        from scipy.signal import lfilter
+
         i = self._index.get(symbol_check(symbol))
         if i is None:
             msg = f"unknown symbol {symbol!r}: the synthetic universe has {self._names[0]} .. {self._names[-1]}"
@@ -181,25 +187,25 @@ class SyntheticSource(DataSource):
 
         def agg(a: np.ndarray, fn: str) -> np.ndarray:
             m = a[:usable].reshape(rows, k)
-            by_fn: dict[str, np.ndarray] = {
-                "first": m[:, 0],
-                "last": m[:, -1],
-                "max": m.max(axis=1),
-                "min": m.min(axis=1),
-                "sum": m.sum(axis=1),
-            }
-            return by_fn[fn]
+            if fn == "first":
+                return m[:, 0]
+            if fn == "last":
+                return m[:, -1]
+            out: np.ndarray = getattr(m, fn)(axis=1)  # only the reduction asked for
+            return out
 
-        frame = pl.DataFrame(
-            {
-                "timestamp": agg(p.timestamp_ms, "first"),
-                "open": agg(p.open, "first"),
-                "high": agg(p.high, "max"),
-                "low": agg(p.low, "min"),
-                "close": agg(p.close, "last"),
-                "volume": agg(p.volume, "sum"),
-            }
-        )
-        return frame.filter((pl.col("timestamp") >= start_ms) & (pl.col("timestamp") < end_ms)).with_columns(
-            pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
+        ts = agg(p.timestamp_ms, "first")
+        keep = (ts >= start_ms) & (ts < end_ms)  # in numpy: no polars query per symbol
+        columns = {
+            "open": agg(p.open, "first"),
+            "high": agg(p.high, "max"),
+            "low": agg(p.low, "min"),
+            "close": agg(p.close, "last"),
+            "volume": agg(p.volume, "sum"),
+        }
+        return pl.DataFrame(
+            [
+                pl.Series("timestamp", ts[keep]).cast(pl.Datetime("ms", "UTC")),
+                *(pl.Series(name, a[keep]) for name, a in columns.items()),
+            ]
         )
