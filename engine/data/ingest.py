@@ -13,6 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+import polars as pl
+
+from engine.core.ahead import ahead
 from engine.core.errors import DataError
 from engine.core.progress import progress_iter
 from engine.core.units import DAY_MS, date_ms, interval_ms, ms_datetime
@@ -77,8 +80,16 @@ class IngestionService:
                     stale.add((symbol, interval))
                     have = []
                 tasks.extend((symbol, interval, a, b) for a, b in ranges_missing(have, lo, hi))
-        for symbol, interval, a, b in progress_iter(tasks, label, quiet=self.quiet or not tasks):
-            bars = self.source.ohlcv_fetch(symbol, interval, a, b)
+
+        def fetch(task: tuple[str, str, int, int]) -> pl.DataFrame:
+            return self.source.ohlcv_fetch(*task)
+
+        # a source whose fetches are pure computations (the generator) draws the next symbols in
+        # worker threads while this one validates and writes, in the same order
+        fetched = ahead(fetch, tasks) if self.source.concurrent_fetch else map(fetch, tasks)
+        for (symbol, interval, a, b), bars in progress_iter(
+            zip(tasks, fetched, strict=True), label, quiet=self.quiet or not tasks
+        ):
             report.bars_read += bars.height
             final_end = min(b, self.source.covered_until(b, interval))
             covered = [(a, final_end)] if final_end > a else []

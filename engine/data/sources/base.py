@@ -22,6 +22,8 @@ class DataSource(ABC):
     """A backend that serves OHLCV bars in the bar contract of :mod:`engine.data.bars`."""
 
     name: str = "base"
+    concurrent_fetch: bool = False
+    """True: ``ohlcv_fetch`` is a pure, thread-safe computation, run ahead in worker threads by an ingest."""
 
     @abstractmethod
     def symbols(self) -> list[str]:

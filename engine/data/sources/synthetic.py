@@ -80,6 +80,7 @@ class SyntheticSource(DataSource):
     """Serves the generated universe for any interval that is a multiple of 1h."""
 
     name = "synthetic"
+    concurrent_fetch = True  # a symbol's bars are a pure function of (seed, symbol): drawn ahead in threads
 
     def __init__(self, seed: int, n_symbols: int, start: str, end: str, quote: str = "USDT") -> None:
         self.seed = int(seed)
