@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import fig5_memory
 from benchmarks.common import REPO, Row, backtest_subprocess, check, check_interval, loglog_exponent, run_config
 
 FIG = "5 scaling"
@@ -235,4 +236,6 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             },
         }
     )
+    mem_rows, detail["default_run"] = fig5_memory.run(quick, tmp)  # issue 23: the default run's memory
+    rows += mem_rows
     return rows, detail
