@@ -168,3 +168,23 @@ def test_a_run_on_an_existing_store_does_not_load_the_generator_s_scipy(tmp_path
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert json.loads(proc.stdout) is False
+
+
+def test_an_implausible_draw_is_drawn_again_and_the_others_are_the_first_draw() -> None:
+    """Seed 7's 20,000-symbol universe: YAR/USDT's first draw spikes ~1,800-fold in an hour (the bar
+    contract refuses it, so that store could not be generated); it is drawn again, plausibly. Every
+    other symbol keeps its first draw, so stores generated before the rule keep their bytes."""
+    from engine.data.bars import bars_implausible
+    from engine.data.sources.synthetic import _daily_implausible
+
+    src = SyntheticSource(7, 20000, "2021-01-01", "2024-12-31")
+    i = src.symbols().index("YAR/USDT")
+    first = src._draw(i, np.random.default_rng([7, i]))
+    assert _daily_implausible(first)
+    bars = src.ohlcv_fetch("YAR/USDT", "1d", src.start_ms, src.end_ms)
+    assert bars.height == 1461
+    assert not bars_implausible(bars).any()
+    assert not np.array_equal(src.path("YAR/USDT").close, first.close)
+    for s in ("BTC/USDT", "YAQ/USDT", "YAS/USDT"):
+        j = src.symbols().index(s)
+        np.testing.assert_array_equal(src.path(s).close, src._draw(j, np.random.default_rng([7, j])).close)

@@ -19,11 +19,13 @@ import polars as pl
 from engine.core.errors import EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, HOUR_MS, date_ms, interval_ms
+from engine.data.bars import IMPLAUSIBLE_FACTOR, bars_implausible
 from engine.data.sources.base import DataSource
 
 _T_DF = 4.0
 _MAJORS = ("BTC", "ETH", "SOL", "BNB", "XRP")
 GENERATOR_VERSION = 2
+REDRAWS = 10  # draws of a symbol whose daily prices come out implausible, before giving up
 """Bumped whenever the generator's bytes change for the same settings (part of the store identity).
 2: names past ``ZZZ`` go on with four letters and skip the majors (1 repeated names after 1,020)."""
 
@@ -62,6 +64,22 @@ def _regimes(rng: np.random.Generator, n_days: int, mean_days: float) -> np.ndar
     """Regime id per day: segments of geometric length, returned as segment index per day."""
     lengths = rng.geometric(1.0 / mean_days, size=n_days // 5 + 2)
     return np.repeat(np.arange(lengths.size), lengths)[:n_days]
+
+
+def _daily_implausible(p: SymbolPath) -> bool:
+    """Return True when the path's daily bars hold a price the bar contract refuses as implausible."""
+    usable = p.close.size // 24 * 24
+    if not usable:
+        return False
+    high = p.high[:usable].reshape(-1, 24).max(axis=1)
+    low = p.low[:usable].reshape(-1, 24).min(axis=1)
+    close = p.close[:usable].reshape(-1, 24)[:, -1]
+    # every price lies in [low.min(), high.max()] and every median close in [close.min(), close.max()]:
+    # within the factor of each other, no bar can be implausible (the usual case: no rolling median)
+    if high.max() <= close.min() * IMPLAUSIBLE_FACTOR and close.max() <= low.min() * IMPLAUSIBLE_FACTOR:
+        return False
+    daily = pl.DataFrame({"open": p.open[:usable].reshape(-1, 24)[:, 0], "high": high, "low": low, "close": close})
+    return bool(bars_implausible(daily).any())
 
 
 @dataclass(frozen=True)
@@ -133,14 +151,29 @@ class SyntheticSource(DataSource):
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - the source lives for one run; bounded cache
     def path(self, symbol: str) -> SymbolPath:
-        """Return the symbol's 1h bars over its listed life (deterministic in seed and symbol)."""
-        from scipy.signal import lfilter
+        """Return the symbol's 1h bars over its listed life (deterministic in seed and symbol).
 
+        A draw whose daily bars the bar contract would refuse as implausible (a fat-tailed shock
+        in a mean-reverting regime can spike a price 1,000-fold for an hour: about one symbol in
+        20,000) is drawn again from the stream ``(seed, symbol index, attempt)``. The first draw
+        is the only one of every universe that generated before this rule, so their bytes are
+        unchanged.
+        """
         i = self._index.get(symbol_check(symbol))
         if i is None:
             msg = f"unknown symbol {symbol!r}: the synthetic universe has {self._names[0]} .. {self._names[-1]}"
             raise EngineError(msg)
-        rng = np.random.default_rng([self.seed, i])
+        for attempt in range(REDRAWS):
+            p = self._draw(i, np.random.default_rng([self.seed, i] if attempt == 0 else [self.seed, i, attempt]))
+            if not _daily_implausible(p):
+                return p
+        msg = f"the synthetic generator drew implausible prices for {symbol} {REDRAWS} times: use another data.seed"
+        raise EngineError(msg)
+
+    def _draw(self, i: int, rng: np.random.Generator) -> SymbolPath:
+        """One draw of symbol ``i``'s 1h bars from ``rng``."""
+        from scipy.signal import lfilter
+
         n, n_days = self.n_hours, self.n_days
         beta = rng.uniform(0.6, 1.4) if i else 1.0
         base_vol = (0.004 if i == 0 else rng.uniform(0.005, 0.011)) * np.exp(-0.125)
