@@ -80,7 +80,7 @@ def survivors_plan(plan: RunPlan) -> RunPlan | None:
         return None
     keep = [s for s in universe_symbols(plan) if s not in gone]
     cfg = plan.cfg
-    ranks = ranks_restrict(plan.ranks, keep, cfg.ranking)
+    ranks = ranks_restrict(plan.ranks, keep, cfg.ranking, cfg.ranking.top_n)  # only the winners are read
     return plan_ranked(
         cfg, plan.lakehouse, plan.ingestion, plan.interval, plan.coverage, plan.windows, ranks, Timings()
     )

@@ -134,19 +134,24 @@ def ranks_compute(
     return _scores_rank(frame, ranking)
 
 
-def ranks_restrict(ranks: pl.DataFrame, keep: list[str], ranking: RankingConfig) -> pl.DataFrame:
+def ranks_restrict(
+    ranks: pl.DataFrame, keep: list[str], ranking: RankingConfig, top_n: int | None = None
+) -> pl.DataFrame:
     """Rank a smaller universe from a ranking's rows: ``keep``'s rows scored and ranked again.
 
     Equal to :func:`ranks_compute` with every other symbol excluded (``universe.exclude``):
     eligibility and factor values are per symbol, so the kept rows are the same rows; only the
     cross-sectional z-scores (and so score and rank) change, recomputed here in the same order.
+    ``top_n``: keep only the rows ranked ``<= top_n`` (a caller that only selects winners need not
+    hold a second copy of the whole ranking).
     """
     frame = (
         ranks.filter(pl.col("symbol").is_in(keep))
         .select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
         .sort(["rank_ms", "symbol"])
     )
-    return _scores_rank(frame, ranking)
+    ranked = _scores_rank(frame, ranking)
+    return ranked if top_n is None else ranked.filter(pl.col("rank") <= top_n)
 
 
 def eligibility_diagnose(
