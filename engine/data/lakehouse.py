@@ -428,6 +428,19 @@ class Lakehouse:
             self.glob(kind, interval), hive_partitioning=True, **self.storage.polars_options()
         ).with_columns(pl.col("symbol").cast(pl.String).str.replace("_", "/", literal=True))
 
+    def file_batches(self, kind: str, interval: str, size: int | None = None) -> Iterator[list[str]]:
+        """Every symbol's committed ``data.parquet`` of one kind and interval, ``size`` symbols a list, in order.
+
+        ``size`` defaults to :data:`SCAN_BATCH` (read at call time). No symbol at all raises the
+        one-line "no data" :class:`DataError` of :meth:`scan`.
+        """
+        size = size or SCAN_BATCH  # read at call time (the benchmarks' one-batch reference sets it)
+        symbols = self.symbols(kind, interval)
+        if not symbols:
+            self.scan(kind, interval)  # raises the one-line "no data" error
+        for i in range(0, len(symbols), size):
+            yield [self.storage.scan_url(self.partition(kind, interval, s) / DATA_FILE) for s in symbols[i : i + size]]
+
     def scan_batches(self, kind: str, interval: str, size: int | None = None) -> Iterator[pl.LazyFrame]:
         """Every symbol of one kind and interval, as lazy scans of at most ``size`` symbols each, in order.
 
@@ -435,15 +448,8 @@ class Lakehouse:
         as ``BASE/QUOTE``), split so that a per-symbol computation (rolling features) holds one
         batch at a time, never the whole universe: each batch reads only its own symbols' files.
         """
-        size = size or SCAN_BATCH  # read at call time (the benchmarks' one-batch reference sets it)
-        symbols = self.symbols(kind, interval)
-        if not symbols:
-            self.scan(kind, interval)  # raises the one-line "no data" error
         options = self.storage.polars_options()
-        for i in range(0, len(symbols), size):
-            files = [
-                self.storage.scan_url(self.partition(kind, interval, s) / DATA_FILE) for s in symbols[i : i + size]
-            ]
+        for files in self.file_batches(kind, interval, size):
             yield pl.scan_parquet(files, hive_partitioning=True, **options).select(
                 *BAR_SCHEMA, pl.col("symbol").cast(pl.String).str.replace("_", "/", literal=True)
             )

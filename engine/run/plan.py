@@ -171,9 +171,10 @@ def coverage_read(cfg: RunConfig, lakehouse: Lakehouse) -> dict[str, tuple[int, 
     """First and last base bar per symbol (DuckDB over the store), checked against the universe settings."""
     from engine.data.sql import sql_arrow
 
-    cov = pl.from_arrow(sql_arrow("coverage", {"glob": lakehouse.glob("bars", cfg.backtest.interval)}))
-    assert isinstance(cov, pl.DataFrame)
-    coverage = {r["symbol"]: (r["first_ms"], r["last_ms"]) for r in cov.iter_rows(named=True)}
+    coverage: dict[str, tuple[int, int]] = {}
+    for files in lakehouse.file_batches("bars", cfg.backtest.interval):  # DuckDB's memory follows a batch
+        cov = sql_arrow("coverage", {"glob": files}).select(["symbol", "first_ms", "last_ms"]).to_pydict()
+        coverage.update(zip(cov["symbol"], zip(cov["first_ms"], cov["last_ms"], strict=True), strict=True))
     universe = cfg.universe
     unknown = [s for s in universe.symbols if s not in coverage]
     if unknown:

@@ -280,22 +280,22 @@ def _winners_frame(plan: RunPlan, out: BookOutput) -> pl.DataFrame:
         {"rank_ms": [w.rank_ms for w in plan.windows], "window": [w.index for w in plan.windows]},
         schema={"rank_ms": pl.Int64, "window": pl.Int64},
     )
-    winners = (
-        plan.ranks.join(windows, on="rank_ms")
+    weights = pl.DataFrame(
+        [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
+        schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
+    )
+    return (  # one lazy query: no intermediate copy of the whole ranking (its rows grow with the universe)
+        plan.ranks.lazy()
+        .join(windows.lazy(), on="rank_ms")
         .with_columns(
             (pl.col("rank") <= plan.cfg.ranking.top_n).alias("selected"),
             pl.col("rank_ms").cast(pl.Datetime("ms", "UTC")).alias("rank_time"),
         )
         .drop("rank_ms")
-    )
-    weights = pl.DataFrame(
-        [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
-        schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
-    )
-    return (
-        winners.join(weights, on=["window", "symbol"], how="left")
-        .sort(["window", "rank"])
+        .join(weights.lazy(), on=["window", "symbol"], how="left")
+        .sort(["window", "rank"])  # unique: the order does not depend on the joins'
         .select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
+        .collect()
     )
 
 
