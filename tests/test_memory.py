@@ -56,6 +56,14 @@ def test_batched_ranking_equals_the_whole_universe(store: tuple[Lakehouse, Synth
     assert batched.equals(whole)  # bit for bit, row order included
 
 
+def test_batches_in_any_order_rank_the_same(store: tuple[Lakehouse, SyntheticSource]) -> None:
+    """Batches whose symbols do not come in order take the full sort (the result does not change)."""
+    lake, src = store
+    rank_ms = list(range(src.start_ms + 60 * DAY, src.end_ms, 7 * DAY))
+    whole = _rank(lake.scan("bars", "1d"), rank_ms)
+    assert _rank(list(lake.scan_batches("bars", "1d", 4))[::-1], rank_ms).equals(whole)
+
+
 def test_scan_batches_cover_every_symbol_once(store: tuple[Lakehouse, SyntheticSource]) -> None:
     lake, src = store
     batches = [b.collect() for b in lake.scan_batches("bars", "1d", 5)]

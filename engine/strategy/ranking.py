@@ -126,12 +126,27 @@ def ranks_compute(
     parts = [
         feats.filter(_eligibility(ranking, interval)[-1])
         .select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
+        .sort(["rank_ms", "symbol"])
         .collect(engine="streaming")
         for feats in (_universe_features(b, rank_ms, ranking, portfolio, universe, interval) for b in batches)
     ]
-    frame = pl.concat(parts, how="vertical", rechunk=True).sort(["rank_ms", "symbol"])
-    del parts
-    return _scores_rank(frame, ranking)
+    return _scores_rank(_merge_sorted(parts), ranking)
+
+
+def _merge_sorted(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Concatenate frames each sorted by ``(rank_ms, symbol)`` into one sorted the same way.
+
+    When every part's symbols come after the previous part's (the batches of
+    :meth:`~engine.data.lakehouse.Lakehouse.scan_batches`), a stable sort by ``rank_ms`` alone
+    gives that order (an integer key instead of an integer and a string: the sort that grows with
+    the universe); otherwise the full sort. The keys are unique, so both give the same frame.
+    """
+    bounds = [(p.get_column("symbol").min(), p.get_column("symbol").max()) for p in parts if p.height]
+    ascending = all(str(a[1]) < str(b[0]) for a, b in itertools.pairwise(bounds))
+    frame = pl.concat(parts, how="vertical", rechunk=True)
+    if ascending:
+        return frame.sort("rank_ms", maintain_order=True)
+    return frame.sort(["rank_ms", "symbol"])
 
 
 def ranks_restrict(
