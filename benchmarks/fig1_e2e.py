@@ -6,6 +6,11 @@ run", same process). The lakehouse is generated once by a first run on an empty 
 (reported separately); every other process finds it existing. Full mode also runs each engine
 with an empty numba cache directory (the first process ever on a machine or a CI runner).
 
+Start-up (issue 23, item 5; :func:`startup_rows`): a warm default run as a whole process
+(``python -m engine``) against ``python -c "import vectorbt"``, paired and interleaved; target
+<= 1.2x, and every timed run's metrics.json equal to the first's (enforced). The empty-numba-cache
+rows carry the issue's 10 s target on both engines.
+
 Targets: absolute time budgets of the default profile (first run <= 30 s, warm run <= 5 s), judged
 in full mode only; quick mode's smaller universe would meet them more easily, so it prints the
 limits without a verdict. Rows with a baseline (numba, the warm total) are comparisons within the
