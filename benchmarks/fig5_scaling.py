@@ -20,7 +20,9 @@ Fitted figures: the least-squares slope of log(y) on log(symbols) (``y ~ symbols
   numba caches and lazy imports, and is reported, not fitted),
 - the universe stages of a warm run (data + ranking + windows: the part expected to grow),
 - the peak memory above the import baseline.
-Target b <= 1.1 (at most ~linear). Time is fitted per warm repetition too: the spread of those
+Target b <= 1.1 (at most ~linear). The default run's rows (peak RSS of a warm ``python -m engine``
+at 500 / 2,000 / 20,000 symbols, generation time, warm-time exponents: issue 23, item 4) are
+:mod:`benchmarks.fig5_memory`'s, appended to this figure. Time is fitted per warm repetition too: the spread of those
 exponents is the estimate's noise interval, and the verdict is ``pass`` only when the whole
 interval is <= 1.1, ``miss`` only when all of it is above, ``inconclusive`` otherwise. Nothing is
 compared with itself: every size counts equally in the fit.
@@ -36,6 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import fig5_memory
 from benchmarks.common import REPO, Row, backtest_subprocess, check, check_interval, loglog_exponent, run_config
 
 FIG = "5 scaling"
@@ -235,4 +238,6 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             },
         }
     )
+    mem_rows, detail["default_run"] = fig5_memory.run(quick, tmp)  # issue 23: the default run's memory
+    rows += mem_rows
     return rows, detail

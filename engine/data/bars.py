@@ -102,27 +102,32 @@ def bars_validate(df: pl.DataFrame, symbol: str, interval: str, implausible: Imp
             raise error(msg)
 
     nan_any = pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_null() for c in BAR_SCHEMA if c != "timestamp"])
-    fail("NaN or missing value", nan_any | pl.col("timestamp").is_null())
-    fail("duplicate timestamp with different values", pl.col("timestamp").is_duplicated())
-    fail(
-        "infinite price or volume",
-        pl.any_horizontal([pl.col(c).is_infinite() for c in BAR_SCHEMA if c != "timestamp"]),
-    )
-    fail("price <= 0", pl.any_horizontal([pl.col(c) <= 0 for c in PRICE_COLUMNS]))
-    fail("volume < 0", pl.col("volume") < 0)
-    fail(
-        "high below low/open/close or low above open/close",
-        (pl.col("high") < pl.max_horizontal("open", "close", "low"))
-        | (pl.col("low") > pl.min_horizontal("open", "close")),
-    )
     step = interval_ms(interval)
-    fail(
-        f"timestamp not aligned to the {interval} grid",
-        (pl.col("timestamp").dt.epoch("ms") % step) != 0,
-    )
+    checks = [
+        ("NaN or missing value", nan_any | pl.col("timestamp").is_null()),
+        ("duplicate timestamp with different values", pl.col("timestamp").is_duplicated()),
+        (
+            "infinite price or volume",
+            pl.any_horizontal([pl.col(c).is_infinite() for c in BAR_SCHEMA if c != "timestamp"]),
+        ),
+        ("price <= 0", pl.any_horizontal([pl.col(c) <= 0 for c in PRICE_COLUMNS])),
+        ("volume < 0", pl.col("volume") < 0),
+        (
+            "high below low/open/close or low above open/close",
+            (pl.col("high") < pl.max_horizontal("open", "close", "low"))
+            | (pl.col("low") > pl.min_horizontal("open", "close")),
+        ),
+        (f"timestamp not aligned to the {interval} grid", (pl.col("timestamp").dt.epoch("ms") % step) != 0),
+    ]
+    # one pass tells whether any check fails (the common case: none); the first that does is then named
+    flags = df.select([mask.any().alias(str(i)) for i, (_, mask) in enumerate(checks)]).row(0)
+    for (problem, mask), flagged in zip(checks, flags, strict=True):
+        if flagged:
+            fail(problem, mask)
     far = bars_implausible(df)
     if implausible == "error":
-        fail(IMPLAUSIBLE_PROBLEM, far, ImplausibleBars)
+        if far.any():
+            fail(IMPLAUSIBLE_PROBLEM, far, ImplausibleBars)
     elif far.any():
         times = df.filter(far).get_column("timestamp")
         shown = ", ".join(str(t) for t in times.head(5)) + (", ..." if times.len() > 5 else "")

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import polars as pl
+
+from engine.core.ahead import ahead
 from engine.core.errors import DataError
 from engine.core.progress import progress_iter
 from engine.core.units import interval_ms, ms_datetime
@@ -77,8 +80,16 @@ class IngestionService:
                     stale.add((symbol, interval))
                     have = []
                 tasks.extend((symbol, interval, a, b) for a, b in ranges_missing(have, lo, hi))
-        for symbol, interval, a, b in progress_iter(tasks, label, quiet=self.quiet or not tasks):
-            bars = self.source.ohlcv_load(symbol, interval, a, b)  # trimmed and validated, once for every backend
+
+        def fetch(task: tuple[str, str, int, int]) -> pl.DataFrame:
+            return self.source.ohlcv_load(*task)  # trimmed and validated, once for every backend
+
+        # a source whose fetches are pure computations (the generator) draws and validates the next
+        # symbols in worker threads while this one writes, in the same order
+        fetched = ahead(fetch, tasks) if self.source.concurrent_fetch else map(fetch, tasks)
+        for (symbol, interval, a, b), bars in progress_iter(
+            zip(tasks, fetched, strict=True), label, quiet=self.quiet or not tasks
+        ):
             report.bars_read += bars.height
             final_end = min(b, self.source.covered_until(b, interval))
             covered = [(a, final_end)] if final_end > a else []

@@ -12,6 +12,7 @@ from engine.data.lakehouse import DATA_FILE, Lakehouse
 from engine.data.sql import sql_arrow
 
 FIELDS = ("open", "high", "low", "close", "volume")
+SLICE_BATCH = 256  # symbols per DuckDB winner-slice query
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,24 @@ def panel_load(lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str
     shape = (grid.size, len(symbols))
     arrays = {f: np.full(shape, np.nan) for f in FIELDS}
     storage = lakehouse.storage
-    files = [
-        storage.scan_url(p) for s in symbols if storage.exists(p := lakehouse.partition(kind, interval, s) / DATA_FILE)
-    ]
-    if files and grid.size:
-        params: dict[str, object] = {"files": files, "symbols": symbols, "start": int(lo), "end": int(end_ms)}
-        table = sql_arrow("winner_slice", params, storage=storage)
+    index = {s: i for i, s in enumerate(symbols)}
+    for k in range(0, len(symbols), SLICE_BATCH):  # one query per batch: the Arrow table stays small
+        batch = symbols[k : k + SLICE_BATCH]
+        files = [
+            storage.scan_url(p)
+            for s in batch
+            if storage.exists(p := lakehouse.partition(kind, interval, s) / DATA_FILE)
+        ]
+        if not files or not grid.size:
+            continue
+        table = sql_arrow(
+            "winner_slice", {"files": files, "symbols": batch, "start": int(lo), "end": int(end_ms)}, storage=storage
+        )
         if table.num_rows:
-            index = {s: i for i, s in enumerate(symbols)}
-            cols = np.array([index[s] for s in table.column("symbol").to_pylist()], dtype=np.int64)
+            # column per row without a Python string per row: the symbol column's dictionary, mapped once
+            codes = table.column("symbol").combine_chunks().dictionary_encode()
+            names = np.array([index[s] for s in codes.dictionary.to_pylist()], dtype=np.int64)
+            cols = names[codes.indices.to_numpy()]
             rows = (table.column("ts_ms").to_numpy() - lo) // step
             for f in FIELDS:
                 arrays[f][rows, cols] = table.column(f).to_numpy()

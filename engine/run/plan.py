@@ -175,10 +175,14 @@ def coverage_read(cfg: RunConfig, lakehouse: Lakehouse) -> dict[str, tuple[int, 
     """First and last base bar per symbol (DuckDB over the store), checked against the universe settings."""
     from engine.data.sql import sql_arrow
 
-    base = cfg.backtest.interval
-    cov = pl.from_arrow(sql_arrow("coverage", {"glob": lakehouse.glob("bars", base)}, storage=lakehouse.storage))
-    assert isinstance(cov, pl.DataFrame)
-    coverage = {r["symbol"]: (r["first_ms"], r["last_ms"]) for r in cov.iter_rows(named=True)}
+    coverage: dict[str, tuple[int, int]] = {}
+    for files in lakehouse.file_batches("bars", cfg.backtest.interval):  # DuckDB's memory follows a batch
+        cov = (
+            sql_arrow("coverage", {"glob": files}, storage=lakehouse.storage)
+            .select(["symbol", "first_ms", "last_ms"])
+            .to_pydict()
+        )
+        coverage.update(zip(cov["symbol"], zip(cov["first_ms"], cov["last_ms"], strict=True), strict=True))
     universe = cfg.universe
     unknown = [s for s in universe.symbols if s not in coverage]
     if unknown:
@@ -367,7 +371,8 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
         windows = tuple(windows_build(first, end, cfg.backtest, cfg.ranking))
     with timings.timed("ranking"):
         rank_times = [w.rank_ms for w in windows]
-        ranks = ranks_compute(lakehouse.scan("bars", base), rank_times, cfg.ranking, cfg.portfolio, cfg.universe, base)
+        batches = lakehouse.scan_batches("bars", base)  # a batch of symbols at a time, never the panel
+        ranks = ranks_compute(batches, rank_times, cfg.ranking, cfg.portfolio, cfg.universe, base)
     return plan_ranked(cfg, lakehouse, ingestion, interval, coverage, windows, ranks, timings)
 
 

@@ -26,6 +26,7 @@ from engine.core.errors import EngineError, NoWinnersError
 from engine.core.jsontypes import Record
 from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
+from engine.run.benchmark import benchmark_frame
 from engine.run.fold import Schedule, books_new, fold
 from engine.run.frictions import ORDER_COLUMNS, costs_block
 from engine.run.funding import funding_columns
@@ -306,22 +307,27 @@ def _winners_frame(plan: RunPlan, out: BookOutput) -> pl.DataFrame:
         {"rank_ms": [w.rank_ms for w in plan.windows], "window": [w.index for w in plan.windows]},
         schema={"rank_ms": pl.Int64, "window": pl.Int64},
     )
-    winners = (
-        plan.ranks.join(windows, on="rank_ms")
+    weights = pl.DataFrame(
+        [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
+        schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
+    )
+    frame = (  # one lazy query: no intermediate copy of the whole ranking (its rows grow with the universe)
+        plan.ranks.lazy()
+        .join(windows.lazy(), on="rank_ms")
         .with_columns(
             (pl.col("rank") <= plan.cfg.ranking.top_n).alias("selected"),
             pl.col("rank_ms").cast(pl.Datetime("ms", "UTC")).alias("rank_time"),
         )
         .drop("rank_ms")
+        .join(weights.lazy(), on=["window", "symbol"], how="left")
     )
-    weights = pl.DataFrame(
-        [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
-        schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
-    )
-    frame = winners.join(weights, on=["window", "symbol"], how="left")
     if is_sided(plan.cfg):  # a long-short book: selected = given a weight, long (> 0) or short (< 0)
         frame = frame.with_columns(pl.col("weight").is_not_null().alias("selected"))
-    return frame.sort(["window", "rank"]).select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
+    return (
+        frame.sort(["window", "rank"])  # unique: the order does not depend on the joins'
+        .select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
+        .collect()
+    )
 
 
 def _data_files(plan: RunPlan, traded_symbols: set[str]) -> list[str]:
@@ -356,36 +362,8 @@ def _result(
     )
     files = _data_files(plan, set(trades_df.get_column("symbol").to_list()))
     return BacktestResult(
-        metrics, equity_df, orders, trades_df, _winners_frame(plan, out), out.audit, {}, files, _benchmark(plan)
+        metrics, equity_df, orders, trades_df, _winners_frame(plan, out), out.audit, {}, files, benchmark_frame(plan)
     )
-
-
-def _benchmark(plan: RunPlan) -> pl.DataFrame:
-    """Equal-weight universe (rebalanced every base bar) and BTC buy-and-hold, marked at the base bars' closes."""
-    start, end = plan.windows[0].start_ms, plan.windows[-1].end_ms
-    init = plan.cfg.backtest.init_cash
-    rets = (
-        plan.lakehouse.scan("bars", plan.base)
-        .select("symbol", "timestamp", "close")
-        .with_columns(
-            (pl.col("close") / pl.col("close").shift(1) - 1.0).over("symbol", order_by="timestamp").alias("ret")
-        )
-        .filter(pl.col("timestamp").dt.epoch("ms").is_between(start, end - 1))
-        .collect()
-    )
-    ew = (
-        rets.filter(pl.col("ret").is_not_null())
-        .sort(["timestamp", "symbol"])
-        .group_by("timestamp", maintain_order=True)
-        .agg(pl.col("ret").mean())
-        .with_columns((init * (1.0 + pl.col("ret")).cum_prod()).alias("equal_weight"))
-        .select("timestamp", "equal_weight")
-    )
-    btc = rets.filter(pl.col("symbol") == "BTC/USDT").sort("timestamp")
-    if btc.height:
-        bh = btc.select("timestamp", (init * (1.0 + pl.col("ret").fill_null(0.0)).cum_prod()).alias("btc_buy_hold"))
-        ew = ew.join(bh, on="timestamp", how="left")
-    return ew.with_columns(pl.col("timestamp") + pl.duration(milliseconds=plan.base_ms)).sort("timestamp")
 
 
 def window_returns(out: BookOutput, init_cash: float) -> np.ndarray:

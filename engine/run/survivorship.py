@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from engine.config.book import is_sided
 from engine.core.jsontypes import Record
 from engine.run.metrics import Metrics
 from engine.run.plan import RunPlan, Timings, plan_ranked
@@ -81,7 +82,8 @@ def survivors_plan(plan: RunPlan) -> RunPlan | None:
         return None
     keep = [s for s in universe_symbols(plan) if s not in gone]
     cfg = plan.cfg
-    ranks = ranks_restrict(plan.ranks, keep, cfg.ranking)
+    # only the winners are read; a book with a short leg reads the bottom of the ranking too
+    ranks = ranks_restrict(plan.ranks, keep, cfg.ranking, None if is_sided(cfg) else cfg.ranking.top_n)
     return plan_ranked(
         cfg, plan.lakehouse, plan.ingestion, plan.interval, plan.coverage, plan.windows, ranks, Timings()
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import polars as pl
@@ -101,43 +102,71 @@ def _eligibility(ranking: RankingConfig, interval: str) -> tuple[pl.Expr, pl.Exp
 
 
 def ranks_compute(
-    bars: pl.LazyFrame,
+    bars: pl.LazyFrame | Iterable[pl.LazyFrame],
     rank_ms: list[int],
     ranking: RankingConfig,
     portfolio: PortfolioConfig,
     universe: UniverseConfig,
     interval: str = "1d",
 ) -> pl.DataFrame:
-    """Ranked eligible symbols at each ranking bar: one collect for all windows.
+    """Ranked eligible symbols at each ranking bar, for all windows at once.
+
+    ``bars``: the base bars of the universe, as one lazy frame or as batches of whole symbols
+    (:meth:`~engine.data.lakehouse.Lakehouse.scan_batches`). Features are per symbol, so each
+    batch's eligible rows on the ranking bars are collected on their own (polars' streaming
+    engine, only the columns the features read) and the universe is never held whole: memory
+    follows the batch and the ranked rows, not the panel. The rows are then sorted by
+    ``(rank_ms, symbol)`` (unique), so the result does not depend on the batching.
 
     ``rank_ms`` holds the open times of the ranking bars (base ``interval``). Returns
     ``rank_ms, rank_date, symbol, score, rank`` (1 = best; ties broken by symbol name) plus the
     factor values and ``weight_vol``.
     """
-    feats = _universe_features(bars, rank_ms, ranking, portfolio, universe, interval)
-    eligible = feats.filter(_eligibility(ranking, interval)[-1])
-
-    frame = (
-        eligible.select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
+    batches = [bars] if isinstance(bars, pl.LazyFrame) else bars
+    parts = [
+        feats.filter(_eligibility(ranking, interval)[-1])
+        .select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
         .sort(["rank_ms", "symbol"])
-        .collect()
-    )
-    return _scores_rank(frame, ranking)
+        .collect(engine="streaming")
+        for feats in (_universe_features(b, rank_ms, ranking, portfolio, universe, interval) for b in batches)
+    ]
+    return _scores_rank(_merge_sorted(parts), ranking)
 
 
-def ranks_restrict(ranks: pl.DataFrame, keep: list[str], ranking: RankingConfig) -> pl.DataFrame:
+def _merge_sorted(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Concatenate frames each sorted by ``(rank_ms, symbol)`` into one sorted the same way.
+
+    When every part's symbols come after the previous part's (the batches of
+    :meth:`~engine.data.lakehouse.Lakehouse.scan_batches`), a stable sort by ``rank_ms`` alone
+    gives that order (an integer key instead of an integer and a string: the sort that grows with
+    the universe); otherwise the full sort. The keys are unique, so both give the same frame.
+    """
+    bounds = [(p.get_column("symbol").min(), p.get_column("symbol").max()) for p in parts if p.height]
+    ascending = all(str(a[1]) < str(b[0]) for a, b in itertools.pairwise(bounds))
+    frame = pl.concat(parts, how="vertical", rechunk=True)
+    if ascending:
+        return frame.sort("rank_ms", maintain_order=True)
+    return frame.sort(["rank_ms", "symbol"])
+
+
+def ranks_restrict(
+    ranks: pl.DataFrame, keep: list[str], ranking: RankingConfig, top_n: int | None = None
+) -> pl.DataFrame:
     """Rank a smaller universe from a ranking's rows: ``keep``'s rows scored and ranked again.
 
     Equal to :func:`ranks_compute` with every other symbol excluded (``universe.exclude``):
     eligibility and factor values are per symbol, so the kept rows are the same rows; only the
     cross-sectional z-scores (and so score and rank) change, recomputed here in the same order.
+    ``top_n``: keep only the rows ranked ``<= top_n`` (a caller that only selects winners need not
+    hold a second copy of the whole ranking).
     """
     frame = (
         ranks.filter(pl.col("symbol").is_in(keep))
         .select("rank_ms", "symbol", *FACTORS, "vol", "weight_vol", "dollar_volume")
         .sort(["rank_ms", "symbol"])
     )
-    return _scores_rank(frame, ranking)
+    ranked = _scores_rank(frame, ranking)
+    return ranked if top_n is None else ranked.filter(pl.col("rank") <= top_n)
 
 
 def eligibility_diagnose(

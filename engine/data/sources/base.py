@@ -76,6 +76,9 @@ class DataSource(ABC):
         """Where the bars of ``cfg`` come from, in words (for the console and the report)."""
         return f"the {cls.name} source"
 
+    concurrent_fetch: bool = False
+    """True: ``ohlcv_fetch`` is a pure, thread-safe computation, run ahead in worker threads by an ingest."""
+
     @abstractmethod
     def symbols(self) -> list[str]:
         """Symbols this source can serve, as ``BASE/QUOTE``."""

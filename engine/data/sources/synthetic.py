@@ -15,17 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 
 from engine.config import CcxtData, FilesData, SyntheticData
 from engine.core.errors import EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, HOUR_MS, date_ms, interval_ms
+from engine.data.bars import IMPLAUSIBLE_FACTOR, bars_implausible
 from engine.data.sources.base import DataSource
 
 _T_DF = 4.0
 _MAJORS = ("BTC", "ETH", "SOL", "BNB", "XRP")
 GENERATOR_VERSION = 2
+REDRAWS = 10  # draws of a symbol whose daily prices come out implausible, before giving up
 """Bumped whenever the generator's bytes change for the same settings (part of the store identity).
 2: names past ``ZZZ`` go on with four letters and skip the majors (1 repeated names after 1,020)."""
 
@@ -66,6 +67,22 @@ def _regimes(rng: np.random.Generator, n_days: int, mean_days: float) -> np.ndar
     return np.repeat(np.arange(lengths.size), lengths)[:n_days]
 
 
+def _daily_implausible(p: SymbolPath) -> bool:
+    """Return True when the path's daily bars hold a price the bar contract refuses as implausible."""
+    usable = p.close.size // 24 * 24
+    if not usable:
+        return False
+    high = p.high[:usable].reshape(-1, 24).max(axis=1)
+    low = p.low[:usable].reshape(-1, 24).min(axis=1)
+    close = p.close[:usable].reshape(-1, 24)[:, -1]
+    # every price lies in [low.min(), high.max()] and every median close in [close.min(), close.max()]:
+    # within the factor of each other, no bar can be implausible (the usual case: no rolling median)
+    if high.max() <= close.min() * IMPLAUSIBLE_FACTOR and close.max() <= low.min() * IMPLAUSIBLE_FACTOR:
+        return False
+    daily = pl.DataFrame({"open": p.open[:usable].reshape(-1, 24)[:, 0], "high": high, "low": low, "close": close})
+    return bool(bars_implausible(daily).any())
+
+
 @dataclass(frozen=True)
 class SymbolPath:
     """One symbol's 1h bars as numpy arrays over its listed life."""
@@ -82,6 +99,8 @@ class SyntheticSource(DataSource):
     """Serves the generated universe for any interval that is a multiple of 1h."""
 
     name = "synthetic"
+    concurrent_fetch = True  # a symbol's bars are a pure function of (seed, symbol): drawn ahead in threads
+
     run_ingest = "all"  # a run generates the whole universe, so its store is always whole
     range_from_config = True
     funding_fix = "delete the store's folder so the generator writes it again"
@@ -111,7 +130,6 @@ class SyntheticSource(DataSource):
         self.n_hours = self.n_days * 24
         self._names = universe_names(n_symbols, quote)
         self._index = {s: i for i, s in enumerate(self._names)}
-        self._market = self._market_draw()
 
     def symbols(self) -> list[str]:
         """Return the generated universe's symbols, as ``BASE/QUOTE``."""
@@ -135,8 +153,14 @@ class SyntheticSource(DataSource):
         """Return the intervals built from the hourly paths, finest first."""
         return ("1h", "2h", "4h", "6h", "8h", "12h", "1d")
 
-    def _market_draw(self) -> np.ndarray:
-        """Hourly log returns of the market factor: regime drift plus clustered fat-tailed noise."""
+    @functools.cached_property
+    def _market(self) -> np.ndarray:
+        """Hourly log returns of the market factor: regime drift plus clustered fat-tailed noise.
+
+        Drawn on the first symbol path asked for: a run on an existing store never pays it.
+        """
+        from scipy.signal import lfilter  # only generation needs it (~0.1 s of imports)
+
         rng = np.random.default_rng([self.seed, 1_000_000])
         regime = _regimes(rng, self.n_days, mean_days=90.0)
         drift_daily = rng.normal(0.0, 0.002, size=regime.max() + 1)[regime]
@@ -147,12 +171,29 @@ class SyntheticSource(DataSource):
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - the source lives for one run; bounded cache
     def path(self, symbol: str) -> SymbolPath:
-        """Return the symbol's 1h bars over its listed life (deterministic in seed and symbol)."""
+        """Return the symbol's 1h bars over its listed life (deterministic in seed and symbol).
+
+        A draw whose daily bars the bar contract would refuse as implausible (a fat-tailed shock
+        in a mean-reverting regime can spike a price 1,000-fold for an hour: about one symbol in
+        20,000) is drawn again from the stream ``(seed, symbol index, attempt)``. The first draw
+        is the only one of every universe that generated before this rule, so their bytes are
+        unchanged.
+        """
         i = self._index.get(symbol_check(symbol))
         if i is None:
             msg = f"unknown symbol {symbol!r}: the synthetic universe has {self._names[0]} .. {self._names[-1]}"
             raise EngineError(msg)
-        rng = np.random.default_rng([self.seed, i])
+        for attempt in range(REDRAWS):
+            p = self._draw(i, np.random.default_rng([self.seed, i] if attempt == 0 else [self.seed, i, attempt]))
+            if not _daily_implausible(p):
+                return p
+        msg = f"the synthetic generator drew implausible prices for {symbol} {REDRAWS} times: use another data.seed"
+        raise EngineError(msg)
+
+    def _draw(self, i: int, rng: np.random.Generator) -> SymbolPath:
+        """One draw of symbol ``i``'s 1h bars from ``rng``."""
+        from scipy.signal import lfilter
+
         n, n_days = self.n_hours, self.n_days
         beta = rng.uniform(0.6, 1.4) if i else 1.0
         base_vol = (0.004 if i == 0 else rng.uniform(0.005, 0.011)) * np.exp(-0.125)
@@ -200,27 +241,27 @@ class SyntheticSource(DataSource):
 
         def agg(a: np.ndarray, fn: str) -> np.ndarray:
             m = a[:usable].reshape(rows, k)
-            by_fn: dict[str, np.ndarray] = {
-                "first": m[:, 0],
-                "last": m[:, -1],
-                "max": m.max(axis=1),
-                "min": m.min(axis=1),
-                "sum": m.sum(axis=1),
-            }
-            return by_fn[fn]
+            if fn == "first":
+                return m[:, 0]
+            if fn == "last":
+                return m[:, -1]
+            out: np.ndarray = getattr(m, fn)(axis=1)  # only the reduction asked for
+            return out
 
-        frame = pl.DataFrame(
-            {
-                "timestamp": agg(p.timestamp_ms, "first"),
-                "open": agg(p.open, "first"),
-                "high": agg(p.high, "max"),
-                "low": agg(p.low, "min"),
-                "close": agg(p.close, "last"),
-                "volume": agg(p.volume, "sum"),
-            }
-        )
-        return frame.filter((pl.col("timestamp") >= start_ms) & (pl.col("timestamp") < end_ms)).with_columns(
-            pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
+        ts = agg(p.timestamp_ms, "first")
+        keep = (ts >= start_ms) & (ts < end_ms)  # in numpy: no polars query per symbol
+        columns = {
+            "open": agg(p.open, "first"),
+            "high": agg(p.high, "max"),
+            "low": agg(p.low, "min"),
+            "close": agg(p.close, "last"),
+            "volume": agg(p.volume, "sum"),
+        }
+        return pl.DataFrame(
+            [
+                pl.Series("timestamp", ts[keep]).cast(pl.Datetime("ms", "UTC")),
+                *(pl.Series(name, a[keep]) for name, a in columns.items()),
+            ]
         )
 
     def funding_fetch(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
