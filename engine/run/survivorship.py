@@ -82,7 +82,15 @@ def survivors_plan(plan: RunPlan) -> RunPlan | None:
     cfg = plan.cfg
     ranks = ranks_restrict(plan.ranks, keep, cfg.ranking)
     return plan_ranked(
-        cfg, plan.lakehouse, plan.ingestion, plan.interval, plan.coverage, plan.windows, ranks, Timings()
+        cfg,
+        plan.lakehouse,
+        plan.ingestion,
+        plan.interval,
+        plan.coverage,
+        plan.windows,
+        ranks,
+        Timings(),
+        plan.risk_memo,
     )
 
 

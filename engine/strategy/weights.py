@@ -44,6 +44,10 @@ from engine.strategy.windows import Window
 
 log = logging.getLogger(__name__)
 YEAR_MS = 365 * DAY_MS
+RiskMemo = dict[tuple[str, str, tuple[int, ...], bytes], tuple[np.ndarray | None, np.ndarray | None, str | None]]
+"""The estimates of a run's windows keyed on exactly their inputs (weighting, estimator, the returns' shape
+and bytes): the covariance, the risk weights (None: none) and why not. The survivorship audit's plan
+reuses the run's where its winners and returns coincide (docs/PORTFOLIO.md, "Speed")."""
 
 
 def cap_weights(w: np.ndarray, cap: float | None) -> np.ndarray:
@@ -132,6 +136,7 @@ class Allocator:
     closes: Panel | None
     records: list[BookRecord] = field(default_factory=list)
     _prev: tuple[Window, dict[str, float]] | None = None
+    memo: RiskMemo = field(default_factory=dict)
 
     def window(self, w: Window, chosen: pl.DataFrame, tradable: list[str]) -> dict[str, float]:
         """Return window ``w``'s weights: the tradable winners' (rank order), then held symbols kept by the limit.
@@ -175,22 +180,19 @@ class Allocator:
         n = chosen.height
         if n == 0:
             return np.zeros(0), None, None
-        cov = x = None
-        why = None
+        cov = risk = why = None
         if self.p.needs_returns(self.p.weighting):
             x = self._returns(w, chosen.get_column("symbol").to_list())
-            cov, why = _covariance(x, self.p.covariance)
+            key = (self.p.weighting, self.p.covariance, x.shape, x.tobytes())
+            if key not in self.memo:  # the same inputs give the same estimates: computed once per run
+                self.memo[key] = _estimates(self.p.weighting, x, self.p.covariance)
+            cov, risk, why = self.memo[key]
         if self.p.weighting not in RISK_WEIGHTINGS:
             raw = weights_compute(chosen, self.p.model_copy(update={"gross_exposure": 1.0}))
             u = np.array([raw[s] for s in chosen.get_column("symbol").to_list()])
         elif n == 1:
             u = np.ones(1)
-        elif cov is None or x is None:
-            u = np.full(n, 1.0 / n)
         else:
-            risk = _risk_weights(self.p.weighting, x, cov, self.p.covariance)
-            if risk is None:
-                why = why or "the optimiser gave no finite long-only weights"
             u = np.full(n, 1.0 / n) if risk is None else risk
         if why is not None and self.p.weighting in RISK_WEIGHTINGS and n > 1:
             log.warning("window %d: %s weights: %s; equal weights used", w.index, self.p.weighting, why)
@@ -266,6 +268,17 @@ def _covariance(x: np.ndarray, estimator: str) -> tuple[np.ndarray | None, str |
     return cov, None
 
 
+def _estimates(
+    weighting: str, x: np.ndarray, estimator: str
+) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """Return the covariance of returns ``x``, the risk weights of a risk weighting (None: none) and why not."""
+    cov, why = _covariance(x, estimator)
+    if weighting not in RISK_WEIGHTINGS or x.shape[1] < 2 or cov is None:
+        return cov, None, why
+    risk = _risk_weights(weighting, x, cov, estimator)
+    return cov, risk, None if risk is not None else "the optimiser gave no finite long-only weights"
+
+
 def _risk_weights(weighting: str, x: np.ndarray, cov: np.ndarray, estimator: str) -> np.ndarray | None:
     """Return the unit weights of a risk weighting, or None when they are not finite, long-only and positive in sum."""
     if weighting == "hrp":
@@ -291,11 +304,12 @@ def returns_history_ms(cfg: RunConfig) -> int:
     return (p.cov_bars(base) + 1) * interval_ms(base) if p.needs_returns(p.weighting) else 0
 
 
-def allocator_new(cfg: RunConfig, bars: Panel) -> Allocator | None:
+def allocator_new(cfg: RunConfig, bars: Panel, memo: RiskMemo | None = None) -> Allocator | None:
     """Return the run's :class:`Allocator`, or None when no portfolio-construction setting is on.
 
     With a risk weighting or a volatility target the returns come from ``bars``, loaded from
-    :func:`returns_history_ms` before the first window.
+    :func:`returns_history_ms` before the first window. ``memo``: the run's estimates so far
+    (:data:`RiskMemo`; the survivorship audit's plan shares the run's), filled in place.
     """
     p, base = cfg.portfolio, cfg.backtest.interval
     if not p.constructs(p.weighting, p.gross_exposure):
@@ -309,4 +323,4 @@ def allocator_new(cfg: RunConfig, bars: Panel) -> Allocator | None:
             min(p.gross_exposure, p.max_gross),
             cfg.ranking.top_n * p.max_weight,
         )
-    return Allocator(p, base, bars, closes)
+    return Allocator(p, base, bars, closes, memo={} if memo is None else memo)
