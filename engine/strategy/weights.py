@@ -25,6 +25,7 @@ formula does (absolute turnover, ``|w|`` caps) so a long-short book can reuse th
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -147,16 +148,25 @@ class Allocator:
         gross, vol = self._gross(w, unit, cov)
         target = cap_weights(gross * unit, self.p.max_weight)
         held = self._held(w)
-        names = tradable + sorted(s for s in held if s not in tradable and self._has_open(s, w.start_ms))
+        winners = set(tradable)
+        names = tradable + sorted(self._with_open([s for s in held if s not in winners], w.start_ms))
         t = np.zeros(len(names))
         t[: len(tradable)] = target
         h = np.array([held.get(s, 0.0) for s in names])
         book, turnover = limits_apply(t, h, self.p.max_weight, self.p.max_turnover)
-        out = {s: float(x) for s, x in zip(names, book, strict=True) if s in tradable or x > 0}
-        kept = [s for s in out if s not in tradable]
+        out = {s: float(x) for s, x in zip(names, book, strict=True) if s in winners or x > 0}
+        kept = [s for s in out if s not in winners]
         self.records.append(BookRecord(w.index, w.rank_ms, gross, vol, turnover, held, kept, why))
         self._prev = (w, out)
         return out
+
+    @functools.cached_property
+    def _cov_bars(self) -> int:
+        return self.p.cov_bars(self.interval)
+
+    @functools.cached_property
+    def _bars_per_year(self) -> float:
+        return YEAR_MS / interval_ms(self.interval)
 
     def kept(self) -> dict[int, list[str]]:
         """Per window, the symbols the turnover limit kept after they left the winners."""
@@ -201,7 +211,7 @@ class Allocator:
     def _returns(self, w: Window, symbols: list[str]) -> np.ndarray:
         """Return the winners' returns over ``cov_window`` base bars up to the ranking bar's close (rows with a gap dropped)."""
         assert self.closes is not None
-        n = self.p.cov_bars(self.interval)
+        n = self._cov_bars
         r = int(np.searchsorted(self.closes.ts_ms, w.rank_ms, side="right"))  # rows up to the ranking bar
         block = self.closes.close[max(r - n - 1, 0) : r][:, [self.closes.col(s) for s in symbols]]
         return returns_of(block)
@@ -211,7 +221,7 @@ class Allocator:
         p = self.p
         vol = math.nan
         if cov is not None and unit.size:
-            vol = math.sqrt(max(float(unit @ cov @ unit), 0.0) * YEAR_MS / interval_ms(self.interval))
+            vol = math.sqrt(max(float(unit @ cov @ unit), 0.0) * self._bars_per_year)
         if p.target_vol is None or not unit.size:
             return min(p.gross_exposure, p.max_gross), vol
         if not math.isfinite(vol):
@@ -250,9 +260,13 @@ class Allocator:
         total = float(values.sum()) + 1.0 - sum(weights.values())
         return {s: float(v) / total for s, v in zip(names, values, strict=True) if v > 0} if total > 0 else {}
 
-    def _has_open(self, s: str, start_ms: int) -> bool:
+    def _with_open(self, symbols: list[str], start_ms: int) -> list[str]:
+        """Return the ``symbols`` that have a bar at ``start_ms`` (the window's first open)."""
         row = int(np.searchsorted(self.bars.ts_ms, start_ms))
-        return row < self.bars.ts_ms.size and bool(np.isfinite(self.bars.open[row, self.bars.col(s)]))
+        if not symbols or row >= self.bars.ts_ms.size:
+            return []
+        ok = np.isfinite(self.bars.open[row, [self.bars.col(s) for s in symbols]])
+        return [s for s, o in zip(symbols, ok.tolist(), strict=True) if o]
 
 
 def _covariance(x: np.ndarray, estimator: str) -> tuple[np.ndarray | None, str | None]:
