@@ -59,6 +59,11 @@ FIGURES = {
         __import__("benchmarks.fig12_portfolio", fromlist=["run"]),
         True,
     ),
+    "restructure": (
+        "figures 1, 2, 6, 7 on the code before the restructure (7581975) and now",
+        __import__("benchmarks.restructure", fromlist=["run"]),
+        True,
+    ),
 }
 RESULTS = REPO / "benchmarks" / "results"
 
