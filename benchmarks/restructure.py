@@ -20,6 +20,8 @@ both trees in the same command:
      SMA 10/30 cross): the entries of every combination and ``simulate_grid`` of 9 and of 25 books;
   7. figure 7: the vectorised grid ``python -m engine task=grid grid=sl_tp_27`` (27 combinations;
      quick: 30 symbols over 2023), launch to exit (the sweep summary and its heatmap included);
+- beside each wall time of a process, its CPU time (user + system, ``RUSAGE_CHILDREN``), which the
+  other jobs of a shared machine disturb much less;
 - the current tree runs with ``survivorship.audit=false``: the audit (a second, survivors-only walk)
   is a feature added after the restructure, not in the old code's work; like with like.
 
@@ -41,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -192,6 +195,7 @@ def old_tree(tmp: Path) -> tuple[Path | None, str]:
 def child(tree: Path, payload: dict[str, Any], cwd: Path) -> dict[str, Any]:
     """Run :data:`CHILD` in ``tree``; returns its JSON (``first_s`` counts from the launch)."""
     cwd.mkdir(parents=True, exist_ok=True)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.time()
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps({**payload, "tree": str(tree)}), repr(t)],
@@ -208,12 +212,20 @@ def child(tree: Path, payload: dict[str, Any], cwd: Path) -> dict[str, Any]:
         msg = f"{payload['kind']} in {tree} failed (exit {proc.returncode}):\n{tail}"
         raise RuntimeError(msg)
     out: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    out["cpu_s"] = _cpu_since(r0)
     return out
 
 
-def cli(tree: Path, args: list[str], cwd: Path) -> float:
-    """``python -m engine ARGS`` in ``tree`` from ``cwd``, launch to exit (seconds)."""
+def _cpu_since(r0: resource.struct_rusage) -> float:
+    """User + system CPU seconds of the children waited for since ``r0``."""
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def cli(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
+    """``python -m engine ARGS`` in ``tree`` from ``cwd``: (launch to exit, CPU of the process), seconds."""
     cwd.mkdir(parents=True, exist_ok=True)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "engine", *args],
@@ -229,7 +241,7 @@ def cli(tree: Path, args: list[str], cwd: Path) -> float:
         tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-12:])
         msg = f"python -m engine {' '.join(args)} in {tree} failed (exit {proc.returncode}):\n{tail}"
         raise RuntimeError(msg)
-    return wall
+    return wall, _cpu_since(r0)
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -277,7 +289,7 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     def sim_run(side: str) -> dict[str, Any]:
         return child(trees[side], {"kind": "sim", "repeat": size["repeat"]}, tmp / f"cwd_{side}")
 
-    def grid_run(side: str, tag: str) -> float:
+    def grid_run(side: str, tag: str) -> tuple[float, float]:
         return cli(trees[side], [*grid, f"paths.lakehouse_dir={lakes[side]}", *extra[side]], tmp / f"grid_{side}_{tag}")
 
     try:  # untimed: the old tree's store, numba caches and imports (it must run in this environment)
@@ -298,10 +310,14 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         res.setdefault("figure 1: warm run (2nd call, same process)", []).append(
             (e["old"]["warm_s"], e["current"]["warm_s"])
         )
+        res.setdefault("figure 1: CPU time of that process (both runs)", []).append(
+            (e["old"]["cpu_s"], e["current"]["cpu_s"])
+        )
         for key in ("fig2_exit_rules", "fig2_rebalance", "fig2_window", "fig6_grid_9", "fig6_grid_25"):
             res.setdefault(key, []).append((s["old"][key]["s"], s["current"][key]["s"]))
             checks[key] = checks.get(key, True) and s["old"][key]["digest"] == s["current"][key]["digest"]
-        res.setdefault("figure 7: task=grid grid=sl_tp_27, launch to exit", []).append((g["old"], g["current"]))
+        res.setdefault("figure 7: task=grid grid=sl_tp_27, launch to exit", []).append((g["old"][0], g["current"][0]))
+        res.setdefault("figure 7: task=grid grid=sl_tp_27, CPU time", []).append((g["old"][1], g["current"][1]))
         if i == 0:
             checks["figure 1 artefacts"] = digests(tmp / "e2e_old_0") == digests(tmp / "e2e_current_0") != {}
             checks["figure 7 artefacts"] = digests(tmp / "grid_old_0") == digests(tmp / "grid_current_0") != {}
