@@ -65,6 +65,11 @@ FIGURES = {
         True,
     ),
     "14": ("long-short perp book vs long-only", __import__("benchmarks.fig14_long_short", fromlist=["run"]), True),
+    "restructure": (
+        "figures 1, 2, 6, 7 on the code before the restructure (7581975) and now",
+        __import__("benchmarks.restructure", fromlist=["run"]),
+        True,
+    ),
 }
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -34,7 +34,7 @@ from engine.simulation.stage import AllocationContext, MarketStage, SelectionCon
 from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
 from engine.strategy.sides import side_rows, side_weights, universe_check
 from engine.strategy.signals import signals_compute
-from engine.strategy.weights import Allocator, allocator_new, returns_history_ms
+from engine.strategy.weights import Allocator, RiskMemo, allocator_new, returns_history_ms
 from engine.strategy.windows import DAY_MS, Window, windows_build
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,8 @@ class RunPlan:
     """What the frictions read (None: every ``execution`` friction off, the vectorbt stage)."""
     portfolio: Mapping[int, dict[str, JSON]] = field(default_factory=dict)
     """Per ranking bar (ms): the portfolio construction's gross, ex-ante volatility, turnover (docs/PORTFOLIO.md)."""
+    risk_memo: RiskMemo = field(default_factory=dict, repr=False, compare=False)
+    """The run's covariance and risk-weight estimates keyed on their exact inputs (the audit's plan reuses them)."""
 
     def warmup_ms(self) -> int:
         """History of fine bars loaded before a window so the signal's EMA has settled."""
@@ -385,12 +387,15 @@ def plan_ranked(
     windows: tuple[Window, ...],
     ranks: pl.DataFrame,
     timings: Timings,
+    risk_memo: RiskMemo | None = None,
 ) -> RunPlan:
     """Decide every window from a ranking: the winners' bars, their finer bars, the plans, the signals.
 
     The second half of :func:`run_plan`; the survivorship audit (:mod:`engine.run.survivorship`)
-    builds its survivors-only plan through it from the run's ranking restricted to the survivors.
+    builds its survivors-only plan through it from the run's ranking restricted to the survivors,
+    sharing the run's ``risk_memo`` (estimates keyed on their exact inputs, so none changes).
     """
+    risk_memo = {} if risk_memo is None else risk_memo
     base = cfg.backtest.interval
     with timings.timed("ranking"):
         selected = _selected(ranks, cfg.ranking.top_n, windows, cfg if is_sided(cfg) else None)
@@ -400,7 +405,7 @@ def plan_ranked(
         history = max(history, returns_history_ms(cfg))  # the covariance window of docs/PORTFOLIO.md
         base_bars = panel_load(lakehouse, "bars", base, symbols, windows[0].start_ms - history, windows[-1].end_ms)
     with timings.timed("windows"):
-        allocator = None if is_sided(cfg) else allocator_new(cfg, base_bars)
+        allocator = None if is_sided(cfg) else allocator_new(cfg, base_bars, risk_memo)
         plans = plans_build(cfg, windows, selected, base_bars, allocator)
         empty = empty_windows_check(cfg, lakehouse, plans)
     mtf: dict[str, Panel] = {}
@@ -422,7 +427,7 @@ def plan_ranked(
             stage = market_stage(cfg, market)
     return RunPlan(
         cfg, lakehouse, ingestion, stage, base, interval_ms(base), interval, coverage, windows, plans, ranks,
-        base_bars, mtf, signals, empty, timings, market, {} if allocator is None else allocator.audit(),
+        base_bars, mtf, signals, empty, timings, market, {} if allocator is None else allocator.audit(), risk_memo,
     )  # fmt: skip
 
 

@@ -85,7 +85,15 @@ def survivors_plan(plan: RunPlan) -> RunPlan | None:
     # only the winners are read; a book with a short leg reads the bottom of the ranking too
     ranks = ranks_restrict(plan.ranks, keep, cfg.ranking, None if is_sided(cfg) else cfg.ranking.top_n)
     return plan_ranked(
-        cfg, plan.lakehouse, plan.ingestion, plan.interval, plan.coverage, plan.windows, ranks, Timings()
+        cfg,
+        plan.lakehouse,
+        plan.ingestion,
+        plan.interval,
+        plan.coverage,
+        plan.windows,
+        ranks,
+        Timings(),
+        plan.risk_memo,
     )
 
 

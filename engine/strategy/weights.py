@@ -25,6 +25,7 @@ formula does (absolute turnover, ``|w|`` caps) so a long-short book can reuse th
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ from engine.strategy.windows import Window
 
 log = logging.getLogger(__name__)
 YEAR_MS = 365 * DAY_MS
+RiskMemo = dict[tuple[str, str, tuple[int, ...], bytes], tuple[np.ndarray | None, np.ndarray | None, str | None]]
+"""The estimates of a run's windows keyed on exactly their inputs (weighting, estimator, the returns' shape
+and bytes): the covariance, the risk weights (None: none) and why not. The survivorship audit's plan
+reuses the run's where its winners and returns coincide (docs/PORTFOLIO.md, "Speed")."""
 
 
 def cap_weights(w: np.ndarray, cap: float | None) -> np.ndarray:
@@ -132,6 +137,7 @@ class Allocator:
     closes: Panel | None
     records: list[BookRecord] = field(default_factory=list)
     _prev: tuple[Window, dict[str, float]] | None = None
+    memo: RiskMemo = field(default_factory=dict)
 
     def window(self, w: Window, chosen: pl.DataFrame, tradable: list[str]) -> dict[str, float]:
         """Return window ``w``'s weights: the tradable winners' (rank order), then held symbols kept by the limit.
@@ -142,16 +148,25 @@ class Allocator:
         gross, vol = self._gross(w, unit, cov)
         target = cap_weights(gross * unit, self.p.max_weight)
         held = self._held(w)
-        names = tradable + sorted(s for s in held if s not in tradable and self._has_open(s, w.start_ms))
+        winners = set(tradable)
+        names = tradable + sorted(self._with_open([s for s in held if s not in winners], w.start_ms))
         t = np.zeros(len(names))
         t[: len(tradable)] = target
         h = np.array([held.get(s, 0.0) for s in names])
         book, turnover = limits_apply(t, h, self.p.max_weight, self.p.max_turnover)
-        out = {s: float(x) for s, x in zip(names, book, strict=True) if s in tradable or x > 0}
-        kept = [s for s in out if s not in tradable]
+        out = {s: float(x) for s, x in zip(names, book, strict=True) if s in winners or x > 0}
+        kept = [s for s in out if s not in winners]
         self.records.append(BookRecord(w.index, w.rank_ms, gross, vol, turnover, held, kept, why))
         self._prev = (w, out)
         return out
+
+    @functools.cached_property
+    def _cov_bars(self) -> int:
+        return self.p.cov_bars(self.interval)
+
+    @functools.cached_property
+    def _bars_per_year(self) -> float:
+        return YEAR_MS / interval_ms(self.interval)
 
     def kept(self) -> dict[int, list[str]]:
         """Per window, the symbols the turnover limit kept after they left the winners."""
@@ -175,22 +190,19 @@ class Allocator:
         n = chosen.height
         if n == 0:
             return np.zeros(0), None, None
-        cov = x = None
-        why = None
+        cov = risk = why = None
         if self.p.needs_returns(self.p.weighting):
             x = self._returns(w, chosen.get_column("symbol").to_list())
-            cov, why = _covariance(x, self.p.covariance)
+            key = (self.p.weighting, self.p.covariance, x.shape, x.tobytes())
+            if key not in self.memo:  # the same inputs give the same estimates: computed once per run
+                self.memo[key] = _estimates(self.p.weighting, x, self.p.covariance)
+            cov, risk, why = self.memo[key]
         if self.p.weighting not in RISK_WEIGHTINGS:
             raw = weights_compute(chosen, self.p.model_copy(update={"gross_exposure": 1.0}))
             u = np.array([raw[s] for s in chosen.get_column("symbol").to_list()])
         elif n == 1:
             u = np.ones(1)
-        elif cov is None or x is None:
-            u = np.full(n, 1.0 / n)
         else:
-            risk = _risk_weights(self.p.weighting, x, cov, self.p.covariance)
-            if risk is None:
-                why = why or "the optimiser gave no finite long-only weights"
             u = np.full(n, 1.0 / n) if risk is None else risk
         if why is not None and self.p.weighting in RISK_WEIGHTINGS and n > 1:
             log.warning("window %d: %s weights: %s; equal weights used", w.index, self.p.weighting, why)
@@ -199,7 +211,7 @@ class Allocator:
     def _returns(self, w: Window, symbols: list[str]) -> np.ndarray:
         """Return the winners' returns over ``cov_window`` base bars up to the ranking bar's close (rows with a gap dropped)."""
         assert self.closes is not None
-        n = self.p.cov_bars(self.interval)
+        n = self._cov_bars
         r = int(np.searchsorted(self.closes.ts_ms, w.rank_ms, side="right"))  # rows up to the ranking bar
         block = self.closes.close[max(r - n - 1, 0) : r][:, [self.closes.col(s) for s in symbols]]
         return returns_of(block)
@@ -209,7 +221,7 @@ class Allocator:
         p = self.p
         vol = math.nan
         if cov is not None and unit.size:
-            vol = math.sqrt(max(float(unit @ cov @ unit), 0.0) * YEAR_MS / interval_ms(self.interval))
+            vol = math.sqrt(max(float(unit @ cov @ unit), 0.0) * self._bars_per_year)
         if p.target_vol is None or not unit.size:
             return min(p.gross_exposure, p.max_gross), vol
         if not math.isfinite(vol):
@@ -248,9 +260,13 @@ class Allocator:
         total = float(values.sum()) + 1.0 - sum(weights.values())
         return {s: float(v) / total for s, v in zip(names, values, strict=True) if v > 0} if total > 0 else {}
 
-    def _has_open(self, s: str, start_ms: int) -> bool:
+    def _with_open(self, symbols: list[str], start_ms: int) -> list[str]:
+        """Return the ``symbols`` that have a bar at ``start_ms`` (the window's first open)."""
         row = int(np.searchsorted(self.bars.ts_ms, start_ms))
-        return row < self.bars.ts_ms.size and bool(np.isfinite(self.bars.open[row, self.bars.col(s)]))
+        if not symbols or row >= self.bars.ts_ms.size:
+            return []
+        ok = np.isfinite(self.bars.open[row, [self.bars.col(s) for s in symbols]])
+        return [s for s, o in zip(symbols, ok.tolist(), strict=True) if o]
 
 
 def _covariance(x: np.ndarray, estimator: str) -> tuple[np.ndarray | None, str | None]:
@@ -264,6 +280,17 @@ def _covariance(x: np.ndarray, estimator: str) -> tuple[np.ndarray | None, str |
     if not np.isfinite(cov).all():
         return None, "the covariance is not finite"
     return cov, None
+
+
+def _estimates(
+    weighting: str, x: np.ndarray, estimator: str
+) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """Return the covariance of returns ``x``, the risk weights of a risk weighting (None: none) and why not."""
+    cov, why = _covariance(x, estimator)
+    if weighting not in RISK_WEIGHTINGS or x.shape[1] < 2 or cov is None:
+        return cov, None, why
+    risk = _risk_weights(weighting, x, cov, estimator)
+    return cov, risk, None if risk is not None else "the optimiser gave no finite long-only weights"
 
 
 def _risk_weights(weighting: str, x: np.ndarray, cov: np.ndarray, estimator: str) -> np.ndarray | None:
@@ -291,11 +318,12 @@ def returns_history_ms(cfg: RunConfig) -> int:
     return (p.cov_bars(base) + 1) * interval_ms(base) if p.needs_returns(p.weighting) else 0
 
 
-def allocator_new(cfg: RunConfig, bars: Panel) -> Allocator | None:
+def allocator_new(cfg: RunConfig, bars: Panel, memo: RiskMemo | None = None) -> Allocator | None:
     """Return the run's :class:`Allocator`, or None when no portfolio-construction setting is on.
 
     With a risk weighting or a volatility target the returns come from ``bars``, loaded from
-    :func:`returns_history_ms` before the first window.
+    :func:`returns_history_ms` before the first window. ``memo``: the run's estimates so far
+    (:data:`RiskMemo`; the survivorship audit's plan shares the run's), filled in place.
     """
     p, base = cfg.portfolio, cfg.backtest.interval
     if not p.constructs(p.weighting, p.gross_exposure):
@@ -309,4 +337,4 @@ def allocator_new(cfg: RunConfig, bars: Panel) -> Allocator | None:
             min(p.gross_exposure, p.max_gross),
             cfg.ranking.top_n * p.max_weight,
         )
-    return Allocator(p, base, bars, closes)
+    return Allocator(p, base, bars, closes, memo={} if memo is None else memo)

@@ -1,0 +1,298 @@
+"""Optimal leaf ordering of a linkage, scipy's algorithm and arithmetic restated in numba (docs/PORTFOLIO.md).
+
+Hierarchical risk parity orders the winners by the leaves of their Ward tree with optimal leaf
+ordering (skfolio's default), which ``scipy.cluster.hierarchy.optimal_leaf_ordering`` computes by
+Bar-Joseph et al. (2001). scipy's function pays ~1 ms of Python around its Cython core at 50
+leaves (validation, ``leaves_list``, per-row relabelling loops, an O(n^2) descendant matrix), most
+of HRP's cost per window. This module is the same computation in one numba kernel:
+
+- the same relabelling of the tree by its current leaf order and the same cluster ranges;
+- ``identify_swaps`` line for line, with its arithmetic: the table ``M`` of best partial orderings
+  in float32 (as scipy's, whose sums ``M[u, m] + M[w, k]`` are float32 and whose candidates
+  ``M[u, m] + M[w, k] + D[m, k]`` are rounded to float32), the same early-termination bounds and
+  the same median-of-three quicksort of each slice (the early breaks depend on that order);
+- the swaps applied by their parity along the path from the root, then the leaves in pre-order
+  (left child first), as ``leaves_list``.
+
+So the leaf order is scipy's, ties included (tests/test_portfolio_weights.py compares both on
+random books and on tied distances).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_BIG = 1073741824.0  # scipy's "infinity" (2^30) for the running minima
+
+
+@njit(cache=True)
+def leaves_nb(children: np.ndarray, n: int) -> np.ndarray:  # pragma: no cover - numba
+    """Return the leaves of a tree in pre-order, left child first (scipy's ``leaves_list``); ``children`` is (n-1, 2)."""
+    out = np.empty(n, dtype=np.int64)
+    stack = np.empty(n, dtype=np.int64)
+    top = 0
+    stack[0] = 2 * n - 2
+    k = 0
+    while top >= 0:
+        v = stack[top]
+        top -= 1
+        if v < n:
+            out[k] = v
+            k += 1
+        else:
+            stack[top + 1] = children[v - n, 1]  # right below left: left is visited first
+            stack[top + 2] = children[v - n, 0]
+            top += 2
+    return out
+
+
+@njit(cache=True)
+def _swap(vals: np.ndarray, idx: np.ndarray, i: int, j: int) -> None:  # pragma: no cover - numba
+    t = vals[i]
+    vals[i] = vals[j]
+    vals[j] = t
+    s = idx[i]
+    idx[i] = idx[j]
+    idx[j] = s
+
+
+@njit(cache=True)
+def simultaneous_sort_nb(vals: np.ndarray, idx: np.ndarray, size: int) -> None:  # pragma: no cover - numba
+    """Sort ``vals[:size]`` and ``idx`` alike: scipy's (scikit-learn's) ``_simultaneous_sort``, a median-of-three quicksort.
+
+    Recursion replaced by a stack of (offset, size): the parts are disjoint, so the order in which
+    they are sorted does not change the result.
+    """
+    stack = np.empty((2 * size + 2, 2), dtype=np.int64)
+    top = 0
+    stack[0, 0] = 0
+    stack[0, 1] = size
+    while top >= 0:
+        o = stack[top, 0]
+        sz = stack[top, 1]
+        top -= 1
+        if sz <= 1:
+            continue
+        if sz == 2:
+            if vals[o] > vals[o + 1]:
+                _swap(vals, idx, o, o + 1)
+            continue
+        if sz == 3:
+            if vals[o] > vals[o + 1]:
+                _swap(vals, idx, o, o + 1)
+            if vals[o + 1] > vals[o + 2]:
+                _swap(vals, idx, o + 1, o + 2)
+                if vals[o] > vals[o + 1]:
+                    _swap(vals, idx, o, o + 1)
+            continue
+        pivot = sz // 2
+        if vals[o] > vals[o + sz - 1]:
+            _swap(vals, idx, o, o + sz - 1)
+        if vals[o + sz - 1] > vals[o + pivot]:
+            _swap(vals, idx, o + sz - 1, o + pivot)
+            if vals[o] > vals[o + sz - 1]:
+                _swap(vals, idx, o, o + sz - 1)
+        pivot_val = vals[o + sz - 1]
+        store = 0
+        for i in range(sz - 1):
+            if vals[o + i] < pivot_val:
+                _swap(vals, idx, o + i, o + store)
+                store += 1
+        _swap(vals, idx, o + store, o + sz - 1)
+        if store > 1:
+            top += 1
+            stack[top, 0] = o
+            stack[top, 1] = store
+        if store + 2 < sz:
+            top += 1
+            stack[top, 0] = o + store + 1
+            stack[top, 1] = sz - store - 1
+
+
+@njit(cache=True)
+def _sorted_slice(
+    m: np.ndarray, vals: np.ndarray, idx: np.ndarray, lo: int, hi: int, col: int
+) -> None:  # pragma: no cover - numba
+    for i in range(hi - lo):
+        vals[i] = m[lo + i, col]
+        idx[i] = lo + i
+    simultaneous_sort_nb(vals, idx, hi - lo)
+
+
+@njit(cache=True)
+def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Return per merge whether its children must be swapped: scipy's ``identify_swaps`` (its float32 table too)."""
+    n = sz.shape[0] + 1
+    big = np.float32(_BIG)
+    m_tab = np.zeros((n, n), dtype=np.float32)
+    status = np.zeros((n, n, 2), dtype=np.int64)
+    must = np.zeros(sz.shape[0], dtype=np.int64)
+    uc, mc, wc, kc = np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64)
+    m_vals, k_vals = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
+    m_idx = np.empty(n, dtype=np.int64)
+    k_sorted = np.empty((n, n), dtype=np.int64)  # per w of the right part, its k slice in sorted order
+    best_u = best_w = 0
+    for i in range(sz.shape[0]):
+        v_l, v_r = sz[i, 0], sz[i, 1]
+        if v_l < n:
+            n_u = 1
+            uc[0] = v_l
+            mc[0] = v_l
+        else:
+            n_u = 2
+            uc[0], mc[0] = sz[v_l - n, 0], sz[v_l - n, 1]
+            uc[1], mc[1] = sz[v_l - n, 1], sz[v_l - n, 0]
+        if v_r < n:
+            n_w = 1
+            wc[0] = v_r
+            kc[0] = v_r
+        else:
+            n_w = 2
+            wc[0], wc[1] = sz[v_r - n, 1], sz[v_r - n, 0]
+            kc[0], kc[1] = sz[v_r - n, 0], sz[v_r - n, 1]
+        for sl in range(n_u):
+            for sr in range(n_w):
+                u_min, u_max = ranges[uc[sl], 0], ranges[uc[sl], 1]
+                m_min, m_max = ranges[mc[sl], 0], ranges[mc[sl], 1]
+                w_min, w_max = ranges[wc[sr], 0], ranges[wc[sr], 1]
+                k_min, k_max = ranges[kc[sr], 0], ranges[kc[sr], 1]
+                min_km = big
+                for mm in range(m_min, m_max):
+                    for kk in range(k_min, k_max):
+                        if d[mm, kk] < np.float64(min_km):
+                            min_km = np.float32(d[mm, kk])
+                # M[{k}, w] is not written in this (u, w) loop: each w's sorted slice is sorted once
+                nk = k_max - k_min
+                for w in range(w_min, w_max):
+                    _sorted_slice(m_tab, k_vals, k_sorted[w - w_min], k_min, k_max, w)
+                for u in range(u_min, u_max):
+                    _sorted_slice(m_tab, m_vals, m_idx, m_min, m_max, u)
+                    for w in range(w_min, w_max):
+                        k_idx = k_sorted[w - w_min]
+                        cur = big
+                        for mi in range(m_max - m_min):
+                            mm = m_idx[mi]
+                            if m_tab[u, mm] + m_tab[w, k_idx[0]] + min_km >= cur:
+                                break
+                            for ki in range(nk):
+                                kk = k_idx[ki]
+                                if m_tab[u, mm] + m_tab[w, kk] + min_km >= cur:
+                                    break
+                                cand = np.float32((m_tab[u, mm] + m_tab[w, kk]) + d[mm, kk])
+                                if cand < cur:
+                                    cur = cand
+                        m_tab[u, w] = cur
+                        m_tab[w, u] = cur
+                        status[u, w, 0] = sl
+                        status[w, u, 0] = sl
+                        status[u, w, 1] = sr
+                        status[w, u, 1] = sr
+        cur = big
+        for u in range(ranges[v_l, 0], ranges[v_l, 1]):
+            for w in range(ranges[v_r, 0], ranges[v_r, 1]):
+                if m_tab[u, w] < cur:
+                    cur = m_tab[u, w]
+                    best_u, best_w = u, w
+        if v_l >= n:
+            must[v_l - n] = status[best_u, best_w, 0]
+        if v_r >= n:
+            must[v_r - n] = status[best_u, best_w, 1]
+    return must
+
+
+@njit(cache=True)
+def optimal_order_nb(children: np.ndarray, dist: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Return the leaves of ``children`` (a linkage's first two columns, as int64) after scipy's optimal leaf ordering.
+
+    ``dist`` is the square distance matrix the linkage was built from.
+    """
+    n = children.shape[0] + 1
+    leaves = leaves_nb(children, n)
+    pos = np.empty(n, dtype=np.int64)
+    for s in range(n):
+        pos[leaves[s]] = s
+    sz = np.empty((n - 1, 2), dtype=np.int64)  # the tree relabelled by the current leaf order
+    ranges = np.zeros((2 * n - 1, 2), dtype=np.int64)
+    for s in range(n):
+        ranges[s, 0] = s
+        ranges[s, 1] = s + 1
+    for i in range(n - 1):
+        for j in range(2):
+            v = children[i, j]
+            sz[i, j] = pos[v] if v < n else v
+        ranges[i + n, 0] = ranges[sz[i, 0], 0]
+        ranges[i + n, 1] = ranges[sz[i, 1], 1]
+    d = np.empty((n, n), dtype=np.float64)
+    for a in range(n):
+        for b in range(n):
+            d[a, b] = dist[leaves[a], leaves[b]]
+    must = identify_swaps_nb(sz, d, ranges)
+    parity = np.zeros(n - 1, dtype=np.int64)  # swaps along the path from the root, this merge's own included
+    for i in range(n - 2, -1, -1):
+        parity[i] = (parity[i] + must[i]) % 2
+        for j in range(2):
+            if children[i, j] >= n:
+                parity[children[i, j] - n] = parity[i]
+    swapped = children.copy()
+    for i in range(n - 1):
+        if parity[i]:
+            swapped[i, 0], swapped[i, 1] = children[i, 1], children[i, 0]
+    return leaves_nb(swapped, n)
+
+
+@njit(cache=True)
+def _ivp_variance(c: np.ndarray, inv: np.ndarray, lo: int, hi: int) -> float:  # pragma: no cover - numba
+    """Return the variance ``w' C w`` of the inverse-variance book of the ordered range ``[lo, hi)``."""
+    total = 0.0
+    norm = 0.0
+    for i in range(lo, hi):
+        norm += inv[i]
+        row = 0.0
+        for j in range(lo, hi):
+            row += c[i, j] * inv[j]
+        total += inv[i] * row
+    return total / (norm * norm)
+
+
+@njit(cache=True)
+def bisection_nb(cov: np.ndarray, order: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Return the weights (in input order) of hierarchical risk parity's recursive bisection over the ordered winners.
+
+    Each range splits in halves (the left one ``n // 2`` long); the left half gets
+    ``1 - v_l / (v_l + v_r)`` of the range's weight, ``v`` the variance of a half's
+    inverse-variance book. A leaf's weight is the product of its factors from the root down.
+    """
+    n = order.size
+    c = np.empty((n, n))
+    for a in range(n):
+        for b in range(n):
+            c[a, b] = cov[order[a], order[b]]
+    inv = np.empty(n)
+    for a in range(n):
+        inv[a] = 1.0 / c[a, a]
+    w = np.ones(n)
+    stack = np.empty((n + 1, 2), dtype=np.int64)
+    top = 0
+    stack[0, 0] = 0
+    stack[0, 1] = n
+    while top >= 0:
+        lo, hi = stack[top, 0], stack[top, 1]
+        top -= 1
+        if hi - lo < 2:
+            continue
+        mid = lo + (hi - lo) // 2
+        left = _ivp_variance(c, inv, lo, mid)
+        right = _ivp_variance(c, inv, mid, hi)
+        alpha = 1.0 - left / (left + right)
+        for i in range(lo, mid):
+            w[i] *= alpha
+        for i in range(mid, hi):
+            w[i] *= 1.0 - alpha
+        stack[top + 1, 0], stack[top + 1, 1] = lo, mid
+        stack[top + 2, 0], stack[top + 2, 1] = mid, hi
+        top += 2
+    out = np.empty(n)
+    for a in range(n):
+        out[order[a]] = w[a]
+    return out
