@@ -432,3 +432,16 @@ if kind == "bars" or name.endswith(".parquet"): pass
         (5, "LocalStorage"),
         (6, "FilesSource"),
     ]
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_symbol_the_backend_does_not_serve_is_a_data_error(name: str, tmp_path: Path) -> None:
+    """Asking any backend for a symbol it does not have is one line of the same error type, nothing written."""
+    served = Served("USDT")
+    with backend(name, served, tmp_path) as source:
+        lake = store_open(str(tmp_path / "lake"), source.identity())
+        with pytest.raises(DataError) as info:
+            IngestionService(lake, source).fetch_mtf_for_candidates(["ZZZ/USDT"], ["4h"], START, END)
+    text = str(info.value)
+    assert type(info.value) is DataError and "\n" not in text and "ZZZ/USDT" in text, text
+    assert lake.read("mtf", "4h", "ZZZ/USDT").height == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.config import FilesData, RunConfig, SyntheticData
+from engine.config import RunConfig
 from engine.core.errors import ConfigError
 
 
@@ -55,32 +55,10 @@ def _universe_size(cfg: RunConfig) -> tuple[int | None, str]:
     exclude = set(cfg.universe.exclude)
     if cfg.universe.symbols:
         return len(set(cfg.universe.symbols) - exclude), "universe.symbols less universe.exclude"
-    data = cfg.data
-    if isinstance(data, SyntheticData):
-        if not exclude:
-            return data.n_symbols, f"data.n_symbols={data.n_symbols}"
-        from engine.data.sources.synthetic import universe_names
+    from engine.data.sources.registry import source_class
 
-        names = set(universe_names(data.n_symbols, data.quote))
-        return len(names - exclude), f"data.n_symbols={data.n_symbols} less universe.exclude"
-    if isinstance(data, FilesData):
-        symbols = _folder_pairs(data)
-        if symbols is None:
-            return None, ""
-        return len(symbols - exclude), f"the pairs of data.path={data.path}"
-    return None, ""
-
-
-def _folder_pairs(data: FilesData) -> set[str] | None:
-    """Return the pairs the files of ``data.path`` are named for, in the run's quote (None: not decidable here)."""
-    from engine.data.sources.files import FileEntry, expand_path, name_parse
-
-    root = expand_path(data.path)
-    if not root.is_dir():
-        return None  # the import names a missing folder or a file
-    pairs = {e.symbol for p in root.iterdir() if p.is_file() and isinstance(e := name_parse(p), FileEntry)}
-    quotes = {s.split("/")[1] for s in pairs}
-    quote = data.quote if data.quote is not None else (next(iter(quotes)) if len(quotes) == 1 else None)
-    if quote is None or quote not in quotes:
-        return None  # no importable file, or several quotes: the import says which
-    return {s for s in pairs if s.endswith("/" + quote)}
+    named = source_class(cfg.data.source).universe_named(cfg.data)  # each backend knows its own
+    if named is None:
+        return None, ""
+    names, where = named
+    return len(names - exclude), where + (" less universe.exclude" if exclude else "")

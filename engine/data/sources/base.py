@@ -76,6 +76,14 @@ class DataSource(ABC):
         """Where the bars of ``cfg`` come from, in words (for the console and the report)."""
         return f"the {cls.name} source"
 
+    @classmethod
+    def universe_named(cls, cfg: SyntheticData | CcxtData | FilesData) -> tuple[set[str], str] | None:
+        """Return the symbols ``cfg`` can serve and the setting that names them, known without reading a bar.
+
+        None when only the data can tell (an exchange's listing, a folder the import must judge).
+        """
+        return None
+
     concurrent_fetch: bool = False
     """True: ``ohlcv_fetch`` is a pure, thread-safe computation, run ahead in worker threads by an ingest."""
 

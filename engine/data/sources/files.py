@@ -34,7 +34,6 @@ interval, timestamp and file even if it lies outside the requested range.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -46,18 +45,18 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from engine.config import CcxtData, FilesData, SyntheticData
-from engine.core.choices import Implausible
-from engine.core.errors import DataError, EngineError
+from engine.core.errors import DataError
 from engine.core.units import UNIT_MS, interval_ms
-from engine.data.bars import BAR_SCHEMA, ImplausibleBars, bars_resample, bars_validate
+from engine.data.bars import bars_resample
 from engine.data.sources.base import DataSource, UniversePlan
 from engine.data.sources.files_plan import files_nothing_read, files_plan
+from engine.data.sources.files_read import TIME_COLUMNS as TIME_COLUMNS
+from engine.data.sources.files_read import ohlcv_load, ohlcv_read
 
 if TYPE_CHECKING:
     from engine.data.sources.files_funding import FundingFiles
 
 SUFFIXES = (".csv", ".parquet", ".feather", ".json")
-TIME_COLUMNS = ("date", "timestamp", "time", "open_time")
 _TF = r"([1-9]\d*[mhdw])"
 _SPOT = re.compile(rf"^([A-Z0-9]{{1,20}})_([A-Z0-9]{{1,20}})-{_TF}$")
 _FUTURES = re.compile(rf"^([A-Z0-9]{{1,20}})_([A-Z0-9]{{1,20}})_([A-Z0-9]{{1,20}})-{_TF}-futures$")
@@ -67,7 +66,6 @@ _NOT_BARS = re.compile(r"-(trades|mark|funding_rate|index|premiumIndex)$")
 # Quotes recognised at the end of a TradingView pair (longest first, so BTCUSDT is BTC/USDT).
 TV_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "EUR", "TRY", "USD", "DAI", "BTC", "ETH", "BNB")
 # Epoch magnitude thresholds: 1e11 s is the year 5138, 1e11 ms is 1973, and so on per unit.
-_EPOCH_UNITS = ((1e11, 1000), (1e14, 1), (1e17, 1e-3))
 HASH_CHUNK = 1 << 20  # bytes read per step when a file's content is hashed
 
 
@@ -171,6 +169,23 @@ class FilesSource(DataSource):
         """Return ``your files in PATH``."""
         assert isinstance(cfg, FilesData)
         return f"your files in {cfg.path}"
+
+    @classmethod
+    def universe_named(cls, cfg: SyntheticData | CcxtData | FilesData) -> tuple[set[str], str] | None:
+        """Return the pairs the files of ``data.path`` are named for, in the run's quote (no file opened).
+
+        None when the folder is missing or its quote is ambiguous: the import names that problem.
+        """
+        assert isinstance(cfg, FilesData)
+        root = expand_path(cfg.path)
+        if not root.is_dir():
+            return None
+        pairs = {e.symbol for p in root.iterdir() if p.is_file() and isinstance(e := name_parse(p), FileEntry)}
+        quotes = {s.split("/")[1] for s in pairs}
+        quote = cfg.quote if cfg.quote is not None else (next(iter(quotes)) if len(quotes) == 1 else None)
+        if quote is None or quote not in quotes:
+            return None  # no importable file, or several quotes: the import says which
+        return {s for s in pairs if s.endswith("/" + quote)}, f"the pairs of data.path={cfg.path}"
 
     def __init__(self, cfg: FilesData) -> None:
         self.cfg = cfg
@@ -395,98 +410,3 @@ def _interval_infer(raw: pl.DataFrame) -> str:
             return f"{step // ms}{unit}"
     msg = f"bars {step} ms apart are not on a minute grid; name the file BASE_QUOTE-tf.ext"
     raise DataError(msg)
-
-
-def _read(path: Path) -> pl.DataFrame:
-    if path.suffix == ".csv":
-        return pl.read_csv(path)
-    if path.suffix == ".parquet":
-        return pl.read_parquet(path)
-    if path.suffix == ".json":
-        # freqtrade json: [[ms, open, high, low, close, volume], ...]
-        rows = json.loads(path.read_text())
-        cols = ["date", "open", "high", "low", "close", "volume"]
-        return pl.DataFrame(rows, schema=cols, orient="row") if rows else pl.DataFrame(schema=cols)
-    # freqtrade writes feather with pandas (Arrow IPC v2, lz4/zstd): polars reads it directly.
-    return pl.read_ipc(path)
-
-
-def _timestamps(col: pl.Series, path: Path) -> pl.Series:
-    """Return a time column of any supported encoding as UTC ms datetimes."""
-    dtype = col.dtype
-    if dtype == pl.String:
-        parsed = col.str.strip_chars().str.to_datetime(time_unit="ms", strict=True)
-        col = parsed
-        dtype = col.dtype
-    if isinstance(dtype, pl.Datetime):
-        col = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
-        return col.dt.cast_time_unit("ms")
-    if isinstance(dtype, pl.Date):
-        return col.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
-    if dtype.is_numeric():
-        peak = col.abs().max()
-        factor: float = 1e-6
-        for limit, f in _EPOCH_UNITS:
-            if peak is not None and float(peak) < limit:  # type: ignore[arg-type]
-                factor = f
-                break
-        return (col.cast(pl.Float64) * factor).round(0).cast(pl.Int64).cast(pl.Datetime("ms", "UTC"))
-    msg = f"{path}: time column {col.name!r} has type {dtype}; store epoch seconds/ms or ISO-8601 datetimes"
-    raise DataError(msg)
-
-
-def ohlcv_read(path: Path) -> pl.DataFrame:
-    """Read and normalise one file to the bar columns (not yet validated); failures name the file."""
-    try:
-        raw = _read(path)
-    except Exception as exc:
-        detail = " ".join(str(exc).split())[:160]
-        msg = (
-            f"cannot read {path} ({type(exc).__name__}: {detail}): re-export it as valid "
-            f"{path.suffix.lstrip('.')} or remove it from {path.parent}"
-        )
-        raise DataError(msg) from exc
-    names: dict[str, list[str]] = {}
-    for c in raw.columns:
-        names.setdefault(c.strip().lower(), []).append(c)
-    twins = [v for v in names.values() if len(v) > 1]
-    if twins:
-        shown = " and ".join(repr(c) for c in twins[0])
-        msg = f"{path} has both {shown} columns (names are case-insensitive): keep one of them in the file"
-        raise DataError(msg)
-    raw = raw.rename({c: c.strip().lower() for c in raw.columns})
-    time_col = next((c for c in TIME_COLUMNS if c in raw.columns), None)
-    missing = [c for c in BAR_SCHEMA if c != "timestamp" and c not in raw.columns]
-    if time_col is None or missing:
-        need = ", ".join(missing + ([] if time_col else ["one of " + "/".join(TIME_COLUMNS)]))
-        msg = f"{path}: missing column(s) {need}; the file needs a time column and open, high, low, close, volume"
-        raise DataError(msg)
-    if raw.height == 0:
-        msg = f"{path} holds no bars (only a header): export the data again or remove the file"
-        raise DataError(msg)
-    try:
-        ts = _timestamps(raw.get_column(time_col), path)
-        return raw.select(
-            ts.alias("timestamp"), *[pl.col(c).cast(pl.Float64, strict=True) for c in BAR_SCHEMA if c != "timestamp"]
-        )
-    except pl.exceptions.PolarsError as exc:
-        detail = " ".join(str(exc).split())[:160]
-        msg = f"{path}: cannot convert columns ({detail}); use numbers for prices/volume and ISO or epoch times"
-        raise DataError(msg) from exc
-
-
-def ohlcv_load(path: Path, symbol: str, interval: str, implausible: Implausible = "error") -> pl.DataFrame:
-    """Read, normalise and validate one file; every failure names the file and the fix.
-
-    ``implausible`` (``data.implausible``): what to do with bars priced implausibly far from
-    their neighbours (:func:`engine.data.bars.bars_implausible`): refuse the file, or drop them.
-    """
-    frame = ohlcv_read(path)
-    try:
-        return bars_validate(frame, symbol, interval, implausible)
-    except ImplausibleBars as exc:
-        msg = f"{exc}, or set data.implausible=drop to drop them (file {path})"
-        raise DataError(msg) from exc
-    except EngineError as exc:
-        msg = f"{exc} (file {path})"
-        raise DataError(msg) from exc

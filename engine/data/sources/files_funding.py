@@ -43,7 +43,7 @@ def _lower(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 
 def _times(frame: pl.DataFrame, path: Path) -> pl.Series:
-    from engine.data.sources.files import _timestamps
+    from engine.data.sources.files_read import _timestamps
 
     col = next((c for c in TIME_NAMES if c in frame.columns), None)
     if col is None:
@@ -53,7 +53,7 @@ def _times(frame: pl.DataFrame, path: Path) -> pl.Series:
 
 
 def _read(path: Path) -> pl.DataFrame:
-    from engine.data.sources.files import _read as read_any
+    from engine.data.sources.files_read import _read as read_any
 
     try:
         return _lower(read_any(path), path)

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from engine.config import CcxtData, FilesData, SyntheticData
-from engine.core.errors import EngineError
+from engine.core.errors import DataError, EngineError
 from engine.core.symbols import symbol_check
 from engine.core.units import DAY_MS, HOUR_MS, date_ms, interval_ms
 from engine.data.bars import IMPLAUSIBLE_FACTOR, bars_implausible
@@ -118,6 +118,12 @@ class SyntheticSource(DataSource):
         assert isinstance(cfg, SyntheticData)
         return f"built-in synthetic universe (generated, not market data): {cfg.n_symbols} symbols, seed {cfg.seed}"
 
+    @classmethod
+    def universe_named(cls, cfg: SyntheticData | CcxtData | FilesData) -> tuple[set[str], str] | None:
+        """Return the generated universe's names (``data.n_symbols`` of them)."""
+        assert isinstance(cfg, SyntheticData)
+        return set(universe_names(cfg.n_symbols, cfg.quote)), f"data.n_symbols={cfg.n_symbols}"
+
     def __init__(self, seed: int, n_symbols: int, start: str, end: str, quote: str = "USDT") -> None:
         self.seed = int(seed)
         self.start, self.end, self.quote = str(start), str(end), quote
@@ -182,7 +188,7 @@ class SyntheticSource(DataSource):
         i = self._index.get(symbol_check(symbol))
         if i is None:
             msg = f"unknown symbol {symbol!r}: the synthetic universe has {self._names[0]} .. {self._names[-1]}"
-            raise EngineError(msg)
+            raise DataError(msg)  # as every backend says of a symbol it does not serve
         for attempt in range(REDRAWS):
             p = self._draw(i, np.random.default_rng([self.seed, i] if attempt == 0 else [self.seed, i, attempt]))
             if not _daily_implausible(p):
