@@ -1,7 +1,7 @@
 """Memory and start-up (issue 23, items 4 and 5): batched ranking, batched benchmark, generation ahead, lazy imports.
 
 The ranking and the report's equal-weight benchmark read the universe a batch of symbols at a time
-(:meth:`engine.data.lakehouse.Lakehouse.scan_batches`); these tests hold the batched results equal
+(:func:`engine.data.lakehouse.scan_batches`); these tests hold the batched results equal
 to the whole-universe computation (bit for bit for the ranking, to 1e-12 for the benchmark against
 a plain numpy mean) whatever the batch size. Generation draws symbols ahead in threads
 (:func:`engine.core.ahead.ahead`): the store is byte-identical to a sequential one. Importing the
@@ -24,7 +24,7 @@ import pytest
 from engine.config import PortfolioConfig, RankingConfig, UniverseConfig
 from engine.core.ahead import ahead
 from engine.data.ingest import IngestionService
-from engine.data.lakehouse import Lakehouse, store_open
+from engine.data.lakehouse import Lakehouse, scan_batches, store_open
 from engine.data.sources.synthetic import SyntheticSource
 from engine.strategy.ranking import ranks_compute
 
@@ -51,7 +51,7 @@ def test_batched_ranking_equals_the_whole_universe(store: tuple[Lakehouse, Synth
     lake, src = store
     rank_ms = list(range(src.start_ms + 60 * DAY, src.end_ms, 7 * DAY))
     whole = _rank(lake.scan("bars", "1d"), rank_ms)
-    batched = _rank(list(lake.scan_batches("bars", "1d", size)), rank_ms)
+    batched = _rank(list(scan_batches(lake, "bars", "1d", size)), rank_ms)
     assert whole.height > 100  # a real ranking: many symbols on many dates
     assert batched.equals(whole)  # bit for bit, row order included
 
@@ -61,12 +61,12 @@ def test_batches_in_any_order_rank_the_same(store: tuple[Lakehouse, SyntheticSou
     lake, src = store
     rank_ms = list(range(src.start_ms + 60 * DAY, src.end_ms, 7 * DAY))
     whole = _rank(lake.scan("bars", "1d"), rank_ms)
-    assert _rank(list(lake.scan_batches("bars", "1d", 4))[::-1], rank_ms).equals(whole)
+    assert _rank(list(scan_batches(lake, "bars", "1d", 4))[::-1], rank_ms).equals(whole)
 
 
 def test_scan_batches_cover_every_symbol_once(store: tuple[Lakehouse, SyntheticSource]) -> None:
     lake, src = store
-    batches = [b.collect() for b in lake.scan_batches("bars", "1d", 5)]
+    batches = [b.collect() for b in scan_batches(lake, "bars", "1d", 5)]
     assert [b.get_column("symbol").n_unique() for b in batches] == [5, 5, 5, 5, 3]
     union = pl.concat(batches).sort("symbol", "timestamp")
     assert union.equals(lake.scan("bars", "1d").collect().select(union.columns).sort("symbol", "timestamp"))

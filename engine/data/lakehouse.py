@@ -42,7 +42,7 @@ COVERAGE_KEY = "engine.coverage"  # parquet key-value metadata of data.parquet: 
 READ_ATTEMPTS = 4  # reads of one object that met a concurrent replacement half-way (S3)
 WRITE_ATTEMPTS = 4  # merges of one write when concurrent writers (no lock, on S3) keep replacing it
 IDENTITY_FILE = "_identity.json"
-SCAN_BATCH = 256  # symbols per lazy scan of :meth:`Lakehouse.scan_batches`
+SCAN_BATCH = 256  # symbols per lazy scan of :func:`scan_batches`
 log = logging.getLogger(__name__)
 _LEGACY_WARNED: set[str] = set()
 
@@ -444,18 +444,19 @@ class Lakehouse:
         for i in range(0, len(symbols), size):
             yield [self.storage.scan_url(self.partition(kind, interval, s) / DATA_FILE) for s in symbols[i : i + size]]
 
-    def scan_batches(self, kind: str, interval: str, size: int | None = None) -> Iterator[pl.LazyFrame]:
-        """Every symbol of one kind and interval, as lazy scans of at most ``size`` symbols each, in order.
 
-        ``size`` defaults to :data:`SCAN_BATCH`. The same rows and columns as :meth:`scan` (``symbol``
-        as ``BASE/QUOTE``), split so that a per-symbol computation (rolling features) holds one
-        batch at a time, never the whole universe: each batch reads only its own symbols' files.
-        """
-        options = self.storage.polars_options()
-        for files in self.file_batches(kind, interval, size):
-            yield pl.scan_parquet(files, hive_partitioning=True, **options).select(
-                *BAR_SCHEMA, pl.col("symbol").cast(pl.String).str.replace("_", "/", literal=True)
-            )
+def scan_batches(lake: Lakehouse, kind: str, interval: str, size: int | None = None) -> Iterator[pl.LazyFrame]:
+    """Every symbol of one kind and interval, as lazy scans of at most ``size`` symbols each, in order.
+
+    ``size`` defaults to :data:`SCAN_BATCH`. The same rows and columns as :meth:`Lakehouse.scan`
+    (``symbol`` as ``BASE/QUOTE``), split so that a per-symbol computation (rolling features) holds
+    one batch at a time, never the whole universe: each batch reads only its own symbols' files.
+    """
+    options = lake.storage.polars_options()
+    for files in lake.file_batches(kind, interval, size):
+        yield pl.scan_parquet(files, hive_partitioning=True, **options).select(
+            *BAR_SCHEMA, pl.col("symbol").cast(pl.String).str.replace("_", "/", literal=True)
+        )
 
 
 def _ranges(record: CoverageRecord) -> list[tuple[int, int]]:

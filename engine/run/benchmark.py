@@ -1,7 +1,7 @@
 """The report's benchmarks: the equal-weight universe and BTC buy-and-hold, one batch of symbols at a time.
 
 The equal-weight universe averages every listed symbol's return at each base bar, so it reads the
-whole universe; it does so through :meth:`~engine.data.lakehouse.Lakehouse.scan_batches` (only
+whole universe; it does so through :func:`~engine.data.lakehouse.scan_batches` (only
 ``timestamp`` and ``close``), adding each batch's returns into per-bar sums in symbol order. The
 sums are a left fold over the symbols (``np.add.at`` adds in array order), so they do not depend
 on the batch size, and memory follows one batch, not the universe.
@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+from engine.data.lakehouse import scan_batches
 
 if TYPE_CHECKING:
     from engine.run.plan import RunPlan
@@ -31,7 +33,7 @@ def benchmark_frame(plan: RunPlan) -> pl.DataFrame:
     grid = np.arange(start // step * step, end + step, step, dtype=np.int64)
     total, count = np.zeros(grid.size), np.zeros(grid.size, dtype=np.int64)
     btc: pl.DataFrame | None = None
-    for batch in plan.lakehouse.scan_batches("bars", plan.base):
+    for batch in scan_batches(plan.lakehouse, "bars", plan.base):
         rets = (
             batch.select("symbol", pl.col("timestamp").dt.epoch("ms").alias("ts"), "close")
             .with_columns((pl.col("close") / pl.col("close").shift(1) - 1.0).over("symbol", order_by="ts").alias("ret"))

@@ -26,7 +26,7 @@ from engine.core.jsontypes import JSON
 from engine.core.progress import progress_iter
 from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
-from engine.data.lakehouse import Lakehouse, ranges_merge, store_open
+from engine.data.lakehouse import Lakehouse, ranges_merge, scan_batches, store_open
 from engine.data.panel import Panel, panel_load
 from engine.data.sources.base import DataSource
 from engine.run.frictions import MarketData, market_prepare, market_stage
@@ -373,7 +373,7 @@ def run_plan(cfg: RunConfig, source: DataSource | None = None) -> RunPlan:
         windows = tuple(windows_build(first, end, cfg.backtest, cfg.ranking))
     with timings.timed("ranking"):
         rank_times = [w.rank_ms for w in windows]
-        batches = lakehouse.scan_batches("bars", base)  # a batch of symbols at a time, never the panel
+        batches = scan_batches(lakehouse, "bars", base)  # a batch of symbols at a time, never the panel
         ranks = ranks_compute(batches, rank_times, cfg.ranking, cfg.portfolio, cfg.universe, base)
     return plan_ranked(cfg, lakehouse, ingestion, interval, coverage, windows, ranks, timings)
 

@@ -112,7 +112,7 @@ def ranks_compute(
     """Ranked eligible symbols at each ranking bar, for all windows at once.
 
     ``bars``: the base bars of the universe, as one lazy frame or as batches of whole symbols
-    (:meth:`~engine.data.lakehouse.Lakehouse.scan_batches`). Features are per symbol, so each
+    (:func:`~engine.data.lakehouse.scan_batches`). Features are per symbol, so each
     batch's eligible rows on the ranking bars are collected on their own (polars' streaming
     engine, only the columns the features read) and the universe is never held whole: memory
     follows the batch and the ranked rows, not the panel. The rows are then sorted by
@@ -137,7 +137,7 @@ def _merge_sorted(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """Concatenate frames each sorted by ``(rank_ms, symbol)`` into one sorted the same way.
 
     When every part's symbols come after the previous part's (the batches of
-    :meth:`~engine.data.lakehouse.Lakehouse.scan_batches`), a stable sort by ``rank_ms`` alone
+    :func:`~engine.data.lakehouse.scan_batches`), a stable sort by ``rank_ms`` alone
     gives that order (an integer key instead of an integer and a string: the sort that grows with
     the universe); otherwise the full sort. The keys are unique, so both give the same frame.
     """

@@ -49,7 +49,7 @@ from engine.core.errors import DataError
 from engine.core.units import UNIT_MS, interval_ms
 from engine.data.bars import bars_resample
 from engine.data.sources.base import DataSource, UniversePlan
-from engine.data.sources.files_plan import files_nothing_read, files_plan
+from engine.data.sources.files_plan import files_nothing_read, files_plan, folder_pairs
 from engine.data.sources.files_read import TIME_COLUMNS as TIME_COLUMNS
 from engine.data.sources.files_read import ohlcv_load, ohlcv_read
 
@@ -172,20 +172,13 @@ class FilesSource(DataSource):
 
     @classmethod
     def universe_named(cls, cfg: SyntheticData | CcxtData | FilesData) -> tuple[set[str], str] | None:
-        """Return the pairs the files of ``data.path`` are named for, in the run's quote (no file opened).
-
-        None when the folder is missing or its quote is ambiguous: the import names that problem.
-        """
+        """Return the pairs the files of ``data.path`` are named for, in the run's quote (no file opened)."""
         assert isinstance(cfg, FilesData)
-        root = expand_path(cfg.path)
-        if not root.is_dir():
-            return None
-        pairs = {e.symbol for p in root.iterdir() if p.is_file() and isinstance(e := name_parse(p), FileEntry)}
-        quotes = {s.split("/")[1] for s in pairs}
-        quote = cfg.quote if cfg.quote is not None else (next(iter(quotes)) if len(quotes) == 1 else None)
-        if quote is None or quote not in quotes:
-            return None  # no importable file, or several quotes: the import says which
-        return {s for s in pairs if s.endswith("/" + quote)}, f"the pairs of data.path={cfg.path}"
+        root = expand_path(cfg.path)  # a missing folder: the import names it
+        named = (
+            [e.symbol for p in root.iterdir() if isinstance(e := name_parse(p), FileEntry)] if root.is_dir() else None
+        )
+        return folder_pairs(cfg, named)
 
     def __init__(self, cfg: FilesData) -> None:
         self.cfg = cfg

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
+from engine.config import FilesData
 from engine.core.errors import DataError
 from engine.core.units import DAY_MS, date_ms
 from engine.data.sources.base import UniversePlan
@@ -74,3 +75,16 @@ def files_nothing_read(start: date | None, end: date | None, plan: UniversePlan,
         f"0 {base} bars read: no file holds a complete {base} bar (it needs every finer bar inside it); "
         f"give files at {base} or finer"
     )
+
+
+def folder_pairs(cfg: FilesData, named: list[str] | None) -> tuple[set[str], str] | None:
+    """Return the pairs ``named`` by a folder's files that are in the run's quote, and where they come from.
+
+    None when the folder is missing (``named`` None) or its quote is ambiguous: the import names that problem.
+    """
+    pairs = set(named or ())
+    quotes = {s.split("/")[1] for s in pairs}
+    quote = cfg.quote if cfg.quote is not None else (next(iter(quotes)) if len(quotes) == 1 else None)
+    if quote is None or quote not in quotes:
+        return None  # no folder, no importable file, or several quotes: the import says which
+    return {s for s in pairs if s.endswith("/" + quote)}, f"the pairs of data.path={cfg.path}"
