@@ -4,17 +4,21 @@
 :class:`RankingBook` (``ranking.bottom_n``) and :class:`CostsBook` (``costs.maintenance_margin``)
 are mixed into the models of :mod:`engine.config.model`. With every one at its default the book is
 today's long-only spot book, byte for byte. :func:`book_check` refuses what cannot hold together
-(one line, ``ConfigError``, exit 2). This module imports nothing from :mod:`engine.config.model`.
+(one line, ``ConfigError``, exit 2). This module imports nothing from :mod:`engine.config.model` at
+run time (its functions take a :class:`~engine.config.model.RunConfig`, named for the type checker only).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.core.choices import RISK_WEIGHTINGS
 from engine.core.errors import ConfigError
+
+if TYPE_CHECKING:  # the type only: model imports this module at run time
+    from engine.config.model import RunConfig
 
 Side = Literal["long", "short", "long_short"]
 MAX_LEVERAGE = 125.0
@@ -82,24 +86,24 @@ class CostsBook(BaseModel):
     maintenance_margin: float = Field(default=0.005, gt=0.0, lt=1.0)
 
 
-def is_long_only(cfg: Any) -> bool:
+def is_long_only(cfg: RunConfig) -> bool:
     """Whether the run is today's book: long only, no leverage, spot data (the vectorbt stage may run it)."""
     p = cfg.portfolio
     return bool(p.side == "long" and p.leverage == 1.0 and market_of(cfg) == "spot")
 
 
-def is_sided(cfg: Any) -> bool:
+def is_sided(cfg: RunConfig) -> bool:
     """Whether the weights come from :mod:`engine.strategy.sides` (a short leg, or a gross above 1)."""
     p = cfg.portfolio
     return bool(p.side != "long" or p.gross_exposure > 1.0)
 
 
-def market_of(cfg: Any) -> str:
+def market_of(cfg: RunConfig) -> str:
     """Return ``data.market`` (``spot`` until the perpetual-futures data define it)."""
     return str(getattr(cfg.data, "market", "spot"))
 
 
-def book_check(cfg: Any) -> None:
+def book_check(cfg: RunConfig) -> None:
     """Refuse sides, exposures and leverage that cannot hold together (one line, ``ConfigError``)."""
     p, market = cfg.portfolio, market_of(cfg)
     gross, net = p.gross_exposure, p.net(p.gross_exposure)

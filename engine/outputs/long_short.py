@@ -17,7 +17,6 @@ spot run.
 from __future__ import annotations
 
 import html
-from typing import Any
 
 import plotly.graph_objects as go
 import polars as pl
@@ -68,7 +67,11 @@ def _funding_chart(funding: pl.DataFrame | None) -> str:
     per = funding.group_by("timestamp").agg(pl.col("amount").sum()).sort("timestamp")
     x = [str(t) for t in per.get_column("timestamp").dt.strftime("%Y-%m-%d %H:%M").to_list()]
     fig = go.Figure(go.Scatter(x=x, y=per.get_column("amount").cum_sum().to_numpy(), mode="lines", name="funding paid"))
-    layout: dict[str, Any] = {"template": "plotly_white", "height": 300, "margin": {"l": 70, "r": 20, "t": 36, "b": 40}}
-    fig.update_layout(title="Funding paid, cumulative (quote currency; received < 0)", **layout)
+    fig.update_layout(
+        title="Funding paid, cumulative (quote currency; received < 0)",
+        template="plotly_white",
+        height=300,
+        margin={"l": 70, "r": 20, "t": 36, "b": 40},
+    )
     out: str = fig.to_html(full_html=False, include_plotlyjs=False, div_id="chart-funding")
     return out

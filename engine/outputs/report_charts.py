@@ -10,6 +10,7 @@ from engine.config import RunConfig
 from engine.outputs.report_format import BENCHMARK_LABELS, EXIT_LABELS, _esc, _pct, _ts_strings, _when
 from engine.run.metrics import drawdown
 from engine.run.result import BacktestResult
+from engine.run.trades import OPTIONAL_KINDS
 
 CHART_IDS = ("chart-equity", "chart-drawdown", "chart-exits", "chart-winners")
 """Div ids of the charts, in page order (fixed so the page is deterministic and testable)."""
@@ -133,7 +134,7 @@ def _exits_figure(result: BacktestResult) -> go.Figure:
     m = result.metrics
     by_kind = dict(m.get("exits_by_kind") or {})
     # a liquidation bar only where the run had one (a leveraged perpetual book)
-    kinds = [k for k in EXIT_LABELS if k != "liquidation" or by_kind.get(k)]
+    kinds = [k for k in EXIT_LABELS if k not in OPTIONAL_KINDS or by_kind.get(k)]
     kinds += sorted(k for k in by_kind if k not in EXIT_LABELS)
     counts = [int(by_kind.get(k) or 0) for k in kinds]
     colours = ["#cf222e", "#1a7f37", "#bc4c00", "#8250df", "#0969da", "#8c959f", "#57606a"]

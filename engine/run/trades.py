@@ -102,65 +102,36 @@ def trades_from_orders(
     col = col[order]
     side, size, price, fees = (np.asarray(orders[k])[order] for k in ("side", "size", "price", "fees"))
     buy = side == 0
-    signed = np.where(buy, size, -size)
-    closes = np.zeros(n, dtype=np.bool_)
-    bounds = np.flatnonzero(np.r_[True, col[1:] != col[:-1], True])
-    for lo, hi in itertools.pairwise(bounds):
-        held = np.cumsum(signed[lo:hi])  # the position after each fill
-        before = held + size[lo:hi] * ~buy[lo:hi]
-        # flat again: a sell that leaves (relatively) nothing, as vectorbt's is_close judges it
-        closes[lo:hi] = ~buy[lo:hi] & (np.abs(held) <= np.maximum(1e-9 * np.abs(before), 1e-12))
-        covered = held - size[lo:hi]  # the position before a buy: a short when below zero
-        closes[lo:hi] |= buy[lo:hi] & (covered < 0) & (np.abs(held) <= np.maximum(1e-9 * np.abs(covered), 1e-12))
-    # a trade is the run of a symbol's fills up to and including a fill that makes it flat
-    new_symbol = np.r_[True, col[1:] != col[:-1]]
-    starts = new_symbol | np.r_[False, closes[:-1]]
+    starts, closes = _trade_starts(col, buy, size)
     trade = np.cumsum(starts) - 1
     m = int(trade[-1]) + 1
     first = np.flatnonzero(starts)
     last = np.r_[first[1:], n] - 1
-    buy_q = np.bincount(trade, weights=np.where(buy, size, 0.0), minlength=m)
-    buy_v = np.bincount(trade, weights=np.where(buy, size * price, 0.0), minlength=m)
-    sell_q = np.bincount(trade, weights=np.where(buy, 0.0, size), minlength=m)
-    sell_v = np.bincount(trade, weights=np.where(buy, 0.0, size * price), minlength=m)
     fee = np.bincount(trade, weights=fees, minlength=m)
     closed = closes[last]
     sym = col[first]
-    mark = np.array([marks.get(str(names[c]), np.nan) for c in sym])
     short = ~buy[first]
-    if short.any():  # the entry side of a short is its sells (docs/LONG_SHORT.md)
-        buy_q, sell_q = np.where(short, sell_q, buy_q), np.where(short, buy_q, sell_q)
-        buy_v, sell_v = np.where(short, sell_v, buy_v), np.where(short, buy_v, sell_v)
-    left = np.where(closed, 0.0, buy_q - sell_q)
-    if np.isnan(mark[~closed]).any():
-        missing = sorted({str(names[c]) for c in sym[~closed & np.isnan(mark)]})
-        msg = f"no last close to mark the open position(s) of {missing}; report this as an engine bug"
-        raise RuntimeError(msg)
-    exit_v = sell_v + np.where(closed, 0.0, left * np.nan_to_num(mark))
-    pnl = exit_v - buy_v - fee
+    entry_q, entry_v, exit_q, exit_v = _legs(trade, m, buy, size, price, short)
+    exit_v = exit_v + _open_value(names, sym, closed, entry_q - exit_q, marks)
+    pnl = exit_v - entry_v - fee
     if short.any():
-        pnl = np.where(short, buy_v - exit_v - fee, pnl)
-    paid = None
-    if funding is not None:
-        from engine.run.funding import funding_per_trade
-
-        of_order = np.empty(n, dtype=np.int64)
-        of_order[order] = trade
-        paid = funding_per_trade(orders, funding, of_order)
+        pnl = np.where(short, entry_v - exit_v - fee, pnl)
+    paid = None if funding is None else _funding_paid(orders, funding, order, trade)
+    if paid is not None:
         pnl = pnl - paid
     src = order[first], order[last]  # rows of the opening and the closing fill in ``orders``
     out = {
         "symbol": names[sym],
         "entry_window": np.asarray(orders["window"])[src[0]],
         "entry_time": np.asarray(orders["timestamp"])[src[0]],
-        "entry_price": buy_v / buy_q,
+        "entry_price": entry_v / entry_q,
         "exit_window": np.where(closed, np.asarray(orders["window"])[src[1]], end_window),
         "exit_time": np.where(closed, np.asarray(orders["timestamp"])[src[1]], end_ms),
-        "exit_price": exit_v / buy_q,
-        "size": buy_q,
+        "exit_price": exit_v / entry_q,
+        "size": entry_q,
         "fees": fee,
         "pnl": pnl,
-        "return": pnl / buy_v,
+        "return": pnl / entry_v,
         "exit_kind": np.where(closed, np.asarray(orders["reason"])[src[1]], END).astype(np.int8),
         "ambiguous": np.where(closed, np.asarray(orders["ambiguous"])[src[1]], False),
         "status": ~closed,
@@ -170,6 +141,72 @@ def trades_from_orders(
     if paid is not None:
         out["funding"] = paid
     return out
+
+
+def _trade_starts(col: np.ndarray, buy: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return which fills open a trade and which make their symbol flat (fills grouped by symbol ``col``).
+
+    A trade is the run of a symbol's fills up to and including a fill that makes it flat: a sell
+    that leaves (relatively) nothing of a long, as vectorbt's ``is_close`` judges it, or a buy that
+    covers a short.
+    """
+    signed = np.where(buy, size, -size)
+    closes = np.zeros(len(size), dtype=np.bool_)
+    bounds = np.flatnonzero(np.r_[True, col[1:] != col[:-1], True])
+    for lo, hi in itertools.pairwise(bounds):
+        held = np.cumsum(signed[lo:hi])  # the position after each fill
+        before = held + size[lo:hi] * ~buy[lo:hi]
+        # flat again: a sell that leaves (relatively) nothing, as vectorbt's is_close judges it
+        closes[lo:hi] = ~buy[lo:hi] & (np.abs(held) <= np.maximum(1e-9 * np.abs(before), 1e-12))
+        covered = held - size[lo:hi]  # the position before a buy: a short when below zero
+        closes[lo:hi] |= buy[lo:hi] & (covered < 0) & (np.abs(held) <= np.maximum(1e-9 * np.abs(covered), 1e-12))
+    new_symbol = np.r_[True, col[1:] != col[:-1]]
+    return new_symbol | np.r_[False, closes[:-1]], closes
+
+
+def _legs(
+    trade: np.ndarray, m: int, buy: np.ndarray, size: np.ndarray, price: np.ndarray, short: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return each of the ``m`` trades' entry quantity and value, then exit quantity and value (fills only).
+
+    A long enters on its buys and exits on its sells; a short (``short``) the other way round
+    (docs/LONG_SHORT.md).
+    """
+    buy_q = np.bincount(trade, weights=np.where(buy, size, 0.0), minlength=m)
+    buy_v = np.bincount(trade, weights=np.where(buy, size * price, 0.0), minlength=m)
+    sell_q = np.bincount(trade, weights=np.where(buy, 0.0, size), minlength=m)
+    sell_v = np.bincount(trade, weights=np.where(buy, 0.0, size * price), minlength=m)
+    if short.any():
+        buy_q, sell_q = np.where(short, sell_q, buy_q), np.where(short, buy_q, sell_q)
+        buy_v, sell_v = np.where(short, sell_v, buy_v), np.where(short, buy_v, sell_v)
+    return buy_q, buy_v, sell_q, sell_v
+
+
+def _open_value(
+    names: np.ndarray, sym: np.ndarray, closed: np.ndarray, held: np.ndarray, marks: dict[str, float]
+) -> np.ndarray:
+    """Return the value at its symbol's last close of what each open trade still ``held`` (0 for a closed one).
+
+    Refuses (``RuntimeError``, an engine bug) an open trade whose symbol has no last close.
+    """
+    mark = np.array([marks.get(str(names[c]), np.nan) for c in sym])
+    if np.isnan(mark[~closed]).any():
+        missing = sorted({str(names[c]) for c in sym[~closed & np.isnan(mark)]})
+        msg = f"no last close to mark the open position(s) of {missing}; report this as an engine bug"
+        raise RuntimeError(msg)
+    left = np.where(closed, 0.0, held)
+    return np.where(closed, 0.0, left * np.nan_to_num(mark))
+
+
+def _funding_paid(
+    orders: dict[str, np.ndarray], funding: dict[str, np.ndarray], order: np.ndarray, trade: np.ndarray
+) -> np.ndarray:
+    """Return the funding each trade paid (received < 0): ``trade`` numbers the fills in ``order``."""
+    from engine.run.funding import funding_per_trade
+
+    of_order = np.empty(len(order), dtype=np.int64)
+    of_order[order] = trade
+    return funding_per_trade(orders, funding, of_order)
 
 
 def _flips_split(orders: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

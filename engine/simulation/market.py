@@ -8,7 +8,9 @@ friction off the results equal :class:`~engine.simulation.vbt.VectorBTSimulator`
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -195,6 +197,39 @@ def market_simulate(
     list of SimResult
         One per book, with the orders' extra columns, ``costs``, ``pending_end`` and ``ledger``.
     """
+    policy = _arguments_check(ambiguity, held_reweights, fees, slippage, margin)
+    n_bars, k = prices.shape
+    fr.check((n_bars, k), ex.impact_k > 0)
+    rules = [b.exit_rules for b in books]
+    w_all = grid_weights(prices, [b.weights for b in books], rules, [b.init_cash for b in books],
+                         [b.carry_shares for b in books], signed=True)  # fmt: skip
+    shares, _ = carry_arrays([b.carry_shares for b in books], carry_price, k, signed=True)
+    # a book with a short weight or short shares may sell below zero (docs/LONG_SHORT.md)
+    shorts = bool((w_all[np.isfinite(w_all)] < 0).any() or (shares < 0).any())
+    par = _kernel_params(fees, slippage, ex, shorts, margin, fr.funding is not None)
+    frc = np.ascontiguousarray(np.stack([fr.half_spread, fr.amount_step, fr.min_notional, fr.price_tick], axis=1))
+    index_ns = np.asarray(prices.index, dtype="datetime64[ns]").view(np.int64)
+    fixed = (
+        prices.open, prices.high, prices.low, prices.close, index_ns, np.ascontiguousarray(w_all), k,
+        *_rule_arrays(rules, k), policy == "pessimistic", held_reweights == "first_bar",
+        np.ascontiguousarray(fr.quote_volume), np.ascontiguousarray(fr.sigma), frc, par,
+    )  # fmt: skip
+    funding = np.zeros((1, 1)) if fr.funding is None else np.ascontiguousarray(fr.funding, dtype=np.float64)
+    kernel = functools.partial(market_nb, *fixed)  # the window's inputs bound; the state follows
+    out, ebuf, dbuf, st = _walk(kernel, books, shares, n_bars, k, funding, fr.funding is not None)
+    tracked = [(r is not None and r.active) or held_reweights == "first_bar" for r in rules]
+    exits = _exits(ebuf, dbuf, st, tracked, k)
+    return _book_results(prices, out, k, exits)
+
+
+def _arguments_check(
+    ambiguity: Ambiguity,
+    held_reweights: HeldReweights,
+    fees: float,
+    slippage: float,
+    margin: tuple[float, float] | None,
+) -> Ambiguity:
+    """Return the ambiguity policy; refuse (``ValueError``) a mode, fee, slippage or margin out of range."""
     policy = ambiguity_check(ambiguity)
     if held_reweights not in ("all", "first_bar"):
         msg = f"held_reweights must be 'all' or 'first_bar', got {held_reweights!r}"
@@ -205,16 +240,19 @@ def market_simulate(
     if margin is not None and not (margin[0] >= 1.0 and 0.0 < margin[1] < 1.0 / margin[0]):
         msg = f"margin must be (leverage >= 1, 0 < maintenance margin < 1 / leverage), got {margin}"
         raise ValueError(msg)
-    n_bars, k = prices.shape
-    fr.check((n_bars, k), ex.impact_k > 0)
-    rules = [b.exit_rules for b in books]
-    w_all = grid_weights(prices, [b.weights for b in books], rules, [b.init_cash for b in books],
-                         [b.carry_shares for b in books], signed=True)  # fmt: skip
-    shares, _ = carry_arrays([b.carry_shares for b in books], carry_price, k, signed=True)
-    # a book with a short weight or short shares may sell below zero (docs/LONG_SHORT.md)
-    shorts = bool((w_all[np.isfinite(w_all)] < 0).any() or (shares < 0).any())
-    g = len(books)
-    par = np.array(
+    return policy
+
+
+def _kernel_params(
+    fees: float,
+    slippage: float,
+    ex: ExecutionRules,
+    shorts: bool,
+    margin: tuple[float, float] | None,
+    funded: bool,
+) -> np.ndarray:
+    """Return the kernel's scalar parameters (``par`` of :func:`~engine.simulation.market_nb.market_nb`), in its order."""
+    return np.array(
         [
             fees,
             slippage,
@@ -223,17 +261,28 @@ def market_simulate(
             float(ex.leftover == "carry"),
             float(shorts),
             *(margin or (0.0, 0.0)),
-            float(fr.funding is not None),
+            float(funded),
         ]
     )
-    frc = np.ascontiguousarray(np.stack([fr.half_spread, fr.amount_step, fr.min_notional, fr.price_tick], axis=1))
-    index_ns = np.asarray(prices.index, dtype="datetime64[ns]").view(np.int64)
-    fixed = (
-        prices.open, prices.high, prices.low, prices.close, index_ns, np.ascontiguousarray(w_all), k,
-        *_rule_arrays(rules, k), policy == "pessimistic", held_reweights == "first_bar",
-        np.ascontiguousarray(fr.quote_volume), np.ascontiguousarray(fr.sigma), frc, par,
-    )  # fmt: skip
-    funding = np.zeros((1, 1)) if fr.funding is None else np.ascontiguousarray(fr.funding, dtype=np.float64)
+
+
+def _walk(
+    kernel: Callable[..., tuple[int, int, int]],
+    books: list[GridBook],
+    shares: np.ndarray,
+    n_bars: int,
+    k: int,
+    funding: np.ndarray,
+    funded: bool,
+) -> tuple[_Outcome, np.ndarray, np.ndarray, StopState]:
+    """Walk every book through the kernel from its carried cash, shares, stop state and remainders.
+
+    ``kernel`` is :func:`~engine.simulation.market_nb.market_nb` with its leading arguments (prices,
+    weights, rules, frictions, ``par``) bound.
+    Returns the outcome, the rows of the stop exits and of the dropped entries, and the books' stop
+    state at the end.
+    """
+    g = len(books)
     # room for the usual number of fills first; a walk that runs out is redone with room for all
     for room in (first_room(n_bars, g, k), 2 * n_bars * g * k):
         cash = np.array([float(b.init_cash) for b in books])
@@ -243,20 +292,17 @@ def market_simulate(
         ebuf, dbuf = np.empty((min(room, n_bars * g * k), 6)), np.empty((min(room, n_bars * g * k), 2))
         cash_bar, equity_bar = np.empty((g, n_bars)), np.empty((g, n_bars))
         ledger, tally = np.zeros((g * k, 4)), np.zeros((g, 7))
-        fpaid = np.zeros((n_bars, g * k) if fr.funding is not None else (1, 1))
-        nf, ne, nd = market_nb(
-            *fixed, cash, position, st.basis, st.peak, st.opened_ns, pend, fbuf, ebuf, dbuf, cash_bar, equity_bar,
+        fpaid = np.zeros((n_bars, g * k) if funded else (1, 1))
+        nf, ne, nd = kernel(
+            cash, position, st.basis, st.peak, st.opened_ns, pend, fbuf, ebuf, dbuf, cash_bar, equity_bar,
             ledger, tally, funding, fpaid,
         )  # fmt: skip
         if nf >= 0:
             break
-    tracked = [(r is not None and r.active) or held_reweights == "first_bar" for r in rules]
-    exits = _exits(ebuf[:ne], dbuf[:nd], st, tracked, k)
     out = _Outcome(
-        fbuf[:nf], cash_bar, equity_bar, position.reshape(g, k), pend, ledger, tally,
-        None if fr.funding is None else fpaid,
-    )  # fmt: skip
-    return _book_results(prices, out, k, exits)
+        fbuf[:nf], cash_bar, equity_bar, position.reshape(g, k), pend, ledger, tally, fpaid if funded else None
+    )
+    return out, ebuf[:ne], dbuf[:nd], st
 
 
 def first_room(n_bars: int, g: int, k: int) -> int:

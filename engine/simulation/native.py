@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numba
 import numpy as np
@@ -128,13 +127,13 @@ class GridResult:
         np.maximum.accumulate(at, out=at)
         return np.concatenate(([float(self.init_cash[b])], after[last]))[at]
 
-    def _portfolio_factory(self, b: int, exits: StopExits) -> Callable[[], Any]:
+    def _portfolio_factory(self, b: int, exits: StopExits) -> Callable[[], vbt.Portfolio]:
         """Return the builder of book ``b``'s ``vbt.Portfolio``: the vectorbt path's order arrays of the book."""
         prices, k = self.prices, self.prices.shape[1]
         w = self.weights if self.weights.shape[1] == k else self.weights[:, b * k : (b + 1) * k]
         init, fees, slippage, engine = float(self.init_cash[b]), self.fees, self.slippage, self.engine
 
-        def portfolio() -> Any:
+        def portfolio() -> vbt.Portfolio:
             n_bars = prices.shape[0]
             close = np.empty((2 * n_bars, k))
             close[0::2], close[1::2] = prices.open, prices.close

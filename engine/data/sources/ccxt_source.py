@@ -285,22 +285,7 @@ class CcxtSource(DataSource):
             for s in self.cfg.symbols:
                 self._market_check(s)
             return list(self.cfg.symbols)
-        found = []
-        perp = self.cfg.market == "perp"
-        for symbol, m in self.markets().items():
-            if not (m.get("swap" if perp else "spot") and m.get("quote") == self.cfg.quote):
-                continue
-            if perp:
-                if not (m.get("linear") and m.get("settle") == self.cfg.quote):
-                    continue
-                symbol = symbol.split(":")[0]
-            try:
-                found.append(symbol_check(symbol))
-            except EngineError:
-                log.debug(
-                    "%s: skipping market %r, not a BASE/QUOTE symbol the lakehouse accepts", self._label(), symbol
-                )
-        return sorted(found)
+        return _quoted_symbols(self.markets(), self.cfg.market == "perp", self.cfg.quote, self._label())
 
     def intervals(self) -> tuple[str, ...]:
         """Return the exchange's timeframes that the bar contract supports (m/h/d/w), finest first."""
@@ -329,39 +314,8 @@ class CcxtSource(DataSource):
             offered = ", ".join(self.intervals())
             msg = f"{self._label(symbol, interval)}: interval not offered by the exchange; use one of {offered}"
             raise DataError(msg)
-        step = interval_ms(interval)
         stop = min(end_ms, self._bar_open_now(interval))
-        rows: list[list[float]] = []  # ccxt OHLCV rows: [ms, open, high, low, close, volume]
-        since = start_ms
-        empties = 0
-        while since < stop:
-            limit = min(self.cfg.limit, -(-(stop - since) // step))
-
-            def fetch_page(s: int = since, n: int = limit) -> list[list[float]]:
-                page: list[list[float]] = self.exchange.fetch_ohlcv(self.unified(symbol), interval, s, n)  # untyped
-                return page
-
-            try:
-                page = self._call(f"fetch_ohlcv since {since}", fetch_page, symbol, interval)
-            except DataError as exc:
-                # an exchange that no longer serves a delisted market's history rejects the request
-                if not (inactive and isinstance(exc.__cause__, ccxt.ExchangeError)):
-                    raise
-                log.info("%s: inactive market, history not served (%s)", self._label(symbol, interval), exc)
-                break
-            # Some exchanges ignore `since`; only bars at or after it move the walk forward.
-            page = [r for r in page if int(r[0]) >= since]
-            if not page:
-                empties += 1
-                if empties > self.empty_page_retries:
-                    break
-                # One empty answer may be a glitch; two in a row mean no bars remain (delisted).
-                self.sleep(self.backoff_base_s)
-                continue
-            empties = 0
-            rows.extend(page)
-            since = max(int(r[0]) for r in page) + step
-        return _bars_frame(rows)
+        return _bars_frame(_ohlcv_walk(self, symbol, interval, start_ms, stop, inactive))
 
     def funding_fetch(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
         """Funding history of the perpetual ``symbol`` (``fetchFundingRateHistory``); None on spot."""
@@ -382,6 +336,68 @@ class CcxtSource(DataSource):
         rows = {s: ccxt_row(s, markets[self.unified(s)], mode) for s in symbols if self.unified(s) in markets}
         meta: dict[str, object] = {"exchange": self.exchange.id, "precision_mode": MODE_NAMES.get(mode, str(mode))}
         return rows, meta
+
+
+def _quoted_symbols(markets: dict[str, Record], perp: bool, quote: str, label: str) -> list[str]:
+    """Return the symbols of the spot (``perp``: linear perpetual) ``markets`` quoted in ``quote``, sorted.
+
+    A perpetual ``BASE/QUOTE:QUOTE`` (settled in ``quote``) is named ``BASE/QUOTE``; a market whose
+    name the lakehouse does not accept is skipped (logged at debug under ``label``).
+    """
+    found = []
+    for symbol, m in markets.items():
+        if not (m.get("swap" if perp else "spot") and m.get("quote") == quote):
+            continue
+        if perp:
+            if not (m.get("linear") and m.get("settle") == quote):
+                continue
+            symbol = symbol.split(":")[0]
+        try:
+            found.append(symbol_check(symbol))
+        except EngineError:
+            log.debug("%s: skipping market %r, not a BASE/QUOTE symbol the lakehouse accepts", label, symbol)
+    return sorted(found)
+
+
+def _ohlcv_walk(
+    src: CcxtSource, symbol: str, interval: str, start_ms: int, stop: int, inactive: bool
+) -> list[list[float]]:
+    """Return the ccxt OHLCV rows ``[ms, open, high, low, close, volume]`` of ``symbol`` from ``start_ms`` to ``stop``.
+
+    The rows are walked page by page as the module docstring says. An ``inactive`` (delisted) market whose history the exchange no longer serves ends the walk.
+    """
+    step = interval_ms(interval)
+    rows: list[list[float]] = []
+    since = start_ms
+    empties = 0
+    while since < stop:
+        limit = min(src.cfg.limit, -(-(stop - since) // step))
+
+        def fetch_page(s: int = since, n: int = limit) -> list[list[float]]:
+            page: list[list[float]] = src.exchange.fetch_ohlcv(src.unified(symbol), interval, s, n)  # untyped
+            return page
+
+        try:
+            page = src._call(f"fetch_ohlcv since {since}", fetch_page, symbol, interval)
+        except DataError as exc:
+            # an exchange that no longer serves a delisted market's history rejects the request
+            if not (inactive and isinstance(exc.__cause__, ccxt.ExchangeError)):
+                raise
+            log.info("%s: inactive market, history not served (%s)", src._label(symbol, interval), exc)
+            break
+        # Some exchanges ignore `since`; only bars at or after it move the walk forward.
+        page = [r for r in page if int(r[0]) >= since]
+        if not page:
+            empties += 1
+            if empties > src.empty_page_retries:
+                break
+            # One empty answer may be a glitch; two in a row mean no bars remain (delisted).
+            src.sleep(src.backoff_base_s)
+            continue
+        empties = 0
+        rows.extend(page)
+        since = max(int(r[0]) for r in page) + step
+    return rows
 
 
 def _cause(exc: Exception) -> str:
