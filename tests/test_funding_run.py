@@ -57,6 +57,7 @@ def test_the_command_line_refuses_a_perp_run_without_funding_in_one_line(tmp_pat
         f"paths.lakehouse_dir={tmp_path / 'lake'}",
         "paths.ledger=null",
         "quiet=true",
+        "ranking.top_n=2",  # the folder's two pairs (a larger top_n is refused before the data is read)
     ]
     for extra, words in (
         (["data.market=perp", f"hydra.run.dir={tmp_path / 'run'}"], "no funding data for 2 perp symbol(s)"),

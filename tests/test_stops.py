@@ -40,7 +40,7 @@ ENTRY = (100.0, 101.0, 99.0, 100.0)
 
 
 def test_kind_names() -> None:
-    assert EXIT_KIND_NAMES == {1: "stop_loss", 2: "take_profit", 3: "trailing", 4: "max_holding"}
+    assert EXIT_KIND_NAMES == {1: "stop_loss", 2: "take_profit", 3: "trailing", 4: "max_holding", 5: "liquidation"}
 
 
 def test_stop_loss_fills_at_level() -> None:
