@@ -292,15 +292,15 @@ def backtest_subprocess(
     return res
 
 
-def engine_cli(cwd: Path, args: list[str], timeout: float = 3600) -> tuple[float, float, str]:
-    """``python -m engine ARGS`` from ``cwd``; returns (wall s, CPU s, stdout); raises on failure."""
+def engine_cli(cwd: Path, args: list[str], timeout: float = 3600, tree: Path = REPO) -> tuple[float, float, str]:
+    """``python -m engine ARGS`` from ``cwd`` with the engine of ``tree``; returns (wall s, CPU s, stdout); raises on failure."""
     cwd.mkdir(parents=True, exist_ok=True)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "engine", *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -311,6 +311,6 @@ def engine_cli(cwd: Path, args: list[str], timeout: float = 3600) -> tuple[float
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:])
-        msg = f"python -m engine failed (exit {proc.returncode}) with {args}:\n{tail}"
+        msg = f"python -m engine failed (exit {proc.returncode}) with {args} in {tree}:\n{tail}"
         raise RuntimeError(msg)
     return wall, cpu, proc.stdout

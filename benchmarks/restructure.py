@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, Row, check_equal
+from benchmarks.common import REPO, Row, check_equal, engine_cli
 from benchmarks.fig8_wfo import pair_row
 
 FIG = "restructure"
@@ -224,24 +224,8 @@ def _cpu_since(r0: resource.struct_rusage) -> float:
 
 def cli(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
     """``python -m engine ARGS`` in ``tree`` from ``cwd``: (launch to exit, CPU of the process), seconds."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-12:])
-        msg = f"python -m engine {' '.join(args)} in {tree} failed (exit {proc.returncode}):\n{tail}"
-        raise RuntimeError(msg)
-    return wall, _cpu_since(r0)
+    wall, cpu, _ = engine_cli(cwd, args, tree=tree)
+    return wall, cpu
 
 
 def digests(root: Path) -> dict[str, str]:
