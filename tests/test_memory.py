@@ -196,3 +196,30 @@ def test_an_implausible_draw_is_drawn_again_and_the_others_are_the_first_draw() 
     for s in ("BTC/USDT", "YAQ/USDT", "YAS/USDT"):
         j = src.symbols().index(s)
         np.testing.assert_array_equal(src.path(s).close, src._draw(j, np.random.default_rng([7, j])).close)
+
+
+def test_ahead_stopped_early_by_a_failing_consumer_is_closed_in_its_thread() -> None:
+    """An ingest whose write fails mid-way closes the read-ahead where it stopped: no worker is left running."""
+    import contextlib
+    import threading
+    import time
+
+    from engine.core.ahead import ahead
+
+    def slow(x: int) -> int:
+        time.sleep(0.005)
+        return x
+
+    seen: list[int] = []
+
+    def consume() -> None:
+        with contextlib.closing(ahead(slow, range(40), workers=2)) as it:
+            for v in it:
+                seen.append(v)
+                if v == 3:
+                    raise OSError("read-only")
+
+    with pytest.raises(OSError, match="read-only"):
+        consume()
+    assert seen == [0, 1, 2, 3]
+    assert not [t for t in threading.enumerate() if t.name.startswith("ahead")]

@@ -10,6 +10,7 @@ window's winners, under ``mtf/``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections.abc import Iterable, Sequence
@@ -86,47 +87,52 @@ class IngestionService:
 
         # a source whose fetches are pure computations (the generator) draws and validates the next
         # symbols in worker threads while this one writes, in the same order
-        fetched = ahead(fetch, tasks) if self.source.concurrent_fetch else map(fetch, tasks)
-        for (symbol, interval, a, b), bars in progress_iter(
-            zip(tasks, fetched, strict=True), label, quiet=self.quiet or not tasks
-        ):
-            report.bars_read += bars.height
-            final_end = min(b, self.source.covered_until(b, interval))
-            covered = [(a, final_end)] if final_end > a else []
-            replace = (symbol, interval) in stale
-            stale.discard((symbol, interval))
-            if replace:
-                log.warning("%s %s: its source file changed since the last import; re-importing it", symbol, interval)
-            try:
-                report.rows_written += self.lakehouse.write(
-                    kind,
-                    interval,
-                    symbol,
-                    bars,
-                    covered,
-                    replace=replace,
-                    origin=origins[(symbol, interval)],
-                    validated=True,
-                )
-            except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                    raise
-                part = self.lakehouse.url(self.lakehouse.partition(kind, interval, symbol))
-                why = (
-                    "its source file changed"
-                    if replace
-                    else f"it lacks {day_text(a)} to {day_text(b)}, which this run needs"
-                )
-                msg = (
-                    f"cannot write the partition {part} ({symbol} {interval}): {why}, and the lakehouse is "
-                    f"read-only to this user ({exc.strerror}: {exc.filename}): add that data once as a user "
-                    "who can write the lakehouse, or set paths.lakehouse_dir to a folder you own"
-                )
-                raise DataError(msg) from None
-            report.fetched.append((symbol, interval, a, b))
-            gaps = bars_gaps(bars, interval) if bars.height else 0
-            if gaps:
-                report.gaps[(symbol, interval)] = gaps
+        # closed in this thread when the loop stops early (a write refused): never by the collector in
+        # a worker thread, whose pool cannot join itself
+        fetched = ahead(fetch, tasks, workers=None if self.source.concurrent_fetch else 1)
+        with contextlib.closing(fetched):
+            for (symbol, interval, a, b), bars in progress_iter(
+                zip(tasks, fetched, strict=True), label, quiet=self.quiet or not tasks
+            ):
+                report.bars_read += bars.height
+                final_end = min(b, self.source.covered_until(b, interval))
+                covered = [(a, final_end)] if final_end > a else []
+                replace = (symbol, interval) in stale
+                stale.discard((symbol, interval))
+                if replace:
+                    log.warning(
+                        "%s %s: its source file changed since the last import; re-importing it", symbol, interval
+                    )
+                try:
+                    report.rows_written += self.lakehouse.write(
+                        kind,
+                        interval,
+                        symbol,
+                        bars,
+                        covered,
+                        replace=replace,
+                        origin=origins[(symbol, interval)],
+                        validated=True,
+                    )
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        raise
+                    part = self.lakehouse.url(self.lakehouse.partition(kind, interval, symbol))
+                    why = (
+                        "its source file changed"
+                        if replace
+                        else f"it lacks {day_text(a)} to {day_text(b)}, which this run needs"
+                    )
+                    msg = (
+                        f"cannot write the partition {part} ({symbol} {interval}): {why}, and the lakehouse is "
+                        f"read-only to this user ({exc.strerror}: {exc.filename}): add that data once as a user "
+                        "who can write the lakehouse, or set paths.lakehouse_dir to a folder you own"
+                    )
+                    raise DataError(msg) from None
+                report.fetched.append((symbol, interval, a, b))
+                gaps = bars_gaps(bars, interval) if bars.height else 0
+                if gaps:
+                    report.gaps[(symbol, interval)] = gaps
         for (symbol, interval), n in report.gaps.items():
             why = (
                 "a bar resampled from finer ones needs all of them"
