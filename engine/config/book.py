@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.core.choices import RISK_WEIGHTINGS
 from engine.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the type only: model imports this module at run time
@@ -146,12 +145,11 @@ def book_check(cfg: RunConfig) -> None:
         return
     limits = [k for k in ("target_vol", "max_weight", "max_turnover") if getattr(p, k) is not None]
     limits += ["max_gross"] if p.max_gross != 1.0 else []
-    if p.weighting in RISK_WEIGHTINGS or limits:
-        what = f"portfolio={p.weighting}" if p.weighting in RISK_WEIGHTINGS else f"portfolio.{limits[0]}"
+    if limits:
         msg = (
-            f"{what} is built for long-only books of a gross of at most 1, and this book (portfolio.side={p.side}, "
-            f"gross_exposure={gross:g}) is not: use portfolio=equal or inverse_vol without target_vol, max_weight, "
-            "max_turnover or max_gross"
+            f"portfolio.{limits[0]} is built for long-only books of a gross of at most 1, and this book "
+            f"(portfolio.side={p.side}, gross_exposure={gross:g}) is not: leave target_vol, max_weight, max_turnover "
+            "and max_gross unset"
         )
         raise ConfigError(msg)
     if cfg.signals is not None:

@@ -282,6 +282,10 @@ def _covariance(x: np.ndarray, estimator: str) -> tuple[np.ndarray | None, str |
     return cov, None
 
 
+covariance_estimate = _covariance
+"""The covariance of returns ``x`` by ``estimator``, or None and why not (:mod:`engine.strategy.sided_risk`)."""
+
+
 def _estimates(
     weighting: str, x: np.ndarray, estimator: str
 ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:

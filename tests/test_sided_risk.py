@@ -1,0 +1,148 @@
+"""Risk weightings and limits on sided books (docs/LONG_SHORT.md, docs/PORTFOLIO.md): each leg weighted as a
+long-only book of its own symbols, scaled to the leg's share; gross and net met in a real long-short run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from helpers import small_config
+from test_portfolio_weights import _panel, _skfolio, _windows
+
+from engine.config import PortfolioConfig
+from engine.data.panel import Panel
+from engine.strategy.covariance import returns_of
+from engine.strategy.sided_risk import SidedAllocator
+from engine.strategy.weights import Allocator
+from engine.strategy.windows import DAY_MS, Window
+
+
+@pytest.fixture
+def perp(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import fake_perp
+
+    fake_perp(monkeypatch, lambda symbol: 0.0)  # no funding: the weights alone
+
+
+def _book(rng: np.random.Generator, panel: Panel, top: int, bottom: int) -> pl.DataFrame:
+    """One window's legs as side_rows gives them: ranks 1..top long, the lowest ``bottom`` ranks short."""
+    n = top + bottom + int(rng.integers(0, 4))
+    names = list(rng.choice(panel.symbols, size=top + bottom, replace=False))
+    ranks = list(range(1, top + 1)) + list(range(n, n - bottom, -1))
+    return pl.DataFrame({"symbol": names, "rank": ranks, "weight_vol": rng.uniform(0.01, 0.1, top + bottom)})
+
+
+def _walk(p: PortfolioConfig, panel: Panel, books: list[pl.DataFrame], top: int) -> tuple[SidedAllocator, list[Any]]:
+    alloc = SidedAllocator(p, "1d", panel, panel, side=p.side, top_n=top)
+    out = []
+    for w, chosen in zip(_windows(panel.ts_ms.size, 40, 7), books, strict=False):
+        out.append(alloc.window(w, chosen, chosen.get_column("symbol").to_list()))
+    return alloc, out
+
+
+def _leg_returns(panel: Panel, w: Window, names: list[str], bars: int = 30) -> np.ndarray:
+    r = int(w.rank_ms // DAY_MS) + 1  # rows up to the ranking bar
+    return returns_of(panel.close[r - bars - 1 : r][:, [panel.col(s) for s in names]])
+
+
+# ---- (1) each leg's unit weights are the long-only weighting of the leg's symbols alone ----------
+
+
+@pytest.mark.parametrize("weighting", ["hrp", "erc", "min_variance", "inverse_vol", "equal"])
+def test_each_leg_is_the_long_only_weighting_of_its_own_symbols(weighting: str) -> None:
+    rng = np.random.default_rng(41)
+    panel = _panel(rng, 160, 20)
+    top, bottom, gross, net = 5, 4, 0.9, 0.3
+    p = PortfolioConfig(
+        weighting=weighting, side="long_short", gross_exposure=gross, net_exposure=net, cov_window="30d"
+    )
+    books = [_book(rng, panel, top, bottom) for _ in range(12)]
+    _, got = _walk(p, panel, books, top)
+    legs_gross = ((gross + net) / 2, (gross - net) / 2)
+    alone = PortfolioConfig(weighting=weighting, cov_window="30d")
+    for w, chosen, book in zip(_windows(panel.ts_ms.size, 40, 7), books, got, strict=False):
+        x = np.array(list(book.values()))
+        assert abs(np.abs(x).sum() - gross) < 1e-9 and abs(x.sum() - net) < 1e-9
+        for leg, share, sign in ((chosen.head(top), legs_gross[0], 1.0), (chosen.tail(bottom), legs_gross[1], -1.0)):
+            names = leg.get_column("symbol").to_list()
+            unit = np.array([book[s] for s in names]) / (sign * share)
+            long_only = Allocator(alone, "1d", panel, panel).window(w, leg, names)
+            np.testing.assert_allclose(unit, [long_only[s] for s in names], rtol=1e-12, atol=1e-15)
+            if weighting == "hrp":
+                np.testing.assert_allclose(unit, _skfolio(_leg_returns(panel, w, names), "hrp"), rtol=1e-9, atol=1e-12)
+
+
+def test_a_short_only_book_is_the_hrp_of_its_leg() -> None:
+    rng = np.random.default_rng(43)
+    panel = _panel(rng, 160, 12)
+    p = PortfolioConfig(weighting="hrp", side="short", gross_exposure=0.7)
+    books = [_book(rng, panel, 0, 6) for _ in range(5)]
+    _, got = _walk(p, panel, books, 0)
+    for w, chosen, book in zip(_windows(panel.ts_ms.size, 40, 7), books, got, strict=False):
+        names = chosen.get_column("symbol").to_list()
+        unit = np.array([book[s] for s in names]) / -0.7
+        np.testing.assert_allclose(unit, _skfolio(_leg_returns(panel, w, names), "hrp"), rtol=1e-9, atol=1e-12)
+
+
+# ---- a real long-short run on perpetual data ------------------------------------------------------
+
+
+def _held_after_rebalances(out: Path, init_cash: float) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """(held weights right after the rebalance fills at a window's first open, that window's targets)."""
+    orders = pl.read_parquet(out / "orders.parquet").sort("timestamp", maintain_order=True)
+    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    cash, pos, got = init_cash, {}, []
+    for _ts, group in orders.group_by("timestamp", maintain_order=True):
+        prices = dict(zip(group["symbol"], group["price"], strict=True))
+        targets = audit[int(group["window"][0])]["weights"]
+        first_bar = set(targets) <= set(prices) and all(r == "rebalance" for r in group["reason"])
+        before = cash + sum(q * prices.get(s, np.nan) for s, q in pos.items() if np.isfinite(prices.get(s, np.nan)))
+        for r in group.iter_rows(named=True):
+            q = r["size"] if r["side"] == "buy" else -r["size"]
+            pos[r["symbol"]] = pos.get(r["symbol"], 0.0) + q
+            cash -= q * r["price"]
+        pos = {s: q for s, q in pos.items() if abs(q) > 1e-12}
+        if first_bar and all(s in prices for s in pos):
+            got.append(({s: q * prices[s] / before for s, q in pos.items()}, targets))
+    return got
+
+
+@pytest.mark.slow
+def test_long_short_hrp_run_meets_gross_and_net_at_every_rebalance(
+    perp: None, lakehouse_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cfg = small_config(
+        lakehouse_dir,
+        out,
+        "+profile=crypto_rating_baseline",
+        "costs=zero",
+        "portfolio=hrp",
+        "portfolio.side=long_short",
+        "ranking.bottom_n=4",
+        "portfolio.gross_exposure=0.8",
+        "portfolio.net_exposure=0.2",
+    )
+    from engine.tasks import run_backtest
+
+    run_backtest(cfg)
+    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    unequal = 0
+    for line in audit:
+        x = np.array(list(line["weights"].values()))
+        if x.size:
+            assert abs(np.abs(x).sum() - 0.8) < 1e-6 and abs(x.sum() - 0.2) < 1e-6
+            unequal += np.ptp(x[x > 0]) > 1e-6
+    assert unequal >= 5  # HRP, not equal weights
+    checked = _held_after_rebalances(out, cfg.backtest.init_cash)
+    for held, targets in checked:
+        assert set(held) == set(targets)
+        for s, x in targets.items():
+            assert held[s] == pytest.approx(x, abs=1e-6)
+        h = np.array(list(held.values()))
+        assert abs(np.abs(h).sum() - 0.8) < 1e-6 and abs(h.sum() - 0.2) < 1e-6
+    assert len(checked) >= 5
