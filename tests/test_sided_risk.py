@@ -146,3 +146,35 @@ def test_long_short_hrp_run_meets_gross_and_net_at_every_rebalance(
         h = np.array(list(held.values()))
         assert abs(np.abs(h).sum() - 0.8) < 1e-6 and abs(h.sum() - 0.2) < 1e-6
     assert len(checked) >= 5
+
+
+# ---- (2) max_weight caps |w| per symbol, within each leg -----------------------------------------
+
+
+@pytest.mark.parametrize("weighting", ["hrp", "erc", "inverse_vol"])
+def test_max_weight_caps_every_abs_weight_and_keeps_the_legs(weighting: str) -> None:
+    rng = np.random.default_rng(47)
+    bound = 0
+    for trial in range(5):
+        panel = _panel(rng, 160, 20)
+        top, bottom = int(rng.integers(2, 7)), int(rng.integers(2, 7))
+        gross = float(rng.uniform(0.5, 2.0))
+        net = float(rng.uniform(-1, 1)) * gross
+        cap = float(rng.uniform(0.05, 0.4))
+        p = PortfolioConfig(
+            weighting=weighting, side="long_short", gross_exposure=gross, net_exposure=net, max_weight=cap, leverage=2
+        )
+        books = [_book(rng, panel, top, bottom) for _ in range(10)]
+        _, got = _walk(p, panel, books, top)
+        for chosen, book in zip(books, got, strict=False):
+            assert max(abs(x) for x in book.values()) <= cap + 1e-9, trial
+            for leg, share, sign in (
+                (chosen.head(top), (gross + net) / 2, 1),
+                (chosen.tail(bottom), (gross - net) / 2, -1),
+            ):
+                x = np.array([book[s] for s in leg.get_column("symbol").to_list()])
+                assert (sign * x >= 0).all()
+                # the leg keeps its share unless every symbol of it is at the cap (the rest: cash)
+                assert abs(sign * x.sum() - min(share, leg.height * cap)) < 1e-9, trial
+            bound += any(abs(abs(x) - cap) < 1e-12 for x in book.values())
+    assert bound >= 10  # the cap binds (or the test proves nothing)

@@ -140,6 +140,16 @@ def sided_allocator_new(cfg: RunConfig, bars: Panel, memo: RiskMemo | None = Non
         return None
     p = cfg.portfolio
     closes = bars if p.needs_returns(p.weighting) else None
+    sizes = (
+        cfg.ranking.top_n if p.side != "short" else 0,
+        (cfg.ranking.bottom_n or cfg.ranking.top_n) if p.side != "long" else 0,
+    )
+    for name, n, share in zip(("long", "short"), sizes, p.legs(p.gross_exposure), strict=True):
+        if p.max_weight is not None and share > 0 and n * p.max_weight < share:
+            log.warning(
+                "portfolio.max_weight=%g x %d symbols < the %s leg's %g: at most %g of it is invested",
+                p.max_weight, n, name, share, n * p.max_weight,
+            )  # fmt: skip
     return SidedAllocator(
         p,
         cfg.backtest.interval,
