@@ -178,3 +178,51 @@ def test_max_weight_caps_every_abs_weight_and_keeps_the_legs(weighting: str) -> 
                 assert abs(sign * x.sum() - min(share, leg.height * cap)) < 1e-9, trial
             bound += any(abs(abs(x) - cap) < 1e-12 for x in book.values())
     assert bound >= 10  # the cap binds (or the test proves nothing)
+
+
+# ---- (3) max_turnover on signed weights ------------------------------------------------------------
+
+
+def _drifted(panel: Panel, prev_w: Window, w: Window, prev: dict[str, float]) -> dict[str, float]:
+    """The signed held book, measured independently: each position's value from its open to this rank close."""
+    r0, r1 = int(prev_w.start_ms // DAY_MS), int(w.rank_ms // DAY_MS)
+    vals = {s: x * panel.close[r1, panel.col(s)] / panel.open[r0, panel.col(s)] for s, x in prev.items()}
+    total = sum(vals.values()) + 1 - sum(prev.values())  # cash holds the short sales' proceeds
+    return {s: v / total for s, v in vals.items()}
+
+
+@pytest.mark.parametrize("weighting", ["equal", "hrp"])
+def test_max_turnover_and_max_weight_hold_on_signed_books(weighting: str) -> None:
+    rng = np.random.default_rng(53)
+    for trial in range(6):
+        panel = _panel(rng, 220, 16)
+        top, bottom = int(rng.integers(2, 6)), int(rng.integers(2, 6))
+        gross = float(rng.uniform(0.5, 2.0))
+        net = float(rng.uniform(-1, 1)) * gross
+        cap = float(rng.uniform(0.15, 0.6))
+        limit = float(rng.uniform(0.05, 1.5))
+        p = PortfolioConfig(
+            weighting=weighting,
+            side="long_short",
+            gross_exposure=gross,
+            net_exposure=net,
+            max_weight=cap,
+            max_turnover=limit,
+            leverage=2,
+        )
+        books = [_book(rng, panel, top, bottom) for _ in range(25)]
+        alloc, got = _walk(p, panel, books, top)
+        windows = _windows(panel.ts_ms.size, 40, 7)
+        prev: dict[str, float] = {}
+        for k, book in enumerate(got):
+            held = _drifted(panel, windows[k - 1], windows[k], prev) if k else {}
+            assert held == pytest.approx(alloc.records[k].held, abs=1e-12)
+            names = set(book) | set(held)
+            turnover = sum(abs(book.get(s, 0.0) - held.get(s, 0.0)) for s in names)
+            trim = sum(max(abs(h) - cap, 0.0) for h in held.values())
+            assert max(abs(x) for x in book.values()) <= cap + 1e-9
+            assert turnover <= max(limit, trim) + 1e-9, (trial, k)
+            assert turnover == pytest.approx(alloc.records[k].turnover, abs=1e-12)
+            prev = book
+        assert any(r.turnover == pytest.approx(limit, abs=1e-9) for r in alloc.records)
+        assert any(x < 0 for b in got for x in b.values()) and any(r.kept for r in alloc.records)

@@ -143,13 +143,13 @@ def book_check(cfg: RunConfig) -> None:
         raise ConfigError(msg)
     if not is_sided(cfg):
         return
-    limits = [k for k in ("target_vol", "max_turnover") if getattr(p, k) is not None]
+    limits = ["target_vol"] if p.target_vol is not None else []
     limits += ["max_gross"] if p.max_gross != 1.0 else []
     if limits:
         msg = (
             f"portfolio.{limits[0]} is built for long-only books of a gross of at most 1, and this book "
-            f"(portfolio.side={p.side}, gross_exposure={gross:g}) is not: leave target_vol, max_turnover and "
-            "max_gross unset"
+            f"(portfolio.side={p.side}, gross_exposure={gross:g}) is not: leave target_vol and max_gross "
+            "unset"
         )
         raise ConfigError(msg)
     if cfg.signals is not None:
