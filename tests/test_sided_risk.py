@@ -226,3 +226,114 @@ def test_max_turnover_and_max_weight_hold_on_signed_books(weighting: str) -> Non
             prev = book
         assert any(r.turnover == pytest.approx(limit, abs=1e-9) for r in alloc.records)
         assert any(x < 0 for b in got for x in b.values()) and any(r.kept for r in alloc.records)
+
+
+# ---- (4) target_vol scales the whole book's gross, capped by max_gross (at most the leverage) ----
+
+
+def test_target_vol_scales_the_signed_book_by_hand() -> None:
+    from engine.strategy.covariance import ledoit_wolf
+    from engine.strategy.weights import YEAR_MS
+
+    rng = np.random.default_rng(59)
+    panel = _panel(rng, 120, 8)
+    w = _windows(120, 60, 7)[0]
+    chosen = pl.DataFrame({"symbol": panel.symbols[:6], "rank": [1, 2, 3, 9, 8, 7], "weight_vol": [0.02] * 6})
+    names = chosen.get_column("symbol").to_list()
+    x = _leg_returns(panel, w, names)
+    cov = ledoit_wolf(x)[0]
+    for net in (0.0, 0.4, -0.6):
+        b = np.array([(1 + net) / 2 / 3] * 3 + [-(1 - net) / 2 / 3] * 3)  # the book at a gross of 1
+        vol = float(np.sqrt(b @ cov @ b * YEAR_MS / DAY_MS))
+        for target, cap in [(vol / 2, 1.0), (vol * 3, 1.0), (vol * 3, 2.5), (vol * 10, 2.5)]:
+            p = PortfolioConfig(
+                weighting="equal", side="long_short", net_exposure=net, target_vol=target, max_gross=cap, leverage=3
+            )
+            book = SidedAllocator(p, "1d", panel, panel, side="long_short", top_n=3).window(w, chosen, names)
+            gross = min(target / vol, cap)
+            got = np.array([book[s] for s in names])
+            np.testing.assert_allclose(got, gross * b, rtol=1e-12)
+            assert np.abs(got).sum() == pytest.approx(gross, rel=1e-12)
+            assert got.sum() == pytest.approx(net * gross, abs=1e-12)
+            assert float(np.sqrt(got @ cov @ got * 365)) == pytest.approx(min(target, cap * vol), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ok"),
+    [
+        (["portfolio=hrp", "portfolio.max_weight=0.2", "portfolio.max_turnover=0.5"], True),
+        (["portfolio=erc", "portfolio.target_vol=0.4", "portfolio.max_gross=2", "portfolio.leverage=2"], True),
+        (["portfolio.target_vol=0.4", "portfolio.max_gross=2"], False),  # above the leverage 1
+        (["portfolio.max_gross=0.5"], False),  # no target_vol: the gross is gross_exposure
+    ],
+)
+def test_sided_settings_accepted_or_refused(perp: None, overrides: list[str], ok: bool) -> None:
+    from helpers import compose_raw
+
+    from engine.config import config_validate
+    from engine.core.errors import ConfigError
+
+    if ok:
+        config_validate(compose_raw("portfolio.side=long_short", *overrides))
+    else:
+        with pytest.raises(ConfigError):
+            config_validate(compose_raw("portfolio.side=long_short", *overrides))
+
+
+def test_the_leverage_wins_over_the_turnover_limit(caplog: pytest.LogCaptureFixture) -> None:
+    # both legs double between the windows: the drifted held book {A: 1, B: -1} has a gross of 2 > leverage 1
+    n = 80
+    close = np.ones((n, 2)) * 10.0
+    close[44:] *= 2.0  # after the first window's open (row 41), before the second ranking bar (row 47)
+    ts = np.arange(n, dtype=np.int64) * DAY_MS
+    panel = Panel(ts, ["A/USDT", "B/USDT"], close.copy(), close, close, close, np.ones((n, 2)))
+    p = PortfolioConfig(weighting="equal", side="long_short", max_turnover=0.1)
+    chosen = pl.DataFrame({"symbol": ["A/USDT", "B/USDT"], "rank": [1, 2], "weight_vol": [0.02, 0.02]})
+    alloc = SidedAllocator(p, "1d", panel, None, side="long_short", top_n=1)
+    first, second = _windows(n, 40, 7)[:2]
+    p0 = PortfolioConfig(weighting="equal", side="long_short")
+    alloc.p = p0  # the first window from cash without the limit: the book is the targets
+    assert alloc.window(first, chosen, ["A/USDT", "B/USDT"]) == {"A/USDT": 0.5, "B/USDT": -0.5}
+    alloc.p = p
+    book = alloc.window(second, chosen, ["A/USDT", "B/USDT"])
+    assert alloc.records[-1].held == pytest.approx({"A/USDT": 1.0, "B/USDT": -1.0}, abs=1e-12)
+    assert sum(abs(x) for x in book.values()) == pytest.approx(1.0, abs=1e-9)
+    assert book == pytest.approx({"A/USDT": 0.5, "B/USDT": -0.5}, abs=1e-9)
+    assert "above portfolio.leverage=1; the limit gave way" in (alloc.records[-1].fallback or "")
+    assert "the limit gave way" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_leveraged_long_short_hrp_run_with_target_vol_and_limits(
+    perp: None, lakehouse_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cfg = small_config(
+        lakehouse_dir,
+        out,
+        "+profile=crypto_rating_baseline",
+        "portfolio=hrp",
+        "portfolio.side=long_short",
+        "ranking.bottom_n=4",
+        "portfolio.leverage=2",
+        "portfolio.target_vol=0.6",
+        "portfolio.max_gross=1.8",
+        "portfolio.max_weight=0.25",
+        "portfolio.max_turnover=0.8",
+    )
+    from engine.tasks import run_backtest
+
+    run_backtest(cfg)
+    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    grosses = []
+    for line in audit:
+        x, book = np.array(list(line["weights"].values())), line["portfolio"]
+        if x.size:
+            assert np.abs(x).max() <= 0.25 + 1e-9 and np.abs(x).sum() <= 2.0 + 1e-9  # the cap; the leverage
+            assert book["gross"] <= 1.8 + 1e-12 and (x < 0).any()
+            assert book["turnover"] <= 0.8 + 1e-9 or "gave way" in (book["fallback"] or "")
+            grosses.append(book["gross"])
+    g = np.array(grosses)
+    assert (g == 1.8).any() and (g < 1.8).any() and (g > 1.0).any()  # max_gross binds, the target too, leverage used
+    trades = pl.read_parquet(out / "trades.parquet")
+    assert set(trades["side"]) == {"long", "short"}

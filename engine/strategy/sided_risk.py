@@ -86,11 +86,35 @@ class SidedAllocator(Allocator):
         t = np.array([target.get(s, 0.0) for s in names])
         h = np.array([held.get(s, 0.0) for s in names])
         book, turnover = limits_apply(t, h, self.p.max_weight, self.p.max_turnover)
+        if float(np.abs(book).sum()) > self.p.leverage + 1e-12:  # the drifted held book is above the leverage
+            book, turnover, why = self._within_leverage(w, t, h, book)
         out = {s: float(x) for s, x in zip(names, book, strict=True) if (s in target) or x != 0}
         kept = [s for s in out if s not in winners]
         self.records.append(BookRecord(w.index, w.rank_ms, gross, vol, turnover, held, kept, why))
         self._prev = (w, out)
         return out
+
+    def _within_leverage(
+        self, w: Window, t: np.ndarray, h: np.ndarray, book: np.ndarray
+    ) -> tuple[np.ndarray, float, str]:
+        """Move ``book`` on towards the target ``t`` until its gross is at most the leverage (the margin wins).
+
+        The gross is convex along the segment and the target's is within the leverage, so the
+        nearest point of the segment within it is found by bisection. The turnover then exceeds
+        ``max_turnover``, and a warning and the audit line's fallback say so.
+        """
+        lev = self.p.leverage
+        lo, hi = 0.0, 1.0
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if float(np.abs(book + mid * (t - book)).sum()) > lev else (lo, mid)
+        out = book + hi * (t - book)
+        why = (
+            f"the held book's gross {float(np.abs(book).sum()):.6g} after the turnover limit is above "
+            f"portfolio.leverage={lev:g}; the limit gave way"
+        )
+        log.warning("window %d: %s", w.index, why)
+        return out, float(np.abs(out - h).sum()), why
 
     def _net_ratio(self) -> float:
         """Return ``net / gross`` of the configured book (the share the legs keep whatever the gross)."""
