@@ -20,7 +20,8 @@ Per window, on the strategy side and point in time (docs/PORTFOLIO.md):
    are sold by the simulation and left out of the sum ("stops and delistings aside").
 
 Weights are long-only (``>= 0``); the functions on arrays take signed weights where the
-formula does (absolute turnover, ``|w|`` caps) so a long-short book can reuse them.
+formula does (absolute turnover, ``|w|`` caps): :mod:`engine.strategy.sided_risk` reuses them for
+long-short and leveraged books.
 """
 
 from __future__ import annotations
