@@ -110,8 +110,8 @@ def test_spot_refuses_shorts_and_leverage(overrides: list[str], needle: str) -> 
         (["portfolio.gross_exposure=2"], "is above portfolio.leverage=1"),
         (["portfolio.side=long_short", "portfolio.net_exposure=1.5"], "cannot be met by a long_short book"),
         (["portfolio.side=short", "portfolio.net_exposure=0"], r"use -1 \(all short\)"),
-        (["portfolio.side=long_short", "portfolio=hrp"], "portfolio=hrp is built for long-only books"),
-        (["portfolio.side=long_short", "portfolio.max_weight=0.1"], "portfolio.max_weight is built for long-only"),
+        (["portfolio.side=long_short", "portfolio.max_gross=0.5"], "has none: its gross is portfolio.gross_exposure"),
+        (["portfolio.side=long_short", "portfolio.target_vol=0.5", "portfolio.max_gross=2"], "is above portfolio.lev"),
     ],
 )
 def test_books_that_cannot_hold_are_refused(perp: None, overrides: list[str], needle: str) -> None:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.core.choices import RISK_WEIGHTINGS
 from engine.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the type only: model imports this module at run time
@@ -93,9 +92,12 @@ def is_long_only(cfg: RunConfig) -> bool:
 
 
 def is_sided(cfg: RunConfig) -> bool:
-    """Whether the weights come from :mod:`engine.strategy.sides` (a short leg, or a gross above 1)."""
+    """Whether the weights are signed or leveraged (:mod:`engine.strategy.sides`, :mod:`engine.strategy.sided_risk`).
+
+    A short leg, a gross above 1, or a volatility target allowed a gross above 1 (``max_gross``).
+    """
     p = cfg.portfolio
-    return bool(p.side != "long" or p.gross_exposure > 1.0)
+    return bool(p.side != "long" or p.gross_exposure > 1.0 or p.max_gross > 1.0)
 
 
 def market_of(cfg: RunConfig) -> str:
@@ -142,16 +144,19 @@ def book_check(cfg: RunConfig) -> None:
             f"use {want}, or leave it unset"
         )
         raise ConfigError(msg)
+    if p.max_gross > p.leverage + 1e-12:
+        msg = (
+            f"portfolio.max_gross={p.max_gross:g} is above portfolio.leverage={p.leverage:g}: the margin of the "
+            "positions would exceed the equity; lower max_gross or raise the leverage (data.market=perp)"
+        )
+        raise ConfigError(msg)
     if not is_sided(cfg):
         return
-    limits = [k for k in ("target_vol", "max_weight", "max_turnover") if getattr(p, k) is not None]
-    limits += ["max_gross"] if p.max_gross != 1.0 else []
-    if p.weighting in RISK_WEIGHTINGS or limits:
-        what = f"portfolio={p.weighting}" if p.weighting in RISK_WEIGHTINGS else f"portfolio.{limits[0]}"
+    if p.max_gross != 1.0 and p.target_vol is None:
         msg = (
-            f"{what} is built for long-only books of a gross of at most 1, and this book (portfolio.side={p.side}, "
-            f"gross_exposure={gross:g}) is not: use portfolio=equal or inverse_vol without target_vol, max_weight, "
-            "max_turnover or max_gross"
+            f"portfolio.max_gross={p.max_gross:g} caps the gross a volatility target sets, and this book "
+            f"(portfolio.side={p.side}) has none: its gross is portfolio.gross_exposure={gross:g}; set "
+            "portfolio.target_vol or leave max_gross at 1"
         )
         raise ConfigError(msg)
     if cfg.signals is not None:

@@ -30,7 +30,8 @@ class PortfolioRisk(BaseModel):
     target_vol : float or None
         Annualised volatility target of the book; None: the gross is ``gross_exposure``.
     max_gross : float
-        Cap on the sum of the weights (<= 1: long-only spot, no leverage).
+        Cap on the gross (the sum of the absolute weights); at most ``portfolio.leverage``
+        (``engine.config.book.book_check``): 1 on a long-only spot book.
     max_weight : float or None
         Cap on one symbol's weight (a fraction of equity); None: no cap.
     max_turnover : float or None
@@ -42,7 +43,7 @@ class PortfolioRisk(BaseModel):
     cov_window: str = "30d"
     covariance: CovarianceEstimator = "ledoit_wolf"
     target_vol: float | None = Field(default=None, gt=0.0, le=10.0)
-    max_gross: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_gross: float = Field(default=1.0, gt=0.0, le=125.0)
     max_weight: float | None = Field(default=None, gt=0.0, le=1.0)
     max_turnover: float | None = Field(default=None, gt=0.0, le=2.0)
 

@@ -66,7 +66,7 @@ def portfolio_rows(cfg: RunConfig, result: BacktestResult) -> tuple[str, list[st
         inside = (ms >= start) & (ms <= end)
         series = np.r_[base, equity[inside & (ms > start)]]
         vol = _annualised(series, np.r_[start, ms[inside & (ms > start)]])
-        gross = float(sum((a.get("weights") or {}).values()))
+        gross = float(sum(abs(x) for x in (a.get("weights") or {}).values()))  # |w|: a sided book's too
         limit = (a.get("portfolio") or {}).get("turnover")
         rows.append([k, a.get("rank_time") or a.get("rank_date"), gross, limit, turnover, vol, p.target_vol])
     overall = _annualised(equity, ms)

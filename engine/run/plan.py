@@ -32,6 +32,7 @@ from engine.data.sources.base import DataSource
 from engine.run.frictions import MarketData, market_prepare, market_stage
 from engine.simulation.stage import AllocationContext, MarketStage, SelectionContext, SimulationStage
 from engine.strategy.ranking import eligibility_diagnose, ranks_compute, weights_compute
+from engine.strategy.sided_risk import sided_allocator_new
 from engine.strategy.sides import side_rows, side_weights, universe_check
 from engine.strategy.signals import signals_compute
 from engine.strategy.weights import Allocator, RiskMemo, allocator_new, returns_history_ms
@@ -268,7 +269,7 @@ def plans_build(
         if skipped:
             log.warning("window %d: %s have no bar at %s; skipped", w.index, skipped, w.as_dict()["start"])
         chosen = top.filter(pl.col("symbol").is_in(tradable))
-        if is_sided(cfg):  # signed weights of the long and short legs (engine/strategy/sides.py)
+        if is_sided(cfg) and allocator is None:  # the legs' signed weights (engine/strategy/sides.py)
             weights = side_weights(chosen, cfg, w.index)
         else:
             weights = (
@@ -405,7 +406,11 @@ def plan_ranked(
         history = max(history, returns_history_ms(cfg))  # the covariance window of docs/PORTFOLIO.md
         base_bars = panel_load(lakehouse, "bars", base, symbols, windows[0].start_ms - history, windows[-1].end_ms)
     with timings.timed("windows"):
-        allocator = None if is_sided(cfg) else allocator_new(cfg, base_bars, risk_memo)
+        allocator: Allocator | None = (
+            sided_allocator_new(cfg, base_bars, risk_memo)
+            if is_sided(cfg)
+            else allocator_new(cfg, base_bars, risk_memo)
+        )
         plans = plans_build(cfg, windows, selected, base_bars, allocator)
         empty = empty_windows_check(cfg, lakehouse, plans)
     mtf: dict[str, Panel] = {}

@@ -11,6 +11,8 @@ weighted by ``portfolio.weighting`` (equal or inverse volatility,
 i.e. the long leg holds ``L = (gross + net) / 2`` and the short leg ``S = (gross - net) / 2``
 (:meth:`engine.config.book.PortfolioBook.legs`). Long weights are positive, short ones negative.
 A leg with no tradable symbol holds nothing (its share stays in cash, and a warning says so).
+With a risk weighting, ``target_vol``, ``max_weight`` or ``max_turnover`` the weights come from
+:mod:`engine.strategy.sided_risk` instead (the same legs, each weighted on its own returns).
 """
 
 from __future__ import annotations

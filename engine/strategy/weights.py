@@ -20,7 +20,8 @@ Per window, on the strategy side and point in time (docs/PORTFOLIO.md):
    are sold by the simulation and left out of the sum ("stops and delistings aside").
 
 Weights are long-only (``>= 0``); the functions on arrays take signed weights where the
-formula does (absolute turnover, ``|w|`` caps) so a long-short book can reuse them.
+formula does (absolute turnover, ``|w|`` caps): :mod:`engine.strategy.sided_risk` reuses them for
+long-short and leveraged books.
 """
 
 from __future__ import annotations
@@ -280,6 +281,10 @@ def _covariance(x: np.ndarray, estimator: str) -> tuple[np.ndarray | None, str |
     if not np.isfinite(cov).all():
         return None, "the covariance is not finite"
     return cov, None
+
+
+covariance_estimate = _covariance
+"""The covariance of returns ``x`` by ``estimator``, or None and why not (:mod:`engine.strategy.sided_risk`)."""
 
 
 def _estimates(
