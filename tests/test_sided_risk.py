@@ -374,3 +374,51 @@ def test_long_short_hrp_on_generated_perpetuals(tmp_path: Path) -> None:
         np.testing.assert_allclose(h / np.abs(h).sum() * 0.8, list(targets.values()), atol=1e-6)
     assert len(checked) >= 5
     assert json.loads((out / "metrics.json").read_text())["funding_paid"] != 0
+
+
+def test_a_long_short_hrp_book_in_a_grid_a_wfo_and_a_capacity_curve(tmp_path: Path) -> None:
+    """Issue 25 item 4 with issue 24's books: the sided HRP weights are the plan's, whatever the task.
+
+    Every grid combination and every wfo window trades the plain run's targets (the audit's weights,
+    bit for bit), the grid's combination with the run's own rules gives the run's total return, and the
+    capacity pass's run book (the run's capital) is the plain run in a market with depth.
+    """
+    from engine.tasks import grid_run, run_backtest, wfo_run
+    from engine.tasks.capacity import capacity_run
+
+    lake = tmp_path / "lake"
+    book = [
+        "+profile=crypto_rating",
+        "data.market=perp",
+        "portfolio=hrp",
+        "portfolio.side=long_short",
+        "ranking.bottom_n=4",
+        "portfolio.max_weight=0.3",
+    ]
+
+    def weights(out: Path) -> list[dict[str, float]]:
+        return [json.loads(x)["weights"] for x in (out / "audit.jsonl").read_text().splitlines()]
+
+    plain = run_backtest(small_config(lake, tmp_path / "p", *book, "exit_rules.sl_stop=0.05"))
+    targets = weights(tmp_path / "p")
+    assert any(w and min(w.values()) < 0 for w in targets)  # a short leg
+    g = grid_run(small_config(lake, tmp_path / "g", *book, "task=grid", "grid.sl_stop=[0.03,0.05]"))
+    combos = g.metrics["combinations"]
+    assert len(combos) == 2
+    assert combos[1]["total_return"] == plain.metrics["total_return"]  # sl 5 %: the plain run's rules
+    w = wfo_run(
+        small_config(lake, tmp_path / "w", *book, "task=wfo", "grid.sl_stop=[0.03,0.05]", "wfo.train_windows=4")
+    )
+    assert np.isfinite(w.metrics["total_return"])
+    by_start = {
+        json.loads(x)["start"]: json.loads(x)["weights"]
+        for x in (tmp_path / "p" / "audit.jsonl").read_text().splitlines()
+    }
+    oos = [json.loads(x) for x in (tmp_path / "w" / "audit.jsonl").read_text().splitlines()]
+    assert oos and all(rec["weights"] == by_start[rec["start"]] for rec in oos)  # wfo numbers its windows from 0
+    market = ["exit_rules.sl_stop=0.05", "execution.max_participation=0.01", "execution.impact=sqrt"]
+    deep = run_backtest(small_config(lake, tmp_path / "m", *book, *market))
+    assert weights(tmp_path / "m") == targets
+    cap = capacity_run(small_config(lake, tmp_path / "c", *book, *market, "execution.capacity=[1e5,1e7]"))
+    assert cap.metrics["total_return"] == deep.metrics["total_return"]
+    assert pl.read_parquet(cap.output_dir / "capacity.parquet").height == 2
