@@ -164,9 +164,11 @@ def rust_enums() -> Iterator[None]:
 
 
 def vectorbt_import() -> types.ModuleType:
-    """Import vectorbt itself (~350 MB, ~2.5 s): only the paths that use it call this (the numba
-    engine, a result's ``vbt.Portfolio``), never while a :func:`rust_enums` stand-in is in place."""
-    with _IMPORT_LOCK:
-        import vectorbt
+    """Import vectorbt itself (~350 MB, ~2.5 s), never while a :func:`rust_enums` stand-in is in place.
 
-        return vectorbt
+    Only the paths that use vectorbt call this: the numba engine, a result's ``vbt.Portfolio``.
+    """
+    with _IMPORT_LOCK:
+        import vectorbt  # noqa: F401 (imported for sys.modules)
+
+        return sys.modules["vectorbt"]
