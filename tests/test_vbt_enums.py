@@ -83,8 +83,8 @@ print("SEEN " + json.dumps(seen))
 """
 
 
-def test_a_default_run_never_imports_vectorbt(tmp_path: Path) -> None:
-    """A default run (vbt_engine=rust) in a fresh interpreter: vectorbt_rust simulates, vectorbt is never imported."""
+def _run_fresh(tmp_path: Path, *overrides: str) -> tuple[dict[str, object], bytes]:
+    """A tiny default run in a fresh interpreter: what it had imported, and its metrics.json."""
     out = tmp_path / "out"
     args = [
         "+profile=crypto_rating",
@@ -93,8 +93,9 @@ def test_a_default_run_never_imports_vectorbt(tmp_path: Path) -> None:
         "data.end=2021-06-30",
         *TINY_RANKING,
         "quiet=true",
-        f"paths.lakehouse_dir={tmp_path / 'lake'}",
+        f"paths.lakehouse_dir={tmp_path.parent / 'lake'}",
         f"paths.output_dir={out}",
+        *overrides,
     ]
     proc = subprocess.run(
         [sys.executable, "-c", DEFAULT_RUN, json.dumps(args)],
@@ -106,6 +107,17 @@ def test_a_default_run_never_imports_vectorbt(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("SEEN "))[5:])
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n_orders"] > 0  # the rust simulation ran and filled orders
+    return seen, (out / "metrics.json").read_bytes()
+
+
+def test_a_default_run_never_imports_vectorbt(tmp_path: Path) -> None:
+    """A default run (vbt_engine=rust) in a fresh interpreter: vectorbt_rust simulates, vectorbt is
+    never imported; the numba engine imports vectorbt itself, on demand, and fills the same orders."""
+    (tmp_path / "rust").mkdir()
+    (tmp_path / "numba").mkdir()
+    seen, metrics = _run_fresh(tmp_path / "rust")
+    assert json.loads(metrics)["n_orders"] > 0  # the rust simulation ran and filled orders
     assert seen == {"exit": 0, "vectorbt": False, "vectorbt_rust": True, "stand_in": False, "real_after": True}
+    seen_numba, metrics_numba = _run_fresh(tmp_path / "numba", "backtest.vbt_engine=numba")
+    assert seen_numba["exit"] == 0 and seen_numba["vectorbt"] is True  # imported lazily, where it is used
+    assert metrics_numba == metrics  # the same store and fills on both engines
