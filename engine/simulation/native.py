@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -30,6 +31,9 @@ from engine.simulation.prices import PriceBlock
 from engine.simulation.result import SimResult
 from engine.simulation.stops import Ambiguity, StopExits, StopState, _rule_arrays, ambiguity_check
 from engine.simulation.vbt_enums import order_dt, vectorbt_import
+
+if TYPE_CHECKING:  # vectorbt is imported only when a Portfolio is built (~350 MB, ~2.5 s)
+    import vectorbt as vbt
 
 PARALLEL_MIN_CELLS = 1_000_000
 """Bar-columns from which the books run on numba's threads (below, one thread: starting the
