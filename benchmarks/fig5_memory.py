@@ -84,8 +84,11 @@ def cli_run(cwd: Path, mode: str, args: list[str], timeout: float = 3600) -> dic
 
 
 def run_log(cwd: Path) -> dict[str, float]:
-    """``run_backtest``'s stage times and total from the engine.log of the one run started in ``cwd``."""
-    text = next(cwd.glob("outputs/runs/*/*/engine.log")).read_text()  # Hydra's run directory
+    """``run_backtest``'s stage times and total from the engine.log of the one run started in ``cwd``.
+
+    The log is in the run's output directory (``cwd / "out"``), or in Hydra's run directory.
+    """
+    text = next(iter([*cwd.glob("out/engine.log"), *cwd.glob("outputs/runs/*/*/engine.log")])).read_text()
     times = {m[0]: float(m[1]) for m in re.findall(r"stage (\w+): ([0-9.]+) s", text)}
     times["total"] = float(re.findall(r"total ([0-9.]+) s", text)[-1])
     return times

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import norm
 
 EULER_GAMMA = 0.5772156649015329
 """Euler–Mascheroni constant of the expected-maximum approximation."""
@@ -36,6 +35,8 @@ def expected_max_sharpe(n_trials: int, var_sr: float) -> float:
     """
     if n_trials <= 1:
         return 0.0
+    from scipy.stats import norm  # here, not at the top: a run without validation never loads scipy.stats
+
     n = float(n_trials)
     z = (1.0 - EULER_GAMMA) * norm.ppf(1.0 - 1.0 / n) + EULER_GAMMA * norm.ppf(1.0 - 1.0 / (n * math.e))
     return math.sqrt(var_sr) * float(z)
@@ -72,6 +73,8 @@ def deflated_sharpe_ratio(
     out = np.full(np.broadcast(sr, t, var_term).shape, np.nan)
     b = np.broadcast_arrays(sr, t, var_term, ok)
     srb, tb, vb, okb = b
+    from scipy.stats import norm
+
     out[okb] = norm.cdf((srb[okb] - sr0) * np.sqrt(tb[okb] - 1.0) / np.sqrt(vb[okb]))
     return out
 

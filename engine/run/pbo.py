@@ -9,7 +9,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 
 from engine.core.best import best_indices, rank_key
 from engine.run.objective import (
@@ -73,6 +72,8 @@ def relative_rank(values: np.ndarray, index: int) -> float:
 
     Undefined values (NaN) rank below every defined one; ties get their average rank.
     """
+    from scipy.stats import rankdata  # here, not at the top: a run without validation never loads scipy.stats
+
     ranks = rankdata(rank_key(values), method="average")
     return float(ranks[index] / (len(values) + 1))
 
@@ -165,6 +166,8 @@ def pbo_cscv(returns: np.ndarray, n_submatrices: int = 16, objective: Objective 
     m = r.shape[1]
     is_best = best_indices(perf_is, axis=1)  # engine.core.best: ties go to the lowest index
     rows = np.arange(len(combos))
+    from scipy.stats import rankdata
+
     rank = rankdata(rank_key(perf_oos), method="average", axis=1)[rows, is_best]
     # ln(ω / (1 - ω)) with ω = rank / (M + 1), written so that ω = 1/2 gives exactly 0
     logits = np.log(rank) - np.log(m + 1 - rank)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
-from vectorbt.portfolio.enums import order_dt
 
 from engine.simulation.books import GridBook, Pending
 from engine.simulation.market_nb import (
@@ -40,6 +39,7 @@ from engine.simulation.stops import (
     _rule_arrays,
     ambiguity_check,
 )
+from engine.simulation.vbt_enums import order_dt
 
 LEFTOVERS = ("carry", "drop")
 COST_KEYS = ("fees", "slippage", "impact", "spread", "rejected_orders", "dropped_quote")

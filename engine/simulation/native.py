@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import vectorbt as vbt
-from vectorbt.portfolio.enums import order_dt
 
 from engine.config.exit_rules import ExitRules
 from engine.core.choices import VBT_ENGINES
@@ -31,6 +30,10 @@ from engine.simulation.native_nb import signal_grid_nb, signal_grid_serial_nb
 from engine.simulation.prices import PriceBlock
 from engine.simulation.result import SimResult
 from engine.simulation.stops import Ambiguity, StopExits, StopState, _rule_arrays, ambiguity_check
+from engine.simulation.vbt_enums import order_dt, vectorbt_import
+
+if TYPE_CHECKING:  # vectorbt is imported only when a Portfolio is built (~350 MB, ~2.5 s)
+    import vectorbt as vbt
 
 PARALLEL_MIN_CELLS = 1_000_000
 """Bar-columns from which the books run on numba's threads (below, one thread: starting the
@@ -145,7 +148,7 @@ class GridResult:
             rows = 2 * exits.bar + np.where(exits.at_open, 0, 1)
             price[rows, exits.col] = exits.price
             size[rows, exits.col] = 0.0
-            return vbt.Portfolio.from_orders(
+            return vectorbt_import().Portfolio.from_orders(
                 close, size, size_type="targetpercent", price=price, val_price=price, fees=fees, slippage=slippage,
                 init_cash=init, cash_sharing=True, group_by=True, call_seq="auto", engine=engine,
             )  # fmt: skip

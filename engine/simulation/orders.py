@@ -12,11 +12,10 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 import numpy as np
-from vectorbt.portfolio import nb as portfolio_nb
-from vectorbt.portfolio.enums import CallSeqType, Direction, SizeType, order_dt
 
 from engine.config.exit_rules import ExitRules
 from engine.simulation.prices import PriceBlock
+from engine.simulation.vbt_enums import Direction, SizeType, call_seq_default, order_dt, rust_enums, vectorbt_import
 
 PerRow: TypeAlias = "float | int | np.ndarray"
 """A per-row argument of the simulation: a scalar for every row, or a (n_rows, 1) array."""
@@ -204,7 +203,7 @@ def orders_simulate(
         size_type, fees, slippage = (np.asarray(a)[rows] if np.ndim(a) else a for a in (size_type, fees, slippage))
     shape = close.shape
     group_lens = np.asarray(group_lens, dtype=np.int64)
-    call_seq = portfolio_nb.build_call_seq(shape, group_lens, call_seq_type=CallSeqType.Default)
+    call_seq = call_seq_default(shape, group_lens)
     init = np.asarray(init_cash, dtype=np.float64)
     size_type = np.asarray(size_type, dtype=np.int64)
     fees = np.asarray(fees, dtype=np.float64)
@@ -212,15 +211,17 @@ def orders_simulate(
     if engine == "rust":
         # vectorbt's dispatch checks ~30 arguments for rust support on every call (~0.2 ms, more
         # than a window's simulation); the arrays here are built to be supported, so the rust
-        # function is called directly, with the defaults dispatch would pass spelled out
-        records, _ = _rust_from_orders()(
-            shape, group_lens, init, call_seq, size, price, size_type, _DIRECTION, fees, _ZERO, slippage,
-            _MIN_SIZE, _INF, _NAN, _ZERO, _FALSE, _TRUE, _FALSE, _FALSE, price, close,
-            auto_call_seq=True, ffill_val_price=True, update_value=False, max_orders=shape[0] * shape[1],
-            max_logs=1, init_temp_records=False, seed=None, flex_2d=True,
-        )  # fmt: skip
-    else:  # the numba engine, likewise without the dispatch layer
-        records, _ = portfolio_nb.simulate_from_orders_nb(
+        # function is called directly, with the defaults dispatch would pass spelled out (it reads
+        # vectorbt's record dtypes from rust_enums' stand-ins: vectorbt itself is not imported)
+        with rust_enums():
+            records, _ = _rust_from_orders()(
+                shape, group_lens, init, call_seq, size, price, size_type, _DIRECTION, fees, _ZERO, slippage,
+                _MIN_SIZE, _INF, _NAN, _ZERO, _FALSE, _TRUE, _FALSE, _FALSE, price, close,
+                auto_call_seq=True, ffill_val_price=True, update_value=False, max_orders=shape[0] * shape[1],
+                max_logs=1, init_temp_records=False, seed=None, flex_2d=True,
+            )  # fmt: skip
+    else:  # the numba engine, likewise without the dispatch layer (vectorbt imported here only)
+        records, _ = vectorbt_import().portfolio.nb.simulate_from_orders_nb(
             shape, group_lens, init, call_seq, size, price, size_type, _DIRECTION, fees, _ZERO, slippage,
             _MIN_SIZE, _INF, _NAN, _ZERO, _FALSE, _TRUE, _FALSE, _FALSE, price, close,
             auto_call_seq=True, ffill_val_price=True, update_value=False, max_orders=shape[0] * shape[1],

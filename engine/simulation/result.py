@@ -5,15 +5,19 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import vectorbt as vbt
 
 from engine.simulation.books import Pending
 from engine.simulation.orders import OrderArrays
 from engine.simulation.prices import PriceBlock
 from engine.simulation.stops import ORDER_REASONS, ORDER_SIDES, StopExits, StopState
+from engine.simulation.vbt_enums import vectorbt_import
+
+if TYPE_CHECKING:  # vectorbt is imported only when a Portfolio is built (~350 MB, ~2.5 s)
+    import vectorbt as vbt
 
 _TS_TYPE = pl.Datetime("ms", "UTC")
 """Timestamps of orders and exits: epoch milliseconds, as in orders.parquet and trades.parquet."""
@@ -215,7 +219,7 @@ def _portfolio_factory(
     cols = slice(b * k, (b + 1) * k)
 
     def portfolio() -> vbt.Portfolio:
-        return vbt.Portfolio.from_orders(
+        return vectorbt_import().Portfolio.from_orders(
             close[:, cols],
             size[:, cols],
             size_type=size_type,

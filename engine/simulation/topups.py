@@ -9,7 +9,6 @@ in :mod:`engine.simulation.fills` inside the scan), and the scan resumes with th
 from __future__ import annotations
 
 import numpy as np
-from vectorbt.portfolio.enums import SizeType
 
 from engine.config.exit_rules import ExitRules
 from engine.simulation.orders import OrderArrays, PerRow, orders_simulate
@@ -22,6 +21,7 @@ from engine.simulation.stops import (
     StopState,
     scan_grid,
 )
+from engine.simulation.vbt_enums import SizeType
 
 Taken = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 """Fills given to the scan: blocks of (grid rows, bought quantities, bought values), one column per grid column."""
