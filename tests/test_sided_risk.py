@@ -280,7 +280,18 @@ def test_sided_settings_accepted_or_refused(perp: None, overrides: list[str], ok
             config_validate(compose_raw("portfolio.side=long_short", *overrides))
 
 
-def test_the_leverage_wins_over_the_turnover_limit(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_leverage_wins_over_the_turnover_limit(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an in-process Hydra run earlier in this worker may have disabled or detached the module's logger
+    import logging
+
+    import engine.strategy.sided_risk as sided_risk
+
+    for name in ("engine", sided_risk.log.name):
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+    caplog.set_level(logging.WARNING, logger=sided_risk.log.name)
     # both legs double between the windows: the drifted held book {A: 1, B: -1} has a gross of 2 > leverage 1
     n = 80
     close = np.ones((n, 2)) * 10.0
