@@ -136,27 +136,6 @@ class SidedAllocator(Allocator):
         cov, _ = covariance_estimate(self._returns(w, symbols), p.covariance)
         return self._gross(w, b, cov)  # no estimate: gross_exposure (capped), with _gross's warning
 
-    def _held(self, w: Window) -> dict[str, float]:
-        """Return the previous window's signed weights drifted to this ranking bar's close (shorts negative)."""
-        if self._prev is None:
-            return {}
-        pw, weights = self._prev
-        bars = self.bars
-        start = bars.rows(pw.start_ms, pw.end_ms).start
-        end = int(np.searchsorted(bars.ts_ms, w.rank_ms, side="right"))
-        names = list(weights)
-        if not names:
-            return {}
-        cols = [bars.col(s) for s in names]
-        block = bars.close[start:end][:, cols]
-        ok = np.isfinite(block)
-        last_row = block.shape[0] - 1 - np.argmax(ok[::-1], axis=0)
-        last = block[last_row, np.arange(len(names))]
-        growth = np.where(ok.any(axis=0), last / bars.open[start, cols], 1.0)
-        values = np.array([weights[s] for s in names]) * growth
-        total = float(values.sum()) + 1.0 - sum(weights.values())  # cash (short proceeds in it) + signed positions
-        return {s: float(v) / total for s, v in zip(names, values, strict=True) if v != 0} if total > 0 else {}
-
 
 def sided_allocator_new(cfg: RunConfig, bars: Panel, memo: RiskMemo | None = None) -> SidedAllocator | None:
     """Return the run's :class:`SidedAllocator`, or None when the sided book needs none (:func:`sided_constructs`)."""

@@ -241,7 +241,10 @@ class Allocator:
         return min(p.target_vol / vol, p.max_gross), vol
 
     def _held(self, w: Window) -> dict[str, float]:
-        """Return the previous window's weights drifted to this ranking bar's close (fractions of the book's value)."""
+        """Return the previous window's weights drifted to this ranking bar's close (fractions of the book's value).
+
+        Signed: a short leg's weights stay negative, the cash holding their proceeds.
+        """
         if self._prev is None:
             return {}
         pw, weights = self._prev
@@ -259,7 +262,8 @@ class Allocator:
         growth = np.where(ok.any(axis=0), last / bars.open[start, cols], 1.0)
         values = np.array([weights[s] for s in names]) * growth
         total = float(values.sum()) + 1.0 - sum(weights.values())
-        return {s: float(v) / total for s, v in zip(names, values, strict=True) if v > 0} if total > 0 else {}
+        held = zip(names, values.tolist(), strict=True)  # shorts negative in a sided book (SidedAllocator)
+        return {s: v / total for s, v in held if v != 0 and math.isfinite(v)} if total > 0 else {}
 
     def _with_open(self, symbols: list[str], start_ms: int) -> list[str]:
         """Return the ``symbols`` that have a bar at ``start_ms`` (the window's first open)."""
