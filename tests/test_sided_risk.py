@@ -91,6 +91,17 @@ def test_a_short_only_book_is_the_hrp_of_its_leg() -> None:
 # ---- a real long-short run on perpetual data ------------------------------------------------------
 
 
+def _hrp_targets_meet_gross_and_net(out: Path) -> None:
+    """Every rebalance's targets in the run's audit: sum |w| = 0.8, sum w = 0.2 (1e-6), and HRP, not equal weights."""
+    unequal = 0
+    for line in (out / "audit.jsonl").read_text().splitlines():
+        x = np.array(list(json.loads(line)["weights"].values()))
+        if x.size:
+            assert abs(np.abs(x).sum() - 0.8) < 1e-6 and abs(x.sum() - 0.2) < 1e-6
+            unequal += np.ptp(x[x > 0]) > 1e-6
+    assert unequal >= 5  # HRP, not equal weights
+
+
 def _held_after_rebalances(out: Path, init_cash: float) -> list[tuple[dict[str, float], dict[str, float]]]:
     """(held weights right after the rebalance fills at a window's first open, that window's targets)."""
     orders = pl.read_parquet(out / "orders.parquet").sort("timestamp", maintain_order=True)
@@ -130,14 +141,7 @@ def test_long_short_hrp_run_meets_gross_and_net_at_every_rebalance(
     from engine.tasks import run_backtest
 
     run_backtest(cfg)
-    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
-    unequal = 0
-    for line in audit:
-        x = np.array(list(line["weights"].values()))
-        if x.size:
-            assert abs(np.abs(x).sum() - 0.8) < 1e-6 and abs(x.sum() - 0.2) < 1e-6
-            unequal += np.ptp(x[x > 0]) > 1e-6
-    assert unequal >= 5  # HRP, not equal weights
+    _hrp_targets_meet_gross_and_net(out)
     checked = _held_after_rebalances(out, cfg.backtest.init_cash)
     for held, targets in checked:
         assert set(held) == set(targets)
@@ -370,14 +374,7 @@ def test_long_short_hrp_on_generated_perpetuals(tmp_path: Path) -> None:
     from engine.tasks import run_backtest
 
     run_backtest(cfg)
-    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
-    unequal = 0
-    for line in audit:
-        x = np.array(list(line["weights"].values()))
-        if x.size:
-            assert abs(np.abs(x).sum() - 0.8) < 1e-6 and abs(x.sum() - 0.2) < 1e-6
-            unequal += np.ptp(x[x > 0]) > 1e-6
-    assert unequal >= 5  # HRP, not equal weights
+    _hrp_targets_meet_gross_and_net(out)
     checked = _held_after_rebalances(out, cfg.backtest.init_cash)
     for held, targets in checked:
         assert set(held) == set(targets)
