@@ -107,8 +107,8 @@ def throughput_rows(
                 FIG, f"throughput, {BOOKS} stop books x {n} bars, {label}", statistics.median(got), "bar-cols/s",
                 vbt_rate, "vbt from_signals (rust), same columns, per CPU second", target=f">= {TARGET_THROUGHPUT:.0e}",
                 status=at_least(got, TARGET_THROUGHPUT),
-                note=f"interval {lo:.3g}..{hi:.3g} over {len(got)} signal_grid calls of {cells / 1e6:.1f} M bar-columns "
-                f"(orders, exits, equity; SimResults not built), thread counts alternating; "
+                note=f"interval {lo:.3g}..{hi:.3g} over {len(got)} signal_grid calls of {cells / 1e6:.1f} M "
+                "bar-columns (orders, exits, equity; SimResults not built), thread counts alternating; "
                 f"per {'wall' if per_core else 'CPU'} second {other:.3g}; {load}",
             )
         )  # fmt: skip

@@ -43,8 +43,8 @@ def _record(
 def _fill_row(
     bar: int, row: int, n: int, cols: np.ndarray, target: np.ndarray, price: np.ndarray,
     reason: np.ndarray, amb: np.ndarray, value: float, cash: float, pos: np.ndarray, fee: float, slip: float,
-    order_value: np.ndarray, call: np.ndarray, records: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    m: int, first: int, partial: bool,
+    order_value: np.ndarray, call: np.ndarray, records: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int, first: int, partial: bool,
 ) -> tuple[float, int]:  # fmt: skip
     """Fill the ``n`` orders of one row of a book (sells before buys); return the cash and the next record slot."""
     m0 = m
