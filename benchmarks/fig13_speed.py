@@ -18,9 +18,10 @@ Timed as a user pays it, the signal and the entries inside every timed call:
 
 Each ratio is ours / theirs over alternating pairs (median and its distribution-free interval,
 ``common.median_interval``): target <= 1/3 for both vectorbt engines, <= 1/200 for backtesting.py.
-Throughput: ``signal_grid`` on a many-column grid (the same pair, SL x TP x trailing books) in bar-
-columns per second with numba's threads set to 1 and to every core; target >= 1e8 (pass when the
-interval of the repeated measurements is above it). Its baseline: vectorbt-rust's ``from_signals``
+Throughput (``benchmarks.fig13_throughput``): ONE ``signal_grid`` call on 1,000 books (the same
+pair, SL x TP x trailing) over every bar, in bar-columns per CPU second with one numba thread and
+per wall second on every core, the two thread counts alternating; target >= 1e8 (pass when the
+interval of the repeated calls' median is above it). Its baseline: vectorbt-rust's ``from_signals``
 on the same columns.
 
 Correctness (enforced, a MISMATCH exits 1):
@@ -47,14 +48,12 @@ import pandas as pd
 from numba import njit
 
 from benchmarks.common import (
-    MISS,
-    PASS,
     Row,
     check_equal,
     check_interval,
-    median_interval,
     ratio_interval,
 )
+from benchmarks.fig13_throughput import BOOKS, throughput_rows
 
 FIG = "13 speed"
 SLS = (0.005, 0.01, 0.015, 0.02, 0.03)
@@ -62,7 +61,7 @@ TPS = (0.01, 0.02, 0.03, 0.04, 0.05)
 PAIR = "BTC/USDT"
 CASH = 10_000_000.0
 FIVE_MIN_NS = 300 * 10**9
-TARGET_VBT, TARGET_BT, TARGET_THROUGHPUT = 1 / 3, 1 / 200, 1e8
+TARGET_VBT, TARGET_BT = 1 / 3, 1 / 200
 
 
 def sizes(quick: bool) -> dict[str, Any]:
@@ -70,8 +69,9 @@ def sizes(quick: bool) -> dict[str, Any]:
         "n_bars": 5_760 if quick else 17_280,
         "grid": f"SL {SLS} x TP {TPS}",
         "n_combinations": len(SLS) * len(TPS),
-        "throughput_books": 200 if quick else 1_000,
+        "throughput_books": BOOKS,
         "repeat": 3 if quick else 7,
+        "repeat_throughput": 15 if quick else 21,
         "repeat_bt": 3 if quick else 5,
     }
 
@@ -250,12 +250,6 @@ def speed_rows(
     return rows, detail
 
 
-def _at_least(values: list[float], target: float) -> str:
-    """Verdict of ``value >= target`` on repeated measurements (their median's interval)."""
-    _, lo, hi = median_interval(values)
-    return PASS if lo >= target else MISS if hi < target else "inconclusive"
-
-
 def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     import vectorbt as vbt
 
@@ -310,7 +304,9 @@ def run(quick: bool, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
         )  # fmt: skip
     rows += _backtesting_rows(prices, combos, ours, mine, size, detail)
     rows += _parity_row(prices, rules, mine, detail)
-    rows += _throughput_rows(prices, size, vectorbt, detail)
+    w = np.full((n, 1), np.nan)
+    w[entries_of(n, sma_cross(close)), 0] = 1.0
+    rows += throughput_rows(prices, w, CASH, size["repeat_throughput"], vectorbt, detail)
     return rows, detail
 
 
@@ -409,62 +405,3 @@ def _parity_row(prices: Any, rules: list[Any], mine: list[Any], detail: dict[str
             "books", target="all equal to 1e-9", status=check_equal(same == g and sum(map(len, mine)) > 0),
         )
     ]  # fmt: skip
-
-
-def _throughput_rows(prices: Any, size: dict[str, Any], vectorbt: Any, detail: dict[str, Any]) -> list[Row]:
-    """Bar-columns per second of a many-column stop grid: 1 thread, every core; vectorbt-rust as the baseline."""
-    import numba
-
-    from engine.config.exit_rules import ExitRules
-    from engine.simulation.native import signal_grid
-
-    n = prices.shape[0]
-    g = size["throughput_books"]
-    sls = np.linspace(0.003, 0.05, g // 4)
-    combos = [(sl, tp, trail) for sl in sls for tp, trail in ((0.01, False), (0.03, False), (0.02, True), (0.05, True))]
-    rules = [ExitRules(sl_stop=float(sl), tp_stop=tp, sl_trail=trail) for sl, tp, trail in combos]
-    w = np.full((n, 1), np.nan)
-    w[entries_of(n, sma_cross(prices.close[:, 0])), 0] = 1.0
-    cells = n * g
-    sl_row = np.array([c[0] for c in combos])[None, :]
-    tp_row = np.array([c[1] for c in combos])[None, :]
-    trail_row = np.array([c[2] for c in combos])[None, :]
-    rep = size["repeat"]
-    before = numba.get_num_threads()
-    out: dict[str, dict[str, list[float]]] = {}
-    try:
-        for threads in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(threads)
-            signal_grid(prices, w, rules, init_cash=CASH)
-            wall, cpu = [], []
-            for _ in range(rep):
-                c0, t0 = time.process_time(), time.perf_counter()
-                signal_grid(prices, w, rules, init_cash=CASH)
-                wall.append(cells / (time.perf_counter() - t0))
-                cpu.append(cells / max(time.process_time() - c0, 1e-9))
-            out[str(threads)] = {"wall": wall, "cpu": cpu}
-    finally:
-        numba.set_num_threads(before)
-    vectorbt("rust", sl_row, tp_row, trail_row)
-    c0 = time.process_time()
-    for _ in range(max(1, rep // 2)):
-        vectorbt("rust", sl_row, tp_row, trail_row)
-    vbt_rate = cells * max(1, rep // 2) / max(time.process_time() - c0, 1e-9)
-    detail["throughput"] = {"bar_cols": cells, "books": g, "per_threads": out, "vbt_rust_bar_cols_per_cpu_s": vbt_rate}
-    rows = []
-    for threads, rates in out.items():
-        # one thread: bar-columns per CPU second of this process (per core, whatever else runs on the machine);
-        # every core: per wall second (what the cores deliver together; a loaded machine lowers it)
-        clock = "cpu" if threads == "1" else "wall"
-        got = rates[clock]
-        label = "per core (1 thread, per CPU second)" if threads == "1" else f"{threads} threads (per wall second)"
-        rows.append(
-            Row(
-                FIG, f"throughput, {g} stop books x {n} bars, {label}", statistics.median(got), "bar-cols/s", vbt_rate,
-                "vbt from_signals (rust), same columns, per CPU second", target=f">= {TARGET_THROUGHPUT:.0e}",
-                status=_at_least(got, TARGET_THROUGHPUT),
-                note=f"range {min(got):.3g}..{max(got):.3g} over {rep} calls of signal_grid (SimResults not built); "
-                f"other clock median {statistics.median(rates['wall' if clock == 'cpu' else 'cpu']):.3g}",
-            )
-        )  # fmt: skip
-    return rows

@@ -204,11 +204,8 @@ def signal_grid(
     np.cumsum(per_book, out=starts[1:])
     offsets = (2 * starts, starts, starts)
     cap = int(starts[-1])
-    out_i = (
-        np.empty(2 * cap, np.int64), np.empty(2 * cap, np.int64), np.empty(2 * cap, np.int8),
-        np.empty(2 * cap, np.int8), np.empty(2 * cap, np.bool_),
-    )  # fmt: skip
-    out_f = (np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap), np.empty(2 * cap))
+    records = np.empty(2 * cap, dtype=order_dt)  # written by the kernel, book by book
+    out = (np.empty(2 * cap, np.int8), np.empty(2 * cap, np.bool_), np.empty(2 * cap), np.empty(2 * cap))
     ex_i = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8), np.empty(cap, np.bool_),
             np.empty(cap, np.bool_))  # fmt: skip
     ex_price, drops = np.empty(cap), (np.empty(cap, np.int64), np.empty(cap, np.int64))
@@ -223,16 +220,12 @@ def signal_grid(
     )
     kernel(
         p.open, p.high, p.low, p.close, p.index.view(np.int64), w, _rule_arrays(list(exit_rules), k), cash0,
-        float(fees), float(slippage), ambiguity == "pessimistic", offsets, out_i, out_f, ex_i, ex_price, drops,
+        float(fees), float(slippage), ambiguity == "pessimistic", offsets, records, out, ex_i, ex_price, drops,
         counts, cash, equity, state,
     )  # fmt: skip
-    records = np.empty(2 * cap, dtype=order_dt)
-    records["id"] = np.arange(2 * cap) - np.repeat(offsets[0][:-1], 2 * per_book)
-    records["idx"], records["col"], records["side"] = out_i[0], out_i[1], out_i[2]
-    records["size"], records["price"], records["fees"] = out_f[0], out_f[1], out_f[2]
     exits = (ex_i[0], ex_i[1], ex_i[2], ex_price, ex_i[3], ex_i[4])
     return GridResult(
-        p, w, equity, cash, records, out_i[3], out_i[4], out_f[3], out_f[4], exits, drops, offsets, counts, state, cash0,
+        p, w, equity, cash, records, out[0], out[1], out[2], out[3], exits, drops, offsets, counts, state, cash0,
         float(fees), float(slippage), engine,
     )  # fmt: skip
 

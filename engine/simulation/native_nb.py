@@ -28,11 +28,23 @@ MIN_SIZE = 1e-8  # vectorbt's default min_size, as in orders.py
 
 
 @njit(cache=True)
+def _record(
+    records: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int, first: int, row: int,
+    col: int, side: int, reason: int, amb: bool, size: float, fill: float, fees: float, price: float, cash: float,
+) -> None:  # fmt: skip
+    """Write order ``m`` (the ``m - first``-th of its book): its vectorbt record and the engine's own fields."""
+    r = records[m]
+    r["id"], r["col"], r["idx"], r["side"] = m - first, col, row, side
+    r["size"], r["price"], r["fees"] = size, fill, fees
+    out[0][m], out[1][m], out[2][m], out[3][m] = reason, amb, price, cash
+
+
+@njit(cache=True)
 def _fill_row(
     bar: int, row: int, n: int, cols: np.ndarray, target: np.ndarray, price: np.ndarray,
     reason: np.ndarray, amb: np.ndarray, value: float, cash: float, pos: np.ndarray, fee: float, slip: float,
-    order_value: np.ndarray, call: np.ndarray, out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int, partial: bool,
+    order_value: np.ndarray, call: np.ndarray, records: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int, first: int, partial: bool,
 ) -> tuple[float, int]:  # fmt: skip
     """Fill the ``n`` orders of one row of a book (sells before buys); return the cash and the next record slot."""
     m0 = m
@@ -50,21 +62,12 @@ def _fill_row(
         pos[c] = p
         cash, pos[c], size, fill, fees, side = order_nb(target[j], price[j], v, cash, p, fee, slip, MIN_SIZE)
         if side >= 0:
-            out_i[0][m] = 2 * bar + row
-            out_i[1][m] = c
-            out_i[2][m] = side
-            out_i[3][m] = reason[j]
-            out_i[4][m] = amb[j]
-            out_f[0][m] = size
-            out_f[1][m] = fill
-            out_f[2][m] = fees
-            out_f[3][m] = price[j]
-            out_f[4][m] = cash
+            _record(records, out, m, first, 2 * bar + row, c, side, reason[j], amb[j], size, fill, fees, price[j], cash)
             m += 1
     if partial:  # vectorbt snaps the cash again at the columns without an order, called last
         cash = 0.0 if _is_close(cash, 0.0) else cash
         if m > m0:
-            out_f[4][m - 1] = cash
+            out[3][m - 1] = cash
     return cash, m
 
 
@@ -90,8 +93,7 @@ def _book_nb(
     b: int, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    records: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -112,6 +114,7 @@ def _book_nb(
     reason, amb = np.empty(k, dtype=np.int8), np.zeros(k, dtype=np.bool_)
     call = np.empty(k, dtype=np.int64)
     m, e, d = offsets[0][b], offsets[1][b], offsets[2][b]
+    m_first = m
     cash = init_cash[b]
     for i in range(n_bars):
         t = index_ns[i]
@@ -162,8 +165,8 @@ def _book_nb(
                 if pos[c] != 0:
                     value += pos[c] * open_[i, c]
             cash, m = _fill_row(
-                i, 0, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, out_i, out_f, m,
-                n < k,
+                i, 0, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, records, out, m,
+                m_first, n < k,
             )  # fmt: skip
         n = 0
         e_open = e
@@ -213,8 +216,8 @@ def _book_nb(
                 if pos[c] != 0:
                     value += pos[c] * px
             cash, m = _fill_row(
-                i, 1, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, out_i, out_f, m,
-                n < k,
+                i, 1, n, cols, target, price, reason, amb, value, cash, pos, fee, slip, ov, call, records, out, m,
+                m_first, n < k,
             )  # fmt: skip
         held = 0.0
         for c in range(k):  # 3. the close
@@ -227,8 +230,8 @@ def _book_nb(
 @njit(cache=True)
 def _fill_one(
     bar: int, row: int, target: float, price: float, reason: int, amb: bool, value: float, cash: float, pos: float,
-    fee: float, slip: float, out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int,
+    fee: float, slip: float, records: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], m: int,
+    first: int,
 ) -> tuple[float, float, int]:  # fmt: skip
     """:func:`_fill_row` for a book of one column: (cash, position, next record slot)."""
     v = 0.0 if _is_close(value, 0.0) else value
@@ -236,8 +239,7 @@ def _fill_one(
     p = 0.0 if _is_close(pos, 0.0) else pos
     cash, pos, size, fill, fees, side = order_nb(target, price, v, cash, p, fee, slip, MIN_SIZE)
     if side >= 0:
-        out_i[0][m], out_i[1][m], out_i[2][m], out_i[3][m], out_i[4][m] = 2 * bar + row, 0, side, reason, amb
-        out_f[0][m], out_f[1][m], out_f[2][m], out_f[3][m], out_f[4][m] = size, fill, fees, price, cash
+        _record(records, out, m, first, 2 * bar + row, 0, side, reason, amb, size, fill, fees, price, cash)
         m += 1
     return cash, pos, m
 
@@ -247,8 +249,7 @@ def _book1_nb(
     b: int, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    records: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -258,6 +259,7 @@ def _book1_nb(
     wc = np.int64(0) if weights.shape[1] == 1 else np.int64(b)  # prange may hand a uint64 index
     fsl, ftp, ftr, hold = rules[0][b], rules[1][b], rules[2][b], rules[3][b]
     m, e, d = offsets[0][b], offsets[1][b], offsets[2][b]
+    m_first = m
     cash, pos = init_cash[b], 0.0
     basis, peak, opened = np.nan, np.nan, 0
     sl_lv, sl_kd, tp_lv = 0.0, 0, 0.0
@@ -274,7 +276,7 @@ def _book1_nb(
                 opened = index_ns[i]
                 sl_lv, sl_kd, tp_lv = _levels(basis, peak, fsl, ftp, ftr)
             value = cash + pos * o if pos != 0 else cash
-            cash, pos, m = _fill_one(i, 0, w, o, 0, False, value, cash, pos, fee, slip, out_i, out_f, m)
+            cash, pos, m = _fill_one(i, 0, w, o, 0, False, value, cash, pos, fee, slip, records, out, m, m_first)
             if np.isnan(basis):
                 equity[b, i] = cash + pos * close[i, 0]
                 continue
@@ -294,7 +296,9 @@ def _book1_nb(
                     px = o
                 basis = np.nan
                 value = cash + pos * o if pos != 0 else cash
-                cash, pos, m = _fill_one(i, 0, 0.0, px, kind, False, value, cash, pos, fee, slip, out_i, out_f, m)
+                cash, pos, m = _fill_one(
+                    i, 0, 0.0, px, kind, False, value, cash, pos, fee, slip, records, out, m, m_first
+                )
                 equity[b, i] = cash + pos * close[i, 0]
                 continue
             if not np.isnan(w) and i > 0:  # signal mode: an entry of a held column is dropped
@@ -325,7 +329,7 @@ def _book1_nb(
             e += 1
             basis = np.nan
             value = cash + pos * px if pos != 0 else cash
-            cash, pos, m = _fill_one(i, 1, 0.0, px, kind, am, value, cash, pos, fee, slip, out_i, out_f, m)
+            cash, pos, m = _fill_one(i, 1, 0.0, px, kind, am, value, cash, pos, fee, slip, records, out, m, m_first)
         elif h > peak:
             peak = h
             if not np.isnan(ftr):
@@ -341,8 +345,7 @@ def _run_book(
     b: int, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    records: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -350,13 +353,13 @@ def _run_book(
     """Simulate book ``b`` with :func:`_book1_nb` (one column) or :func:`_book_nb`."""
     if open_.shape[1] == 1:
         _book1_nb(
-            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
-            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, records,
+            out, ex_i, ex_price, drops, counts, cash_out, equity, state,
         )  # fmt: skip
     else:
         _book_nb(
-            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
-            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, records,
+            out, ex_i, ex_price, drops, counts, cash_out, equity, state,
         )  # fmt: skip
 
 
@@ -365,8 +368,7 @@ def signal_grid_nb(
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    records: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -392,10 +394,12 @@ def signal_grid_nb(
         The stop loss wins an ambiguous bar (else the take profit).
     offsets : tuple
         (g + 1,) int64 first slot of each book in the order, exit and drop buffers.
-    out_i, out_f : tuple
-        Order buffers: grid row (2 * bar + 0 at the open, + 1 for the rest of the bar), column in
-        the book, side, reason code, ambiguous; size, fill price, fees, order price, the book's cash
-        after the order's row so far.
+    records : np.ndarray
+        vectorbt ``order_dt`` records, written where an order fills: ``id`` within the book, ``idx``
+        the grid row (2 * bar + 0 at the open, + 1 for the rest of the bar), ``col`` in the book.
+    out : tuple
+        The same orders' reason code (int8), ambiguous (bool), order price before slippage and the
+        book's cash after the order's row so far.
     ex_i, ex_price, drops : tuple, np.ndarray, tuple
         Exit buffers (bar, column, kind, ambiguous, at_open; price) and dropped entries (bar, column).
     counts : np.ndarray
@@ -408,8 +412,8 @@ def signal_grid_nb(
     """
     for b in prange(init_cash.shape[0]):
         _run_book(
-            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
-            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, records,
+            out, ex_i, ex_price, drops, counts, cash_out, equity, state,
         )  # fmt: skip
 
 
@@ -418,8 +422,7 @@ def signal_grid_serial_nb(
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, index_ns: np.ndarray,
     weights: np.ndarray, rules: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], init_cash: np.ndarray,
     fee: float, slip: float, pessimistic: bool, offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    out_f: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    records: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ex_i: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ex_price: np.ndarray,
     drops: tuple[np.ndarray, np.ndarray], counts: np.ndarray, cash_out: np.ndarray, equity: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -427,6 +430,6 @@ def signal_grid_serial_nb(
     """Run :func:`signal_grid_nb`'s books one after another in this thread (a small grid: no thread start)."""
     for b in range(init_cash.shape[0]):
         _run_book(
-            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, out_i,
-            out_f, ex_i, ex_price, drops, counts, cash_out, equity, state,
+            b, open_, high, low, close, index_ns, weights, rules, init_cash, fee, slip, pessimistic, offsets, records,
+            out, ex_i, ex_price, drops, counts, cash_out, equity, state,
         )  # fmt: skip
