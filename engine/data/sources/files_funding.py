@@ -12,11 +12,15 @@ Three layouts, each named in docs/PERPETUALS.md ("Data"):
   and optionally ``mark``;
 - one csv per pair: ``{BASE}_{QUOTE}-funding.csv`` with the time column, ``rate`` and optionally ``mark``.
 
-Column names are case-insensitive. Two files giving one pair's funding are refused (keep one).
+Column names are case-insensitive. Two files giving one pair's funding are refused (keep one), as
+is a funding time a file gives twice with different values; a time given twice alike is dropped
+with a warning. A symbol whose median rate is :data:`PERCENT_LIKE` or more in size is read, with a
+warning that its rates look like percentages (0.01 meaning 0.01 %).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -24,6 +28,7 @@ import polars as pl
 
 from engine.core.errors import DataError, EngineError
 from engine.core.symbols import symbol_check
+from engine.core.units import ms_datetime
 from engine.data.funding import funding_validate
 
 _TF = r"[1-9]\d*[mhdw]"
@@ -32,6 +37,47 @@ _PAIR_CSV = re.compile(r"^([A-Z0-9]{1,20})_([A-Z0-9]{1,20})-funding$")
 ALL_PAIRS = "funding.csv"
 TIME_NAMES = ("time", "timestamp", "date", "funding_time", "fundingtime", "open_time")
 SUFFIXES = (".feather", ".parquet", ".json", ".csv")
+PERCENT_LIKE = 0.001
+"""A median |rate| of 0.1 % per funding interval or more (110 % a year at 8 h) looks like percentages."""
+
+log = logging.getLogger(__name__)
+
+
+def duplicates_check(frame: pl.DataFrame, value: str, symbol: str, path: Path) -> None:
+    """Refuse a funding time ``frame`` gives twice with different ``value`` s; warn about exact copies (then dropped)."""
+    dup = frame.filter(pl.col("time").is_not_null() & pl.col("time").is_duplicated())
+    if dup.height == 0:
+        return
+    distinct = dup.select("time", value).unique()
+    clash = distinct.filter(pl.col("time").is_duplicated()).get_column("time")
+    if clash.len():
+        at = ms_datetime(int(clash.sort()[0])).strftime("%Y-%m-%d %H:%M")
+        msg = (
+            f"{path}: funding of {symbol}: {clash.n_unique()} funding time(s) given twice with different {value} "
+            f"values, the first at {at} UTC; keep one row per time"
+        )
+        raise DataError(msg)
+    log.warning(
+        "%s: funding of %s: %d duplicate row(s) of the same time and %s dropped",
+        path,
+        symbol,
+        dup.height - distinct.height,
+        value,
+    )
+
+
+def units_check(frame: pl.DataFrame, symbol: str, path: Path) -> None:
+    """Warn when a symbol's rates look like percentages (median |rate| at least :data:`PERCENT_LIKE`)."""
+    median = frame.get_column("rate").abs().median()
+    if isinstance(median, float) and median >= PERCENT_LIKE:
+        log.warning(
+            "%s: funding of %s: the median rate is %.4g per interval (%.4g %%): rates are fractions (0.0001 = 0.01 %%); "
+            "if the file holds percentages, divide them by 100",
+            path,
+            symbol,
+            median,
+            median * 100,
+        )
 
 
 def _lower(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -164,7 +210,9 @@ class FundingFiles:
             frame = self._all_frame().filter(pl.col("symbol") == symbol).drop("symbol")
         else:
             return None
+        duplicates_check(frame, "rate", symbol, path)
         frame = funding_validate(frame, symbol, str(path))
+        units_check(frame, symbol, path)
         mark_path = self._marks.get(symbol)
         if mark_path is not None and frame.get_column("mark").null_count() == frame.height:
             marks = _read(mark_path)
@@ -174,6 +222,7 @@ class FundingFiles:
                 )
                 raise DataError(msg)
             marks = marks.select(_times(marks, mark_path).alias("time"), pl.col("open").cast(pl.Float64).alias("mark"))
+            duplicates_check(marks, "mark", symbol, mark_path)
             marks = marks.unique(subset="time", keep="last")
             frame = funding_validate(frame.drop("mark").join(marks, on="time", how="left"), symbol, str(mark_path))
         self._frames[symbol] = frame
