@@ -15,6 +15,7 @@ import pytest
 
 from engine.core.errors import DataError
 from engine.data.sources.files_funding import FundingFiles
+from engine.run.funding import funding_units_warn
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 H8 = pd.Timedelta(hours=8)
@@ -76,16 +77,23 @@ def test_a_mark_given_twice_with_two_prices_is_refused(tmp_path: Path) -> None:
         FundingFiles(root).funding("BTC/USDT")
 
 
-def test_rates_typed_as_percentages_are_read_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_rates_typed_as_percentages_are_read_and_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # 0.01 % per 8 h typed as 0.01: a hundred times the real rate, below the refusal at 100 %
     root = _folder(tmp_path, [0.01, 0.012, -0.005, 0.01], [0, 1, 2, 3])
-    with caplog.at_level(logging.WARNING, logger="engine.data.sources.files_funding"):
-        got = FundingFiles(root).funding("BTC/USDT")
+    got = FundingFiles(root).funding("BTC/USDT")
     assert got is not None and got.get_column("rate").to_list() == [0.01, 0.012, -0.005, 0.01]
-    lines = [r.getMessage() for r in caplog.records if "percentages" in r.getMessage()]
-    assert len(lines) == 1
-    assert "funding of BTC/USDT: the median rate is 0.01 per interval (1 %)" in lines[0]
-    assert "divide them by 100" in lines[0]
+    eth = pl.DataFrame({"symbol": ["ETH/USDT"] * 3, "rate": [0.0001, -0.0002, 0.0009]})  # median 0.0002: fine
+    frame = pl.concat([got.select(pl.lit("BTC/USDT").alias("symbol"), "rate"), eth])
+    with caplog.at_level(logging.WARNING, logger="engine.run.funding"):
+        assert funding_units_warn(frame) == ["BTC/USDT"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "funding rates that look like percentages for 1 symbol(s) (median |rate| per interval: BTC/USDT 0.01): "
+        "rates are fractions (0.0001 = 0.01 %); if your files hold percentages, divide them by 100"
+    ]
+    assert funding_units_warn(frame.filter(pl.col("symbol") == "ETH/USDT")) == []
 
 
 def test_fraction_rates_and_a_csv_export_raise_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -14,8 +14,8 @@ Three layouts, each named in docs/PERPETUALS.md ("Data"):
 
 Column names are case-insensitive. Two files giving one pair's funding are refused (keep one), as
 is a funding time a file gives twice with different values; a time given twice alike is dropped
-with a warning. A symbol whose median rate is :data:`PERCENT_LIKE` or more in size is read, with a
-warning that its rates look like percentages (0.01 meaning 0.01 %).
+with a warning (rates that look like percentages are named by each run:
+:func:`engine.run.funding.funding_units_warn`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ _PAIR_CSV = re.compile(r"^([A-Z0-9]{1,20})_([A-Z0-9]{1,20})-funding$")
 ALL_PAIRS = "funding.csv"
 TIME_NAMES = ("time", "timestamp", "date", "funding_time", "fundingtime", "open_time")
 SUFFIXES = (".feather", ".parquet", ".json", ".csv")
-PERCENT_LIKE = 0.001
-"""A median |rate| of 0.1 % per funding interval or more (110 % a year at 8 h) looks like percentages."""
-
 log = logging.getLogger(__name__)
 
 
@@ -64,20 +61,6 @@ def duplicates_check(frame: pl.DataFrame, value: str, symbol: str, path: Path) -
         dup.height - distinct.height,
         value,
     )
-
-
-def units_check(frame: pl.DataFrame, symbol: str, path: Path) -> None:
-    """Warn when a symbol's rates look like percentages (median |rate| at least :data:`PERCENT_LIKE`)."""
-    median = frame.get_column("rate").abs().median()
-    if isinstance(median, float) and median >= PERCENT_LIKE:
-        log.warning(
-            "%s: funding of %s: the median rate is %.4g per interval (%.4g %%): rates are fractions (0.0001 = 0.01 %%); "
-            "if the file holds percentages, divide them by 100",
-            path,
-            symbol,
-            median,
-            median * 100,
-        )
 
 
 def _lower(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -212,7 +195,6 @@ class FundingFiles:
             return None
         duplicates_check(frame, "rate", symbol, path)
         frame = funding_validate(frame, symbol, str(path))
-        units_check(frame, symbol, path)
         mark_path = self._marks.get(symbol)
         if mark_path is not None and frame.get_column("mark").null_count() == frame.height:
             marks = _read(mark_path)
