@@ -111,3 +111,39 @@ def test_fraction_rates_and_a_csv_export_raise_no_warning(tmp_path: Path, caplog
         got = FundingFiles(root).funding("BTC/USDT")
     assert got is not None and got.get_column("mark").to_list() == [42000.5, 42100.0, 41900.0]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_ccxt_export_reads_as_the_canonical_csv(tmp_path: Path) -> None:
+    times = ["2024-01-01T00:00:00Z", "2024-01-01T08:00:00Z", "2024-01-01T16:00:00Z"]
+    ms = [1_704_067_200_000 + k * 28_800_000 for k in range(3)]
+    canonical, ccxt = tmp_path / "a", tmp_path / "b"
+    canonical.mkdir()
+    ccxt.mkdir()
+    pl.DataFrame(
+        {
+            "symbol": ["ETH/USDT"] * 3,
+            "time": times,
+            "rate": [0.0001, -0.0002, 0.0003],
+            "mark": [2300.0, 2310.5, 2290.25],
+        }
+    ).write_csv(canonical / "funding.csv")
+    # fetchFundingRateHistory's rows as a user writes them out: unified symbol, fundingRate, timestamp (ms), datetime
+    pl.DataFrame(
+        {
+            "symbol": ["ETH/USDT:USDT"] * 3,
+            "fundingRate": [0.0001, -0.0002, 0.0003],
+            "timestamp": ms,
+            "datetime": times,
+            "markPrice": [2300.0, 2310.5, 2290.25],
+        }
+    ).write_csv(ccxt / "funding.csv")
+    want = FundingFiles(canonical).funding("ETH/USDT")
+    got = FundingFiles(ccxt).funding("ETH/USDT")
+    assert want is not None and got is not None and got.equals(want)
+    assert got.get_column("time").to_list() == ms
+    # an inverse perpetual (settled in the base) is not a BASE/QUOTE pair: refused by the symbol check
+    pl.DataFrame({"symbol": ["BTC/USD:BTC"], "fundingRate": [0.0001], "timestamp": ms[:1]}).write_csv(
+        ccxt / "funding.csv"
+    )
+    with pytest.raises(DataError, match="BTC/USD:BTC"):
+        FundingFiles(ccxt).funding("BTC/USD")

@@ -12,6 +12,9 @@ Three layouts, each named in docs/PERPETUALS.md ("Data"):
   and optionally ``mark``;
 - one csv per pair: ``{BASE}_{QUOTE}-funding.csv`` with the time column, ``rate`` and optionally ``mark``.
 
+ccxt's names are read too: ``fundingRate`` and ``markPrice`` for ``rate`` and ``mark``, and its linear
+perpetual ``BASE/QUOTE:QUOTE`` for ``BASE/QUOTE`` (a ``fetchFundingRateHistory`` export as it is).
+
 Column names are case-insensitive. Two files giving one pair's funding are refused (keep one), as
 is a funding time a file gives twice with different values; a time given twice alike is dropped
 with a warning (rates that look like percentages are named by each run:
@@ -37,6 +40,8 @@ _PAIR_CSV = re.compile(r"^([A-Z0-9]{1,20})_([A-Z0-9]{1,20})-funding$")
 ALL_PAIRS = "funding.csv"
 TIME_NAMES = ("time", "timestamp", "date", "funding_time", "fundingtime", "open_time")
 SUFFIXES = (".feather", ".parquet", ".json", ".csv")
+ALIASES = {"rate": ("fundingrate", "funding_rate"), "mark": ("markprice", "mark_price")}
+"""Other names of the rate and mark columns (lower-cased), as ccxt's ``fetchFundingRateHistory`` rows and exchanges name them."""
 log = logging.getLogger(__name__)
 
 
@@ -81,11 +86,28 @@ def _times(frame: pl.DataFrame, path: Path) -> pl.Series:
     return _timestamps(frame.get_column(col), path).dt.epoch("ms")
 
 
+def _aliases(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rename ccxt's and exchanges' column names (``fundingRate``, ``markPrice``) to ``rate`` and ``mark``."""
+    for name, aliases in ALIASES.items():
+        found = next((a for a in aliases if a in frame.columns), None)
+        if name not in frame.columns and found is not None:
+            frame = frame.rename({found: name})
+    return frame
+
+
+def _linear(symbol: pl.Expr) -> pl.Expr:
+    """Return ccxt's linear perpetual ``BASE/QUOTE:QUOTE`` as ``BASE/QUOTE``; any other symbol as it is."""
+    parts = symbol.str.split(":")
+    pair, settle = parts.list.first(), parts.list.get(1, null_on_oob=True)
+    quote = pair.str.split("/").list.get(1, null_on_oob=True)
+    return pl.when(settle.is_not_null() & (settle == quote) & (parts.list.len() == 2)).then(pair).otherwise(symbol)
+
+
 def _read(path: Path) -> pl.DataFrame:
     from engine.data.sources.files_read import _read as read_any
 
     try:
-        return _lower(read_any(path), path)
+        return _aliases(_lower(read_any(path), path))
     except DataError:
         raise
     except Exception as exc:
@@ -147,6 +169,8 @@ class FundingFiles:
         if "*" not in self._frames:
             assert self._all is not None
             raw = _read(self._all)
+            if "symbol" in raw.columns:
+                raw = raw.with_columns(_linear(pl.col("symbol").cast(pl.String)).alias("symbol"))
             if "symbol" not in raw.columns or "rate" not in raw.columns:
                 msg = f"{self._all}: funding.csv needs the columns symbol, time, rate (and optionally mark)"
                 raise DataError(msg)
