@@ -94,6 +94,7 @@ def test_rates_typed_as_percentages_are_read_and_named_in_a_warning(
         "rates are fractions (0.0001 = 0.01 %); if your files hold percentages, divide them by 100"
     ]
     assert funding_units_warn(frame.filter(pl.col("symbol") == "ETH/USDT")) == []
+    assert funding_units_warn(pl.DataFrame()) == []  # no funding at all (refused or assumed zero elsewhere)
 
 
 def test_fraction_rates_and_a_csv_export_raise_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -34,6 +34,8 @@ def funding_units_warn(frame: pl.DataFrame) -> list[str]:
     Real perpetuals' medians are near 0.0001 (0.01 % per 8 h); 0.01 is that rate typed in percent.
     Such rates are read (a short, extreme history can have them), not refused.
     """
+    if frame.height == 0:
+        return []
     med = (
         frame.group_by("symbol")
         .agg(pl.col("rate").abs().median().alias("m"))
