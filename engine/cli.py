@@ -145,3 +145,11 @@ def main(argv: list[str] | None = None) -> None:
             _hydra_entry()
     except SweepJobsFailed as outcome:  # every job has run; the summary callback counted the failures
         fail(str(outcome), outcome.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: one line, the shell's code for it (128 + 2), no traceback
+        fail(INTERRUPTED, 130)
+
+
+INTERRUPTED = (
+    "interrupted (SIGINT): a run directory without _COMPLETE was not finished and holds no result to use; "
+    "run the command again (the lakehouse keeps what was committed)"
+)

@@ -61,6 +61,10 @@ def _hydra_message(exc: Exception) -> str:
     if "Could not find 'profile/" in text or ("profile" in text and "not found" in text.lower()):
         names = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
         return f"{text.rstrip('.')}: available profiles are {', '.join(names)}"
+    group = re.search(r"Could not find '(\w+)/[^']*'", text)
+    if group and (CONF_DIR / group.group(1)).is_dir():  # portfolio=foo: the group's options
+        names = sorted(p.stem for p in (CONF_DIR / group.group(1)).glob("*.yaml"))
+        return f"{text.rstrip('.')}: {group.group(1)} is one of {', '.join(names)}"
     return text
 
 

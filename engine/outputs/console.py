@@ -41,6 +41,9 @@ def summary_print(metrics: Metrics, out: Path, cfg: RunConfig) -> None:
             f"{costs['impact']:,.2f}, spread {costs['spread']:,.2f}; {costs['rejected_orders']} orders rejected "
             f"(below the minimum notional), {costs['dropped_quote']:,.2f} of orders dropped unfilled (remainders a new target replaced or leftover=drop let go)"
         )
+    funding = m.get("funding_paid")
+    if funding is not None:  # a perpetual run: what the book paid (received: negative), docs/LONG_SHORT.md
+        print(f"  {'funding':<{width}}  paid {float(funding):,.2f} (received when negative)")
     s = m.get("survivorship")
     if s:  # the survivors-only audit (docs/SURVIVORSHIP.md)
         print(

@@ -17,6 +17,7 @@ from engine.config.exit_rules import ExitRules
 from engine.core.errors import DataError
 from engine.core.progress import progress_iter
 from engine.core.units import MS_NS, interval_ms
+from engine.run.delisting import columns_short, delisting_haircut
 from engine.run.frictions import frictions_build, market_execute, order_columns, pending_after, pending_in
 from engine.run.funding import funding_grid, funding_records
 from engine.run.plan import RunPlan, WindowPlan
@@ -93,7 +94,8 @@ def step(plan: RunPlan, spec: PassSpec, state: FoldState, wp: WindowPlan) -> tup
         if not winners and not carried:
             return _flat_step(plan, spec, state, wp)
         columns = winners + carried
-        ts, block, delist = window_block(plan, w, winners, carried, spec.interval, state.last_price)
+        short = columns_short(columns, allocation.weights, state)  # a short's delisting haircut is a higher price
+        ts, block, delist = window_block(plan, w, winners, carried, spec.interval, state.last_price, short)
         results = _simulate(plan, spec, state, wp, ts, block, delist, columns)
         books = tuple(
             Book(b.rules, float(res.cash_end), positions_after(columns, res), pending_after(columns, res))
@@ -156,7 +158,13 @@ def _raw_block(plan: RunPlan, w: Window, winners: list[str], interval: str) -> t
 
 
 def window_block(
-    plan: RunPlan, w: Window, winners: list[str], carried: list[str], interval: str, last_price: Mapping[str, float]
+    plan: RunPlan,
+    w: Window,
+    winners: list[str],
+    carried: list[str],
+    interval: str,
+    last_price: Mapping[str, float],
+    short: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """OHLC of the window's columns on the simulation grid, gaps filled flat, plus a delist mask.
 
@@ -164,7 +172,8 @@ def window_block(
     held flat at its base bar's open at the window start (or its last close where it has none).
     The delist mask marks the bar after a winner's last one when its bars end inside the window,
     and the first bar of a carried symbol whose bars ended before the window; from there the
-    block holds the last close, cut by ``execution.delisting_haircut`` (:func:`delisting_haircut`).
+    block holds the last close, cut by ``execution.delisting_haircut`` (:func:`delisting_haircut`;
+    ``short``: the columns held short, whose cover pays the haircut above the last close).
     """
     ts, raw = _raw_block(plan, w, winners, interval)
     bars = plan.base_bars
@@ -195,7 +204,7 @@ def window_block(
     for j, s in enumerate(carried):  # held, and its bars ended before the window: sold at its first bar
         if n and plan.coverage[s][1] + plan.base_ms <= int(ts[0]):
             delist[0, len(winners) + j] = True
-    delisting_haircut(block, delist, plan.cfg.execution.delisting_haircut)
+    delisting_haircut(block, delist, plan.cfg.execution.delisting_haircut, short)
     return ts, block, delist
 
 
@@ -225,21 +234,6 @@ def _carried_bars(
             for f in out:
                 out[f][0, j] = flat[0, j]
     return out
-
-
-def delisting_haircut(block: dict[str, np.ndarray], delist: np.ndarray, haircut: float) -> None:
-    """Cut the flat prices from each delist row on by ``haircut`` (in place): the forced exit's price.
-
-    From a column's delist row on, its block holds its last close (no bar is left); with
-    ``execution.delisting_haircut`` = h the sale at that row fills at last close x (1 - h),
-    before slippage and fees. h = 0 changes nothing.
-    """
-    if not haircut:
-        return
-    rows, cols = np.nonzero(delist)
-    for r, j in zip(rows.tolist(), cols.tolist(), strict=True):
-        for f in ("open", "high", "low", "close"):
-            block[f][r:, j] *= 1.0 - haircut
 
 
 def signal_weights(

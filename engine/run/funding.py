@@ -12,12 +12,45 @@ the trade that held the position.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
 from engine.core.errors import DataError
 from engine.data.panel import Panel
+
+log = logging.getLogger(__name__)
+
+
+PERCENT_LIKE = 0.001
+"""A median |rate| of 0.1 % per funding interval or more (110 % a year at 8 h) looks like percentages."""
+
+
+def funding_units_warn(frame: pl.DataFrame) -> list[str]:
+    """Warn (one line) about the symbols of ``frame`` whose median |rate| is :data:`PERCENT_LIKE` or more; return them.
+
+    Real perpetuals' medians are near 0.0001 (0.01 % per 8 h); 0.01 is that rate typed in percent.
+    Such rates are read (a short, extreme history can have them), not refused.
+    """
+    if frame.height == 0:
+        return []
+    med = (
+        frame.group_by("symbol")
+        .agg(pl.col("rate").abs().median().alias("m"))
+        .filter(pl.col("m") >= PERCENT_LIKE)
+        .sort("symbol")
+    )
+    if med.height:
+        shown = ", ".join(f"{s} {m:.4g}" for s, m in med.iter_rows())
+        log.warning(
+            "funding rates that look like percentages for %d symbol(s) (median |rate| per interval: %s): rates are "
+            "fractions (0.0001 = 0.01 %%); if your files hold percentages, divide them by 100",
+            med.height,
+            shown,
+        )
+    return med.get_column("symbol").to_list()
 
 
 def funding_load(cfg: RunConfig, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
@@ -29,6 +62,7 @@ def funding_load(cfg: RunConfig, symbols: list[str], start_ms: int, end_ms: int)
     from engine.data.funding import funding_read  # type: ignore[import-not-found,unused-ignore]
 
     frame: pl.DataFrame = funding_read(cfg, symbols, start_ms, end_ms)
+    funding_units_warn(frame)  # rates typed in percent: named in a warning every run
     assumed_zero = getattr(cfg.data, "funding_missing", "error") == "zero"  # the reader warned: funding 0
     if frame.height == 0 and symbols and not assumed_zero:
         msg = (

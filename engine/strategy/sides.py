@@ -36,6 +36,7 @@ def side_rows(ranks: pl.DataFrame, cfg: RunConfig) -> pl.DataFrame:
     """
     top_n, side = cfg.ranking.top_n, cfg.portfolio.side
     bottom_n = cfg.ranking.bottom_n or top_n
+    legs_short_warn(ranks, cfg)
     n = pl.len().over("rank_ms")
     long_ = pl.col("rank") <= top_n if side != "short" else pl.lit(False)
     short = (pl.col("rank") > n - bottom_n) & ~long_ if side != "long" else pl.lit(False)
@@ -45,6 +46,38 @@ def side_rows(ranks: pl.DataFrame, cfg: RunConfig) -> pl.DataFrame:
         .sort("rank_ms", "_order")
         .drop("_order")
     )
+
+
+def legs_short_warn(ranks: pl.DataFrame, cfg: RunConfig) -> None:
+    """Warn (one line per leg) when ranking bars rank fewer symbols than a leg holds: it then holds fewer.
+
+    The leg's gross is kept, so each of the symbols it holds gets a larger weight than
+    ``ranking.top_n`` / ``ranking.bottom_n`` imply.
+    """
+    if ranks.height == 0:
+        return
+    top_n, side = cfg.ranking.top_n, cfg.portfolio.side
+    bottom_n = cfg.ranking.bottom_n or top_n
+    n = ranks.group_by("rank_ms").len().get_column("len")
+    long_held = n.clip(upper_bound=top_n) if side != "short" else n * 0
+    legs = []
+    if side != "short":
+        legs.append(("long", "ranking.top_n", top_n, long_held))
+    if side != "long":
+        legs.append(("short", "ranking.bottom_n", bottom_n, (n - long_held).clip(upper_bound=bottom_n)))
+    for leg, key, want, held in legs:
+        few = int((held < want).sum())
+        if few:
+            log.warning(
+                "the %s leg holds fewer than %s=%d symbols at %d of %d ranking bars (as few as %d): fewer symbols "
+                "were ranked there than the legs hold; the leg's gross is spread over those it has",
+                leg,
+                key,
+                want,
+                few,
+                n.len(),
+                int(held.sort()[0]),
+            )
 
 
 def universe_check(cfg: RunConfig, n_universe: int) -> None:

@@ -12,11 +12,18 @@ Three layouts, each named in docs/PERPETUALS.md ("Data"):
   and optionally ``mark``;
 - one csv per pair: ``{BASE}_{QUOTE}-funding.csv`` with the time column, ``rate`` and optionally ``mark``.
 
-Column names are case-insensitive. Two files giving one pair's funding are refused (keep one).
+ccxt's names are read too: ``fundingRate`` and ``markPrice`` for ``rate`` and ``mark``, and its linear
+perpetual ``BASE/QUOTE:QUOTE`` for ``BASE/QUOTE`` (a ``fetchFundingRateHistory`` export as it is).
+
+Column names are case-insensitive. Two files giving one pair's funding are refused (keep one), as
+is a funding time a file gives twice with different values; a time given twice alike is dropped
+with a warning (rates that look like percentages are named by each run:
+:func:`engine.run.funding.funding_units_warn`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -24,6 +31,7 @@ import polars as pl
 
 from engine.core.errors import DataError, EngineError
 from engine.core.symbols import symbol_check
+from engine.core.units import ms_datetime
 from engine.data.funding import funding_validate
 
 _TF = r"[1-9]\d*[mhdw]"
@@ -32,6 +40,32 @@ _PAIR_CSV = re.compile(r"^([A-Z0-9]{1,20})_([A-Z0-9]{1,20})-funding$")
 ALL_PAIRS = "funding.csv"
 TIME_NAMES = ("time", "timestamp", "date", "funding_time", "fundingtime", "open_time")
 SUFFIXES = (".feather", ".parquet", ".json", ".csv")
+ALIASES = {"rate": ("fundingrate", "funding_rate"), "mark": ("markprice", "mark_price")}
+"""Other names of the rate and mark columns (lower-cased), as ccxt's ``fetchFundingRateHistory`` rows and exchanges name them."""
+log = logging.getLogger(__name__)
+
+
+def duplicates_check(frame: pl.DataFrame, value: str, symbol: str, path: Path) -> None:
+    """Refuse a funding time ``frame`` gives twice with different ``value`` s; warn about exact copies (then dropped)."""
+    dup = frame.filter(pl.col("time").is_not_null() & pl.col("time").is_duplicated())
+    if dup.height == 0:
+        return
+    distinct = dup.select("time", value).unique()
+    clash = distinct.filter(pl.col("time").is_duplicated()).get_column("time")
+    if clash.len():
+        at = ms_datetime(int(clash.sort()[0])).strftime("%Y-%m-%d %H:%M")
+        msg = (
+            f"{path}: funding of {symbol}: {clash.n_unique()} funding time(s) given twice with different {value} "
+            f"values, the first at {at} UTC; keep one row per time"
+        )
+        raise DataError(msg)
+    log.warning(
+        "%s: funding of %s: %d duplicate row(s) of the same time and %s dropped",
+        path,
+        symbol,
+        dup.height - distinct.height,
+        value,
+    )
 
 
 def _lower(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -52,11 +86,28 @@ def _times(frame: pl.DataFrame, path: Path) -> pl.Series:
     return _timestamps(frame.get_column(col), path).dt.epoch("ms")
 
 
+def _aliases(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rename ccxt's and exchanges' column names (``fundingRate``, ``markPrice``) to ``rate`` and ``mark``."""
+    for name, aliases in ALIASES.items():
+        found = next((a for a in aliases if a in frame.columns), None)
+        if name not in frame.columns and found is not None:
+            frame = frame.rename({found: name})
+    return frame
+
+
+def _linear(symbol: pl.Expr) -> pl.Expr:
+    """Return ccxt's linear perpetual ``BASE/QUOTE:QUOTE`` as ``BASE/QUOTE``; any other symbol as it is."""
+    parts = symbol.str.split(":")
+    pair, settle = parts.list.first(), parts.list.get(1, null_on_oob=True)
+    quote = pair.str.split("/").list.get(1, null_on_oob=True)
+    return pl.when(settle.is_not_null() & (settle == quote) & (parts.list.len() == 2)).then(pair).otherwise(symbol)
+
+
 def _read(path: Path) -> pl.DataFrame:
     from engine.data.sources.files_read import _read as read_any
 
     try:
-        return _lower(read_any(path), path)
+        return _aliases(_lower(read_any(path), path))
     except DataError:
         raise
     except Exception as exc:
@@ -118,6 +169,8 @@ class FundingFiles:
         if "*" not in self._frames:
             assert self._all is not None
             raw = _read(self._all)
+            if "symbol" in raw.columns:
+                raw = raw.with_columns(_linear(pl.col("symbol").cast(pl.String)).alias("symbol"))
             if "symbol" not in raw.columns or "rate" not in raw.columns:
                 msg = f"{self._all}: funding.csv needs the columns symbol, time, rate (and optionally mark)"
                 raise DataError(msg)
@@ -164,6 +217,7 @@ class FundingFiles:
             frame = self._all_frame().filter(pl.col("symbol") == symbol).drop("symbol")
         else:
             return None
+        duplicates_check(frame, "rate", symbol, path)
         frame = funding_validate(frame, symbol, str(path))
         mark_path = self._marks.get(symbol)
         if mark_path is not None and frame.get_column("mark").null_count() == frame.height:
@@ -174,6 +228,7 @@ class FundingFiles:
                 )
                 raise DataError(msg)
             marks = marks.select(_times(marks, mark_path).alias("time"), pl.col("open").cast(pl.Float64).alias("mark"))
+            duplicates_check(marks, "mark", symbol, mark_path)
             marks = marks.unique(subset="time", keep="last")
             frame = funding_validate(frame.drop("mark").join(marks, on="time", how="left"), symbol, str(mark_path))
         self._frames[symbol] = frame
