@@ -476,3 +476,20 @@ def test_a_funding_csv_with_text_for_a_rate_is_one_line(tmp_path: Path) -> None:
         files_read(tmp_path, folder, "1d")
     line = str(info.value)
     assert "\n" not in line and "funding of BTC/USDT" in line and "not a number" in line
+
+
+def test_a_spot_file_in_a_perp_folder_is_skipped_with_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A freqtrade spot file (BASE_QUOTE-tf) beside the futures bars is not traded as a perpetual."""
+    gen = gen_for("USDT")
+    folder = tmp_path / "data"
+    csv_all_folder(gen, funding_in(gen), folder)
+    spot = gen.ohlcv_fetch("BTC/USDT", "1h", gen.start_ms, gen.end_ms)
+    feather_write(spot, folder / "BNB_USDT-1h.feather")
+    with caplog.at_level(logging.WARNING):
+        cfg, got = files_read(tmp_path, folder, "1d", funding_missing="zero")
+    assert "skipped BNB_USDT-1h.feather: freqtrade spot bars: data.market=perp reads" in caplog.text
+    source = source_from_config(cfg.data)
+    assert "BNB/USDT" not in source.symbols()
+    assert sorted(got.get_column("symbol").unique().to_list()) == ["BTC/USDT", "ETH/USDT"]

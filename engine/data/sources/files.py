@@ -215,6 +215,9 @@ class FilesSource(DataSource):
             if isinstance(entry, str):
                 skipped.append((path, entry))
                 continue
+            if self.market == "perp" and entry.layout == "freqtrade":
+                skipped.append((path, "freqtrade spot bars: data.market=perp reads BASE_QUOTE_SETTLE-tf-futures files"))
+                continue
             if entry.interval is None:
                 try:
                     entry = FileEntry(entry.path, entry.symbol, _interval_infer(self._load_raw(entry)), entry.layout)
