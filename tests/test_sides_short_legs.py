@@ -74,3 +74,19 @@ def test_legs_that_fit_and_a_long_leg_that_does_not(caplog: pytest.LogCaptureFix
         "the long leg holds fewer than ranking.top_n=4 symbols at 1 of 2 ranking bars (as few as 3)",
         "the short leg holds fewer than ranking.bottom_n=2 symbols at 1 of 2 ranking bars (as few as 0)",
     ]
+
+
+def test_a_bottom_n_a_long_book_does_not_use_is_stated(caplog: pytest.LogCaptureFixture) -> None:
+    from engine.strategy.sides import universe_check
+
+    with caplog.at_level(logging.WARNING, logger="engine.strategy.sides"):
+        universe_check(_cfg("portfolio.side=long", "ranking.top_n=5", "ranking.bottom_n=7"), 20)
+    assert [r.getMessage() for r in caplog.records] == [
+        "ranking.bottom_n=7 is not used: portfolio.side=long holds the top ranking.top_n only (set "
+        "portfolio.side=long_short or short for a bottom leg)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="engine.strategy.sides"):
+        universe_check(_cfg("portfolio.side=long_short", "ranking.top_n=5", "ranking.bottom_n=7"), 20)
+        universe_check(_cfg("portfolio.side=long", "ranking.top_n=5"), 20)
+    assert caplog.records == []

@@ -81,8 +81,14 @@ def legs_short_warn(ranks: pl.DataFrame, cfg: RunConfig) -> None:
 
 
 def universe_check(cfg: RunConfig, n_universe: int) -> None:
-    """Refuse a book whose legs need more symbols than the universe has (one line, exit 2)."""
+    """Refuse a book whose legs need more symbols than the universe has (one line, exit 2); warn of an unused bottom_n."""
     p, r = cfg.portfolio, cfg.ranking
+    if p.side == "long" and r.bottom_n is not None:
+        log.warning(
+            "ranking.bottom_n=%d is not used: portfolio.side=long holds the top ranking.top_n only "
+            "(set portfolio.side=long_short or short for a bottom leg)",
+            r.bottom_n,
+        )
     need = (r.top_n if p.side != "short" else 0) + ((r.bottom_n or r.top_n) if p.side != "long" else 0)
     if need > n_universe:
         msg = (
