@@ -54,7 +54,7 @@ def perp_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _config(tmp: Path, folder: Path, haircut: float) -> RunConfig:
+def _config(tmp: Path, folder: Path, haircut: float, *extra: str) -> RunConfig:
     raw = config_compose(
         [
             "data=files",
@@ -68,6 +68,7 @@ def _config(tmp: Path, folder: Path, haircut: float) -> RunConfig:
             "portfolio.side=short",
             "costs=zero",
             f"execution.delisting_haircut={haircut}",
+            *extra,
         ]
     )[1]
     raw["paths"] = {"lakehouse_dir": str(tmp / "lakehouse"), "output_dir": str(tmp / "out")}
@@ -104,3 +105,18 @@ def test_the_haircut_moves_each_column_against_its_holder() -> None:
     for f in block:
         assert block[f][:, 0].tolist() == [10.0, 7.5, 7.5]  # a long sells lower
         assert block[f][:, 1].tolist() == [10.0, 12.5, 12.5]  # a short covers higher
+
+
+def test_a_capped_delisting_fill_has_no_market_volume(perp_folder: Path, tmp_path: Path) -> None:
+    """Under a participation cap the delisting row fills in full at the last close: its quote volume and
+    participation are NaN in orders.parquet (not the stand-in 1e300 and 1e-296), the other fills' are real."""
+    run = backtest_run(_config(tmp_path, perp_folder, 0.0, "execution.max_participation=0.0001"))
+    assert run.result is not None
+    orders = run.result.orders
+    exit_ = orders.filter(pl.col("reason") == "delisted")
+    assert exit_.height == 1
+    assert np.isnan(exit_.item(0, "quote_volume")) and np.isnan(exit_.item(0, "participation"))
+    rest = orders.filter(pl.col("reason") != "delisted")
+    assert rest.height > 0 and rest.get_column("quote_volume").is_finite().all()
+    assert float(rest.get_column("quote_volume").max()) < 1e20  # type: ignore[arg-type]
+    assert float(rest.get_column("participation").max()) <= 0.0001 + 1e-12  # type: ignore[arg-type]

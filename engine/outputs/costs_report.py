@@ -51,7 +51,7 @@ def _participation(cfg: RunConfig, orders: pl.DataFrame) -> str:
     text = (
         f"Participation (a fill's quote over its bar's quote volume), {p.size:,d} fills: median {q50:.3g}, "
         f"90th percentile {q90:.3g}, 99th {q99:.3g}, max {float(p.max()):.3g}{at_cap}. "
-        "A delisting sale (in full, at the last close) counts as 0."
+        "A delisting sale (in full, at the last close) has no market volume and is left out."
     )
     return f'<p class="note" id="costs-participation">{html.escape(text)}</p>'
 

@@ -273,10 +273,15 @@ def market_execute(
 
 
 def order_columns(res: SimResult) -> dict[str, np.ndarray]:
-    """Return the market columns of a result's fills (``ORDER_COLUMNS``), in fill order."""
+    """Return the market columns of a result's fills (``ORDER_COLUMNS``), in fill order (NaN volume and participation on a delisting row)."""
     extra = res.order_extra or {}
     n = len(res.order_records)
-    return {c: np.asarray(extra[c], dtype=np.float64) if c in extra else np.full(n, np.nan) for c in ORDER_COLUMNS}
+    cols = {c: np.asarray(extra[c], dtype=np.float64) if c in extra else np.full(n, np.nan) for c in ORDER_COLUMNS}
+    forced = cols["quote_volume"] >= UNLIMITED  # a delisting row: no market volume, so none shown (NaN)
+    if forced.any():
+        cols["quote_volume"] = np.where(forced, np.nan, cols["quote_volume"])
+        cols["participation"] = np.where(forced, np.nan, cols["participation"])
+    return cols
 
 
 def costs_block(costs: Mapping[str, float]) -> dict[str, float | int]:
