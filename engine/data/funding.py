@@ -326,6 +326,7 @@ def funding_read(
     lakehouse: Lakehouse | None = None,
     *,
     gaps_span: tuple[int, int] | None = None,
+    checked: Lakehouse | None = None,
 ) -> pl.DataFrame:
     """Return the funding of ``symbols`` with funding time in ``[start_ms, end_ms)``, sorted by symbol, time.
 
@@ -338,7 +339,10 @@ def funding_read(
     naming the symbols and the fix (exit 2); with ``zero`` a warning line saying funding is assumed
     zero for them. On spot data (``data.market=spot``) there is no funding: an error.
     ``lakehouse`` defaults to the store of ``cfg.data``; ``gaps_span`` (default the span read) is
-    where the check looks.
+    where the check looks. ``checked``: a store whose every symbol's funding this run checked over
+    the whole store already (:func:`funding_prepare`, in the plan's data step): read from that same
+    store with ``funding_missing=error``, a check of fewer symbols over a shorter span can only pass,
+    so it is not made again.
     """
     data = cfg.data
     if not data.is_perp():
@@ -349,7 +353,8 @@ def funding_read(
 
         lakehouse = store_open(cfg.paths.lakehouse_dir, source_from_config(data).identity())
     lo, hi = gaps_span or (start_ms, end_ms)
-    gaps = funding_gaps(lakehouse, symbols, cfg.backtest.interval, lo, hi)
+    done = checked is not None and checked.url() == lakehouse.url() and data.funding_missing == "error"
+    gaps = [] if done else funding_gaps(lakehouse, symbols, cfg.backtest.interval, lo, hi)
     if gaps and data.funding_missing == "error":
         msg = (
             f"no funding data for {len(gaps)} perp symbol(s) where the store has their bars: {_names(gaps)}; "
