@@ -124,7 +124,7 @@ def market_prepare(
     Called by the plan after its data step, which checked the funding of every symbol of
     ``lakehouse`` (``funding_prepare``): a perp run's funding is read without checking it again.
     """
-    from engine.data.markets import market_rules
+    from engine.data.markets import leverage_check, market_rules
     from engine.simulation.market import ExecutionRules
 
     ex = cfg.execution
@@ -134,6 +134,7 @@ def market_prepare(
             lakehouse, "bars", cfg.backtest.interval, symbols, first_ms - ex.history_bars() * base_ms, end_ms
         )
     rules = market_rules(cfg, symbols)
+    leverage_check(cfg.portfolio.leverage, rules)  # a traded market's own maximum (docs/LONG_SHORT.md)
     execution = ExecutionRules(
         max_participation=math.inf if ex.max_participation is None else ex.max_participation,
         leftover=ex.leftover,
