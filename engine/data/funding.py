@@ -139,16 +139,21 @@ class FundingStore:
 
     def load(self, symbol: str, *, rows: bool = True) -> tuple[pl.DataFrame, list[tuple[int, int]] | None]:
         """One symbol's funding and covered ranges (None: no partition)."""
+        frame, ranges = self._read(symbol, rows=rows)
+        return (funding_empty(with_symbol=False) if frame is None else frame), ranges
+
+    def _read(self, symbol: str, *, rows: bool) -> tuple[pl.DataFrame | None, list[tuple[int, int]] | None]:
+        """:meth:`load` without building an empty frame where there are no rows (None): the coverage's read."""
         path = self.partition(symbol) / DATA_FILE
         attempts = 1 if self.storage.locking else READ_ATTEMPTS
         for attempt in range(attempts):  # S3 has no lock: a read may meet a replacement half-way
             try:
                 payload = self.storage.read_bytes(path)
             except FileNotFoundError:
-                return funding_empty(with_symbol=False), None
+                return None, None
             try:
                 meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
-                frame = pl.read_parquet(io.BytesIO(payload)) if rows else funding_empty(with_symbol=False)
+                frame = pl.read_parquet(io.BytesIO(payload)) if rows else None
                 record = json.loads(meta[COVERAGE_KEY.encode()])
                 return frame, [(int(a), int(b)) for a, b in record["ranges"]]
             except Exception as exc:
@@ -164,7 +169,7 @@ class FundingStore:
 
     def coverage(self, symbol: str) -> list[tuple[int, int]]:
         """Return the ranges whose funding was read (empty: none)."""
-        return self.load(symbol, rows=False)[1] or []
+        return self._read(symbol, rows=False)[1] or []
 
     def write(self, symbol: str, frame: pl.DataFrame, covered: list[tuple[int, int]]) -> int:
         """Merge ``frame`` into the symbol's partition and extend its coverage; return the rows added."""

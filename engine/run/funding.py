@@ -58,15 +58,23 @@ class FundingIndex:
     """
 
     def __init__(self, frame: pl.DataFrame) -> None:
-        groups = frame.partition_by("symbol", as_dict=True, maintain_order=True) if frame.height else {}
-        self._sid = {str(k[0]): i for i, k in enumerate(groups)}
-        self._symbols = list(self._sid)
-        parts = list(groups.values())
-        self._t = _joined([g.get_column("time") for g in parts], np.int64)
-        self._rate = _joined([g.get_column("rate") for g in parts], np.float64)
-        self._mark = _joined([g.get_column("mark").fill_null(np.nan) for g in parts], np.float64)
-        self._off = np.concatenate(([0], np.cumsum([g.height for g in parts]))).astype(np.int64)
-        self._row_sid = np.repeat(np.arange(len(parts)), np.diff(self._off))
+        # the frame's rows grouped by symbol, the groups in the order their symbols first appear and the
+        # rows of a group in the frame's order (a stable sort on the group's number)
+        sym = frame.get_column("symbol").cast(pl.String).to_numpy() if frame.height else np.empty(0, dtype=object)
+        names, first, inverse = np.unique(sym.astype(str), return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        group = np.empty(order.size, dtype=np.int64)
+        group[order] = np.arange(order.size)
+        row_group = group[inverse.reshape(-1)]
+        perm = np.argsort(row_group, kind="stable")
+        self._symbols = [str(s) for s in names[order]]
+        self._sid = {s: i for i, s in enumerate(self._symbols)}
+        self._t = _values(frame, "time", np.int64)[perm]
+        self._rate = _values(frame, "rate", np.float64)[perm]
+        self._mark = _values(frame, "mark", np.float64)[perm]
+        sizes = np.bincount(row_group, minlength=order.size)
+        self._off = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self._row_sid = np.repeat(np.arange(order.size), sizes)
         self._amount = self._rate * self._mark  # NaN where the mark is null (filled per panel)
         self._filled: dict[int, tuple[Panel, np.ndarray, set[int]]] = {}  # by id(panel); the panel kept alive
         steps = np.diff(self._t)
@@ -135,11 +143,12 @@ class FundingIndex:
         return out
 
 
-def _joined(columns: list[pl.Series], dtype: type[np.generic]) -> np.ndarray:
-    """Return the columns' values end to end as one array of ``dtype`` (each converted as it is, then cast)."""
-    if not columns:
+def _values(frame: pl.DataFrame, name: str, dtype: type[np.generic]) -> np.ndarray:
+    """Return a column of the frame as ``dtype`` (nulls as NaN), empty for an empty frame."""
+    if not frame.height:
         return np.empty(0, dtype=dtype)
-    out: np.ndarray = np.concatenate([c.to_numpy().astype(dtype) for c in columns])
+    col = frame.get_column(name)
+    out: np.ndarray = (col.fill_null(np.nan) if dtype is np.float64 else col).to_numpy().astype(dtype)
     return out
 
 
