@@ -180,7 +180,7 @@ def fake_perp(monkeypatch: pytest.MonkeyPatch, rate: Any) -> None:
 
     import engine.config.book as book_mod
 
-    def funding_read(cfg: Any, symbols: Any, start_ms: int, end_ms: int) -> pl.DataFrame:
+    def funding_read(cfg: Any, symbols: Any, start_ms: int, end_ms: int, **options: Any) -> pl.DataFrame:
         times = np.arange(start_ms - start_ms % 28_800_000, end_ms, 28_800_000, dtype=np.int64)
         rows = [(s, int(t), rate(s), None) for s in sorted(symbols) for t in times]
         schema = {"symbol": pl.String, "time": pl.Int64, "rate": pl.Float64, "mark": pl.Float64}

@@ -139,16 +139,21 @@ class FundingStore:
 
     def load(self, symbol: str, *, rows: bool = True) -> tuple[pl.DataFrame, list[tuple[int, int]] | None]:
         """One symbol's funding and covered ranges (None: no partition)."""
+        frame, ranges = self._read(symbol, rows=rows)
+        return (funding_empty(with_symbol=False) if frame is None else frame), ranges
+
+    def _read(self, symbol: str, *, rows: bool) -> tuple[pl.DataFrame | None, list[tuple[int, int]] | None]:
+        """:meth:`load` without building an empty frame where there are no rows (None): the coverage's read."""
         path = self.partition(symbol) / DATA_FILE
         attempts = 1 if self.storage.locking else READ_ATTEMPTS
         for attempt in range(attempts):  # S3 has no lock: a read may meet a replacement half-way
             try:
                 payload = self.storage.read_bytes(path)
             except FileNotFoundError:
-                return funding_empty(with_symbol=False), None
+                return None, None
             try:
                 meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
-                frame = pl.read_parquet(io.BytesIO(payload)) if rows else funding_empty(with_symbol=False)
+                frame = pl.read_parquet(io.BytesIO(payload)) if rows else None
                 record = json.loads(meta[COVERAGE_KEY.encode()])
                 return frame, [(int(a), int(b)) for a, b in record["ranges"]]
             except Exception as exc:
@@ -164,7 +169,7 @@ class FundingStore:
 
     def coverage(self, symbol: str) -> list[tuple[int, int]]:
         """Return the ranges whose funding was read (empty: none)."""
-        return self.load(symbol, rows=False)[1] or []
+        return self._read(symbol, rows=False)[1] or []
 
     def write(self, symbol: str, frame: pl.DataFrame, covered: list[tuple[int, int]]) -> int:
         """Merge ``frame`` into the symbol's partition and extend its coverage; return the rows added."""
@@ -326,6 +331,7 @@ def funding_read(
     lakehouse: Lakehouse | None = None,
     *,
     gaps_span: tuple[int, int] | None = None,
+    checked: Lakehouse | None = None,
 ) -> pl.DataFrame:
     """Return the funding of ``symbols`` with funding time in ``[start_ms, end_ms)``, sorted by symbol, time.
 
@@ -338,7 +344,10 @@ def funding_read(
     naming the symbols and the fix (exit 2); with ``zero`` a warning line saying funding is assumed
     zero for them. On spot data (``data.market=spot``) there is no funding: an error.
     ``lakehouse`` defaults to the store of ``cfg.data``; ``gaps_span`` (default the span read) is
-    where the check looks.
+    where the check looks. ``checked``: a store whose every symbol's funding this run checked over
+    the whole store already (:func:`funding_prepare`, in the plan's data step): read from that same
+    store with ``funding_missing=error``, a check of fewer symbols over a shorter span can only pass,
+    so it is not made again.
     """
     data = cfg.data
     if not data.is_perp():
@@ -349,7 +358,8 @@ def funding_read(
 
         lakehouse = store_open(cfg.paths.lakehouse_dir, source_from_config(data).identity())
     lo, hi = gaps_span or (start_ms, end_ms)
-    gaps = funding_gaps(lakehouse, symbols, cfg.backtest.interval, lo, hi)
+    done = checked is not None and checked.url() == lakehouse.url() and data.funding_missing == "error"
+    gaps = [] if done else funding_gaps(lakehouse, symbols, cfg.backtest.interval, lo, hi)
     if gaps and data.funding_missing == "error":
         msg = (
             f"no funding data for {len(gaps)} perp symbol(s) where the store has their bars: {_names(gaps)}; "

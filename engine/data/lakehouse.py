@@ -301,22 +301,21 @@ class Lakehouse:
         return self.storage.locking
 
     def _load(self, part: PurePath, *, bars: bool = True) -> tuple[pl.DataFrame, CoverageRecord | None]:
-        """Read a partition's bars and coverage record from one read of its object.
+        """Read a partition's bars (``bars=False``: none, an empty frame) and coverage record from one read.
 
         Without a lock (S3) a read can meet a concurrent replacement half-way (a reader's ranged
         GETs of two versions): such a read does not parse and is retried, a few times at most.
         """
         path = part / DATA_FILE
-        empty = pl.DataFrame(schema=BAR_SCHEMA)
         for attempt in range(1 if self._locking else READ_ATTEMPTS):
             try:
                 payload = self.storage.read_bytes(path)
             except FileNotFoundError:
                 self._seen.pop(part, None)
-                return empty, None
+                return pl.DataFrame(schema=BAR_SCHEMA), None
             try:
                 meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
-                df = pl.read_parquet(io.BytesIO(payload)) if bars else empty
+                df = pl.read_parquet(io.BytesIO(payload)) if bars else _NO_BARS
                 break
             except Exception as exc:
                 if attempt + 1 >= (1 if self._locking else READ_ATTEMPTS):
@@ -443,6 +442,11 @@ class Lakehouse:
             self.scan(kind, interval)  # raises the one-line "no data" error
         for i in range(0, len(symbols), size):
             yield [self.storage.scan_url(self.partition(kind, interval, s) / DATA_FILE) for s in symbols[i : i + size]]
+
+
+_NO_BARS = pl.DataFrame(schema=BAR_SCHEMA)
+"""The frame of a coverage-only read (``Lakehouse._load(bars=False)``, whose callers read the record only):
+one for every such read, not a new empty frame each (building one costs more than reading the footer)."""
 
 
 def scan_batches(lake: Lakehouse, kind: str, interval: str, size: int | None = None) -> Iterator[pl.LazyFrame]:

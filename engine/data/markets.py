@@ -8,13 +8,20 @@ Where the rules come from (:func:`market_rules`):
   ``market['precision']['price']`` read in the exchange's ``precisionMode`` (:func:`precision_step`),
   and ``market['active']`` (False: delisted or halted);
 * ``execution.markets_file``: a csv, json or yaml file of rows ``symbol, min_notional, amount_step,
-  price_tick`` (and optionally ``active``), for any data; its rows replace the stored ones;
+  price_tick`` (and optionally ``active`` and ``max_leverage``), for any data; its rows replace the
+  stored ones;
 * ``execution.min_notional`` / ``amount_step`` / ``price_tick``: the defaults for every symbol (and
   every field) that neither names; 0 means none.
 
 A value an exchange does not give (None) or cannot give as one number (a precision in significant
 digits, whose step depends on the price) is stored as null and read as the config default, with a
 warning naming the symbols.
+
+A market's maximum leverage (``max_leverage``: ccxt's ``market['limits']['leverage']['max']``, or
+the markets file's column) bounds ``portfolio.leverage``: :func:`leverage_check` refuses a run whose
+leverage exceeds the maximum of a market it trades. Where no maximum is known (None: the generator,
+a file without the column, an exchange whose markets leave it empty) only the global bound
+``engine.config.book.MAX_LEVERAGE`` applies.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from engine.core.errors import DataError, EngineError
+from engine.core.errors import ConfigError, DataError, EngineError
 from engine.core.jsontypes import Record
 
 if TYPE_CHECKING:
@@ -43,8 +50,8 @@ log = logging.getLogger(__name__)
 MARKETS_FILE = "_markets.json"
 """The exchange rules of a ccxt namespace, beside its ``_identity.json``."""
 FIELDS = ("min_notional", "amount_step", "price_tick")
-COLUMNS = ("symbol", *FIELDS, "active")
-"""The columns a markets file may have (``active`` optional, default true)."""
+COLUMNS = ("symbol", *FIELDS, "active", "max_leverage")
+"""The columns a markets file may have (``active`` optional, default true; ``max_leverage`` optional, none)."""
 
 # ccxt's counting modes (ccxt.base.decimal_to_precision); kept here so reading a store needs no ccxt import
 DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE = 2, 3, 4
@@ -65,12 +72,15 @@ class MarketRule:
         Fill prices round to a multiple of it, against the trader.
     active
         False for a market the exchange no longer trades (delisted or halted) at ingest.
+    max_leverage
+        The highest leverage the market allows (None: not known; only the global bound applies).
     """
 
     min_notional: float = 0.0
     amount_step: float = 0.0
     price_tick: float = 0.0
     active: bool = True
+    max_leverage: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,11 +92,21 @@ class MarketRow:
     amount_step: float | None = None
     price_tick: float | None = None
     active: bool = True
+    max_leverage: float | None = None
 
     def rule(self, default: MarketRule) -> MarketRule:
         """Return the rule, ``default``'s value in every field this row leaves empty."""
         value = {f: float(getattr(default if getattr(self, f) is None else self, f)) for f in FIELDS}
-        return MarketRule(value["min_notional"], value["amount_step"], value["price_tick"], self.active)
+        return MarketRule(
+            value["min_notional"], value["amount_step"], value["price_tick"], self.active, self.max_leverage
+        )
+
+    def stored(self) -> Record:
+        """Return the row as ``_markets.json`` holds it (``max_leverage`` only where known)."""
+        row: Record = asdict(self)
+        if self.max_leverage is None:
+            del row["max_leverage"]
+        return row
 
 
 def precision_step(value: object, mode: int) -> float | None:
@@ -113,9 +133,10 @@ def precision_step(value: object, mode: int) -> float | None:
 
 
 def ccxt_row(symbol: str, market: Record, mode: int) -> MarketRow:
-    """Return the rules of one ccxt market (``limits.cost.min``, ``precision``, ``active``)."""
+    """Return the rules of one ccxt market (``limits.cost.min``, ``precision``, ``active``, ``limits.leverage.max``)."""
     limits = market.get("limits") or {}
     cost = (limits.get("cost") or {}).get("min")
+    lev = (limits.get("leverage") or {}).get("max")
     precision = market.get("precision") or {}
     notional = float(cost) if cost is not None and float(cost) > 0 else None
     return MarketRow(
@@ -124,6 +145,7 @@ def ccxt_row(symbol: str, market: Record, mode: int) -> MarketRow:
         precision_step(precision.get("amount"), mode),
         precision_step(precision.get("price"), mode),
         market.get("active") is not False,
+        float(lev) if lev is not None and float(lev) >= 1 else None,  # ccxt: None where the exchange says nothing
     )
 
 
@@ -191,8 +213,17 @@ def rows_parse(records: Iterable[Record], source: str) -> dict[str, MarketRow]:
             _number(rec.get("amount_step"), "amount_step", where, positive=True),
             _number(rec.get("price_tick"), "price_tick", where, positive=True),
             _flag(rec.get("active"), where),
+            _leverage(rec.get("max_leverage"), where),
         )
     return out
+
+
+def _leverage(value: object, where: str) -> float | None:
+    x = _number(value, "max_leverage", where, positive=True)
+    if x is not None and x < 1.0:
+        msg = f"{where}: max_leverage={value!r} must be at least 1 (1: no leverage), or empty when not known"
+        raise DataError(msg)
+    return x
 
 
 def _records(payload: object, source: str) -> list[Record]:
@@ -267,7 +298,7 @@ def markets_store_read(lakehouse: Lakehouse) -> dict[str, MarketRow] | None:
 
 def markets_store_write(lakehouse: Lakehouse, rows: Mapping[str, MarketRow], meta: Mapping[str, object]) -> None:
     """Write the namespace's exchange rules whole (temp file and rename locally, one PUT on S3)."""
-    payload = {**meta, "markets": [asdict(rows[s]) for s in sorted(rows)]}
+    payload = {**meta, "markets": [rows[s].stored() for s in sorted(rows)]}
     data = (json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
     lakehouse.storage.write_bytes(lakehouse.root / MARKETS_FILE, data)
 
@@ -367,3 +398,24 @@ def rules_arrays(rules: Mapping[str, MarketRule], symbols: Sequence[str]) -> dic
     array([0.1])
     """
     return {f: np.array([float(getattr(rules[s], f)) for s in symbols], dtype=np.float64) for f in FIELDS}
+
+
+def leverage_check(leverage: float, rules: Mapping[str, MarketRule]) -> None:
+    """Refuse ``portfolio.leverage`` above the maximum of a market the run trades (one line, exit 2).
+
+    ``rules``: the traded symbols' rules (:func:`market_rules`). A market without a known maximum is
+    bounded by the global ``engine.config.book.MAX_LEVERAGE`` only (the config's own check).
+    """
+    over = sorted(
+        (r.max_leverage, s)
+        for s, r in rules.items()
+        if r.max_leverage is not None and leverage > r.max_leverage + 1e-12
+    )
+    if over:
+        most, symbol = over[0]
+        more = f" (and {len(over) - 1} more market(s) whose maximum is below it)" if len(over) > 1 else ""
+        msg = (
+            f"portfolio.leverage={leverage:g} exceeds the maximum leverage of {symbol}, {most:g}x{more}: set "
+            f"portfolio.leverage={most:g} or lower (or leave {symbol} out of the universe)"
+        )
+        raise ConfigError(msg)

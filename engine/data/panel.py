@@ -75,3 +75,27 @@ def panel_load(lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str
             for f in FIELDS:
                 arrays[f][rows, cols] = table.column(f).to_numpy()
     return Panel(grid, list(symbols), **arrays)
+
+
+def panels_load(
+    lakehouse: Lakehouse, kind: str, interval: str, symbols: list[str], starts: list[int], end_ms: int
+) -> list[Panel]:
+    """Return :func:`panel_load` of ``symbols`` from each of ``starts`` to ``end_ms``, with one read.
+
+    The grid is regular (``interval`` steps from the start rounded down to a step), so the panel
+    from a later start is the rows of the earliest one's from that start on, value for value: the
+    widest span is read once and the others are copies of its rows (the first from the earliest start
+    is the panel read itself: a single start costs what :func:`panel_load` does).
+    """
+    step = interval_ms(interval)
+    wide = panel_load(lakehouse, kind, interval, symbols, min(starts), end_ms)
+    out, used = [], False
+    for start in starts:
+        r = int(np.searchsorted(wide.ts_ms, start // step * step, side="left"))
+        if r == 0 and not used:
+            out.append(wide)
+            used = True
+            continue
+        arrays = {f: getattr(wide, f)[r:].copy() for f in FIELDS}
+        out.append(Panel(wide.ts_ms[r:].copy(), list(symbols), **arrays))
+    return out

@@ -19,7 +19,7 @@ from engine.core.progress import progress_iter
 from engine.core.units import MS_NS, interval_ms
 from engine.run.delisting import columns_short, delisting_haircut
 from engine.run.frictions import frictions_build, market_execute, order_columns, pending_after, pending_in
-from engine.run.funding import funding_grid, funding_records
+from engine.run.funding import funding_records
 from engine.run.plan import RunPlan, WindowPlan
 from engine.run.state import Book, BookOutput, FoldState, Pass, PassSpec, Position, WindowOutput
 from engine.run.trades import TRADE_KINDS
@@ -359,8 +359,9 @@ def _simulate(
         fine = plan.base_bars if spec.interval == plan.base else plan.mtf[spec.interval]
         carried = columns[len(winners) :]
         fr = frictions_build(plan.cfg, plan.market, fine, wp.window, winners, carried, ts, delist)
-        if plan.market.funding is not None:  # a perpetual: the funding of the window's bars (engine/run/funding.py)
-            fr = replace(fr, funding=funding_grid(plan.market.funding, fine, columns, ts, interval_ms(spec.interval)))
+        index = plan.market.funding_index  # a perpetual: the funding of the window's bars (engine/run/funding.py)
+        if index is not None:
+            fr = replace(fr, funding=index.grid(fine, columns, ts, interval_ms(spec.interval)))
         assert isinstance(plan.stage, MarketStage)
         return market_execute(plan.cfg, plan.stage, ctx, books, fr)
     # the normal run is one book; an exit-rule grid runs every book in the same call

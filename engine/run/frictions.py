@@ -37,6 +37,7 @@ from engine.core.units import interval_ms
 from engine.data.lakehouse import Lakehouse
 from engine.data.markets import MarketRule
 from engine.data.panel import Panel, panel_load
+from engine.run.funding import FundingIndex
 from engine.strategy.windows import Window
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class MarketData:
     warned: set[str] = field(default_factory=set)
     funding: pl.DataFrame | None = None
     """A perpetual run's funding rates (``symbol``, ``time``, ``rate``, ``mark``: engine/run/funding.py); None: spot."""
+    funding_index: FundingIndex | None = None
+    """The same rates split by symbol once per run, laid on each window's grid (:class:`FundingIndex`)."""
 
     def warn_once(self, key: str, message: str) -> None:
         """Log ``message`` once per run for ``key``."""
@@ -111,17 +114,27 @@ class MarketData:
             log.warning("%s", message)
 
 
-def market_prepare(cfg: RunConfig, lakehouse: Lakehouse, symbols: list[str], first_ms: int, end_ms: int) -> MarketData:
-    """Load what the frictions need for ``symbols`` over the run (``first_ms``: the first window's start)."""
-    from engine.data.markets import market_rules
+def market_prepare(
+    cfg: RunConfig, lakehouse: Lakehouse, symbols: list[str], first_ms: int, end_ms: int, panel: Panel | None = None
+) -> MarketData:
+    """Load what the frictions need for ``symbols`` over the run (``first_ms``: the first window's start).
+
+    ``panel``: their base bars from ``execution.history_bars()`` bars before ``first_ms`` to ``end_ms``
+    when the caller read them already (:func:`engine.data.panel.panels_load`); None: read here.
+    Called by the plan after its data step, which checked the funding of every symbol of
+    ``lakehouse`` (``funding_prepare``): a perp run's funding is read without checking it again.
+    """
+    from engine.data.markets import leverage_check, market_rules
     from engine.simulation.market import ExecutionRules
 
     ex = cfg.execution
     base_ms = interval_ms(cfg.backtest.interval)
-    panel = panel_load(
-        lakehouse, "bars", cfg.backtest.interval, symbols, first_ms - ex.history_bars() * base_ms, end_ms
-    )
+    if panel is None:
+        panel = panel_load(
+            lakehouse, "bars", cfg.backtest.interval, symbols, first_ms - ex.history_bars() * base_ms, end_ms
+        )
     rules = market_rules(cfg, symbols)
+    leverage_check(cfg.portfolio.leverage, rules)  # a traded market's own maximum (docs/LONG_SHORT.md)
     execution = ExecutionRules(
         max_participation=math.inf if ex.max_participation is None else ex.max_participation,
         leftover=ex.leftover,
@@ -133,7 +146,9 @@ def market_prepare(cfg: RunConfig, lakehouse: Lakehouse, symbols: list[str], fir
     if market_of(cfg) == "perp":  # funding of the winners (engine/run/funding.py)
         from engine.run.funding import funding_load
 
-        md.funding = funding_load(cfg, symbols, first_ms, end_ms)
+        # the plan's data step (funding_prepare) checked this store's funding of every symbol
+        md.funding = funding_load(cfg, symbols, first_ms, end_ms, checked=lakehouse)
+        md.funding_index = FundingIndex(md.funding)
     return md
 
 

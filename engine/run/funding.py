@@ -19,6 +19,7 @@ import polars as pl
 
 from engine.config import RunConfig
 from engine.core.errors import DataError
+from engine.data.lakehouse import Lakehouse
 from engine.data.panel import Panel
 
 log = logging.getLogger(__name__)
@@ -53,15 +54,21 @@ def funding_units_warn(frame: pl.DataFrame) -> list[str]:
     return med.get_column("symbol").to_list()
 
 
-def funding_load(cfg: RunConfig, symbols: list[str], start_ms: int, end_ms: int) -> pl.DataFrame:
+def funding_load(
+    cfg: RunConfig, symbols: list[str], start_ms: int, end_ms: int, checked: Lakehouse | None = None
+) -> pl.DataFrame:
     """Return the funding rates of ``symbols`` over the run; a perp run without any is refused (one line).
 
     With ``data.funding_missing=zero`` the reader has said (a warning line) that missing funding is
-    taken as zero: an empty frame is then no funding at all.
+    taken as zero: an empty frame is then no funding at all. ``checked``: the plan's store, whose
+    funding the run's data step checked for every symbol (``funding_read``'s ``checked``).
     """
     from engine.data.funding import funding_read  # type: ignore[import-not-found,unused-ignore]
 
-    frame: pl.DataFrame = funding_read(cfg, symbols, start_ms, end_ms)
+    if checked is None:
+        frame: pl.DataFrame = funding_read(cfg, symbols, start_ms, end_ms)
+    else:
+        frame = funding_read(cfg, symbols, start_ms, end_ms, checked=checked)
     funding_units_warn(frame)  # rates typed in percent: named in a warning every run
     assumed_zero = getattr(cfg.data, "funding_missing", "error") == "zero"  # the reader warned: funding 0
     if frame.height == 0 and symbols and not assumed_zero:
@@ -73,29 +80,115 @@ def funding_load(cfg: RunConfig, symbols: list[str], start_ms: int, end_ms: int)
     return frame
 
 
-def funding_grid(frame: pl.DataFrame, panel: Panel, columns: list[str], ts: np.ndarray, bar_ms: int) -> np.ndarray:
-    """Return (n_bars, k) funding per share: the sum of ``rate x mark`` of the funding times inside each bar.
+class FundingIndex:
+    """A run's funding rates split once by symbol, laid on each window's grid by :meth:`grid`.
 
-    A null mark is the symbol's open on ``panel`` at or after the funding time (its last close when
-    no bar follows). Funding times outside the window's bars are left out.
+    Built once per run from :func:`funding_load`'s frame: the rows grouped by symbol, each group in
+    the frame's own order (so a window sums the same payments in the same order as a filter of the
+    whole frame would), and per panel the ``rate x mark`` of a symbol whose null marks are filled
+    (:func:`_open_at_or_after`: elementwise, so the same for the whole span as for a window's part).
+    When every symbol's times are sorted (as :func:`engine.data.funding.funding_read` gives them),
+    a window's rows of every column are found with two binary searches on one key.
     """
-    n = ts.size
-    out = np.zeros((n, len(columns)))
-    if not n:
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        # the frame's rows grouped by symbol, the groups in the order their symbols first appear and the
+        # rows of a group in the frame's order (a stable sort on the group's number)
+        sym = frame.get_column("symbol").cast(pl.String).to_numpy() if frame.height else np.empty(0, dtype=object)
+        names, first, inverse = np.unique(sym.astype(str), return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        group = np.empty(order.size, dtype=np.int64)
+        group[order] = np.arange(order.size)
+        row_group = group[inverse.reshape(-1)]
+        perm = np.argsort(row_group, kind="stable")
+        self._symbols = [str(s) for s in names[order]]
+        self._sid = {s: i for i, s in enumerate(self._symbols)}
+        self._t = _values(frame, "time", np.int64)[perm]
+        self._rate = _values(frame, "rate", np.float64)[perm]
+        self._mark = _values(frame, "mark", np.float64)[perm]
+        sizes = np.bincount(row_group, minlength=order.size)
+        self._off = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self._row_sid = np.repeat(np.arange(order.size), sizes)
+        self._amount = self._rate * self._mark  # NaN where the mark is null (filled per panel)
+        self._filled: dict[int, tuple[Panel, np.ndarray, set[int]]] = {}  # by id(panel); the panel kept alive
+        steps = np.diff(self._t)
+        self._ordered = bool(np.all((steps >= 0) | (np.diff(self._row_sid) != 0)))
+        self._shift = int(self._t.min()) if self._t.size else 0
+        self._span = int(self._t.max()) - self._shift + 1 if self._t.size else 1
+        self._key = (self._t - self._shift) + self._row_sid.astype(np.int64) * self._span
+
+    def _amounts(self, panel: Panel, idx: np.ndarray) -> np.ndarray:
+        """Return ``rate x mark`` of rows ``idx``, null marks filled from ``panel`` (once per panel and symbol)."""
+        nan = np.isnan(self._mark[idx])
+        out: np.ndarray
+        if not nan.any():
+            out = self._amount[idx]
+            return out
+        _, full, done = self._filled.setdefault(id(panel), (panel, self._amount.copy(), set()))
+        for sid in np.unique(self._row_sid[idx[nan]]).tolist():
+            if sid not in done:
+                a, b = int(self._off[sid]), int(self._off[sid + 1])
+                mark, t = self._mark[a:b], self._t[a:b]
+                full[a:b] = self._rate[a:b] * np.where(
+                    np.isnan(mark), _open_at_or_after(panel, self._symbols[sid], t), mark
+                )
+                done.add(sid)
+        out = full[idx]
         return out
-    rows = frame.filter(
-        pl.col("symbol").is_in(columns) & (pl.col("time") >= int(ts[0])) & (pl.col("time") < int(ts[-1]) + bar_ms)
-    )
-    for (sym,), g in rows.partition_by("symbol", as_dict=True).items():
-        j = columns.index(str(sym))
-        t = g.get_column("time").to_numpy().astype(np.int64)
-        rate = g.get_column("rate").to_numpy().astype(np.float64)
-        mark = g.get_column("mark").fill_null(np.nan).to_numpy().astype(np.float64)
-        if np.isnan(mark).any():
-            mark = np.where(np.isnan(mark), _open_at_or_after(panel, str(sym), t), mark)
-        bar = np.searchsorted(ts, t, side="right") - 1
-        np.add.at(out[:, j], bar, rate * mark)
+
+    def _rows(self, js: list[int], sids: list[int], first: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the rows with time in ``[first, end)`` of symbols ``sids`` and the column ``js`` of each."""
+        sid = np.asarray(sids, dtype=np.int64)
+        if self._ordered:  # each symbol's rows inside the window are one run of its sorted rows
+            lo = np.searchsorted(self._key, sid * self._span + min(max(first - self._shift, 0), self._span))
+            hi = np.searchsorted(self._key, sid * self._span + min(max(end - self._shift, 0), self._span))
+            counts = hi - lo
+            idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+            return idx, np.repeat(np.asarray(js, dtype=np.int64), counts)
+        parts, cols = [], []
+        for j, k in zip(js, sid.tolist(), strict=True):
+            a, b = int(self._off[k]), int(self._off[k + 1])
+            t = self._t[a:b]
+            rows = a + np.flatnonzero((t >= first) & (t < end))
+            parts.append(rows)
+            cols.append(np.full(rows.size, j, dtype=np.int64))
+        return np.concatenate(parts or [np.empty(0, np.int64)]), np.concatenate(cols or [np.empty(0, np.int64)])
+
+    def grid(self, panel: Panel, columns: list[str], ts: np.ndarray, bar_ms: int) -> np.ndarray:
+        """Return (n_bars, k) funding per share: the sum of ``rate x mark`` of the funding times inside each bar.
+
+        A null mark is the symbol's open on ``panel`` at or after the funding time (its last close
+        when no bar follows). Funding times outside the window's bars are left out.
+        """
+        n = ts.size
+        out = np.zeros((n, len(columns)))
+        if not n:
+            return out
+        js, sids, seen = [], [], set()
+        for j, sym in enumerate(columns):
+            if sym in self._sid and sym not in seen:
+                seen.add(sym)
+                js.append(j)
+                sids.append(self._sid[sym])
+        idx, col = self._rows(js, sids, int(ts[0]), int(ts[-1]) + bar_ms)
+        if idx.size:
+            bar = np.searchsorted(ts, self._t[idx], side="right") - 1
+            np.add.at(out, (bar, col), self._amounts(panel, idx))
+        return out
+
+
+def _values(frame: pl.DataFrame, name: str, dtype: type[np.generic]) -> np.ndarray:
+    """Return a column of the frame as ``dtype`` (nulls as NaN), empty for an empty frame."""
+    if not frame.height:
+        return np.empty(0, dtype=dtype)
+    col = frame.get_column(name)
+    out: np.ndarray = (col.fill_null(np.nan) if dtype is np.float64 else col).to_numpy().astype(dtype)
     return out
+
+
+def funding_grid(frame: pl.DataFrame, panel: Panel, columns: list[str], ts: np.ndarray, bar_ms: int) -> np.ndarray:
+    """Return :meth:`FundingIndex.grid` of ``frame`` (one window; a run builds its index once)."""
+    return FundingIndex(frame).grid(panel, columns, ts, bar_ms)
 
 
 def _open_at_or_after(panel: Panel, symbol: str, t: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from engine.core.progress import progress_iter
 from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
 from engine.data.lakehouse import Lakehouse, ranges_merge, scan_batches, store_open
-from engine.data.panel import Panel, panel_load
+from engine.data.panel import Panel, panel_load, panels_load
 from engine.data.sources.base import DataSource
 from engine.run.frictions import MarketData, market_prepare, market_stage
 from engine.simulation.stage import AllocationContext, MarketStage, SelectionContext, SimulationStage
@@ -404,7 +404,13 @@ def plan_ranked(
         symbols = sorted({s for top in selected.values() for s in top.get_column("symbol").to_list()})
         history = 0 if cfg.signals is None else (cfg.signals.trend_days + 2) * DAY_MS + warmup_ms(cfg)
         history = max(history, returns_history_ms(cfg))  # the covariance window of docs/PORTFOLIO.md
-        base_bars = panel_load(lakehouse, "bars", base, symbols, windows[0].start_ms - history, windows[-1].end_ms)
+        # a friction is on, or a short leg, leverage or perpetual data: the market stage (engine/run/frictions.py),
+        # whose bars (from its own history before the first window) come from the same read
+        market_on = not cfg.execution.is_frictionless() or not is_long_only(cfg)
+        starts = [windows[0].start_ms - history, windows[0].start_ms - cfg.execution.history_bars() * interval_ms(base)]
+        base_bars, *market_bars = panels_load(
+            lakehouse, "bars", base, symbols, starts if market_on else starts[:1], windows[-1].end_ms
+        )
     with timings.timed("windows"):
         allocator: Allocator | None = (
             sided_allocator_new(cfg, base_bars, risk_memo)
@@ -425,10 +431,9 @@ def plan_ranked(
             signals = signals_prepare(cfg, mtf[cfg.backtest.timeframes[0]], base_bars, spans)
     stage: SimulationStage | MarketStage = SimulationStage(cfg.costs, cfg.backtest.vbt_engine)
     market = None
-    # a friction is on, or a short leg, leverage or perpetual data: the market stage (engine/run/frictions.py)
-    if not cfg.execution.is_frictionless() or not is_long_only(cfg):
+    if market_on:
         with timings.timed("market"):
-            market = market_prepare(cfg, lakehouse, symbols, windows[0].start_ms, windows[-1].end_ms)
+            market = market_prepare(cfg, lakehouse, symbols, windows[0].start_ms, windows[-1].end_ms, market_bars[0])
             stage = market_stage(cfg, market)
     return RunPlan(
         cfg, lakehouse, ingestion, stage, base, interval_ms(base), interval, coverage, windows, plans, ranks,
