@@ -64,7 +64,12 @@ def simultaneous_sort_nb(vals: np.ndarray, idx: np.ndarray, size: int) -> None: 
     Recursion replaced by a stack of (offset, size): the parts are disjoint, so the order in which
     they are sorted does not change the result.
     """
-    stack = np.empty((2 * size + 2, 2), dtype=np.int64)
+    _sort_on_stack(vals, idx, size, np.empty((2 * size + 2, 2), dtype=np.int64))
+
+
+@njit(cache=True)
+def _sort_on_stack(vals: np.ndarray, idx: np.ndarray, size: int, stack: np.ndarray) -> None:  # pragma: no cover - numba
+    """:func:`simultaneous_sort_nb` on a caller's stack of at least ``(2 * size + 2, 2)`` (one per kernel call)."""
     top = 0
     stack[0, 0] = 0
     stack[0, 1] = size
@@ -112,12 +117,12 @@ def simultaneous_sort_nb(vals: np.ndarray, idx: np.ndarray, size: int) -> None: 
 
 @njit(cache=True)
 def _sorted_slice(
-    m: np.ndarray, vals: np.ndarray, idx: np.ndarray, lo: int, hi: int, col: int
+    m: np.ndarray, vals: np.ndarray, idx: np.ndarray, lo: int, hi: int, col: int, stack: np.ndarray
 ) -> None:  # pragma: no cover - numba
     for i in range(hi - lo):
-        vals[i] = m[lo + i, col]
+        vals[i] = m[col, lo + i]  # = m[lo + i, col]: the table is symmetric (a row reads contiguously)
         idx[i] = lo + i
-    simultaneous_sort_nb(vals, idx, hi - lo)
+    _sort_on_stack(vals, idx, hi - lo, stack)
 
 
 @njit(cache=True)
@@ -129,9 +134,11 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
     status = np.zeros((n, n, 2), dtype=np.int64)
     must = np.zeros(sz.shape[0], dtype=np.int64)
     uc, mc, wc, kc = np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64)
-    m_vals, k_vals = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
+    m_vals = np.empty(n, dtype=np.float32)
     m_idx = np.empty(n, dtype=np.int64)
     k_sorted = np.empty((n, n), dtype=np.int64)  # per w of the right part, its k slice in sorted order
+    k_vals = np.empty((n, n), dtype=np.float32)  # ... and the values M[w, k] in that order
+    stack = np.empty((2 * n + 2, 2), dtype=np.int64)
     best_u = best_w = 0
     for i in range(sz.shape[0]):
         v_l, v_r = sz[i, 0], sz[i, 1]
@@ -164,22 +171,25 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
                             min_km = np.float32(d[mm, kk])
                 # M[{k}, w] is not written in this (u, w) loop: each w's sorted slice is sorted once
                 nk = k_max - k_min
+                # the sorted values are read, not looked up again: no M[u, m] or M[w, k] changes in this loop
                 for w in range(w_min, w_max):
-                    _sorted_slice(m_tab, k_vals, k_sorted[w - w_min], k_min, k_max, w)
+                    _sorted_slice(m_tab, k_vals[w - w_min], k_sorted[w - w_min], k_min, k_max, w, stack)
                 for u in range(u_min, u_max):
-                    _sorted_slice(m_tab, m_vals, m_idx, m_min, m_max, u)
+                    _sorted_slice(m_tab, m_vals, m_idx, m_min, m_max, u, stack)
                     for w in range(w_min, w_max):
                         k_idx = k_sorted[w - w_min]
+                        kv = k_vals[w - w_min]
                         cur = big
                         for mi in range(m_max - m_min):
                             mm = m_idx[mi]
-                            if m_tab[u, mm] + m_tab[w, k_idx[0]] + min_km >= cur:
+                            a = m_vals[mi]  # M[u, mm]
+                            if a + kv[0] + min_km >= cur:
                                 break
                             for ki in range(nk):
-                                kk = k_idx[ki]
-                                if m_tab[u, mm] + m_tab[w, kk] + min_km >= cur:
+                                b = kv[ki]  # M[w, k_idx[ki]]
+                                if a + b + min_km >= cur:
                                     break
-                                cand = np.float32((m_tab[u, mm] + m_tab[w, kk]) + d[mm, kk])
+                                cand = np.float32((a + b) + d[mm, k_idx[ki]])
                                 if cand < cur:
                                     cur = cand
                         m_tab[u, w] = cur
@@ -199,6 +209,139 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
         if v_r >= n:
             must[v_r - n] = status[best_u, best_w, 1]
     return must
+
+
+@njit(cache=True)
+def pearson_distance_nb(gram: np.ndarray, ddof_n: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
+    """Return the angular distances ``sqrt(0.5 (1 - rho))`` condensed (scipy's layout) and as a square matrix.
+
+    ``gram`` is ``xc' xc`` of the centred returns and ``ddof_n`` their number of rows less one: the
+    correlation is ``np.corrcoef``'s, operation for operation (the covariance ``gram * (1 / ddof_n)``,
+    divided by the row's standard deviation, then by the column's, clipped to [-1, 1]), and the
+    distance is ``np.sqrt(np.clip(0.5 * (1 - rho), 0, 1))`` of it, so both equal numpy's and
+    ``squareform``'s bit for bit (tests/test_hrp_kernels.py). The square matrix mirrors the upper
+    triangle (as ``squareform``) with a zero diagonal.
+    """
+    p = gram.shape[0]
+    f = 1.0 / ddof_n
+    sd = np.empty(p)
+    for i in range(p):
+        sd[i] = np.sqrt(gram[i, i] * f)
+    condensed = np.empty(p * (p - 1) // 2)
+    square = np.zeros((p, p))
+    k = 0
+    for i in range(p):
+        for j in range(i + 1, p):
+            rho = gram[i, j] * f / sd[i] / sd[j]
+            if rho < -1.0:
+                rho = -1.0
+            elif rho > 1.0:
+                rho = 1.0
+            v = 0.5 * (1.0 - rho)
+            if v < 0.0:
+                v = 0.0
+            elif v > 1.0:
+                v = 1.0
+            v = np.sqrt(v)
+            condensed[k] = v
+            square[i, j] = v
+            square[j, i] = v
+            k += 1
+    return condensed, square
+
+
+@njit(cache=True)
+def _pair_index(n: int, i: int, j: int) -> int:  # pragma: no cover - numba
+    """Return the position of the pair ``(i, j)``, ``i != j``, in a condensed distance vector of ``n`` points."""
+    if i > j:
+        i, j = j, i
+    return n * i - (i * (i + 1)) // 2 + (j - i - 1)
+
+
+@njit(cache=True)
+def ward_children_nb(condensed: np.ndarray, n: int) -> np.ndarray:  # pragma: no cover - numba
+    """Return the children of each merge of the Ward linkage of ``condensed``: scipy's ``linkage(method="ward")[:, :2]``.
+
+    The nearest-neighbour chain as scipy's ``nn_chain`` runs it: the chain starts at the first
+    live cluster, a cluster's nearest neighbour is the first live one at the strictly smallest
+    distance (the chain's previous cluster preferred), a reciprocal pair merges into the slot of the
+    larger index, and the distances to the merged cluster follow the Lance-Williams update of
+    Ward's method with scipy's arithmetic, ``sqrt((n_i + n_x) t d_xi^2 + (n_i + n_y) t d_yi^2 -
+    n_i t d_xy^2)``, ``t = 1 / (n_x + n_y + n_i)``. The merges are then put in order of height by a
+    stable sort and relabelled by union-find (the new cluster of merge ``k`` is ``n + k``, the
+    smaller root first). The finite distances are the caller's to check (scipy raises on others).
+    """
+    d = condensed.copy()
+    size = np.ones(n, dtype=np.int64)
+    chain = np.empty(n, dtype=np.int64)
+    pairs = np.empty((n - 1, 2), dtype=np.int64)
+    heights = np.empty(n - 1)
+    length = 0
+    y = 0
+    for k in range(n - 1):
+        if length == 0:
+            length = 1
+            for i in range(n):
+                if size[i] > 0:
+                    chain[0] = i
+                    break
+        while True:
+            x = chain[length - 1]
+            if length > 1:
+                y = chain[length - 2]
+                current = d[_pair_index(n, x, y)]
+            else:
+                current = np.inf
+            for i in range(n):
+                if size[i] == 0 or i == x:
+                    continue
+                dist = d[_pair_index(n, x, i)]
+                if dist < current:
+                    current = dist
+                    y = i
+            if length > 1 and y == chain[length - 2]:
+                break
+            chain[length] = y
+            length += 1
+        length -= 2
+        if x > y:
+            x, y = y, x
+        nx, ny = size[x], size[y]
+        pairs[k, 0], pairs[k, 1] = x, y
+        heights[k] = current
+        size[x] = 0
+        size[y] = nx + ny
+        for i in range(n):
+            ni = size[i]
+            if ni == 0 or i == y:
+                continue
+            d_xi = d[_pair_index(n, i, x)]
+            d_yi = d[_pair_index(n, i, y)]
+            t = 1.0 / (nx + ny + ni)
+            d[_pair_index(n, i, y)] = np.sqrt(
+                (ni + nx) * t * d_xi * d_xi + (ni + ny) * t * d_yi * d_yi - ni * t * current * current
+            )
+    order = np.empty(n - 1, dtype=np.int64)  # a stable insertion sort by height (numpy's mergesort order)
+    for k in range(n - 1):
+        j = k
+        while j > 0 and heights[order[j - 1]] > heights[k]:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = k
+    parent = np.arange(2 * n - 1)
+    children = np.empty((n - 1, 2), dtype=np.int64)
+    for k in range(n - 1):
+        roots = np.empty(2, dtype=np.int64)
+        for side in range(2):
+            r = pairs[order[k], side]
+            while parent[r] != r:
+                r = parent[r]
+            roots[side] = r
+        a, b = (roots[0], roots[1]) if roots[0] < roots[1] else (roots[1], roots[0])
+        children[k, 0], children[k, 1] = a, b
+        parent[a] = n + k
+        parent[b] = n + k
+    return children
 
 
 @njit(cache=True)
