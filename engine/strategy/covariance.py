@@ -67,12 +67,12 @@ def ledoit_wolf(x: np.ndarray, m: Moments | None = None) -> tuple[np.ndarray, fl
     n, p = x.shape
     m = moments(x) if m is None else m
     s = m.gram / n
-    trace_diag = m.var
-    mu = trace_diag.sum() / p
+    trace = m.var.sum()  # the trace of S
+    mu = trace / p
     beta_ = float(np.sum(m.x2.T @ m.x2))
     delta_ = float(np.sum(s**2))  # = sum((X'X)^2) / n^2
     beta = (beta_ / n - delta_) / (p * n)
-    delta = (delta_ - 2.0 * mu * trace_diag.sum() + p * mu**2) / p
+    delta = (delta_ - 2.0 * mu * trace + p * mu**2) / p
     beta = min(beta, delta)
     shrink = 0.0 if beta == 0 else beta / delta
     cov = (1.0 - shrink) * s
@@ -96,11 +96,11 @@ def hrp_order(x: np.ndarray, m: Moments | None = None) -> np.ndarray:
     :class:`Moments` of ``x`` when the caller has them.
     """
     m = moments(x) if m is None else m
-    condensed, square = pearson_distance_nb(m.gram, x.shape[0] - 1)
-    if not np.isfinite(condensed).all():  # as scipy's linkage says it
+    dist = pearson_distance_nb(m.gram, x.shape[0] - 1)
+    if not np.isfinite(dist).all():  # as scipy's linkage says it
         msg = "The condensed distance matrix must contain only finite values."
         raise ValueError(msg)
-    return optimal_order_nb(ward_children_nb(condensed, x.shape[1]), square)
+    return optimal_order_nb(ward_children_nb(dist), dist)
 
 
 def hrp_weights(x: np.ndarray, cov: np.ndarray, m: Moments | None = None) -> np.ndarray:

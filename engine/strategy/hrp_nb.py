@@ -131,13 +131,12 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
     n = sz.shape[0] + 1
     big = np.float32(_BIG)
     m_tab = np.zeros((n, n), dtype=np.float32)
-    status = np.zeros((n, n, 2), dtype=np.int64)
+    status = np.zeros((n, n, 2), dtype=np.int8)
     must = np.zeros(sz.shape[0], dtype=np.int64)
     uc, mc, wc, kc = np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64)
-    m_vals = np.empty(n, dtype=np.float32)
-    m_idx = np.empty(n, dtype=np.int64)
-    k_sorted = np.empty((n, n), dtype=np.int64)  # per w of the right part, its k slice in sorted order
-    k_vals = np.empty((n, n), dtype=np.float32)  # ... and the values M[w, k] in that order
+    # per leaf of the merge, the leaves of its sibling cluster sorted by M[leaf, .], and those values
+    order = np.empty((n, n), dtype=np.int64)
+    vals = np.empty((n, n), dtype=np.float32)
     stack = np.empty((2 * n + 2, 2), dtype=np.int64)
     best_u = best_w = 0
     for i in range(sz.shape[0]):
@@ -158,6 +157,15 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
             n_w = 2
             wc[0], wc[1] = sz[v_r - n, 1], sz[v_r - n, 0]
             kc[0], kc[1] = sz[v_r - n, 0], sz[v_r - n, 1]
+        # scipy sorts row u's m slice for every (u, w) side pair, row w's k slice likewise; the rows read
+        # (u, m both left; w, k both right) are never written in this merge (it writes M[u, w]), so each
+        # row's slice is sorted once here, by the same quicksort: the same orders, ties included
+        for sl in range(n_u):
+            for u in range(ranges[uc[sl], 0], ranges[uc[sl], 1]):
+                _sorted_slice(m_tab, vals[u], order[u], ranges[mc[sl], 0], ranges[mc[sl], 1], u, stack)
+        for sr in range(n_w):
+            for w in range(ranges[wc[sr], 0], ranges[wc[sr], 1]):
+                _sorted_slice(m_tab, vals[w], order[w], ranges[kc[sr], 0], ranges[kc[sr], 1], w, stack)
         for sl in range(n_u):
             for sr in range(n_w):
                 u_min, u_max = ranges[uc[sl], 0], ranges[uc[sl], 1]
@@ -169,16 +177,11 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
                     for kk in range(k_min, k_max):
                         if d[mm, kk] < np.float64(min_km):
                             min_km = np.float32(d[mm, kk])
-                # M[{k}, w] is not written in this (u, w) loop: each w's sorted slice is sorted once
                 nk = k_max - k_min
-                # the sorted values are read, not looked up again: no M[u, m] or M[w, k] changes in this loop
-                for w in range(w_min, w_max):
-                    _sorted_slice(m_tab, k_vals[w - w_min], k_sorted[w - w_min], k_min, k_max, w, stack)
                 for u in range(u_min, u_max):
-                    _sorted_slice(m_tab, m_vals, m_idx, m_min, m_max, u, stack)
+                    m_idx, m_vals = order[u], vals[u]  # the sorted values are read, not looked up again
                     for w in range(w_min, w_max):
-                        k_idx = k_sorted[w - w_min]
-                        kv = k_vals[w - w_min]
+                        k_idx, kv = order[w], vals[w]
                         cur = big
                         for mi in range(m_max - m_min):
                             mm = m_idx[mi]
@@ -212,24 +215,22 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
 
 
 @njit(cache=True)
-def pearson_distance_nb(gram: np.ndarray, ddof_n: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
-    """Return the angular distances ``sqrt(0.5 (1 - rho))`` condensed (scipy's layout) and as a square matrix.
+def pearson_distance_nb(gram: np.ndarray, ddof_n: int) -> np.ndarray:  # pragma: no cover - numba
+    """Return the angular distances ``sqrt(0.5 (1 - rho))`` of the assets as a square matrix.
 
     ``gram`` is ``xc' xc`` of the centred returns and ``ddof_n`` their number of rows less one: the
     correlation is ``np.corrcoef``'s, operation for operation (the covariance ``gram * (1 / ddof_n)``,
     divided by the row's standard deviation, then by the column's, clipped to [-1, 1]), and the
-    distance is ``np.sqrt(np.clip(0.5 * (1 - rho), 0, 1))`` of it, so both equal numpy's and
-    ``squareform``'s bit for bit (tests/test_hrp_kernels.py). The square matrix mirrors the upper
-    triangle (as ``squareform``) with a zero diagonal.
+    distance is ``np.sqrt(np.clip(0.5 * (1 - rho), 0, 1))`` of it, computed on the upper triangle
+    and mirrored with a zero diagonal: ``squareform`` of scipy's condensed distances, bit for bit
+    (tests/test_hrp_kernels.py).
     """
     p = gram.shape[0]
     f = 1.0 / ddof_n
     sd = np.empty(p)
     for i in range(p):
         sd[i] = np.sqrt(gram[i, i] * f)
-    condensed = np.empty(p * (p - 1) // 2)
     square = np.zeros((p, p))
-    k = 0
     for i in range(p):
         for j in range(i + 1, p):
             rho = gram[i, j] * f / sd[i] / sd[j]
@@ -243,35 +244,27 @@ def pearson_distance_nb(gram: np.ndarray, ddof_n: int) -> tuple[np.ndarray, np.n
             elif v > 1.0:
                 v = 1.0
             v = np.sqrt(v)
-            condensed[k] = v
             square[i, j] = v
             square[j, i] = v
-            k += 1
-    return condensed, square
+    return square
 
 
 @njit(cache=True)
-def _pair_index(n: int, i: int, j: int) -> int:  # pragma: no cover - numba
-    """Return the position of the pair ``(i, j)``, ``i != j``, in a condensed distance vector of ``n`` points."""
-    if i > j:
-        i, j = j, i
-    return n * i - (i * (i + 1)) // 2 + (j - i - 1)
+def ward_children_nb(dist: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Return the children of each merge of the Ward linkage of the square distances ``dist``: scipy's ``linkage(method="ward")[:, :2]``.
 
-
-@njit(cache=True)
-def ward_children_nb(condensed: np.ndarray, n: int) -> np.ndarray:  # pragma: no cover - numba
-    """Return the children of each merge of the Ward linkage of ``condensed``: scipy's ``linkage(method="ward")[:, :2]``.
-
-    The nearest-neighbour chain as scipy's ``nn_chain`` runs it: the chain starts at the first
-    live cluster, a cluster's nearest neighbour is the first live one at the strictly smallest
-    distance (the chain's previous cluster preferred), a reciprocal pair merges into the slot of the
-    larger index, and the distances to the merged cluster follow the Lance-Williams update of
-    Ward's method with scipy's arithmetic, ``sqrt((n_i + n_x) t d_xi^2 + (n_i + n_y) t d_yi^2 -
-    n_i t d_xy^2)``, ``t = 1 / (n_x + n_y + n_i)``. The merges are then put in order of height by a
-    stable sort and relabelled by union-find (the new cluster of merge ``k`` is ``n + k``, the
-    smaller root first). The finite distances are the caller's to check (scipy raises on others).
+    The nearest-neighbour chain as scipy's ``nn_chain`` runs it on the condensed distances: the
+    chain starts at the first live cluster, a cluster's nearest neighbour is the first live one at
+    the strictly smallest distance (the chain's previous cluster preferred), a reciprocal pair merges
+    into the slot of the larger index, and the distances to the merged cluster follow the
+    Lance-Williams update of Ward's method with scipy's arithmetic, ``sqrt((n_i + n_x) t d_xi^2 +
+    (n_i + n_y) t d_yi^2 - n_i t d_xy^2)``, ``t = 1 / (n_x + n_y + n_i)`` (kept in both triangles of
+    a copy of ``dist``). The merges are then put in order of height by a stable sort and relabelled
+    by union-find (the new cluster of merge ``k`` is ``n + k``, the smaller root first). The finite
+    distances are the caller's to check (scipy raises on others).
     """
-    d = condensed.copy()
+    n = dist.shape[0]
+    d = dist.copy()
     size = np.ones(n, dtype=np.int64)
     chain = np.empty(n, dtype=np.int64)
     pairs = np.empty((n - 1, 2), dtype=np.int64)
@@ -289,15 +282,14 @@ def ward_children_nb(condensed: np.ndarray, n: int) -> np.ndarray:  # pragma: no
             x = chain[length - 1]
             if length > 1:
                 y = chain[length - 2]
-                current = d[_pair_index(n, x, y)]
+                current = d[x, y]
             else:
                 current = np.inf
             for i in range(n):
                 if size[i] == 0 or i == x:
                     continue
-                dist = d[_pair_index(n, x, i)]
-                if dist < current:
-                    current = dist
+                if d[x, i] < current:
+                    current = d[x, i]
                     y = i
             if length > 1 and y == chain[length - 2]:
                 break
@@ -315,12 +307,11 @@ def ward_children_nb(condensed: np.ndarray, n: int) -> np.ndarray:  # pragma: no
             ni = size[i]
             if ni == 0 or i == y:
                 continue
-            d_xi = d[_pair_index(n, i, x)]
-            d_yi = d[_pair_index(n, i, y)]
+            d_xi, d_yi = d[i, x], d[i, y]
             t = 1.0 / (nx + ny + ni)
-            d[_pair_index(n, i, y)] = np.sqrt(
-                (ni + nx) * t * d_xi * d_xi + (ni + ny) * t * d_yi * d_yi - ni * t * current * current
-            )
+            v = np.sqrt((ni + nx) * t * d_xi * d_xi + (ni + ny) * t * d_yi * d_yi - ni * t * current * current)
+            d[i, y] = v
+            d[y, i] = v
     order = np.empty(n - 1, dtype=np.int64)  # a stable insertion sort by height (numpy's mergesort order)
     for k in range(n - 1):
         j = k
@@ -331,13 +322,13 @@ def ward_children_nb(condensed: np.ndarray, n: int) -> np.ndarray:  # pragma: no
     parent = np.arange(2 * n - 1)
     children = np.empty((n - 1, 2), dtype=np.int64)
     for k in range(n - 1):
-        roots = np.empty(2, dtype=np.int64)
-        for side in range(2):
-            r = pairs[order[k], side]
-            while parent[r] != r:
-                r = parent[r]
-            roots[side] = r
-        a, b = (roots[0], roots[1]) if roots[0] < roots[1] else (roots[1], roots[0])
+        a, b = pairs[order[k], 0], pairs[order[k], 1]
+        while parent[a] != a:
+            a = parent[a]
+        while parent[b] != b:
+            b = parent[b]
+        if a > b:
+            a, b = b, a
         children[k, 0], children[k, 1] = a, b
         parent[a] = n + k
         parent[b] = n + k

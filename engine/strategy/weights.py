@@ -155,7 +155,7 @@ class Allocator:
         names = tradable + sorted(self._with_open([s for s in held if s not in winners], w.start_ms))
         t = np.zeros(len(names))
         t[: len(tradable)] = target
-        h = np.array([held.get(s, 0.0) for s in names])
+        h = np.fromiter(map(held.get, names, itertools.repeat(0.0)), np.float64, len(names))
         book, turnover = limits_apply(t, h, self.p.max_weight, self.p.max_turnover)
         out = {s: x for s, x in zip(names, book.tolist(), strict=True) if s in winners or x > 0}
         kept = [s for s in out if s not in winners]
@@ -228,7 +228,7 @@ class Allocator:
         n = self._cov_bars
         r = int(np.searchsorted(self.closes.ts_ms, w.rank_ms, side="right"))  # rows up to the ranking bar
         index = self._close_cols
-        cols = np.fromiter((index[s] for s in symbols), np.int64, len(symbols))
+        cols = np.fromiter(map(index.__getitem__, symbols), np.int64, len(symbols))
         # = returns_of(self.closes.close[max(r - n - 1, 0) : r][:, cols]), in one pass (engine/strategy/book_nb.py)
         return window_returns_nb(self.closes.close, max(r - n - 1, 0), r, cols)
 
@@ -270,7 +270,7 @@ class Allocator:
         end = int(np.searchsorted(bars.ts_ms, w.rank_ms, side="right"))
         names = list(weights)
         index = self._bar_cols
-        cols = np.fromiter((index[s] for s in names), np.int64, len(names))
+        cols = np.fromiter(map(index.__getitem__, names), np.int64, len(names))
         growth = growth_nb(bars.close, bars.open, start, end, cols)  # last close over the first open (1: no close)
         values = np.fromiter(weights.values(), np.float64, len(names)) * growth  # shorts < 0 (SidedAllocator)
         total = float(values.sum()) + 1.0 - sum(weights.values())
@@ -287,7 +287,7 @@ class Allocator:
         if row >= self.bars.ts_ms.size:
             return []
         index = self._bar_cols
-        ok = np.isfinite(self.bars.open[row, [index[s] for s in symbols]])
+        ok = np.isfinite(self.bars.open[row, np.fromiter(map(index.__getitem__, symbols), np.int64, len(symbols))])
         return [s for s, o in zip(symbols, ok.tolist(), strict=True) if o]
 
 
