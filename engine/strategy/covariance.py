@@ -2,11 +2,12 @@
 
 The covariance is Ledoit-Wolf's shrinkage towards a scaled identity (the formula of scikit-learn's
 ``ledoit_wolf``, which skfolio's ``LedoitWolf`` wraps) or the sample covariance (``ddof=1``,
-skfolio's ``EmpiricalCovariance``). Hierarchical risk parity is restated here in numpy, scipy and
-numba (skfolio's ``HierarchicalRiskParity`` costs ~40 ms and a 3 s import per run; this ~0.25 ms of
-CPU at 50 winners): Pearson angular distance, scipy's Ward linkage, scipy's optimal leaf ordering
-and the recursive bisection with inverse-variance cluster weights as numba kernels
-(:mod:`engine.strategy.hrp_nb`). Equal risk contribution and minimum variance are convex programs solved by
+skfolio's ``EmpiricalCovariance``). Hierarchical risk parity is restated here in numpy and numba
+(skfolio's ``HierarchicalRiskParity`` costs ~40 ms and a 3 s import per run; this ~0.2 ms of CPU at
+50 winners, the covariance included): Pearson angular distance, scipy's Ward linkage, scipy's optimal
+leaf ordering and the recursive bisection with inverse-variance cluster weights as numba kernels
+(:mod:`engine.strategy.hrp_nb`) with numpy's and scipy's numbers; the covariance and the correlation
+share one window's :class:`Moments` (the Gram matrix of the centred returns). Equal risk contribution and minimum variance are convex programs solved by
 skfolio itself (``RiskBudgeting``, ``MeanRisk``), imported only when one of them is used.
 tests/test_portfolio_weights.py holds every one to skfolio's estimators on the same returns.
 """

@@ -1,21 +1,28 @@
-"""Optimal leaf ordering of a linkage, scipy's algorithm and arithmetic restated in numba (docs/PORTFOLIO.md).
+"""HRP's tree of the winners, numpy's and scipy's numbers restated in numba (docs/PORTFOLIO.md).
 
-Hierarchical risk parity orders the winners by the leaves of their Ward tree with optimal leaf
-ordering (skfolio's default), which ``scipy.cluster.hierarchy.optimal_leaf_ordering`` computes by
-Bar-Joseph et al. (2001). scipy's function pays ~1 ms of Python around its Cython core at 50
-leaves (validation, ``leaves_list``, per-row relabelling loops, an O(n^2) descendant matrix), most
-of HRP's cost per window. This module is the same computation in one numba kernel:
+Hierarchical risk parity orders the winners by the leaves of the Ward tree of their Pearson
+angular distances with optimal leaf ordering (skfolio's default), then bisects that order. In
+numpy and scipy that is ``np.corrcoef``, ``scipy.cluster.hierarchy.linkage(method="ward")`` and
+``optimal_leaf_ordering`` (Bar-Joseph et al. 2001); scipy's last one pays ~1 ms of Python around
+its Cython core at 50 leaves (validation, ``leaves_list``, per-row relabelling loops, an O(n^2)
+descendant matrix) and ``linkage`` ~30 us of array-API dispatch and checks, most of HRP's cost per
+window. The kernels here give the same numbers:
 
-- the same relabelling of the tree by its current leaf order and the same cluster ranges;
-- ``identify_swaps`` line for line, with its arithmetic: the table ``M`` of best partial orderings
-  in float32 (as scipy's, whose sums ``M[u, m] + M[w, k]`` are float32 and whose candidates
-  ``M[u, m] + M[w, k] + D[m, k]`` are rounded to float32), the same early-termination bounds and
-  the same median-of-three quicksort of each slice (the early breaks depend on that order);
-- the swaps applied by their parity along the path from the root, then the leaves in pre-order
-  (left child first), as ``leaves_list``.
+- :func:`pearson_distance_nb`: the distances from the returns' Gram matrix, ``np.corrcoef``'s
+  operations in its order (bit for bit);
+- :func:`ward_children_nb`: scipy's nearest-neighbour chain for Ward's method, its tie rules and
+  Lance-Williams arithmetic, the merges sorted stably by height and relabelled as scipy's;
+- :func:`optimal_order_nb`: the same relabelling of the tree by its current leaf order and the
+  same cluster ranges; ``identify_swaps`` with its arithmetic: the table ``M`` of best partial
+  orderings in float32 (as scipy's, whose sums ``M[u, m] + M[w, k]`` are float32 and whose
+  candidates ``M[u, m] + M[w, k] + D[m, k]`` are rounded to float32), the same early-termination
+  bounds and the same median-of-three quicksort of each slice (the early breaks depend on that
+  order); the swaps applied by their parity along the path from the root, then the leaves in
+  pre-order (left child first), as ``leaves_list``;
+- :func:`bisection_nb`: the recursive bisection.
 
-So the leaf order is scipy's, ties included (tests/test_portfolio_weights.py compares both on
-random books and on tied distances).
+So the leaf order is scipy's, ties included (tests/test_hrp_kernels.py compares each kernel with
+numpy and scipy on random books and on tied and float32-near-tied distances).
 """
 
 from __future__ import annotations
