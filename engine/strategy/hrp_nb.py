@@ -1,21 +1,28 @@
-"""Optimal leaf ordering of a linkage, scipy's algorithm and arithmetic restated in numba (docs/PORTFOLIO.md).
+"""HRP's tree of the winners, numpy's and scipy's numbers restated in numba (docs/PORTFOLIO.md).
 
-Hierarchical risk parity orders the winners by the leaves of their Ward tree with optimal leaf
-ordering (skfolio's default), which ``scipy.cluster.hierarchy.optimal_leaf_ordering`` computes by
-Bar-Joseph et al. (2001). scipy's function pays ~1 ms of Python around its Cython core at 50
-leaves (validation, ``leaves_list``, per-row relabelling loops, an O(n^2) descendant matrix), most
-of HRP's cost per window. This module is the same computation in one numba kernel:
+Hierarchical risk parity orders the winners by the leaves of the Ward tree of their Pearson
+angular distances with optimal leaf ordering (skfolio's default), then bisects that order. In
+numpy and scipy that is ``np.corrcoef``, ``scipy.cluster.hierarchy.linkage(method="ward")`` and
+``optimal_leaf_ordering`` (Bar-Joseph et al. 2001); scipy's last one pays ~1 ms of Python around
+its Cython core at 50 leaves (validation, ``leaves_list``, per-row relabelling loops, an O(n^2)
+descendant matrix) and ``linkage`` ~30 us of array-API dispatch and checks, most of HRP's cost per
+window. The kernels here give the same numbers:
 
-- the same relabelling of the tree by its current leaf order and the same cluster ranges;
-- ``identify_swaps`` line for line, with its arithmetic: the table ``M`` of best partial orderings
-  in float32 (as scipy's, whose sums ``M[u, m] + M[w, k]`` are float32 and whose candidates
-  ``M[u, m] + M[w, k] + D[m, k]`` are rounded to float32), the same early-termination bounds and
-  the same median-of-three quicksort of each slice (the early breaks depend on that order);
-- the swaps applied by their parity along the path from the root, then the leaves in pre-order
-  (left child first), as ``leaves_list``.
+- :func:`pearson_distance_nb`: the distances from the returns' Gram matrix, ``np.corrcoef``'s
+  operations in its order (bit for bit);
+- :func:`ward_children_nb`: scipy's nearest-neighbour chain for Ward's method, its tie rules and
+  Lance-Williams arithmetic, the merges sorted stably by height and relabelled as scipy's;
+- :func:`optimal_order_nb`: the same relabelling of the tree by its current leaf order and the
+  same cluster ranges; ``identify_swaps`` with its arithmetic: the table ``M`` of best partial
+  orderings in float32 (as scipy's, whose sums ``M[u, m] + M[w, k]`` are float32 and whose
+  candidates ``M[u, m] + M[w, k] + D[m, k]`` are rounded to float32), the same early-termination
+  bounds and the same median-of-three quicksort of each slice (the early breaks depend on that
+  order); the swaps applied by their parity along the path from the root, then the leaves in
+  pre-order (left child first), as ``leaves_list``;
+- :func:`bisection_nb`: the recursive bisection.
 
-So the leaf order is scipy's, ties included (tests/test_portfolio_weights.py compares both on
-random books and on tied distances).
+So the leaf order is scipy's, ties included (tests/test_hrp_kernels.py compares each kernel with
+numpy and scipy on random books and on tied and float32-near-tied distances).
 """
 
 from __future__ import annotations
@@ -64,7 +71,12 @@ def simultaneous_sort_nb(vals: np.ndarray, idx: np.ndarray, size: int) -> None: 
     Recursion replaced by a stack of (offset, size): the parts are disjoint, so the order in which
     they are sorted does not change the result.
     """
-    stack = np.empty((2 * size + 2, 2), dtype=np.int64)
+    _sort_on_stack(vals, idx, size, np.empty((2 * size + 2, 2), dtype=np.int64))
+
+
+@njit(cache=True)
+def _sort_on_stack(vals: np.ndarray, idx: np.ndarray, size: int, stack: np.ndarray) -> None:  # pragma: no cover - numba
+    """:func:`simultaneous_sort_nb` on a caller's stack of at least ``(2 * size + 2, 2)`` (one per kernel call)."""
     top = 0
     stack[0, 0] = 0
     stack[0, 1] = size
@@ -112,12 +124,12 @@ def simultaneous_sort_nb(vals: np.ndarray, idx: np.ndarray, size: int) -> None: 
 
 @njit(cache=True)
 def _sorted_slice(
-    m: np.ndarray, vals: np.ndarray, idx: np.ndarray, lo: int, hi: int, col: int
+    m: np.ndarray, vals: np.ndarray, idx: np.ndarray, lo: int, hi: int, col: int, stack: np.ndarray
 ) -> None:  # pragma: no cover - numba
     for i in range(hi - lo):
-        vals[i] = m[lo + i, col]
+        vals[i] = m[col, lo + i]  # = m[lo + i, col]: the table is symmetric (a row reads contiguously)
         idx[i] = lo + i
-    simultaneous_sort_nb(vals, idx, hi - lo)
+    _sort_on_stack(vals, idx, hi - lo, stack)
 
 
 @njit(cache=True)
@@ -126,12 +138,13 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
     n = sz.shape[0] + 1
     big = np.float32(_BIG)
     m_tab = np.zeros((n, n), dtype=np.float32)
-    status = np.zeros((n, n, 2), dtype=np.int64)
+    status = np.zeros((n, n, 2), dtype=np.int8)
     must = np.zeros(sz.shape[0], dtype=np.int64)
     uc, mc, wc, kc = np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64), np.empty(2, np.int64)
-    m_vals, k_vals = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
-    m_idx = np.empty(n, dtype=np.int64)
-    k_sorted = np.empty((n, n), dtype=np.int64)  # per w of the right part, its k slice in sorted order
+    # per leaf of the merge, the leaves of its sibling cluster sorted by M[leaf, .], and those values
+    order = np.empty((n, n), dtype=np.int64)
+    vals = np.empty((n, n), dtype=np.float32)
+    stack = np.empty((2 * n + 2, 2), dtype=np.int64)
     best_u = best_w = 0
     for i in range(sz.shape[0]):
         v_l, v_r = sz[i, 0], sz[i, 1]
@@ -151,6 +164,15 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
             n_w = 2
             wc[0], wc[1] = sz[v_r - n, 1], sz[v_r - n, 0]
             kc[0], kc[1] = sz[v_r - n, 0], sz[v_r - n, 1]
+        # scipy sorts row u's m slice for every (u, w) side pair, row w's k slice likewise; the rows read
+        # (u, m both left; w, k both right) are never written in this merge (it writes M[u, w]), so each
+        # row's slice is sorted once here, by the same quicksort: the same orders, ties included
+        for sl in range(n_u):
+            for u in range(ranges[uc[sl], 0], ranges[uc[sl], 1]):
+                _sorted_slice(m_tab, vals[u], order[u], ranges[mc[sl], 0], ranges[mc[sl], 1], u, stack)
+        for sr in range(n_w):
+            for w in range(ranges[wc[sr], 0], ranges[wc[sr], 1]):
+                _sorted_slice(m_tab, vals[w], order[w], ranges[kc[sr], 0], ranges[kc[sr], 1], w, stack)
         for sl in range(n_u):
             for sr in range(n_w):
                 u_min, u_max = ranges[uc[sl], 0], ranges[uc[sl], 1]
@@ -162,24 +184,22 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
                     for kk in range(k_min, k_max):
                         if d[mm, kk] < np.float64(min_km):
                             min_km = np.float32(d[mm, kk])
-                # M[{k}, w] is not written in this (u, w) loop: each w's sorted slice is sorted once
                 nk = k_max - k_min
-                for w in range(w_min, w_max):
-                    _sorted_slice(m_tab, k_vals, k_sorted[w - w_min], k_min, k_max, w)
                 for u in range(u_min, u_max):
-                    _sorted_slice(m_tab, m_vals, m_idx, m_min, m_max, u)
+                    m_idx, m_vals = order[u], vals[u]  # the sorted values are read, not looked up again
                     for w in range(w_min, w_max):
-                        k_idx = k_sorted[w - w_min]
+                        k_idx, kv = order[w], vals[w]
                         cur = big
                         for mi in range(m_max - m_min):
                             mm = m_idx[mi]
-                            if m_tab[u, mm] + m_tab[w, k_idx[0]] + min_km >= cur:
+                            a = m_vals[mi]  # M[u, mm]
+                            if a + kv[0] + min_km >= cur:
                                 break
                             for ki in range(nk):
-                                kk = k_idx[ki]
-                                if m_tab[u, mm] + m_tab[w, kk] + min_km >= cur:
+                                b = kv[ki]  # M[w, k_idx[ki]]
+                                if a + b + min_km >= cur:
                                     break
-                                cand = np.float32((m_tab[u, mm] + m_tab[w, kk]) + d[mm, kk])
+                                cand = np.float32((a + b) + d[mm, k_idx[ki]])
                                 if cand < cur:
                                     cur = cand
                         m_tab[u, w] = cur
@@ -199,6 +219,127 @@ def identify_swaps_nb(sz: np.ndarray, d: np.ndarray, ranges: np.ndarray) -> np.n
         if v_r >= n:
             must[v_r - n] = status[best_u, best_w, 1]
     return must
+
+
+@njit(cache=True)
+def pearson_distance_nb(gram: np.ndarray, ddof_n: int) -> np.ndarray:  # pragma: no cover - numba
+    """Return the angular distances ``sqrt(0.5 (1 - rho))`` of the assets as a square matrix.
+
+    ``gram`` is ``xc' xc`` of the centred returns and ``ddof_n`` their number of rows less one: the
+    correlation is ``np.corrcoef``'s, operation for operation (the covariance ``gram * (1 / ddof_n)``,
+    divided by the row's standard deviation, then by the column's, clipped to [-1, 1]), and the
+    distance is ``np.sqrt(np.clip(0.5 * (1 - rho), 0, 1))`` of it, computed on the upper triangle
+    and mirrored with a zero diagonal: ``squareform`` of scipy's condensed distances, bit for bit
+    (tests/test_hrp_kernels.py).
+    """
+    p = gram.shape[0]
+    f = 1.0 / ddof_n
+    sd = np.empty(p)
+    for i in range(p):
+        sd[i] = np.sqrt(gram[i, i] * f)
+    square = np.zeros((p, p))
+    for i in range(p):
+        for j in range(i + 1, p):
+            rho = gram[i, j] * f / sd[i] / sd[j]
+            if rho < -1.0:
+                rho = -1.0
+            elif rho > 1.0:
+                rho = 1.0
+            v = 0.5 * (1.0 - rho)
+            if v < 0.0:
+                v = 0.0
+            elif v > 1.0:
+                v = 1.0
+            v = np.sqrt(v)
+            square[i, j] = v
+            square[j, i] = v
+    return square
+
+
+@njit(cache=True)
+def ward_children_nb(dist: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Return the children of each merge of the Ward linkage of the square distances ``dist``: scipy's ``linkage(method="ward")[:, :2]``.
+
+    The nearest-neighbour chain as scipy's ``nn_chain`` runs it on the condensed distances: the
+    chain starts at the first live cluster, a cluster's nearest neighbour is the first live one at
+    the strictly smallest distance (the chain's previous cluster preferred), a reciprocal pair merges
+    into the slot of the larger index, and the distances to the merged cluster follow the
+    Lance-Williams update of Ward's method with scipy's arithmetic, ``sqrt((n_i + n_x) t d_xi^2 +
+    (n_i + n_y) t d_yi^2 - n_i t d_xy^2)``, ``t = 1 / (n_x + n_y + n_i)`` (kept in both triangles of
+    a copy of ``dist``). The merges are then put in order of height by a stable sort and relabelled
+    by union-find (the new cluster of merge ``k`` is ``n + k``, the smaller root first). The finite
+    distances are the caller's to check (scipy raises on others).
+    """
+    n = dist.shape[0]
+    d = dist.copy()
+    size = np.ones(n, dtype=np.int64)
+    chain = np.empty(n, dtype=np.int64)
+    pairs = np.empty((n - 1, 2), dtype=np.int64)
+    heights = np.empty(n - 1)
+    length = 0
+    y = 0
+    for k in range(n - 1):
+        if length == 0:
+            length = 1
+            for i in range(n):
+                if size[i] > 0:
+                    chain[0] = i
+                    break
+        while True:
+            x = chain[length - 1]
+            if length > 1:
+                y = chain[length - 2]
+                current = d[x, y]
+            else:
+                current = np.inf
+            for i in range(n):
+                if size[i] == 0 or i == x:
+                    continue
+                if d[x, i] < current:
+                    current = d[x, i]
+                    y = i
+            if length > 1 and y == chain[length - 2]:
+                break
+            chain[length] = y
+            length += 1
+        length -= 2
+        if x > y:
+            x, y = y, x
+        nx, ny = size[x], size[y]
+        pairs[k, 0], pairs[k, 1] = x, y
+        heights[k] = current
+        size[x] = 0
+        size[y] = nx + ny
+        for i in range(n):
+            ni = size[i]
+            if ni == 0 or i == y:
+                continue
+            d_xi, d_yi = d[i, x], d[i, y]
+            t = 1.0 / (nx + ny + ni)
+            v = np.sqrt((ni + nx) * t * d_xi * d_xi + (ni + ny) * t * d_yi * d_yi - ni * t * current * current)
+            d[i, y] = v
+            d[y, i] = v
+    order = np.empty(n - 1, dtype=np.int64)  # a stable insertion sort by height (numpy's mergesort order)
+    for k in range(n - 1):
+        j = k
+        while j > 0 and heights[order[j - 1]] > heights[k]:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = k
+    parent = np.arange(2 * n - 1)
+    children = np.empty((n - 1, 2), dtype=np.int64)
+    for k in range(n - 1):
+        a, b = pairs[order[k], 0], pairs[order[k], 1]
+        while parent[a] != a:
+            a = parent[a]
+        while parent[b] != b:
+            b = parent[b]
+        if a > b:
+            a, b = b, a
+        children[k, 0], children[k, 1] = a, b
+        parent[a] = n + k
+        parent[b] = n + k
+    return children
 
 
 @njit(cache=True)

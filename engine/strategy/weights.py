@@ -27,6 +27,7 @@ long-short and leveraged books.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ from engine.core.choices import RISK_WEIGHTINGS
 from engine.core.jsontypes import JSON
 from engine.core.units import DAY_MS, interval_ms
 from engine.data.panel import Panel
-from engine.strategy.covariance import covariance_of, hrp_weights, returns_of, skfolio_weights
+from engine.strategy.book_nb import growth_nb, window_returns_nb
+from engine.strategy.covariance import Moments, covariance_of, hrp_weights, moments, skfolio_weights
 from engine.strategy.polish import erc_polish, min_variance_polish
 from engine.strategy.ranking import weights_compute
 from engine.strategy.windows import Window
@@ -153,9 +155,9 @@ class Allocator:
         names = tradable + sorted(self._with_open([s for s in held if s not in winners], w.start_ms))
         t = np.zeros(len(names))
         t[: len(tradable)] = target
-        h = np.array([held.get(s, 0.0) for s in names])
+        h = np.fromiter(map(held.get, names, itertools.repeat(0.0)), np.float64, len(names))
         book, turnover = limits_apply(t, h, self.p.max_weight, self.p.max_turnover)
-        out = {s: float(x) for s, x in zip(names, book, strict=True) if s in winners or x > 0}
+        out = {s: x for s, x in zip(names, book.tolist(), strict=True) if s in winners or x > 0}
         kept = [s for s in out if s not in winners]
         self.records.append(BookRecord(w.index, w.rank_ms, gross, vol, turnover, held, kept, why))
         self._prev = (w, out)
@@ -168,6 +170,17 @@ class Allocator:
     @functools.cached_property
     def _bars_per_year(self) -> float:
         return YEAR_MS / interval_ms(self.interval)
+
+    @functools.cached_property
+    def _bar_cols(self) -> dict[str, int]:
+        """The column of each symbol in ``bars`` (looked up once a window for all winners)."""
+        return {s: i for i, s in enumerate(self.bars.symbols)}
+
+    @functools.cached_property
+    def _close_cols(self) -> dict[str, int]:
+        """The column of each symbol in ``closes``."""
+        assert self.closes is not None
+        return self._bar_cols if self.closes is self.bars else {s: i for i, s in enumerate(self.closes.symbols)}
 
     def kept(self) -> dict[int, list[str]]:
         """Per window, the symbols the turnover limit kept after they left the winners."""
@@ -214,8 +227,10 @@ class Allocator:
         assert self.closes is not None
         n = self._cov_bars
         r = int(np.searchsorted(self.closes.ts_ms, w.rank_ms, side="right"))  # rows up to the ranking bar
-        block = self.closes.close[max(r - n - 1, 0) : r][:, [self.closes.col(s) for s in symbols]]
-        return returns_of(block)
+        index = self._close_cols
+        cols = np.fromiter(map(index.__getitem__, symbols), np.int64, len(symbols))
+        # = returns_of(self.closes.close[max(r - n - 1, 0) : r][:, cols]), in one pass (engine/strategy/book_nb.py)
+        return window_returns_nb(self.closes.close, max(r - n - 1, 0), r, cols)
 
     def _gross(self, w: Window, unit: np.ndarray, cov: np.ndarray | None) -> tuple[float, float]:
         """Return the book's gross exposure and the unit book's annualised ex-ante volatility."""
@@ -248,40 +263,42 @@ class Allocator:
         if self._prev is None:
             return {}
         pw, weights = self._prev
+        if not weights:
+            return {}
         bars = self.bars
-        start = bars.rows(pw.start_ms, pw.end_ms).start
+        start = int(np.searchsorted(bars.ts_ms, pw.start_ms))  # the previous window's first bar
         end = int(np.searchsorted(bars.ts_ms, w.rank_ms, side="right"))
         names = list(weights)
-        if not names:
-            return {}
-        cols = [bars.col(s) for s in names]
-        block = bars.close[start:end][:, cols]
-        ok = np.isfinite(block)
-        last_row = block.shape[0] - 1 - np.argmax(ok[::-1], axis=0)  # the last close each symbol had
-        last = block[last_row, np.arange(len(names))]
-        growth = np.where(ok.any(axis=0), last / bars.open[start, cols], 1.0)
-        values = np.array([weights[s] for s in names]) * growth
+        index = self._bar_cols
+        cols = np.fromiter(map(index.__getitem__, names), np.int64, len(names))
+        growth = growth_nb(bars.close, bars.open, start, end, cols)  # last close over the first open (1: no close)
+        values = np.fromiter(weights.values(), np.float64, len(names)) * growth  # shorts < 0 (SidedAllocator)
         total = float(values.sum()) + 1.0 - sum(weights.values())
-        held = zip(names, values.tolist(), strict=True)  # shorts negative in a sided book (SidedAllocator)
-        return {s: v / total for s, v in held if v != 0 and math.isfinite(v)} if total > 0 else {}
+        if not total > 0:
+            return {}
+        keep = (values != 0) & np.isfinite(values)
+        return dict(zip(itertools.compress(names, keep.tolist()), (values[keep] / total).tolist(), strict=True))
 
     def _with_open(self, symbols: list[str], start_ms: int) -> list[str]:
         """Return the ``symbols`` that have a bar at ``start_ms`` (the window's first open)."""
-        row = int(np.searchsorted(self.bars.ts_ms, start_ms))
-        if not symbols or row >= self.bars.ts_ms.size:
+        if not symbols:
             return []
-        ok = np.isfinite(self.bars.open[row, [self.bars.col(s) for s in symbols]])
+        row = int(np.searchsorted(self.bars.ts_ms, start_ms))
+        if row >= self.bars.ts_ms.size:
+            return []
+        index = self._bar_cols
+        ok = np.isfinite(self.bars.open[row, np.fromiter(map(index.__getitem__, symbols), np.int64, len(symbols))])
         return [s for s, o in zip(symbols, ok.tolist(), strict=True) if o]
 
 
-def _covariance(x: np.ndarray, estimator: str) -> tuple[np.ndarray | None, str | None]:
-    """Return the covariance of returns ``x``, or None and why it cannot be estimated."""
+def _covariance(x: np.ndarray, estimator: str, m: Moments | None = None) -> tuple[np.ndarray | None, str | None]:
+    """Return the covariance of returns ``x``, or None and why it cannot be estimated (``m``: the moments of ``x``)."""
     if x.shape[0] < 2:
         return None, f"{x.shape[0]} complete return row(s) over portfolio.cov_window (at least 2 needed)"
-    sd = x.std(axis=0)
-    if not np.all(sd > 0):
+    m = moments(x) if m is None else m
+    if not np.all(m.var > 0):  # var is x.var(axis=0): > 0 exactly where the standard deviation is
         return None, "a winner's price did not move over portfolio.cov_window (zero variance)"
-    cov = covariance_of(x, estimator)
+    cov = covariance_of(x, estimator, m)
     if not np.isfinite(cov).all():
         return None, "the covariance is not finite"
     return cov, None
@@ -295,17 +312,20 @@ def _estimates(
     weighting: str, x: np.ndarray, estimator: str
 ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
     """Return the covariance of returns ``x``, the risk weights of a risk weighting (None: none) and why not."""
-    cov, why = _covariance(x, estimator)
+    m = moments(x) if x.shape[0] >= 2 else None  # computed once for the covariance and HRP's correlation
+    cov, why = _covariance(x, estimator, m)
     if weighting not in RISK_WEIGHTINGS or x.shape[1] < 2 or cov is None:
         return cov, None, why
-    risk = _risk_weights(weighting, x, cov, estimator)
+    risk = _risk_weights(weighting, x, cov, estimator, m)
     return cov, risk, None if risk is not None else "the optimiser gave no finite long-only weights"
 
 
-def _risk_weights(weighting: str, x: np.ndarray, cov: np.ndarray, estimator: str) -> np.ndarray | None:
+def _risk_weights(
+    weighting: str, x: np.ndarray, cov: np.ndarray, estimator: str, m: Moments | None = None
+) -> np.ndarray | None:
     """Return the unit weights of a risk weighting, or None when they are not finite, long-only and positive in sum."""
     if weighting == "hrp":
-        u = hrp_weights(x, cov)
+        u = hrp_weights(x, cov, m)
     else:
         try:
             raw = skfolio_weights(x, weighting, estimator)
