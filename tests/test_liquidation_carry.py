@@ -7,8 +7,7 @@ lost (``engine.run.fold.positions_after`` gets ``end_state=None``: basis NaN). T
 ``E (1 - 1/L) / (1 - mm)`` is then computed from the next window's top-up fill alone (a long bought at
 54 and topped up by 0.6 % of its size at 79 is liquidated at 79 x 0.95 / 0.995 = 75.7), or not at all
 in a window without a buy. With any active exit rule the basis is carried and the level is right.
-The fix belongs in ``engine/simulation/market.py`` (track the state whenever ``margin`` is set); this
-test is the reproduction and fails until then (strict xfail).
+Fixed in ``engine/simulation/market.py``: the state is tracked whenever ``margin`` is set.
 """
 
 from __future__ import annotations
@@ -75,9 +74,6 @@ def _config(tmp: Path, folder: Path, *exit_rules: str) -> RunConfig:
     return config_validate(raw)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine/simulation/market.py does not track a margin book's basis without exit rules"
-)
 def test_stops_that_never_trigger_change_no_liquidation(folder: Path, tmp_path: Path) -> None:
     plain = backtest_run(_config(tmp_path / "a", folder, "exit_rules=none"))
     never = backtest_run(_config(tmp_path / "b", folder, "exit_rules.sl_stop=0.99", "exit_rules.tp_stop=100"))

@@ -217,7 +217,8 @@ def market_simulate(
     funding = np.zeros((1, 1)) if fr.funding is None else np.ascontiguousarray(fr.funding, dtype=np.float64)
     kernel = functools.partial(market_nb, *fixed)  # the window's inputs bound; the state follows
     out, ebuf, dbuf, st = _walk(kernel, books, shares, n_bars, k, funding, fr.funding is not None)
-    tracked = [(r is not None and r.active) or held_reweights == "first_bar" for r in rules]
+    # a margin book keeps its positions' basis across windows (liquidation levels) with or without exit rules
+    tracked = [(r is not None and r.active) or held_reweights == "first_bar" or margin is not None for r in rules]
     exits = _exits(ebuf, dbuf, st, tracked, k)
     return _book_results(prices, out, k, exits)
 
