@@ -212,11 +212,10 @@ class FilesSource(DataSource):
                 skipped.append((path, "a folder (files are read from data.path itself, not its subfolders)"))
                 continue
             entry = name_parse(path)
+            if not isinstance(entry, str) and self.market == "perp" and entry.layout == "freqtrade":
+                entry = "freqtrade spot bars: data.market=perp reads BASE_QUOTE_SETTLE-tf-futures files"
             if isinstance(entry, str):
                 skipped.append((path, entry))
-                continue
-            if self.market == "perp" and entry.layout == "freqtrade":
-                skipped.append((path, "freqtrade spot bars: data.market=perp reads BASE_QUOTE_SETTLE-tf-futures files"))
                 continue
             if entry.interval is None:
                 try:
