@@ -116,6 +116,31 @@ def five_minute_bars(hourly: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
 
 
+def bars_from_closes(close: np.ndarray, start_ms: int, step_ms: int, wick: float = 0.005) -> pl.DataFrame:
+    """Bars with these closes: each opens at the previous close, wicks ``wick`` beyond, 1e6 units traded."""
+    open_ = np.r_[close[0], close[:-1]]
+    return pl.DataFrame(
+        {
+            "timestamp": start_ms + np.arange(close.size) * step_ms,
+            "open": open_,
+            "high": np.maximum(open_, close) * (1.0 + wick),
+            "low": np.minimum(open_, close) * (1.0 - wick),
+            "close": close,
+            "volume": np.full(close.size, 1e6),
+        }
+    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
+
+
+def perp_files_config(tmp: Path, folder: Path, *overrides: str) -> RunConfig:
+    """A zero-cost perpetual run on a folder of freqtrade futures files (no funding files: assumed zero)."""
+    raw = config_compose(
+        ["data=files", f"data.path={folder}", "data.market=perp", "data.funding_missing=zero", "quiet=true",
+         *TINY_RANKING, "costs=zero", *overrides]
+    )[1]  # fmt: skip
+    raw["paths"] = {"lakehouse_dir": str(tmp / "lakehouse"), "output_dir": str(tmp / "out")}
+    return config_validate(raw)
+
+
 def feather_write(bars: pl.DataFrame, path: Path) -> None:
     """Write bars as freqtrade writes its candles: a feather file with a ``date`` column in ns."""
     frame = bars.rename({"timestamp": "date"}).to_pandas()

@@ -13,30 +13,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers import TINY_RANKING, feather_write
+from helpers import bars_from_closes, feather_write, perp_files_config
 
-from engine.compose import config_compose
-from engine.config import RunConfig, config_validate
+from engine.config import RunConfig
 from engine.core.units import DAY_MS
 from engine.run import backtest_run
 from engine.run.delisting import delisting_haircut
 
 START_MS = 1_609_459_200_000  # 2021-01-01
 N_DAYS = 200
-
-
-def _bars(close: np.ndarray) -> pl.DataFrame:
-    open_ = np.r_[close[0], close[:-1]]
-    return pl.DataFrame(
-        {
-            "timestamp": START_MS + np.arange(close.size) * DAY_MS,
-            "open": open_,
-            "high": np.maximum(open_, close) * 1.005,
-            "low": np.minimum(open_, close) * 0.995,
-            "close": close,
-            "volume": np.full(close.size, 1e6),
-        }
-    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +35,18 @@ def perp_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("BBB", rng.normal(0.001, 0.01, N_DAYS)),
         ("GONE", rng.normal(-0.01, 0.005, 104)),
     ):
-        feather_write(_bars(100.0 * np.exp(np.cumsum(r))), root / f"{name}_USDT_USDT-1d-futures.feather")
+        feather_write(
+            bars_from_closes(100.0 * np.exp(np.cumsum(r)), START_MS, DAY_MS),
+            root / f"{name}_USDT_USDT-1d-futures.feather",
+        )
     return root
 
 
 def _config(tmp: Path, folder: Path, haircut: float, *extra: str) -> RunConfig:
-    raw = config_compose(
-        [
-            "data=files",
-            f"data.path={folder}",
-            "data.market=perp",
-            "data.funding_missing=zero",
-            "quiet=true",
-            *TINY_RANKING,
-            "ranking.top_n=1",
-            "ranking.bottom_n=1",
-            "portfolio.side=short",
-            "costs=zero",
-            f"execution.delisting_haircut={haircut}",
-            *extra,
-        ]
-    )[1]
-    raw["paths"] = {"lakehouse_dir": str(tmp / "lakehouse"), "output_dir": str(tmp / "out")}
-    return config_validate(raw)
+    return perp_files_config(
+        tmp, folder, "ranking.top_n=1", "ranking.bottom_n=1", "portfolio.side=short",
+        f"execution.delisting_haircut={haircut}", *extra,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("haircut", [0.0, 0.3])

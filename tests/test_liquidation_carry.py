@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers import TINY_RANKING, feather_write
+from helpers import feather_write, perp_files_config
 
-from engine.compose import config_compose
-from engine.config import RunConfig, config_validate
+from engine.config import RunConfig
 from engine.core.units import HOUR_MS
 from engine.run import backtest_run
 
@@ -52,26 +51,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(tmp: Path, folder: Path, *exit_rules: str) -> RunConfig:
-    raw = config_compose(
-        [
-            "data=files",
-            f"data.path={folder}",
-            "data.market=perp",
-            "data.funding_missing=zero",
-            "quiet=true",
-            *TINY_RANKING,
-            "ranking.top_n=2",
-            "ranking.bottom_n=2",
-            "portfolio.side=long_short",
-            "portfolio.leverage=20",
-            "portfolio.gross_exposure=10",
-            "costs=zero",
-            "backtest.timeframes=[1h]",
-            *exit_rules,
-        ]
-    )[1]
-    raw["paths"] = {"lakehouse_dir": str(tmp / "lakehouse"), "output_dir": str(tmp / "out")}
-    return config_validate(raw)
+    return perp_files_config(
+        tmp, folder, "ranking.top_n=2", "ranking.bottom_n=2", "portfolio.side=long_short", "portfolio.leverage=20",
+        "portfolio.gross_exposure=10", "backtest.timeframes=[1h]", *exit_rules,
+    )  # fmt: skip
 
 
 def test_stops_that_never_trigger_change_no_liquidation(folder: Path, tmp_path: Path) -> None:

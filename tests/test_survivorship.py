@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers import TINY_RANKING, feather_write
+from helpers import TINY_RANKING, bars_from_closes, feather_write
 
 from engine.compose import config_compose
 from engine.config import RunConfig, config_validate
@@ -26,28 +26,14 @@ START_MS = 1_609_459_200_000  # 2021-01-01
 N_DAYS = 240
 
 
-def _bars(close: np.ndarray, start_day: int = 0) -> pl.DataFrame:
-    """Daily bars with these closes: open at the previous close, wicks 0.5 % beyond, 1e6 units traded."""
-    open_ = np.r_[close[0], close[:-1]]
-    ts = START_MS + (start_day + np.arange(close.size)) * DAY_MS
-    return pl.DataFrame(
-        {
-            "timestamp": ts,
-            "open": open_,
-            "high": np.maximum(open_, close) * 1.005,
-            "low": np.minimum(open_, close) * 0.995,
-            "close": close,
-            "volume": np.full(close.size, 1e6),
-        }
-    ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
-
-
 def _folder(root: Path, paths: dict[str, tuple[np.ndarray, int]]) -> Path:
     """Write one ``PAIR-1d.feather`` per symbol: (daily log returns, first day)."""
     root.mkdir(parents=True)
     for symbol, (logret, first) in paths.items():
         close = 100.0 * np.exp(np.cumsum(logret))
-        feather_write(_bars(close, first), root / f"{symbol.replace('/', '_')}-1d.feather")
+        feather_write(
+            bars_from_closes(close, START_MS + first * DAY_MS, DAY_MS), root / f"{symbol.replace('/', '_')}-1d.feather"
+        )
     return root
 
 
