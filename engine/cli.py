@@ -26,7 +26,7 @@ from engine.compose import (
     run_dir_follows,
     tilde_quote,
 )
-from engine.core.errors import EngineError, SweepJobsFailed
+from engine.core.errors import INTERRUPTED, EngineError, SweepJobsFailed
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -147,9 +147,3 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(outcome), outcome.exit_code)
     except KeyboardInterrupt:  # Ctrl-C / SIGINT: one line, the shell's code for it (128 + 2), no traceback
         fail(INTERRUPTED, 130)
-
-
-INTERRUPTED = (
-    "interrupted (SIGINT): a run directory without _COMPLETE was not finished and holds no result to use; "
-    "run the command again (the lakehouse keeps what was committed)"
-)

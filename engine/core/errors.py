@@ -19,6 +19,13 @@ class NoWinnersError(DataError):
     exit_code = 1
 
 
+INTERRUPTED = (
+    "interrupted (SIGINT): a run directory without _COMPLETE was not finished and holds no result to use; "
+    "run the command again (the lakehouse keeps what was committed)"
+)
+"""The one line of a run stopped by Ctrl-C (exit code 130, no traceback)."""
+
+
 def first_line(exc: BaseException) -> str:
     r"""Return the first line of an exception's message, or its class name when the message is empty.
 
