@@ -389,12 +389,14 @@ def plan_ranked(
     ranks: pl.DataFrame,
     timings: Timings,
     risk_memo: RiskMemo | None = None,
+    bars_held: Panel | None = None,
 ) -> RunPlan:
     """Decide every window from a ranking: the winners' bars, their finer bars, the plans, the signals.
 
     The second half of :func:`run_plan`; the survivorship audit (:mod:`engine.run.survivorship`)
     builds its survivors-only plan through it from the run's ranking restricted to the survivors,
-    sharing the run's ``risk_memo`` (estimates keyed on their exact inputs, so none changes).
+    sharing the run's ``risk_memo`` (estimates keyed on their exact inputs, so none changes) and
+    copying the run's base bars (``bars_held``) for the winners both plans share.
     """
     risk_memo = {} if risk_memo is None else risk_memo
     base = cfg.backtest.interval
@@ -404,7 +406,8 @@ def plan_ranked(
         symbols = sorted({s for top in selected.values() for s in top.get_column("symbol").to_list()})
         history = 0 if cfg.signals is None else (cfg.signals.trend_days + 2) * DAY_MS + warmup_ms(cfg)
         history = max(history, returns_history_ms(cfg))  # the covariance window of docs/PORTFOLIO.md
-        base_bars = panel_load(lakehouse, "bars", base, symbols, windows[0].start_ms - history, windows[-1].end_ms)
+        start = windows[0].start_ms - history
+        base_bars = panel_load(lakehouse, "bars", base, symbols, start, windows[-1].end_ms, bars_held)
     with timings.timed("windows"):
         allocator: Allocator | None = (
             sided_allocator_new(cfg, base_bars, risk_memo)
