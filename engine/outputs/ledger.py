@@ -155,18 +155,22 @@ def ledger_append(trials: Trial | Sequence[Trial], path: Path | str = DEFAULT_LE
     """
     import duckdb
 
+    from engine.data.sql import sql_literal
+
     rows = [trials.row()] if isinstance(trials, Trial) else [t.row() for t in trials]
     if not rows:
         return 0
     path = Path(path)
-    insert = f"INSERT INTO trials ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    # the rows as literals in one statement: DuckDB's binding of Python values imports pandas (engine/data/sql.py)
+    values = ", ".join("(" + ", ".join(sql_literal(v) for v in row) + ")" for row in rows)
+    insert = f"INSERT INTO trials ({', '.join(COLUMNS)}) VALUES {values}"
     with _locked(path, exclusive=True, timeout_s=timeout_s):
         try:
             con = duckdb.connect(str(path))
             try:
                 con.execute(_SCHEMA)
                 con.execute("BEGIN TRANSACTION")
-                con.executemany(insert, rows)
+                con.execute(insert)
                 con.execute("COMMIT")
             finally:
                 con.close()

@@ -389,12 +389,14 @@ def plan_ranked(
     ranks: pl.DataFrame,
     timings: Timings,
     risk_memo: RiskMemo | None = None,
+    bars_held: Panel | None = None,
 ) -> RunPlan:
     """Decide every window from a ranking: the winners' bars, their finer bars, the plans, the signals.
 
     The second half of :func:`run_plan`; the survivorship audit (:mod:`engine.run.survivorship`)
     builds its survivors-only plan through it from the run's ranking restricted to the survivors,
-    sharing the run's ``risk_memo`` (estimates keyed on their exact inputs, so none changes).
+    sharing the run's ``risk_memo`` (estimates keyed on their exact inputs, so none changes) and
+    copying the run's base bars (``bars_held``) for the winners both plans share.
     """
     risk_memo = {} if risk_memo is None else risk_memo
     base = cfg.backtest.interval
@@ -409,7 +411,7 @@ def plan_ranked(
         market_on = not cfg.execution.is_frictionless() or not is_long_only(cfg)
         starts = [windows[0].start_ms - history, windows[0].start_ms - cfg.execution.history_bars() * interval_ms(base)]
         base_bars, *market_bars = panels_load(
-            lakehouse, "bars", base, symbols, starts if market_on else starts[:1], windows[-1].end_ms
+            lakehouse, "bars", base, symbols, starts if market_on else starts[:1], windows[-1].end_ms, bars_held
         )
     with timings.timed("windows"):
         allocator: Allocator | None = (

@@ -94,6 +94,7 @@ def survivors_plan(plan: RunPlan) -> RunPlan | None:
         ranks,
         Timings(),
         plan.risk_memo,
+        plan.base_bars,
     )
 
 
