@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.config.book import is_sided
 from engine.core.jsontypes import Record
+from engine.data.panel import Panel
 from engine.run.metrics import Metrics
 from engine.run.plan import RunPlan, Timings, plan_ranked
 from engine.simulation.vbt import ORDER_REASONS
@@ -94,8 +95,14 @@ def survivors_plan(plan: RunPlan) -> RunPlan | None:
         ranks,
         Timings(),
         plan.risk_memo,
-        plan.base_bars,
+        _widest_panel(plan),
     )
+
+
+def _widest_panel(plan: RunPlan) -> Panel:
+    """Return the run's bars over its widest span: the base bars, or the market stage's from further back."""
+    held = [plan.base_bars] if plan.market is None else [plan.base_bars, plan.market.panel]
+    return max(held, key=lambda p: p.ts_ms.size)
 
 
 def _held_delisted(orders: Mapping[str, np.ndarray], gone: set[str]) -> tuple[list[str], int]:
