@@ -94,21 +94,19 @@ class FundingIndex:
     def __init__(self, frame: pl.DataFrame) -> None:
         # the frame's rows grouped by symbol, the groups in the order their symbols first appear and the
         # rows of a group in the frame's order (a stable sort on the group's number)
-        sym = frame.get_column("symbol").cast(pl.String).to_numpy() if frame.height else np.empty(0, dtype=object)
-        names, first, inverse = np.unique(sym.astype(str), return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        group = np.empty(order.size, dtype=np.int64)
-        group[order] = np.arange(order.size)
-        row_group = group[inverse.reshape(-1)]
+        sym = frame.get_column("symbol").cast(pl.String) if frame.height else pl.Series("symbol", [], pl.String)
+        names = sym.unique(maintain_order=True)  # in the order they first appear
+        codes = pl.int_range(0, names.len(), dtype=pl.Int64, eager=True)
+        row_group = np.asarray(sym.replace_strict(names, codes, return_dtype=pl.Int64).to_numpy(), dtype=np.int64)
         perm = np.argsort(row_group, kind="stable")
-        self._symbols = [str(s) for s in names[order]]
+        self._symbols = names.to_list()
         self._sid = {s: i for i, s in enumerate(self._symbols)}
         self._t = _values(frame, "time", np.int64)[perm]
         self._rate = _values(frame, "rate", np.float64)[perm]
         self._mark = _values(frame, "mark", np.float64)[perm]
-        sizes = np.bincount(row_group, minlength=order.size)
+        sizes = np.bincount(row_group, minlength=names.len())
         self._off = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-        self._row_sid = np.repeat(np.arange(order.size), sizes)
+        self._row_sid = np.repeat(np.arange(names.len()), sizes)
         self._amount = self._rate * self._mark  # NaN where the mark is null (filled per panel)
         self._filled: dict[int, tuple[Panel, np.ndarray, set[int]]] = {}  # by id(panel); the panel kept alive
         steps = np.diff(self._t)
