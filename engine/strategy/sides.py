@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import polars as pl
 
 from engine.config import PortfolioConfig, RunConfig
@@ -106,9 +107,11 @@ def side_weights(chosen: pl.DataFrame, cfg: RunConfig, window: int) -> dict[str,
     """
     p = cfg.portfolio
     long_gross, short_gross = p.legs(p.gross_exposure)
-    is_long = (pl.col("rank") <= cfg.ranking.top_n) if p.side != "short" else pl.lit(False)
+    rank = chosen.get_column("rank").to_numpy()
+    is_long = rank <= cfg.ranking.top_n if p.side != "short" else np.zeros(rank.size, dtype=np.bool_)
+    legs = ((chosen[np.flatnonzero(is_long)], long_gross, 1.0), (chosen[np.flatnonzero(~is_long)], short_gross, -1.0))
     out: dict[str, float] = {}
-    for leg, gross, sign in ((chosen.filter(is_long), long_gross, 1.0), (chosen.filter(~is_long), short_gross, -1.0)):
+    for leg, gross, sign in legs:  # each leg's rows in the chosen rows' order
         if gross <= 0:
             continue
         if leg.height == 0:
