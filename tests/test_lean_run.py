@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from helpers import TINY_RANKING
 
 import engine.data.panel as panel_mod
 from engine.data.ingest import IngestionService
@@ -104,12 +105,7 @@ RUN = [
     "data.n_symbols=12",
     "data.start=2023-01-01",
     "data.end=2023-06-30",
-    "ranking.top_n=3",
-    "ranking.min_history_days=40",
-    "ranking.momentum_days=20",
-    "ranking.vol_days=20",
-    "ranking.liquidity_days=20",
-    "ranking.min_quote_volume=0",
+    *TINY_RANKING,
     "quiet=true",
 ]
 
