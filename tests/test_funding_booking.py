@@ -164,7 +164,7 @@ def test_a_perp_run_without_funding_data_is_refused_in_one_line(monkeypatch: pyt
 
     import polars as pl
 
-    monkeypatch.setattr(sys.modules["engine.data.funding"], "funding_read", lambda *a: pl.DataFrame())
+    monkeypatch.setattr(sys.modules["engine.data.funding"], "funding_read", lambda *a, **k: pl.DataFrame())
     cfg = config_validate(compose_raw("portfolio.side=long_short"))
     with pytest.raises(DataError, match=r"^data.market=perp but no funding rate of the winners \(BTC/USDT") as exc:
         funding_load(cfg, ["BTC/USDT"], 0, 1)

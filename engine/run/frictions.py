@@ -36,7 +36,7 @@ from engine.config import RunConfig
 from engine.core.units import interval_ms
 from engine.data.lakehouse import Lakehouse
 from engine.data.markets import MarketRule
-from engine.data.panel import Panel, panel_load
+from engine.data.panel import Panel
 from engine.run.funding import FundingIndex
 from engine.strategy.windows import Window
 
@@ -115,12 +115,12 @@ class MarketData:
 
 
 def market_prepare(
-    cfg: RunConfig, lakehouse: Lakehouse, symbols: list[str], first_ms: int, end_ms: int, panel: Panel | None = None
+    cfg: RunConfig, lakehouse: Lakehouse, symbols: list[str], first_ms: int, end_ms: int, panel: Panel
 ) -> MarketData:
     """Load what the frictions need for ``symbols`` over the run (``first_ms``: the first window's start).
 
-    ``panel``: their base bars from ``execution.history_bars()`` bars before ``first_ms`` to ``end_ms``
-    when the caller read them already (:func:`engine.data.panel.panels_load`); None: read here.
+    ``panel``: their base bars from ``execution.history_bars()`` bars before ``first_ms`` to ``end_ms``,
+    cut from the plan's one read (:func:`engine.data.panel.panels_load`).
     Called by the plan after its data step, which checked the funding of every symbol of
     ``lakehouse`` (``funding_prepare``): a perp run's funding is read without checking it again.
     """
@@ -128,11 +128,6 @@ def market_prepare(
     from engine.simulation.market import ExecutionRules
 
     ex = cfg.execution
-    base_ms = interval_ms(cfg.backtest.interval)
-    if panel is None:
-        panel = panel_load(
-            lakehouse, "bars", cfg.backtest.interval, symbols, first_ms - ex.history_bars() * base_ms, end_ms
-        )
     rules = market_rules(cfg, symbols)
     leverage_check(cfg.portfolio.leverage, rules)  # a traded market's own maximum (docs/LONG_SHORT.md)
     execution = ExecutionRules(

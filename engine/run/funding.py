@@ -65,10 +65,7 @@ def funding_load(
     """
     from engine.data.funding import funding_read  # type: ignore[import-not-found,unused-ignore]
 
-    if checked is None:
-        frame: pl.DataFrame = funding_read(cfg, symbols, start_ms, end_ms)
-    else:
-        frame = funding_read(cfg, symbols, start_ms, end_ms, checked=checked)
+    frame: pl.DataFrame = funding_read(cfg, symbols, start_ms, end_ms, checked=checked)
     funding_units_warn(frame)  # rates typed in percent: named in a warning every run
     assumed_zero = getattr(cfg.data, "funding_missing", "error") == "zero"  # the reader warned: funding 0
     if frame.height == 0 and symbols and not assumed_zero:

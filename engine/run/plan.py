@@ -396,7 +396,7 @@ def plan_ranked(
     The second half of :func:`run_plan`; the survivorship audit (:mod:`engine.run.survivorship`)
     builds its survivors-only plan through it from the run's ranking restricted to the survivors,
     sharing the run's ``risk_memo`` (estimates keyed on their exact inputs, so none changes) and
-    copying the run's base bars (``bars_held``) for the winners both plans share.
+    copying the run's widest panel of bars (``bars_held``) for the winners both plans share.
     """
     risk_memo = {} if risk_memo is None else risk_memo
     base = cfg.backtest.interval
