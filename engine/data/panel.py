@@ -42,6 +42,10 @@ class Panel:
         """Column index of ``symbol``."""
         return self._index[symbol]
 
+    def cols(self, symbols: list[str]) -> np.ndarray:
+        """Column indices of ``symbols`` (int64, in their order)."""
+        return np.fromiter(map(self._index.__getitem__, symbols), np.int64, len(symbols))
+
 
 def panel_load(
     lakehouse: Lakehouse,
@@ -133,7 +137,7 @@ def _copy_held(reuse: Panel | None, grid: np.ndarray, index: dict[str, int], arr
         return set()
     held = [s for s in reuse.symbols if s in index]
     dst = np.array([index[s] for s in held], dtype=np.int64)
-    src = np.array([reuse.col(s) for s in held], dtype=np.int64)
+    src = reuse.cols(held)
     for f in FIELDS:
         arrays[f][:, dst] = getattr(reuse, f)[:, src]
     return set(held)

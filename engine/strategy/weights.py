@@ -171,17 +171,6 @@ class Allocator:
     def _bars_per_year(self) -> float:
         return YEAR_MS / interval_ms(self.interval)
 
-    @functools.cached_property
-    def _bar_cols(self) -> dict[str, int]:
-        """The column of each symbol in ``bars`` (looked up once a window for all winners)."""
-        return {s: i for i, s in enumerate(self.bars.symbols)}
-
-    @functools.cached_property
-    def _close_cols(self) -> dict[str, int]:
-        """The column of each symbol in ``closes``."""
-        assert self.closes is not None
-        return self._bar_cols if self.closes is self.bars else {s: i for i, s in enumerate(self.closes.symbols)}
-
     def kept(self) -> dict[int, list[str]]:
         """Per window, the symbols the turnover limit kept after they left the winners."""
         return {r.window: r.kept for r in self.records if r.kept}
@@ -227,8 +216,7 @@ class Allocator:
         assert self.closes is not None
         n = self._cov_bars
         r = int(np.searchsorted(self.closes.ts_ms, w.rank_ms, side="right"))  # rows up to the ranking bar
-        index = self._close_cols
-        cols = np.fromiter(map(index.__getitem__, symbols), np.int64, len(symbols))
+        cols = self.closes.cols(symbols)
         # = returns_of(self.closes.close[max(r - n - 1, 0) : r][:, cols]), in one pass (engine/strategy/book_nb.py)
         return window_returns_nb(self.closes.close, max(r - n - 1, 0), r, cols)
 
@@ -269,8 +257,7 @@ class Allocator:
         start = int(np.searchsorted(bars.ts_ms, pw.start_ms))  # the previous window's first bar
         end = int(np.searchsorted(bars.ts_ms, w.rank_ms, side="right"))
         names = list(weights)
-        index = self._bar_cols
-        cols = np.fromiter(map(index.__getitem__, names), np.int64, len(names))
+        cols = bars.cols(names)
         growth = growth_nb(bars.close, bars.open, start, end, cols)  # last close over the first open (1: no close)
         values = np.fromiter(weights.values(), np.float64, len(names)) * growth  # shorts < 0 (SidedAllocator)
         total = float(values.sum()) + 1.0 - sum(weights.values())
@@ -286,8 +273,7 @@ class Allocator:
         row = int(np.searchsorted(self.bars.ts_ms, start_ms))
         if row >= self.bars.ts_ms.size:
             return []
-        index = self._bar_cols
-        ok = np.isfinite(self.bars.open[row, np.fromiter(map(index.__getitem__, symbols), np.int64, len(symbols))])
+        ok = np.isfinite(self.bars.open[row, self.bars.cols(symbols)])
         return [s for s, o in zip(symbols, ok.tolist(), strict=True) if o]
 
 
