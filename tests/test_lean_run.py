@@ -166,13 +166,13 @@ def test_a_reused_panel_gives_the_panel_read_and_reads_only_the_others(
     run = panel_load(store, "bars", "1d", syms[:9], start, end)
     want = panel_load(store, "bars", "1d", syms[4:], start, end)
     asked: list[list[str]] = []
-    real = panel_mod.sql_arrow
+    real = panel_mod.sql_batches
 
     def spy(name: str, params: dict[str, object], **kw: object) -> object:
         asked.append(list(params["symbols"]))  # type: ignore[call-overload]
         return real(name, params, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(panel_mod, "sql_arrow", spy)
+    monkeypatch.setattr(panel_mod, "sql_batches", spy)
     got = panel_load(store, "bars", "1d", syms[4:], start, end, reuse=run)
     assert _bits(got) == _bits(want)
     assert got.symbols == syms[4:]

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from engine.core.units import interval_ms
 from engine.data.lakehouse import DATA_FILE, Lakehouse
-from engine.data.sql import sql_arrow
+from engine.data.sql import sql_batches
 
 FIELDS = ("open", "high", "low", "close", "volume")
 SLICE_BATCH = 256  # symbols per DuckDB winner-slice query
@@ -81,17 +81,17 @@ def panel_load(
         ]
         if not files or not grid.size:
             continue
-        table = sql_arrow(
-            "winner_slice", {"files": files, "symbols": batch, "start": int(lo), "end": int(end_ms)}, storage=storage
-        )
-        if table.num_rows:
+        params: dict[str, object] = {"files": files, "symbols": batch, "start": int(lo), "end": int(end_ms)}
+        # streamed in no order: each row goes to its own cell (a symbol's bars are unique in time, the
+        # bars contract), so the panel is the same and DuckDB never sorts or holds the whole slice
+        for part in sql_batches("winner_slice", params, storage=storage):
             # column per row without a Python string per row: the symbol column's dictionary, mapped once
-            codes = table.column("symbol").combine_chunks().dictionary_encode()
+            codes = part.column("symbol").dictionary_encode()
             names = np.array([index[s] for s in codes.dictionary.to_pylist()], dtype=np.int64)
             cols = names[_numpy(codes.indices)]
-            rows = (_numpy(table.column("ts_ms")) - lo) // step
+            rows = (_numpy(part.column("ts_ms")) - lo) // step
             for f in FIELDS:
-                arrays[f][rows, cols] = _numpy(table.column(f))
+                arrays[f][rows, cols] = _numpy(part.column(f))
     return Panel(grid, list(symbols), **arrays)
 
 

@@ -26,7 +26,7 @@ import fnmatch
 import functools
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from importlib import resources
 from pathlib import PurePath
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _FALLBACK_SAID: set[str] = set()
+STREAM_ROWS = 1 << 16  # rows per record batch of sql_batches
 
 
 @functools.cache
@@ -59,6 +60,26 @@ def sql_arrow(
     ``storage``: where the parquet files the query reads live (None: local files DuckDB reads by name).
     """
     con = con or duckdb.connect()
+    # con.execute, not the relational API: DuckDB 1.4's con.sql ran the winner slice 10-20x slower
+    # than executing the same statement (benchmarks figure 4)
+    return con.execute(_statement(con, name, params, storage)).fetch_arrow_table()
+
+
+def sql_batches(name: str, params: dict[str, object], storage: Storage | None = None) -> Iterator[pa.RecordBatch]:
+    """Run the named query as :func:`sql_arrow` does and yield its result a record batch at a time.
+
+    DuckDB streams the rows as it produces them (a query without ``ORDER BY`` never holds its whole
+    result): the caller's memory follows a batch of :data:`STREAM_ROWS` rows, not the table.
+    """
+    con = duckdb.connect()
+    try:
+        yield from con.execute(_statement(con, name, params, storage)).fetch_record_batch(STREAM_ROWS)
+    finally:
+        con.close()
+
+
+def _statement(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, object], storage: Storage | None) -> str:
+    """Return the named query's text with ``params`` bound (files DuckDB cannot read itself registered on ``con``)."""
     text = sql_load(name)
     if storage is not None:
         try:
@@ -74,9 +95,7 @@ def sql_arrow(
                 view = f"_qe_{key}"
                 con.register(view, table)
                 text = re.sub(rf"read_parquet\(\${key}\b[^)]*\)", view, text)
-    # con.execute, not the relational API: DuckDB 1.4's con.sql ran the winner slice 10-20x slower
-    # than executing the same statement (benchmarks figure 4)
-    return con.execute(sql_bind(text, params)).fetch_arrow_table()
+    return sql_bind(text, params)
 
 
 # a quoted string or a -- comment (both kept as they are), or a $name parameter outside them
