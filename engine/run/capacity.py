@@ -19,7 +19,7 @@ from engine.config.exit_rules import ExitRules
 from engine.data.sources.base import DataSource
 from engine.run.metrics import CapacityRow, CapacityTable, equity_metrics
 from engine.run.plan import RunPlan, run_plan
-from engine.run.result import Assembled, Walk, _span, assemble, gc_frozen, survivorship_audit, walk
+from engine.run.result import Assembled, Walk, _span, assemble_audited, gc_frozen, walk
 from engine.run.state import BookOutput, Pass
 
 HALF = 0.5
@@ -98,8 +98,7 @@ def capacity_run(cfg: RunConfig, source: DataSource | None = None) -> Assembled:
     with gc_frozen():
         plan = run_plan(cfg, source)
         w, table = capacity_walk(plan, cfg.exit_rules, cfg.execution.capitals())
-        assembled = assemble(plan, w)
-        survivorship_audit(plan, w, assembled, "the run's book")  # the run's own book, as a plain run
+        assembled = assemble_audited(plan, w, "the run's book")  # the run's own book, as a plain run
     assert assembled.result is not None
     assembled.result.capacity = table
     return assembled

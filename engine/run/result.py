@@ -20,10 +20,10 @@ import numpy as np
 import polars as pl
 
 from engine.config import RunConfig
-from engine.config.book import is_sided
 from engine.config.exit_rules import ExitRules
 from engine.core.errors import EngineError, NoWinnersError
 from engine.core.jsontypes import Record
+from engine.core.memory import heap_release
 from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
 from engine.run.benchmark import benchmark_frame
@@ -43,6 +43,7 @@ from engine.run.plan import RunPlan, plan_from, run_plan
 from engine.run.state import BookOutput, Pass, PassSpec
 from engine.run.survivorship import audit_logs, survivors_plan, survivorship_block
 from engine.run.trades import STOP_KINDS, TRADE_KINDS, kind_counts, trades_frame, trades_from_orders
+from engine.run.winners import winners_frame
 from engine.simulation.vbt import ORDER_REASONS, ORDER_SIDES
 from engine.strategy.windows import Window
 
@@ -256,8 +257,11 @@ class Assembled:
     result: BacktestResult | None
 
 
-def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
-    """Turn a walk into every book's metrics and (``first_result``) the first book's artefact frames."""
+def assemble(plan: RunPlan, w: Walk, first_result: bool = True, frames: bool = True) -> Assembled:
+    """Turn a walk into every book's metrics and (``first_result``) the first book's artefact frames.
+
+    ``frames=False``: the winners frame and the benchmark are left empty (:func:`assemble_audited` makes them last).
+    """
     with plan.timings.timed("metrics"):
         init = plan.cfg.backtest.init_cash
         state = w.main.state
@@ -289,7 +293,7 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
             if i == 0:
                 first = (orders_frame(orders), trades)
         assert first is not None
-        result = _result(plan, w.main.outputs[0], first[0], first[1], metrics[0]) if first_result else None
+        result = _result(plan, w.main.outputs[0], first[0], first[1], metrics[0], frames) if first_result else None
     if result is not None:
         result.timings = dict(plan.timings.seconds)
         if plan.market is not None and plan.market.funding is not None:  # a perpetual run's funding over time
@@ -298,36 +302,8 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True) -> Assembled:
                 {"timestamp": f["timestamp"], "symbol": f["symbol"].tolist(), "amount": f["amount"]},
                 schema={"timestamp": pl.Int64, "symbol": pl.String, "amount": pl.Float64},
             ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
+    heap_release()
     return Assembled(metrics, result)
-
-
-def _winners_frame(plan: RunPlan, out: BookOutput) -> pl.DataFrame:
-    """Every window's full ranking, with the weight each selected winner was given."""
-    windows = pl.DataFrame(
-        {"rank_ms": [w.rank_ms for w in plan.windows], "window": [w.index for w in plan.windows]},
-        schema={"rank_ms": pl.Int64, "window": pl.Int64},
-    )
-    weights = pl.DataFrame(
-        [{"window": a["window"], "symbol": s, "weight": x} for a in out.audit for s, x in a["weights"].items()],
-        schema={"window": pl.Int64, "symbol": pl.String, "weight": pl.Float64},
-    )
-    frame = (  # one lazy query: no intermediate copy of the whole ranking (its rows grow with the universe)
-        plan.ranks.lazy()
-        .join(windows.lazy(), on="rank_ms")
-        .with_columns(
-            (pl.col("rank") <= plan.cfg.ranking.top_n).alias("selected"),
-            pl.col("rank_ms").cast(pl.Datetime("ms", "UTC")).alias("rank_time"),
-        )
-        .drop("rank_ms")
-        .join(weights.lazy(), on=["window", "symbol"], how="left")
-    )
-    if is_sided(plan.cfg):  # a long-short book: selected = given a weight, long (> 0) or short (< 0)
-        frame = frame.with_columns(pl.col("weight").is_not_null().alias("selected"))
-    return (
-        frame.sort(["window", "rank"])  # unique: the order does not depend on the joins'
-        .select("rank_date", "rank_time", pl.exclude("rank_date", "rank_time"))
-        .collect()
-    )
 
 
 def _data_files(plan: RunPlan, traded_symbols: set[str]) -> list[str]:
@@ -344,7 +320,7 @@ def _data_files(plan: RunPlan, traded_symbols: set[str]) -> list[str]:
 
 
 def _result(
-    plan: RunPlan, out: BookOutput, orders: pl.DataFrame, trades: dict[str, np.ndarray], metrics: Metrics
+    plan: RunPlan, out: BookOutput, orders: pl.DataFrame, trades: dict[str, np.ndarray], metrics: Metrics, frames: bool
 ) -> BacktestResult:
     ts, equity, exposure = np.concatenate(out.equity_ts), np.concatenate(out.equity), np.concatenate(out.exposure)
     # each window's audit line counts the trades that ended in it, by exit kind
@@ -361,9 +337,10 @@ def _result(
         pl.col("timestamp").cast(pl.Datetime("ms", "UTC"))
     )
     files = _data_files(plan, set(trades_df.get_column("symbol").to_list()))
-    return BacktestResult(
-        metrics, equity_df, orders, trades_df, _winners_frame(plan, out), out.audit, {}, files, benchmark_frame(plan)
+    winners, benchmark = (
+        (winners_frame(plan, out), benchmark_frame(plan)) if frames else (pl.DataFrame(), pl.DataFrame())
     )
+    return BacktestResult(metrics, equity_df, orders, trades_df, winners, out.audit, {}, files, benchmark)
 
 
 def window_returns(out: BookOutput, init_cash: float) -> np.ndarray:
@@ -404,7 +381,26 @@ def survivorship_audit(plan: RunPlan, w: Walk, run: Assembled, scope: str, k0: i
             metrics = assemble(sp, Walk(w.rules[:1], sched, main, {}, None), first_result=False).book_metrics[0]
     block = survivorship_block(plan, run.book_metrics[0], metrics, orders_columns(w.main.outputs[0].orders), scope)
     run.result.metrics = {**run.result.metrics, "survivorship": block}
+    heap_release()  # the survivors-only plan and its fold are gone
     run.result.timings["survivorship"] = time.perf_counter() - t0
+
+
+def assemble_audited(plan: RunPlan, w: Walk, scope: str, audit_plan: RunPlan | None = None, k0: int = 0) -> Assembled:
+    """:func:`assemble` a walk and :func:`survivorship_audit` its first book (``audit_plan``, default ``plan``; ``k0``).
+
+    The first book's winners frame and benchmark are made last, after the audit: they are the
+    largest frames of a result (they grow with the universe) and the audit holds a second plan
+    (its own bars and ranking) while it runs, so the two no longer add up (docs/PERFORMANCE.md).
+    The same frames as :func:`assemble` makes, from the same plan and book.
+    """
+    run = assemble(plan, w, frames=False)
+    survivorship_audit(plan if audit_plan is None else audit_plan, w, run, scope, k0)
+    assert run.result is not None
+    with plan.timings.timed("metrics"):
+        run.result.winners = winners_frame(plan, w.main.outputs[0])
+        run.result.benchmark = benchmark_frame(plan)
+    run.result.timings["metrics"] = plan.timings.seconds["metrics"]
+    return run
 
 
 def backtest_run(
@@ -417,9 +413,7 @@ def backtest_run(
     with gc_frozen():
         plan = run_plan(cfg, source)
         w = walk(plan, [cfg.exit_rules] if rules is None else rules)
-        out = assemble(plan, w)
-        survivorship_audit(plan, w, out, "the run's book" if len(w.rules) == 1 else "the grid's combination 000")
-        return out
+        return assemble_audited(plan, w, "the run's book" if len(w.rules) == 1 else "the grid's combination 000")
 
 
 @dataclass(frozen=True)
@@ -470,8 +464,7 @@ def walk_chosen(
         schedule = [rules[int(c)] for c in choices[k0:]]
         oos_plan = plan_from(plan, k0)
         oos_walk = walk(oos_plan, [schedule[0]], [schedule])
-        oos = assemble(oos_plan, oos_walk)
-        survivorship_audit(plan, oos_walk, oos, "the out-of-sample book, its per-window choices kept", k0)
+        oos = assemble_audited(oos_plan, oos_walk, "the out-of-sample book, its per-window choices kept", plan, k0)
         assert oos.result is not None
         oos_returns = window_returns(oos_walk.main.outputs[0], init)
     return ChosenWalk(oos.result, returns, choices, grid.book_metrics, plan.windows, oos_returns)
