@@ -397,8 +397,8 @@ def assemble_audited(plan: RunPlan, w: Walk, scope: str, audit_plan: RunPlan | N
     survivorship_audit(plan if audit_plan is None else audit_plan, w, run, scope, k0)
     assert run.result is not None
     with plan.timings.timed("metrics"):
+        run.result.benchmark = benchmark_frame(plan)  # first: its batches' pages serve the winners frame next
         run.result.winners = winners_frame(plan, w.main.outputs[0])
-        run.result.benchmark = benchmark_frame(plan)
     run.result.timings["metrics"] = plan.timings.seconds["metrics"]
     return run
 
