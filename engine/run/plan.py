@@ -23,7 +23,6 @@ from engine.config import RunConfig
 from engine.config.book import is_long_only, is_sided
 from engine.core.errors import DataError, EngineError, NoWinnersError
 from engine.core.jsontypes import JSON
-from engine.core.memory import heap_release
 from engine.core.progress import progress_iter
 from engine.core.units import interval_ms
 from engine.data.ingest import IngestionService
@@ -438,7 +437,6 @@ def plan_ranked(
         with timings.timed("market"):
             market = market_prepare(cfg, lakehouse, symbols, windows[0].start_ms, windows[-1].end_ms, market_bars[0])
             stage = market_stage(cfg, market)
-    heap_release()  # the windows stage's reads (DuckDB, Arrow, the panel's copies) freed: their pages back
     return RunPlan(
         cfg, lakehouse, ingestion, stage, base, interval_ms(base), interval, coverage, windows, plans, ranks,
         base_bars, mtf, signals, empty, timings, market, {} if allocator is None else allocator.audit(), risk_memo,

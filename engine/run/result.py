@@ -23,7 +23,6 @@ from engine.config import RunConfig
 from engine.config.exit_rules import ExitRules
 from engine.core.errors import EngineError, NoWinnersError
 from engine.core.jsontypes import Record
-from engine.core.memory import heap_release
 from engine.core.units import DAY_MS
 from engine.data.sources.base import DataSource
 from engine.run.benchmark import benchmark_frame
@@ -302,7 +301,6 @@ def assemble(plan: RunPlan, w: Walk, first_result: bool = True, frames: bool = T
                 {"timestamp": f["timestamp"], "symbol": f["symbol"].tolist(), "amount": f["amount"]},
                 schema={"timestamp": pl.Int64, "symbol": pl.String, "amount": pl.Float64},
             ).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
-    heap_release()
     return Assembled(metrics, result)
 
 
@@ -381,7 +379,6 @@ def survivorship_audit(plan: RunPlan, w: Walk, run: Assembled, scope: str, k0: i
             metrics = assemble(sp, Walk(w.rules[:1], sched, main, {}, None), first_result=False).book_metrics[0]
     block = survivorship_block(plan, run.book_metrics[0], metrics, orders_columns(w.main.outputs[0].orders), scope)
     run.result.metrics = {**run.result.metrics, "survivorship": block}
-    heap_release()  # the survivors-only plan and its fold are gone
     run.result.timings["survivorship"] = time.perf_counter() - t0
 
 
