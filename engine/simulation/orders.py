@@ -15,7 +15,14 @@ import numpy as np
 
 from engine.config.exit_rules import ExitRules
 from engine.simulation.prices import PriceBlock
-from engine.simulation.vbt_enums import Direction, SizeType, call_seq_default, order_dt, rust_enums, vectorbt_import
+from engine.simulation.vbt_enums import (
+    Direction,
+    SizeType,
+    call_seq_default,
+    order_dt,
+    rust_enums,
+    vectorbt_nb_modules,
+)
 
 PerRow: TypeAlias = "float | int | np.ndarray"
 """A per-row argument of the simulation: a scalar for every row, or a (n_rows, 1) array."""
@@ -245,6 +252,11 @@ def _per_row(a: np.ndarray, n_rows: int, dtype: type) -> np.ndarray:
     return out
 
 
+def _per_row_zeros(n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return per-row size types, fees and slippage of ``n_rows`` rows, all 0."""
+    return np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows), np.zeros(n_rows)
+
+
 def _numba_array(a: np.ndarray, dtype: type) -> np.ndarray:
     """Return ``a`` as a C-ordered, writeable array of ``dtype`` (copied only when it is not)."""
     return np.require(a, dtype=dtype, requirements=["C", "W"])
@@ -253,9 +265,13 @@ def _numba_array(a: np.ndarray, dtype: type) -> np.ndarray:
 @functools.cache
 def _numba_from_orders() -> Callable[..., np.ndarray]:
     """Return the numba engine's loop over vectorbt's order execution (imports vectorbt, once)."""
-    vectorbt_import()  # under the engine's import lock, never beside a rust_enums stand-in
-    from engine.simulation.vbt_nb import from_orders_nb
+    with vectorbt_nb_modules():  # vectorbt's numba functions, without the whole package
+        from engine.simulation.vbt_nb import from_orders_nb
 
+        # compiled (or loaded from numba's cache) while vectorbt's modules are importable: a cached
+        # function's types name vectorbt's classes by module
+        one = np.full((1, 1), np.nan)
+        from_orders_nb(np.ones(1, dtype=np.int64), np.zeros(1), one, one, one, *_per_row_zeros(1))
     return from_orders_nb
 
 

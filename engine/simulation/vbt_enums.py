@@ -13,6 +13,8 @@ function that does. ``tests/test_vbt_enums.py`` holds every value here equal to 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import sys
 import threading
 import types
@@ -172,3 +174,40 @@ def vectorbt_import() -> types.ModuleType:
         import vectorbt  # noqa: F401 (imported for sys.modules)
 
         return sys.modules["vectorbt"]
+
+
+_NB_PACKAGES = ("vectorbt", "vectorbt.portfolio", "vectorbt.generic", "vectorbt.returns")
+"""The packages whose ``__init__`` :func:`vectorbt_nb_modules` skips: the top package (it imports
+every subpackage: the data sources with ccxt, the indicators, plotting) and those of the modules
+``vectorbt.portfolio.nb`` imports (their ``__init__`` imports the accessors and ``Portfolio``)."""
+
+
+@contextlib.contextmanager
+def vectorbt_nb_modules() -> Iterator[None]:
+    """Let the numba engine import ``vectorbt.portfolio.nb`` without importing the whole package.
+
+    ``import vectorbt`` runs the package's ``__init__``, which imports every subpackage (~2.3 s of
+    CPU, ccxt and the plotting helpers included); the numba functions of ``vectorbt.portfolio.nb``
+    and the modules it imports need ~1 s of it. Within this context, when vectorbt is not imported
+    yet, the packages of :data:`_NB_PACKAGES` are empty stand-ins (their real directories as
+    ``__path__``), so ``vectorbt.portfolio.nb`` and the modules it imports are imported from their
+    own files. On leaving, every vectorbt module imported within is removed from ``sys.modules``
+    again (they live on in what was imported from them), so a later ``import vectorbt`` imports
+    the whole package afresh. When vectorbt is already imported, nothing is changed.
+    """
+    with _IMPORT_LOCK:
+        spec = None if "vectorbt" in sys.modules else importlib.util.find_spec("vectorbt")
+        if spec is None or not spec.submodule_search_locations:  # imported (or missing: the import raises)
+            yield
+            return
+        root = next(iter(spec.submodule_search_locations))
+        before = set(sys.modules)
+        for name in _NB_PACKAGES:
+            package = types.ModuleType(name, "stand-in while vectorbt.portfolio.nb is imported")
+            package.__path__ = [os.path.join(root, *name.split(".")[1:])]
+            sys.modules[name] = package
+        try:
+            yield
+        finally:
+            for name in [n for n in sys.modules if n.split(".")[0] == "vectorbt" and n not in before]:
+                del sys.modules[name]
