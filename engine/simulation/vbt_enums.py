@@ -4,9 +4,10 @@ The simulation hands vectorbt-rust's ``simulate_from_orders_rs`` its arrays dire
 order records of vectorbt's layout itself; it needs a few of vectorbt's enum values, its
 ``order_dt`` and ``build_call_seq``'s default order, and nothing else of the package. ``import
 vectorbt`` costs ~350 MB and ~2.5 s (it loads pandas, numba's compilation of its modules, plotting
-helpers): a default run (``backtest.vbt_engine=rust``) imports only ``vectorbt_rust``, and the paths
-that really use vectorbt (the numba engine, a result's ``vbt.Portfolio``) import it inside the
-function that does. ``tests/test_vbt_enums.py`` holds every value here equal to vectorbt 1.2's own
+helpers): a default run (``backtest.vbt_engine=rust``) imports only ``vectorbt_rust``, the numba
+engine only ``vectorbt.portfolio.nb`` and what it imports (:func:`vectorbt_nb_modules`), and the paths
+that use the package (a result's ``vbt.Portfolio``) import it inside the function that does.
+``tests/test_vbt_enums.py`` holds every value here equal to vectorbt 1.2's own
 (``vectorbt.portfolio.enums``, ``vectorbt.portfolio.nb.build_call_seq``), field by field.
 """
 
@@ -131,8 +132,9 @@ def call_seq_default(shape: tuple[int, int], group_lens: np.ndarray) -> np.ndarr
 
 
 _IMPORT_LOCK = threading.RLock()
-"""Held while the stand-in modules of :func:`rust_enums` are in ``sys.modules`` and while the engine
-imports vectorbt (:func:`vectorbt_import`): no engine thread sees a stand-in for the real package."""
+"""Held while the stand-in modules of :func:`rust_enums` or :func:`vectorbt_nb_modules` are in
+``sys.modules`` and while the engine imports vectorbt (:func:`vectorbt_import`): no engine thread
+sees a stand-in for the real package."""
 
 
 @contextlib.contextmanager
@@ -168,7 +170,8 @@ def rust_enums() -> Iterator[None]:
 def vectorbt_import() -> types.ModuleType:
     """Import vectorbt itself (~350 MB, ~2.5 s), never while a :func:`rust_enums` stand-in is in place.
 
-    Only the paths that use vectorbt call this: the numba engine, a result's ``vbt.Portfolio``.
+    Only the paths that use the package call this: a result's ``vbt.Portfolio`` (the simulator's and
+    the native grid's); the numba engine imports ``vectorbt.portfolio.nb`` only (:func:`vectorbt_nb_modules`).
     """
     with _IMPORT_LOCK:
         import vectorbt  # noqa: F401 (imported for sys.modules)
