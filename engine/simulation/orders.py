@@ -15,7 +15,14 @@ import numpy as np
 
 from engine.config.exit_rules import ExitRules
 from engine.simulation.prices import PriceBlock
-from engine.simulation.vbt_enums import Direction, SizeType, call_seq_default, order_dt, rust_enums, vectorbt_import
+from engine.simulation.vbt_enums import (
+    Direction,
+    SizeType,
+    call_seq_default,
+    order_dt,
+    rust_enums,
+    vectorbt_nb_modules,
+)
 
 PerRow: TypeAlias = "float | int | np.ndarray"
 """A per-row argument of the simulation: a scalar for every row, or a (n_rows, 1) array."""
@@ -203,7 +210,6 @@ def orders_simulate(
         size_type, fees, slippage = (np.asarray(a)[rows] if np.ndim(a) else a for a in (size_type, fees, slippage))
     shape = close.shape
     group_lens = np.asarray(group_lens, dtype=np.int64)
-    call_seq = call_seq_default(shape, group_lens)
     init = np.asarray(init_cash, dtype=np.float64)
     size_type = np.asarray(size_type, dtype=np.int64)
     fees = np.asarray(fees, dtype=np.float64)
@@ -213,6 +219,7 @@ def orders_simulate(
         # than a window's simulation); the arrays here are built to be supported, so the rust
         # function is called directly, with the defaults dispatch would pass spelled out (it reads
         # vectorbt's record dtypes from rust_enums' stand-ins: vectorbt itself is not imported)
+        call_seq = call_seq_default(shape, group_lens)
         with rust_enums():
             records, _ = _rust_from_orders()(
                 shape, group_lens, init, call_seq, size, price, size_type, _DIRECTION, fees, _ZERO, slippage,
@@ -220,12 +227,12 @@ def orders_simulate(
                 auto_call_seq=True, ffill_val_price=True, update_value=False, max_orders=shape[0] * shape[1],
                 max_logs=1, init_temp_records=False, seed=None, flex_2d=True,
             )  # fmt: skip
-    else:  # the numba engine, likewise without the dispatch layer (vectorbt imported here only)
-        records, _ = vectorbt_import().portfolio.nb.simulate_from_orders_nb(
-            shape, group_lens, init, call_seq, size, price, size_type, _DIRECTION, fees, _ZERO, slippage,
-            _MIN_SIZE, _INF, _NAN, _ZERO, _FALSE, _TRUE, _FALSE, _FALSE, price, close,
-            auto_call_seq=True, ffill_val_price=True, update_value=False, max_orders=shape[0] * shape[1],
-            max_logs=1, flex_2d=True,
+    else:  # the numba engine: vectorbt's order execution in one specialization (vbt_nb)
+        records = _numba_from_orders()(
+            _numba_array(group_lens, np.int64), _numba_array(init, np.float64),
+            *(_numba_array(a, np.float64) for a in (size, price, close)),
+            _per_row(size_type, shape[0], np.int64), _per_row(fees, shape[0], np.float64),
+            _per_row(slippage, shape[0], np.float64),
         )  # fmt: skip
     if len(rows) < n_rows:
         records["idx"] = rows[records["idx"]]
@@ -236,6 +243,36 @@ _DIRECTION = np.asarray(Direction.Both, dtype=np.int64)
 _MIN_SIZE = np.asarray(1e-8)
 _ZERO, _INF, _NAN = np.asarray(0.0), np.asarray(np.inf), np.asarray(np.nan)
 _TRUE, _FALSE = np.asarray(True), np.asarray(False)
+
+
+def _per_row(a: np.ndarray, n_rows: int, dtype: type) -> np.ndarray:
+    """Return a per-row argument (a scalar or a (n_rows, 1) array) as the numba loop's (n_rows,) array."""
+    out: np.ndarray = np.empty(n_rows, dtype=dtype)  # C order and writeable: the loop's one specialization
+    out[:] = np.asarray(a, dtype=dtype).reshape(-1)
+    return out
+
+
+def _per_row_zeros(n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return per-row size types, fees and slippage of ``n_rows`` rows, all 0."""
+    return np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows), np.zeros(n_rows)
+
+
+def _numba_array(a: np.ndarray, dtype: type) -> np.ndarray:
+    """Return ``a`` as a C-ordered, writeable array of ``dtype`` (copied only when it is not)."""
+    return np.require(a, dtype=dtype, requirements=["C", "W"])
+
+
+@functools.cache
+def _numba_from_orders() -> Callable[..., np.ndarray]:
+    """Return the numba engine's loop over vectorbt's order execution (imports vectorbt, once)."""
+    with vectorbt_nb_modules():  # vectorbt's numba functions, without the whole package
+        from engine.simulation.vbt_nb import from_orders_nb
+
+        # compiled (or loaded from numba's cache) while vectorbt's modules are importable: a cached
+        # function's types name vectorbt's classes by module
+        one = np.full((1, 1), np.nan)
+        from_orders_nb(np.ones(1, dtype=np.int64), np.zeros(1), one, one, one, *_per_row_zeros(1))
+    return from_orders_nb
 
 
 @functools.cache

@@ -4,15 +4,18 @@ The simulation hands vectorbt-rust's ``simulate_from_orders_rs`` its arrays dire
 order records of vectorbt's layout itself; it needs a few of vectorbt's enum values, its
 ``order_dt`` and ``build_call_seq``'s default order, and nothing else of the package. ``import
 vectorbt`` costs ~350 MB and ~2.5 s (it loads pandas, numba's compilation of its modules, plotting
-helpers): a default run (``backtest.vbt_engine=rust``) imports only ``vectorbt_rust``, and the paths
-that really use vectorbt (the numba engine, a result's ``vbt.Portfolio``) import it inside the
-function that does. ``tests/test_vbt_enums.py`` holds every value here equal to vectorbt 1.2's own
+helpers): a default run (``backtest.vbt_engine=rust``) imports only ``vectorbt_rust``, the numba
+engine only ``vectorbt.portfolio.nb`` and what it imports (:func:`vectorbt_nb_modules`), and the paths
+that use the package (a result's ``vbt.Portfolio``) import it inside the function that does.
+``tests/test_vbt_enums.py`` holds every value here equal to vectorbt 1.2's own
 (``vectorbt.portfolio.enums``, ``vectorbt.portfolio.nb.build_call_seq``), field by field.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import sys
 import threading
 import types
@@ -129,8 +132,9 @@ def call_seq_default(shape: tuple[int, int], group_lens: np.ndarray) -> np.ndarr
 
 
 _IMPORT_LOCK = threading.RLock()
-"""Held while the stand-in modules of :func:`rust_enums` are in ``sys.modules`` and while the engine
-imports vectorbt (:func:`vectorbt_import`): no engine thread sees a stand-in for the real package."""
+"""Held while the stand-in modules of :func:`rust_enums` or :func:`vectorbt_nb_modules` are in
+``sys.modules`` and while the engine imports vectorbt (:func:`vectorbt_import`): no engine thread
+sees a stand-in for the real package."""
 
 
 @contextlib.contextmanager
@@ -166,9 +170,47 @@ def rust_enums() -> Iterator[None]:
 def vectorbt_import() -> types.ModuleType:
     """Import vectorbt itself (~350 MB, ~2.5 s), never while a :func:`rust_enums` stand-in is in place.
 
-    Only the paths that use vectorbt call this: the numba engine, a result's ``vbt.Portfolio``.
+    Only the paths that use the package call this: a result's ``vbt.Portfolio`` (the simulator's and
+    the native grid's); the numba engine imports ``vectorbt.portfolio.nb`` only (:func:`vectorbt_nb_modules`).
     """
     with _IMPORT_LOCK:
         import vectorbt  # noqa: F401 (imported for sys.modules)
 
         return sys.modules["vectorbt"]
+
+
+_NB_PACKAGES = ("vectorbt", "vectorbt.portfolio", "vectorbt.generic", "vectorbt.returns")
+"""The packages whose ``__init__`` :func:`vectorbt_nb_modules` skips: the top package (it imports
+every subpackage: the data sources with ccxt, the indicators, plotting) and those of the modules
+``vectorbt.portfolio.nb`` imports (their ``__init__`` imports the accessors and ``Portfolio``)."""
+
+
+@contextlib.contextmanager
+def vectorbt_nb_modules() -> Iterator[None]:
+    """Let the numba engine import ``vectorbt.portfolio.nb`` without importing the whole package.
+
+    ``import vectorbt`` runs the package's ``__init__``, which imports every subpackage (~2.3 s of
+    CPU, ccxt and the plotting helpers included); the numba functions of ``vectorbt.portfolio.nb``
+    and the modules it imports need ~1 s of it. Within this context, when vectorbt is not imported
+    yet, the packages of :data:`_NB_PACKAGES` are empty stand-ins (their real directories as
+    ``__path__``), so ``vectorbt.portfolio.nb`` and the modules it imports are imported from their
+    own files. On leaving, every vectorbt module imported within is removed from ``sys.modules``
+    again (they live on in what was imported from them), so a later ``import vectorbt`` imports
+    the whole package afresh. When vectorbt is already imported, nothing is changed.
+    """
+    with _IMPORT_LOCK:
+        spec = None if "vectorbt" in sys.modules else importlib.util.find_spec("vectorbt")
+        if spec is None or not spec.submodule_search_locations:  # imported (or missing: the import raises)
+            yield
+            return
+        root = next(iter(spec.submodule_search_locations))
+        before = set(sys.modules)
+        for name in _NB_PACKAGES:
+            package = types.ModuleType(name, "stand-in while vectorbt.portfolio.nb is imported")
+            package.__path__ = [os.path.join(root, *name.split(".")[1:])]
+            sys.modules[name] = package
+        try:
+            yield
+        finally:
+            for name in [n for n in sys.modules if n.split(".")[0] == "vectorbt" and n not in before]:
+                del sys.modules[name]
