@@ -107,3 +107,27 @@ def test_one_specialization_for_every_call() -> None:
         orders_simulate(frozen[0], frozen[1], size_type, frozen[2], fees, slippage, init, lens, "numba")
         orders_simulate(close, size, size_type, price, fees, slippage, list(init), list(lens), "numba")
     assert len(from_orders_nb.signatures) == 1
+
+
+def test_another_vectorbt_version_uses_vectorbt_s_own_loop(monkeypatch, caplog) -> None:
+    """A vectorbt other than the one the loop was checked against: vectorbt's simulate_from_orders_nb
+    fills the orders (a stale cached loop never does), with one warning naming both versions."""
+    import importlib.metadata
+
+    from engine.simulation import orders
+
+    close, size, size_type, price, fees, slippage, init, lens = _case(4, [2, 3, 1], True)
+    checked = orders.orders_simulate(close, size, size_type, price, fees, slippage, init, lens, "numba")
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.2.7")
+    orders._numba_from_orders.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="engine.simulation.orders"):
+            other = orders.orders_simulate(close, size, size_type, price, fees, slippage, init, lens, "numba")
+        assert orders._numba_from_orders() is orders._vectorbt_from_orders
+    finally:
+        orders._numba_from_orders.cache_clear()
+    assert [r.getMessage()[:39] for r in caplog.records] == ["vectorbt 1.2.7 is not the 1.2.0 the num"]
+    theirs = _vectorbt(close, size, size_type, price, fees, slippage, init, lens)
+    for field in theirs.dtype.names:
+        np.testing.assert_array_equal(other[field], theirs[field], err_msg=field)
+        np.testing.assert_array_equal(checked[field], theirs[field], err_msg=field)

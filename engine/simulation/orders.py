@@ -8,6 +8,7 @@ group per book.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -21,8 +22,11 @@ from engine.simulation.vbt_enums import (
     call_seq_default,
     order_dt,
     rust_enums,
+    vectorbt_import,
     vectorbt_nb_modules,
 )
+
+log = logging.getLogger(__name__)
 
 PerRow: TypeAlias = "float | int | np.ndarray"
 """A per-row argument of the simulation: a scalar for every row, or a (n_rows, 1) array."""
@@ -262,9 +266,27 @@ def _numba_array(a: np.ndarray, dtype: type) -> np.ndarray:
     return np.require(a, dtype=dtype, requirements=["C", "W"])
 
 
+VBT_NB_CHECKED = "1.2.0"
+"""The vectorbt version :mod:`engine.simulation.vbt_nb`'s loop was checked against, record for record
+(tests/test_vbt_nb.py). numba's disk cache keys the compiled loop by its own file only, so with any
+other vectorbt the numba engine calls vectorbt's own ``simulate_from_orders_nb`` (cached by vectorbt's
+files), with a warning: a stale compiled copy of older vectorbt code can never fill an order."""
+
+
 @functools.cache
 def _numba_from_orders() -> Callable[..., np.ndarray]:
     """Return the numba engine's loop over vectorbt's order execution (imports vectorbt, once)."""
+    from importlib.metadata import version
+
+    found = version("vectorbt")
+    if found != VBT_NB_CHECKED:
+        log.warning(
+            "vectorbt %s is not the %s the numba engine's compiled loop was checked against: vectorbt's own "
+            "simulate_from_orders_nb fills the orders (the same records; a first start compiles ~4 s longer)",
+            found,
+            VBT_NB_CHECKED,
+        )
+        return _vectorbt_from_orders
     with vectorbt_nb_modules():  # vectorbt's numba functions, without the whole package
         from engine.simulation.vbt_nb import from_orders_nb
 
@@ -273,6 +295,27 @@ def _numba_from_orders() -> Callable[..., np.ndarray]:
         one = np.full((1, 1), np.nan)
         from_orders_nb(np.ones(1, dtype=np.int64), np.zeros(1), one, one, one, *_per_row_zeros(1))
     return from_orders_nb
+
+
+def _vectorbt_from_orders(
+    group_lens: np.ndarray,
+    init: np.ndarray,
+    size: np.ndarray,
+    price: np.ndarray,
+    close: np.ndarray,
+    size_type: np.ndarray,
+    fees: np.ndarray,
+    slippage: np.ndarray,
+) -> np.ndarray:
+    """:func:`engine.simulation.vbt_nb.from_orders_nb`'s arguments through vectorbt's own ``simulate_from_orders_nb``."""
+    shape = size.shape
+    records, _ = vectorbt_import().portfolio.nb.simulate_from_orders_nb(
+        shape, group_lens, init, call_seq_default(shape, group_lens), size, price, size_type[:, None],
+        _DIRECTION, fees[:, None], _ZERO, slippage[:, None], _MIN_SIZE, _INF, _NAN, _ZERO, _FALSE, _TRUE, _FALSE,
+        _FALSE, price, close, auto_call_seq=True, ffill_val_price=True, update_value=False,
+        max_orders=shape[0] * shape[1], max_logs=1, flex_2d=True,
+    )  # fmt: skip
+    return records  # type: ignore[no-any-return]
 
 
 @functools.cache

@@ -23,8 +23,10 @@ without cash sharing (the same value and no sort to make). ``tests/test_simulato
 records equal to ``vbt.Portfolio.from_orders``'s and to the rust engine's.
 
 This module imports vectorbt: only the numba engine imports it (:func:`engine.simulation.orders.orders_simulate`).
-numba's disk cache keys a compiled function by its own source file only: after an upgrade of
-vectorbt within the pinned 1.2 series, clear the numba cache (``__pycache__`` or ``NUMBA_CACHE_DIR``).
+numba's disk cache keys a compiled function by its own source file only, so a cached loop would keep
+an older vectorbt's arithmetic after an upgrade: the engine uses it only with the vectorbt it was
+checked against (:data:`engine.simulation.orders.VBT_NB_CHECKED`), and vectorbt's own
+``simulate_from_orders_nb`` with any other (a warning says so).
 """
 
 from __future__ import annotations
