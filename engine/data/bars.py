@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import polars as pl
 
 from engine.core.choices import Implausible
@@ -38,6 +39,8 @@ IMPLAUSIBLE_PROBLEM = (
 
 def bars_conform(df: pl.DataFrame) -> pl.DataFrame:
     """Cast a frame to the bar schema (columns in order, timestamps as UTC ms)."""
+    if df.schema == BAR_SCHEMA:  # already the schema, columns in order (a generator's frame): nothing to cast
+        return df
     missing = [c for c in BAR_SCHEMA if c not in df.columns]
     if missing:
         msg = f"bars lack columns {missing}: every bar needs timestamp, open, high, low, close, volume"
@@ -88,6 +91,8 @@ def bars_validate(df: pl.DataFrame, symbol: str, interval: str, implausible: Imp
     dropped with a warning naming them and how many.
     """
     conformed = bars_conform(df)
+    if _bars_plainly_valid(conformed, interval):  # the usual case, in numpy: every check below passes
+        return conformed
     df = conformed.unique(maintain_order=True).sort("timestamp")
     if df.height < conformed.height:  # said, not silent: the numbers are the same either way
         logging.getLogger(__name__).warning(
@@ -140,6 +145,36 @@ def bars_validate(df: pl.DataFrame, symbol: str, interval: str, implausible: Imp
         )
         df = df.filter(~far)
     return df
+
+
+def _bars_plainly_valid(df: pl.DataFrame, interval: str) -> bool:
+    """Return True only when :func:`bars_validate` would return ``df`` (conformed) unchanged and raise nothing.
+
+    Each check of :func:`bars_validate`, restated in numpy on the whole columns: no null, strictly
+    increasing timestamps (so no duplicate, already sorted: ``unique`` and ``sort`` keep the frame
+    as it is), on the interval's grid, finite prices > 0 and a finite volume >= 0, the high/low
+    order, and no implausible price by the bounds that hold whatever the rolling medians are (each
+    median close lies between the smallest and the largest close; ``x * F`` and ``x / F`` round
+    monotonically, so ``high.max() <= close.min() * F`` and ``close.max() / F <= low.min()`` leave no
+    price beyond any median's bounds). False (any doubt) sends the frame through the polars checks,
+    which name the fault, so a frame gets the same result and the same error either way.
+    """
+    if df.height == 0 or any(s.null_count() for s in df.get_columns()):
+        return False
+    ts = df.get_column("timestamp").dt.epoch("ms").to_numpy()
+    o, h, lo, c, v = (df.get_column(name).to_numpy() for name in ("open", "high", "low", "close", "volume"))
+    if df.height > 1 and not bool((ts[1:] > ts[:-1]).all()):
+        return False
+    if bool((ts % interval_ms(interval)).any()):
+        return False
+    prices = (o, h, lo, c)
+    if not all(bool(np.isfinite(a).all()) for a in (*prices, v)):
+        return False
+    if not (all(bool((a > 0).all()) for a in prices) and bool((v >= 0).all())):
+        return False
+    if bool(((h < np.maximum(np.maximum(o, c), lo)) | (lo > np.minimum(o, c))).any()):
+        return False
+    return bool(h.max() <= c.min() * IMPLAUSIBLE_FACTOR and c.max() / IMPLAUSIBLE_FACTOR <= lo.min())
 
 
 def bars_gaps(df: pl.DataFrame, interval: str) -> int:

@@ -312,7 +312,7 @@ class Lakehouse:
                 payload = self.storage.read_bytes(path)
             except FileNotFoundError:
                 self._seen.pop(part, None)
-                return pl.DataFrame(schema=BAR_SCHEMA), None
+                return _NO_BARS, None
             try:
                 meta = pq.read_metadata(io.BytesIO(payload)).metadata or {}
                 df = pl.read_parquet(io.BytesIO(payload)) if bars else _NO_BARS
@@ -356,7 +356,8 @@ class Lakehouse:
 
     def read(self, kind: str, interval: str, symbol: str) -> pl.DataFrame:
         """All bars of one partition (an empty frame with the bar schema if none)."""
-        return self._load(self.partition(kind, interval, symbol))[0]
+        df = self._load(self.partition(kind, interval, symbol))[0]
+        return pl.DataFrame(schema=BAR_SCHEMA) if df is _NO_BARS else df
 
     def write(
         self,
@@ -386,7 +387,7 @@ class Lakehouse:
         with self.locked(kind, interval, symbol) as part:
             for attempt in range(WRITE_ATTEMPTS):
                 fresh = replace and attempt == 0
-                old, record = (pl.DataFrame(schema=BAR_SCHEMA), None) if fresh else self._load(part)
+                old, record = (_NO_BARS, None) if fresh else self._load(part)
                 merged = (
                     bars  # validated: sorted, one row per timestamp (a new partition's usual case)
                     if old.height == 0
@@ -445,8 +446,9 @@ class Lakehouse:
 
 
 _NO_BARS = pl.DataFrame(schema=BAR_SCHEMA)
-"""The frame of a coverage-only read (``Lakehouse._load(bars=False)``, whose callers read the record only):
-one for every such read, not a new empty frame each (building one costs more than reading the footer)."""
+"""The frame of a coverage-only read (``Lakehouse._load(bars=False)``, whose callers read the record only)
+and of a partition with no file yet: one for every such read, not a new empty frame each (building one
+costs more than reading the footer); :meth:`Lakehouse.read` hands its caller a frame of its own."""
 
 
 def scan_batches(lake: Lakehouse, kind: str, interval: str, size: int | None = None) -> Iterator[pl.LazyFrame]:

@@ -115,6 +115,9 @@ class DataSource(ABC):
         """
         bars = bars_conform(self.ohlcv_fetch(symbol, interval, start_ms, end_ms))
         final = min(end_ms, self.covered_until(end_ms, interval))
+        ms = bars.get_column("timestamp").dt.epoch("ms")
+        if bars.height and ms.null_count() == 0 and start_ms <= ms.min() and ms.max() < final:  # type: ignore[operator]
+            return bars_validate(bars, symbol, interval)  # every bar in the span: the filter would keep them all
         ts = pl.col("timestamp").dt.epoch("ms")
         return bars_validate(bars.filter((ts >= start_ms) & (ts < final)), symbol, interval)
 

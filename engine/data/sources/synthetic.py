@@ -209,20 +209,59 @@ class SyntheticSource(DataSource):
         seg_drift = np.where(trending, rng.normal(0.0, 0.004, n_seg), 0.0)
         drift = np.repeat(seg_drift[regime] / 24.0, 24)
         mr = np.repeat((~trending)[regime].astype(np.float64), 24)
+        # each step below is the operation of the formula in the comment above it, in its order, into
+        # an array of the same draw that is not needed after it (a product's operands swapped at most,
+        # which IEEE multiplication does not see): the same bits with a third of the temporary arrays
         logvol = lfilter([1.0], [1.0, -0.995], rng.normal(0.0, 0.04, n))
-        sigma = base_vol * np.exp(logvol)
-        shock = sigma * _student_t(rng, n)
-        walk = np.cumsum(beta * self._market + drift + (1.0 - mr) * shock)
-        revert = lfilter([1.0], [1.0, -0.97], mr * shock * 2.0)
+        # sigma = base_vol * exp(logvol); shock = sigma * t
+        sigma = np.exp(logvol)
+        sigma *= base_vol
+        shock = _student_t(rng, n)
+        shock *= sigma
+        # walk = cumsum(beta * market + drift + (1 - mr) * shock)
+        walk = beta * self._market
+        walk += drift
+        tmp = 1.0 - mr
+        tmp *= shock
+        walk += tmp
+        np.cumsum(walk, out=walk)
+        # revert = lfilter(mr * shock * 2)
+        np.multiply(mr, shock, out=tmp)
+        tmp *= 2.0
+        revert = lfilter([1.0], [1.0, -0.97], tmp)
         p0 = 30_000.0 if i == 0 else float(np.exp(rng.uniform(np.log(0.05), np.log(2_000.0))))
-        close = p0 * np.exp(walk + revert)
+        # close = p0 * exp(walk + revert)
+        walk += revert
+        close = np.exp(walk, out=walk)
+        close *= p0
         open_ = np.concatenate(([p0], close[:-1]))
-        wick = 0.6 * sigma
-        high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 1.0, n)) * wick)
-        low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 1.0, n)) * wick)
-        ret = np.abs(np.diff(np.log(close), prepend=np.log(p0)))
+        # wick = 0.6 * sigma; high = max(open, close) * exp(|z| * wick); low = min(open, close) * exp(-|z'| * wick)
+        wick = np.multiply(sigma, 0.6, out=sigma)
+        z = np.abs(rng.normal(0.0, 1.0, n))
+        z *= wick
+        high = np.maximum(open_, close)
+        high *= np.exp(z, out=z)
+        z = np.abs(rng.normal(0.0, 1.0, n))
+        np.negative(z, out=z)
+        z *= wick
+        low = np.minimum(open_, close)
+        low *= np.exp(z, out=z)
+        # ret = |diff(log(close), prepend=log(p0))|
+        log_close = np.log(close)
+        ret = np.empty_like(log_close)
+        ret[0] = log_close[0] - np.log(p0)
+        np.subtract(log_close[1:], log_close[:-1], out=ret[1:])
+        np.abs(ret, out=ret)
         dollar = np.exp(rng.uniform(np.log(2e5), np.log(5e8))) / 24.0
-        volume = dollar * np.exp(0.5 * logvol + rng.normal(0.0, 0.3, n)) * (1.0 + 30.0 * ret) / close
+        # volume = dollar * exp(0.5 * logvol + z) * (1 + 30 * ret) / close
+        volume = np.multiply(logvol, 0.5, out=logvol)
+        volume += rng.normal(0.0, 0.3, n)
+        np.exp(volume, out=volume)
+        volume *= dollar
+        ret *= 30.0
+        ret += 1.0
+        volume *= ret
+        volume /= close
         first_day, last_day = 0, n_days
         if i >= len(_MAJORS):
             u = rng.random()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
@@ -15,6 +17,23 @@ if TYPE_CHECKING:
     from pyarrow import NativeFile
 
 
+STALE = ".*.tmp-*"  # the name of a temp file left by a process killed mid-write
+
+
+def _lock_open(part: Path) -> int:
+    """Create the partition's folder if need be and open its ``.lock`` (an fd; created empty, as ``open("a")``)."""
+    part.mkdir(parents=True, exist_ok=True)
+    return os.open(part / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+
+
+def _stale_remove(part: Path) -> None:
+    """Remove the temp files a process killed mid-write left in ``part`` (under its lock)."""
+    with os.scandir(part) as entries:
+        stale = [e.path for e in entries if fnmatch.fnmatchcase(e.name, STALE)]
+    for name in stale:
+        Path(name).unlink(missing_ok=True)
+
+
 class LocalStorage(Storage):
     """A folder on this machine: atomic writes by temp file + ``os.replace``, ``fcntl`` locks."""
 
@@ -23,6 +42,7 @@ class LocalStorage(Storage):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._held = threading.local()  # .part: the partition this thread holds the lock of (its folder exists)
 
     def exists(self, path: PurePath) -> bool:
         """Return True if ``path`` is an existing file."""
@@ -37,14 +57,24 @@ class LocalStorage(Storage):
         return Path(path).read_bytes()
 
     def write_bytes(self, path: PurePath, payload: bytes) -> None:
-        """Write the file ``path`` whole: a temp file beside it, fsynced, then ``os.replace``."""
+        """Write the file ``path`` whole: a temp file beside it, fsynced, then ``os.replace``.
+
+        What is guaranteed: after a crash the file is whole, old or new (the temp file is on disk
+        before the rename; a crash before the rename leaves the previous file, or none, and a stale
+        temp file, which the partition's next writer removes under its lock).
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent != getattr(self._held, "part", None):  # a locked partition's folder exists
+            path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with tmp.open("wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # as open("wb")
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
 
     def listdir(self, path: PurePath) -> list[str]:
@@ -64,15 +94,19 @@ class LocalStorage(Storage):
     def locked(self, path: PurePath) -> Iterator[None]:
         """Hold an exclusive ``fcntl`` lock on ``path/.lock``, removing stale temp files once held."""
         part = Path(path)
-        part.mkdir(parents=True, exist_ok=True)
-        with (part / ".lock").open("a") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fd = _lock_open(part)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            outer = getattr(self._held, "part", None)
             try:
-                for stale in part.glob(".*.tmp-*"):  # left by a process killed mid-write
-                    stale.unlink(missing_ok=True)
+                _stale_remove(part)
+                self._held.part = part
                 yield
             finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                self._held.part = outer
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def path_of(self, url: str) -> PurePath:
         """Return ``url`` (a local path) as a :class:`~pathlib.Path`."""
