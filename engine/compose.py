@@ -314,7 +314,9 @@ def output_folder_check(overrides: list[str], multirun: bool) -> None:
 
     The run and output folders must be creatable (no file in their path) and writable, and an
     existing one must be empty or an earlier run's directory. The lakehouse must only not be a
-    file: a read-only dataset is read without a write, and a run that would need one names it.
+    file: a read-only dataset is read without a write, and a run that would need one names it; a
+    lakehouse folder that does not exist yet is created here (the run would create it), or refused
+    in one line when it cannot be (a read-only or pseudo file system, another user's folder).
     """
     import os
 
@@ -345,6 +347,25 @@ def output_folder_check(overrides: list[str], multirun: bool) -> None:
                 msg = f"the folder {text} ({key}) cannot be written: permission denied on the folder {where}: run from a writable folder or set {key} to one"
                 raise ConfigError(msg)
             break
+        if key == "paths.lakehouse_dir" and "${" not in text and "://" not in text and not path.exists():
+            _lakehouse_create(path, text)
+
+
+def _lakehouse_create(path: Path, text: str) -> None:
+    """Create a lakehouse folder that does not exist yet (the run would), or say in one line why it cannot be.
+
+    Before the run's own folder is made: a lakehouse that cannot be created (under a file, a read-only
+    or pseudo file system, a folder of another user) is a setting to change, not unreadable data.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        msg = (
+            f"the folder {text} (paths.lakehouse_dir) cannot be created ({reason}: {exc.filename or path}): "
+            "set paths.lakehouse_dir to a folder you can write"
+        )
+        raise ConfigError(msg) from None
 
 
 def tilde_quote(arg: str) -> str:

@@ -106,6 +106,27 @@ def test_output_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     assert "(paths.lakehouse_dir)" in line and "is a file, not a folder" in line
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc (a folder no one can create in)")
+def test_lakehouse_that_cannot_be_created_is_one_line_before_the_run(tmp_path: Path) -> None:
+    """A lakehouse folder no one can create: one line naming the setting, no run folder left behind
+    (it was read as unreadable data, with the fix "delete the file it names", after the run folder was made)."""
+    run = tmp_path / "run"
+    proc = engine_cli([*SMALL, "paths.lakehouse_dir=/proc/qe-no-such/lake", f"hydra.run.dir={run}"], tmp_path)
+    line = _one_line(proc)
+    assert line.startswith("error: the folder /proc/qe-no-such/lake (paths.lakehouse_dir) cannot be created (")
+    assert "set paths.lakehouse_dir to a folder you can write" in line and "delete" not in line
+    assert not run.exists()
+
+
+def test_lakehouse_folder_is_created_before_the_run(tmp_path: Path) -> None:
+    from engine.compose import output_folder_check
+
+    lake = tmp_path / "a" / "b" / "lake"
+    output_folder_check([f"paths.lakehouse_dir={lake}", f"hydra.run.dir={tmp_path / 'run'}"], multirun=False)
+    assert lake.is_dir() and not any(lake.iterdir())
+    output_folder_check([f"paths.lakehouse_dir={lake}"], multirun=False)  # an existing one: left as it is
+
+
 def test_unwritable_artefact_folder_is_one_engine_error(tmp_path: Path) -> None:
     def deny() -> None:
         raise PermissionError(13, "Permission denied", str(tmp_path / "run" / "metrics.json"))
