@@ -347,7 +347,8 @@ def output_folder_check(overrides: list[str], multirun: bool) -> None:
                 msg = f"the folder {text} ({key}) cannot be written: permission denied on the folder {where}: run from a writable folder or set {key} to one"
                 raise ConfigError(msg)
             break
-        if key == "paths.lakehouse_dir" and "${" not in text and "://" not in text and not path.exists():
+        plain_folder = not multirun and "${" not in text and "://" not in text  # a sweep's text is no folder
+        if key == "paths.lakehouse_dir" and plain_folder and not path.exists():
             _lakehouse_create(path, text)
 
 

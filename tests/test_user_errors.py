@@ -125,6 +125,9 @@ def test_lakehouse_folder_is_created_before_the_run(tmp_path: Path) -> None:
     output_folder_check([f"paths.lakehouse_dir={lake}", f"hydra.run.dir={tmp_path / 'run'}"], multirun=False)
     assert lake.is_dir() and not any(lake.iterdir())
     output_folder_check([f"paths.lakehouse_dir={lake}"], multirun=False)  # an existing one: left as it is
+    swept = f"{tmp_path / 'x'},{tmp_path / 'y'}"
+    output_folder_check([f"paths.lakehouse_dir={swept}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], multirun=True)
+    assert not Path(swept).exists() and not (tmp_path / "x").exists()  # a sweep's values are not one folder
 
 
 def test_unwritable_artefact_folder_is_one_engine_error(tmp_path: Path) -> None:
